@@ -1,0 +1,179 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CPlatform
+
+/// Thin, errno-checked wrappers over the syscalls the log engine needs. Every failure becomes a
+/// `LogError.io` naming the operation and the path.
+enum FileIO {
+    static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(LogError) -> Int32 {
+        let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw LogError.fromErrno("open", path) }
+        return fd
+    }
+
+    static func fileSize(fd: Int32, path: String) throws(LogError) -> Int {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw LogError.fromErrno("fstat", path) }
+        return Int(st.st_size)
+    }
+
+    static func fileSize(path: String) -> Int? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return Int(st.st_size)
+    }
+
+    static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0
+    }
+
+    /// Reserves real blocks so that a later write through a mapping cannot hit ENOSPC (which
+    /// would be a SIGBUS): a full disk is reported here, when a segment is created.
+    static func reserve(fd: Int32, bytes: Int, path: String) throws(LogError) {
+        if cplatform_fallocate(fd, 0, 0, Int64(bytes)) != 0 {
+            let e = errno
+            // Filesystems without fallocate (tmpfs on old kernels, some FUSE) fall back to
+            // posix_fallocate, which writes zeros but still fails cleanly on ENOSPC.
+            if e == EOPNOTSUPP || e == ENOSYS {
+                let rc = posix_fallocate(fd, 0, off_t(bytes))
+                guard rc == 0 else { throw LogError.io(operation: "posix_fallocate", path: path, errno: rc) }
+            } else {
+                throw LogError.io(operation: "fallocate \(bytes) bytes", path: path, errno: e)
+            }
+        }
+    }
+
+    static func truncate(fd: Int32, to size: Int, path: String) throws(LogError) {
+        guard ftruncate(fd, off_t(size)) == 0 else { throw LogError.fromErrno("ftruncate to \(size)", path) }
+    }
+
+    static func datasync(fd: Int32, path: String) throws(LogError) {
+        guard fdatasync(fd) == 0 else { throw LogError.fromErrno("fdatasync", path) }
+    }
+
+    /// Makes a file creation, rename or unlink durable.
+    static func syncDirectory(_ dir: String) throws(LogError) {
+        let fd = Glibc.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw LogError.fromErrno("open directory", dir) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw LogError.fromErrno("fsync directory", dir) }
+    }
+
+    static func rename(_ from: String, _ to: String) throws(LogError) {
+        guard Glibc.rename(from, to) == 0 else { throw LogError.fromErrno("rename to \(to)", from) }
+    }
+
+    static func unlink(_ path: String) throws(LogError) {
+        guard Glibc.unlink(path) == 0 || errno == ENOENT else { throw LogError.fromErrno("unlink", path) }
+    }
+
+    static func mkdirs(_ path: String) throws(LogError) {
+        var current = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw LogError.fromErrno("mkdir", current)
+            }
+        }
+    }
+
+    static func listDirectory(_ path: String) throws(LogError) -> [String] {
+        guard let dir = opendir(path) else { throw LogError.fromErrno("opendir", path) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) { p in
+                p.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    static func writeAll(fd: Int32, bytes: UnsafeRawBufferPointer, at offset: Int, path: String) throws(LogError) {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LogError.fromErrno("pwrite", path)
+            }
+            done += n
+        }
+    }
+
+    static func readAll(path: String) throws(LogError) -> [UInt8] {
+        let fd = try open(path, flags: O_RDONLY)
+        defer { close(fd) }
+        let size = try fileSize(fd: fd, path: path)
+        var out = [UInt8](repeating: 0, count: size)
+        var done = 0
+        while done < size {
+            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, size - done, off_t(done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LogError.fromErrno("pread", path)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return Array(out[0..<done])
+    }
+}
+
+/// A memory mapping, unmapped when the last reference goes away. Segments hand out slices that
+/// retain their segment, so a mapping outlives every reader that still looks at it.
+final class Mapping: @unchecked Sendable {
+    let base: UnsafeMutableRawPointer?
+    let length: Int
+    let writable: Bool
+
+    /// Maps `length` bytes of `fd`. A zero length yields an empty mapping (mmap refuses 0).
+    init(fd: Int32, length: Int, writable: Bool, path: String) throws(LogError) {
+        self.length = length
+        self.writable = writable
+        if length == 0 {
+            base = nil
+            return
+        }
+        let prot = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
+        guard let p = cplatform_mmap(nil, length, prot, MAP_SHARED, fd, 0) else {
+            throw LogError.fromErrno("mmap \(length) bytes", path)
+        }
+        base = p
+    }
+
+    deinit {
+        if let base { munmap(base, length) }
+    }
+
+    @inline(__always)
+    func bytes(_ range: Range<Int>) -> UnsafeRawBufferPointer {
+        precondition(range.lowerBound >= 0 && range.upperBound <= length, "mapping access out of bounds")
+        guard let base else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count)
+    }
+
+    @inline(__always)
+    func mutableBytes(_ range: Range<Int>) -> UnsafeMutableRawBufferPointer {
+        precondition(writable && range.lowerBound >= 0 && range.upperBound <= length, "mapping write out of bounds")
+        return UnsafeMutableRawBufferPointer(start: base! + range.lowerBound, count: range.count)
+    }
+
+    /// Flushes a byte range of the mapping to disk (msync rounds down to a page boundary).
+    func sync(_ range: Range<Int>, path: String) throws(LogError) {
+        guard let base, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = range.lowerBound / page * page
+        guard msync(base + start, range.upperBound - start, MS_SYNC) == 0 else {
+            throw LogError.fromErrno("msync", path)
+        }
+    }
+
+    func makeReadOnly() {
+        guard let base, writable else { return }
+        mprotect(base, length, PROT_READ)
+    }
+}

@@ -1,0 +1,253 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// The file and mapping behind a sparse index (offset or time). Fixed-size entries, no header,
+/// no checksum: an index is a cache of its `.log` and is rebuilt whenever it is missing or fails
+/// its sanity check (as in Kafka).
+///
+/// The active segment's index is preallocated to `maxBytes` with fallocate and mapped writable;
+/// on roll or close it is trimmed to its entries. Entries are published to readers through
+/// `entryCount` (release/acquire), and written entries never change, so lookups take no lock.
+final class IndexFile: @unchecked Sendable {
+    let path: String
+    let entrySize: Int
+    let maxEntries: Int
+    private let mapping: Mapping
+    private var fd: Int32
+    private let count: Atomic<Int>
+
+    var entryCount: Int { count.load(ordering: .acquiring) }
+    var isFull: Bool { entryCount >= maxEntries }
+    var sizeInBytes: Int { entryCount * entrySize }
+
+    private init(path: String, entrySize: Int, maxEntries: Int, mapping: Mapping, fd: Int32, entryCount: Int) {
+        self.path = path
+        self.entrySize = entrySize
+        self.maxEntries = maxEntries
+        self.mapping = mapping
+        self.fd = fd
+        self.count = Atomic(entryCount)
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+    }
+
+    /// Opens (creating if needed) an index for appending. `validEntries` entries at the start of
+    /// the file are kept; everything after them is zeroed space for new entries.
+    static func openWritable(path: String, entrySize: Int, maxBytes: Int, validEntries: Int) throws(LogError) -> IndexFile {
+        let maxEntries = max(1, maxBytes / entrySize)
+        precondition(validEntries <= maxEntries, "index \(path) has more entries than its capacity")
+        let fd = try FileIO.open(path, flags: O_RDWR | O_CREAT)
+        do {
+            // Zero the tail so stale bytes past the valid entries can never be mistaken for entries.
+            try FileIO.truncate(fd: fd, to: validEntries * entrySize, path: path)
+            try FileIO.reserve(fd: fd, bytes: maxEntries * entrySize, path: path)
+            let mapping = try Mapping(fd: fd, length: maxEntries * entrySize, writable: true, path: path)
+            return IndexFile(path: path, entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, fd: fd, entryCount: validEntries)
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    /// Maps a trimmed index read-only. Fails with `.corrupt` when the size is not a whole number of entries.
+    static func openReadOnly(path: String, entrySize: Int) throws(LogError) -> IndexFile {
+        let fd = try FileIO.open(path, flags: O_RDONLY)
+        defer { close(fd) }
+        let size = try FileIO.fileSize(fd: fd, path: path)
+        guard size % entrySize == 0 else {
+            throw LogError.corrupt(path: path, reason: "size \(size) is not a multiple of the entry size \(entrySize)")
+        }
+        let mapping = try Mapping(fd: fd, length: size, writable: false, path: path)
+        return IndexFile(path: path, entrySize: entrySize, maxEntries: size / entrySize, mapping: mapping, fd: -1, entryCount: size / entrySize)
+    }
+
+    /// Writes a complete index file (used by rebuilds), replacing any previous one atomically.
+    static func writeFile(path: String, entries: [UInt8]) throws(LogError) {
+        let tmp = path + ".tmp"
+        let fd = try FileIO.open(tmp, flags: O_RDWR | O_CREAT | O_TRUNC)
+        defer { close(fd) }
+        do {
+            try entries.withUnsafeBytes { p in try FileIO.writeAll(fd: fd, bytes: p, at: 0, path: tmp) }
+        } catch let e as LogError { throw e } catch { throw LogError.corrupt(path: tmp, reason: "\(error)") }
+        try FileIO.rename(tmp, path)
+    }
+
+    @inline(__always)
+    func entry(_ i: Int) -> UnsafeRawBufferPointer {
+        mapping.bytes(i * entrySize..<(i + 1) * entrySize)
+    }
+
+    /// Appends one entry; single writer only.
+    func append(_ fill: (UnsafeMutableRawBufferPointer) -> Void) {
+        let n = count.load(ordering: .relaxed)
+        precondition(n < maxEntries, "append to a full index \(path)")
+        fill(mapping.mutableBytes(n * entrySize..<(n + 1) * entrySize))
+        count.store(n + 1, ordering: .releasing)
+    }
+
+    /// Largest i in 0..<n with key(i) <= target, or nil.
+    @inline(__always)
+    func floorIndex<K: Comparable>(_ target: K, key: (Int) -> K) -> Int? {
+        var lo = 0
+        var hi = entryCount - 1
+        guard hi >= 0, key(0) <= target else { return nil }
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if key(mid) <= target { lo = mid } else { hi = mid - 1 }
+        }
+        return lo
+    }
+
+    func sync() throws(LogError) {
+        guard fd >= 0 else { return }
+        try mapping.sync(0..<sizeInBytes, path: path)
+    }
+
+    /// Cuts the file to its entries and drops write access: the segment is no longer active.
+    func seal() throws(LogError) {
+        guard fd >= 0 else { return }
+        try mapping.sync(0..<sizeInBytes, path: path)
+        try FileIO.truncate(fd: fd, to: sizeInBytes, path: path)
+        try FileIO.datasync(fd: fd, path: path)
+        mapping.makeReadOnly()
+        close(fd)
+        fd = -1
+    }
+}
+
+/// Sparse map from offset to file position in a segment's `.log`. Entry: relative offset u32,
+/// position u32, big-endian (Kafka's layout). An entry points at the start of a batch whose
+/// baseOffset is `segmentBase + relativeOffset`.
+final class OffsetIndex: @unchecked Sendable {
+    static let entrySize = 8
+    let baseOffset: Int64
+    let file: IndexFile
+
+    init(baseOffset: Int64, file: IndexFile) {
+        self.baseOffset = baseOffset
+        self.file = file
+    }
+
+    var entryCount: Int { file.entryCount }
+    var isFull: Bool { file.isFull }
+
+    func entry(_ i: Int) -> (offset: Int64, position: Int) {
+        let e = file.entry(i)
+        let rel = UInt32(bigEndian: e.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
+        let pos = UInt32(bigEndian: e.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+        return (baseOffset + Int64(rel), Int(pos))
+    }
+
+    func append(offset: Int64, position: Int) {
+        precondition(offset >= baseOffset && offset - baseOffset <= Int64(UInt32.max) && position <= Int(UInt32.max))
+        if entryCount > 0 {
+            let last = entry(entryCount - 1)
+            precondition(offset > last.offset && position > last.position, "offset index entries must increase")
+        }
+        file.append { p in
+            p.storeBytes(of: UInt32(offset - baseOffset).bigEndian, toByteOffset: 0, as: UInt32.self)
+            p.storeBytes(of: UInt32(position).bigEndian, toByteOffset: 4, as: UInt32.self)
+        }
+    }
+
+    /// Greatest entry with offset <= target; (baseOffset, 0) when there is none.
+    func lookup(_ target: Int64) -> (offset: Int64, position: Int) {
+        guard let i = file.floorIndex(target, key: { entry($0).offset }) else { return (baseOffset, 0) }
+        return entry(i)
+    }
+
+    /// Kafka's sanity check plus monotonicity: a failure means "rebuild from the log".
+    func sanityCheck(logSize: Int) -> String? {
+        var previous: (offset: Int64, position: Int)? = nil
+        for i in 0..<entryCount {
+            let e = entry(i)
+            if e.position >= max(logSize, 1) { return "entry \(i) points at position \(e.position) beyond log size \(logSize)" }
+            if let p = previous, e.offset <= p.offset || e.position <= p.position { return "entry \(i) does not increase" }
+            previous = e
+        }
+        return nil
+    }
+
+    static func encode(_ entries: [(offset: Int64, position: Int)], baseOffset: Int64) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: entries.count * entrySize)
+        out.withUnsafeMutableBytes { p in
+            for (i, e) in entries.enumerated() {
+                p.storeBytes(of: UInt32(e.offset - baseOffset).bigEndian, toByteOffset: i * entrySize, as: UInt32.self)
+                p.storeBytes(of: UInt32(e.position).bigEndian, toByteOffset: i * entrySize + 4, as: UInt32.self)
+            }
+        }
+        return out
+    }
+}
+
+/// Sparse map from timestamp to offset. Entry: timestamp i64, relative offset u32, big-endian.
+/// An entry (T, O) means every record before offset O has a timestamp below T. Timestamps are
+/// kept strictly increasing, so the last entry holds the segment's largest timestamp once the
+/// segment is sealed (the roll appends a final entry).
+final class TimeIndex: @unchecked Sendable {
+    static let entrySize = 12
+    let baseOffset: Int64
+    let file: IndexFile
+
+    init(baseOffset: Int64, file: IndexFile) {
+        self.baseOffset = baseOffset
+        self.file = file
+    }
+
+    var entryCount: Int { file.entryCount }
+    var isFull: Bool { file.isFull }
+
+    func entry(_ i: Int) -> (timestamp: Int64, offset: Int64) {
+        let e = file.entry(i)
+        let ts = Int64(bigEndian: e.loadUnaligned(fromByteOffset: 0, as: Int64.self))
+        let rel = UInt32(bigEndian: e.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        return (ts, baseOffset + Int64(rel))
+    }
+
+    var lastEntry: (timestamp: Int64, offset: Int64)? { entryCount > 0 ? entry(entryCount - 1) : nil }
+
+    /// Appends when `timestamp` is above the last entry's (keeps the index monotonic).
+    func maybeAppend(timestamp: Int64, offset: Int64) {
+        if let last = lastEntry {
+            guard timestamp > last.timestamp else { return }
+            precondition(offset >= last.offset, "time index offsets must not decrease")
+        }
+        guard !isFull else { return }
+        file.append { p in
+            p.storeBytes(of: timestamp.bigEndian, toByteOffset: 0, as: Int64.self)
+            p.storeBytes(of: UInt32(offset - baseOffset).bigEndian, toByteOffset: 8, as: UInt32.self)
+        }
+    }
+
+    /// Greatest entry with timestamp <= target; (-1, baseOffset) when there is none.
+    func lookup(_ target: Int64) -> (timestamp: Int64, offset: Int64) {
+        guard let i = file.floorIndex(target, key: { entry($0).timestamp }) else { return (-1, baseOffset) }
+        return entry(i)
+    }
+
+    func sanityCheck(nextOffset: Int64) -> String? {
+        var previous: (timestamp: Int64, offset: Int64)? = nil
+        for i in 0..<entryCount {
+            let e = entry(i)
+            if e.offset >= max(nextOffset, baseOffset + 1) { return "entry \(i) offset \(e.offset) beyond the log end \(nextOffset)" }
+            if let p = previous, e.timestamp <= p.timestamp || e.offset < p.offset { return "entry \(i) is not monotonic" }
+            previous = e
+        }
+        return nil
+    }
+
+    static func encode(_ entries: [(timestamp: Int64, offset: Int64)], baseOffset: Int64) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: entries.count * entrySize)
+        out.withUnsafeMutableBytes { p in
+            for (i, e) in entries.enumerated() {
+                p.storeBytes(of: e.timestamp.bigEndian, toByteOffset: i * entrySize, as: Int64.self)
+                p.storeBytes(of: UInt32(e.offset - baseOffset).bigEndian, toByteOffset: i * entrySize + 8, as: UInt32.self)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,91 @@
+/// One record to be written: what a producer hands over.
+public struct ProducerRecord: Sendable, Equatable {
+    public var key: [UInt8]?
+    public var value: [UInt8]?
+    public var headers: [Header]
+    /// Milliseconds since the epoch (CreateTime).
+    public var timestamp: Int64
+
+    public struct Header: Sendable, Equatable {
+        public var key: String
+        public var value: [UInt8]?
+        public init(key: String, value: [UInt8]?) {
+            self.key = key
+            self.value = value
+        }
+    }
+
+    public init(key: [UInt8]? = nil, value: [UInt8]?, headers: [Header] = [], timestamp: Int64) {
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.timestamp = timestamp
+    }
+}
+
+/// Builds uncompressed RecordBatch v2 bytes, the same bytes a Kafka producer sends, so the
+/// embedded API and the CLI write exactly what network clients write.
+public enum RecordBatchBuilder {
+    /// Encodes `records` as one batch with the given base offset (the log rewrites it on append).
+    /// `producerId` -1 means "no idempotent producer", as in Kafka.
+    public static func build(
+        _ records: [ProducerRecord], baseOffset: Int64 = 0, partitionLeaderEpoch: Int32 = -1,
+        producerId: Int64 = -1, producerEpoch: Int16 = -1, baseSequence: Int32 = -1
+    ) -> [UInt8] {
+        precondition(!records.isEmpty, "a record batch holds at least one record")
+        precondition(records.count <= Int(Int32.max))
+        let baseTimestamp = records[0].timestamp
+        var maxTimestamp = baseTimestamp
+        var body: [UInt8] = []
+        body.reserveCapacity(records.reduce(0) { $0 + 24 + ($1.key?.count ?? 0) + ($1.value?.count ?? 0) })
+        var scratch: [UInt8] = []
+        for (i, record) in records.enumerated() {
+            maxTimestamp = max(maxTimestamp, record.timestamp)
+            scratch.removeAll(keepingCapacity: true)
+            scratch.append(0)  // record attributes: unused in v2
+            Varint.append(record.timestamp &- baseTimestamp, to: &scratch)
+            Varint.append(Int64(i), to: &scratch)
+            appendNullable(record.key, to: &scratch)
+            appendNullable(record.value, to: &scratch)
+            Varint.append(Int64(record.headers.count), to: &scratch)
+            for header in record.headers {
+                let k = Array(header.key.utf8)
+                Varint.append(Int64(k.count), to: &scratch)
+                scratch.append(contentsOf: k)
+                appendNullable(header.value, to: &scratch)
+            }
+            Varint.append(Int64(scratch.count), to: &body)
+            body.append(contentsOf: scratch)
+        }
+
+        var out = [UInt8](repeating: 0, count: RecordBatch.headerSize)
+        out.reserveCapacity(RecordBatch.headerSize + body.count)
+        out.append(contentsOf: body)
+        out.withUnsafeMutableBytes { p in
+            p.storeBytes(of: baseOffset.bigEndian, toByteOffset: 0, as: Int64.self)
+            p.storeBytes(of: Int32(p.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
+            p.storeBytes(of: partitionLeaderEpoch.bigEndian, toByteOffset: 12, as: Int32.self)
+            p.storeBytes(of: RecordBatch.currentMagic, toByteOffset: 16, as: Int8.self)
+            p.storeBytes(of: Int16(0).bigEndian, toByteOffset: 21, as: Int16.self)
+            p.storeBytes(of: Int32(records.count - 1).bigEndian, toByteOffset: 23, as: Int32.self)
+            p.storeBytes(of: baseTimestamp.bigEndian, toByteOffset: 27, as: Int64.self)
+            p.storeBytes(of: maxTimestamp.bigEndian, toByteOffset: 35, as: Int64.self)
+            p.storeBytes(of: producerId.bigEndian, toByteOffset: 43, as: Int64.self)
+            p.storeBytes(of: producerEpoch.bigEndian, toByteOffset: 51, as: Int16.self)
+            p.storeBytes(of: baseSequence.bigEndian, toByteOffset: 53, as: Int32.self)
+            p.storeBytes(of: Int32(records.count).bigEndian, toByteOffset: 57, as: Int32.self)
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: p[RecordBatch.attributesOffset...]))
+            p.storeBytes(of: crc.bigEndian, toByteOffset: RecordBatch.crcOffset, as: UInt32.self)
+        }
+        return out
+    }
+
+    private static func appendNullable(_ bytes: [UInt8]?, to out: inout [UInt8]) {
+        guard let bytes else {
+            Varint.append(-1, to: &out)
+            return
+        }
+        Varint.append(Int64(bytes.count), to: &out)
+        out.append(contentsOf: bytes)
+    }
+}

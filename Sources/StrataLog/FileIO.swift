@@ -104,6 +104,16 @@ enum FileIO {
         }
     }
 
+    static func writeAll(fd: Int32, array: [UInt8], at offset: Int, path: String) throws(LogError) {
+        let failure: LogError? = array.withUnsafeBytes { p in
+            do throws(LogError) {
+                try writeAll(fd: fd, bytes: p, at: offset, path: path)
+                return nil
+            } catch { return error }
+        }
+        if let failure { throw failure }
+    }
+
     static func readAll(path: String) throws(LogError) -> [UInt8] {
         let fd = try open(path, flags: O_RDONLY)
         defer { close(fd) }

@@ -70,9 +70,7 @@ final class IndexFile: @unchecked Sendable {
         let tmp = path + ".tmp"
         let fd = try FileIO.open(tmp, flags: O_RDWR | O_CREAT | O_TRUNC)
         defer { close(fd) }
-        do {
-            try entries.withUnsafeBytes { p in try FileIO.writeAll(fd: fd, bytes: p, at: 0, path: tmp) }
-        } catch let e as LogError { throw e } catch { throw LogError.corrupt(path: tmp, reason: "\(error)") }
+        try FileIO.writeAll(fd: fd, array: entries, at: 0, path: tmp)
         try FileIO.rename(tmp, path)
     }
 

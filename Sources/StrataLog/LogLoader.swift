@@ -1,0 +1,275 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Loads a partition directory into segments (Kafka's LogLoader). The directory listing is the
+/// source of truth: leftover temp files are interpreted first, then segments are ordered by the
+/// base offset in their names; only segments from the recovery point on are read.
+struct LogLoader {
+    let directory: String
+    let config: LogConfig
+    let cleanShutdown: Bool
+    var report = RecoveryReport()
+
+    struct Loaded {
+        var segments: [LogSegment]
+        var logStartOffset: Int64
+        var recoveryPoint: Int64
+        var checkpoint: Checkpoint?
+    }
+
+    init(directory: String, config: LogConfig, cleanShutdown: Bool) {
+        self.directory = directory
+        self.config = config
+        self.cleanShutdown = cleanShutdown
+        report.cleanShutdown = cleanShutdown
+    }
+
+    mutating func load() throws(LogError) -> Loaded {
+        try FileIO.mkdirs(directory)
+        try removeTempFilesAndCompleteSwaps()
+        var bases = try segmentBaseOffsets()
+        let checkpoint = Checkpoint.read(directory: directory)
+        if checkpoint == nil && !bases.isEmpty && FileIO.exists(directory + "/" + Checkpoint.fileName) {
+            report.warnings.append("checkpoint \(Checkpoint.fileName) is corrupt; re-validating the whole log")
+        }
+
+        if bases.isEmpty {
+            let start = checkpoint?.logStartOffset ?? 0
+            let segment = try LogSegment.create(directory: directory, baseOffset: start, config: config)
+            try FileIO.syncDirectory(directory)
+            return Loaded(segments: [segment], logStartOffset: start, recoveryPoint: start, checkpoint: checkpoint)
+        }
+
+        var segments: [LogSegment] = []
+        let last = bases.count - 1
+        if cleanShutdown {
+            for base in bases.dropLast() { segments.append(.lazy(directory: directory, baseOffset: base, config: config)) }
+            if let active = try openActiveAfterCleanShutdown(base: bases[last]) {
+                segments.append(active)
+            } else {
+                // The tail did not look like a clean close after all: validate the last segment.
+                report.warnings.append("segment \(SegmentName.base(bases[last])) failed its tail check; validating it")
+                segments.append(contentsOf: try recover(bases: [bases[last]], previousNextOffset: nil, remainingBases: &bases))
+            }
+        } else {
+            let recoveryPoint = checkpoint?.recoveryPoint ?? 0
+            // Recovery starts at the segment holding the recovery point (or the first one).
+            var firstUnflushed = 0
+            for (i, base) in bases.enumerated() where base <= recoveryPoint { firstUnflushed = i }
+            for base in bases[..<firstUnflushed] {
+                segments.append(.lazy(directory: directory, baseOffset: base, config: config))
+            }
+            let toRecover = Array(bases[firstUnflushed...])
+            segments.append(contentsOf: try recover(bases: toRecover, previousNextOffset: nil, remainingBases: &bases))
+        }
+
+        let logEnd = segments.last!.nextOffset
+        var logStart = checkpoint?.logStartOffset ?? segments[0].baseOffset
+        logStart = min(max(logStart, segments[0].baseOffset), logEnd)
+        return Loaded(segments: segments, logStartOffset: logStart, recoveryPoint: logEnd, checkpoint: checkpoint)
+    }
+
+    /// `.cleaned` and `.tmp` files are half-written outputs: delete. `.deleted` files were already
+    /// dropped from the log: delete. A `.swap` is a complete replacement written by the cleaner
+    /// before it swapped in: if its batches validate, it replaces the segments it covers.
+    private mutating func removeTempFilesAndCompleteSwaps() throws(LogError) {
+        let names = try FileIO.listDirectory(directory)
+        for name in names where name.hasSuffix(SegmentName.cleanedSuffix) || name.hasSuffix(SegmentName.deletedSuffix) || name.hasSuffix(".tmp") {
+            try FileIO.unlink(directory + "/" + name)
+            report.tempFilesRemoved += 1
+        }
+        for name in names where name.hasSuffix(SegmentName.logSuffix + SegmentName.swapSuffix) {
+            let stem = String(name.dropLast(SegmentName.swapSuffix.count))
+            guard let base = SegmentName.parse(stem, suffix: SegmentName.logSuffix) else {
+                try FileIO.unlink(directory + "/" + name)
+                continue
+            }
+            let swapPath = directory + "/" + name
+            let bytes = try FileIO.readAll(path: swapPath)
+            let scan = bytes.withUnsafeBytes {
+                BatchScan.walk($0, segmentBase: base, nextOffset: base, verify: true, indexIntervalBytes: config.indexIntervalBytes,
+                               collectIndexEntries: false)
+            }
+            guard scan.stopReason == nil, scan.batchCount > 0 else {
+                report.warnings.append("invalid swap file \(name) removed: \(scan.stopReason ?? "empty")")
+                try FileIO.unlink(swapPath)
+                continue
+            }
+            // Replace every live segment whose base lies in [base, scan.nextOffset).
+            for other in try segmentBaseOffsets() where other >= base && other < scan.nextOffset {
+                for path in [SegmentName.logPath(directory, other), SegmentName.offsetIndexPath(directory, other), SegmentName.timeIndexPath(directory, other)] {
+                    try FileIO.unlink(path)
+                }
+            }
+            try FileIO.rename(swapPath, SegmentName.logPath(directory, base))
+            // Indexes of a swap are rebuilt from the log on first use.
+            for suffix in [SegmentName.offsetIndexSuffix, SegmentName.timeIndexSuffix] {
+                try FileIO.unlink(directory + "/" + SegmentName.base(base) + suffix + SegmentName.swapSuffix)
+                try FileIO.unlink(directory + "/" + SegmentName.base(base) + suffix)
+            }
+            report.swapsCompleted += 1
+        }
+        try FileIO.syncDirectory(directory)
+    }
+
+    /// Sorted base offsets of the `.log` files; index files without a log are removed.
+    private mutating func segmentBaseOffsets() throws(LogError) -> [Int64] {
+        let names = try FileIO.listDirectory(directory)
+        var bases = Set<Int64>()
+        for name in names { if let b = SegmentName.parse(name, suffix: SegmentName.logSuffix) { bases.insert(b) } }
+        for name in names {
+            let b = SegmentName.parse(name, suffix: SegmentName.offsetIndexSuffix) ?? SegmentName.parse(name, suffix: SegmentName.timeIndexSuffix)
+            if let b, !bases.contains(b) {
+                try FileIO.unlink(directory + "/" + name)
+                report.tempFilesRemoved += 1
+            }
+        }
+        return bases.sorted()
+    }
+
+    /// After a clean shutdown the last segment was trimmed to its batches and its indexes to their
+    /// entries. Walks only from the last offset index entry to the end (a few KiB) to find the
+    /// next offset; returns nil when anything there looks wrong.
+    private mutating func openActiveAfterCleanShutdown(base: Int64) throws(LogError) -> LogSegment? {
+        let path = SegmentName.logPath(directory, base)
+        let fd = try FileIO.open(path, flags: O_RDONLY)
+        defer { close(fd) }
+        let size = try FileIO.fileSize(fd: fd, path: path)
+        let mapping = try Mapping(fd: fd, length: size, writable: false, path: path)
+        guard let offsetFile = try? IndexFile.openReadOnly(path: SegmentName.offsetIndexPath(directory, base), entrySize: OffsetIndex.entrySize),
+              let timeFile = try? IndexFile.openReadOnly(path: SegmentName.timeIndexPath(directory, base), entrySize: TimeIndex.entrySize)
+        else { return nil }
+        let offsetIndex = OffsetIndex(baseOffset: base, file: offsetFile)
+        let timeIndex = TimeIndex(baseOffset: base, file: timeFile)
+        guard offsetIndex.sanityCheck(logSize: size) == nil, !offsetIndex.isFull || offsetIndex.entryCount > 0 else { return nil }
+        let startEntry = offsetIndex.entryCount > 0 ? offsetIndex.entry(offsetIndex.entryCount - 1) : (offset: base, position: 0)
+        let bytes = mapping.bytes(0..<size)
+        var scan = BatchScan.walk(bytes, from: startEntry.position, segmentBase: base, nextOffset: startEntry.offset, verify: false,
+                                  indexIntervalBytes: config.indexIntervalBytes, collectIndexEntries: false)
+        guard scan.stopReason == nil else { return nil }
+        if size > 0 {
+            guard scan.batchCount > 0, let lastTime = timeIndex.lastEntry,
+                  timeIndex.sanityCheck(nextOffset: scan.nextOffset) == nil else { return nil }
+            // Continue indexing where the live writer stopped: the sealed time index's last entry is
+            // the segment's max timestamp, and the bytes since the last offset entry are the walk's.
+            scan.indexing.maxTimestamp = lastTime.timestamp
+            scan.indexing.offsetOfMaxTimestamp = lastTime.offset
+            scan.indexing.firstBatchMaxTimestamp = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[0..<RecordBatch.headerSize])).maxTimestamp
+            scan.indexing.bytesSinceLastIndexEntry = size - startEntry.position
+        } else {
+            scan.nextOffset = base
+        }
+        scan.validBytes = size
+        return try LogSegment.openActive(directory: directory, baseOffset: base, config: config, scan: scan,
+                                         indexesValid: (offsetIndex.entryCount, timeIndex.entryCount))
+    }
+
+    /// Validates `bases` in order, batch by batch. At the first invalid batch the segment is cut
+    /// there and every later segment deleted; indexes of recovered segments are rewritten.
+    /// Returns the resulting segments (the last one opened for appends).
+    private mutating func recover(bases: [Int64], previousNextOffset: Int64?, remainingBases: inout [Int64]) throws(LogError) -> [LogSegment] {
+        var result: [LogSegment] = []
+        var expectedNext = previousNextOffset
+        for (i, base) in bases.enumerated() {
+            let path = SegmentName.logPath(directory, base)
+            let fd = try FileIO.open(path, flags: O_RDWR)
+            let size: Int
+            let scan: BatchScan
+            do {
+                size = try FileIO.fileSize(fd: fd, path: path)
+                let mapping = try Mapping(fd: fd, length: size, writable: false, path: path)
+                scan = BatchScan.walk(mapping.bytes(0..<size), segmentBase: base, nextOffset: max(expectedNext ?? base, base), verify: true,
+                                      indexIntervalBytes: config.indexIntervalBytes, collectIndexEntries: true)
+            } catch {
+                close(fd)
+                throw error
+            }
+            report.segmentsRecovered += 1
+            report.bytesValidated += scan.validBytes
+            let isLast = i == bases.count - 1
+            // Zero bytes past the end are the fallocated, never-written tail: not damage. A closed
+            // segment may still have one if the crash came between a roll and the sync of its trim;
+            // it is whole when the next segment continues exactly where it ends.
+            let zeroTail = scan.stopReason != nil && Self.isZeroTail(fd: fd, from: scan.validBytes, size: size)
+            let truncated = scan.stopReason != nil && !(zeroTail && !isLast && bases[i + 1] == scan.nextOffset && scan.batchCount > 0)
+            if scan.stopReason != nil {
+                if !zeroTail {
+                    report.warnings.append("segment \(SegmentName.base(base)): \(scan.stopReason!); truncated \(size - scan.validBytes) bytes at position \(scan.validBytes)")
+                    report.bytesTruncated += size - scan.validBytes
+                }
+            }
+            if scan.batchCount == 0 && !result.isEmpty && base != expectedNext {
+                // An empty segment whose name does not continue the previous one: drop it, and the
+                // previous segment becomes active again.
+                close(fd)
+                try deleteSegmentFiles(base)
+                report.segmentsDeleted += 1
+                for later in bases[(i + 1)...] { try deleteSegmentFiles(later); report.segmentsDeleted += 1 }
+                let previous = result.removeLast()
+                let reopened = try reopenAsActive(previous.baseOffset, expectedNext: previous.baseOffset)
+                result.append(reopened)
+                break
+            }
+            if truncated || isLast {
+                close(fd)
+                for later in bases[(i + 1)...] {
+                    try deleteSegmentFiles(later)
+                    report.segmentsDeleted += 1
+                }
+                var s = scan
+                if scan.batchCount == 0 { s.nextOffset = base }
+                result.append(try LogSegment.openActive(directory: directory, baseOffset: base, config: config, scan: s, indexesValid: nil))
+                break
+            }
+            // A closed segment that validated completely: make sure its size and indexes match.
+            defer { close(fd) }
+            if scan.validBytes != size { try FileIO.truncate(fd: fd, to: scan.validBytes, path: path) }
+            try IndexFile.writeFile(path: SegmentName.offsetIndexPath(directory, base), entries: OffsetIndex.encode(scan.offsetEntries, baseOffset: base))
+            try IndexFile.writeFile(path: SegmentName.timeIndexPath(directory, base), entries: TimeIndex.encode(scan.sealedTimeEntries, baseOffset: base))
+            try FileIO.datasync(fd: fd, path: path)
+            result.append(.lazy(directory: directory, baseOffset: base, config: config, nextOffset: scan.nextOffset))
+            expectedNext = scan.nextOffset
+        }
+        remainingBases = result.map(\.baseOffset)
+        // Recovered bytes may still be only in the page cache (after a process crash): sync them
+        // before the recovery point moves past them.
+        for segment in result { try segment.flush() }
+        try FileIO.syncDirectory(directory)
+        return result
+    }
+
+    private mutating func reopenAsActive(_ base: Int64, expectedNext: Int64) throws(LogError) -> LogSegment {
+        let path = SegmentName.logPath(directory, base)
+        let fd = try FileIO.open(path, flags: O_RDONLY)
+        defer { close(fd) }
+        let size = try FileIO.fileSize(fd: fd, path: path)
+        let mapping = try Mapping(fd: fd, length: size, writable: false, path: path)
+        let scan = BatchScan.walk(mapping.bytes(0..<size), segmentBase: base, nextOffset: expectedNext, verify: true,
+                                  indexIntervalBytes: config.indexIntervalBytes, collectIndexEntries: true)
+        return try LogSegment.openActive(directory: directory, baseOffset: base, config: config, scan: scan, indexesValid: nil)
+    }
+
+    private func deleteSegmentFiles(_ base: Int64) throws(LogError) {
+        for path in [SegmentName.logPath(directory, base), SegmentName.offsetIndexPath(directory, base), SegmentName.timeIndexPath(directory, base)] {
+            try FileIO.unlink(path)
+        }
+    }
+
+    /// True when the bytes after the valid prefix are zeros (the preallocated, never-written tail of
+    /// an active segment) rather than damage. Only the first 64 KiB are looked at: a torn write
+    /// leaves its garbage right at the end of the valid data.
+    static func isZeroTail(fd: Int32, from: Int, size: Int) -> Bool {
+        guard from < size else { return true }
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var position = from
+        let end = min(size, from + buffer.count)
+        while position < end {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, end - position, off_t(position)) }
+            guard n > 0 else { return false }
+            for i in 0..<n where buffer[i] != 0 { return false }
+            position += n
+        }
+        return true
+    }
+}

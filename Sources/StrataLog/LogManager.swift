@@ -1,0 +1,189 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CPlatform
+import Synchronization
+
+/// Kafka's topic name rule. Topic names become directory names, so nothing else may pass.
+public enum TopicName {
+    public static let maxLength = 249
+
+    /// nil when valid, else why not.
+    public static func problem(_ name: String) -> String? {
+        if name.isEmpty { return "topic name is empty" }
+        if name == "." || name == ".." { return "topic name cannot be '.' or '..'" }
+        if name.utf8.count > maxLength { return "topic name is \(name.utf8.count) characters; the limit is \(maxLength)" }
+        for c in name.unicodeScalars {
+            let ok = (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") || c == "." || c == "_" || c == "-"
+            if !ok { return "topic name '\(name)' contains '\(c.escaped(asASCII: true))'; allowed are A-Z a-z 0-9 . _ -" }
+        }
+        return nil
+    }
+}
+
+/// Owns the `logs/` directory of a data dir: every partition log, the clean-shutdown marker, the
+/// writer lock on the data dir, and the background flusher for `.interval` (and roll flushes in
+/// `.os`) mode.
+public final class LogManager: @unchecked Sendable {
+    public static let cleanShutdownFileName = ".clean-shutdown"
+    public static let lockFileName = ".lock"
+
+    public let dataDirectory: String
+    public let defaultConfig: LogConfig
+    public let loadReports: [String: RecoveryReport]
+    private let logs: Mutex<[String: PartitionLog]>
+    private let lockFD: Int32
+    private let stopFlusher = ConditionLock()
+    private var flusherStopping = false
+    private var flusherThread: pthread_t?
+
+    public var logsDirectory: String { dataDirectory + "/logs" }
+
+    /// Opens the data directory for writing: takes its lock (a second writer gets `.locked`),
+    /// loads every partition (scanning only unflushed tails unless the last stop was unclean),
+    /// then removes the clean-shutdown marker so a crash from here on is seen as one.
+    public static func open(dataDirectory: String, defaultConfig: LogConfig = LogConfig()) throws(LogError) -> LogManager {
+        try defaultConfig.validate()
+        try FileIO.mkdirs(dataDirectory + "/logs")
+        let lockPath = dataDirectory + "/" + lockFileName
+        let fd = try FileIO.open(lockPath, flags: O_RDWR | O_CREAT)
+        if cplatform_flock_exclusive_nonblocking(fd) != 0 {
+            let holder = (try? FileIO.readAll(path: lockPath)).flatMap { String(decoding: $0, as: UTF8.self) } ?? "?"
+            Glibc.close(fd)
+            throw LogError.locked(path: dataDirectory, reason: "another Strata process holds it (\(holder.isEmpty ? "unknown pid" : "pid " + holder))")
+        }
+        let pid = Array(String(getpid()).utf8)
+        _ = try? FileIO.truncate(fd: fd, to: 0, path: lockPath)
+        try? FileIO.writeAll(fd: fd, array: pid, at: 0, path: lockPath)
+
+        let markerPath = dataDirectory + "/" + cleanShutdownFileName
+        let clean = FileIO.exists(markerPath)
+        var logs: [String: PartitionLog] = [:]
+        var reports: [String: RecoveryReport] = [:]
+        do {
+            for name in try FileIO.listDirectory(dataDirectory + "/logs").sorted() {
+                guard let (topic, _) = splitPartitionDirectory(name), TopicName.problem(topic) == nil else { continue }
+                let (log, report) = try PartitionLog.open(directory: dataDirectory + "/logs/" + name, config: defaultConfig, cleanShutdown: clean)
+                logs[name] = log
+                reports[name] = report
+            }
+            if clean {
+                try FileIO.unlink(markerPath)
+                try FileIO.syncDirectory(dataDirectory)
+            }
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        let manager = LogManager(dataDirectory: dataDirectory, defaultConfig: defaultConfig, logs: logs, reports: reports, lockFD: fd)
+        manager.startFlusher()
+        return manager
+    }
+
+    private init(dataDirectory: String, defaultConfig: LogConfig, logs: [String: PartitionLog], reports: [String: RecoveryReport], lockFD: Int32) {
+        self.dataDirectory = dataDirectory
+        self.defaultConfig = defaultConfig
+        self.logs = Mutex(logs)
+        self.loadReports = reports
+        self.lockFD = lockFD
+    }
+
+    deinit { Glibc.close(lockFD) }
+
+    /// "<topic>-<partition>" → (topic, partition).
+    public static func splitPartitionDirectory(_ name: String) -> (String, Int32)? {
+        guard let dash = name.lastIndex(of: "-"), let p = Int32(name[name.index(after: dash)...]), p >= 0 else { return nil }
+        return (String(name[..<dash]), p)
+    }
+
+    public static func partitionDirectoryName(topic: String, partition: Int32) -> String { "\(topic)-\(partition)" }
+
+    public var partitionNames: [String] { logs.withLock { Array($0.keys).sorted() } }
+
+    public func log(topic: String, partition: Int32) -> PartitionLog? {
+        logs.withLock { $0[Self.partitionDirectoryName(topic: topic, partition: partition)] }
+    }
+
+    /// Returns the partition's log, creating its directory on first use.
+    public func getOrCreateLog(topic: String, partition: Int32, config: LogConfig? = nil) throws(LogError) -> PartitionLog {
+        if let why = TopicName.problem(topic) { throw LogError.invalidConfig(why) }
+        guard partition >= 0 else { throw LogError.invalidConfig("partition must be >= 0") }
+        let name = Self.partitionDirectoryName(topic: topic, partition: partition)
+        return try logs.withLock { (logs: inout [String: PartitionLog]) throws(LogError) -> PartitionLog in
+            if let existing = logs[name] { return existing }
+            let (log, _) = try PartitionLog.open(directory: logsDirectory + "/" + name, config: config ?? defaultConfig, cleanShutdown: true)
+            try FileIO.syncDirectory(logsDirectory)
+            logs[name] = log
+            return log
+        }
+    }
+
+    /// Closes every log and, only if all closed cleanly, writes the clean-shutdown marker.
+    public func close() throws(LogError) {
+        stopFlusherThread()
+        let all = logs.withLock { $0 }
+        var firstError: LogError?
+        for (_, log) in all.sorted(by: { $0.key < $1.key }) {
+            do throws(LogError) { try log.close() } catch { if firstError == nil { firstError = error } }
+        }
+        if let firstError { throw firstError }
+        let marker = dataDirectory + "/" + Self.cleanShutdownFileName
+        let fd = try FileIO.open(marker, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        _ = fsync(fd)
+        Glibc.close(fd)
+        try FileIO.syncDirectory(dataDirectory)
+    }
+
+    // MARK: Background flusher
+
+    private func startFlusher() {
+        let unmanaged = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { arg in
+            let manager = Unmanaged<LogManager>.fromOpaque(arg!).takeRetainedValue()
+            manager.flusherLoop()
+            return nil
+        }, unmanaged.toOpaque())
+        if rc == 0 { flusherThread = thread } else { unmanaged.release() }
+    }
+
+    private func stopFlusherThread() {
+        stopFlusher.withLock {
+            flusherStopping = true
+            stopFlusher.broadcast()
+        }
+        if let t = flusherThread {
+            pthread_join(t, nil)
+            flusherThread = nil
+        }
+    }
+
+    /// `.interval` logs are flushed every `flushMs`. `.os` logs get their rolled segments flushed
+    /// (as Kafka does on roll) so the recovery point, and with it recovery time, keeps up.
+    private func flusherLoop() {
+        var nextDue: [String: Int64] = [:]
+        while true {
+            let stop = stopFlusher.withLock { () -> Bool in
+                if !flusherStopping { stopFlusher.wait(timeoutNanoseconds: 50_000_000) }
+                return flusherStopping
+            }
+            if stop { return }
+            let now = monotonicMillis()
+            for (name, log) in logs.withLock({ $0 }) {
+                switch log.config.flushMode {
+                case .sync:
+                    continue
+                case .interval:
+                    if now >= nextDue[name, default: 0], log.hasUnflushedData {
+                        try? log.flush()
+                        nextDue[name] = now + log.config.flushMs
+                    }
+                case .os:
+                    if let activeBase = log.segmentBaseOffsets.last, log.recoveryPoint < activeBase {
+                        try? log.flush(upTo: activeBase)
+                    }
+                }
+            }
+        }
+    }
+}

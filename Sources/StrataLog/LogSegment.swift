@@ -1,0 +1,510 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// Decides where sparse index entries go. Shared by the append path and by recovery/rebuild so a
+/// rebuilt index is identical to the one written live.
+struct IndexingState {
+    var bytesSinceLastIndexEntry = 0
+    var maxTimestamp: Int64 = -1
+    var offsetOfMaxTimestamp: Int64
+    var firstBatchMaxTimestamp: Int64?
+
+    init(segmentBase: Int64) { offsetOfMaxTimestamp = segmentBase }
+
+    /// Accounts one batch at `position`; returns the entries to add (Kafka's rule: an entry when
+    /// more than `indexIntervalBytes` were appended since the previous one).
+    mutating func observe(baseOffset: Int64, maxTimestamp batchMax: Int64, position: Int, size: Int, indexIntervalBytes: Int)
+        -> (offset: (offset: Int64, position: Int)?, time: (timestamp: Int64, offset: Int64)?)
+    {
+        if firstBatchMaxTimestamp == nil { firstBatchMaxTimestamp = batchMax }
+        if batchMax > maxTimestamp {
+            maxTimestamp = batchMax
+            offsetOfMaxTimestamp = baseOffset
+        }
+        var result: (offset: (offset: Int64, position: Int)?, time: (timestamp: Int64, offset: Int64)?) = (nil, nil)
+        if bytesSinceLastIndexEntry > indexIntervalBytes {
+            result = ((baseOffset, position), (maxTimestamp, offsetOfMaxTimestamp))
+            bytesSinceLastIndexEntry = 0
+        }
+        bytesSinceLastIndexEntry += size
+        return result
+    }
+}
+
+/// What a walk over a segment's batches found.
+struct BatchScan {
+    var validBytes: Int
+    var nextOffset: Int64
+    var batchCount = 0
+    var indexing: IndexingState
+    var offsetEntries: [(offset: Int64, position: Int)] = []
+    var timeEntries: [(timestamp: Int64, offset: Int64)] = []
+    /// Why the walk stopped before the end of the bytes, or nil when every byte was valid.
+    var stopReason: String?
+    var lastBatchPosition: Int?
+
+    /// Walks batch headers from `start`. With `verify`, each batch is fully validated (CRC, magic,
+    /// counts) and must continue the offsets; the walk stops at the first batch that fails.
+    static func walk(
+        _ bytes: UnsafeRawBufferPointer, from start: Int = 0, segmentBase: Int64, nextOffset: Int64,
+        verify: Bool, indexIntervalBytes: Int, collectIndexEntries: Bool
+    ) -> BatchScan {
+        var scan = BatchScan(validBytes: start, nextOffset: nextOffset, indexing: IndexingState(segmentBase: segmentBase))
+        var position = start
+        while position < bytes.count {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[position...])
+            guard let size = RecordBatch.declaredSize(at: rest) else {
+                scan.stopReason = rest.count < RecordBatch.logOverhead
+                    ? "\(rest.count) trailing bytes, too short for a batch header"
+                    : "invalid batch length at position \(position)"
+                break
+            }
+            guard size <= rest.count else {
+                scan.stopReason = "batch at position \(position) declares \(size) bytes, only \(rest.count) present"
+                break
+            }
+            let batch = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: rest[..<size]))
+            if verify {
+                do throws(RecordBatchError) {
+                    try batch.validate(strictRecords: false)
+                } catch {
+                    scan.stopReason = "batch at position \(position): \(error)"
+                    break
+                }
+                guard batch.baseOffset >= scan.nextOffset, batch.lastOffset - segmentBase <= Int64(Int32.max) else {
+                    scan.stopReason = "batch at position \(position) has offset \(batch.baseOffset), expected at least \(scan.nextOffset)"
+                    break
+                }
+            } else if batch.magic != RecordBatch.currentMagic {
+                scan.stopReason = "batch at position \(position) has magic \(batch.magic)"
+                break
+            }
+            let entries = scan.indexing.observe(
+                baseOffset: batch.baseOffset, maxTimestamp: batch.maxTimestamp, position: position, size: size,
+                indexIntervalBytes: indexIntervalBytes)
+            if collectIndexEntries {
+                if let e = entries.offset { scan.offsetEntries.append(e) }
+                if let t = entries.time, t.timestamp > (scan.timeEntries.last?.timestamp ?? Int64.min) { scan.timeEntries.append(t) }
+            }
+            scan.lastBatchPosition = position
+            scan.nextOffset = batch.nextOffset
+            scan.batchCount += 1
+            position += size
+            scan.validBytes = position
+        }
+        return scan
+    }
+
+    /// The time index entries including the final one a seal adds (the segment's max timestamp).
+    var sealedTimeEntries: [(timestamp: Int64, offset: Int64)] {
+        var entries = timeEntries
+        if indexing.maxTimestamp > (entries.last?.timestamp ?? Int64.min), batchCount > 0 {
+            entries.append((indexing.maxTimestamp, indexing.offsetOfMaxTimestamp))
+        }
+        return entries
+    }
+}
+
+/// One segment: a `.log` of RecordBatch v2 bytes plus its `.index` and `.timeindex`.
+///
+/// The active segment's log is fallocated to `segmentBytes` and mapped writable; appends copy into
+/// the mapping and publish the new end through `committedSize`. Readers take slices of the mapping
+/// that retain the segment, so its mapping lives until the last reader is done, even after the
+/// segment was rolled or deleted. Closed segments found at load are mapped read-only on first use.
+final class LogSegment: @unchecked Sendable {
+    let baseOffset: Int64
+    let directory: String
+    let logPath: String
+    private let config: LogConfig
+    /// Bytes of whole, valid batches visible to readers.
+    let committedSize: Atomic<Int>
+    /// Next offset after the last batch; maintained for the active segment and after load.
+    let publishedNextOffset: Atomic<Int64>
+    /// Largest batch maxTimestamp; Int64.min until known (closed segments not yet loaded).
+    private let publishedMaxTimestamp: Atomic<Int64>
+    private let storageLock: Mutex<Storage?>
+    private let deleted = Atomic<Bool>(false)
+
+    /// Written only by the partition's single writer.
+    private var indexing: IndexingState
+    private var capacity: Int
+    private(set) var isActive: Bool
+    private let createdMs: Int64
+
+    final class Storage: @unchecked Sendable {
+        let mapping: Mapping
+        let offsetIndex: OffsetIndex
+        let timeIndex: TimeIndex
+        /// Open (read-write) while the segment may still need a flush; -1 after load read-only.
+        var fd: Int32
+
+        init(mapping: Mapping, offsetIndex: OffsetIndex, timeIndex: TimeIndex, fd: Int32) {
+            self.mapping = mapping
+            self.offsetIndex = offsetIndex
+            self.timeIndex = timeIndex
+            self.fd = fd
+        }
+
+        deinit { if fd >= 0 { close(fd) } }
+    }
+
+    private init(baseOffset: Int64, directory: String, config: LogConfig, storage: Storage?, size: Int,
+                 nextOffset: Int64, maxTimestamp: Int64, indexing: IndexingState, capacity: Int, active: Bool)
+    {
+        self.baseOffset = baseOffset
+        self.directory = directory
+        self.logPath = SegmentName.logPath(directory, baseOffset)
+        self.config = config
+        self.committedSize = Atomic(size)
+        self.publishedNextOffset = Atomic(nextOffset)
+        self.publishedMaxTimestamp = Atomic(maxTimestamp)
+        self.storageLock = Mutex(storage)
+        self.indexing = indexing
+        self.capacity = capacity
+        self.isActive = active
+        self.createdMs = monotonicMillis()
+    }
+
+    deinit {
+        if deleted.load(ordering: .acquiring) {
+            for path in deletedPaths { try? FileIO.unlink(path) }
+        }
+    }
+
+    var offsetIndexPath: String { SegmentName.offsetIndexPath(directory, baseOffset) }
+    var timeIndexPath: String { SegmentName.timeIndexPath(directory, baseOffset) }
+    var size: Int { committedSize.load(ordering: .acquiring) }
+    var nextOffset: Int64 { publishedNextOffset.load(ordering: .acquiring) }
+    private var deletedPaths: [String] { [logPath, offsetIndexPath, timeIndexPath].map { $0 + SegmentName.deletedSuffix } }
+
+    // MARK: Creation and loading
+
+    /// Creates a new, empty active segment. Reserving `segmentBytes` up front makes a full disk an
+    /// error here rather than a SIGBUS on a later write into the mapping.
+    static func create(directory: String, baseOffset: Int64, config: LogConfig) throws(LogError) -> LogSegment {
+        let path = SegmentName.logPath(directory, baseOffset)
+        let fd = try FileIO.open(path, flags: O_RDWR | O_CREAT | O_TRUNC)
+        do {
+            try FileIO.reserve(fd: fd, bytes: config.segmentBytes, path: path)
+            let storage = try openWritableStorage(
+                directory: directory, baseOffset: baseOffset, fd: fd, capacity: config.segmentBytes, config: config,
+                offsetEntries: 0, timeEntries: 0)
+            return LogSegment(
+                baseOffset: baseOffset, directory: directory, config: config, storage: storage, size: 0,
+                nextOffset: baseOffset, maxTimestamp: -1, indexing: IndexingState(segmentBase: baseOffset),
+                capacity: config.segmentBytes, active: true)
+        } catch {
+            close(fd)
+            try? FileIO.unlink(path)
+            throw error
+        }
+    }
+
+    /// A closed segment found at load; nothing is opened until it is read.
+    static func lazy(directory: String, baseOffset: Int64, config: LogConfig, nextOffset: Int64? = nil) -> LogSegment {
+        let size = FileIO.fileSize(path: SegmentName.logPath(directory, baseOffset)) ?? 0
+        return LogSegment(
+            baseOffset: baseOffset, directory: directory, config: config, storage: nil, size: size,
+            nextOffset: nextOffset ?? -1, maxTimestamp: Int64.min, indexing: IndexingState(segmentBase: baseOffset),
+            capacity: size, active: false)
+    }
+
+    /// Opens the last segment for appending. `scan` describes its valid prefix (from recovery, or
+    /// from a tail walk after a clean shutdown) and `indexesValid` says whether the index files on
+    /// disk already match it; otherwise they are rewritten from the scan.
+    static func openActive(directory: String, baseOffset: Int64, config: LogConfig, scan: BatchScan,
+                           indexesValid: (offset: Int, time: Int)?) throws(LogError) -> LogSegment
+    {
+        let path = SegmentName.logPath(directory, baseOffset)
+        let fd = try FileIO.open(path, flags: O_RDWR | O_CREAT)
+        do {
+            // Drop anything past the valid prefix, then reserve room for appends again.
+            try FileIO.truncate(fd: fd, to: scan.validBytes, path: path)
+            let capacity = max(config.segmentBytes, scan.validBytes)
+            try FileIO.reserve(fd: fd, bytes: capacity, path: path)
+            var counts = indexesValid
+            if counts == nil {
+                try IndexFile.writeFile(path: SegmentName.offsetIndexPath(directory, baseOffset),
+                                        entries: OffsetIndex.encode(scan.offsetEntries, baseOffset: baseOffset))
+                try IndexFile.writeFile(path: SegmentName.timeIndexPath(directory, baseOffset),
+                                        entries: TimeIndex.encode(scan.timeEntries, baseOffset: baseOffset))
+                counts = (scan.offsetEntries.count, scan.timeEntries.count)
+            }
+            let storage = try openWritableStorage(
+                directory: directory, baseOffset: baseOffset, fd: fd, capacity: capacity, config: config,
+                offsetEntries: counts!.offset, timeEntries: counts!.time)
+            return LogSegment(
+                baseOffset: baseOffset, directory: directory, config: config, storage: storage, size: scan.validBytes,
+                nextOffset: scan.nextOffset, maxTimestamp: scan.indexing.maxTimestamp, indexing: scan.indexing,
+                capacity: capacity, active: true)
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    private static func openWritableStorage(directory: String, baseOffset: Int64, fd: Int32, capacity: Int, config: LogConfig,
+                                            offsetEntries: Int, timeEntries: Int) throws(LogError) -> Storage
+    {
+        let path = SegmentName.logPath(directory, baseOffset)
+        let mapping = try Mapping(fd: fd, length: capacity, writable: true, path: path)
+        let offsetFile = try IndexFile.openWritable(
+            path: SegmentName.offsetIndexPath(directory, baseOffset), entrySize: OffsetIndex.entrySize,
+            maxBytes: config.segmentIndexBytes, validEntries: offsetEntries)
+        let timeFile = try IndexFile.openWritable(
+            path: SegmentName.timeIndexPath(directory, baseOffset), entrySize: TimeIndex.entrySize,
+            maxBytes: config.segmentIndexBytes, validEntries: timeEntries)
+        return Storage(mapping: mapping, offsetIndex: OffsetIndex(baseOffset: baseOffset, file: offsetFile),
+                       timeIndex: TimeIndex(baseOffset: baseOffset, file: timeFile), fd: fd)
+    }
+
+    /// The mapping and indexes, loading a closed segment on first use. Index files that are
+    /// missing or fail their sanity check are rebuilt from the log (which is trusted here: it is
+    /// below the recovery point or was validated at load).
+    func storage() throws(LogError) -> Storage {
+        try storageLock.withLock { (s: inout Storage?) throws(LogError) -> Storage in
+            if let s { return s }
+            let loaded = try loadReadOnly()
+            s = loaded
+            return loaded
+        }
+    }
+
+    private func loadReadOnly() throws(LogError) -> Storage {
+        let fd = try FileIO.open(logPath, flags: O_RDONLY)
+        defer { close(fd) }
+        let size = try FileIO.fileSize(fd: fd, path: logPath)
+        let mapping = try Mapping(fd: fd, length: size, writable: false, path: logPath)
+        committedSize.store(size, ordering: .releasing)
+        if let indexes = try? openIndexesReadOnly(logSize: size) {
+            return Storage(mapping: mapping, offsetIndex: indexes.0, timeIndex: indexes.1, fd: -1)
+        }
+        try rebuildIndexes(mapping: mapping, size: size)
+        guard let indexes = try? openIndexesReadOnly(logSize: size) else {
+            throw LogError.corrupt(path: offsetIndexPath, reason: "index still invalid after rebuild")
+        }
+        return Storage(mapping: mapping, offsetIndex: indexes.0, timeIndex: indexes.1, fd: -1)
+    }
+
+    private func openIndexesReadOnly(logSize: Int) throws -> (OffsetIndex, TimeIndex) {
+        let offsetIndex = OffsetIndex(baseOffset: baseOffset, file: try IndexFile.openReadOnly(path: offsetIndexPath, entrySize: OffsetIndex.entrySize))
+        let timeIndex = TimeIndex(baseOffset: baseOffset, file: try IndexFile.openReadOnly(path: timeIndexPath, entrySize: TimeIndex.entrySize))
+        if let why = offsetIndex.sanityCheck(logSize: logSize) { throw LogError.corrupt(path: offsetIndexPath, reason: why) }
+        // A non-empty log must have a time index entry holding its max timestamp (added at seal).
+        if logSize > 0, timeIndex.entryCount == 0 { throw LogError.corrupt(path: timeIndexPath, reason: "empty") }
+        let next = nextOffset >= 0 ? nextOffset : Int64.max
+        if let why = timeIndex.sanityCheck(nextOffset: next) { throw LogError.corrupt(path: timeIndexPath, reason: why) }
+        if let last = timeIndex.lastEntry {
+            publishedMaxTimestamp.store(last.timestamp, ordering: .releasing)
+        }
+        return (offsetIndex, timeIndex)
+    }
+
+    private func rebuildIndexes(mapping: Mapping, size: Int) throws(LogError) {
+        let scan = BatchScan.walk(mapping.bytes(0..<size), segmentBase: baseOffset, nextOffset: baseOffset, verify: false,
+                                  indexIntervalBytes: config.indexIntervalBytes, collectIndexEntries: true)
+        try IndexFile.writeFile(path: offsetIndexPath, entries: OffsetIndex.encode(scan.offsetEntries, baseOffset: baseOffset))
+        try IndexFile.writeFile(path: timeIndexPath, entries: TimeIndex.encode(scan.sealedTimeEntries, baseOffset: baseOffset))
+        if scan.batchCount > 0 { publishedNextOffset.store(scan.nextOffset, ordering: .releasing) }
+    }
+
+    // MARK: Append (single writer)
+
+    /// Whether a batch of `batchSize` bytes whose offsets end at `lastOffset` and whose largest
+    /// timestamp is `maxTimestamp` must go to a new segment. Kafka's rules: size, age, a full
+    /// index, relative-offset overflow.
+    func shouldRoll(batchSize: Int, lastOffset: Int64, maxTimestamp: Int64, nowMs: Int64) -> String? {
+        let current = size
+        guard current > 0 else { return nil }
+        if current + batchSize > capacity { return "segment.bytes" }
+        if let first = indexing.firstBatchMaxTimestamp {
+            if maxTimestamp - first > config.segmentMs { return "segment.ms" }
+        } else if nowMs - createdMs > config.segmentMs {
+            return "segment.ms"
+        }
+        if let s = try? storage(), s.offsetIndex.isFull || s.timeIndex.isFull { return "index full" }
+        if lastOffset - baseOffset > Int64(Int32.max) { return "relative offset overflow" }
+        return nil
+    }
+
+    /// Copies a validated batch into the mapping, rewrites its baseOffset, updates the indexes and
+    /// publishes the new size. Caller checked `shouldRoll` and holds the partition's writer lock.
+    func append(batch: UnsafeRawBufferPointer, baseOffset assigned: Int64, lastOffset: Int64, maxTimestamp: Int64) throws(LogError) {
+        precondition(isActive, "append to a closed segment")
+        let s = try storage()
+        let position = committedSize.load(ordering: .relaxed)
+        precondition(position + batch.count <= capacity, "batch does not fit the segment; roll first")
+        let destination = s.mapping.mutableBytes(position..<position + batch.count)
+        destination.copyMemory(from: batch)
+        RecordBatch.setBaseOffset(assigned, in: destination)
+        let entries = indexing.observe(baseOffset: assigned, maxTimestamp: maxTimestamp, position: position, size: batch.count,
+                                       indexIntervalBytes: config.indexIntervalBytes)
+        if let e = entries.offset { s.offsetIndex.append(offset: e.offset, position: e.position) }
+        if let t = entries.time { s.timeIndex.maybeAppend(timestamp: t.timestamp, offset: t.offset) }
+        publishedMaxTimestamp.store(indexing.maxTimestamp, ordering: .relaxed)
+        publishedNextOffset.store(lastOffset + 1, ordering: .relaxed)
+        committedSize.store(position + batch.count, ordering: .releasing)
+    }
+
+    /// Flushes the log bytes (and, once sealed, the indexes) to stable storage.
+    func flush() throws(LogError) {
+        let s = try storage()
+        guard s.fd >= 0 else { return }
+        try FileIO.datasync(fd: s.fd, path: logPath)
+    }
+
+    /// The segment stops being active: a final time index entry records its max timestamp, the
+    /// indexes are trimmed and synced, the log is cut to its logical size and mapped read-only.
+    /// The log's own data sync is left to the flusher (group commit covers it).
+    func seal() throws(LogError) {
+        guard isActive else { return }
+        let s = try storage()
+        if indexing.maxTimestamp >= 0 || size > 0 {
+            s.timeIndex.maybeAppend(timestamp: indexing.maxTimestamp, offset: indexing.offsetOfMaxTimestamp)
+        }
+        try s.offsetIndex.file.seal()
+        try s.timeIndex.file.seal()
+        try FileIO.truncate(fd: s.fd, to: size, path: logPath)
+        s.mapping.makeReadOnly()
+        capacity = size
+        isActive = false
+    }
+
+    /// Clean close of the active segment: seal plus a data sync, so the files on disk are exactly
+    /// what a clean-shutdown load trusts.
+    func closeCleanly() throws(LogError) {
+        if isActive { try seal() }
+        try flush()
+    }
+
+    // MARK: Reads (any thread)
+
+    /// Largest timestamp in the segment (loads a closed segment's time index if needed).
+    func largestTimestamp() throws(LogError) -> Int64 {
+        let known = publishedMaxTimestamp.load(ordering: .acquiring)
+        if known != Int64.min { return known }
+        _ = try storage()
+        return publishedMaxTimestamp.load(ordering: .acquiring)
+    }
+
+    /// Position of the first batch whose last offset is >= `offset`, walking headers from the
+    /// index floor. Returns nil when the segment has no such batch.
+    func position(ofOffset offset: Int64, storage s: Storage, limit: Int) throws(LogError) -> Int? {
+        let bytes = s.mapping.bytes(0..<limit)
+        var (indexedOffset, position) = s.offsetIndex.lookup(offset)
+        // Pair check: the indexed position must hold the batch the entry names. If it does not,
+        // the index is damaged; fall back to a walk from the start (and rebuild on next load).
+        if position > 0 {
+            if position + RecordBatch.headerSize > limit
+                || RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[position..<position + RecordBatch.headerSize])).baseOffset != indexedOffset
+            {
+                position = 0
+            }
+        }
+        while position < limit {
+            guard let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: bytes[position...])),
+                  position + size <= limit
+            else {
+                throw LogError.corrupt(path: logPath, reason: "invalid batch header at position \(position)")
+            }
+            let batch = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[position..<position + size]))
+            if batch.lastOffset >= offset { return position }
+            position += size
+        }
+        return nil
+    }
+
+    /// Whole batches starting with the one that holds `offset`, up to `maxBytes` (at least one
+    /// batch, so a batch larger than `maxBytes` is still returned, as KIP-74).
+    func read(from offset: Int64, maxBytes: Int) throws(LogError) -> SegmentSlice? {
+        let s = try storage()
+        let limit = size
+        guard let start = try position(ofOffset: offset, storage: s, limit: limit) else { return nil }
+        let bytes = s.mapping.bytes(0..<limit)
+        var end = start
+        var next = offset
+        while end < limit {
+            guard let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: bytes[end...])), end + size <= limit else { break }
+            if end > start && end + size - start > maxBytes { break }
+            next = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[end..<end + size])).nextOffset
+            end += size
+        }
+        return SegmentSlice(segment: self, storage: s, range: start..<end, nextOffset: next)
+    }
+
+    /// First offset whose record timestamp is >= `timestamp`, or nil if none in this segment.
+    func offset(forTimestamp timestamp: Int64) throws(LogError) -> Int64? {
+        let s = try storage()
+        let limit = size
+        let startOffset = s.timeIndex.lookup(timestamp).offset
+        guard var position = try position(ofOffset: startOffset, storage: s, limit: limit) else { return nil }
+        let bytes = s.mapping.bytes(0..<limit)
+        while position < limit {
+            guard let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: bytes[position...])), position + size <= limit else { break }
+            let batch = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[position..<position + size]))
+            if batch.maxTimestamp >= timestamp {
+                guard batch.compression == CompressionCodec.none else { return batch.baseOffset }
+                var found: Int64?
+                do {
+                    try batch.forEachRecord { record in
+                        if found == nil, record.timestamp >= timestamp { found = record.offset }
+                    }
+                } catch {
+                    throw LogError.corrupt(path: logPath, reason: "batch at \(position): \(error)")
+                }
+                if let found { return found }
+            }
+            position += size
+        }
+        return nil
+    }
+
+    // MARK: Deletion
+
+    /// Renames the files to `.deleted` (hidden from the next load) and unlinks them when the last
+    /// reference — the partition's or a reader's slice — goes away.
+    func markDeleted() throws(LogError) {
+        for path in [logPath, offsetIndexPath, timeIndexPath] where FileIO.exists(path) {
+            try FileIO.rename(path, path + SegmentName.deletedSuffix)
+        }
+        deleted.store(true, ordering: .releasing)
+    }
+
+    /// Removes the files now (used at load, before any reader exists).
+    func deleteFilesNow() {
+        for path in [logPath, offsetIndexPath, timeIndexPath] { try? FileIO.unlink(path) }
+    }
+}
+
+/// A zero-copy view of whole batches inside a segment's mapping. Holding it keeps the mapping
+/// alive; the bytes are valid exactly as long as the slice.
+public struct SegmentSlice: @unchecked Sendable {
+    let segment: LogSegment
+    let storage: LogSegment.Storage
+    public let range: Range<Int>
+    /// Offset after the last batch in the slice.
+    public let nextOffset: Int64
+
+    public var segmentBaseOffset: Int64 { segment.baseOffset }
+    public var count: Int { range.count }
+
+    /// The raw batch bytes. Valid while `self` is alive (use inside `withExtendedLifetime` when
+    /// the slice is not used afterwards).
+    public var bytes: UnsafeRawBufferPointer { storage.mapping.bytes(range) }
+
+    /// Calls `body` for each batch in the slice.
+    public func forEachBatch(_ body: (RecordBatch) throws -> Void) rethrows {
+        try withExtendedLifetime(self) {
+            let all = bytes
+            var position = 0
+            while position < all.count {
+                guard let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: all[position...])),
+                      position + size <= all.count else { return }
+                try body(RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: all[position..<position + size])))
+                position += size
+            }
+        }
+    }
+}

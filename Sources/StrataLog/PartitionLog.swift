@@ -1,0 +1,372 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// Where an append landed.
+public struct AppendInfo: Sendable, Equatable {
+    public let baseOffset: Int64
+    public let lastOffset: Int64
+    public let maxTimestamp: Int64
+    public let sizeInBytes: Int
+}
+
+/// The result of a read: whole batches from one segment, zero-copy. Empty at the log end.
+public struct LogReadResult: Sendable {
+    public let slice: SegmentSlice?
+    /// Offset to read from next.
+    public let nextOffset: Int64
+    public let logEndOffset: Int64
+
+    public var isEmpty: Bool { slice == nil }
+}
+
+/// What loading a partition found and did, for logs and `strata inspect`.
+public struct RecoveryReport: Sendable {
+    public var cleanShutdown = false
+    public var segments = 0
+    public var segmentsRecovered = 0
+    public var bytesValidated = 0
+    public var bytesTruncated = 0
+    public var segmentsDeleted = 0
+    public var tempFilesRemoved = 0
+    public var swapsCompleted = 0
+    public var warnings: [String] = []
+    public var durationNanoseconds: UInt64 = 0
+}
+
+/// One partition's log: an ordered list of segments, one writer, any number of readers.
+///
+/// Readers never block the writer: they copy the segment list (under a lock held for a pointer
+/// copy) and read bytes below the published end offsets. `logEndOffset` is published only after
+/// the bytes are in the mapping, so a reader never sees a half-written batch.
+public final class PartitionLog: @unchecked Sendable {
+    public let directory: String
+    public let config: LogConfig
+
+    private struct WriterState {
+        var active: LogSegment
+        var closed = false
+    }
+    private let writer: Mutex<WriterState>
+    private let segmentList: Mutex<[LogSegment]>
+    private let endOffset: Atomic<Int64>
+    private let startOffset: Atomic<Int64>
+    private let flushedOffset: Atomic<Int64>
+    private let readOnlyFlag = Atomic<Bool>(false)
+
+    // Group commit: one thread at a time flushes for everyone waiting.
+    private let flushLock = ConditionLock()
+    private var flushInProgress = false
+    private var flushFailure: LogError?
+    private var lastCheckpointMs: Int64 = 0
+    private var checkpointedRecoveryPoint: Int64 = 0
+
+    public var logEndOffset: Int64 { endOffset.load(ordering: .acquiring) }
+    public var highWatermark: Int64 { logEndOffset }
+    public var logStartOffset: Int64 { startOffset.load(ordering: .acquiring) }
+    /// Every offset below this is on stable storage.
+    public var recoveryPoint: Int64 { flushedOffset.load(ordering: .acquiring) }
+    public var isReadOnly: Bool { readOnlyFlag.load(ordering: .acquiring) }
+
+    private init(directory: String, config: LogConfig, segments: [LogSegment], logStartOffset: Int64, recoveryPoint: Int64) {
+        precondition(!segments.isEmpty)
+        self.directory = directory
+        self.config = config
+        self.writer = Mutex(WriterState(active: segments.last!))
+        self.segmentList = Mutex(segments)
+        self.endOffset = Atomic(segments.last!.nextOffset)
+        self.startOffset = Atomic(logStartOffset)
+        self.flushedOffset = Atomic(recoveryPoint)
+        self.checkpointedRecoveryPoint = recoveryPoint
+        self.lastCheckpointMs = monotonicMillis()
+    }
+
+    /// Opens (or creates) the partition in `directory`. With `cleanShutdown` the files are trusted
+    /// and nothing is scanned but the active segment's tail; otherwise every segment from the one
+    /// holding the checkpointed recovery point on is validated batch by batch and the log is cut
+    /// at the first invalid batch (see docs/durability.md).
+    public static func open(directory: String, config: LogConfig = LogConfig(), cleanShutdown: Bool = false) throws(LogError) -> (PartitionLog, RecoveryReport) {
+        try config.validate()
+        let started = DispatchFreeClock.now()
+        var loader = LogLoader(directory: directory, config: config, cleanShutdown: cleanShutdown)
+        let loaded = try loader.load()
+        let log = PartitionLog(directory: directory, config: config, segments: loaded.segments,
+                               logStartOffset: loaded.logStartOffset, recoveryPoint: loaded.recoveryPoint)
+        if loaded.recoveryPoint != loaded.checkpoint?.recoveryPoint || loaded.logStartOffset != loaded.checkpoint?.logStartOffset {
+            try Checkpoint(recoveryPoint: loaded.recoveryPoint, logStartOffset: loaded.logStartOffset).write(directory: directory)
+        }
+        var report = loader.report
+        report.segments = loaded.segments.count
+        report.durationNanoseconds = DispatchFreeClock.now() - started
+        return (log, report)
+    }
+
+    public var segmentCount: Int { segmentList.withLock { $0.count } }
+
+    /// Total bytes of all segments.
+    public var sizeInBytes: Int { segmentList.withLock { $0 }.reduce(0) { $0 + $1.size } }
+
+    /// Base offsets of the segments, oldest first.
+    public var segmentBaseOffsets: [Int64] { segmentList.withLock { $0.map(\.baseOffset) } }
+
+    // MARK: Append
+
+    /// Validates `batch` (length, magic, CRC, record structure, max.message.bytes), assigns it the
+    /// next offsets, and appends it. In `.sync` mode returns only after the batch is on stable
+    /// storage; concurrent appenders share one fdatasync. Nothing is appended when it throws.
+    @discardableResult
+    public func append(_ batch: UnsafeRawBufferPointer) throws(LogError) -> AppendInfo {
+        let info = try appendWithoutFlush(batch)
+        if config.flushMode == .sync { try flush(upTo: info.lastOffset + 1) }
+        return info
+    }
+
+    @discardableResult
+    public func append(_ batch: [UInt8]) throws(LogError) -> AppendInfo {
+        var result: Result<AppendInfo, LogError>!
+        batch.withUnsafeBytes { p in
+            do throws(LogError) { result = .success(try append(p)) } catch { result = .failure(error) }
+        }
+        return try result.get()
+    }
+
+    /// Appends without waiting for durability, whatever the flush mode.
+    public func appendWithoutFlush(_ batch: UnsafeRawBufferPointer) throws(LogError) -> AppendInfo {
+        let view = RecordBatch(unchecked: batch)
+        // Validation (the CRC pass is the expensive part) runs outside the writer lock, so
+        // concurrent producers checksum in parallel.
+        do throws(RecordBatchError) {
+            try view.validate(maxBatchBytes: config.maxMessageBytes, strictRecords: true)
+        } catch {
+            throw .invalidBatch(error)
+        }
+        let delta = Int64(view.lastOffsetDelta)
+        let maxTimestamp = view.maxTimestamp
+        return try writer.withLock { (state: inout WriterState) throws(LogError) -> AppendInfo in
+            guard !state.closed else { throw LogError.closed(directory) }
+            if readOnlyFlag.load(ordering: .relaxed) { throw LogError.readOnly(reason: flushFailureDescription) }
+            let base = endOffset.load(ordering: .relaxed)
+            if let _ = state.active.shouldRoll(batchSize: batch.count, lastOffset: base + delta, maxTimestamp: maxTimestamp,
+                                               nowMs: monotonicMillis()) {
+                try roll(&state, newBaseOffset: base)
+            }
+            try state.active.append(batch: batch, baseOffset: base, lastOffset: base + delta, maxTimestamp: maxTimestamp)
+            endOffset.store(base + delta + 1, ordering: .releasing)
+            return AppendInfo(baseOffset: base, lastOffset: base + delta, maxTimestamp: maxTimestamp, sizeInBytes: batch.count)
+        }
+    }
+
+    /// Starts a new segment at `newBaseOffset`. The new file is created (and its name made durable)
+    /// before the old one is sealed, so a failure to create (full disk) leaves the old one active.
+    private func roll(_ state: inout WriterState, newBaseOffset: Int64) throws(LogError) {
+        let next = try LogSegment.create(directory: directory, baseOffset: newBaseOffset, config: config)
+        do {
+            try FileIO.syncDirectory(directory)
+            try state.active.seal()
+        } catch {
+            markReadOnly(error)
+            throw error
+        }
+        segmentList.withLock { $0.append(next) }
+        state.active = next
+    }
+
+    /// Rolls the active segment now if it holds data (used by tests and tools).
+    public func roll() throws(LogError) {
+        try writer.withLock { (state: inout WriterState) throws(LogError) in
+            guard !state.closed else { throw LogError.closed(directory) }
+            guard state.active.size > 0 else { return }
+            try roll(&state, newBaseOffset: endOffset.load(ordering: .relaxed))
+        }
+    }
+
+    // MARK: Flush (group commit)
+
+    /// Returns once every offset below `offset` is on stable storage. If another thread is already
+    /// flushing, waits for it and flushes again only if its flush did not cover `offset`; so N
+    /// concurrent appenders cost about two fdatasyncs, not N.
+    public func flush(upTo offset: Int64? = nil) throws(LogError) {
+        let target = offset ?? logEndOffset
+        flushLock.lock()
+        defer { flushLock.unlock() }
+        while flushedOffset.load(ordering: .acquiring) < target {
+            if let failure = flushFailure { throw LogError.readOnly(reason: failure.description) }
+            if flushInProgress {
+                flushLock.wait()
+                continue
+            }
+            flushInProgress = true
+            flushLock.unlock()
+            let outcome: Result<Int64, LogError>
+            do throws(LogError) { outcome = .success(try flushSegments()) } catch { outcome = .failure(error) }
+            flushLock.lock()
+            flushInProgress = false
+            switch outcome {
+            case .success(let flushed):
+                if flushed > flushedOffset.load(ordering: .relaxed) { flushedOffset.store(flushed, ordering: .releasing) }
+            case .failure(let error):
+                flushFailure = error
+                readOnlyFlag.store(true, ordering: .releasing)
+            }
+            flushLock.broadcast()
+        }
+    }
+
+    /// Syncs every segment that may hold unflushed bytes; returns the offset now durable.
+    /// The log end is read before the segment list: a roll publishes the new segment before
+    /// any offset in it becomes visible, so the list read afterwards covers `target`.
+    private func flushSegments() throws(LogError) -> Int64 {
+        let target = endOffset.load(ordering: .acquiring)
+        let from = flushedOffset.load(ordering: .acquiring)
+        let segments = segmentList.withLock { $0 }
+        let firstIndex = Self.floorSegmentIndex(segments, offset: from) ?? 0
+        for segment in segments[firstIndex...] { try segment.flush() }
+        try maybeCheckpoint(recoveryPoint: target, force: false)
+        return target
+    }
+
+    /// Persists the recovery point at most every `checkpointIntervalMs`; a stale checkpoint only
+    /// means more to re-validate after a crash, never lost data.
+    private func maybeCheckpoint(recoveryPoint: Int64, force: Bool) throws(LogError) {
+        let now = monotonicMillis()
+        guard force || now - lastCheckpointMs >= config.checkpointIntervalMs else { return }
+        try Checkpoint(recoveryPoint: recoveryPoint, logStartOffset: logStartOffset).write(directory: directory)
+        lastCheckpointMs = now
+        checkpointedRecoveryPoint = recoveryPoint
+    }
+
+    private var flushFailureDescription: String {
+        flushLock.withLock { flushFailure?.description ?? "unknown failure" }
+    }
+
+    private func markReadOnly(_ error: LogError) {
+        flushLock.withLock { if flushFailure == nil { flushFailure = error } }
+        readOnlyFlag.store(true, ordering: .releasing)
+    }
+
+    /// For the background flusher: flushes when there is unflushed data.
+    public var hasUnflushedData: Bool { recoveryPoint < logEndOffset }
+
+    // MARK: Close
+
+    /// Seals the active segment, syncs everything and writes the checkpoint. After a clean close
+    /// the files are exactly what a clean-shutdown load trusts without scanning.
+    public func close() throws(LogError) {
+        try writer.withLock { (state: inout WriterState) throws(LogError) in
+            guard !state.closed else { return }
+            state.closed = true
+            try flush(upTo: endOffset.load(ordering: .relaxed))
+            try state.active.closeCleanly()
+            try Checkpoint(recoveryPoint: endOffset.load(ordering: .relaxed), logStartOffset: logStartOffset).write(directory: directory)
+        }
+    }
+
+    // MARK: Read
+
+    static func floorSegmentIndex(_ segments: [LogSegment], offset: Int64) -> Int? {
+        var lo = 0
+        var hi = segments.count - 1
+        guard hi >= 0, segments[0].baseOffset <= offset else { return nil }
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if segments[mid].baseOffset <= offset { lo = mid } else { hi = mid - 1 }
+        }
+        return lo
+    }
+
+    /// Whole batches starting with the one holding `offset`, at most `maxBytes` (but at least one
+    /// batch), from a single segment. Reading at the log end returns an empty result; outside
+    /// [logStartOffset, logEndOffset] throws `offsetOutOfRange`. The batch containing `offset`
+    /// may start before it: consumers skip records below the offset they asked for, as in Kafka.
+    public func read(from offset: Int64, maxBytes: Int = 1024 * 1024) throws(LogError) -> LogReadResult {
+        let end = logEndOffset
+        let start = logStartOffset
+        guard offset >= start, offset <= end else {
+            throw .offsetOutOfRange(requested: offset, logStartOffset: start, logEndOffset: end)
+        }
+        if offset == end { return LogReadResult(slice: nil, nextOffset: offset, logEndOffset: end) }
+        let segments = segmentList.withLock { $0 }
+        guard var i = Self.floorSegmentIndex(segments, offset: offset) else {
+            throw .offsetOutOfRange(requested: offset, logStartOffset: start, logEndOffset: end)
+        }
+        while i < segments.count {
+            if let slice = try segments[i].read(from: offset, maxBytes: max(1, maxBytes)) {
+                return LogReadResult(slice: slice, nextOffset: slice.nextOffset, logEndOffset: end)
+            }
+            i += 1
+        }
+        return LogReadResult(slice: nil, nextOffset: offset, logEndOffset: end)
+    }
+
+    /// Kafka's ListOffsets by timestamp: the first offset whose record timestamp is >= `timestamp`,
+    /// or nil when every record is older. Segments are skipped by their largest timestamp, then the
+    /// time index and offset index narrow the scan to a few KiB.
+    public func offset(forTimestamp timestamp: Int64) throws(LogError) -> Int64? {
+        let segments = segmentList.withLock { $0 }
+        let start = logStartOffset
+        for segment in segments {
+            guard segment.size > 0, try segment.largestTimestamp() >= timestamp else { continue }
+            if let found = try segment.offset(forTimestamp: timestamp) { return max(found, start) }
+        }
+        return nil
+    }
+
+    /// Validates every batch of every segment (CRC, offsets), for `strata inspect --verify`.
+    /// Returns one line per problem; empty means the log is intact.
+    public func verify() -> [String] {
+        var problems: [String] = []
+        let segments = segmentList.withLock { $0 }
+        var expected = segments.first?.baseOffset ?? 0
+        for segment in segments {
+            do {
+                let s = try segment.storage()
+                let size = segment.size
+                let scan = BatchScan.walk(s.mapping.bytes(0..<size), segmentBase: segment.baseOffset, nextOffset: max(expected, segment.baseOffset),
+                                          verify: true, indexIntervalBytes: config.indexIntervalBytes, collectIndexEntries: false)
+                if let why = scan.stopReason { problems.append("\(segment.logPath): \(why)") }
+                if scan.batchCount > 0 { expected = scan.nextOffset }
+            } catch {
+                problems.append("\(segment.logPath): \(error)")
+            }
+        }
+        return problems
+    }
+
+    /// Per-segment facts for `strata inspect`.
+    public struct SegmentInfo: Sendable {
+        public let baseOffset: Int64
+        public let sizeInBytes: Int
+        public let nextOffset: Int64
+        public let offsetIndexEntries: Int
+        public let timeIndexEntries: Int
+        public let largestTimestamp: Int64
+        public let isActive: Bool
+    }
+
+    public func segmentInfos() throws(LogError) -> [SegmentInfo] {
+        let segments = segmentList.withLock { $0 }
+        var out: [SegmentInfo] = []
+        for (i, segment) in segments.enumerated() {
+            let s = try segment.storage()
+            var next = segment.nextOffset
+            if next < 0 {
+                next = i + 1 < segments.count ? segments[i + 1].baseOffset : logEndOffset
+            }
+            out.append(SegmentInfo(
+                baseOffset: segment.baseOffset, sizeInBytes: segment.size, nextOffset: next,
+                offsetIndexEntries: s.offsetIndex.entryCount, timeIndexEntries: s.timeIndex.entryCount,
+                largestTimestamp: try segment.largestTimestamp(), isActive: i == segments.count - 1))
+        }
+        return out
+    }
+}
+
+/// Monotonic nanoseconds without Foundation/Dispatch.
+enum DispatchFreeClock {
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}

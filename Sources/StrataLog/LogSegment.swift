@@ -73,8 +73,11 @@ struct BatchScan {
                     scan.stopReason = "batch at position \(position): \(error)"
                     break
                 }
-                guard batch.baseOffset >= scan.nextOffset, batch.lastOffset - segmentBase <= Int64(Int32.max) else {
-                    scan.stopReason = "batch at position \(position) has offset \(batch.baseOffset), expected at least \(scan.nextOffset)"
+                // Offsets must continue exactly: baseOffset is outside the CRC, so this is what
+                // catches a garbled one. (Compaction, when it lands, keeps batch offsets but may
+                // leave gaps; its segments will need the relaxed rule.)
+                guard batch.baseOffset == scan.nextOffset, batch.lastOffset - segmentBase <= Int64(Int32.max) else {
+                    scan.stopReason = "batch at position \(position) has offset \(batch.baseOffset), expected \(scan.nextOffset)"
                     break
                 }
             } else if batch.magic != RecordBatch.currentMagic {

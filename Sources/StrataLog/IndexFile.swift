@@ -38,8 +38,9 @@ final class IndexFile: @unchecked Sendable {
     /// Opens (creating if needed) an index for appending. `validEntries` entries at the start of
     /// the file are kept; everything after them is zeroed space for new entries.
     static func openWritable(path: String, entrySize: Int, maxBytes: Int, validEntries: Int) throws(LogError) -> IndexFile {
-        let maxEntries = max(1, maxBytes / entrySize)
-        precondition(validEntries <= maxEntries, "index \(path) has more entries than its capacity")
+        // A rebuilt index may hold more entries than the configured size allows (the setting was
+        // lowered since it was written); keep room for them, plus the time index's reserved slot.
+        let maxEntries = max(maxBytes / entrySize, validEntries + 2)
         let fd = try FileIO.open(path, flags: O_RDWR | O_CREAT)
         do {
             // Zero the tail so stale bytes past the valid entries can never be mistaken for entries.
@@ -197,7 +198,9 @@ final class TimeIndex: @unchecked Sendable {
     }
 
     var entryCount: Int { file.entryCount }
-    var isFull: Bool { file.isFull }
+    /// The last slot is reserved for the entry a seal adds (as Kafka's TimeIndex does), so a
+    /// sealed index always ends with the segment's max timestamp.
+    var isFull: Bool { entryCount >= file.maxEntries - 1 }
 
     func entry(_ i: Int) -> (timestamp: Int64, offset: Int64) {
         let e = file.entry(i)
@@ -208,13 +211,14 @@ final class TimeIndex: @unchecked Sendable {
 
     var lastEntry: (timestamp: Int64, offset: Int64)? { entryCount > 0 ? entry(entryCount - 1) : nil }
 
-    /// Appends when `timestamp` is above the last entry's (keeps the index monotonic).
-    func maybeAppend(timestamp: Int64, offset: Int64) {
+    /// Appends when `timestamp` is above the last entry's (keeps the index monotonic). Only the
+    /// seal (`final`) may take the reserved last slot.
+    func maybeAppend(timestamp: Int64, offset: Int64, final: Bool = false) {
         if let last = lastEntry {
             guard timestamp > last.timestamp else { return }
             precondition(offset >= last.offset, "time index offsets must not decrease")
         }
-        guard !isFull else { return }
+        guard final ? !file.isFull : !isFull else { return }
         file.append { p in
             p.storeBytes(of: timestamp.bigEndian, toByteOffset: 0, as: Int64.self)
             p.storeBytes(of: UInt32(offset - baseOffset).bigEndian, toByteOffset: 8, as: UInt32.self)

@@ -142,7 +142,7 @@ struct LogLoader {
         else { return nil }
         let offsetIndex = OffsetIndex(baseOffset: base, file: offsetFile)
         let timeIndex = TimeIndex(baseOffset: base, file: timeFile)
-        guard offsetIndex.sanityCheck(logSize: size) == nil, !offsetIndex.isFull || offsetIndex.entryCount > 0 else { return nil }
+        guard offsetIndex.sanityCheck(logSize: size) == nil else { return nil }
         let startEntry = offsetIndex.entryCount > 0 ? offsetIndex.entry(offsetIndex.entryCount - 1) : (offset: base, position: 0)
         let bytes = mapping.bytes(0..<size)
         var scan = BatchScan.walk(bytes, from: startEntry.position, segmentBase: base, nextOffset: startEntry.offset, verify: false,

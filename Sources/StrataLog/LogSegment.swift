@@ -365,7 +365,7 @@ final class LogSegment: @unchecked Sendable {
         guard isActive else { return }
         let s = try storage()
         if indexing.maxTimestamp >= 0 || size > 0 {
-            s.timeIndex.maybeAppend(timestamp: indexing.maxTimestamp, offset: indexing.offsetOfMaxTimestamp)
+            s.timeIndex.maybeAppend(timestamp: indexing.maxTimestamp, offset: indexing.offsetOfMaxTimestamp, final: true)
         }
         try s.offsetIndex.file.seal()
         try s.timeIndex.file.seal()

@@ -1,0 +1,71 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Synchronization
+import StrataLog
+
+/// Tools for tests and benchmarks; not part of the stable CLI surface.
+struct DebugCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "debug", abstract: "Test and benchmark helpers.", shouldDisplay: false,
+        subcommands: [AppendAcks.self])
+
+    /// Appends from several threads and prints "ack <base> <last> <thread> <seq>" to stdout after
+    /// each append returns. A crash test kills this process with SIGKILL and checks that every
+    /// acknowledged batch survived. Record j of (thread, seq) has the value "t<thread>-s<seq>-r<j>".
+    struct AppendAcks: ParsableCommand {
+        @Option var dir: String
+        @Option var threads: Int = 4
+        @Option var batches: Int = 1_000_000
+        @Option var records: Int = 10
+        @Option var flushMode: String = "sync"
+
+        func run() throws {
+            var config = LogConfig()
+            config.segmentBytes = 1 << 20  // small, so a run crosses several rolls
+            config.maxMessageBytes = 64 * 1024
+            guard let mode = FlushMode(rawValue: flushMode) else { throw ValidationError("bad --flush-mode") }
+            config.flushMode = mode
+            let (log, _) = try PartitionLog.open(directory: dir, config: config)
+            let printLock = Mutex(())
+            let group = ThreadGroup()
+            for t in 0..<threads {
+                group.spawn {
+                    for seq in 0..<batches {
+                        let batch = RecordBatchBuilder.build((0..<records).map { j in
+                            ProducerRecord(key: nil, value: Array("t\(t)-s\(seq)-r\(j)".utf8), timestamp: wallClockMillis())
+                        })
+                        let info = try! log.append(batch)
+                        let line = "ack \(info.baseOffset) \(info.lastOffset) \(t) \(seq)\n"
+                        printLock.withLock { _ in _ = line.withCString { write(1, $0, strlen($0)) } }
+                    }
+                }
+            }
+            group.join()
+        }
+    }
+}
+
+/// A few OS threads (the work here blocks in fdatasync, which must not tie up Swift's cooperative pool).
+final class ThreadGroup: @unchecked Sendable {
+    private var threads: [pthread_t] = []
+
+    func spawn(_ body: @escaping @Sendable () -> Void) {
+        final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { arg in
+            let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box)
+        precondition(rc == 0, "pthread_create failed")
+        threads.append(thread)
+    }
+
+    func join() {
+        for t in threads { pthread_join(t, nil) }
+        threads.removeAll()
+    }
+}

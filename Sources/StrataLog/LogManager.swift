@@ -32,10 +32,10 @@ public final class LogManager: @unchecked Sendable {
     public let defaultConfig: LogConfig
     public let loadReports: [String: RecoveryReport]
     private let logs: Mutex<[String: PartitionLog]>
-    private let lockFD: Int32
-    private let stopFlusher = ConditionLock()
-    private var flusherStopping = false
+    private let flusherControl = FlusherControl()
     private var flusherThread: pthread_t?
+    private var flusherNextDue: [String: Int64] = [:]  // flusher thread only
+    private var lockFD: Int32
 
     public var logsDirectory: String { dataDirectory + "/logs" }
 
@@ -88,7 +88,10 @@ public final class LogManager: @unchecked Sendable {
         self.lockFD = lockFD
     }
 
-    deinit { Glibc.close(lockFD) }
+    deinit {
+        stopFlusherThread()
+        if lockFD >= 0 { Glibc.close(lockFD) }
+    }
 
     /// "<topic>-<partition>" → (topic, partition).
     public static func splitPartitionDirectory(_ name: String) -> (String, Int32)? {
@@ -132,56 +135,69 @@ public final class LogManager: @unchecked Sendable {
         _ = fsync(fd)
         Glibc.close(fd)
         try FileIO.syncDirectory(dataDirectory)
+        // Release the data directory for the next writer.
+        if lockFD >= 0 {
+            Glibc.close(lockFD)
+            lockFD = -1
+        }
     }
 
     // MARK: Background flusher
 
+    /// Shared by the manager and its flusher thread. The thread holds the manager only weakly, so
+    /// a manager dropped without `close` (a simulated crash in tests) is still freed.
+    private final class FlusherControl: @unchecked Sendable {
+        let lock = ConditionLock()
+        var stopping = false
+        weak var manager: LogManager?
+    }
+
     private func startFlusher() {
-        let unmanaged = Unmanaged.passRetained(self)
+        flusherControl.manager = self
+        let control = Unmanaged.passRetained(flusherControl)
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { arg in
-            let manager = Unmanaged<LogManager>.fromOpaque(arg!).takeRetainedValue()
-            manager.flusherLoop()
-            return nil
-        }, unmanaged.toOpaque())
-        if rc == 0 { flusherThread = thread } else { unmanaged.release() }
+            let control = Unmanaged<FlusherControl>.fromOpaque(arg!).takeRetainedValue()
+            while true {
+                let stop = control.lock.withLock { () -> Bool in
+                    if !control.stopping { control.lock.wait(timeoutNanoseconds: 50_000_000) }
+                    return control.stopping
+                }
+                if stop { return nil }
+                guard let manager = control.manager else { return nil }
+                manager.flushDueLogs()
+            }
+        }, control.toOpaque())
+        if rc == 0 { flusherThread = thread } else { control.release() }
     }
 
     private func stopFlusherThread() {
-        stopFlusher.withLock {
-            flusherStopping = true
-            stopFlusher.broadcast()
+        flusherControl.lock.withLock {
+            flusherControl.stopping = true
+            flusherControl.lock.broadcast()
         }
         if let t = flusherThread {
-            pthread_join(t, nil)
+            if pthread_equal(t, pthread_self()) == 0 { pthread_join(t, nil) } else { pthread_detach(t) }
             flusherThread = nil
         }
     }
 
     /// `.interval` logs are flushed every `flushMs`. `.os` logs get their rolled segments flushed
     /// (as Kafka does on roll) so the recovery point, and with it recovery time, keeps up.
-    private func flusherLoop() {
-        var nextDue: [String: Int64] = [:]
-        while true {
-            let stop = stopFlusher.withLock { () -> Bool in
-                if !flusherStopping { stopFlusher.wait(timeoutNanoseconds: 50_000_000) }
-                return flusherStopping
-            }
-            if stop { return }
-            let now = monotonicMillis()
-            for (name, log) in logs.withLock({ $0 }) {
-                switch log.config.flushMode {
-                case .sync:
-                    continue
-                case .interval:
-                    if now >= nextDue[name, default: 0], log.hasUnflushedData {
-                        try? log.flush()
-                        nextDue[name] = now + log.config.flushMs
-                    }
-                case .os:
-                    if let activeBase = log.segmentBaseOffsets.last, log.recoveryPoint < activeBase {
-                        try? log.flush(upTo: activeBase)
-                    }
+    private func flushDueLogs() {
+        let now = monotonicMillis()
+        for (name, log) in logs.withLock({ $0 }) {
+            switch log.config.flushMode {
+            case .sync:
+                continue
+            case .interval:
+                if now >= flusherNextDue[name, default: 0], log.hasUnflushedData {
+                    try? log.flush()
+                    flusherNextDue[name] = now + log.config.flushMs
+                }
+            case .os:
+                if let activeBase = log.segmentBaseOffsets.last, log.recoveryPoint < activeBase {
+                    try? log.flush(upTo: activeBase)
                 }
             }
         }

@@ -2,10 +2,29 @@
 import Glibc
 #endif
 import CPlatform
+import Synchronization
 
 /// Thin, errno-checked wrappers over the syscalls the log engine needs. Every failure becomes a
 /// `LogError.io` naming the operation and the path.
 enum FileIO {
+    /// Test hook, in the spirit of SQLite's I/O error injection: the next call of the named
+    /// operation on a path under `pathPrefix` fails with the fault's errno instead of reaching the
+    /// kernel. Scoped by path so tests running in parallel do not see each other's faults.
+    enum Fault: Sendable { case datasyncEIO, fallocateENOSPC }
+    static let injectedFault = Mutex<(fault: Fault, pathPrefix: String)?>(nil)
+
+    static func inject(_ fault: Fault, under pathPrefix: String) {
+        injectedFault.withLock { $0 = (fault, pathPrefix) }
+    }
+
+    static func takeFault(_ fault: Fault, path: String) -> Bool {
+        injectedFault.withLock { current in
+            guard let c = current, c.fault == fault, path.hasPrefix(c.pathPrefix) else { return false }
+            current = nil
+            return true
+        }
+    }
+
     static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(LogError) -> Int32 {
         let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
         guard fd >= 0 else { throw LogError.fromErrno("open", path) }
@@ -32,6 +51,7 @@ enum FileIO {
     /// Reserves real blocks so that a later write through a mapping cannot hit ENOSPC (which
     /// would be a SIGBUS): a full disk is reported here, when a segment is created.
     static func reserve(fd: Int32, bytes: Int, path: String) throws(LogError) {
+        if takeFault(.fallocateENOSPC, path: path) { throw LogError.io(operation: "fallocate \(bytes) bytes", path: path, errno: ENOSPC) }
         if cplatform_fallocate(fd, 0, 0, Int64(bytes)) != 0 {
             let e = errno
             // Filesystems without fallocate (tmpfs on old kernels, some FUSE) fall back to
@@ -50,6 +70,7 @@ enum FileIO {
     }
 
     static func datasync(fd: Int32, path: String) throws(LogError) {
+        if takeFault(.datasyncEIO, path: path) { throw LogError.io(operation: "fdatasync", path: path, errno: EIO) }
         guard fdatasync(fd) == 0 else { throw LogError.fromErrno("fdatasync", path) }
     }
 

@@ -38,3 +38,17 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Benchmarks (package-benchmark) are added only when asked for, so that building and testing do
+// not pull in the benchmark plugin: `STRATA_BENCHMARKS=1 swift package benchmark --no-progress`.
+if Context.environment["STRATA_BENCHMARKS"] != nil {
+    package.dependencies.append(
+        // MallocInterposer only: the default RuntimeInterposer trait needs a package not mirrored here.
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]))
+    package.targets.append(
+        .executableTarget(
+            name: "LogBench",
+            dependencies: ["StrataLog", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/LogBench",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]))
+}

@@ -339,9 +339,13 @@ final class LogSegment: @unchecked Sendable {
         let s = try storage()
         let position = committedSize.load(ordering: .relaxed)
         precondition(position + batch.count <= capacity, "batch does not fit the segment; roll first")
-        let destination = s.mapping.mutableBytes(position..<position + batch.count)
-        destination.copyMemory(from: batch)
-        RecordBatch.setBaseOffset(assigned, in: destination)
+        if batch.count >= LogSegment.writeSyscallThreshold {
+            try writeThroughKernel(batch: batch, baseOffset: assigned, at: position, fd: s.fd)
+        } else {
+            let destination = s.mapping.mutableBytes(position..<position + batch.count)
+            destination.copyMemory(from: batch)
+            RecordBatch.setBaseOffset(assigned, in: destination)
+        }
         let entries = indexing.observe(baseOffset: assigned, maxTimestamp: maxTimestamp, position: position, size: batch.count,
                                        indexIntervalBytes: config.indexIntervalBytes)
         if let e = entries.offset { s.offsetIndex.append(offset: e.offset, position: e.position) }
@@ -349,6 +353,38 @@ final class LogSegment: @unchecked Sendable {
         publishedMaxTimestamp.store(indexing.maxTimestamp, ordering: .relaxed)
         publishedNextOffset.store(lastOffset + 1, ordering: .relaxed)
         committedSize.store(position + batch.count, ordering: .releasing)
+    }
+
+    /// Batches at least this large are written with pwritev instead of a copy into the mapping.
+    /// Measured here (docs/durability.md): a copy into fresh mapped pages runs at ~3.2 GB/s whatever
+    /// the size, because every new 4 KiB page takes a fault; pwrite reaches 3.7 GB/s at 16 KiB and
+    /// 5.7-6.8 GB/s at 64-210 KiB, and its fdatasync is 1.5-2x cheaper (no mapped dirty pages to
+    /// write-protect). Below ~16 KiB the syscall costs more than the faults. Both paths write the
+    /// same page cache, so readers of the mapping see either.
+    static let writeSyscallThreshold = 16 * 1024
+
+    /// One pwritev: the assigned baseOffset, then the batch after its own baseOffset field.
+    private func writeThroughKernel(batch: UnsafeRawBufferPointer, baseOffset: Int64, at position: Int, fd: Int32) throws(LogError) {
+        var offsetField = baseOffset.bigEndian
+        var done = 0
+        let total = batch.count
+        while done < total {
+            let n: Int = withUnsafeMutableBytes(of: &offsetField) { field in
+                if done < 8 {
+                    var iov = [
+                        iovec(iov_base: field.baseAddress! + done, iov_len: 8 - done),
+                        iovec(iov_base: UnsafeMutableRawPointer(mutating: batch.baseAddress! + 8), iov_len: total - 8),
+                    ]
+                    return pwritev(fd, &iov, 2, off_t(position + done))
+                }
+                return pwrite(fd, batch.baseAddress! + done, total - done, off_t(position + done))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LogError.fromErrno("pwritev \(total) bytes at \(position)", logPath)
+            }
+            done += n
+        }
     }
 
     /// Flushes the log bytes (and, once sealed, the indexes) to stable storage.

@@ -54,6 +54,7 @@ public final class PartitionLog: @unchecked Sendable {
     private let startOffset: Atomic<Int64>
     private let flushedOffset: Atomic<Int64>
     private let readOnlyFlag = Atomic<Bool>(false)
+    private let flushes = Atomic<Int>(0)
 
     // Group commit: one thread at a time flushes for everyone waiting.
     private let flushLock = ConditionLock()
@@ -68,6 +69,8 @@ public final class PartitionLog: @unchecked Sendable {
     /// Every offset below this is on stable storage.
     public var recoveryPoint: Int64 { flushedOffset.load(ordering: .acquiring) }
     public var isReadOnly: Bool { readOnlyFlag.load(ordering: .acquiring) }
+    /// fdatasync rounds performed so far (each covers every append waiting on it).
+    public var flushCount: Int { flushes.load(ordering: .relaxed) }
 
     private init(directory: String, config: LogConfig, segments: [LogSegment], logStartOffset: Int64, recoveryPoint: Int64) {
         precondition(!segments.isEmpty)
@@ -151,7 +154,13 @@ public final class PartitionLog: @unchecked Sendable {
                                                nowMs: monotonicMillis()) {
                 try roll(&state, newBaseOffset: base)
             }
-            try state.active.append(batch: batch, baseOffset: base, lastOffset: base + delta, maxTimestamp: maxTimestamp)
+            do throws(LogError) {
+                try state.active.append(batch: batch, baseOffset: base, lastOffset: base + delta, maxTimestamp: maxTimestamp)
+            } catch {
+                // A write error (EIO) is treated like a failed fsync: the page cache state is unknown.
+                markReadOnly(error)
+                throw error
+            }
             endOffset.store(base + delta + 1, ordering: .releasing)
             return AppendInfo(baseOffset: base, lastOffset: base + delta, maxTimestamp: maxTimestamp, sizeInBytes: batch.count)
         }
@@ -200,6 +209,7 @@ public final class PartitionLog: @unchecked Sendable {
             flushLock.unlock()
             let outcome: Result<Int64, LogError>
             do throws(LogError) { outcome = .success(try flushSegments()) } catch { outcome = .failure(error) }
+            flushes.add(1, ordering: .relaxed)
             flushLock.lock()
             flushInProgress = false
             switch outcome {

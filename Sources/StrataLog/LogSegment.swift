@@ -484,16 +484,11 @@ final class LogSegment: @unchecked Sendable {
             guard let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: bytes[position...])), position + size <= limit else { break }
             let batch = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[position..<position + size]))
             if batch.maxTimestamp >= timestamp {
-                guard batch.compression == CompressionCodec.none else { return batch.baseOffset }
-                var found: Int64?
-                do {
-                    try batch.forEachRecord { record in
-                        if found == nil, record.timestamp >= timestamp { found = record.offset }
-                    }
+                do throws(RecordBatchError) {
+                    if let found = try batch.firstOffset(atOrAfter: timestamp) { return found }
                 } catch {
                     throw LogError.corrupt(path: logPath, reason: "batch at \(position): \(error)")
                 }
-                if let found { return found }
             }
             position += size
         }

@@ -184,6 +184,26 @@ public struct RecordBatch {
         }
     }
 
+    /// Offset of the first record with timestamp >= `timestamp` in an uncompressed batch, reading
+    /// only each record's length, timestamp and offset deltas (no allocation): the time-lookup path.
+    public func firstOffset(atOrAfter timestamp: Int64) throws(RecordBatchError) -> Int64? {
+        guard compression == CompressionCodec.none else { return maxTimestamp >= timestamp ? baseOffset : nil }
+        var reader = ByteReader(bytes, position: RecordBatch.headerSize)
+        let baseTs = baseTimestamp
+        for _ in 0..<Int(recordCount) {
+            let length = try reader.readVarint()
+            guard length >= 0, Int(length) <= reader.remaining else { throw .malformedRecord("record length \(length) past end of batch") }
+            let end = reader.position + Int(length)
+            var r = ByteReader(UnsafeRawBufferPointer(rebasing: bytes[..<end]), position: reader.position)
+            _ = try r.readInt8()
+            let ts = baseTs &+ (try r.readVarlong())
+            let offsetDelta = try r.readVarint()
+            if ts >= timestamp { return baseOffset + Int64(offsetDelta) }
+            try reader.skip(Int(length))
+        }
+        return nil
+    }
+
     /// A decoded record; its byte views point into the batch and live only as long as it does.
     public struct Record {
         public let offset: Int64

@@ -9,7 +9,7 @@ import StrataLog
 struct DebugCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "debug", abstract: "Test and benchmark helpers.", shouldDisplay: false,
-        subcommands: [AppendAcks.self])
+        subcommands: [AppendAcks.self, BenchAppend.self])
 
     /// Appends from several threads and prints "ack <base> <last> <thread> <seq>" to stdout after
     /// each append returns. A crash test kills this process with SIGKILL and checks that every
@@ -43,6 +43,46 @@ struct DebugCommand: ParsableCommand {
                 }
             }
             group.join()
+        }
+    }
+}
+
+extension DebugCommand {
+    /// Appends the same batch repeatedly to a fresh log and reports throughput and fsync rounds.
+    struct BenchAppend: ParsableCommand {
+        @Option var dir: String = "/tmp/strata-bench-append"
+        @Option var records: Int = 100
+        @Option var megabytes: Int = 256
+        @Option var threads: Int = 1
+        @Option var flushMode: String = "os"
+
+        func run() throws {
+            var config = LogConfig()
+            guard let mode = FlushMode(rawValue: flushMode) else { throw ValidationError("bad --flush-mode") }
+            config.flushMode = mode
+            _ = system("rm -rf '\(dir)'")
+            let (log, _) = try PartitionLog.open(directory: dir, config: config)
+            let batch = RecordBatchBuilder.build((0..<records).map { i in
+                var s = "{\"event_type\":\"page_view\",\"user_id\":\"u-\(i)\",\"pad\":\""
+                s += String(repeating: "x", count: max(0, 198 - s.utf8.count)) + "\"}"
+                return ProducerRecord(key: Array("u-\(i)".utf8), value: Array(s.utf8), timestamp: wallClockMillis())
+            })
+            let perThread = megabytes * 1024 * 1024 / batch.count / threads
+            let started = nowSeconds()
+            let group = ThreadGroup()
+            for _ in 0..<threads {
+                group.spawn {
+                    batch.withUnsafeBytes { p in
+                        for _ in 0..<perThread { _ = try! log.append(p) }
+                    }
+                }
+            }
+            group.join()
+            let seconds = nowSeconds() - started
+            let bytes = Double(perThread * threads * batch.count)
+            print("batch \(batch.count) B x \(perThread * threads), \(threads) thread(s), \(flushMode): \((bytes / seconds / 1e6).rounded()) MB/s, \(formatRate(Double(perThread * threads), seconds: seconds)) appends/s, \(log.flushCount) fsync rounds")
+            try log.close()
+            _ = system("rm -rf '\(dir)'")
         }
     }
 }

@@ -2,12 +2,15 @@
 import PackageDescription
 
 // Layering (docs/architecture.md): dependencies point down only.
-//   strata (CLI) -> StrataLog -> CCRC32C, CPlatform, SystemPackage
+//   strata (CLI) -> StrataBroker -> StrataLog -> StrataCore, CCRC32C, CPlatform
+//                                -> StrataMetadata -> StrataCore, CLMDB (Debian liblmdb-dev)
 let package = Package(
     name: "Strata",
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "StrataLog", targets: ["StrataLog"]),
+        .library(name: "StrataMetadata", targets: ["StrataMetadata"]),
+        .library(name: "StrataBroker", targets: ["StrataBroker"]),
         .executable(name: "strata", targets: ["strata"]),
     ],
     dependencies: [
@@ -17,24 +20,30 @@ let package = Package(
     targets: [
         .target(name: "CCRC32C"),
         .target(name: "CPlatform"),
+        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
+        .target(name: "StrataCore"),
         .target(
             name: "StrataLog",
             dependencies: [
-                "CCRC32C", "CPlatform",
+                "CCRC32C", "CPlatform", "StrataCore",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        .target(name: "StrataMetadata", dependencies: ["CLMDB", "StrataCore"]),
+        .target(name: "StrataBroker", dependencies: ["StrataLog", "StrataMetadata", "StrataCore"]),
         .executableTarget(
             name: "strata",
             dependencies: [
-                "StrataLog",
+                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "StrataLogTests",
-            dependencies: ["StrataLog", "CPlatform"]
+            dependencies: ["StrataLog", "CPlatform", "StrataCore"]
         ),
+        .testTarget(name: "StrataMetadataTests", dependencies: ["StrataMetadata"]),
+        .testTarget(name: "StrataBrokerTests", dependencies: ["StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
     ],
     swiftLanguageModes: [.v6]
 )

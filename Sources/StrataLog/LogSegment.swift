@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import StrataCore
 import Synchronization
 
 /// Decides where sparse index entries go. Shared by the append path and by recovery/rebuild so a

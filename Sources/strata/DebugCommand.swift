@@ -4,6 +4,7 @@ import Glibc
 import ArgumentParser
 import Synchronization
 import StrataLog
+import StrataCore
 
 /// Tools for tests and benchmarks; not part of the stable CLI surface.
 struct DebugCommand: ParsableCommand {

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import StrataLog
+import StrataCore
 
 /// Direct access to partition logs on a data directory. The topic-aware `produce`/`consume`
 /// commands (with keys, partitioning and consumer groups) build on the broker layer.

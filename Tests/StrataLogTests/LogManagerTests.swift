@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import StrataLog
+import StrataCore
 
 @Suite struct LogManagerTests {
     @Test(arguments: ["../x", "a/b", String(repeating: "t", count: 250), "", ".", "..", "a b", "tópico", "x\0y"])

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import StrataLog
+import StrataCore
 
 @Suite struct PartitionLogTests {
     @Test func appendAssignsOffsetsAndReadsBackByteIdentical() throws {

@@ -5,11 +5,11 @@ import Glibc
 /// A mutex with a condition variable, for the few places where threads must sleep until
 /// another thread changes state (group commit, background flusher). The pthread objects live
 /// on the heap because they must not move.
-final class ConditionLock: @unchecked Sendable {
+public final class ConditionLock: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let cond: UnsafeMutablePointer<pthread_cond_t>
 
-    init() {
+    public init() {
         mutex = .allocate(capacity: 1)
         cond = .allocate(capacity: 1)
         precondition(pthread_mutex_init(mutex, nil) == 0)
@@ -27,15 +27,15 @@ final class ConditionLock: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    func lock() { pthread_mutex_lock(mutex) }
-    func unlock() { pthread_mutex_unlock(mutex) }
-    func broadcast() { pthread_cond_broadcast(cond) }
+    public func lock() { pthread_mutex_lock(mutex) }
+    public func unlock() { pthread_mutex_unlock(mutex) }
+    public func broadcast() { pthread_cond_broadcast(cond) }
     /// Caller holds the lock.
-    func wait() { pthread_cond_wait(cond, mutex) }
+    public func wait() { pthread_cond_wait(cond, mutex) }
 
     /// Caller holds the lock. Returns false on timeout.
     @discardableResult
-    func wait(timeoutNanoseconds: Int64) -> Bool {
+    public func wait(timeoutNanoseconds: Int64) -> Bool {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         let total = Int64(ts.tv_nsec) + timeoutNanoseconds
@@ -45,7 +45,7 @@ final class ConditionLock: @unchecked Sendable {
     }
 
     @inline(__always)
-    func withLock<R>(_ body: () throws -> R) rethrows -> R {
+    public func withLock<R>(_ body: () throws -> R) rethrows -> R {
         lock()
         defer { unlock() }
         return try body()
@@ -54,7 +54,7 @@ final class ConditionLock: @unchecked Sendable {
 
 /// Milliseconds on a clock that never jumps, for roll and flush timers.
 @inline(__always)
-func monotonicMillis() -> Int64 {
+public func monotonicMillis() -> Int64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000

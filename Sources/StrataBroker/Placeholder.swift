@@ -1,0 +1,1 @@
+// Broker layer: see Broker.swift

@@ -135,6 +135,21 @@ enum FileIO {
         if let failure { throw failure }
     }
 
+    /// Reads up to `count` bytes at `offset` (fewer at end of file).
+    static func read(fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int, path: String) throws(LogError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LogError.fromErrno("pread", path)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
     static func readAll(path: String) throws(LogError) -> [UInt8] {
         let fd = try open(path, flags: O_RDONLY)
         defer { close(fd) }
@@ -172,6 +187,20 @@ final class Mapping: @unchecked Sendable {
         let prot = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
         guard let p = cplatform_mmap(nil, length, prot, MAP_SHARED, fd, 0) else {
             throw LogError.fromErrno("mmap \(length) bytes", path)
+        }
+        base = p
+    }
+
+    /// Private anonymous memory (in-memory indexes of a read-only opener).
+    init(anonymousLength length: Int) throws(LogError) {
+        self.length = length
+        self.writable = true
+        guard length > 0 else {
+            base = nil
+            return
+        }
+        guard let p = cplatform_mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) else {
+            throw LogError.fromErrno("mmap anonymous \(length) bytes", "(memory)")
         }
         base = p
     }

@@ -66,6 +66,18 @@ final class IndexFile: @unchecked Sendable {
         return IndexFile(path: path, entrySize: entrySize, maxEntries: size / entrySize, mapping: mapping, fd: -1, entryCount: size / entrySize)
     }
 
+    /// An index held in private memory, never written to disk: what a read-only opener uses when
+    /// an index file is missing, damaged, or still being written by another process.
+    static func inMemory(entrySize: Int, maxBytes: Int, entries: [UInt8]) throws(LogError) -> IndexFile {
+        let count = entries.count / entrySize
+        let maxEntries = max(maxBytes / entrySize, count + 2)
+        let mapping = try Mapping(anonymousLength: maxEntries * entrySize)
+        if !entries.isEmpty {
+            entries.withUnsafeBytes { mapping.mutableBytes(0..<entries.count).copyMemory(from: $0) }
+        }
+        return IndexFile(path: "(memory)", entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, fd: -1, entryCount: count)
+    }
+
     /// Writes a complete index file (used by rebuilds), replacing any previous one atomically.
     static func writeFile(path: String, entries: [UInt8]) throws(LogError) {
         let tmp = path + ".tmp"

@@ -81,7 +81,24 @@ public final class LogManager: @unchecked Sendable {
         return manager
     }
 
-    private init(dataDirectory: String, defaultConfig: LogConfig, logs: [String: PartitionLog], reports: [String: RecoveryReport], lockFD: Int32) {
+    /// Opens every partition of a data directory read-only, next to a writer that may be running:
+    /// takes no lock, changes nothing, starts no flusher (see `PartitionLog.openReadOnly`).
+    public static func openReadOnly(dataDirectory: String, defaultConfig: LogConfig = LogConfig()) throws(LogError) -> LogManager {
+        var logs: [String: PartitionLog] = [:]
+        let logsDirectory = dataDirectory + "/logs"
+        let names = FileIO.exists(logsDirectory) ? try FileIO.listDirectory(logsDirectory) : []
+        for name in names.sorted() {
+            guard let (topic, _) = splitPartitionDirectory(name), TopicName.problem(topic) == nil else { continue }
+            logs[name] = try PartitionLog.openReadOnly(directory: logsDirectory + "/" + name, config: defaultConfig)
+        }
+        return LogManager(dataDirectory: dataDirectory, defaultConfig: defaultConfig, logs: logs, reports: [:], lockFD: -1, readOnly: true)
+    }
+
+    /// True for a manager from `openReadOnly`.
+    public let readOnly: Bool
+
+    private init(dataDirectory: String, defaultConfig: LogConfig, logs: [String: PartitionLog], reports: [String: RecoveryReport], lockFD: Int32, readOnly: Bool = false) {
+        self.readOnly = readOnly
         self.dataDirectory = dataDirectory
         self.defaultConfig = defaultConfig
         self.logs = Mutex(logs)
@@ -110,6 +127,10 @@ public final class LogManager: @unchecked Sendable {
 
     /// Returns the partition's log, creating its directory on first use.
     public func getOrCreateLog(topic: String, partition: Int32, config: LogConfig? = nil) throws(LogError) -> PartitionLog {
+        if readOnly {
+            if let log = log(topic: topic, partition: partition) { return log }
+            throw LogError.readOnly(reason: "\(dataDirectory) is opened read-only; no partition \(topic)-\(partition)")
+        }
         if let why = TopicName.problem(topic) { throw LogError.invalidConfig(why) }
         guard partition >= 0 else { throw LogError.invalidConfig("partition must be >= 0") }
         let name = Self.partitionDirectoryName(topic: topic, partition: partition)
@@ -124,6 +145,7 @@ public final class LogManager: @unchecked Sendable {
 
     /// Closes every log and, only if all closed cleanly, writes the clean-shutdown marker.
     public func close() throws(LogError) {
+        if readOnly { return }
         stopFlusherThread()
         let all = logs.withLock { $0 }
         var firstError: LogError?

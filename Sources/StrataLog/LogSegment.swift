@@ -136,6 +136,10 @@ final class LogSegment: @unchecked Sendable {
     private var capacity: Int
     private(set) var isActive: Bool
     private let createdMs: Int64
+    /// Opened by a read-only process: never writes any file; damaged indexes are rebuilt in memory.
+    let readOnlyMode: Bool
+    /// Read-only mode, for the segment another process may still be appending to.
+    private var follower: Follower?
 
     final class Storage: @unchecked Sendable {
         let mapping: Mapping
@@ -155,8 +159,10 @@ final class LogSegment: @unchecked Sendable {
     }
 
     private init(baseOffset: Int64, directory: String, config: LogConfig, storage: Storage?, size: Int,
-                 nextOffset: Int64, maxTimestamp: Int64, indexing: IndexingState, capacity: Int, active: Bool)
+                 nextOffset: Int64, maxTimestamp: Int64, indexing: IndexingState, capacity: Int, active: Bool,
+                 readOnlyMode: Bool = false)
     {
+        self.readOnlyMode = readOnlyMode
         self.baseOffset = baseOffset
         self.directory = directory
         self.logPath = SegmentName.logPath(directory, baseOffset)
@@ -207,12 +213,12 @@ final class LogSegment: @unchecked Sendable {
     }
 
     /// A closed segment found at load; nothing is opened until it is read.
-    static func lazy(directory: String, baseOffset: Int64, config: LogConfig, nextOffset: Int64? = nil) -> LogSegment {
+    static func lazy(directory: String, baseOffset: Int64, config: LogConfig, nextOffset: Int64? = nil, readOnlyMode: Bool = false) -> LogSegment {
         let size = FileIO.fileSize(path: SegmentName.logPath(directory, baseOffset)) ?? 0
         return LogSegment(
             baseOffset: baseOffset, directory: directory, config: config, storage: nil, size: size,
             nextOffset: nextOffset ?? -1, maxTimestamp: Int64.min, indexing: IndexingState(segmentBase: baseOffset),
-            capacity: size, active: false)
+            capacity: size, active: false, readOnlyMode: readOnlyMode)
     }
 
     /// Opens the last segment for appending. `scan` describes its valid prefix (from recovery, or
@@ -285,6 +291,18 @@ final class LogSegment: @unchecked Sendable {
         if let indexes = try? openIndexesReadOnly(logSize: size) {
             return Storage(mapping: mapping, offsetIndex: indexes.0, timeIndex: indexes.1, fd: -1)
         }
+        if readOnlyMode {
+            let scan = BatchScan.walk(mapping.bytes(0..<size), segmentBase: baseOffset, nextOffset: baseOffset, verify: false,
+                                      indexIntervalBytes: config.indexIntervalBytes, collectIndexEntries: true)
+            if scan.batchCount > 0 { publishedNextOffset.store(scan.nextOffset, ordering: .releasing) }
+            publishedMaxTimestamp.store(scan.indexing.maxTimestamp, ordering: .releasing)
+            let offsetFile = try IndexFile.inMemory(entrySize: OffsetIndex.entrySize, maxBytes: 0,
+                                                    entries: OffsetIndex.encode(scan.offsetEntries, baseOffset: baseOffset))
+            let timeFile = try IndexFile.inMemory(entrySize: TimeIndex.entrySize, maxBytes: 0,
+                                                  entries: TimeIndex.encode(scan.sealedTimeEntries, baseOffset: baseOffset))
+            return Storage(mapping: mapping, offsetIndex: OffsetIndex(baseOffset: baseOffset, file: offsetFile),
+                           timeIndex: TimeIndex(baseOffset: baseOffset, file: timeFile), fd: -1)
+        }
         try rebuildIndexes(mapping: mapping, size: size)
         guard let indexes = try? openIndexesReadOnly(logSize: size) else {
             throw LogError.corrupt(path: offsetIndexPath, reason: "index still invalid after rebuild")
@@ -312,6 +330,97 @@ final class LogSegment: @unchecked Sendable {
         try IndexFile.writeFile(path: offsetIndexPath, entries: OffsetIndex.encode(scan.offsetEntries, baseOffset: baseOffset))
         try IndexFile.writeFile(path: timeIndexPath, entries: TimeIndex.encode(scan.sealedTimeEntries, baseOffset: baseOffset))
         if scan.batchCount > 0 { publishedNextOffset.store(scan.nextOffset, ordering: .releasing) }
+    }
+
+    // MARK: Following a segment another process appends to (read-only mode)
+
+    /// State of a read-only view of a segment that may still grow. New bytes are discovered with
+    /// pread, never by touching the mapping past what was validated: the writer may truncate the
+    /// file's preallocated tail at any moment, and a mapped access past the end would be a SIGBUS.
+    private final class Follower {
+        let fd: Int32
+        var indexing: IndexingState
+        var buffer: [UInt8]
+        init(fd: Int32, segmentBase: Int64, bufferSize: Int) {
+            self.fd = fd
+            indexing = IndexingState(segmentBase: segmentBase)
+            buffer = [UInt8](repeating: 0, count: bufferSize)
+        }
+        deinit { close(fd) }
+    }
+
+    /// Opens the newest segment of a log that a writer may be appending to, validating every batch
+    /// (CRC and offsets) so a half-written batch is never exposed.
+    static func follow(directory: String, baseOffset: Int64, config: LogConfig) throws(LogError) -> LogSegment {
+        let path = SegmentName.logPath(directory, baseOffset)
+        let fd = try FileIO.open(path, flags: O_RDONLY)
+        let follower = Follower(fd: fd, segmentBase: baseOffset, bufferSize: max(1 << 20, config.maxMessageBytes + RecordBatch.logOverhead))
+        let mappedLength = max(try FileIO.fileSize(fd: fd, path: path), config.segmentBytes)
+        let mapping = try Mapping(fd: fd, length: mappedLength, writable: false, path: path)
+        let offsetFile = try IndexFile.inMemory(entrySize: OffsetIndex.entrySize, maxBytes: config.segmentIndexBytes, entries: [])
+        let timeFile = try IndexFile.inMemory(entrySize: TimeIndex.entrySize, maxBytes: config.segmentIndexBytes, entries: [])
+        let storage = Storage(mapping: mapping, offsetIndex: OffsetIndex(baseOffset: baseOffset, file: offsetFile),
+                              timeIndex: TimeIndex(baseOffset: baseOffset, file: timeFile), fd: -1)
+        let segment = LogSegment(
+            baseOffset: baseOffset, directory: directory, config: config, storage: storage, size: 0,
+            nextOffset: baseOffset, maxTimestamp: -1, indexing: IndexingState(segmentBase: baseOffset),
+            capacity: mappedLength, active: false, readOnlyMode: true)
+        segment.follower = follower
+        _ = try segment.refreshFollowed()
+        return segment
+    }
+
+    /// Picks up batches appended since the last look. Returns true when the segment grew.
+    /// Caller serializes calls (the partition's writer lock).
+    func refreshFollowed() throws(LogError) -> Bool {
+        guard let f = follower else { return false }
+        let s = try storage()
+        var position = size
+        var next = publishedNextOffset.load(ordering: .relaxed)
+        var bufferStart = -1
+        var bufferEnd = -1
+        let start = position
+        while true {
+            // Make [position, position + 12) available, then the whole batch.
+            if bufferStart < 0 || position + RecordBatch.logOverhead > bufferEnd {
+                let result: Result<Int, LogError> = f.buffer.withUnsafeMutableBytes { p in
+                    do throws(LogError) { return .success(try FileIO.read(fd: f.fd, into: p, at: position, path: logPath)) } catch { return .failure(error) }
+                }
+                let n = try result.get()
+                bufferStart = position
+                bufferEnd = position + n
+                if n < RecordBatch.logOverhead { break }
+            }
+            let sizeOfBatch: Int? = f.buffer.withUnsafeBytes { p in
+                RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: p[(position - bufferStart)..<(bufferEnd - bufferStart)]))
+            }
+            guard let batchSize = sizeOfBatch, batchSize <= f.buffer.count, position + batchSize <= s.mapping.length else { break }
+            if position + batchSize > bufferEnd {
+                if bufferStart == position { break }  // the batch is not all there yet
+                bufferStart = -1
+                continue
+            }
+            let ok: (valid: Bool, base: Int64, last: Int64, maxTs: Int64) = f.buffer.withUnsafeBytes { p in
+                let b = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: p[(position - bufferStart)..<(position - bufferStart + batchSize)]))
+                do throws(RecordBatchError) {
+                    try b.validate(strictRecords: false)
+                } catch {
+                    return (false, 0, 0, 0)
+                }
+                return (b.baseOffset == next, b.baseOffset, b.lastOffset, b.maxTimestamp)
+            }
+            guard ok.valid else { break }
+            let entries = f.indexing.observe(baseOffset: ok.base, maxTimestamp: ok.maxTs, position: position, size: batchSize,
+                                             indexIntervalBytes: config.indexIntervalBytes)
+            if let e = entries.offset, !s.offsetIndex.isFull { s.offsetIndex.append(offset: e.offset, position: e.position) }
+            if let t = entries.time { s.timeIndex.maybeAppend(timestamp: t.timestamp, offset: t.offset) }
+            position += batchSize
+            next = ok.last + 1
+            publishedMaxTimestamp.store(f.indexing.maxTimestamp, ordering: .relaxed)
+            publishedNextOffset.store(next, ordering: .relaxed)
+            committedSize.store(position, ordering: .releasing)
+        }
+        return position > start
     }
 
     // MARK: Append (single writer)

@@ -106,6 +106,53 @@ public final class PartitionLog: @unchecked Sendable {
         return (log, report)
     }
 
+    /// Opens a partition for reading while another process may own and append to it. Nothing on
+    /// disk is changed: no recovery, no truncation, no index or checkpoint writes. Closed segments
+    /// are read as they are (damaged indexes are rebuilt in memory); the newest segment is walked
+    /// and CRC-checked to find the end, and `refresh()` picks up what the writer appends later.
+    public static func openReadOnly(directory: String, config: LogConfig = LogConfig()) throws(LogError) -> PartitionLog {
+        let names = try FileIO.listDirectory(directory)
+        let bases = names.compactMap { SegmentName.parse($0, suffix: SegmentName.logSuffix) }.sorted()
+        guard let last = bases.last else { throw LogError.corrupt(path: directory, reason: "no segments") }
+        var segments = bases.dropLast().map { LogSegment.lazy(directory: directory, baseOffset: $0, config: config, readOnlyMode: true) }
+        segments.append(try LogSegment.follow(directory: directory, baseOffset: last, config: config))
+        let checkpoint = Checkpoint.read(directory: directory)
+        let start = min(max(checkpoint?.logStartOffset ?? bases[0], bases[0]), segments.last!.nextOffset)
+        let log = PartitionLog(directory: directory, config: config, segments: segments, logStartOffset: start,
+                               recoveryPoint: checkpoint?.recoveryPoint ?? 0)
+        log.readOnlyOpen = true
+        log.writer.withLock { $0.closed = true }  // no appends through a read-only view
+        return log
+    }
+
+    /// True for logs opened with `openReadOnly`.
+    public private(set) var readOnlyOpen = false
+
+    /// Read-only views: picks up batches (and segments) the writing process appended since the
+    /// last look; returns the new log end offset. A no-op for the writer's own log.
+    @discardableResult
+    public func refresh() throws(LogError) -> Int64 {
+        guard readOnlyOpen else { return logEndOffset }
+        return try refreshLock.withLock { _ throws(LogError) -> Int64 in
+            while true {
+                let segments = segmentList.withLock { $0 }
+                let active = segments.last!
+                _ = try active.refreshFollowed()
+                endOffset.store(active.nextOffset, ordering: .releasing)
+                // A roll: the writer created the next segment, starting where this one ends.
+                let nextPath = SegmentName.logPath(directory, active.nextOffset)
+                guard active.size > 0, FileIO.exists(nextPath) else { break }
+                _ = try active.refreshFollowed()  // anything appended before the roll
+                guard FileIO.exists(nextPath), SegmentName.logPath(directory, active.nextOffset) == nextPath else { continue }
+                let next = try LogSegment.follow(directory: directory, baseOffset: active.nextOffset, config: config)
+                segmentList.withLock { $0.append(next) }
+                endOffset.store(next.nextOffset, ordering: .releasing)
+            }
+            return endOffset.load(ordering: .acquiring)
+        }
+    }
+    private let refreshLock = Mutex(())
+
     public var segmentCount: Int { segmentList.withLock { $0.count } }
 
     /// Total bytes of all segments.
@@ -147,6 +194,7 @@ public final class PartitionLog: @unchecked Sendable {
         }
         let delta = Int64(view.lastOffsetDelta)
         let maxTimestamp = view.maxTimestamp
+        if readOnlyOpen { throw LogError.readOnly(reason: "\(directory) is opened read-only") }
         return try writer.withLock { (state: inout WriterState) throws(LogError) -> AppendInfo in
             guard !state.closed else { throw LogError.closed(directory) }
             if readOnlyFlag.load(ordering: .relaxed) { throw LogError.readOnly(reason: flushFailureDescription) }
@@ -264,6 +312,7 @@ public final class PartitionLog: @unchecked Sendable {
     /// Seals the active segment, syncs everything and writes the checkpoint. After a clean close
     /// the files are exactly what a clean-shutdown load trusts without scanning.
     public func close() throws(LogError) {
+        if readOnlyOpen { return }
         try writer.withLock { (state: inout WriterState) throws(LogError) in
             guard !state.closed else { return }
             state.closed = true

@@ -1,1 +1,0 @@
-// Broker layer: see Broker.swift

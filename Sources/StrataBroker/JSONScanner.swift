@@ -35,6 +35,17 @@ public struct JSONScanner {
         if s.i != bytes.count { throw Failure(position: s.i, reason: "unexpected data after the JSON value") }
     }
 
+    /// Why `bytes` is not valid JSON, or nil when it is.
+    public static func failure(in bytes: [UInt8]) -> Failure? {
+        bytes.withUnsafeBytes { p in
+            var none: [Field?] = []
+            do throws(Failure) {
+                try validate(p, into: &none)
+                return nil
+            } catch { return error }
+        }
+    }
+
     public static func isValid(_ bytes: UnsafeRawBufferPointer) -> Bool {
         var none: [Field?] = []
         do { try validate(bytes, into: &none); return true } catch { return false }

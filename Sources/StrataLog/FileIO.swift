@@ -100,6 +100,17 @@ enum FileIO {
         }
     }
 
+    /// rm -rf of a directory this process owns (a deleted topic's partition).
+    static func removeTree(_ path: String) throws(LogError) {
+        for name in try listDirectory(path) {
+            let child = path + "/" + name
+            var st = stat()
+            guard lstat(child, &st) == 0 else { continue }
+            if (st.st_mode & S_IFMT) == S_IFDIR { try removeTree(child) } else { try unlink(child) }
+        }
+        guard rmdir(path) == 0 || errno == ENOENT else { throw LogError.fromErrno("rmdir", path) }
+    }
+
     static func listDirectory(_ path: String) throws(LogError) -> [String] {
         guard let dir = opendir(path) else { throw LogError.fromErrno("opendir", path) }
         defer { closedir(dir) }

@@ -22,6 +22,36 @@ public enum TopicName {
     }
 }
 
+/// The writer's exclusive lock on a data directory (`<data>/.lock`, flock). A second writer gets
+/// `.locked` naming the pid that holds it; read-only openers take no lock.
+public final class DataDirectoryLock: @unchecked Sendable {
+    private var fd: Int32
+
+    private init(fd: Int32) { self.fd = fd }
+
+    deinit { if fd >= 0 { Glibc.close(fd) } }
+
+    public static func acquire(dataDirectory: String) throws(LogError) -> DataDirectoryLock {
+        try FileIO.mkdirs(dataDirectory)
+        let lockPath = dataDirectory + "/" + LogManager.lockFileName
+        let fd = try FileIO.open(lockPath, flags: O_RDWR | O_CREAT)
+        if cplatform_flock_exclusive_nonblocking(fd) != 0 {
+            let holder = (try? FileIO.readAll(path: lockPath)).flatMap { String(decoding: $0, as: UTF8.self) } ?? ""
+            Glibc.close(fd)
+            throw LogError.locked(path: dataDirectory, reason: "another Strata process holds it (\(holder.isEmpty ? "unknown pid" : "pid " + holder))")
+        }
+        _ = try? FileIO.truncate(fd: fd, to: 0, path: lockPath)
+        try? FileIO.writeAll(fd: fd, array: Array(String(getpid()).utf8), at: 0, path: lockPath)
+        return DataDirectoryLock(fd: fd)
+    }
+
+    /// Hands the descriptor (and with it the lock) to the caller.
+    func takeDescriptor() -> Int32 {
+        defer { fd = -1 }
+        return fd
+    }
+}
+
 /// Owns the `logs/` directory of a data dir: every partition log, the clean-shutdown marker, the
 /// writer lock on the data dir, and the background flusher for `.interval` (and roll flushes in
 /// `.os`) mode.
@@ -43,28 +73,27 @@ public final class LogManager: @unchecked Sendable {
     /// Opens the data directory for writing: takes its lock (a second writer gets `.locked`),
     /// loads every partition (scanning only unflushed tails unless the last stop was unclean),
     /// then removes the clean-shutdown marker so a crash from here on is seen as one.
-    public static func open(dataDirectory: String, defaultConfig: LogConfig = LogConfig()) throws(LogError) -> LogManager {
+    public static func open(dataDirectory: String, defaultConfig: LogConfig = LogConfig(), lock: DataDirectoryLock? = nil,
+                            configForTopic: (String) -> LogConfig? = { _ in nil }) throws(LogError) -> LogManager {
         try defaultConfig.validate()
         try FileIO.mkdirs(dataDirectory + "/logs")
-        let lockPath = dataDirectory + "/" + lockFileName
-        let fd = try FileIO.open(lockPath, flags: O_RDWR | O_CREAT)
-        if cplatform_flock_exclusive_nonblocking(fd) != 0 {
-            let holder = (try? FileIO.readAll(path: lockPath)).flatMap { String(decoding: $0, as: UTF8.self) } ?? "?"
-            Glibc.close(fd)
-            throw LogError.locked(path: dataDirectory, reason: "another Strata process holds it (\(holder.isEmpty ? "unknown pid" : "pid " + holder))")
-        }
-        let pid = Array(String(getpid()).utf8)
-        _ = try? FileIO.truncate(fd: fd, to: 0, path: lockPath)
-        try? FileIO.writeAll(fd: fd, array: pid, at: 0, path: lockPath)
-
+        let heldLock: DataDirectoryLock
+        if let lock { heldLock = lock } else { heldLock = try DataDirectoryLock.acquire(dataDirectory: dataDirectory) }
+        let fd = heldLock.takeDescriptor()
         let markerPath = dataDirectory + "/" + cleanShutdownFileName
         let clean = FileIO.exists(markerPath)
         var logs: [String: PartitionLog] = [:]
         var reports: [String: RecoveryReport] = [:]
         do {
             for name in try FileIO.listDirectory(dataDirectory + "/logs").sorted() {
+                if name.hasSuffix(deletedDirectorySuffix) {
+                    // A topic deletion that did not finish: finish it.
+                    try FileIO.removeTree(dataDirectory + "/logs/" + name)
+                    continue
+                }
                 guard let (topic, _) = splitPartitionDirectory(name), TopicName.problem(topic) == nil else { continue }
-                let (log, report) = try PartitionLog.open(directory: dataDirectory + "/logs/" + name, config: defaultConfig, cleanShutdown: clean)
+                let config = configForTopic(topic) ?? defaultConfig
+                let (log, report) = try PartitionLog.open(directory: dataDirectory + "/logs/" + name, config: config, cleanShutdown: clean)
                 logs[name] = log
                 reports[name] = report
             }
@@ -118,6 +147,23 @@ public final class LogManager: @unchecked Sendable {
     }
 
     public static func partitionDirectoryName(topic: String, partition: Int32) -> String { "\(topic)-\(partition)" }
+
+    /// A partition directory being deleted; '~' cannot occur in a topic name, so it is never loaded.
+    static let deletedDirectorySuffix = "~deleted"
+
+    /// Closes a partition's log and deletes its directory: renamed first (one atomic step that
+    /// hides it from the next load), then removed.
+    public func deleteLog(topic: String, partition: Int32) throws(LogError) {
+        let name = Self.partitionDirectoryName(topic: topic, partition: partition)
+        let log = logs.withLock { $0.removeValue(forKey: name) }
+        try? log?.close()
+        let path = logsDirectory + "/" + name
+        guard FileIO.exists(path) else { return }
+        let doomed = path + Self.deletedDirectorySuffix
+        try FileIO.rename(path, doomed)
+        try FileIO.syncDirectory(logsDirectory)
+        try FileIO.removeTree(doomed)
+    }
 
     public var partitionNames: [String] { logs.withLock { Array($0.keys).sorted() } }
 

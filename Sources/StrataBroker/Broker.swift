@@ -1,0 +1,469 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import StrataCore
+import StrataLog
+import StrataMetadata
+import Synchronization
+
+public enum BrokerError: Error, CustomStringConvertible, Sendable {
+    case unknownTopic(String)
+    case topicExists(String)
+    case invalidTopicName(String)
+    case invalidConfig(TopicConfig.Problem)
+    case invalidPartitions(String)
+    case unknownPartition(topic: String, partition: Int32)
+    /// A record of a produce request was refused; nothing of that request was appended.
+    case invalidRecord(index: Int, reason: String)
+    case log(LogError)
+    case metadata(String)
+    case readOnly(String)
+
+    public var description: String {
+        switch self {
+        case .unknownTopic(let t): return "unknown topic '\(t)'"
+        case .topicExists(let t): return "topic '\(t)' already exists"
+        case .invalidTopicName(let why): return why
+        case .invalidConfig(let p): return p.description
+        case .invalidPartitions(let why): return why
+        case .unknownPartition(let t, let p): return "topic '\(t)' has no partition \(p)"
+        case .invalidRecord(let i, let why): return "record \(i) refused, nothing appended: \(why)"
+        case .log(let e): return e.description
+        case .metadata(let why): return "metadata: \(why)"
+        case .readOnly(let why): return why
+        }
+    }
+}
+
+/// When a produce is acknowledged. `all` waits for durability as the topic's flush.mode defines it
+/// (an fdatasync in `sync` mode); `leader` and `none` return once the batch is in the log.
+public enum Acks: String, Sendable { case none = "0", leader = "1", all }
+
+public struct ProduceResult: Sendable, Equatable {
+    public let partition: Int32
+    public let baseOffset: Int64
+    public let recordCount: Int
+}
+
+/// A record read back, with its bytes copied out of the log (safe to keep and send anywhere).
+public struct ConsumedRecord: Sendable, Equatable {
+    public let topic: String
+    public let partition: Int32
+    public let offset: Int64
+    public let timestamp: Int64
+    public let key: [UInt8]?
+    public let value: [UInt8]?
+    public let headers: [ProducerRecord.Header]
+}
+
+public struct PartitionDescription: Sendable {
+    public let partition: Int32
+    public let logStartOffset: Int64
+    public let logEndOffset: Int64
+    public let sizeInBytes: Int
+    public let segments: Int
+}
+
+public struct TopicDescription: Sendable {
+    public let name: String
+    public let partitions: [PartitionDescription]
+    /// Every config with its effective value.
+    public let configs: [String: String]
+    /// The configs set on this topic (the rest are defaults).
+    public let overrides: [String: String]
+}
+
+/// Strata's broker: topics and partitions over the log engine, configs and consumer offsets in
+/// LMDB, Kafka's key partitioner, produce and long-poll fetch. Embeddable from Swift; the Kafka
+/// protocol server and the CLI are its clients.
+///
+/// One process owns a data directory for writing (`open`); any number of others may read it
+/// alongside (`openReadOnly`), seeing new data on `refresh` / fetch.
+public final class Broker: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var defaultTopicConfig = TopicConfig()
+        public var autoCreateTopics = true
+        public var defaultPartitions: Int32 = 1
+        public static let maxPartitions: Int32 = 10_000
+        public init() {}
+    }
+
+    final class TopicState: @unchecked Sendable {
+        let name: String
+        var record: TopicRecord
+        var config: TopicConfig
+        var logs: [PartitionLog]
+        let stickyCounter = Atomic<Int>(0)
+        init(name: String, record: TopicRecord, config: TopicConfig, logs: [PartitionLog]) {
+            self.name = name
+            self.record = record
+            self.config = config
+            self.logs = logs
+        }
+    }
+
+    public let dataDirectory: String
+    public let options: Options
+    public let isReadOnly: Bool
+    public let logManager: LogManager
+    public let metadata: MetadataStore
+    /// Partition directories found on disk that no topic in the metadata claims (left alone).
+    public private(set) var orphanPartitions: [String] = []
+    private let topics: Mutex<[String: TopicState]>
+    private let waiters = FetchWaiters()
+    /// Serializes topic creation, deletion and alteration (rare, and they touch several stores).
+    private let adminLock = Mutex(())
+
+    private init(dataDirectory: String, options: Options, readOnly: Bool, logManager: LogManager, metadata: MetadataStore, topics: [String: TopicState]) {
+        self.dataDirectory = dataDirectory
+        self.options = options
+        self.isReadOnly = readOnly
+        self.logManager = logManager
+        self.metadata = metadata
+        self.topics = Mutex(topics)
+    }
+
+    // MARK: Opening
+
+    /// Opens `dataDirectory` for writing: takes its lock, opens LMDB (`meta/`) and every
+    /// partition (recovering after a crash), and creates partitions the metadata lists but the
+    /// disk lacks (a crash between the two during topic creation).
+    public static func open(dataDirectory: String, options: Options = Options()) throws -> Broker {
+        let lock = try DataDirectoryLock.acquire(dataDirectory: dataDirectory)
+        let metadata = try MetadataStore(directory: dataDirectory + "/meta")
+        var configs: [String: TopicConfig] = [:]
+        var records: [String: TopicRecord] = [:]
+        for record in try metadata.topics() {
+            records[record.name] = record
+            configs[record.name] = (try? TopicConfig.parse(record.configs, over: options.defaultTopicConfig)) ?? options.defaultTopicConfig
+        }
+        let manager = try LogManager.open(dataDirectory: dataDirectory, defaultConfig: options.defaultTopicConfig.log, lock: lock,
+                                          configForTopic: { configs[$0]?.log })
+        var states: [String: TopicState] = [:]
+        for (name, record) in records {
+            let config = configs[name]!
+            var logs: [PartitionLog] = []
+            for p in 0..<record.partitions {
+                logs.append(try manager.getOrCreateLog(topic: name, partition: p, config: config.log))
+            }
+            states[name] = TopicState(name: name, record: record, config: config, logs: logs)
+        }
+        let broker = Broker(dataDirectory: dataDirectory, options: options, readOnly: false, logManager: manager, metadata: metadata, topics: states)
+        broker.orphanPartitions = manager.partitionNames.filter { name in
+            guard let (t, p) = LogManager.splitPartitionDirectory(name), let r = records[t] else { return true }
+            return p >= r.partitions
+        }
+        return broker
+    }
+
+    /// Opens `dataDirectory` for reading next to a writer that may be running. Produce and admin
+    /// calls fail with `readOnly`; fetches see the writer's appends (by re-reading the files).
+    public static func openReadOnly(dataDirectory: String, options: Options = Options()) throws -> Broker {
+        let metadata = try MetadataStore(directory: dataDirectory + "/meta", readOnly: true)
+        let manager = try LogManager.openReadOnly(dataDirectory: dataDirectory, defaultConfig: options.defaultTopicConfig.log)
+        var states: [String: TopicState] = [:]
+        for record in try metadata.topics() {
+            let config = (try? TopicConfig.parse(record.configs, over: options.defaultTopicConfig)) ?? options.defaultTopicConfig
+            let logs = (0..<record.partitions).compactMap { manager.log(topic: record.name, partition: $0) }
+            guard logs.count == Int(record.partitions) else { continue }
+            states[record.name] = TopicState(name: record.name, record: record, config: config, logs: logs)
+        }
+        return Broker(dataDirectory: dataDirectory, options: options, readOnly: true, logManager: manager, metadata: metadata, topics: states)
+    }
+
+    /// Closes every log cleanly (writing the clean-shutdown marker) and wakes parked fetches.
+    public func close() throws {
+        waiters.notifyAll()
+        try logManager.close()
+    }
+
+    private func requireWritable() throws(BrokerError) {
+        if isReadOnly { throw .readOnly("\(dataDirectory) is opened read-only (another process owns it for writing)") }
+    }
+
+    // MARK: Topics
+
+    public func createTopic(_ name: String, partitions: Int32? = nil, configs: [String: String] = [:]) throws {
+        try requireWritable()
+        if let why = TopicName.problem(name) { throw BrokerError.invalidTopicName(why) }
+        let count = partitions ?? options.defaultPartitions
+        guard count >= 1, count <= Options.maxPartitions else {
+            throw BrokerError.invalidPartitions("partitions must be in 1...\(Options.maxPartitions), got \(count)")
+        }
+        let config: TopicConfig
+        do { config = try TopicConfig.parse(configs, over: options.defaultTopicConfig) } catch { throw BrokerError.invalidConfig(error) }
+        try adminLock.withLock { _ in
+            if topics.withLock({ $0[name] }) != nil { throw BrokerError.topicExists(name) }
+            let record = TopicRecord(name: name, partitions: count, configs: configs, createdMs: wallClockMillis())
+            // Metadata first: a crash after it leaves partitions that the next open creates; a
+            // crash before it leaves nothing.
+            try metadata.putTopic(record)
+            var logs: [PartitionLog] = []
+            do {
+                for p in 0..<count { logs.append(try logManager.getOrCreateLog(topic: name, partition: p, config: config.log)) }
+            } catch {
+                for p in 0..<count { try? logManager.deleteLog(topic: name, partition: p) }
+                try? metadata.deleteTopic(name)
+                throw error
+            }
+            topics.withLock { $0[name] = TopicState(name: name, record: record, config: config, logs: logs) }
+        }
+    }
+
+    public func topicNames() -> [String] { topics.withLock { Array($0.keys) }.sorted() }
+
+    public func partitionCount(_ topic: String) -> Int32? { topics.withLock { $0[topic]?.record.partitions } }
+
+    public func topicConfig(_ topic: String) -> TopicConfig? { topics.withLock { $0[topic]?.config } }
+
+    public func describeTopic(_ name: String) throws -> TopicDescription {
+        guard let state = topics.withLock({ $0[name] }) else { throw BrokerError.unknownTopic(name) }
+        if isReadOnly { for log in state.logs { try log.refresh() } }
+        let partitions = state.logs.enumerated().map { p, log in
+            PartitionDescription(partition: Int32(p), logStartOffset: log.logStartOffset, logEndOffset: log.logEndOffset,
+                                 sizeInBytes: log.sizeInBytes, segments: log.segmentCount)
+        }
+        return TopicDescription(name: name, partitions: partitions, configs: state.config.effective, overrides: state.record.configs)
+    }
+
+    /// Changes topic configs. retention.*, cleanup.policy and value.format apply at once; settings
+    /// of the log files themselves (segment.*, flush.*, index.*, max.message.bytes) apply when the
+    /// partitions are next opened (the next start).
+    public func alterTopicConfigs(_ name: String, set: [String: String], remove: [String] = []) throws {
+        try requireWritable()
+        try adminLock.withLock { _ in
+            guard let state = topics.withLock({ $0[name] }) else { throw BrokerError.unknownTopic(name) }
+            var merged = state.record.configs
+            for key in remove { merged[key] = nil }
+            for (k, v) in set { merged[k] = v }
+            let config: TopicConfig
+            do throws(TopicConfig.Problem) { config = try TopicConfig.parse(merged, over: options.defaultTopicConfig) } catch {
+                throw BrokerError.invalidConfig(error)
+            }
+            var record = state.record
+            record.configs = merged
+            try metadata.putTopic(record)
+            topics.withLock { _ in
+                state.record = record
+                var applied = config
+                applied.log = state.config.log  // the open logs keep theirs until reopened
+                applied.log.maxMessageBytes = min(config.log.maxMessageBytes, state.config.log.maxMessageBytes)
+                state.config = applied
+            }
+        }
+    }
+
+    /// Grows a topic to `total` partitions (Kafka never shrinks a topic: keys would move).
+    public func addPartitions(_ name: String, total: Int32) throws {
+        try requireWritable()
+        try adminLock.withLock { _ in
+            guard let state = topics.withLock({ $0[name] }) else { throw BrokerError.unknownTopic(name) }
+            let current = state.record.partitions
+            guard total > current, total <= Options.maxPartitions else {
+                throw BrokerError.invalidPartitions("topic '\(name)' has \(current) partitions; the new count must be in \(current + 1)...\(Options.maxPartitions)")
+            }
+            var record = state.record
+            record.partitions = total
+            try metadata.putTopic(record)
+            var logs = state.logs
+            for p in current..<total { logs.append(try logManager.getOrCreateLog(topic: name, partition: p, config: state.config.log)) }
+            topics.withLock { _ in
+                state.record = record
+                state.logs = logs
+            }
+        }
+    }
+
+    /// Deletes a topic: its metadata and committed offsets, then its partition directories.
+    public func deleteTopic(_ name: String) throws {
+        try requireWritable()
+        try adminLock.withLock { _ in
+            guard let state = topics.withLock({ $0.removeValue(forKey: name) }) else { throw BrokerError.unknownTopic(name) }
+            try metadata.deleteTopic(name)
+            for p in 0..<state.record.partitions {
+                waiters.notify(topic: name, partition: p)
+                try logManager.deleteLog(topic: name, partition: p)
+            }
+        }
+    }
+
+    func state(_ topic: String) throws(BrokerError) -> TopicState {
+        guard let s = topics.withLock({ $0[topic] }) else { throw .unknownTopic(topic) }
+        return s
+    }
+
+    func stateOrCreate(_ topic: String) throws -> TopicState {
+        if let s = topics.withLock({ $0[topic] }) { return s }
+        guard options.autoCreateTopics, !isReadOnly else { throw BrokerError.unknownTopic(topic) }
+        do { try createTopic(topic) } catch BrokerError.topicExists(_) {}
+        return try state(topic)
+    }
+
+    public func log(topic: String, partition: Int32) throws(BrokerError) -> PartitionLog {
+        let s = try state(topic)
+        guard partition >= 0, Int(partition) < s.logs.count else { throw .unknownPartition(topic: topic, partition: partition) }
+        return s.logs[Int(partition)]
+    }
+
+    // MARK: Produce
+
+    /// Partitions, validates, batches and appends `records`. Records go to `partition` if given,
+    /// else by murmur2 of the key (Kafka's partitioner), else all to one partition chosen
+    /// round-robin per call (Kafka's sticky partitioner). For `value.format=json` topics every
+    /// value must be valid JSON; one invalid record refuses the whole call and appends nothing.
+    @discardableResult
+    public func produce(topic: String, records: [ProducerRecord], partition: Int32? = nil, acks: Acks = .all) throws -> [ProduceResult] {
+        try requireWritable()
+        guard !records.isEmpty else { return [] }
+        let state = try stateOrCreate(topic)
+        let partitions = Int32(state.logs.count)
+        if let partition, partition < 0 || partition >= partitions { throw BrokerError.unknownPartition(topic: topic, partition: partition) }
+        if state.config.requiresJSON {
+            for (i, record) in records.enumerated() {
+                guard let value = record.value else { continue }  // a tombstone is not a value
+                if let failure = JSONScanner.failure(in: value) {
+                    throw BrokerError.invalidRecord(index: i, reason: "value is not valid JSON (\(failure)); topic '\(topic)' has value.format=json")
+                }
+            }
+        }
+        let sticky = Int32(state.stickyCounter.add(1, ordering: .relaxed).oldValue % Int(partitions))
+        var byPartition: [Int32: [ProducerRecord]] = [:]
+        for record in records {
+            let p = partition ?? record.key.map { Partitioner.partition(forKey: $0, partitions: partitions) } ?? sticky
+            byPartition[p, default: []].append(record)
+        }
+        var results: [ProduceResult] = []
+        for (p, group) in byPartition.sorted(by: { $0.key < $1.key }) {
+            let batch = RecordBatchBuilder.build(group)
+            let info = try batch.withUnsafeBytes { bytes in try append(state, partition: p, batch: bytes, acks: acks) }
+            results.append(ProduceResult(partition: p, baseOffset: info.baseOffset, recordCount: group.count))
+        }
+        return results
+    }
+
+    /// Appends one RecordBatch v2 as a Kafka producer sends it (the protocol layer's path, and the
+    /// CLI's fast path). `valuesValidatedAsJSON` lets a caller that already checked every value
+    /// skip the check for `value.format=json` topics.
+    @discardableResult
+    public func appendBatch(topic: String, partition: Int32, batch: UnsafeRawBufferPointer, acks: Acks = .all,
+                            valuesValidatedAsJSON: Bool = false) throws -> AppendInfo {
+        try requireWritable()
+        let state = try stateOrCreate(topic)
+        guard partition >= 0, Int(partition) < state.logs.count else { throw BrokerError.unknownPartition(topic: topic, partition: partition) }
+        if state.config.requiresJSON && !valuesValidatedAsJSON {
+            let view = RecordBatch(unchecked: batch)
+            do throws(RecordBatchError) { try view.validate(maxBatchBytes: state.config.log.maxMessageBytes, strictRecords: true) } catch {
+                throw BrokerError.log(.invalidBatch(error))
+            }
+            var index = 0
+            var failure: BrokerError?
+            try view.forEachRecord { record in
+                defer { index += 1 }
+                guard failure == nil, let value = record.value else { return }
+                if !JSONScanner.isValid(value) {
+                    failure = .invalidRecord(index: index, reason: "value is not valid JSON; topic '\(topic)' has value.format=json")
+                }
+            }
+            if let failure { throw failure }
+        }
+        return try append(state, partition: partition, batch: batch, acks: acks)
+    }
+
+    private func append(_ state: TopicState, partition: Int32, batch: UnsafeRawBufferPointer, acks: Acks) throws(BrokerError) -> AppendInfo {
+        let log = state.logs[Int(partition)]
+        do throws(LogError) {
+            let info = acks == .all ? try log.append(batch) : try log.appendWithoutFlush(batch)
+            waiters.notify(topic: state.name, partition: partition)
+            return info
+        } catch {
+            throw .log(error)
+        }
+    }
+
+    /// Makes every append so far durable (used by `produce --acks 1` before it reports).
+    public func flush(topic: String) throws {
+        for log in try state(topic).logs { try log.flush() }
+    }
+
+    // MARK: Fetch
+
+    /// Whole batches from `offset`, at most `maxBytes` (at least one batch). At the log end, waits
+    /// up to `maxWaitMs` and returns as soon as data arrives (empty result on timeout).
+    public func fetch(topic: String, partition: Int32, offset: Int64, maxBytes: Int = 1 << 20, maxWaitMs: Int64 = 0) async throws -> LogReadResult {
+        let log = try log(topic: topic, partition: partition)
+        if isReadOnly { try log.refresh() }
+        if offset == log.logEndOffset && maxWaitMs > 0 {
+            if isReadOnly {
+                // Another process appends: nothing can wake us, so look again every 50 ms.
+                let deadline = monotonicMillis() + maxWaitMs
+                while monotonicMillis() < deadline, try log.refresh() == offset {
+                    try await Task.sleep(nanoseconds: 50_000_000)
+                }
+            } else {
+                await waiters.wait(topic: topic, partition: partition, timeoutMs: maxWaitMs) { log.logEndOffset == offset }
+            }
+        }
+        return try log.read(from: offset, maxBytes: maxBytes)
+    }
+
+    /// First offset whose timestamp is >= `timestamp`, or the log end when every record is older.
+    public func offset(topic: String, partition: Int32, forTimestamp timestamp: Int64) throws -> Int64 {
+        let log = try log(topic: topic, partition: partition)
+        if isReadOnly { try log.refresh() }
+        return try log.offset(forTimestamp: timestamp) ?? log.logEndOffset
+    }
+
+    /// Records from `offset` on, as they arrive: an endless sequence for embedded consumers,
+    /// woken by appends like a long-poll fetch. Cancel the consuming task to stop.
+    public func subscribe(topic: String, partition: Int32, from offset: Int64) -> AsyncThrowingStream<ConsumedRecord, Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                var next = offset
+                do {
+                    while !Task.isCancelled {
+                        let result = try await self.fetch(topic: topic, partition: partition, offset: next, maxWaitMs: 30_000)
+                        guard let slice = result.slice else { continue }
+                        for record in try Self.records(in: slice, topic: topic, partition: partition, from: next) {
+                            continuation.yield(record)
+                        }
+                        next = result.nextOffset
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Copies the records at or after `from` out of a slice.
+    public static func records(in slice: SegmentSlice, topic: String, partition: Int32, from: Int64) throws -> [ConsumedRecord] {
+        var out: [ConsumedRecord] = []
+        try slice.forEachBatch { batch in
+            try batch.forEachRecord { r in
+                guard r.offset >= from else { return }
+                out.append(ConsumedRecord(
+                    topic: topic, partition: partition, offset: r.offset, timestamp: r.timestamp,
+                    key: r.key.map(Array.init), value: r.value.map(Array.init),
+                    headers: r.headers.map { .init(key: String(decoding: $0.key, as: UTF8.self), value: $0.value.map(Array.init)) }))
+            }
+        }
+        return out
+    }
+
+    // MARK: Consumer offsets
+
+    public func commitOffsets(group: String, offsets: [(topic: String, partition: Int32, offset: Int64)], metadata info: String = "") throws {
+        try requireWritable()
+        guard !group.isEmpty, group.utf8.count <= 255 else { throw BrokerError.invalidPartitions("group id must be 1-255 bytes") }
+        let now = wallClockMillis()
+        try metadata.commitOffsets(offsets.map {
+            OffsetCommit(group: group, topic: $0.topic, partition: $0.partition, committed: CommittedOffset(offset: $0.offset, metadata: info, commitTimeMs: now))
+        })
+    }
+
+    public func committedOffset(group: String, topic: String, partition: Int32) throws -> Int64? {
+        try metadata.committedOffset(group: group, topic: topic, partition: partition)?.offset
+    }
+}

@@ -1,0 +1,66 @@
+import Synchronization
+
+/// Long-poll support: fetches at the log end park here and are resumed the moment an append to
+/// their partition lands, or at their deadline. No polling loops.
+final class FetchWaiters: Sendable {
+    private final class Waiter: Sendable {
+        let continuation: Mutex<CheckedContinuation<Void, Never>?>
+        init(_ c: CheckedContinuation<Void, Never>) { continuation = Mutex(c) }
+        /// Resumes once; later calls do nothing.
+        func resume() { continuation.withLock { c in c?.resume(); c = nil } }
+    }
+
+    private struct Key: Hashable { let topic: String; let partition: Int32 }
+    private let waiters = Mutex<[Key: [ObjectIdentifier: Waiter]]>([:])
+    /// Bounded: a parked fetch costs a continuation and a timer task.
+    static let maxWaitersPerPartition = 10_000
+
+    /// Waits until `notify(topic, partition)` or until `timeoutMs` passes, whichever is first.
+    /// `stillEmpty` is checked after registering, so an append racing with the registration is
+    /// never missed.
+    func wait(topic: String, partition: Int32, timeoutMs: Int64, stillEmpty: @Sendable () -> Bool) async {
+        guard timeoutMs > 0 else { return }
+        let key = Key(topic: topic, partition: partition)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let waiter = Waiter(continuation)
+            let id = ObjectIdentifier(waiter)
+            let registered = waiters.withLock { all -> Bool in
+                guard all[key, default: [:]].count < Self.maxWaitersPerPartition else { return false }
+                all[key, default: [:]][id] = waiter
+                return true
+            }
+            guard registered, stillEmpty() else {
+                remove(key, id)
+                waiter.resume()
+                return
+            }
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(timeoutMs) * 1_000_000)
+                self.remove(key, id)
+                waiter.resume()
+            }
+        }
+    }
+
+    private func remove(_ key: Key, _ id: ObjectIdentifier) {
+        waiters.withLock { all in
+            all[key]?[id] = nil
+            if all[key]?.isEmpty == true { all[key] = nil }
+        }
+    }
+
+    /// Wakes every fetch parked on the partition.
+    func notify(topic: String, partition: Int32) {
+        let woken = waiters.withLock { all in all.removeValue(forKey: Key(topic: topic, partition: partition)) }
+        guard let woken else { return }
+        for waiter in woken.values { waiter.resume() }
+    }
+
+    func notifyAll() {
+        let woken = waiters.withLock { all -> [Waiter] in
+            defer { all.removeAll() }
+            return all.values.flatMap { $0.values }
+        }
+        for waiter in woken { waiter.resume() }
+    }
+}

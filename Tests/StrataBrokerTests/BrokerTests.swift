@@ -1,0 +1,307 @@
+import Foundation
+import Testing
+import StrataCore
+@testable import StrataBroker
+@testable import StrataLog
+
+final class TempDir: @unchecked Sendable {
+    let path: String
+    init() {
+        var t = Array((NSTemporaryDirectory() + "/strata-broker-XXXXXX").utf8CString)
+        path = String(cString: t.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!)! })
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+func json(_ i: Int, user: String? = nil) -> [UInt8] {
+    Array("{\"event_type\":\"page_view\",\"user_id\":\"\(user ?? "u-\(i % 50)")\",\"seq\":\(i)}".utf8)
+}
+
+@Suite struct PartitionerTests {
+    /// Values from Kafka's own murmur2 test vectors (UtilsTest), cross-checked with kafka-python.
+    @Test func murmur2MatchesKafka() {
+        let vectors: [(String, Int32)] = [
+            ("21", -973_932_308), ("foobar", -790_332_482), ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829), ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            ("abc", 479_470_107),
+        ]
+        for (key, expected) in vectors { #expect(Partitioner.murmur2(Array(key.utf8)) == expected, "\(key)") }
+    }
+
+    /// Partitions of u-0...u-39 over 8 and 3 partitions, and an aggregate over u-0...u-99999, as
+    /// computed by kafka-python's DefaultPartitioner (the Java client's algorithm).
+    @Test func partitionsMatchTheJavaClientsDefaultPartitioner() {
+        let over8: [Int32] = [5, 7, 6, 5, 6, 7, 0, 3, 0, 3, 2, 3, 4, 5, 6, 4, 1, 1, 7, 5, 7, 4, 0, 0, 6, 5, 0, 3, 0, 0, 1, 1, 2, 4, 3, 2, 3, 0, 1, 4]
+        let over3: [Int32] = [1, 1, 1, 1, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 1, 0, 2, 0, 0, 0, 0, 2, 0, 2, 2, 0, 0, 2, 0, 0, 2, 0, 2, 0, 0, 2, 1, 0, 0]
+        #expect((0..<40).map { Partitioner.partition(forKey: Array("u-\($0)".utf8), partitions: 8) } == over8)
+        #expect((0..<40).map { Partitioner.partition(forKey: Array("u-\($0)".utf8), partitions: 3) } == over3)
+        var weighted = 0
+        var counts = [Int](repeating: 0, count: 8)
+        for i in 0..<100_000 {
+            let p = Int(Partitioner.partition(forKey: Array("u-\(i)".utf8), partitions: 8))
+            weighted += p * (i % 7 + 1)
+            counts[p] += 1
+        }
+        #expect(weighted == 1_402_795)
+        #expect(counts == [12321, 12639, 12414, 12468, 12546, 12601, 12415, 12596])
+    }
+}
+
+@Suite struct JSONScannerTests {
+    @Test(arguments: [
+        #"{}"#, #"[]"#, #"0"#, #"-0.5e+10"#, #""a\"\\\/\b\f\n\r\t\u00e9""#, #"{"a":[1,2,{"b":null}],"c":true,"d":false}"#,
+        "  {\"x\" : 1 }  ", "\"é ü 中 😀\"", #"[[[[[]]]]]"#,
+    ])
+    func validDocuments(_ text: String) {
+        #expect(JSONScanner.failure(in: Array(text.utf8)) == nil, "\(text)")
+    }
+
+    @Test(arguments: [
+        "", "{", "}", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "[1,]", "01", "1.", ".5", "-", "1e", "tru", "nul", "\"abc",
+        "\"\\x\"", "\"\\u12\"", "{\"a\":1}x", "{a:1}", "'a'", "\"tab\there\"", "NaN", "[1 2]",
+    ])
+    func invalidDocuments(_ text: String) {
+        #expect(JSONScanner.failure(in: Array(text.utf8)) != nil, "\(text)")
+    }
+
+    @Test func invalidUTF8AndDepthAreRefused() {
+        #expect(JSONScanner.failure(in: [0x22, 0xC0, 0xAF, 0x22]) != nil, "overlong")
+        #expect(JSONScanner.failure(in: [0x22, 0xED, 0xA0, 0x80, 0x22]) != nil, "surrogate")
+        #expect(JSONScanner.failure(in: [0x22, 0xE2, 0x82, 0x22]) != nil, "truncated")
+        let deep = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
+        #expect(JSONScanner.failure(in: Array(deep.utf8)) != nil)
+    }
+
+    @Test func capturesTopLevelFieldsOnly() throws {
+        let text = Array(#"{"nested":{"user_id":"inner"},"user_id":"u-7","ts":1759276800123,"s":"a\"b"}"#.utf8)
+        var found: [JSONScanner.Field?] = []
+        try text.withUnsafeBytes { p in
+            try JSONScanner.validate(p, capturing: [Array("user_id".utf8), Array("ts".utf8), Array("missing".utf8), Array("s".utf8)], into: &found)
+        }
+        #expect(found[0].map { String(decoding: text[$0.range], as: UTF8.self) } == "u-7")
+        #expect(found[0]?.isString == true)
+        #expect(found[1].map { String(decoding: text[$0.range], as: UTF8.self) } == "1759276800123")
+        #expect(found[1]?.isString == false)
+        #expect(found[2] == nil)
+        #expect(found[3]?.hasEscapes == true)
+    }
+
+    @Test func timestamps() {
+        #expect(Timestamps.parseRFC3339("2025-10-01T00:00:00Z") == 1_759_276_800_000)
+        #expect(Timestamps.parseRFC3339("2025-10-01T00:00:25.920Z") == 1_759_276_825_920)
+        #expect(Timestamps.parseRFC3339("2025-10-01T02:00:00+02:00") == 1_759_276_800_000)
+        #expect(Timestamps.parseRFC3339("1970-01-01T00:00:00Z") == 0)
+        #expect(Timestamps.parseRFC3339("2024-02-29T12:00:00Z") == 1_709_208_000_000)
+        #expect(Timestamps.parseRFC3339("2025-13-01T00:00:00Z") == nil)
+        #expect(Timestamps.parseRFC3339("yesterday") == nil)
+        #expect(Timestamps.parseUserTime("2h", nowMs: 10_000_000) == Int64(2_800_000))
+        #expect(Timestamps.parseUserTime("7d", nowMs: 1_000_000_000) == Int64(395_200_000))
+        #expect(Timestamps.parseUserTime("1759276800000", nowMs: 0) == 1_759_276_800_000)
+        #expect(Timestamps.parseUserTime("2x", nowMs: 0) == nil)
+    }
+}
+
+@Suite struct BrokerTests {
+    @Test func createDescribeAlterAddDeleteTopics() throws {
+        let dir = TempDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        try broker.createTopic("events", partitions: 3, configs: ["retention.ms": "3600000", "value.format": "json"])
+        #expect(throws: BrokerError.self) { try broker.createTopic("events") }
+        let d = try broker.describeTopic("events")
+        #expect(d.partitions.count == 3)
+        #expect(d.configs["retention.ms"] == "3600000")
+        #expect(d.overrides == ["retention.ms": "3600000", "value.format": "json"])
+        try broker.alterTopicConfigs("events", set: ["retention.ms": "60000"])
+        #expect(try broker.describeTopic("events").configs["retention.ms"] == "60000")
+        #expect(throws: BrokerError.self) { try broker.alterTopicConfigs("events", set: ["retention.ms": "soon"]) }
+        #expect(throws: BrokerError.self) { try broker.alterTopicConfigs("events", set: ["no.such.config": "1"]) }
+        try broker.addPartitions("events", total: 5)
+        #expect(throws: BrokerError.self) { try broker.addPartitions("events", total: 4) }
+        #expect(broker.partitionCount("events") == 5)
+        try broker.produce(topic: "events", records: [ProducerRecord(key: Array("k".utf8), value: json(1), timestamp: 1)])
+        try broker.commitOffsets(group: "g", offsets: [("events", 0, 1)])
+        try broker.close()
+
+        let reopened = try Broker.open(dataDirectory: dir.path)
+        #expect(reopened.topicNames() == ["events"])
+        #expect(reopened.partitionCount("events") == 5)
+        #expect(try reopened.describeTopic("events").configs["retention.ms"] == "60000")
+        try reopened.deleteTopic("events")
+        #expect(reopened.topicNames().isEmpty)
+        #expect(try reopened.committedOffset(group: "g", topic: "events", partition: 0) == nil)
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/logs/events-0"))
+        try reopened.createTopic("events", partitions: 1)
+        #expect(try reopened.describeTopic("events").partitions[0].logEndOffset == 0, "a re-created topic starts empty")
+        try reopened.close()
+    }
+
+    @Test(arguments: ["../x", "a/b", String(repeating: "t", count: 250), "", ".", ".."])
+    func invalidTopicNamesCreateNothing(_ name: String) throws {
+        let dir = TempDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        #expect(throws: BrokerError.self) { try broker.createTopic(name) }
+        #expect(throws: (any Error).self) { try broker.produce(topic: name, records: [ProducerRecord(value: [1], timestamp: 0)]) }
+        #expect(broker.topicNames().isEmpty)
+        #expect((try FileManager.default.contentsOfDirectory(atPath: dir.path + "/logs")).isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/x"))
+        try broker.close()
+    }
+
+    @Test func keyedRecordsLandInTheKafkaPartitionInOrder() throws {
+        let dir = TempDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        try broker.createTopic("t", partitions: 8)
+        for i in 0..<400 {
+            try broker.produce(topic: "t", records: [ProducerRecord(key: Array("u-\(i % 40)".utf8), value: json(i), timestamp: Int64(i))], acks: .leader)
+        }
+        for p in Int32(0)..<8 {
+            let log = try broker.log(topic: "t", partition: p)
+            var seqByKey: [String: [Int]] = [:]
+            var offset: Int64 = 0
+            while offset < log.logEndOffset {
+                let r = try log.read(from: offset)
+                for rec in try Broker.records(in: r.slice!, topic: "t", partition: p, from: offset) {
+                    let key = String(decoding: rec.key!, as: UTF8.self)
+                    #expect(Partitioner.partition(forKey: rec.key!, partitions: 8) == p)
+                    let text = String(decoding: rec.value!, as: UTF8.self)
+                    let seq = Int(text.split(separator: ":").last!.dropLast())!
+                    seqByKey[key, default: []].append(seq)
+                }
+                offset = r.nextOffset
+            }
+            for (_, seqs) in seqByKey { #expect(seqs == seqs.sorted(), "per-key order") }
+        }
+        try broker.close()
+    }
+
+    @Test func unkeyedRecordsSpreadRoundRobinPerCall() throws {
+        let dir = TempDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        try broker.createTopic("t", partitions: 4)
+        var partitions: [Int32] = []
+        for i in 0..<8 {
+            let r = try broker.produce(topic: "t", records: [ProducerRecord(value: json(i), timestamp: 0), ProducerRecord(value: json(i), timestamp: 0)])
+            #expect(r.count == 1, "one call, one partition (sticky)")
+            partitions.append(r[0].partition)
+        }
+        #expect(Set(partitions) == [0, 1, 2, 3])
+        try broker.close()
+    }
+
+    @Test func jsonTopicsRefuseInvalidJSONAndAppendNothing() throws {
+        let dir = TempDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        try broker.createTopic("j", partitions: 2, configs: ["value.format": "json"])
+        let records = [
+            ProducerRecord(key: Array("a".utf8), value: json(0), timestamp: 0),
+            ProducerRecord(key: Array("b".utf8), value: Array("{not json".utf8), timestamp: 0),
+        ]
+        do {
+            try broker.produce(topic: "j", records: records)
+            Issue.record("invalid JSON accepted")
+        } catch let error as BrokerError {
+            guard case .invalidRecord(let index, _) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(index == 1, "the error names the record")
+        }
+        #expect(try broker.describeTopic("j").partitions.allSatisfy { $0.logEndOffset == 0 })
+        // The same through the raw batch path (what Kafka clients use).
+        let batch = RecordBatchBuilder.build(records)
+        #expect(throws: BrokerError.self) { try batch.withUnsafeBytes { try broker.appendBatch(topic: "j", partition: 0, batch: $0) } }
+        #expect(try broker.describeTopic("j").partitions.allSatisfy { $0.logEndOffset == 0 })
+        // Tombstones (null values) are allowed in a JSON topic.
+        try broker.produce(topic: "j", records: [ProducerRecord(key: Array("a".utf8), value: nil, timestamp: 0)])
+        try broker.close()
+    }
+
+    @Test func longPollFetchWakesOnAppendAndTimesOut() async throws {
+        let dir = TempDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        try broker.createTopic("t")
+        let started = monotonicMillis()
+        let empty = try await broker.fetch(topic: "t", partition: 0, offset: 0, maxWaitMs: 100)
+        #expect(empty.isEmpty)
+        #expect(monotonicMillis() - started >= 90, "waited for the deadline")
+
+        let waiter = Task { try await broker.fetch(topic: "t", partition: 0, offset: 0, maxWaitMs: 20_000) }
+        try await Task.sleep(nanoseconds: 50_000_000)
+        let produced = monotonicMillis()
+        try broker.produce(topic: "t", records: [ProducerRecord(value: json(1), timestamp: 0)], acks: .leader)
+        let result = try await waiter.value
+        #expect(!result.isEmpty)
+        #expect(monotonicMillis() - produced < 5_000, "woken by the append, not the 20 s deadline")
+        try broker.close()
+    }
+
+    @Test func subscriptionDeliversExistingAndNewRecords() async throws {
+        let dir = TempDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        try broker.createTopic("t")
+        for i in 0..<5 { try broker.produce(topic: "t", records: [ProducerRecord(value: json(i), timestamp: Int64(i))], acks: .leader) }
+        let stream = broker.subscribe(topic: "t", partition: 0, from: 2)
+        let producer = Task {
+            try await Task.sleep(nanoseconds: 50_000_000)
+            for i in 5..<10 { try broker.produce(topic: "t", records: [ProducerRecord(value: json(i), timestamp: Int64(i))], acks: .leader) }
+        }
+        var offsets: [Int64] = []
+        for try await record in stream {
+            offsets.append(record.offset)
+            #expect(record.value == json(Int(record.offset)))
+            if offsets.count == 8 { break }
+        }
+        #expect(offsets == Array(2..<10))
+        try await producer.value
+        try broker.close()
+    }
+
+    @Test func aSecondWriterIsRefusedAndReadersWorkAlongside() async throws {
+        let dir = TempDir()
+        let writer = try Broker.open(dataDirectory: dir.path)
+        try writer.createTopic("t", partitions: 2)
+        try writer.produce(topic: "t", records: [ProducerRecord(key: Array("x".utf8), value: json(1), timestamp: 5)])
+        do {
+            _ = try Broker.open(dataDirectory: dir.path)
+            Issue.record("second writer opened")
+        } catch {
+            #expect("\(error)".contains("pid \(getpid())"), "the error names the holder: \(error)")
+        }
+        let reader = try Broker.openReadOnly(dataDirectory: dir.path)
+        #expect(reader.topicNames() == ["t"])
+        #expect(throws: BrokerError.self) { try reader.produce(topic: "t", records: [ProducerRecord(value: [1], timestamp: 0)]) }
+        let p = Partitioner.partition(forKey: Array("x".utf8), partitions: 2)
+        #expect(try reader.describeTopic("t").partitions[Int(p)].logEndOffset == 1)
+        try writer.produce(topic: "t", records: [ProducerRecord(key: Array("x".utf8), value: json(2), timestamp: 6)])
+        let r = try await reader.fetch(topic: "t", partition: p, offset: 1, maxWaitMs: 2000)
+        #expect(!r.isEmpty, "the reader sees the writer's new record")
+        try writer.close()
+    }
+
+    @Test func groupOffsetsSurviveRestart() throws {
+        let dir = TempDir()
+        do {
+            let broker = try Broker.open(dataDirectory: dir.path)
+            try broker.createTopic("t", partitions: 2)
+            try broker.commitOffsets(group: "readers", offsets: [("t", 0, 17), ("t", 1, 4)])
+            try broker.close()
+        }
+        let broker = try Broker.open(dataDirectory: dir.path)
+        #expect(try broker.committedOffset(group: "readers", topic: "t", partition: 0) == 17)
+        #expect(try broker.committedOffset(group: "readers", topic: "t", partition: 1) == 4)
+        #expect(try broker.committedOffset(group: "other", topic: "t", partition: 0) == nil)
+        try broker.close()
+    }
+
+    @Test func topicsWhosePartitionsAreMissingOnDiskAreRecreated() throws {
+        let dir = TempDir()
+        do {
+            let broker = try Broker.open(dataDirectory: dir.path)
+            try broker.createTopic("t", partitions: 3)
+            try broker.close()
+        }
+        try FileManager.default.removeItem(atPath: dir.path + "/logs/t-2")
+        try FileManager.default.createDirectory(atPath: dir.path + "/logs/stray-0", withIntermediateDirectories: true)
+        let broker = try Broker.open(dataDirectory: dir.path)
+        #expect(FileManager.default.fileExists(atPath: dir.path + "/logs/t-2"))
+        #expect(broker.orphanPartitions == ["stray-0"])
+        try broker.close()
+    }
+}

@@ -158,8 +158,12 @@ public final class Broker: @unchecked Sendable {
 
     /// Opens `dataDirectory` for reading next to a writer that may be running. Produce and admin
     /// calls fail with `readOnly`; fetches see the writer's appends (by re-reading the files).
-    public static func openReadOnly(dataDirectory: String, options: Options = Options()) throws -> Broker {
-        let metadata = try MetadataStore(directory: dataDirectory + "/meta", readOnly: true)
+    ///
+    /// With `allowOffsetCommits` the metadata store is opened writable so that consumer groups can
+    /// commit offsets alongside a running writer: LMDB serializes writers across processes, and
+    /// offsets live only in LMDB, never in the log files the writer owns.
+    public static func openReadOnly(dataDirectory: String, options: Options = Options(), allowOffsetCommits: Bool = false) throws -> Broker {
+        let metadata = try MetadataStore(directory: dataDirectory + "/meta", readOnly: !allowOffsetCommits)
         let manager = try LogManager.openReadOnly(dataDirectory: dataDirectory, defaultConfig: options.defaultTopicConfig.log)
         var states: [String: TopicState] = [:]
         for record in try metadata.topics() {
@@ -168,8 +172,12 @@ public final class Broker: @unchecked Sendable {
             guard logs.count == Int(record.partitions) else { continue }
             states[record.name] = TopicState(name: record.name, record: record, config: config, logs: logs)
         }
-        return Broker(dataDirectory: dataDirectory, options: options, readOnly: true, logManager: manager, metadata: metadata, topics: states)
+        let broker = Broker(dataDirectory: dataDirectory, options: options, readOnly: true, logManager: manager, metadata: metadata, topics: states)
+        broker.offsetCommitsAllowed = allowOffsetCommits
+        return broker
     }
+
+    private var offsetCommitsAllowed = true
 
     /// Closes every log cleanly (writing the clean-shutdown marker) and wakes parked fetches.
     public func close() throws {
@@ -455,7 +463,7 @@ public final class Broker: @unchecked Sendable {
     // MARK: Consumer offsets
 
     public func commitOffsets(group: String, offsets: [(topic: String, partition: Int32, offset: Int64)], metadata info: String = "") throws {
-        try requireWritable()
+        guard offsetCommitsAllowed else { try requireWritable(); return }
         guard !group.isEmpty, group.utf8.count <= 255 else { throw BrokerError.invalidPartitions("group id must be 1-255 bytes") }
         let now = wallClockMillis()
         try metadata.commitOffsets(offsets.map {

@@ -46,6 +46,47 @@ public struct JSONScanner {
         }
     }
 
+    /// Decodes the escapes of a validated string's content (as captured in a `Field`) to UTF-8.
+    public static func unescape(_ content: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+        out.removeAll(keepingCapacity: true)
+        var i = 0
+        func hex4(_ at: Int) -> UInt32 {
+            var v: UInt32 = 0
+            for k in 0..<4 {
+                let c = content[at + k]
+                v = v << 4 | UInt32(c <= 0x39 ? c - 0x30 : (c | 0x20) - 0x61 + 10)
+            }
+            return v
+        }
+        while i < content.count {
+            let c = content[i]
+            guard c == UInt8(ascii: "\\"), i + 1 < content.count else { out.append(c); i += 1; continue }
+            let e = content[i + 1]
+            i += 2
+            switch e {
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "u"):
+                guard i + 4 <= content.count else { return }
+                var scalar = hex4(i)
+                i += 4
+                if (0xD800..<0xDC00).contains(scalar), i + 6 <= content.count, content[i] == UInt8(ascii: "\\"), content[i + 1] == UInt8(ascii: "u") {
+                    let low = hex4(i + 2)
+                    if (0xDC00..<0xE000).contains(low) {
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        i += 6
+                    }
+                }
+                let s = Unicode.Scalar(scalar) ?? "\u{FFFD}"
+                out.append(contentsOf: Array(String(Character(s)).utf8))
+            default: out.append(e)
+            }
+        }
+    }
+
     public static func isValid(_ bytes: UnsafeRawBufferPointer) -> Bool {
         var none: [Field?] = []
         do { try validate(bytes, into: &none); return true } catch { return false }

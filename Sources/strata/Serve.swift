@@ -6,8 +6,8 @@ import StrataLog
 
 /// Runs Strata on a data directory: loads and recovers every partition, keeps the background
 /// flusher running, and closes cleanly (writing the clean-shutdown marker) on SIGINT/SIGTERM.
-/// The Kafka listener is added by the broker/protocol layers; until then `serve` owns the data
-/// directory and `strata log append/read` work on it when it is not running.
+/// The Kafka listener is added by the protocol layer; meanwhile `consume`, `topics list|describe`
+/// and `inspect` read the data directory alongside it.
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Open the data directory, recover it, and run until interrupted.")
 
@@ -25,9 +25,10 @@ struct Serve: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let started = nowSeconds()
-        let manager = try LogManager.open(dataDirectory: options.data, defaultConfig: try options.logConfig())
+        let broker = try options.openBroker()
+        let manager = broker.logManager
         let elapsed = Int((nowSeconds() - started) * 1000)
-        printError("strata: data directory \(options.data) open in \(elapsed) ms, \(manager.partitionNames.count) partition(s)")
+        printError("strata: data directory \(options.data) open in \(elapsed) ms: \(broker.topicNames().count) topic(s), \(manager.partitionNames.count) partition(s)")
         for name in manager.partitionNames {
             guard let report = manager.loadReports[name], let (topic, p) = LogManager.splitPartitionDirectory(name),
                   let log = manager.log(topic: topic, partition: p) else { continue }
@@ -35,11 +36,12 @@ struct Serve: ParsableCommand {
             printError("  \(name): offsets [\(log.logStartOffset), \(log.logEndOffset)), \(report.segments) segment(s), \(mode)")
             for warning in report.warnings { printError("  warning: \(name): \(warning)") }
         }
+        for orphan in broker.orphanPartitions { printError("  warning: \(orphan) is on disk but belongs to no topic; left alone") }
         printError("strata: Kafka listener \(listen) is not built yet (issue #4); holding the data directory. Ctrl-C stops cleanly.")
         var received: Int32 = 0
         sigwait(&signals, &received)
         printError("strata: signal \(received), closing")
-        try manager.close()
+        try broker.close()
         printError("strata: clean shutdown")
     }
 }

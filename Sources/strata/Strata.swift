@@ -1,4 +1,5 @@
 import ArgumentParser
+import StrataBroker
 import StrataLog
 
 @main
@@ -6,7 +7,7 @@ struct Strata: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "strata",
         abstract: "Strata: a Kafka-compatible event log database.",
-        subcommands: [Serve.self, LogCommand.self, Inspect.self, DebugCommand.self]
+        subcommands: [Serve.self, Topics.self, Produce.self, Consume.self, Inspect.self, DebugCommand.self]
     )
 }
 
@@ -15,15 +16,31 @@ struct DataOptions: ParsableArguments {
     @Option(name: .long, help: "Data directory (env STRATA_DATA).")
     var data: String = ProcessEnvironment.value("STRATA_DATA") ?? "./strata-data"
 
-    @Option(name: .long, help: "Flush mode for partitions: sync, interval or os (see docs/durability.md).")
-    var flushMode: String = "sync"
-
-    func logConfig() throws -> LogConfig {
-        var config = LogConfig()
-        guard let mode = FlushMode(rawValue: flushMode) else {
-            throw ValidationError("--flush-mode must be one of sync, interval, os")
+    /// Opens the data directory for writing, with a clear message when another process has it.
+    func openBroker() throws -> Broker {
+        do {
+            let broker = try Broker.open(dataDirectory: data)
+            // Recovery findings are worth a line each: a truncated tail means lost, unsynced data.
+            for (name, report) in broker.logManager.loadReports.sorted(by: { $0.key < $1.key }) {
+                for warning in report.warnings { printError("strata: warning: \(name): \(warning)") }
+            }
+            return broker
+        } catch let error as LogError {
+            if case .locked = error {
+                throw CLIError("\(error). Stop that process first (or use a read-only command: consume without --group, inspect).")
+            }
+            throw CLIError("\(error)")
         }
-        config.flushMode = mode
-        return config
     }
+
+    /// Opens for reading next to a running writer; `commits` also allows consumer-group commits.
+    func openReadOnly(commits: Bool = false) throws -> Broker {
+        guard ProcessEnvironment.fileExists(data + "/meta/data.mdb") else { throw CLIError("no Strata data directory at \(data)") }
+        return try Broker.openReadOnly(dataDirectory: data, allowOffsetCommits: commits)
+    }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
 }

@@ -5,12 +5,51 @@ import StrataLog
 
 enum ProcessEnvironment {
     static func value(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+    static func fileExists(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0
+    }
 }
 
 /// Writes to stderr without buffering surprises.
 func printError(_ message: String) {
     let line = message + "\n"
     _ = line.withCString { write(2, $0, strlen($0)) }
+}
+
+/// A JSON string literal for `s` (quotes included).
+func jsonString(_ bytes: UnsafeRawBufferPointer, into out: inout OutputBuffer) {
+    out.write("\"")
+    var run = 0
+    var i = 0
+    let hex = Array("0123456789abcdef".utf8)
+    func flushRun() {
+        if run < i { out.write(UnsafeRawBufferPointer(rebasing: bytes[run..<i])) }
+    }
+    while i < bytes.count {
+        let c = bytes[i]
+        if c == 0x22 || c == 0x5C || c < 0x20 {
+            flushRun()
+            switch c {
+            case 0x22: out.write("\\\"")
+            case 0x5C: out.write("\\\\")
+            case 0x0A: out.write("\\n")
+            case 0x0D: out.write("\\r")
+            case 0x09: out.write("\\t")
+            default:
+                let esc: [UInt8] = [0x5C, 0x75, 0x30, 0x30, hex[Int(c >> 4)], hex[Int(c & 0xF)]]
+                esc.withUnsafeBytes { out.write($0) }
+            }
+            run = i + 1
+        }
+        i += 1
+    }
+    flushRun()
+    out.write("\"")
+}
+
+func printErrorNoNewline(_ message: String) {
+    _ = message.withCString { write(2, $0, strlen($0)) }
 }
 
 /// Buffered stdout writer for bulk output (print() per line is far too slow for millions of events).
@@ -57,26 +96,38 @@ struct LineReader {
 
     init(fd: Int32) { self.fd = fd }
 
-    /// Calls `body` with each line (without the newline). Lines longer than the buffer are an error.
+    /// Calls `body` with each line (without the newline, and without a trailing CR). Lines longer
+    /// than the buffer (16 MiB) are an error.
     mutating func forEachLine(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         while true {
-            // Emit complete lines in the buffer.
-            while let nl = buffer[start..<end].firstIndex(of: 0x0A) {
-                try buffer.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[start..<nl])) }
-                start = nl + 1
+            let consumed: Int = try buffer.withUnsafeBytes { p in
+                var position = start
+                while position < end, let nl = memchr(p.baseAddress! + position, 0x0A, end - position) {
+                    let lineEnd = p.baseAddress!.distance(to: UnsafeRawPointer(nl))
+                    var stop = lineEnd
+                    if stop > position && p[stop - 1] == 0x0D { stop -= 1 }
+                    try body(UnsafeRawBufferPointer(rebasing: p[position..<stop]))
+                    position = lineEnd + 1
+                }
+                return position
             }
+            start = consumed
             if eof {
                 if start < end { try buffer.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[start..<end])) } }
                 return
             }
             if start > 0 {
+                let remaining = end - start
                 buffer.withUnsafeMutableBytes { p in
-                    p.baseAddress!.copyMemory(from: p.baseAddress! + start, byteCount: end - start)
+                    if remaining > 0 { memmove(p.baseAddress!, p.baseAddress! + start, remaining) }
                 }
-                end -= start
+                end = remaining
                 start = 0
             }
-            guard end < buffer.count else { throw LineError.tooLong(buffer.count) }
+            if end == buffer.count {
+                guard buffer.count < LineReader.maxLineBytes else { throw LineError.tooLong(buffer.count) }
+                buffer.append(contentsOf: [UInt8](repeating: 0, count: buffer.count))
+            }
             let n = buffer.withUnsafeMutableBytes { p in read(fd, p.baseAddress! + end, p.count - end) }
             if n < 0 {
                 if errno == EINTR { continue }
@@ -85,6 +136,8 @@ struct LineReader {
             if n == 0 { eof = true } else { end += n }
         }
     }
+
+    static let maxLineBytes = 16 << 20
 
     enum LineError: Error, CustomStringConvertible {
         case tooLong(Int)

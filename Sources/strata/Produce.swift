@@ -1,0 +1,165 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import StrataBroker
+import StrataCore
+import StrataLog
+
+/// JSON lines in, events out: each line is validated, keyed, partitioned like Kafka's Java client,
+/// and written in batches.
+struct Produce: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write JSON lines from stdin (or --file) to a topic, one event per line.",
+        discussion: """
+            Every line must be a JSON value; an invalid line stops the command with its line number \
+            (lines before it are written) unless --skip-invalid counts and skips it. A missing topic is \
+            created with 1 partition. The summary goes to stderr once the events are written (and, with \
+            --acks all, synced to disk).
+            """)
+
+    @OptionGroup var options: DataOptions
+    @Argument(help: "Topic name.") var topic: String
+    @Option(help: "Use this top-level JSON field of each event as its key.") var keyField: String?
+    @Option(help: "Use this key for every event.") var key: String?
+    @Option(help: "Take each event's timestamp from this top-level field (RFC 3339 string or epoch ms).") var timestampField: String?
+    @Option(help: "Write every event to this partition.") var partition: Int32?
+    @Option(help: "all: synced to disk before it is reported; 1 or 0: written to the log (survives this process, not the OS).") var acks: String = "all"
+    @Flag(help: "Count and skip invalid lines instead of stopping.") var skipInvalid = false
+    @Option(help: "Read this file instead of stdin.") var file: String?
+    @Option(help: "Events per batch (1...100000).") var batchRecords: Int = 1000
+
+    func validate() throws {
+        if keyField != nil && key != nil { throw ValidationError("--key-field and --key are exclusive") }
+        if let why = TopicName.problem(topic) { throw ValidationError(why) }
+        guard ["0", "1", "all", "-1"].contains(acks) else { throw ValidationError("--acks must be 0, 1 or all") }
+        guard (1...100_000).contains(batchRecords) else { throw ValidationError("--batch-records must be in 1...100000") }
+    }
+
+    func run() throws {
+        let fd: Int32
+        if let file {
+            fd = open(file, O_RDONLY)
+            guard fd >= 0 else { throw CLIError("cannot open \(file): \(String(cString: strerror(errno)))") }
+        } else {
+            fd = 0
+        }
+        defer { if fd != 0 { close(fd) } }
+        let broker = try options.openBroker()
+        var failure: Error?
+        var summary = ""
+        do {
+            summary = try produce(broker: broker, fd: fd)
+        } catch {
+            failure = error
+        }
+        // Closing syncs everything (clean shutdown); only then is anything reported as written.
+        try broker.close()
+        if let failure { throw failure }
+        printError(summary)
+    }
+
+    private func produce(broker: Broker, fd: Int32) throws -> String {
+        if broker.partitionCount(topic) == nil { try broker.createTopic(topic) }
+        let partitions = broker.partitionCount(topic)!
+        if let partition, partition < 0 || partition >= partitions {
+            throw CLIError("topic \(topic) has \(partitions) partition(s); --partition \(partition) does not exist")
+        }
+        let config = broker.topicConfig(topic)!
+        let maxBatchBytes = config.log.maxMessageBytes
+        let syncEvery = 16 << 20
+        let ackMode: Acks = acks == "all" || acks == "-1" ? .all : .leader
+        var writers = (0..<partitions).map { _ in RecordBatchWriter(reservingCapacity: 256 * 1024) }
+        var sticky = Int32.random(in: 0..<partitions)
+        let fixedKey = key.map { Array($0.utf8) }
+        var wanted: [[UInt8]] = []
+        let keySlot = keyField.map { wanted.append(Array($0.utf8)); return wanted.count - 1 }
+        let tsSlot = timestampField.map { wanted.append(Array($0.utf8)); return wanted.count - 1 }
+        var found: [JSONScanner.Field?] = []
+        var unescaped: [UInt8] = []
+
+        var lineNumber = 0
+        var events = 0
+        var bytes = 0
+        var skipped = 0
+        var unsynced = 0
+        let started = nowSeconds()
+        var lastProgress = started
+        let showProgress = isatty(2) == 1
+
+        func flush(_ p: Int32) throws {
+            guard !writers[Int(p)].isEmpty else { return }
+            let batch = writers[Int(p)].finish()
+            try batch.withUnsafeBytes { b in
+                _ = try broker.appendBatch(topic: topic, partition: p, batch: b, acks: .leader, valuesValidatedAsJSON: true)
+            }
+            unsynced += batch.count
+            if ackMode == .all && unsynced >= syncEvery {
+                try broker.flush(topic: topic)
+                unsynced = 0
+            }
+            if p == sticky && partition == nil { sticky = (sticky + 1) % partitions }
+        }
+
+        var reader = LineReader(fd: fd)
+        try reader.forEachLine { line in
+            lineNumber += 1
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { return }
+            do throws(JSONScanner.Failure) {
+                try JSONScanner.validate(line, capturing: wanted, into: &found)
+            } catch {
+                if skipInvalid { skipped += 1; return }
+                throw CLIError("line \(lineNumber): \(error); \(events) event(s) before it were written")
+            }
+            var timestamp: Int64
+            if let tsSlot {
+                guard let field = found[tsSlot],
+                      let t = Timestamps.parseField(UnsafeRawBufferPointer(rebasing: line[field.range]), isString: field.isString) else {
+                    if skipInvalid { skipped += 1; return }
+                    throw CLIError("line \(lineNumber): field '\(timestampField!)' is missing or not an RFC 3339 time or epoch milliseconds; \(events) event(s) before it were written")
+                }
+                timestamp = t
+            } else {
+                timestamp = wallClockMillis()
+            }
+            let overhead = RecordBatchWriter.maxRecordOverhead(keyCount: 256, valueCount: line.count)
+            guard overhead + RecordBatch.headerSize <= maxBatchBytes else {
+                throw CLIError("line \(lineNumber) is \(line.count) bytes; the topic's max.message.bytes is \(maxBatchBytes)")
+            }
+            func place(_ key: UnsafeRawBufferPointer?) throws {
+                let p = partition ?? key.map { Partitioner.partition(forKey: $0, partitions: partitions) } ?? sticky
+                if writers[Int(p)].sizeInBytes + overhead + (key?.count ?? 0) > maxBatchBytes { try flush(p) }
+                writers[Int(p)].append(key: key, value: line, timestamp: timestamp)
+                if writers[Int(p)].recordCount >= batchRecords { try flush(p) }
+            }
+            if let fixedKey {
+                try fixedKey.withUnsafeBytes { try place($0) }
+            } else if let keySlot, let field = found[keySlot] {
+                if field.hasEscapes {
+                    JSONScanner.unescape(UnsafeRawBufferPointer(rebasing: line[field.range]), into: &unescaped)
+                    try unescaped.withUnsafeBytes { try place($0) }
+                } else {
+                    try place(UnsafeRawBufferPointer(rebasing: line[field.range]))
+                }
+            } else {
+                try place(nil)
+            }
+            events += 1
+            bytes += line.count + 1
+            if showProgress && events % 65536 == 0 {
+                let now = nowSeconds()
+                if now - lastProgress >= 1 {
+                    lastProgress = now
+                    printErrorNoNewline("\r\(events) events, \(bytes >> 20) MiB, \(formatRate(Double(events), seconds: now - started)) events/s   ")
+                }
+            }
+        }
+        for p in 0..<partitions { try flush(p) }
+        if ackMode == .all { try broker.flush(topic: topic) }
+        let seconds = nowSeconds() - started
+        if showProgress { printErrorNoNewline("\r\u{1B}[K") }
+        var line = "produced \(events) events, \(bytes) bytes to \(topic) in \((seconds * 1000).rounded() / 1000) s (\(formatRate(Double(events), seconds: seconds)) events/s)"
+        if skipped > 0 { line += "; skipped \(skipped) invalid line(s)" }
+        return line
+    }
+}

@@ -154,6 +154,19 @@ public struct JSONScanner {
         let start = i
         var escapes = false
         while i < bytes.count {
+            // Fast path: skip 8 plain ASCII bytes at a time (no quote, backslash, control or
+            // non-ASCII byte among them), found with SWAR bit tricks on one 64-bit load.
+            while i + 8 <= bytes.count {
+                let w = bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                let ones: UInt64 = 0x0101_0101_0101_0101
+                let high: UInt64 = 0x8080_8080_8080_8080
+                let quote = w ^ (ones &* 0x22)
+                let backslash = w ^ (ones &* 0x5C)
+                let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | (w &- ones &* 0x20) | w
+                if special & high != 0 { break }
+                i += 8
+            }
+            guard i < bytes.count else { break }
             let c = bytes[i]
             if c == UInt8(ascii: "\"") {
                 defer { i += 1 }

@@ -94,7 +94,6 @@ public enum RecordBatchBuilder {
 /// `strata produce`. Produces the same bytes as `RecordBatchBuilder.build` for the same records.
 public struct RecordBatchWriter: Sendable {
     private var body: [UInt8] = []
-    private var scratch: [UInt8] = []
     public private(set) var recordCount = 0
     private var baseTimestamp: Int64 = 0
     private var maxTimestamp: Int64 = 0
@@ -117,25 +116,23 @@ public struct RecordBatchWriter: Sendable {
         } else if timestamp > maxTimestamp {
             maxTimestamp = timestamp
         }
-        scratch.removeAll(keepingCapacity: true)
-        scratch.append(0)
-        Varint.append(timestamp &- baseTimestamp, to: &scratch)
-        Varint.append(Int64(recordCount), to: &scratch)
-        if let key {
-            Varint.append(Int64(key.count), to: &scratch)
-            scratch.append(contentsOf: key)
-        } else {
-            Varint.append(-1, to: &scratch)
-        }
-        if let value {
-            Varint.append(Int64(value.count), to: &scratch)
-            scratch.append(contentsOf: value)
-        } else {
-            Varint.append(-1, to: &scratch)
-        }
-        scratch.append(0)  // no headers
-        Varint.append(Int64(scratch.count), to: &body)
-        body.append(contentsOf: scratch)
+        let tsDelta = timestamp &- baseTimestamp
+        let offsetDelta = Int64(recordCount)
+        let keyLength = key.map { Int64($0.count) } ?? -1
+        let valueLength = value.map { Int64($0.count) } ?? -1
+        // The record's length prefix comes first, so its size is computed rather than measured.
+        let length = 1 + Varint.encodedLength(tsDelta) + Varint.encodedLength(offsetDelta)
+            + Varint.encodedLength(keyLength) + max(0, Int(keyLength))
+            + Varint.encodedLength(valueLength) + max(0, Int(valueLength)) + 1
+        Varint.append(Int64(length), to: &body)
+        body.append(0)
+        Varint.append(tsDelta, to: &body)
+        Varint.append(offsetDelta, to: &body)
+        Varint.append(keyLength, to: &body)
+        if let key { body.append(contentsOf: key) }
+        Varint.append(valueLength, to: &body)
+        if let value { body.append(contentsOf: value) }
+        body.append(0)  // no headers
         recordCount += 1
     }
 

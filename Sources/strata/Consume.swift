@@ -74,6 +74,7 @@ struct Consume: ParsableCommand {
             }
         }
 
+        let printMeta = self.printMeta  // read the option once, not per record
         var out = OutputBuffer()
         var written = 0
         let limit = maxMessages ?? Int.max
@@ -107,7 +108,7 @@ struct Consume: ParsableCommand {
                         }
                         if let sinceMs, r.timestamp < sinceMs { return }      // out-of-order timestamps
                         if let untilMs, r.timestamp >= untilMs { return }
-                        write(r, partition: p, into: &out)
+                        Self.write(r, partition: p, meta: printMeta, into: &out)
                         written += 1
                         next = r.offset + 1
                     }
@@ -145,7 +146,7 @@ struct Consume: ParsableCommand {
         return t
     }
 
-    private func write(_ r: RecordBatch.Record, partition: Int32, into out: inout OutputBuffer) {
+    private static func write(_ r: RecordBatch.Record, partition: Int32, meta printMeta: Bool, into out: inout OutputBuffer) {
         guard printMeta else {
             if let v = r.value { out.write(v) }
             out.write("\n")

@@ -59,10 +59,12 @@ struct Consume: ParsableCommand {
                 start = offset
             } else if let sinceMs {
                 start = try broker.offset(topic: topic, partition: p, forTimestamp: sinceMs)
+            } else if let group, let committed = try broker.committedOffset(group: group, topic: topic, partition: p) {
+                // A group resumes where it committed; --from-beginning only decides where a group
+                // without a commit starts (Kafka's auto.offset.reset).
+                start = min(max(committed, log.logStartOffset), log.logEndOffset)
             } else if fromBeginning {
                 start = log.logStartOffset
-            } else if let group, let committed = try broker.committedOffset(group: group, topic: topic, partition: p) {
-                start = min(max(committed, log.logStartOffset), log.logEndOffset)
             } else {
                 start = log.logEndOffset
             }

@@ -1,0 +1,290 @@
+import Foundation
+import Testing
+@testable import StrataBroker
+
+/// End-to-end tests of the `strata` executable, the way a user runs it.
+enum CLI {
+    static var executable: String {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<3 {
+            let candidate = dir.appendingPathComponent("strata").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return FileManager.default.currentDirectoryPath + "/.build/debug/strata"
+    }
+
+    struct Result {
+        let status: Int32
+        let stdout: Data
+        let stderr: String
+        var out: String { String(decoding: stdout, as: UTF8.self) }
+    }
+
+    @discardableResult
+    static func run(_ args: [String], stdinFile: String? = nil) throws -> Result {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = args
+        let outFile = NSTemporaryDirectory() + "/strata-cli-out-\(UUID().uuidString)"
+        FileManager.default.createFile(atPath: outFile, contents: nil)
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outFile))
+        let err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        if let stdinFile { p.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: stdinFile)) }
+        else { p.standardInput = FileHandle.nullDevice }
+        try p.run()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        try out.close()
+        let data = try Data(contentsOf: URL(fileURLWithPath: outFile))
+        try? FileManager.default.removeItem(atPath: outFile)
+        return Result(status: p.terminationStatus, stdout: data, stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// The shared event generator (`../shared/data/gen_events.py`), found from this source file.
+    static func generateEvents(_ count: Int, to path: String) throws {
+        var dir = URL(fileURLWithPath: #filePath)
+        var script: String?
+        for _ in 0..<6 {
+            dir = dir.deletingLastPathComponent()
+            let candidate = dir.appendingPathComponent("shared/data/gen_events.py").path
+            if FileManager.default.fileExists(atPath: candidate) { script = candidate; break }
+        }
+        guard let script else { throw CLIErrorForTests("shared/data/gen_events.py not found above \(#filePath)") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", script, "-n", String(count), "-o", path]
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw CLIErrorForTests("gen_events.py failed") }
+    }
+}
+
+struct CLIErrorForTests: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Parsed `--print-meta` line.
+struct MetaLine: Decodable {
+    let partition: Int32
+    let offset: Int64
+    let timestamp: Int64
+    let key: String?
+}
+
+@Suite(.serialized) struct CLITests {
+    @Test func aMillionEventsRoundTripByteIdentical() throws {
+        let dir = TempDir()
+        let events = dir.path + "/events.jsonl"
+        try CLI.generateEvents(1_000_000, to: events)
+        let data = dir.path + "/data"
+        let produced = try CLI.run(["produce", "events", "--data", data, "--file", events])
+        #expect(produced.status == 0, "\(produced.stderr)")
+        #expect(produced.stderr.contains("produced 1000000 events"))
+        let consumed = try CLI.run(["consume", "events", "--data", data, "--from-beginning"])
+        #expect(consumed.status == 0, "\(consumed.stderr)")
+        let original = try Data(contentsOf: URL(fileURLWithPath: events))
+        #expect(consumed.stdout.count == original.count)
+        #expect(consumed.stdout == original, "byte-identical round trip")
+        let verified = try CLI.run(["inspect", "events", "--data", data, "--verify"])
+        #expect(verified.status == 0 && verified.out.contains("every batch intact"))
+    }
+
+    @Test func keyedEventsKeepPerKeyOrderInKafkasPartition() throws {
+        let dir = TempDir()
+        let events = dir.path + "/events.jsonl"
+        try CLI.generateEvents(100_000, to: events)
+        let data = dir.path + "/data"
+        try CLI.run(["topics", "create", "events", "--data", data, "--partitions", "8"])
+        let produced = try CLI.run(["produce", "events", "--data", data, "--file", events, "--key-field", "user_id", "--timestamp-field", "ts"])
+        #expect(produced.status == 0, "\(produced.stderr)")
+
+        // Expected: per user, the input order of their events (by line number).
+        let lines = try String(contentsOfFile: events, encoding: .utf8).split(separator: "\n")
+        var expectedByUser: [String: [Substring]] = [:]
+        for line in lines {
+            let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            expectedByUser[obj["user_id"] as! String, default: []].append(line)
+        }
+        var total = 0
+        for p in 0..<8 {
+            let r = try CLI.run(["consume", "events", "--data", data, "--partition", String(p), "--from-beginning", "--print-meta"])
+            #expect(r.status == 0)
+            var seenByUser: [String: Int] = [:]
+            for line in r.out.split(separator: "\n") {
+                let meta = try JSONDecoder().decode(MetaLine.self, from: Data(line.utf8))
+                let key = meta.key!
+                #expect(Partitioner.partition(forKey: Array(key.utf8), partitions: 8) == meta.partition, "\(key) in Kafka's partition")
+                let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                let value = try JSONSerialization.data(withJSONObject: obj["value"]!, options: [.sortedKeys])
+                let i = seenByUser[key, default: 0]
+                let expected = try JSONSerialization.data(withJSONObject: JSONSerialization.jsonObject(with: Data(expectedByUser[key]![i].utf8)), options: [.sortedKeys])
+                if value != expected { Issue.record("user \(key): event \(i) out of order"); break }
+                seenByUser[key] = i + 1
+                total += 1
+            }
+            for (user, n) in seenByUser { #expect(n == expectedByUser[user]!.count, "all of \(user)'s events are in one partition") }
+        }
+        #expect(total == 100_000)
+    }
+
+    @Test func sinceAndUntilReturnExactlyTheWindow() throws {
+        let dir = TempDir()
+        let events = dir.path + "/events.jsonl"
+        try CLI.generateEvents(50_000, to: events)
+        let data = dir.path + "/data"
+        try CLI.run(["topics", "create", "events", "--data", data, "--partitions", "3", "--config", "segment.bytes=1048576"])
+        #expect(try CLI.run(["produce", "events", "--data", data, "--file", events, "--key-field", "user_id", "--timestamp-field", "ts"]).status == 0)
+        let since = "2025-10-07T12:00:00Z", until = "2025-10-08T00:30:00Z"
+        let r = try CLI.run(["consume", "events", "--data", data, "--since", since, "--until", until])
+        #expect(r.status == 0, "\(r.stderr)")
+        let got = r.out.split(separator: "\n").sorted()
+        let expected = try String(contentsOfFile: events, encoding: .utf8).split(separator: "\n").filter { line in
+            let ts = (try! JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any])["ts"] as! String
+            return ts >= "2025-10-07T12:00:00" && ts < "2025-10-08T00:30:00"
+        }.sorted()
+        #expect(got.count == expected.count)
+        let same = got == expected  // compared outside #expect: a failure should not print 10k lines
+        #expect(same, "the window holds exactly the events with since <= ts < until")
+        #expect(!expected.isEmpty)
+    }
+
+    @Test func consumerGroupsResumeFromCommittedOffsetsAfterRestart() throws {
+        let dir = TempDir()
+        let events = dir.path + "/events.jsonl"
+        try CLI.generateEvents(1000, to: events)
+        let data = dir.path + "/data"
+        try CLI.run(["topics", "create", "events", "--data", data, "--partitions", "2"])
+        try CLI.run(["produce", "events", "--data", data, "--file", events, "--key-field", "user_id"])
+        for p in ["0", "1"] {
+            var all: [Substring] = []
+            for _ in 0..<3 {  // three "restarts" of the consumer
+                let r = try CLI.run(["consume", "events", "--data", data, "--group", "dash", "--partition", p, "--from-beginning", "--max-messages", "50"])
+                #expect(r.status == 0, "\(r.stderr)")
+                all += r.out.split(separator: "\n")
+            }
+            let whole = try CLI.run(["consume", "events", "--data", data, "--partition", p, "--from-beginning", "--max-messages", "150"])
+            let expected = whole.out.split(separator: "\n")
+            #expect(all.count == 150)
+            let same = all == expected
+            #expect(same, "partition \(p): each run resumed where the last committed (\(zip(all, expected).filter { $0 != $1 }.count) lines differ)")
+        }
+        let other = try CLI.run(["consume", "events", "--data", data, "--group", "other", "--partition", "0", "--from-beginning", "--max-messages", "1"])
+        let first = try CLI.run(["consume", "events", "--data", data, "--partition", "0", "--from-beginning", "--max-messages", "1"])
+        #expect(other.out == first.out, "a new group starts from the beginning")
+    }
+
+    @Test func aKilledProduceLeavesAValidPrefixAndReleasesTheLock() throws {
+        let dir = TempDir()
+        let events = dir.path + "/events.jsonl"
+        try CLI.generateEvents(400_000, to: events)
+        let data = dir.path + "/data"
+        try CLI.run(["topics", "create", "events", "--data", data, "--partitions", "4"])
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.executable)
+        p.arguments = ["produce", "events", "--data", data, "--file", events, "--key-field", "user_id"]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        usleep(400_000)
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        // Every partition holds a prefix of its share of the input, in order, with no damage.
+        let lines = try String(contentsOfFile: events, encoding: .utf8).split(separator: "\n")
+        var share: [[Substring]] = Array(repeating: [], count: 4)
+        for line in lines {
+            let user = (try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any])["user_id"] as! String
+            share[Int(Partitioner.partition(forKey: Array(user.utf8), partitions: 4))].append(line)
+        }
+        var kept = 0
+        for part in 0..<4 {
+            let r = try CLI.run(["consume", "events", "--data", data, "--partition", String(part), "--from-beginning"])
+            let got = r.out.split(separator: "\n")
+            let isPrefix = Array(share[part].prefix(got.count)) == got
+            #expect(isPrefix, "partition \(part) is a prefix of its input")
+            kept += got.count
+        }
+        #expect(kept < 400_000 || p.terminationReason == .exit, "killed mid-stream (or finished first on a fast machine)")
+        #expect(try CLI.run(["inspect", "--data", data, "--verify"]).status == 0)
+        let again = try CLI.run(["produce", "events", "--data", data, "--file", events, "--key-field", "user_id"])
+        #expect(again.status == 0, "the lock died with the killed process: \(again.stderr)")
+    }
+
+    @Test func badInputGetsClearErrorsAndChangesNothing() throws {
+        let dir = TempDir()
+        let data = dir.path + "/data"
+        for name in ["../x", "a/b", String(repeating: "t", count: 250), ""] {
+            let r = try CLI.run(["topics", "create", name, "--data", data])
+            #expect(r.status != 0, "'\(name)' refused")
+            #expect(r.stderr.contains("topic name"), "\(r.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/x"))
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: data + "/logs"))?.isEmpty ?? true)
+
+        try CLI.run(["topics", "create", "j", "--data", data, "--config", "value.format=json"])
+        let input = dir.path + "/in.jsonl"
+        try "{\"a\":1}\n{\"a\":2}\n{\"a\":\n{\"a\":4}\n".write(toFile: input, atomically: true, encoding: .utf8)
+        let bad = try CLI.run(["produce", "j", "--data", data, "--file", input])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("line 3"), "\(bad.stderr)")
+        let skipped = try CLI.run(["produce", "j", "--data", data, "--file", input, "--skip-invalid"])
+        #expect(skipped.status == 0 && skipped.stderr.contains("skipped 1 invalid line"), "\(skipped.stderr)")
+        #expect(try CLI.run(["topics", "create", "j", "--data", data]).stderr.contains("already exists"))
+        #expect(try CLI.run(["topics", "create", "k", "--data", data, "--config", "retention.ms=soon"]).stderr.contains("retention.ms"))
+    }
+
+    @Test func aSecondWriterIsRefusedWhileReadersWorkAlongsideServe() throws {
+        let dir = TempDir()
+        let data = dir.path + "/data"
+        let input = dir.path + "/in.jsonl"
+        try (0..<100).map { "{\"n\":\($0)}" }.joined(separator: "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        try CLI.run(["produce", "t", "--data", data, "--file", input])
+        let serve = Process()
+        serve.executableURL = URL(fileURLWithPath: CLI.executable)
+        serve.arguments = ["serve", "--data", data]
+        let err = Pipe()
+        serve.standardError = err
+        try serve.run()
+        defer { if serve.isRunning { serve.terminate(); serve.waitUntilExit() } }
+        // Wait until serve holds the data directory.
+        var waited = 0
+        while waited < 100, !((try? String(contentsOfFile: data + "/.lock", encoding: .utf8)) == String(serve.processIdentifier)) {
+            usleep(50_000)
+            waited += 1
+        }
+        let second = try CLI.run(["produce", "t", "--data", data, "--file", input])
+        #expect(second.status != 0)
+        #expect(second.stderr.contains("pid \(serve.processIdentifier)"), "names the holder: \(second.stderr)")
+        let read = try CLI.run(["consume", "t", "--data", data, "--from-beginning"])
+        #expect(read.status == 0 && read.out.split(separator: "\n").count == 100, "read-only consume works next to serve")
+        #expect(try CLI.run(["topics", "describe", "t", "--data", data]).status == 0)
+        #expect(try CLI.run(["inspect", "--data", data]).status == 0)
+        serve.interrupt()
+        serve.waitUntilExit()
+        #expect(serve.terminationStatus == 0)
+        #expect(FileManager.default.fileExists(atPath: data + "/.clean-shutdown"))
+    }
+
+    @Test func aDamagedDataDirOpensWithTheValidPrefixAndAWarning() throws {
+        let dir = TempDir()
+        let data = dir.path + "/data"
+        let input = dir.path + "/in.jsonl"
+        try (0..<2000).map { "{\"n\":\($0),\"pad\":\"\(String(repeating: "x", count: 100))\"}" }.joined(separator: "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        try CLI.run(["produce", "t", "--data", data, "--file", input, "--batch-records", "100"])
+        // Damage: no clean-shutdown marker and a torn last batch.
+        try FileManager.default.removeItem(atPath: data + "/.clean-shutdown")
+        let segment = data + "/logs/t-0/00000000000000000000.log"
+        let size = try FileManager.default.attributesOfItem(atPath: segment)[.size] as! Int
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: segment))
+        try handle.truncate(atOffset: UInt64(size - 100))
+        try handle.close()
+        let r = try CLI.run(["produce", "t", "--data", data, "--file", input])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("warning"), "\(r.stderr)")
+        let all = try CLI.run(["consume", "t", "--data", data, "--from-beginning"]).out.split(separator: "\n")
+        #expect(all.count == 1900 + 2000, "the torn batch of 100 is gone, everything else is there")
+        #expect(try CLI.run(["inspect", "--data", data, "--verify"]).status == 0)
+    }
+}

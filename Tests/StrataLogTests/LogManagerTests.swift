@@ -70,7 +70,7 @@ import StrataCore
         try log.append(makeBatch(first: 0, count: 5))
         #expect(log.recoveryPoint == 0, "interval mode does not sync on append")
         var waited = 0
-        while log.recoveryPoint < 5 && waited < 200 {
+        while log.recoveryPoint < 5 && waited < 3000 {  // up to 30 s on a loaded machine; normally ~20 ms
             usleep(10_000)
             waited += 1
         }

@@ -4,13 +4,14 @@ import Glibc
 import ArgumentParser
 import Synchronization
 import StrataLog
+import StrataMetadata
 import StrataCore
 
 /// Tools for tests and benchmarks; not part of the stable CLI surface.
 struct DebugCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "debug", abstract: "Test and benchmark helpers.", shouldDisplay: false,
-        subcommands: [AppendAcks.self, BenchAppend.self])
+        subcommands: [AppendAcks.self, BenchAppend.self, BenchCommits.self])
 
     /// Appends from several threads and prints "ack <base> <last> <thread> <seq>" to stdout after
     /// each append returns. A crash test kills this process with SIGKILL and checks that every
@@ -83,6 +84,35 @@ extension DebugCommand {
             let bytes = Double(perThread * threads * batch.count)
             print("batch \(batch.count) B x \(perThread * threads), \(threads) thread(s), \(flushMode): \((bytes / seconds / 1e6).rounded()) MB/s, \(formatRate(Double(perThread * threads), seconds: seconds)) appends/s, \(log.flushCount) fsync rounds")
             try log.close()
+            _ = system("rm -rf '\(dir)'")
+        }
+    }
+}
+
+extension DebugCommand {
+    /// Durable consumer-offset commits per second into LMDB, from N threads (group-committed).
+    struct BenchCommits: ParsableCommand {
+        @Option var dir: String = "/tmp/strata-bench-commits"
+        @Option var threads: Int = 8
+        @Option var commits: Int = 20_000
+
+        func run() throws {
+            _ = system("rm -rf '\(dir)'")
+            let store = try MetadataStore(directory: dir)
+            let perThread = commits / threads
+            let started = nowSeconds()
+            let group = ThreadGroup()
+            for t in 0..<threads {
+                group.spawn {
+                    for i in 0..<perThread {
+                        try! store.commitOffsets([OffsetCommit(group: "g\(t)", topic: "events", partition: Int32(i % 8),
+                                                               committed: CommittedOffset(offset: Int64(i), commitTimeMs: 0))])
+                    }
+                }
+            }
+            group.join()
+            let seconds = nowSeconds() - started
+            print("\(perThread * threads) durable offset commits from \(threads) thread(s) in \((seconds * 1000).rounded() / 1000) s: \(formatRate(Double(perThread * threads), seconds: seconds)) commits/s, \(store.offsetTransactionCount) LMDB transactions")
             _ = system("rm -rf '\(dir)'")
         }
     }

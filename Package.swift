@@ -16,6 +16,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .target(name: "CCRC32C"),
@@ -31,10 +32,19 @@ let package = Package(
         ),
         .target(name: "StrataMetadata", dependencies: ["CLMDB", "StrataCore"]),
         .target(name: "StrataBroker", dependencies: ["StrataLog", "StrataMetadata", "StrataCore"]),
+        .target(
+            name: "StrataKafka",
+            dependencies: [
+                "StrataBroker", "StrataLog", "StrataMetadata", "StrataCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "strata",
             dependencies: [
-                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore",
+                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore", "StrataKafka",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -44,6 +54,14 @@ let package = Package(
         ),
         .testTarget(name: "StrataMetadataTests", dependencies: ["StrataMetadata"]),
         .testTarget(name: "StrataBrokerTests", dependencies: ["StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
+        .testTarget(
+            name: "StrataKafkaTests",
+            dependencies: [
+                "StrataKafka", "StrataBroker", "StrataLog", "StrataCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -414,6 +414,16 @@ public final class Broker: @unchecked Sendable {
         return try log.read(from: offset, maxBytes: maxBytes)
     }
 
+    /// Waits until any of `positions` (topic, partition, offset) has data past its offset, or
+    /// `timeoutMs` passes: the long-poll of a multi-partition Kafka Fetch.
+    public func waitForData(_ positions: [(topic: String, partition: Int32, offset: Int64)], timeoutMs: Int64) async {
+        let logs = positions.compactMap { p in (try? log(topic: p.topic, partition: p.partition)).map { ($0, p.offset) } }
+        guard !logs.isEmpty else { return }
+        await waiters.waitAny(positions.map { ($0.topic, $0.partition) }, timeoutMs: timeoutMs) {
+            logs.allSatisfy { $0.0.logEndOffset <= $0.1 }
+        }
+    }
+
     /// First offset whose timestamp is >= `timestamp`, or the log end when every record is older.
     public func offset(topic: String, partition: Int32, forTimestamp timestamp: Int64) throws -> Int64 {
         let log = try log(topic: topic, partition: partition)

@@ -42,6 +42,32 @@ final class FetchWaiters: Sendable {
         }
     }
 
+    /// Waits until an append lands on any of `partitions`, or `timeoutMs` passes. `stillEmpty` is
+    /// checked after registering on all of them, so a racing append is never missed.
+    func waitAny(_ partitions: [(topic: String, partition: Int32)], timeoutMs: Int64, stillEmpty: @Sendable () -> Bool) async {
+        guard timeoutMs > 0, !partitions.isEmpty else { return }
+        let keys = partitions.map { Key(topic: $0.topic, partition: $0.partition) }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let waiter = Waiter(continuation)
+            let id = ObjectIdentifier(waiter)
+            let registered = waiters.withLock { all -> Bool in
+                for key in keys where all[key, default: [:]].count >= Self.maxWaitersPerPartition { return false }
+                for key in keys { all[key, default: [:]][id] = waiter }
+                return true
+            }
+            guard registered, stillEmpty() else {
+                for key in keys { remove(key, id) }
+                waiter.resume()
+                return
+            }
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(timeoutMs) * 1_000_000)
+                for key in keys { self.remove(key, id) }
+                waiter.resume()
+            }
+        }
+    }
+
     private func remove(_ key: Key, _ id: ObjectIdentifier) {
         waiters.withLock { all in
             all[key]?[id] = nil
@@ -51,7 +77,17 @@ final class FetchWaiters: Sendable {
 
     /// Wakes every fetch parked on the partition.
     func notify(topic: String, partition: Int32) {
-        let woken = waiters.withLock { all in all.removeValue(forKey: Key(topic: topic, partition: partition)) }
+        let key = Key(topic: topic, partition: partition)
+        let woken = waiters.withLock { all -> [ObjectIdentifier: Waiter]? in
+            guard let woken = all.removeValue(forKey: key) else { return nil }
+            // A multi-partition waiter is registered under other keys too: drop those entries.
+            for (otherKey, var entries) in all {
+                var changed = false
+                for id in woken.keys where entries[id] != nil { entries[id] = nil; changed = true }
+                if changed { all[otherKey] = entries.isEmpty ? nil : entries }
+            }
+            return woken
+        }
         guard let woken else { return }
         for waiter in woken.values { waiter.resume() }
     }

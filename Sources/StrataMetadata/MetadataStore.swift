@@ -111,6 +111,16 @@ public final class MetadataStore: @unchecked Sendable {
         }
     }
 
+    /// A producer id never handed out before (Kafka's InitProducerId), durable across restarts.
+    public func nextProducerId() throws -> Int64 {
+        try environment.write { txn in
+            let key = Array("next_producer_id".utf8)
+            let next = try txn.get("cluster", key).flatMap(Codec.readInt64) ?? 1000
+            try txn.put("cluster", key, Codec.int64(next + 1))
+            return next
+        }
+    }
+
     // MARK: Topics
 
     public func putTopic(_ topic: TopicRecord) throws {

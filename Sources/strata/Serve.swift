@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import StrataLog
+import StrataKafka
 
 /// Runs Strata on a data directory: loads and recovers every partition, keeps the background
 /// flusher running, and closes cleanly (writing the clean-shutdown marker) on SIGINT/SIGTERM.
@@ -13,8 +14,18 @@ struct Serve: ParsableCommand {
 
     @OptionGroup var options: DataOptions
 
-    @Option(help: "Listener address (used once the Kafka protocol layer lands).")
+    @Option(help: "Kafka listener address HOST:PORT (port 0 picks a free one).")
     var listen: String = "127.0.0.1:9092"
+
+    @Option(help: "Address clients are told to connect to (Metadata, FindCoordinator); default: --listen.")
+    var advertised: String?
+
+    static func split(_ address: String) throws -> (String, Int) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ValidationError("'\(address)' is not HOST:PORT")
+        }
+        return (String(address[..<colon]), port)
+    }
 
     func run() throws {
         // Block the stop signals in every thread; the main thread collects them with sigwait.
@@ -37,10 +48,21 @@ struct Serve: ParsableCommand {
             for warning in report.warnings { printError("  warning: \(name): \(warning)") }
         }
         for orphan in broker.orphanPartitions { printError("  warning: \(orphan) is on disk but belongs to no topic; left alone") }
-        printError("strata: Kafka listener \(listen) is not built yet (issue #4); holding the data directory. Ctrl-C stops cleanly.")
+        let (host, port) = try Self.split(listen)
+        let adv = try advertised.map(Self.split)
+        let server = KafkaServer(broker: broker)
+        do {
+            try server.start(host: host, port: port, advertisedHost: adv?.0, advertisedPort: adv?.1,
+                             log: { printError("strata: \($0)") })
+        } catch {
+            try? broker.close()
+            throw CLIError("cannot listen on \(listen): \(error)")
+        }
+        printError("strata: Kafka listener on \(host):\(server.port) (advertised \(adv.map { "\($0.0):\($0.1)" } ?? "\(host):\(server.port)")), data \(options.data). Ctrl-C stops cleanly.")
         var received: Int32 = 0
         sigwait(&signals, &received)
         printError("strata: signal \(received), closing")
+        try? server.shutdown()
         try broker.close()
         printError("strata: clean shutdown")
     }

@@ -179,6 +179,9 @@ public final class Broker: @unchecked Sendable {
 
     private var offsetCommitsAllowed = true
 
+    /// Resumes every parked long-poll fetch now (server shutdown).
+    public func wakeParkedFetches() { waiters.notifyAll() }
+
     /// Closes every log cleanly (writing the clean-shutdown marker) and wakes parked fetches.
     public func close() throws {
         waiters.notifyAll()

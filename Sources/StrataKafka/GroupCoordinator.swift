@@ -1,6 +1,9 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import StrataCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Kafka's classic consumer-group protocol (JoinGroup / SyncGroup / Heartbeat / LeaveGroup) for one
 /// node. Members, generations and assignments live in memory (clients rejoin after a restart);
@@ -162,6 +165,7 @@ final class GroupCoordinator: @unchecked Sendable {
     }
 
     private func prepareRebalance(_ group: Group, now: Int64, completions: inout [Completion]) {
+        Self.trace("\(group.id) prepareRebalance from \(group.state) gen \(group.generation) members \(group.members.map(\.id))")
         if group.state == .completingRebalance {
             for m in group.members {
                 if let p = m.syncPromise { completions.append { p.succeed((.rebalanceInProgress, [])) } }
@@ -174,7 +178,15 @@ final class GroupCoordinator: @unchecked Sendable {
     }
 
     /// Every member rejoined (or the deadline passed): a new generation.
+    static let tracing = getenv("STRATA_TRACE_GROUPS") != nil
+    static func trace(_ s: @autoclosure () -> String) {
+        guard tracing else { return }
+        let line = "group: " + s() + "\n"
+        _ = line.withCString { write(2, $0, strlen($0)) }
+    }
+
     private func completeJoin(_ group: Group, now: Int64, completions: inout [Completion]) {
+        Self.trace("\(group.id) completeJoin gen \(group.generation + 1) joined \(group.members.filter(\.joined).map(\.id)) dropped \(group.members.filter { !$0.joined }.map(\.id))")
         let gone = group.members.filter { !$0.joined }
         for m in gone { if let p = m.syncPromise { completions.append { p.succeed((.rebalanceInProgress, [])) } } }
         group.members.removeAll { !$0.joined }

@@ -2,6 +2,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import StrataBroker
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `socket.request.max.bytes`: the largest request frame accepted (Kafka's default, 100 MiB).
 public let defaultMaxRequestBytes = 100 * 1024 * 1024
@@ -184,8 +187,12 @@ public final class KafkaServer: @unchecked Sendable {
     public func shutdown() throws {
         coordinator.stop()
         try channel?.close().wait()
-        try group.syncShutdownGracefully()
+        // Parked fetches answer now (empty) instead of when their max_wait ends, and produce work
+        // drains, while the event loops are still there to take their responses.
+        broker.wakeParkedFetches()
         try threadPool.syncShutdownGracefully()
+        usleep(50_000)
+        try group.syncShutdownGracefully()
     }
 }
 

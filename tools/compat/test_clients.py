@@ -1,0 +1,455 @@
+#!/usr/bin/env python3
+"""Kafka client compatibility tests: unmodified kcat, confluent-kafka, kafka-python and aiokafka
+against `strata serve` (debug build by default; STRATA_BIN overrides). Each test starts from a fresh
+data directory on a free port. Ends with 'N passed, N failed' and exits non-zero on any failure.
+"""
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STRATA = os.environ.get("STRATA_BIN", os.path.join(ROOT, ".build", "debug", "strata"))
+
+
+class Server:
+    """A `strata serve` process on 127.0.0.1:<free port> over its own data directory."""
+
+    def __init__(self, data=None):
+        self.data = data or tempfile.mkdtemp(prefix="strata-compat-")
+        self.proc = None
+        self.port = None
+
+    def start(self):
+        self.proc = subprocess.Popen([STRATA, "serve", "--data", self.data, "--listen", "127.0.0.1:0"],
+                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError("strata serve exited: rc=%s" % self.proc.poll())
+            m = re.search(r"Kafka listener on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+        raise RuntimeError("strata serve did not start")
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            if os.environ.get("STRATA_VERBOSE"):
+                sys.stderr.write("  [serve] " + line)
+
+    @property
+    def bootstrap(self):
+        return "127.0.0.1:%d" % self.port
+
+    def stop(self, sig=signal.SIGINT):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+        return self.proc.returncode
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def events(n, seed=1):
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        user = "u-%d" % rnd.randrange(40)
+        out.append((user, json.dumps({"event_type": rnd.choice(["click", "page_view", "user_login"]), "user_id": user, "seq": i},
+                                     separators=(",", ":"))))
+    return out
+
+
+def murmur2_partition(key, partitions):
+    from kafka.partitioner.default import murmur2
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def expect_exact(consumed, produced, partitions, label):
+    """consumed: [(partition, key, value)] in consumption order per partition."""
+    assert len(consumed) == len(produced), "%s: consumed %d of %d" % (label, len(consumed), len(produced))
+    per_partition = {}
+    for p, k, v in consumed:
+        assert murmur2_partition(k, partitions) == p, "%s: key %s in partition %d" % (label, k, p)
+        per_partition.setdefault(p, []).append((k, v))
+    expected = {}
+    for k, v in produced:
+        expected.setdefault(murmur2_partition(k, partitions), []).append((k, v))
+    assert per_partition == expected, "%s: content or per-partition order differs" % label
+
+
+def admin_create(bs, topic, partitions, configs=None):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    a = AdminClient({"bootstrap.servers": bs})
+    a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1, config=configs or {})])[topic].result(15)
+
+
+def kcat(args, input_text=None, timeout=60):
+    r = subprocess.run(["kcat"] + args, input=input_text, capture_output=True, text=True, timeout=timeout)
+    return r
+
+
+# ---------------------------------------------------------------- tests
+
+def test_kcat_keyed_json(srv):
+    admin_create(srv.bootstrap, "kc", 4)
+    produced = events(2000)
+    # librdkafka's default partitioner is consistent_random (CRC32); murmur2_random is the Java
+    # client's, which Strata's own producer also uses.
+    r = kcat(["-b", srv.bootstrap, "-t", "kc", "-P", "-K", "\t", "-X", "partitioner=murmur2_random"],
+             "".join("%s\t%s\n" % kv for kv in produced))
+    assert r.returncode == 0, r.stderr
+    consumed = []
+    for p in range(4):
+        r = kcat(["-b", srv.bootstrap, "-t", "kc", "-p", str(p), "-C", "-e", "-q", "-f", "%k\t%s\n"])
+        assert r.returncode == 0, r.stderr
+        for line in r.stdout.splitlines():
+            k, v = line.split("\t", 1)
+            consumed.append((p, k, v))
+    expect_exact(consumed, produced, 4, "kcat")
+
+
+def test_kcat_compression(srv):
+    produced = [v for _, v in events(500, seed=7)]
+    for codec in ["gzip", "snappy", "lz4", "zstd"]:
+        topic = "z-" + codec
+        r = kcat(["-b", srv.bootstrap, "-t", topic, "-P", "-z", codec], "\n".join(produced) + "\n")
+        assert r.returncode == 0, r.stderr
+        r = kcat(["-b", srv.bootstrap, "-t", topic, "-C", "-e", "-q"])
+        assert r.stdout.splitlines() == produced, "%s: consumed content differs" % codec
+
+
+def test_confluent_kafka(srv):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    admin_create(srv.bootstrap, "ck", 3)
+    produced = events(1500, seed=2)
+    p = Producer({"bootstrap.servers": srv.bootstrap, "acks": "all", "enable.idempotence": True,
+                  "partitioner": "murmur2_random"})
+    errors = []
+    for k, v in produced:
+        p.produce("ck", key=k, value=v, on_delivery=lambda e, m: e and errors.append(e))
+        p.poll(0)
+    assert p.flush(30) == 0 and not errors, errors[:3]
+    c = Consumer({"bootstrap.servers": srv.bootstrap, "group.id": "ck-assign", "enable.auto.commit": False})
+    c.assign([TopicPartition("ck", p, 0) for p in range(3)])
+    consumed = poll_all(c, len(produced))
+    c.close()
+    expect_exact(consumed, produced, 3, "confluent-kafka")
+
+
+def poll_all(c, n, seconds=60):
+    out = []
+    deadline = time.time() + seconds
+    while len(out) < n and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        out.append((m.partition(), m.key().decode(), m.value().decode()))
+    return out
+
+
+def test_kafka_python(srv):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    admin_create(srv.bootstrap, "kp", 2)
+    produced = events(800, seed=3)
+    p = KafkaProducer(bootstrap_servers=srv.bootstrap)  # idempotent by default in 3.x
+    futures = [p.send("kp", key=k.encode(), value=v.encode()) for k, v in produced]
+    p.flush()
+    for f in futures:
+        f.get(timeout=30)
+    p.close()
+    c = KafkaConsumer(bootstrap_servers=srv.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=8000)
+    c.assign([TopicPartition("kp", 0), TopicPartition("kp", 1)])
+    c.seek_to_beginning()
+    consumed = [(m.partition, m.key.decode(), m.value.decode()) for m in c]
+    c.close()
+    expect_exact(consumed, produced, 2, "kafka-python")
+
+
+def test_aiokafka(srv):
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    admin_create(srv.bootstrap, "aio", 2)
+    produced = events(400, seed=4)
+
+    async def run():
+        p = AIOKafkaProducer(bootstrap_servers=srv.bootstrap)
+        await p.start()
+        try:
+            for k, v in produced:
+                await p.send("aio", key=k.encode(), value=v.encode())
+            await p.flush()
+        finally:
+            await p.stop()
+        c = AIOKafkaConsumer("aio", bootstrap_servers=srv.bootstrap, group_id="aio-g", auto_offset_reset="earliest")
+        await c.start()
+        got = []
+        try:
+            deadline = time.time() + 60
+            while len(got) < len(produced) and time.time() < deadline:
+                batch = await c.getmany(timeout_ms=500)
+                for tp, msgs in batch.items():
+                    got += [(tp.partition, m.key.decode(), m.value.decode()) for m in msgs]
+            await c.commit()
+        finally:
+            await c.stop()
+        return got
+
+    consumed = asyncio.run(run())
+    consumed.sort(key=lambda x: x[0])  # per-partition order is kept by the stable sort
+    expect_exact(consumed, produced, 2, "aiokafka")
+
+
+def test_group_of_two_rebalance_and_resume(srv):
+    from confluent_kafka import Consumer, Producer
+    admin_create(srv.bootstrap, "grp", 4)
+    produced = events(1200, seed=5)
+
+    def consumer(name):
+        return Consumer({"bootstrap.servers": srv.bootstrap, "group.id": "two", "client.id": name,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+
+    a, b = consumer("a"), consumer("b")
+    a.subscribe(["grp"])
+    b.subscribe(["grp"])
+    # Let both members join and receive their share before any data exists, so no partition
+    # moves between them while records are being delivered.
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        for c in (a, b):
+            c.poll(0.1)
+        sa, sb = {tp.partition for tp in a.assignment()}, {tp.partition for tp in b.assignment()}
+        if sa and sb and not (sa & sb) and (sa | sb) == {0, 1, 2, 3}:
+            break
+    assert a.assignment() and b.assignment(), "both members got partitions"
+    p = Producer({"bootstrap.servers": srv.bootstrap, "partitioner": "murmur2_random"})
+    for k, v in produced[:800]:
+        p.produce("grp", key=k, value=v)
+    p.flush(30)
+    seen = {"a": [], "b": []}
+    deadline = time.time() + 60
+    while len(seen["a"]) + len(seen["b"]) < 800 and time.time() < deadline:
+        for name, c in (("a", a), ("b", b)):
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                seen[name].append((m.partition(), m.offset()))
+    assert len(seen["a"]) + len(seen["b"]) == 800, "consumed %d of 800" % (len(seen["a"]) + len(seen["b"]))
+    pa = {p for p, _ in seen["a"]}
+    pb = {p for p, _ in seen["b"]}
+    assert pa and pb and not (pa & pb), "partitions split without overlap: a=%s b=%s" % (pa, pb)
+    assert len(set(seen["a"]) | set(seen["b"])) == 800, "no record delivered twice"
+    a.commit(asynchronous=False)
+    b.commit(asynchronous=False)
+    b.close()  # leaves the group: a takes over all four partitions
+    deadline = time.time() + 60
+    while len(a.assignment()) < 4 and time.time() < deadline:
+        a.poll(0.2)
+    assert len(a.assignment()) == 4, "after b left, a owns every partition"
+    for k, v in produced[800:1000]:
+        p.produce("grp", key=k, value=v)
+    p.flush(30)
+    more = []
+    deadline = time.time() + 60
+    while len(more) < 200 and time.time() < deadline:
+        m = a.poll(0.2)
+        if m is not None and not m.error():
+            more.append(m.partition())
+    assert len(more) == 200, "after the rebalance a got %d of 200" % len(more)
+    assert set(more) == {murmur2_partition(k, 4) for k, _ in produced[800:1000]}, (sorted(set(more)), sorted({murmur2_partition(k, 4) for k, _ in produced[800:1000]}))
+    a.commit(asynchronous=False)
+    a.close()
+    # Restart of the group: it resumes from the committed offsets (nothing old is redelivered).
+    for k, v in produced[1000:]:
+        p.produce("grp", key=k, value=v)
+    p.flush(30)
+    c = consumer("c")
+    c.subscribe(["grp"])
+    resumed = poll_all(c, 200, seconds=60)
+    c.close()
+    assert sorted(v for _, _, v in resumed) == sorted(v for _, v in produced[1000:]), "resumed exactly after the commits"
+
+
+def test_admin_create_list_delete(srv):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic as KPNewTopic
+    a = AdminClient({"bootstrap.servers": srv.bootstrap})
+    a.create_topics([NewTopic("adm1", num_partitions=2, replication_factor=1)])["adm1"].result(15)
+    try:
+        a.create_topics([NewTopic("adm1", num_partitions=2, replication_factor=1)])["adm1"].result(15)
+        raise AssertionError("duplicate create accepted")
+    except Exception as e:
+        assert "TOPIC_ALREADY_EXISTS" in str(e) or "already exists" in str(e), e
+    try:
+        a.create_topics([NewTopic("../bad", num_partitions=1, replication_factor=1)])["../bad"].result(15)
+        raise AssertionError("invalid topic name accepted")
+    except Exception as e:
+        assert "INVALID_TOPIC" in str(e) or "not a valid topic" in str(e).lower() or "topic name" in str(e), e
+    kp = KafkaAdminClient(bootstrap_servers=srv.bootstrap)
+    kp.create_topics([KPNewTopic("adm2", 3, 1)])
+    names = set(kp.list_topics())
+    assert {"adm1", "adm2"} <= names, names
+    assert len(a.list_topics(timeout=10).topics["adm2"].partitions) == 3
+    a.delete_topics(["adm1"])["adm1"].result(15)
+    kp.delete_topics(["adm2"])
+    names = set(a.list_topics(timeout=10).topics)
+    assert "adm1" not in names and "adm2" not in names, names
+    kp.close()
+
+
+def test_sigkill_keeps_every_acknowledged_event(srv):
+    from confluent_kafka import Producer, Consumer, TopicPartition
+    admin_create(srv.bootstrap, "dur", 2, {"flush.mode": "sync"})
+    acked = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def produce():
+        p = Producer({"bootstrap.servers": srv.bootstrap, "acks": "all", "linger.ms": 1, "message.timeout.ms": 5000,
+                      "log_level": 0})  # the kill makes librdkafka log every reconnect attempt
+        i = 0
+        while not stop.is_set():
+            value = "ev-%d" % i
+            p.produce("dur", key="k%d" % (i % 5), value=value,
+                      on_delivery=lambda e, m, v=value: e is None and lock.acquire() is not None and (acked.append((m.partition(), m.offset(), v)), lock.release()))
+            p.poll(0)
+            i += 1
+            if i % 100 == 0:
+                time.sleep(0.001)
+        p.flush(1)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    deadline = time.time() + 30
+    while len(acked) < 3000 and time.time() < deadline:
+        time.sleep(0.05)
+    srv.kill()  # mid-stream
+    stop.set()
+    t.join()
+    with lock:
+        snapshot = list(acked)
+    assert len(snapshot) >= 1000, "acked %d before the kill" % len(snapshot)
+    srv.start()  # same data directory: recovery
+    c = Consumer({"bootstrap.servers": srv.bootstrap, "group.id": "dur-check", "enable.auto.commit": False})
+    c.assign([TopicPartition("dur", 0, 0), TopicPartition("dur", 1, 0)])
+    got = {}
+    idle = time.time()
+    while time.time() - idle < 5:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        idle = time.time()
+        got[(m.partition(), m.offset())] = m.value().decode()
+    c.close()
+    for p, off, v in snapshot:
+        assert got.get((p, off)) == v, "acknowledged event %s at %d/%d missing after restart" % (v, p, off)
+    values = list(got.values())
+    assert len(values) == len(set(values)), "an event appears twice"
+
+
+def raw_request(port, payload, read=True):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(payload)
+        if not read:
+            return b""
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) >= 4 and len(data) >= 4 + struct.unpack(">i", data[:4])[0]:
+                    break
+        except socket.timeout:
+            pass
+        return data
+    finally:
+        s.close()
+
+
+def frame(api_key, version, body, correlation=7, client=b"t"):
+    header = struct.pack(">hhih", api_key, version, correlation, len(client)) + client
+    msg = header + body
+    return struct.pack(">i", len(msg)) + msg
+
+
+def test_bad_input_keeps_the_broker_up(srv):
+    rnd = random.Random(9)
+    cases = [
+        bytes(rnd.randrange(256) for _ in range(1000)),                   # random bytes
+        struct.pack(">i", 100) + b"\x00\x03\x00\x01",                      # truncated frame
+        struct.pack(">i", 2**31 - 1) + b"\x00" * 64,                       # 2 GiB declared size
+        struct.pack(">i", -5),                                             # negative size
+        frame(999, 0, b""),                                                # unknown API key
+        frame(3, 99, b""),                                                 # unknown version
+        frame(0, 8, b"\xff"),                                              # malformed produce body
+        frame(3, 8, struct.pack(">i", 2**30)),                             # hostile array length
+    ]
+    for payload in cases:
+        raw_request(srv.port, payload)
+        assert srv.alive(), "broker died on %r" % payload[:20]
+    # ApiVersions v3 (flexible) is answered with the v0 error body, not a closed connection.
+    reply = raw_request(srv.port, frame(18, 3, b"\x00\x00\x00"))
+    assert len(reply) > 10 and struct.unpack(">h", reply[8:10])[0] == 35, reply[:16]
+    # An invalid topic name in Metadata gets INVALID_TOPIC_EXCEPTION (17), not a crash.
+    body = struct.pack(">i", 1) + struct.pack(">h", 5) + b"../x!" + b"\x00"
+    reply = raw_request(srv.port, frame(3, 4, body))
+    assert b"../x!" in reply and struct.pack(">h", 17) in reply, reply
+    # And the broker still serves real clients.
+    r = kcat(["-b", srv.bootstrap, "-L"])
+    assert r.returncode == 0, r.stderr
+
+
+TESTS = [test_kcat_keyed_json, test_kcat_compression, test_confluent_kafka, test_kafka_python, test_aiokafka,
+         test_group_of_two_rebalance_and_resume, test_admin_create_list_delete, test_bad_input_keeps_the_broker_up,
+         test_sigkill_keeps_every_acknowledged_event]
+
+
+def main():
+    only = sys.argv[1:]
+    passed = failed = 0
+    for test in TESTS:
+        if only and test.__name__ not in only:
+            continue
+        srv = Server().start()
+        started = time.time()
+        try:
+            test(srv)
+            passed += 1
+            print("PASS %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)
+            traceback.print_exc()
+        finally:
+            srv.cleanup()
+    print("compat: %d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

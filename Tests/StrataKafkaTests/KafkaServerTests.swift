@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+@testable import StrataBroker
+@testable import StrataKafka
+
+/// Raw-socket tests of the Kafka listener: framing, the ApiVersions handshake, and hostile input.
+/// (Real clients are exercised by tools/compat/test_clients.py.)
+@Suite(.serialized) struct KafkaServerTests {
+    final class Fixture: @unchecked Sendable {
+        let dir: String
+        let broker: Broker
+        let server: KafkaServer
+
+        init() throws {
+            var t = Array((NSTemporaryDirectory() + "/strata-kafka-XXXXXX").utf8CString)
+            dir = String(cString: t.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!)! })
+            broker = try Broker.open(dataDirectory: dir)
+            server = KafkaServer(broker: broker, eventLoopThreads: 1)
+            try server.start(host: "127.0.0.1", port: 0, maxRequestBytes: 1 << 20)
+        }
+
+        func close() throws {
+            try server.shutdown()
+            try broker.close()
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+
+        /// Sends `bytes` on a new connection; returns what comes back before EOF or 2 s of silence.
+        func exchange(_ bytes: [UInt8]) throws -> [UInt8] {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { Glibc.close(fd) }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = UInt16(server.port).bigEndian
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            guard rc == 0 else { throw CocoaError(.fileReadUnknown) }
+            var timeout = timeval(tv_sec: 2, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            var out: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if n <= 0 { break }
+                out += chunk[0..<n]
+                if out.count >= 4 {
+                    let size = Int(Int32(bigEndian: out.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }))
+                    if out.count >= 4 + size { break }
+                }
+            }
+            return out
+        }
+    }
+
+    static func frame(apiKey: Int16, version: Int16, correlation: Int32 = 42, body: [UInt8] = []) -> [UInt8] {
+        var msg: [UInt8] = []
+        func be<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.bigEndian) { msg.append(contentsOf: $0) } }
+        be(apiKey); be(version); be(correlation); be(Int16(1)); msg.append(0x74)
+        msg += body
+        var out: [UInt8] = []
+        withUnsafeBytes(of: Int32(msg.count).bigEndian) { out.append(contentsOf: $0) }
+        return out + msg
+    }
+
+    static func int16(_ b: [UInt8], at i: Int) -> Int16 { Int16(b[i]) << 8 | Int16(b[i + 1]) }
+
+    @Test func apiVersionsAdvertisesMinimumZeroForEveryApi() throws {
+        let f = try Fixture()
+        defer { try? f.close() }
+        let reply = try f.exchange(Self.frame(apiKey: 18, version: 2))
+        #expect(reply.count > 14)
+        #expect(Self.int16(reply, at: 8) == 0, "no error")
+        let count = Int(Int32(bigEndian: reply[10..<14].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }))
+        #expect(count == ApiKey.allCases.count)
+        for i in 0..<count {
+            let base = 14 + i * 6
+            #expect(Self.int16(reply, at: base + 2) == 0, "min version 0 (librdkafka < 2.11.1 feature detection)")
+        }
+    }
+
+    @Test func tooNewApiVersionsGetsTheV0ErrorBody() throws {
+        let f = try Fixture()
+        defer { try? f.close() }
+        let reply = try f.exchange(Self.frame(apiKey: 18, version: 4, body: [0, 0, 0]))
+        #expect(reply.count > 10)
+        #expect(Self.int16(reply, at: 8) == 35, "UNSUPPORTED_VERSION, so the client retries with a lower version")
+    }
+
+    @Test func hostileFramesCloseOnlyTheirConnection() throws {
+        let f = try Fixture()
+        defer { try? f.close() }
+        var rng = SystemRandomNumberGenerator()
+        let cases: [[UInt8]] = [
+            (0..<512).map { _ in UInt8.random(in: 0...255, using: &rng) },
+            [0x7F, 0xFF, 0xFF, 0xFF] + [UInt8](repeating: 0, count: 64),  // 2 GiB declared
+            [0x00, 0x20, 0x00, 0x00],                                      // over the 1 MiB limit
+            [0xFF, 0xFF, 0xFF, 0xFB],                                      // negative size
+            Self.frame(apiKey: 999, version: 0),                           // unknown API
+            Self.frame(apiKey: 3, version: 77),                            // unknown version
+            Self.frame(apiKey: 0, version: 8, body: [0xFF]),               // truncated produce
+            Self.frame(apiKey: 3, version: 4, body: [0x40, 0, 0, 0]),      // array of a billion topics
+        ]
+        for bytes in cases {
+            let reply = try f.exchange(bytes)
+            #expect(reply.isEmpty, "the connection is closed without a reply")
+        }
+        // Still serving.
+        let reply = try f.exchange(Self.frame(apiKey: 18, version: 0))
+        #expect(reply.count > 10 && Self.int16(reply, at: 8) == 0)
+    }
+
+    @Test func metadataNamesInvalidTopicsWithoutCreatingThem() throws {
+        let f = try Fixture()
+        defer { try? f.close() }
+        var body: [UInt8] = [0, 0, 0, 1, 0, 4]
+        body += Array("../x".utf8)
+        body.append(1)  // allow_auto_topic_creation
+        let reply = try f.exchange(Self.frame(apiKey: 3, version: 4, body: body))
+        #expect(reply.count > 20)
+        let text = reply.withUnsafeBytes { Array($0) }
+        let range = text.firstRange(of: Array("../x".utf8))
+        #expect(range != nil)
+        if let range { #expect(Self.int16(text, at: range.lowerBound - 4) == 17, "INVALID_TOPIC_EXCEPTION") }
+        #expect(f.broker.topicNames().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: f.dir + "/x"))
+    }
+}

@@ -92,12 +92,15 @@ struct KafkaReader {
     }
 }
 
-/// Writes Kafka's primitive types into a response.
+/// Writes Kafka's primitive types into a response. The first 8 bytes are left for the frame size
+/// and correlation id, which the connection fills in: the body is never copied to be framed.
 struct KafkaWriter {
+    static let frameHeaderBytes = 8
     var buffer: ByteBuffer
 
     init(allocator: ByteBufferAllocator = ByteBufferAllocator(), capacity: Int = 256) {
-        buffer = allocator.buffer(capacity: capacity)
+        buffer = allocator.buffer(capacity: capacity + Self.frameHeaderBytes)
+        buffer.writeRepeatingByte(0, count: Self.frameHeaderBytes)
     }
 
     mutating func int8(_ v: Int8) { buffer.writeInteger(v) }

@@ -306,48 +306,59 @@ final class KafkaRequestHandler: @unchecked Sendable {
     }
 
     private func buildFetch(_ topics: [(String, [FetchPartition])], _ v: Int16, budget: Int) -> (buffer: ByteBuffer, bytes: Int, waitable: Bool) {
-        var w = KafkaWriter(capacity: 1024)
+        // Read first, then write once into a buffer of the right size: the batches are copied
+        // exactly once, from the segment mapping into the response.
+        struct Part { var error: ErrorCode = .none; var hw: Int64 = -1; var logStart: Int64 = -1; var slice: SegmentSlice? }
         var total = 0
         var waitable = true
+        var nameBytes = 0
+        let parts: [[Part]] = topics.map { topic in
+            nameBytes += topic.0.utf8.count
+            return topic.1.map { fp in
+                var part = Part()
+                do {
+                    let log = try self.broker.log(topic: topic.0, partition: fp.partition)
+                    part.hw = log.logEndOffset
+                    part.logStart = log.logStartOffset
+                    if fp.offset < part.logStart || fp.offset > part.hw {
+                        part.error = .offsetOutOfRange
+                    } else if fp.offset < part.hw {
+                        // The first partition with data always gets a batch, even past the budget (KIP-74).
+                        let limit = total == 0 ? max(1, Int(fp.maxBytes)) : min(Int(fp.maxBytes), budget - total)
+                        if limit > 0, let slice = try log.read(from: fp.offset, maxBytes: limit).slice {
+                            part.slice = slice
+                            total += slice.count
+                        }
+                    }
+                } catch _ {
+                    part.error = .unknownTopicOrPartition
+                }
+                if part.error != .none { waitable = false }
+                return part
+            }
+        }
+        let partitionCount = topics.reduce(0) { $0 + $1.1.count }
+        var w = KafkaWriter(capacity: 64 + nameBytes + topics.count * 8 + partitionCount * 64 + total)
         if v >= 1 { w.int32(0) }
         if v >= 7 {
             w.int16(0)
             w.int32(0)
         }
-        w.array(topics) { w, topic in
-            w.string(topic.0)
-            w.array(topic.1) { w, fp in
-                var error = ErrorCode.none
-                var hw: Int64 = -1
-                var logStart: Int64 = -1
-                var slice: SegmentSlice?
-                do {
-                    let log = try self.broker.log(topic: topic.0, partition: fp.partition)
-                    hw = log.logEndOffset
-                    logStart = log.logStartOffset
-                    if fp.offset < logStart || fp.offset > hw {
-                        error = .offsetOutOfRange
-                    } else if fp.offset < hw {
-                        // The first partition with data always gets a batch, even past the budget (KIP-74).
-                        let limit = total == 0 ? max(1, Int(fp.maxBytes)) : min(Int(fp.maxBytes), budget - total)
-                        if limit > 0 { slice = try log.read(from: fp.offset, maxBytes: limit).slice }
-                    }
-                } catch _ {
-                    error = .unknownTopicOrPartition
-                }
-                if error != .none { waitable = false }
-                w.int32(fp.partition)
-                w.int16(error.rawValue)
-                w.int64(hw)
+        w.array(Array(zip(topics, parts))) { w, pair in
+            w.string(pair.0.0)
+            w.array(Array(zip(pair.0.1, pair.1))) { w, fp in
+                let part = fp.1
+                w.int32(fp.0.partition)
+                w.int16(part.error.rawValue)
+                w.int64(part.hw)
                 if v >= 4 {
-                    w.int64(hw)  // last_stable_offset: no transactions
-                    if v >= 5 { w.int64(logStart) }
+                    w.int64(part.hw)  // last_stable_offset: no transactions
+                    if v >= 5 { w.int64(part.logStart) }
                     w.nullableArray(nil as [Int]?) { _, _ in }  // aborted_transactions
                 }
                 if v >= 11 { w.int32(-1) }
-                if let slice {
+                if let slice = part.slice {
                     withExtendedLifetime(slice) { w.rawBytes(slice.bytes) }
-                    total += slice.count
                 } else {
                     w.int32(0)  // empty records
                 }

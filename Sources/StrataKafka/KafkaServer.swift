@@ -42,7 +42,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     let log: @Sendable (String) -> Void
     private var nextSequence = 0
     private var nextToWrite = 0
-    private var ready: [Int: ByteBuffer?] = [:]
+    private var ready: [Int: [ByteBuffer]?] = [:]
     private var inFlight = 0
     private var clientHost = "unknown"
     private var closed = false
@@ -96,13 +96,16 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             let context = loopBound.value
             switch result {
             case .success(let body):
-                var framed: ByteBuffer?
+                var framed: [ByteBuffer]?
                 if var body {
-                    var out = context.channel.allocator.buffer(capacity: 8 + body.readableBytes)
-                    out.writeInteger(Int32(4 + body.readableBytes))
-                    out.writeInteger(correlation)
-                    out.writeBuffer(&body)
-                    framed = out
+                    // The frame header goes out as its own small buffer: writing it into the body
+                    // would copy the whole (shared, copy-on-write) response, e.g. 1 MiB of batches.
+                    precondition(body.readableBytes >= KafkaWriter.frameHeaderBytes)
+                    body.moveReaderIndex(forwardBy: KafkaWriter.frameHeaderBytes)
+                    var head = context.channel.allocator.buffer(capacity: 8)
+                    head.writeInteger(Int32(4 + body.readableBytes))
+                    head.writeInteger(correlation)
+                    framed = [head, body]
                 }
                 ready[sequence] = .some(framed)
             case .failure(let error):
@@ -118,8 +121,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         while let entry = ready.removeValue(forKey: nextToWrite) {
             nextToWrite += 1
             inFlight -= 1
-            if let buffer = entry, !closed {
-                context.write(wrapOutboundOut(buffer), promise: nil)
+            if let buffers = entry, !closed {
+                for buffer in buffers { context.write(wrapOutboundOut(buffer), promise: nil) }
                 wrote = true
             }
         }

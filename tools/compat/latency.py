@@ -12,7 +12,18 @@ def consume(bootstrap, topic, expected, out):
     from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "latency-probe", "enable.auto.commit": False,
                   "fetch.wait.max.ms": int(__import__("os").environ.get("FETCH_WAIT_MS", "100")), "fetch.min.bytes": 1})
-    c.assign([TopicPartition(topic, 0, -1)])  # from the end: only what is produced from now on
+    # From the current end: only what is produced from now on.
+    for attempt in range(100):
+        try:
+            c.list_topics(topic, timeout=5)
+            _, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)
+            break
+        except Exception:
+            time.sleep(0.1)  # the topic was created a moment ago; metadata catches up
+    else:
+        out.put("error")
+        return
+    c.assign([TopicPartition(topic, 0, high)])
     lat = []
     deadline = time.time() + 120
     out.put("ready")
@@ -33,16 +44,18 @@ def main():
     topic = sys.argv[4] if len(sys.argv) > 4 else "latency"
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the result is in
     try:
-        AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(10)
-    except Exception:
-        pass
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(10)
+    except Exception as e:
+        if "TOPIC_ALREADY_EXISTS" not in str(e):
+            raise
     total = rate * seconds
     q = mp.Queue()
     consumer = mp.Process(target=consume, args=(bootstrap, topic, total, q))
     consumer.start()
-    q.get()
-    time.sleep(1.0)
+    if q.get(timeout=60) != "ready":
+        sys.exit("latency probe: the consumer could not start")
     p = Producer({"bootstrap.servers": bootstrap, "acks": "1", "linger.ms": 0, "partitioner": "murmur2_random"})
     pad = b"x" * 160
     start = time.perf_counter()
@@ -56,7 +69,7 @@ def main():
         p.produce(topic, value=b"%019d " % time.time_ns() + pad, partition=0)
         p.poll(0)
     p.flush(30)
-    lat = q.get()
+    lat = q.get(timeout=180)
     consumer.join()
     lat.sort()
     pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]

@@ -1,0 +1,220 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOCore
+import StrataLog
+
+/// A small blocking Kafka protocol client over one TCP connection: what `strata bench` uses to
+/// measure a broker (Strata or Kafka) from Swift. Requests can be pipelined: `send` returns the
+/// correlation id, `receive` returns responses in order.
+public final class KafkaClient: @unchecked Sendable {
+    public struct ClientError: Error, CustomStringConvertible {
+        public let description: String
+        init(_ d: String) { description = d }
+    }
+
+    private let fd: Int32
+    private var nextCorrelation: Int32 = 1
+    private var readBuffer = [UInt8](repeating: 0, count: 1 << 20)
+    private var readStart = 0
+    private var readEnd = 0
+    public let clientId: String
+
+    public init(host: String, port: Int, clientId: String = "strata-bench") throws {
+        self.clientId = clientId
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &result) == 0, let first = result else {
+            throw ClientError("cannot resolve \(host)")
+        }
+        defer { freeaddrinfo(result) }
+        var connected: Int32 = -1
+        var ai: UnsafeMutablePointer<addrinfo>? = first
+        while let a = ai {
+            let s = socket(a.pointee.ai_family, a.pointee.ai_socktype, a.pointee.ai_protocol)
+            if s >= 0 && connect(s, a.pointee.ai_addr, a.pointee.ai_addrlen) == 0 {
+                connected = s
+                break
+            }
+            if s >= 0 { Glibc.close(s) }
+            ai = a.pointee.ai_next
+        }
+        guard connected >= 0 else { throw ClientError("cannot connect to \(host):\(port): \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(connected, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        fd = connected
+    }
+
+    deinit { Glibc.close(fd) }
+
+    /// Sends one request; returns its correlation id.
+    @discardableResult
+    public func send(apiKey: Int16, version: Int16, body: ByteBuffer) throws -> Int32 {
+        let correlation = nextCorrelation
+        nextCorrelation &+= 1
+        var header = ByteBuffer()
+        let client = Array(clientId.utf8)
+        header.writeInteger(Int32(10 + client.count + body.readableBytes))
+        header.writeInteger(apiKey)
+        header.writeInteger(version)
+        header.writeInteger(correlation)
+        header.writeInteger(Int16(client.count))
+        header.writeBytes(client)
+        try writeAll(header)
+        try writeAll(body)
+        return correlation
+    }
+
+    private func writeAll(_ buffer: ByteBuffer) throws {
+        try buffer.withUnsafeReadableBytes { p in
+            var done = 0
+            while done < p.count {
+                let n = Glibc.send(fd, p.baseAddress! + done, p.count - done, Int32(MSG_NOSIGNAL))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw ClientError("send: \(String(cString: strerror(errno)))")
+                }
+                done += n
+            }
+        }
+    }
+
+    /// Receives the next response: its correlation id and body.
+    public func receive() throws -> (correlation: Int32, body: ByteBuffer) {
+        let size = Int(try readExactly(4).getInteger(at: 0, as: Int32.self)!)
+        guard size >= 4, size <= 256 << 20 else { throw ClientError("response size \(size)") }
+        var frame = try readExactly(size)
+        let correlation = frame.readInteger(as: Int32.self)!
+        return (correlation, frame)
+    }
+
+    private func readExactly(_ count: Int) throws -> ByteBuffer {
+        if readBuffer.count < count { readBuffer += [UInt8](repeating: 0, count: count - readBuffer.count) }
+        while readEnd - readStart < count {
+            if readStart > 0 {
+                readBuffer.withUnsafeMutableBytes { p in
+                    if readEnd > readStart { memmove(p.baseAddress!, p.baseAddress! + readStart, readEnd - readStart) }
+                }
+                readEnd -= readStart
+                readStart = 0
+            }
+            let n = readBuffer.withUnsafeMutableBytes { p in recv(fd, p.baseAddress! + readEnd, p.count - readEnd, 0) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ClientError("recv: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { throw ClientError("connection closed by the broker") }
+            readEnd += n
+        }
+        var out = ByteBuffer()
+        readBuffer.withUnsafeBytes { out.writeBytes(UnsafeRawBufferPointer(rebasing: $0[readStart..<readStart + count])) }
+        readStart += count
+        return out
+    }
+
+    public func request(apiKey: Int16, version: Int16, body: ByteBuffer) throws -> ByteBuffer {
+        let id = try send(apiKey: apiKey, version: version, body: body)
+        let (correlation, response) = try receive()
+        guard correlation == id else { throw ClientError("correlation \(correlation), expected \(id)") }
+        return response
+    }
+
+    // MARK: APIs (non-flexible versions every broker since Kafka 2.1 accepts)
+
+    /// Partition count of `topic` (Metadata v4, auto-creating if the broker allows).
+    public func partitionCount(topic: String, autoCreate: Bool = true) throws -> Int {
+        var w = KafkaWriter(capacity: 64)
+        w.array([topic]) { $0.string($1) }
+        w.bool(autoCreate)
+        var r = KafkaReader(try request(apiKey: 3, version: 4, body: Self.strip(w)))
+        _ = try r.int32()
+        _ = try r.array { r in (try r.int32(), try r.string(), try r.int32(), try r.nullableString()) }
+        _ = try r.nullableString()
+        _ = try r.int32()
+        let topics: [(Int16, Int)] = try r.array { r in
+            let error = try r.int16()
+            _ = try r.string()
+            _ = try r.bool()
+            let parts = try r.array { r -> Int32 in
+                _ = try r.int16(); let p = try r.int32(); _ = try r.int32()
+                _ = try r.array { try $0.int32() }; _ = try r.array { try $0.int32() }
+                return p
+            }
+            return (error, parts.count)
+        }
+        guard let t = topics.first, t.0 == 0 else { throw ClientError("metadata for \(topic): error \(topics.first?.0 ?? -1)") }
+        return t.1
+    }
+
+    /// Sends a Produce v7 with one batch for one partition; returns the correlation id.
+    public func sendProduce(topic: String, partition: Int32, batch: [UInt8], acks: Int16) throws -> Int32 {
+        var w = KafkaWriter(capacity: batch.count + 64)
+        w.nullableString(nil)
+        w.int16(acks)
+        w.int32(30_000)
+        w.array([topic]) { w, t in
+            w.string(t)
+            w.array([partition]) { w, p in
+                w.int32(p)
+                w.bytes(batch)
+            }
+        }
+        return try send(apiKey: 0, version: 7, body: Self.strip(w))
+    }
+
+    /// Parses a Produce v7 response: (error code, base offset) of its only partition.
+    public static func parseProduce(_ body: ByteBuffer) throws -> (Int16, Int64) {
+        var r = KafkaReader(body)
+        let results: [[(Int16, Int64)]] = try r.array { r in
+            _ = try r.string()
+            return try r.array { r in
+                _ = try r.int32()
+                let e = try r.int16(); let o = try r.int64()
+                _ = try r.int64(); _ = try r.int64()
+                return (e, o)
+            }
+        }
+        guard let first = results.first?.first else { throw ClientError("empty produce response") }
+        return first
+    }
+
+    /// Fetch v4 of one partition: (error, high watermark, raw record batches).
+    public func fetch(topic: String, partition: Int32, offset: Int64, maxBytes: Int32 = 1 << 20, maxWaitMs: Int32 = 500) throws -> (Int16, Int64, ByteBuffer) {
+        var w = KafkaWriter(capacity: 64)
+        w.int32(-1)
+        w.int32(maxWaitMs)
+        w.int32(1)
+        w.int32(maxBytes)
+        w.int8(0)
+        w.array([topic]) { w, t in
+            w.string(t)
+            w.array([partition]) { w, p in
+                w.int32(p)
+                w.int64(offset)
+                w.int32(maxBytes)
+            }
+        }
+        var r = KafkaReader(try request(apiKey: 1, version: 4, body: Self.strip(w)))
+        _ = try r.int32()
+        let parts: [[(Int16, Int64, ByteBuffer)]] = try r.array { r in
+            _ = try r.string()
+            return try r.array { r in
+                _ = try r.int32()
+                let e = try r.int16(); let hw = try r.int64(); _ = try r.int64()
+                _ = try r.nullableArray { r in (try r.int64(), try r.int64()) }
+                return (e, hw, try r.bytes())
+            }
+        }
+        guard let p = parts.first?.first else { throw ClientError("empty fetch response") }
+        return p
+    }
+
+    /// The writer reserves room for a server frame header; a client request body starts without it.
+    static func strip(_ w: KafkaWriter) -> ByteBuffer {
+        var b = w.buffer
+        b.moveReaderIndex(forwardBy: KafkaWriter.frameHeaderBytes)
+        return b
+    }
+}

@@ -1,0 +1,213 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import NIOCore
+import StrataCore
+import StrataKafka
+import StrataLog
+import Synchronization
+
+/// Kafka-protocol benchmarks from Swift, like Kafka's perf-test tools: point them at any broker
+/// (`strata serve` or Kafka) with --bootstrap.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure a Kafka-protocol broker: produce, consume, end-to-end latency.",
+        subcommands: [ProduceBench.self, ConsumeBench.self, EndToEnd.self])
+
+    struct Target: ParsableArguments {
+        @Option(help: "Broker HOST:PORT.") var bootstrap: String = "127.0.0.1:9092"
+        @Option(help: "Topic (created with one partition if missing).") var topic: String = "strata-bench"
+
+        func connect(_ id: String) throws -> KafkaClient {
+            let (host, port) = try Serve.split(bootstrap)
+            return try KafkaClient(host: host, port: port, clientId: id)
+        }
+    }
+
+    static func acksValue(_ text: String) throws -> Int16 {
+        switch text {
+        case "0": return 0
+        case "1": return 1
+        case "all", "-1": return -1
+        default: throw ValidationError("--acks must be 0, 1 or all")
+        }
+    }
+
+    /// A ~200-byte JSON event like gen_events.py's.
+    static func event(_ i: Int) -> [UInt8] {
+        var s = "{\"event_type\":\"page_view\",\"user_id\":\"u-\(i % 100_000)\",\"seq\":\(i),\"country\":\"DE\",\"path\":\"/p/\(i % 997)\",\"pad\":\""
+        s += String(repeating: "x", count: max(0, 198 - s.utf8.count)) + "\"}"
+        return Array(s.utf8)
+    }
+
+    static func percentiles(_ samples: [Double]) -> String {
+        guard !samples.isEmpty else { return "no samples" }
+        let s = samples.sorted()
+        func at(_ q: Double) -> Double { s[min(s.count - 1, Int(q * Double(s.count)))] }
+        func f(_ v: Double) -> String { String((v * 1000).rounded() / 1000) }
+        return "p50 \(f(at(0.5))) ms, p90 \(f(at(0.9))) ms, p99 \(f(at(0.99))) ms, p99.9 \(f(at(0.999))) ms, max \(f(s.last!)) ms"
+    }
+
+    struct ProduceBench: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "produce")
+        @OptionGroup var target: Target
+        @Option(help: "Events to send.") var events: Int = 1_000_000
+        @Option(help: "Events per batch (one Produce request each).") var batch: Int = 1000
+        @Option(help: "Requests in flight on the connection.") var inflight: Int = 8
+        @Option(help: "0, 1 or all.") var acks: String = "1"
+
+        func run() throws {
+            let acks = try Bench.acksValue(self.acks)
+            let client = try target.connect("strata-bench-produce")
+            _ = try client.partitionCount(topic: target.topic)
+            // Batches are built before the clock starts: this measures the broker, not the encoder.
+            let batchCount = (events + batch - 1) / batch
+            let templates = (0..<min(batchCount, 16)).map { b in
+                RecordBatchBuilder.build((0..<batch).map { i in ProducerRecord(key: Array("u-\(i % 1000)".utf8), value: Bench.event(b * batch + i), timestamp: wallClockMillis()) })
+            }
+            var sentAt: [Int32: Double] = [:]
+            var latencies: [Double] = []
+            var inFlight = 0
+            var bytes = 0
+            let started = nowSeconds()
+            for b in 0..<batchCount {
+                let payload = templates[b % templates.count]
+                let id = try client.sendProduce(topic: target.topic, partition: 0, batch: payload, acks: acks)
+                bytes += payload.count
+                if acks == 0 { continue }
+                sentAt[id] = nowSeconds()
+                inFlight += 1
+                while inFlight >= inflight {
+                    try receiveOne(client, &sentAt, &latencies)
+                    inFlight -= 1
+                }
+            }
+            while inFlight > 0 {
+                try receiveOne(client, &sentAt, &latencies)
+                inFlight -= 1
+            }
+            let seconds = nowSeconds() - started
+            let n = batchCount * batch
+            print("produce: \(n) events, \(bytes / 1_000_000) MB in \((seconds * 1000).rounded() / 1000) s: \(formatRate(Double(n), seconds: seconds)) events/s, \(Int(Double(bytes) / seconds / 1e6)) MB/s; acks=\(acks), batch \(batch), in flight \(inflight)")
+            if acks != 0 { print("produce request latency: \(Bench.percentiles(latencies))") }
+        }
+
+        private func receiveOne(_ client: KafkaClient, _ sentAt: inout [Int32: Double], _ latencies: inout [Double]) throws {
+            let (id, body) = try client.receive()
+            if let t = sentAt.removeValue(forKey: id) { latencies.append((nowSeconds() - t) * 1000) }
+            let (error, _) = try KafkaClient.parseProduce(body)
+            guard error == 0 else { throw CLIError("produce failed with Kafka error \(error)") }
+        }
+    }
+
+    struct ConsumeBench: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "consume")
+        @OptionGroup var target: Target
+        @Option(help: "Bytes per Fetch.") var fetchBytes: Int32 = 4 << 20
+
+        func run() throws {
+            let client = try target.connect("strata-bench-consume")
+            var offset: Int64 = 0
+            var records = 0
+            var bytes = 0
+            let started = nowSeconds()
+            while true {
+                let (error, hw, batches) = try client.fetch(topic: target.topic, partition: 0, offset: offset, maxBytes: fetchBytes, maxWaitMs: 0)
+                guard error == 0 else { throw CLIError("fetch failed with Kafka error \(error)") }
+                if batches.readableBytes == 0 { if offset >= hw { break } else { continue } }
+                bytes += batches.readableBytes
+                batches.withUnsafeReadableBytes { p in
+                    var position = 0
+                    while position < p.count, let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: p[position...])), position + size <= p.count {
+                        let b = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: p[position..<position + size]))
+                        if b.lastOffset >= offset {
+                            records += Int(b.lastOffset - max(b.baseOffset, offset) + 1)
+                            offset = b.nextOffset
+                        }
+                        position += size
+                    }
+                }
+                if offset >= hw { break }
+            }
+            let seconds = nowSeconds() - started
+            print("consume: \(records) events, \(bytes / 1_000_000) MB in \((seconds * 1000).rounded() / 1000) s: \(formatRate(Double(records), seconds: seconds)) events/s, \(Int(Double(bytes) / seconds / 1e6)) MB/s")
+        }
+    }
+
+    struct EndToEnd: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "e2e")
+        @OptionGroup var target: Target
+        @Option(help: "Events per second.") var rate: Int = 10_000
+        @Option(help: "Seconds to run.") var seconds: Int = 10
+        @Option(help: "0, 1 or all.") var acks: String = "1"
+
+        func run() throws {
+            let acks = try Bench.acksValue(self.acks)
+            let producer = try target.connect("strata-bench-e2e-producer")
+            let consumer = try target.connect("strata-bench-e2e-consumer")
+            _ = try producer.partitionCount(topic: target.topic)
+            var start: Int64 = 0
+            while true {  // the current end: measure only what is sent from now on
+                let (error, hw, _) = try consumer.fetch(topic: target.topic, partition: 0, offset: Int64.max / 2, maxBytes: 1, maxWaitMs: 0)
+                if error == 1 || error == 0 { start = hw; break }
+            }
+            let total = rate * seconds
+            let firstOffset = start
+            let runSeconds = seconds
+            let latencies = Mutex<[Double]>([])
+            let group = ThreadGroup()
+            let topic = target.topic
+            group.spawn {
+                var offset = firstOffset
+                var received = 0
+                let deadline = nowSeconds() + Double(runSeconds) + 30
+                while received < total && nowSeconds() < deadline {
+                    guard let (_, _, batches) = try? consumer.fetch(topic: topic, partition: 0, offset: offset, maxBytes: 1 << 20, maxWaitMs: 500) else { return }
+                    let now = wallClockNanos()
+                    batches.withUnsafeReadableBytes { p in
+                        var position = 0
+                        while position < p.count, let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: p[position...])), position + size <= p.count {
+                            let b = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: p[position..<position + size]))
+                            try? b.forEachRecord { r in
+                                guard r.offset >= offset, let v = r.value, v.count >= 19,
+                                      let sent = Int64(String(decoding: v[0..<19], as: UTF8.self)) else { return }
+                                let ms = Double(now - sent) / 1e6
+                                latencies.withLock { $0.append(ms) }
+                                received += 1
+                            }
+                            offset = max(offset, b.nextOffset)
+                            position += size
+                        }
+                    }
+                }
+            }
+            let pad = [UInt8](repeating: UInt8(ascii: "x"), count: 180)
+            let began = nowSeconds()
+            var pending = 0
+            for i in 0..<total {
+                let due = began + Double(i) / Double(rate)
+                let ahead = due - nowSeconds()
+                if ahead > 0.0005 { usleep(UInt32(ahead * 1e6)) }
+                let stamp = String(wallClockNanos())
+                let value = Array(String(repeating: "0", count: max(0, 19 - stamp.count)).utf8) + Array(stamp.utf8) + pad
+                let batch = RecordBatchBuilder.build([ProducerRecord(value: value, timestamp: wallClockMillis())])
+                _ = try producer.sendProduce(topic: topic, partition: 0, batch: batch, acks: acks)
+                if acks != 0 {
+                    pending += 1
+                    while pending > 64 { _ = try producer.receive(); pending -= 1 }
+                }
+            }
+            while pending > 0 { _ = try producer.receive(); pending -= 1 }
+            group.join()
+            let samples = latencies.withLock { $0 }
+            print("e2e: \(samples.count) of \(total) events at \(rate)/s, acks=\(acks): \(Bench.percentiles(samples))")
+        }
+    }
+}
+
+func wallClockNanos() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}

@@ -180,6 +180,11 @@ final class KafkaRequestHandler: @unchecked Sendable {
             if v >= 1 { w.int32(0) }
             return w.buffer
         }
+        // Only an acks=all append to a `sync` topic waits for an fdatasync; everything else is a
+        // copy into the page cache, cheaper than the hop to the thread pool and back (measured:
+        // one-record requests at 10k/s queued behind the hops).
+        let mayWaitForDisk = acks == -1 && topics.contains { t in self.broker.topicConfig(t.0)?.log.flushMode == .sync }
+        if !mayWaitForDisk { return eventLoop.makeSucceededFuture(respond(work())) }
         return threadPool.runIfActive(eventLoop: eventLoop, work).map(respond)
     }
 

@@ -46,3 +46,8 @@ echo "kcat produce acks=all (sync topic):  ${pall}s  $(rate "$pall") events/s  $
 echo "redis-benchmark XADD -P 64 -c 4 (200 B): everysec $res/s, always $ral/s"
 echo "kcat consume from the beginning:     ${c}s  $(rate "$c") events/s"
 python3 "$root/tools/compat/latency.py" "$bs" 10000 10 latency
+echo "strata bench (Swift client, prebuilt 1000-event batches, 8 requests in flight):"
+"$strata" bench produce --bootstrap "$bs" --topic sb-1 --events "$n" --acks 1
+"$strata" bench produce --bootstrap "$bs" --topic sb-all --events "$n" --acks all
+"$strata" bench consume --bootstrap "$bs" --topic sb-1
+"$strata" bench e2e --bootstrap "$bs" --topic sb-e2e --rate 10000 --seconds 10

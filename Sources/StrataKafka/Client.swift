@@ -211,6 +211,132 @@ public final class KafkaClient: @unchecked Sendable {
         return p
     }
 
+    /// Topic names and partition counts (Metadata v4, all topics).
+    public func topics() throws -> [(name: String, partitions: Int)] {
+        var w = KafkaWriter(capacity: 16)
+        w.int32(-1)  // null: every topic
+        w.bool(false)
+        var r = KafkaReader(try request(apiKey: 3, version: 4, body: Self.strip(w)))
+        _ = try r.int32()
+        _ = try r.array { r in (try r.int32(), try r.string(), try r.int32(), try r.nullableString()) }
+        _ = try r.nullableString()
+        _ = try r.int32()
+        return try r.array { r in
+            _ = try r.int16()
+            let name = try r.string()
+            _ = try r.bool()
+            let parts = try r.array { r -> Int32 in
+                _ = try r.int16(); let p = try r.int32(); _ = try r.int32()
+                _ = try r.array { try $0.int32() }; _ = try r.array { try $0.int32() }
+                return p
+            }
+            return (name, parts.count)
+        }
+    }
+
+    /// ListOffsets v1: -2 earliest, -1 latest, else the first offset with timestamp >= T (or -1).
+    public func listOffset(topic: String, partition: Int32, timestamp: Int64) throws -> Int64 {
+        var w = KafkaWriter(capacity: 64)
+        w.int32(-1)
+        w.array([topic]) { w, t in
+            w.string(t)
+            w.array([partition]) { w, p in
+                w.int32(p)
+                w.int64(timestamp)
+            }
+        }
+        var r = KafkaReader(try request(apiKey: 2, version: 1, body: Self.strip(w)))
+        let parts: [[(Int16, Int64)]] = try r.array { r in
+            _ = try r.string()
+            return try r.array { r in
+                _ = try r.int32(); let e = try r.int16(); _ = try r.int64()
+                return (e, try r.int64())
+            }
+        }
+        guard let p = parts.first?.first else { throw ClientError("empty ListOffsets response") }
+        guard p.0 == 0 else { throw ClientError("ListOffsets \(topic)-\(partition): Kafka error \(p.0)") }
+        return p.1
+    }
+
+    /// OffsetFetch v1: the group's committed offsets (-1 where none).
+    public func committedOffsets(group: String, topic: String, partitions: [Int32]) throws -> [Int32: Int64] {
+        var w = KafkaWriter(capacity: 64)
+        w.string(group)
+        w.array([topic]) { w, t in
+            w.string(t)
+            w.array(partitions) { $0.int32($1) }
+        }
+        var r = KafkaReader(try request(apiKey: 9, version: 1, body: Self.strip(w)))
+        var out: [Int32: Int64] = [:]
+        _ = try r.array { r in
+            _ = try r.string()
+            _ = try r.array { r in
+                let p = try r.int32(); let o = try r.int64(); _ = try r.nullableString(); _ = try r.int16()
+                out[p] = o
+            }
+        }
+        return out
+    }
+
+    /// OffsetCommit v2 as a "simple" commit (generation -1, no member).
+    public func commitOffsets(group: String, topic: String, offsets: [(Int32, Int64)]) throws {
+        var w = KafkaWriter(capacity: 64)
+        w.string(group)
+        w.int32(-1)
+        w.string("")
+        w.int64(-1)
+        w.array([topic]) { w, t in
+            w.string(t)
+            w.array(offsets) { w, po in
+                w.int32(po.0)
+                w.int64(po.1)
+                w.nullableString(nil)
+            }
+        }
+        var r = KafkaReader(try request(apiKey: 8, version: 2, body: Self.strip(w)))
+        let errors: [[Int16]] = try r.array { r in
+            _ = try r.string()
+            return try r.array { r in _ = try r.int32(); return try r.int16() }
+        }
+        if let bad = errors.flatMap({ $0 }).first(where: { $0 != 0 }) { throw ClientError("OffsetCommit: Kafka error \(bad)") }
+    }
+
+    /// CreateTopics v2; returns the broker's error message, nil on success.
+    public func createTopic(_ name: String, partitions: Int32, configs: [String: String]) throws -> String? {
+        var w = KafkaWriter(capacity: 128)
+        w.array([name]) { w, n in
+            w.string(n)
+            w.int32(partitions)
+            w.int16(1)
+            w.array([Int]()) { _, _ in }
+            w.array(configs.sorted { $0.key < $1.key }) { w, kv in
+                w.string(kv.key)
+                w.nullableString(kv.value)
+            }
+        }
+        w.int32(30_000)
+        w.bool(false)
+        var r = KafkaReader(try request(apiKey: 19, version: 2, body: Self.strip(w)))
+        _ = try r.int32()
+        let results: [(Int16, String?)] = try r.array { r in
+            _ = try r.string()
+            return (try r.int16(), try r.nullableString())
+        }
+        guard let first = results.first else { throw ClientError("empty CreateTopics response") }
+        return first.0 == 0 ? nil : (first.1 ?? "Kafka error \(first.0)")
+    }
+
+    /// DeleteTopics v1; returns the Kafka error code (0 on success).
+    public func deleteTopic(_ name: String) throws -> Int16 {
+        var w = KafkaWriter(capacity: 64)
+        w.array([name]) { $0.string($1) }
+        w.int32(30_000)
+        var r = KafkaReader(try request(apiKey: 20, version: 1, body: Self.strip(w)))
+        _ = try r.int32()
+        let results: [Int16] = try r.array { r in _ = try r.string(); return try r.int16() }
+        return results.first ?? -1
+    }
+
     /// The writer reserves room for a server frame header; a client request body starts without it.
     static func strip(_ w: KafkaWriter) -> ByteBuffer {
         var b = w.buffer

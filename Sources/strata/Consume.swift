@@ -5,6 +5,7 @@ import ArgumentParser
 import StrataBroker
 import StrataCore
 import StrataLog
+import StrataKafka
 
 /// Events out, as JSON lines. Opens the data directory read-only, so it works next to a running
 /// `serve` or `produce`; with --group it also commits the group's offsets (in LMDB).
@@ -28,6 +29,7 @@ struct Consume: ParsableCommand {
     @Option(help: "Resume from and commit to this consumer group's offsets.") var group: String?
     @Flag(help: "Keep waiting for new events, like tail -f.") var follow = false
     @Flag(help: "Write {\"partition\",\"offset\",\"timestamp\",\"key\",\"value\"} objects instead of bare values.") var printMeta = false
+    @Option(help: "Consume through a running server at HOST:PORT (Kafka protocol) instead of reading the data directory.") var bootstrap: String?
 
     func validate() throws {
         let starts = [fromBeginning, offset != nil, since != nil].filter { $0 }.count
@@ -36,8 +38,14 @@ struct Consume: ParsableCommand {
     }
 
     func run() throws {
-        let broker = try options.openReadOnly(commits: group != nil)
-        guard let count = broker.partitionCount(topic) else { throw CLIError("unknown topic '\(topic)'") }
+        let source: ConsumeSource
+        if let bootstrap {
+            let (host, port) = try Serve.split(bootstrap)
+            source = try RemoteSource(host: host, port: port, topic: topic)
+        } else {
+            source = try LocalSource(broker: try options.openReadOnly(commits: group != nil), topic: topic)
+        }
+        let count = source.partitionCount
         if let partition, partition < 0 || partition >= count { throw CLIError("topic \(topic) has no partition \(partition)") }
         if offset != nil && partition == nil && count > 1 { throw CLIError("--offset needs --partition: topic \(topic) has \(count) partitions") }
         let now = wallClockMillis()
@@ -49,30 +57,29 @@ struct Consume: ParsableCommand {
         var positions: [Int32: Int64] = [:]
         var ends: [Int32: Int64] = [:]
         for p in partitions {
-            let log = try broker.log(topic: topic, partition: p)
-            try log.refresh()
+            let (logStart, logEnd) = try source.bounds(p)
             var start: Int64
             if let offset {
-                guard offset >= log.logStartOffset && offset <= log.logEndOffset else {
-                    throw CLIError("offset \(offset) is outside partition \(p)'s range [\(log.logStartOffset), \(log.logEndOffset)]")
+                guard offset >= logStart && offset <= logEnd else {
+                    throw CLIError("offset \(offset) is outside partition \(p)'s range [\(logStart), \(logEnd)]")
                 }
                 start = offset
             } else if let sinceMs {
-                start = try broker.offset(topic: topic, partition: p, forTimestamp: sinceMs)
-            } else if let group, let committed = try broker.committedOffset(group: group, topic: topic, partition: p) {
+                start = try source.offset(p, forTimestamp: sinceMs)
+            } else if let group, let committed = try source.committed(group: group, p) {
                 // A group resumes where it committed; --from-beginning only decides where a group
                 // without a commit starts (Kafka's auto.offset.reset).
-                start = min(max(committed, log.logStartOffset), log.logEndOffset)
+                start = min(max(committed, logStart), logEnd)
             } else if fromBeginning {
-                start = log.logStartOffset
+                start = logStart
             } else {
-                start = log.logEndOffset
+                start = logEnd
             }
             positions[p] = start
             if let untilMs {
-                ends[p] = try broker.offset(topic: topic, partition: p, forTimestamp: untilMs)
+                ends[p] = try source.offset(p, forTimestamp: untilMs)
             } else if !follow {
-                ends[p] = log.logEndOffset
+                ends[p] = logEnd
             }
         }
 
@@ -84,58 +91,54 @@ struct Consume: ParsableCommand {
 
         func commit() throws {
             guard let group else { return }
-            try broker.commitOffsets(group: group, offsets: partitions.map { (topic, $0, positions[$0]!) })
+            try source.commit(group: group, partitions.map { ($0, positions[$0]!) })
         }
 
         /// Writes what is readable now from partition `p`; returns true if anything was read.
-        func drain(_ p: Int32) throws -> Bool {
-            let log = try broker.log(topic: topic, partition: p)
+        func drain(_ p: Int32, waitMs: Int64) throws -> Bool {
             var progressed = false
             while written < limit {
                 let position = positions[p]!
-                let end = ends[p] ?? log.logEndOffset
-                guard position < end else { break }
-                let result = try log.read(from: position, maxBytes: 1 << 20)
-                guard let slice = result.slice else { break }
-                var next = result.nextOffset
+                if let end = ends[p], position >= end { break }
+                var next = position
                 var stop = false
-                try slice.forEachBatch { batch in
-                    if stop { return }
-                    try batch.forEachRecord { r in
-                        guard !stop, r.offset >= position else { return }
-                        if r.offset >= end || written >= limit {
-                            stop = true
-                            next = r.offset
-                            return
+                let got = try source.read(p, from: position, maxBytes: 1 << 20, maxWaitMs: progressed ? 0 : waitMs) { raw in
+                    var at = 0
+                    while at < raw.count, !stop, let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: raw[at...])), at + size <= raw.count {
+                        let batch = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: raw[at..<at + size]))
+                        at += size
+                        guard batch.lastOffset >= position else { continue }
+                        try batch.forEachRecord { r in
+                            guard !stop, r.offset >= position else { return }
+                            if let end = ends[p], r.offset >= end { stop = true; return }
+                            if written >= limit { stop = true; return }
+                            next = r.offset + 1
+                            if let sinceMs, r.timestamp < sinceMs { return }      // out-of-order timestamps
+                            if let untilMs, r.timestamp >= untilMs { return }
+                            Self.write(r, partition: p, meta: printMeta, into: &out)
+                            written += 1
                         }
-                        if let sinceMs, r.timestamp < sinceMs { return }      // out-of-order timestamps
-                        if let untilMs, r.timestamp >= untilMs { return }
-                        Self.write(r, partition: p, meta: printMeta, into: &out)
-                        written += 1
-                        next = r.offset + 1
+                        if !stop { next = max(next, batch.nextOffset) }
                     }
                 }
-                positions[p] = min(max(next, position + 1), end)
-                if stop { positions[p] = next }
+                guard got, next > position else { break }
+                positions[p] = next
                 progressed = true
+                if stop { break }
             }
             return progressed
         }
 
-        for p in partitions { _ = try drain(p) }
+        for p in partitions { _ = try drain(p, waitMs: 0) }
         while follow && written < limit {
             out.flush()
             var any = false
-            for p in partitions {
-                try broker.log(topic: topic, partition: p).refresh()
-                if try drain(p) { any = true }
-            }
+            for p in partitions where try drain(p, waitMs: partitions.count == 1 ? 500 : 0) { any = true }
             if monotonicMillis() - lastCommit >= 1000 {
                 try commit()
                 lastCommit = monotonicMillis()
             }
-            // The writer is another process: nothing can wake this one, so look again shortly.
-            if !any { usleep(50_000) }
+            if !any && !(source is RemoteSource && partitions.count == 1) { usleep(50_000) }
         }
         out.flush()
         try commit()
@@ -163,5 +166,92 @@ struct Consume: ParsableCommand {
             out.write("null")
         }
         out.write("}\n")
+    }
+}
+
+/// Where `consume` reads from: the data directory (read-only, next to any writer), or a server
+/// over the Kafka protocol.
+protocol ConsumeSource {
+    var partitionCount: Int32 { get }
+    /// (log start, log end) of a partition, as of now.
+    func bounds(_ p: Int32) throws -> (Int64, Int64)
+    /// First offset with timestamp >= T, or the log end.
+    func offset(_ p: Int32, forTimestamp: Int64) throws -> Int64
+    func committed(group: String, _ p: Int32) throws -> Int64?
+    func commit(group: String, _ offsets: [(Int32, Int64)]) throws
+    /// Calls `body` with whole record batches starting at or before `offset`; false when there
+    /// was nothing to read (after waiting up to `maxWaitMs` where the source can wait).
+    func read(_ p: Int32, from offset: Int64, maxBytes: Int, maxWaitMs: Int64, _ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool
+}
+
+struct LocalSource: ConsumeSource {
+    let broker: Broker
+    let topic: String
+    let partitionCount: Int32
+
+    init(broker: Broker, topic: String) throws {
+        guard let count = broker.partitionCount(topic) else { throw CLIError("unknown topic '\(topic)'") }
+        self.broker = broker
+        self.topic = topic
+        partitionCount = count
+    }
+
+    func bounds(_ p: Int32) throws -> (Int64, Int64) {
+        let log = try broker.log(topic: topic, partition: p)
+        try log.refresh()
+        return (log.logStartOffset, log.logEndOffset)
+    }
+
+    func offset(_ p: Int32, forTimestamp t: Int64) throws -> Int64 { try broker.offset(topic: topic, partition: p, forTimestamp: t) }
+    func committed(group: String, _ p: Int32) throws -> Int64? { try broker.committedOffset(group: group, topic: topic, partition: p) }
+    func commit(group: String, _ offsets: [(Int32, Int64)]) throws {
+        try broker.commitOffsets(group: group, offsets: offsets.map { (topic, $0.0, $0.1) })
+    }
+
+    func read(_ p: Int32, from offset: Int64, maxBytes: Int, maxWaitMs: Int64, _ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+        let log = try broker.log(topic: topic, partition: p)
+        if offset >= log.logEndOffset { try log.refresh() }
+        guard offset < log.logEndOffset, let slice = try log.read(from: offset, maxBytes: maxBytes).slice else { return false }
+        try withExtendedLifetime(slice) { try body(slice.bytes) }
+        return true
+    }
+}
+
+final class RemoteSource: ConsumeSource {
+    let client: KafkaClient
+    let topic: String
+    let partitionCount: Int32
+
+    init(host: String, port: Int, topic: String) throws {
+        client = try KafkaClient(host: host, port: port, clientId: "strata-consume")
+        self.topic = topic
+        guard let t = try client.topics().first(where: { $0.name == topic }) else { throw CLIError("unknown topic '\(topic)'") }
+        partitionCount = Int32(t.partitions)
+    }
+
+    func bounds(_ p: Int32) throws -> (Int64, Int64) {
+        (try client.listOffset(topic: topic, partition: p, timestamp: -2), try client.listOffset(topic: topic, partition: p, timestamp: -1))
+    }
+
+    func offset(_ p: Int32, forTimestamp t: Int64) throws -> Int64 {
+        let found = try client.listOffset(topic: topic, partition: p, timestamp: t)
+        return found >= 0 ? found : try client.listOffset(topic: topic, partition: p, timestamp: -1)
+    }
+
+    func committed(group: String, _ p: Int32) throws -> Int64? {
+        let o = try client.committedOffsets(group: group, topic: topic, partitions: [p])[p] ?? -1
+        return o >= 0 ? o : nil
+    }
+
+    func commit(group: String, _ offsets: [(Int32, Int64)]) throws {
+        try client.commitOffsets(group: group, topic: topic, offsets: offsets)
+    }
+
+    func read(_ p: Int32, from offset: Int64, maxBytes: Int, maxWaitMs: Int64, _ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+        let (error, _, batches) = try client.fetch(topic: topic, partition: p, offset: offset, maxBytes: Int32(maxBytes), maxWaitMs: Int32(maxWaitMs))
+        guard error == 0 else { throw CLIError("fetch \(topic)-\(p) at \(offset): Kafka error \(error)") }
+        guard batches.readableBytes > 0 else { return false }
+        try batches.withUnsafeReadableBytes { try body($0) }
+        return true
     }
 }

@@ -5,6 +5,7 @@ import ArgumentParser
 import StrataBroker
 import StrataCore
 import StrataLog
+import StrataKafka
 
 /// JSON lines in, events out: each line is validated, keyed, partitioned like Kafka's Java client,
 /// and written in batches.
@@ -28,6 +29,7 @@ struct Produce: ParsableCommand {
     @Flag(help: "Count and skip invalid lines instead of stopping.") var skipInvalid = false
     @Option(help: "Read this file instead of stdin.") var file: String?
     @Option(help: "Events per batch (1...100000).") var batchRecords: Int = 1000
+    @Option(help: "Produce through a running server at HOST:PORT (Kafka protocol) instead of the local data directory.") var bootstrap: String?
 
     func validate() throws {
         if keyField != nil && key != nil { throw ValidationError("--key-field and --key are exclusive") }
@@ -45,11 +47,19 @@ struct Produce: ParsableCommand {
             fd = 0
         }
         defer { if fd != 0 { close(fd) } }
+        if let bootstrap {
+            let (host, port) = try Serve.split(bootstrap)
+            let sink = try RemoteSink(host: host, port: port, topic: topic, acks: acks == "0" ? 0 : (acks == "1" ? 1 : -1))
+            let summary = try produce(sink: sink, fd: fd)
+            try sink.sync()
+            printError(summary)
+            return
+        }
         let broker = try options.openBroker()
         var failure: Error?
         var summary = ""
         do {
-            summary = try produce(broker: broker, fd: fd)
+            summary = try produce(sink: try LocalSink(broker: broker, topic: topic), fd: fd)
         } catch {
             failure = error
         }
@@ -59,9 +69,8 @@ struct Produce: ParsableCommand {
         printError(summary)
     }
 
-    private func produce(broker: Broker, fd: Int32) throws -> String {
-        if broker.partitionCount(topic) == nil { try broker.createTopic(topic) }
-        let partitions = broker.partitionCount(topic)!
+    private func produce(sink: ProduceSink, fd: Int32) throws -> String {
+        let partitions = sink.partitions
         if let partition, partition < 0 || partition >= partitions {
             throw CLIError("topic \(topic) has \(partitions) partition(s); --partition \(partition) does not exist")
         }
@@ -72,8 +81,7 @@ struct Produce: ParsableCommand {
         let skipInvalid = self.skipInvalid
         let timestampField = self.timestampField
         let batchRecords = self.batchRecords
-        let config = broker.topicConfig(topic)!
-        let maxBatchBytes = config.log.maxMessageBytes
+        let maxBatchBytes = sink.maxBatchBytes
         let syncEvery = 16 << 20
         let ackMode: Acks = acks == "all" || acks == "-1" ? .all : .leader
         var writers = (0..<partitions).map { _ in RecordBatchWriter(reservingCapacity: 256 * 1024) }
@@ -98,12 +106,10 @@ struct Produce: ParsableCommand {
         func flush(_ p: Int32) throws {
             guard !writers[Int(p)].isEmpty else { return }
             let batch = writers[Int(p)].finish()
-            try batch.withUnsafeBytes { b in
-                _ = try broker.appendBatch(topic: topic, partition: p, batch: b, acks: .leader, valuesValidatedAsJSON: true)
-            }
+            try sink.append(partition: p, batch: batch)
             unsynced += batch.count
             if ackMode == .all && unsynced >= syncEvery {
-                try broker.flush(topic: topic)
+                try sink.sync()
                 unsynced = 0
             }
             if p == sticky && partition == nil { sticky = (sticky + 1) % partitions }
@@ -165,11 +171,80 @@ struct Produce: ParsableCommand {
             }
         }
         for p in 0..<partitions { try flush(p) }
-        if ackMode == .all { try broker.flush(topic: topic) }
+        if ackMode == .all { try sink.sync() }
         let seconds = nowSeconds() - started
         if showProgress { printErrorNoNewline("\r\u{1B}[K") }
         var line = "produced \(events) events, \(bytes) bytes to \(topic) in \((seconds * 1000).rounded() / 1000) s (\(formatRate(Double(events), seconds: seconds)) events/s)"
         if skipped > 0 { line += "; skipped \(skipped) invalid line(s)" }
         return line
+    }
+}
+
+/// Where `produce` sends its batches: the local data directory, or a server over the Kafka protocol.
+protocol ProduceSink: AnyObject {
+    var partitions: Int32 { get }
+    var maxBatchBytes: Int { get }
+    func append(partition: Int32, batch: [UInt8]) throws
+    /// Returns once everything appended so far is as durable as the acks setting promises.
+    func sync() throws
+}
+
+final class LocalSink: ProduceSink {
+    let broker: Broker
+    let topic: String
+    let partitions: Int32
+    let maxBatchBytes: Int
+
+    init(broker: Broker, topic: String) throws {
+        if broker.partitionCount(topic) == nil { try broker.createTopic(topic) }
+        self.broker = broker
+        self.topic = topic
+        partitions = broker.partitionCount(topic)!
+        maxBatchBytes = broker.topicConfig(topic)!.log.maxMessageBytes
+    }
+
+    func append(partition: Int32, batch: [UInt8]) throws {
+        try batch.withUnsafeBytes { b in
+            _ = try broker.appendBatch(topic: topic, partition: partition, batch: b, acks: .leader, valuesValidatedAsJSON: true)
+        }
+    }
+
+    func sync() throws { try broker.flush(topic: topic) }
+}
+
+/// Produce requests pipelined on one connection (up to 8 in flight); every response is checked.
+final class RemoteSink: ProduceSink {
+    let client: KafkaClient
+    let topic: String
+    let acks: Int16
+    let partitions: Int32
+    /// Kafka's default max.message.bytes; the server refuses larger batches with a clear error.
+    let maxBatchBytes = 1_000_000
+    private var inFlight = 0
+    static let maxInFlight = 8
+
+    init(host: String, port: Int, topic: String, acks: Int16) throws {
+        client = try KafkaClient(host: host, port: port, clientId: "strata-produce")
+        self.topic = topic
+        self.acks = acks
+        partitions = Int32(try client.partitionCount(topic: topic, autoCreate: true))
+    }
+
+    func append(partition: Int32, batch: [UInt8]) throws {
+        _ = try client.sendProduce(topic: topic, partition: partition, batch: batch, acks: acks)
+        guard acks != 0 else { return }
+        inFlight += 1
+        while inFlight >= Self.maxInFlight { try receiveOne() }
+    }
+
+    private func receiveOne() throws {
+        let (_, body) = try client.receive()
+        inFlight -= 1
+        let (error, _) = try KafkaClient.parseProduce(body)
+        guard error == 0 else { throw CLIError("the server refused a batch of \(topic): Kafka error \(error)") }
+    }
+
+    func sync() throws {
+        while inFlight > 0 { try receiveOne() }
     }
 }

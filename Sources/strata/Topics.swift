@@ -1,10 +1,16 @@
 import ArgumentParser
 import StrataBroker
+import StrataKafka
 
 struct Topics: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create, list, describe, alter and delete topics.",
         subcommands: [Create.self, List.self, Describe.self, Alter.self, Delete.self])
+
+    static func client(_ bootstrap: String) throws -> KafkaClient {
+        let (host, port) = try Serve.split(bootstrap)
+        return try KafkaClient(host: host, port: port, clientId: "strata-topics")
+    }
 
     static func parseConfigs(_ pairs: [String]) throws -> [String: String] {
         var out: [String: String] = [:]
@@ -20,8 +26,16 @@ struct Topics: ParsableCommand {
         @Argument(help: "Topic name ([A-Za-z0-9._-], at most 249 characters).") var name: String
         @Option(help: "Number of partitions.") var partitions: Int32 = 1
         @Option(name: .customLong("config"), help: "KEY=VALUE topic config (Kafka names, e.g. retention.ms=86400000).") var configs: [String] = []
+        @Option(help: "Create through a running server at HOST:PORT.") var bootstrap: String?
 
         func run() throws {
+            if let bootstrap {
+                if let problem = try Topics.client(bootstrap).createTopic(name, partitions: partitions, configs: try Topics.parseConfigs(configs)) {
+                    throw CLIError(problem)
+                }
+                print("created topic \(name) with \(partitions) partition(s)")
+                return
+            }
             let broker = try options.openBroker()
             defer { try? broker.close() }
             try broker.createTopic(name, partitions: partitions, configs: try Topics.parseConfigs(configs))
@@ -31,7 +45,12 @@ struct Topics: ParsableCommand {
 
     struct List: ParsableCommand {
         @OptionGroup var options: DataOptions
+        @Option(help: "List through a running server at HOST:PORT.") var bootstrap: String?
         func run() throws {
+            if let bootstrap {
+                for t in try Topics.client(bootstrap).topics().sorted(by: { $0.name < $1.name }) { print(t.name) }
+                return
+            }
             let broker = try options.openReadOnly()
             for name in broker.topicNames() { print(name) }
         }
@@ -40,7 +59,19 @@ struct Topics: ParsableCommand {
     struct Describe: ParsableCommand {
         @OptionGroup var options: DataOptions
         @Argument var name: String
+        @Option(help: "Describe through a running server at HOST:PORT (partitions and offsets).") var bootstrap: String?
         func run() throws {
+            if let bootstrap {
+                let client = try Topics.client(bootstrap)
+                guard let t = try client.topics().first(where: { $0.name == name }) else { throw CLIError("unknown topic '\(name)'") }
+                print("topic \(name): \(t.partitions) partition(s)")
+                for p in 0..<Int32(t.partitions) {
+                    let start = try client.listOffset(topic: name, partition: p, timestamp: -2)
+                    let end = try client.listOffset(topic: name, partition: p, timestamp: -1)
+                    print("  partition \(p): offsets [\(start), \(end)), \(end - start) events")
+                }
+                return
+            }
             let broker = try options.openReadOnly()
             let d = try broker.describeTopic(name)
             print("topic \(d.name): \(d.partitions.count) partition(s)")
@@ -75,7 +106,14 @@ struct Topics: ParsableCommand {
     struct Delete: ParsableCommand {
         @OptionGroup var options: DataOptions
         @Argument var name: String
+        @Option(help: "Delete through a running server at HOST:PORT.") var bootstrap: String?
         func run() throws {
+            if let bootstrap {
+                let error = try Topics.client(bootstrap).deleteTopic(name)
+                guard error == 0 else { throw CLIError(error == 3 ? "unknown topic '\(name)'" : "delete failed: Kafka error \(error)") }
+                print("deleted topic \(name)")
+                return
+            }
             let broker = try options.openBroker()
             defer { try? broker.close() }
             try broker.deleteTopic(name)

@@ -267,6 +267,51 @@ struct MetaLine: Decodable {
         #expect(FileManager.default.fileExists(atPath: data + "/.clean-shutdown"))
     }
 
+    @Test func produceConsumeAndTopicsWorkThroughARunningServer() throws {
+        let dir = TempDir()
+        let data = dir.path + "/data"
+        let events = dir.path + "/events.jsonl"
+        try CLI.generateEvents(20_000, to: events)
+        let serve = Process()
+        serve.executableURL = URL(fileURLWithPath: CLI.executable)
+        serve.arguments = ["serve", "--data", data, "--listen", "127.0.0.1:0"]
+        let err = Pipe()
+        serve.standardError = err
+        try serve.run()
+        defer { if serve.isRunning { serve.interrupt(); serve.waitUntilExit() } }
+        // The listener line carries the port it picked.
+        var port = ""
+        var seen = Data()
+        while port.isEmpty {
+            let chunk = err.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen.append(chunk)
+            let text = String(decoding: seen, as: UTF8.self)
+            if let r = text.range(of: #"Kafka listener on 127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                port = String(text[r].split(separator: ":").last!)
+            }
+        }
+        let bootstrap = "127.0.0.1:" + port
+        #expect(try CLI.run(["topics", "create", "events", "--partitions", "4", "--bootstrap", bootstrap]).status == 0)
+        #expect(try CLI.run(["topics", "list", "--bootstrap", bootstrap]).out == "events\n")
+        let produced = try CLI.run(["produce", "events", "--bootstrap", bootstrap, "--file", events, "--key-field", "user_id"])
+        #expect(produced.status == 0, "\(produced.stderr)")
+        var total = 0
+        for p in 0..<4 {
+            let r = try CLI.run(["consume", "events", "--bootstrap", bootstrap, "--partition", String(p), "--from-beginning"])
+            #expect(r.status == 0, "\(r.stderr)")
+            total += r.out.split(separator: "\n").count
+        }
+        #expect(total == 20_000)
+        // Groups through the server resume too.
+        let first = try CLI.run(["consume", "events", "--bootstrap", bootstrap, "--partition", "0", "--group", "g", "--from-beginning", "--max-messages", "10"])
+        let second = try CLI.run(["consume", "events", "--bootstrap", bootstrap, "--partition", "0", "--group", "g", "--max-messages", "10"])
+        let whole = try CLI.run(["consume", "events", "--bootstrap", bootstrap, "--partition", "0", "--from-beginning", "--max-messages", "20"])
+        #expect(first.out + second.out == whole.out)
+        #expect(try CLI.run(["topics", "delete", "events", "--bootstrap", bootstrap]).status == 0)
+        #expect(try CLI.run(["topics", "list", "--bootstrap", bootstrap]).out.isEmpty)
+    }
+
     @Test func aDamagedDataDirOpensWithTheValidPrefixAndAWarning() throws {
         let dir = TempDir()
         let data = dir.path + "/data"

@@ -84,6 +84,8 @@ public final class Broker: @unchecked Sendable {
         public var defaultTopicConfig = TopicConfig()
         public var autoCreateTopics = true
         public var defaultPartitions: Int32 = 1
+        /// log.retention.check.interval.ms: how often retention runs in the background (0: never).
+        public var retentionCheckIntervalMs: Int64 = 5 * 60 * 1000
         public static let maxPartitions: Int32 = 10_000
         public init() {}
     }
@@ -113,6 +115,19 @@ public final class Broker: @unchecked Sendable {
     private let waiters = FetchWaiters()
     /// Serializes topic creation, deletion and alteration (rare, and they touch several stores).
     private let adminLock = Mutex(())
+    private var retentionWorker: PeriodicWorker?
+
+    /// What the retention worker has done, for `topics describe` and logs.
+    public struct RetentionStatus: Sendable {
+        public var runs = 0
+        public var segmentsDeleted = 0
+        public var bytesDeleted = 0
+        public var errors = 0
+        public var lastError: String?
+        public var lastRunMs: Int64 = 0
+    }
+    private let retentionState = Mutex(RetentionStatus())
+    public var retentionStatus: RetentionStatus { retentionState.withLock { $0 } }
 
     private init(dataDirectory: String, options: Options, readOnly: Bool, logManager: LogManager, metadata: MetadataStore, topics: [String: TopicState]) {
         self.dataDirectory = dataDirectory
@@ -153,6 +168,13 @@ public final class Broker: @unchecked Sendable {
             guard let (t, p) = LogManager.splitPartitionDirectory(name), let r = records[t] else { return true }
             return p >= r.partitions
         }
+        if options.retentionCheckIntervalMs > 0 {
+            let worker = PeriodicWorker(intervalMs: options.retentionCheckIntervalMs) { [weak broker] in
+                _ = broker?.runRetention()
+            }
+            broker.retentionWorker = worker
+            worker.start()
+        }
         return broker
     }
 
@@ -184,8 +206,46 @@ public final class Broker: @unchecked Sendable {
 
     /// Closes every log cleanly (writing the clean-shutdown marker) and wakes parked fetches.
     public func close() throws {
+        retentionWorker?.stop()
+        retentionWorker = nil
         waiters.notifyAll()
         try logManager.close()
+    }
+
+    // MARK: Retention
+
+    /// One retention pass over every topic whose cleanup.policy includes `delete`: whole closed
+    /// segments past `retention.ms` or beyond `retention.bytes` are deleted (oldest first). A
+    /// failure on one partition is counted and reported, and does not stop the others or later runs.
+    @discardableResult
+    public func runRetention(nowMs: Int64 = wallClockMillis()) -> [String: PartitionLog.RetentionResult] {
+        var results: [String: PartitionLog.RetentionResult] = [:]
+        var errors: [String] = []
+        for state in topics.withLock({ Array($0.values) }) where state.config.cleanupPolicy.contains("delete") {
+            for (p, log) in state.logs.enumerated() {
+                do throws(LogError) {
+                    let r = try log.applyRetention(retentionMs: state.config.retentionMs, retentionBytes: state.config.retentionBytes, nowMs: nowMs)
+                    if r.segmentsDeleted > 0 { results["\(state.name)-\(p)"] = r }
+                } catch {
+                    errors.append("\(state.name)-\(p): \(error)")
+                }
+            }
+        }
+        retentionState.withLock { s in
+            s.runs += 1
+            s.lastRunMs = nowMs
+            s.segmentsDeleted += results.values.reduce(0) { $0 + $1.segmentsDeleted }
+            s.bytesDeleted += results.values.reduce(0) { $0 + $1.bytesDeleted }
+            s.errors += errors.count
+            if let e = errors.first { s.lastError = e }
+        }
+        return results
+    }
+
+    /// Kafka's DeleteRecords for one partition: records below `offset` are dropped.
+    public func deleteRecords(topic: String, partition: Int32, before offset: Int64) throws -> Int64 {
+        try requireWritable()
+        return try log(topic: topic, partition: partition).deleteRecords(before: offset)
     }
 
     private func requireWritable() throws(BrokerError) {

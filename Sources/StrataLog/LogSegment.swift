@@ -607,6 +607,18 @@ final class LogSegment: @unchecked Sendable {
 
     // MARK: Deletion
 
+    /// The time retention compares with `retention.ms`: the largest record timestamp, but never
+    /// later than the segment file's last modification. A producer clock in the future therefore
+    /// cannot pin a segment forever (the rule Kafka adopted in KAFKA-20609); a segment whose
+    /// records all claim the future expires `retention.ms` after it was last written.
+    func retentionTimestamp() throws(LogError) -> Int64 {
+        let largest = try largestTimestamp()
+        var st = stat()
+        guard stat(logPath, &st) == 0 else { return largest }
+        let mtimeMs = Int64(st.st_mtim.tv_sec) * 1000 + Int64(st.st_mtim.tv_nsec) / 1_000_000
+        return min(largest, mtimeMs)
+    }
+
     /// Renames the files to `.deleted` (hidden from the next load) and unlinks them when the last
     /// reference — the partition's or a reader's slice — goes away.
     func markDeleted() throws(LogError) {

@@ -322,6 +322,83 @@ public final class PartitionLog: @unchecked Sendable {
         }
     }
 
+    // MARK: Retention
+
+    /// What a retention pass removed.
+    public struct RetentionResult: Sendable, Equatable {
+        public var segmentsDeleted = 0
+        public var bytesDeleted = 0
+        public var logStartOffset: Int64 = 0
+    }
+
+    /// Deletes whole closed segments, oldest first, while they are older than `retentionMs`
+    /// (see `LogSegment.retentionTimestamp`) or the partition is larger than `retentionBytes`
+    /// (-1 disables either). The active segment is never deleted: roll it with `segment.ms` for
+    /// time retention to reach recent data. Readers holding slices of a deleted segment keep
+    /// reading it; its files are renamed to `.deleted` now and unlinked after the last reader.
+    @discardableResult
+    public func applyRetention(retentionMs: Int64, retentionBytes: Int64, nowMs: Int64 = wallClockMillis()) throws(LogError) -> RetentionResult {
+        guard !readOnlyOpen else { throw LogError.readOnly(reason: "\(directory) is opened read-only") }
+        var result = RetentionResult()
+        var doomed: [LogSegment] = []
+        let segments = segmentList.withLock { $0 }
+        var total = segments.reduce(0) { $0 + $1.size }
+        for segment in segments.dropLast() {
+            var expired = false
+            if retentionMs >= 0 { expired = nowMs - (try segment.retentionTimestamp()) > retentionMs }
+            let oversize = retentionBytes >= 0 && Int64(total - segment.size) >= retentionBytes
+            guard expired || oversize else { break }
+            doomed.append(segment)
+            total -= segment.size
+        }
+        guard !doomed.isEmpty else {
+            result.logStartOffset = logStartOffset
+            return result
+        }
+        let newStart = segments[doomed.count].baseOffset
+        try dropSegments(doomed, newLogStartOffset: newStart)
+        result.segmentsDeleted = doomed.count
+        result.bytesDeleted = doomed.reduce(0) { $0 + $1.size }
+        result.logStartOffset = newStart
+        return result
+    }
+
+    /// Kafka's DeleteRecords: offsets below `offset` become unreadable (the log start moves
+    /// there), and segments entirely below it are deleted. `offset` may not pass the high watermark.
+    @discardableResult
+    public func deleteRecords(before offset: Int64) throws(LogError) -> Int64 {
+        guard !readOnlyOpen else { throw LogError.readOnly(reason: "\(directory) is opened read-only") }
+        let end = logEndOffset
+        guard offset >= 0, offset <= end else {
+            throw .offsetOutOfRange(requested: offset, logStartOffset: logStartOffset, logEndOffset: end)
+        }
+        guard offset > logStartOffset else { return logStartOffset }
+        let segments = segmentList.withLock { $0 }
+        var doomed: [LogSegment] = []
+        for (i, segment) in segments.enumerated().dropLast() where segments[i + 1].baseOffset <= offset { doomed.append(segment) }
+        try dropSegments(doomed, newLogStartOffset: offset)
+        return offset
+    }
+
+    /// Removes `doomed` (a prefix of the segment list) and moves the log start. Order matters for
+    /// crash safety: files are renamed to `.deleted` (hidden from the next load) before the
+    /// checkpoint records the new start; a crash in between loses nothing that was meant to stay.
+    private func dropSegments(_ doomed: [LogSegment], newLogStartOffset: Int64) throws(LogError) {
+        try writer.withLock { (state: inout WriterState) throws(LogError) in
+            guard !state.closed else { throw LogError.closed(directory) }
+            if !doomed.isEmpty {
+                segmentList.withLock { list in
+                    precondition(list.count > doomed.count && zip(list, doomed).allSatisfy { $0 === $1 }, "retention removes a prefix")
+                    list.removeFirst(doomed.count)
+                }
+                for segment in doomed { try segment.markDeleted() }
+                try FileIO.syncDirectory(directory)
+            }
+            startOffset.store(max(newLogStartOffset, logStartOffset), ordering: .releasing)
+            try Checkpoint(recoveryPoint: min(recoveryPoint, logEndOffset), logStartOffset: logStartOffset).write(directory: directory)
+        }
+    }
+
     // MARK: Read
 
     static func floorSegmentIndex(_ segments: [LogSegment], offset: Int64) -> Int? {

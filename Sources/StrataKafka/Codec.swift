@@ -187,7 +187,7 @@ enum ApiKey: Int16, CaseIterable {
     case produce = 0, fetch = 1, listOffsets = 2, metadata = 3, offsetCommit = 8, offsetFetch = 9,
          findCoordinator = 10, joinGroup = 11, heartbeat = 12, leaveGroup = 13, syncGroup = 14,
          describeGroups = 15, listGroups = 16, apiVersions = 18, createTopics = 19, deleteTopics = 20,
-         initProducerId = 22, describeConfigs = 32
+         deleteRecords = 21, initProducerId = 22, describeConfigs = 32
 
     var advertised: ClosedRange<Int16> {
         switch self {
@@ -208,6 +208,7 @@ enum ApiKey: Int16, CaseIterable {
         case .createTopics: return 0...4
         case .deleteTopics: return 0...3
         case .initProducerId: return 0...1
+        case .deleteRecords: return 0...1
         case .describeConfigs: return 0...3
         }
     }

@@ -65,6 +65,7 @@ final class KafkaRequestHandler: @unchecked Sendable {
         case .createTopics: return eventLoop.makeSucceededFuture(try createTopics(&body, v))
         case .deleteTopics: return eventLoop.makeSucceededFuture(try deleteTopics(&body, v))
         case .describeConfigs: return eventLoop.makeSucceededFuture(try describeConfigs(&body, v))
+        case .deleteRecords: return eventLoop.makeSucceededFuture(try deleteRecords(&body, v))
         case .listGroups: return eventLoop.makeSucceededFuture(listGroups(v))
         case .describeGroups: return eventLoop.makeSucceededFuture(try describeGroups(&body, v))
         }
@@ -734,6 +735,35 @@ final class KafkaRequestHandler: @unchecked Sendable {
             }
             w.string(name)
             w.int16(error.rawValue)
+        }
+        return w.buffer
+    }
+
+    /// DeleteRecords: moves each partition's log start to the given offset (-1: the high watermark).
+    func deleteRecords(_ r: inout KafkaReader, _ v: Int16) throws -> ByteBuffer {
+        let topics: [(String, [(Int32, Int64)])] = try r.array(minElementBytes: 6) { r in
+            (try r.string(), try r.array(minElementBytes: 12) { r in (try r.int32(), try r.int64()) })
+        }
+        _ = try r.int32()
+        var w = KafkaWriter()
+        w.int32(0)
+        w.array(topics) { w, topic in
+            w.string(topic.0)
+            w.array(topic.1) { w, req in
+                var error = ErrorCode.none
+                var low: Int64 = -1
+                do {
+                    let log = try self.broker.log(topic: topic.0, partition: req.0)
+                    low = try self.broker.deleteRecords(topic: topic.0, partition: req.0, before: req.1 == -1 ? log.logEndOffset : req.1)
+                } catch let e as LogError {
+                    if case .offsetOutOfRange = e { error = .offsetOutOfRange } else { error = .unknownServerError }
+                } catch _ {
+                    error = .unknownTopicOrPartition
+                }
+                w.int32(req.0)
+                w.int64(low)
+                w.int16(error.rawValue)
+            }
         }
         return w.buffer
     }

@@ -4,6 +4,7 @@ import Glibc
 import ArgumentParser
 import StrataLog
 import StrataKafka
+import StrataBroker
 
 /// Runs Strata on a data directory: loads and recovers every partition, keeps the background
 /// flusher running, and closes cleanly (writing the clean-shutdown marker) on SIGINT/SIGTERM.
@@ -19,6 +20,9 @@ struct Serve: ParsableCommand {
 
     @Option(help: "Address clients are told to connect to (Metadata, FindCoordinator); default: --listen.")
     var advertised: String?
+
+    @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: log.retention.check.interval.ms (default 300000).")
+    var configs: [String] = []
 
     static func split(_ address: String) throws -> (String, Int) {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
@@ -36,7 +40,17 @@ struct Serve: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let started = nowSeconds()
-        let broker = try options.openBroker()
+        var brokerOptions = Broker.Options()
+        for (key, value) in try Topics.parseConfigs(configs) {
+            switch key {
+            case "log.retention.check.interval.ms":
+                guard let ms = Int64(value), ms >= 0 else { throw ValidationError("\(key) must be a number of milliseconds >= 0") }
+                brokerOptions.retentionCheckIntervalMs = ms
+            default:
+                throw ValidationError("unknown broker setting '\(key)' (known: log.retention.check.interval.ms)")
+            }
+        }
+        let broker = try options.openBroker(options: brokerOptions)
         let manager = broker.logManager
         let elapsed = Int((nowSeconds() - started) * 1000)
         printError("strata: data directory \(options.data) open in \(elapsed) ms: \(broker.topicNames().count) topic(s), \(manager.partitionNames.count) partition(s)")

@@ -17,9 +17,9 @@ struct DataOptions: ParsableArguments {
     var data: String = ProcessEnvironment.value("STRATA_DATA") ?? "./strata-data"
 
     /// Opens the data directory for writing, with a clear message when another process has it.
-    func openBroker() throws -> Broker {
+    func openBroker(options: Broker.Options = Broker.Options()) throws -> Broker {
         do {
-            let broker = try Broker.open(dataDirectory: data)
+            let broker = try Broker.open(dataDirectory: data, options: options)
             // Recovery findings are worth a line each: a truncated tail means lost, unsynced data.
             for (name, report) in broker.logManager.loadReports.sorted(by: { $0.key < $1.key }) {
                 for warning in report.warnings { printError("strata: warning: \(name): \(warning)") }

@@ -292,6 +292,32 @@ func json(_ i: Int, user: String? = nil) -> [UInt8] {
         try broker.close()
     }
 
+    @Test func retentionRunsPerTopicPolicyAndConsumersBelowTheStartGetOutOfRange() async throws {
+        let dir = TempDir()
+        var options = Broker.Options()
+        options.retentionCheckIntervalMs = 0  // driven by hand here
+        let broker = try Broker.open(dataDirectory: dir.path, options: options)
+        try broker.createTopic("old", partitions: 1, configs: ["retention.ms": "3600000", "segment.bytes": "4096"])
+        try broker.createTopic("kept", partitions: 1, configs: ["retention.ms": "-1", "segment.bytes": "4096"])
+        try broker.createTopic("compacted", partitions: 1, configs: ["retention.ms": "1", "segment.bytes": "4096", "cleanup.policy": "compact"])
+        let now = wallClockMillis()
+        for topic in ["old", "kept", "compacted"] {
+            for i in 0..<60 {
+                try broker.produce(topic: topic, records: [ProducerRecord(value: json(i), timestamp: now - 10 * 3_600_000)], acks: .leader)
+            }
+        }
+        let results = broker.runRetention(nowMs: now)
+        #expect(results.keys.sorted() == ["old-0"], "only delete-policy topics past their retention")
+        let start = try broker.log(topic: "old", partition: 0).logStartOffset
+        #expect(start > 0)
+        #expect(try broker.log(topic: "kept", partition: 0).logStartOffset == 0)
+        #expect(try broker.log(topic: "compacted", partition: 0).logStartOffset == 0)
+        await #expect(throws: LogError.self) { try await broker.fetch(topic: "old", partition: 0, offset: 0) }
+        #expect(broker.retentionStatus.segmentsDeleted == results["old-0"]!.segmentsDeleted)
+        #expect(try broker.deleteRecords(topic: "kept", partition: 0, before: 10) == 10)
+        try broker.close()
+    }
+
     @Test func topicsWhosePartitionsAreMissingOnDiskAreRecreated() throws {
         let dir = TempDir()
         do {

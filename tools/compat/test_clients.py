@@ -312,6 +312,17 @@ def test_admin_create_list_delete(srv):
     names = set(kp.list_topics())
     assert {"adm1", "adm2"} <= names, names
     assert len(a.list_topics(timeout=10).topics["adm2"].partitions) == 3
+    # DeleteRecords moves the log start; consumers from the beginning start there.
+    from kafka import KafkaProducer, TopicPartition as KTP
+    prod = KafkaProducer(bootstrap_servers=srv.bootstrap)
+    for i in range(50):
+        prod.send("adm2", value=b"r%d" % i, partition=0)
+    prod.flush()
+    prod.close()
+    res = kp.delete_records({KTP("adm2", 0): 20})
+    assert list(res.values())[0]["low_watermark"] == 20, res
+    r = kcat(["-b", srv.bootstrap, "-t", "adm2", "-p", "0", "-C", "-e", "-q", "-o", "beginning"])
+    assert r.stdout.splitlines()[0] == "r20", r.stdout[:40]
     a.delete_topics(["adm1"])["adm1"].result(15)
     kp.delete_topics(["adm2"])
     names = set(a.list_topics(timeout=10).topics)

@@ -125,27 +125,37 @@ public final class KafkaClient: @unchecked Sendable {
 
     /// Partition count of `topic` (Metadata v4, auto-creating if the broker allows).
     public func partitionCount(topic: String, autoCreate: Bool = true) throws -> Int {
+        let topics = try metadata(topics: [topic], autoCreate: autoCreate)
+        guard let t = topics.first, t.error == 0 else { throw ClientError("metadata for \(topic): error \(topics.first?.error ?? -1)") }
+        return t.partitions
+    }
+
+    /// Topic names and partition counts (Metadata v4, all topics).
+    public func topics() throws -> [(name: String, partitions: Int)] {
+        try metadata(topics: nil, autoCreate: false).map { ($0.name, $0.partitions) }
+    }
+
+    /// Metadata v4 for `topics` (nil: every topic).
+    private func metadata(topics: [String]?, autoCreate: Bool) throws -> [(error: Int16, name: String, partitions: Int)] {
         var w = KafkaWriter(capacity: 64)
-        w.array([topic]) { $0.string($1) }
+        w.nullableArray(topics) { $0.string($1) }
         w.bool(autoCreate)
         var r = KafkaReader(try request(apiKey: 3, version: 4, body: Self.strip(w)))
         _ = try r.int32()
         _ = try r.array { r in (try r.int32(), try r.string(), try r.int32(), try r.nullableString()) }
         _ = try r.nullableString()
         _ = try r.int32()
-        let topics: [(Int16, Int)] = try r.array { r in
+        return try r.array { r in
             let error = try r.int16()
-            _ = try r.string()
+            let name = try r.string()
             _ = try r.bool()
             let parts = try r.array { r -> Int32 in
                 _ = try r.int16(); let p = try r.int32(); _ = try r.int32()
                 _ = try r.array { try $0.int32() }; _ = try r.array { try $0.int32() }
                 return p
             }
-            return (error, parts.count)
+            return (error, name, parts.count)
         }
-        guard let t = topics.first, t.0 == 0 else { throw ClientError("metadata for \(topic): error \(topics.first?.0 ?? -1)") }
-        return t.1
     }
 
     /// Sends a Produce v7 with one batch for one partition; returns the correlation id.
@@ -209,29 +219,6 @@ public final class KafkaClient: @unchecked Sendable {
         }
         guard let p = parts.first?.first else { throw ClientError("empty fetch response") }
         return p
-    }
-
-    /// Topic names and partition counts (Metadata v4, all topics).
-    public func topics() throws -> [(name: String, partitions: Int)] {
-        var w = KafkaWriter(capacity: 16)
-        w.int32(-1)  // null: every topic
-        w.bool(false)
-        var r = KafkaReader(try request(apiKey: 3, version: 4, body: Self.strip(w)))
-        _ = try r.int32()
-        _ = try r.array { r in (try r.int32(), try r.string(), try r.int32(), try r.nullableString()) }
-        _ = try r.nullableString()
-        _ = try r.int32()
-        return try r.array { r in
-            _ = try r.int16()
-            let name = try r.string()
-            _ = try r.bool()
-            let parts = try r.array { r -> Int32 in
-                _ = try r.int16(); let p = try r.int32(); _ = try r.int32()
-                _ = try r.array { try $0.int32() }; _ = try r.array { try $0.int32() }
-                return p
-            }
-            return (name, parts.count)
-        }
     }
 
     /// ListOffsets v1: -2 earliest, -1 latest, else the first offset with timestamp >= T (or -1).

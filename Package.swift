@@ -21,12 +21,16 @@ let package = Package(
     targets: [
         .target(name: "CCRC32C"),
         .target(name: "CPlatform"),
+        .target(
+            name: "CCompression",
+            linkerSettings: [.linkedLibrary("z"), .linkedLibrary("snappy"), .linkedLibrary("lz4"), .linkedLibrary("zstd")]
+        ),
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         .target(name: "StrataCore"),
         .target(
             name: "StrataLog",
             dependencies: [
-                "CCRC32C", "CPlatform", "StrataCore",
+                "CCRC32C", "CPlatform", "CCompression", "StrataCore",
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),

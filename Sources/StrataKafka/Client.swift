@@ -109,7 +109,7 @@ public final class KafkaClient: @unchecked Sendable {
             readEnd += n
         }
         var out = ByteBuffer()
-        readBuffer.withUnsafeBytes { out.writeBytes(UnsafeRawBufferPointer(rebasing: $0[readStart..<readStart + count])) }
+        readBuffer.withUnsafeBytes { _ = out.writeBytes(UnsafeRawBufferPointer(rebasing: $0[readStart..<readStart + count])) }
         readStart += count
         return out
     }

@@ -147,16 +147,28 @@ public struct RecordBatch {
         guard reader.remaining == 0 else { throw .malformedRecord("\(reader.remaining) bytes after the last record") }
     }
 
-    /// Iterates the records of an uncompressed batch. Compressed batches are stored opaquely;
-    /// their consumers (query, compaction, streams) decompress.
+    /// Iterates the records of the batch, decompressing a compressed one first (gzip, snappy, lz4,
+    /// zstd). The record views live only during the call of `body`.
     public func forEachRecord(_ body: (Record) throws -> Void) throws {
-        guard compression == CompressionCodec.none else {
-            throw RecordBatchError.malformedRecord("records of a compressed batch cannot be read without decompression")
+        guard let codec = compression else {
+            throw RecordBatchError.malformedRecord("unknown compression codec \(attributes & 0x7)")
         }
-        var reader = ByteReader(bytes, position: RecordBatch.headerSize)
-        let base = baseOffset
-        let baseTs = baseTimestamp
-        for i in 0..<Int(recordCount) {
+        if codec == .none {
+            try Self.parseRecords(bytes, from: RecordBatch.headerSize, count: Int(recordCount), baseOffset: baseOffset,
+                                  baseTimestamp: baseTimestamp, body)
+            return
+        }
+        let records = try Compression.decompress(codec, UnsafeRawBufferPointer(rebasing: bytes[RecordBatch.headerSize...]))
+        let (count, base, baseTs) = (Int(recordCount), baseOffset, baseTimestamp)
+        try records.withUnsafeBytes { p in
+            try Self.parseRecords(p, from: 0, count: count, baseOffset: base, baseTimestamp: baseTs, body)
+        }
+    }
+
+    private static func parseRecords(_ bytes: UnsafeRawBufferPointer, from start: Int, count: Int, baseOffset base: Int64,
+                                      baseTimestamp baseTs: Int64, _ body: (Record) throws -> Void) throws {
+        var reader = ByteReader(bytes, position: start)
+        for i in 0..<count {
             let length = try reader.readVarint()
             guard length >= 0, Int(length) <= reader.remaining else {
                 throw RecordBatchError.malformedRecord("record \(i) length \(length) past end of batch")

@@ -195,3 +195,70 @@ import Testing
         [UInt8](repeating: 0, count: 5).withUnsafeBytes { #expect(RecordBatch.declaredSize(at: $0) == nil) }
     }
 }
+
+@Suite struct CompressionTests {
+    /// The same records, as a batch compressed with `codec` (the record section after byte 61).
+    static func compressedBatch(_ records: [ProducerRecord], _ codec: CompressionCodec) -> [UInt8] {
+        let plain = RecordBatchBuilder.build(records)
+        let packed = Compression.compress(codec, Array(plain[RecordBatch.headerSize...]))!
+        var out = Array(plain[..<RecordBatch.headerSize]) + packed
+        out.withUnsafeMutableBytes { p in
+            p.storeBytes(of: Int32(p.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
+            p.storeBytes(of: codec.rawValue.bigEndian, toByteOffset: 21, as: Int16.self)
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: p[21...]))
+            p.storeBytes(of: crc.bigEndian, toByteOffset: 17, as: UInt32.self)
+        }
+        return out
+    }
+
+    static let records: [ProducerRecord] = (0..<200).map { (i: Int) -> ProducerRecord in
+        let key: [UInt8] = Array("k\(i % 7)".utf8)
+        let value: [UInt8] = Array("{\"event_type\":\"click\",\"seq\":\(i)}".utf8)
+        let headers: [ProducerRecord.Header] = i % 3 == 0 ? [ProducerRecord.Header(key: "h", value: [UInt8(i & 0xFF)])] : []
+        return ProducerRecord(key: key, value: value, headers: headers, timestamp: 1_700_000_000_000 + Int64(i))
+    }
+
+    @Test(arguments: [CompressionCodec.gzip, .snappy, .lz4, .zstd])
+    func compressedBatchesReadBackRecordForRecord(_ codec: CompressionCodec) throws {
+        let bytes = Self.compressedBatch(Self.records, codec)
+        try bytes.withUnsafeBytes { p in
+            let batch = RecordBatch(unchecked: p)
+            try batch.validate(strictRecords: true)
+            #expect(batch.compression == codec)
+            var decoded: [ProducerRecord] = []
+            try batch.forEachRecord { r in
+                decoded.append(ProducerRecord(key: r.key.map(Array.init), value: r.value.map(Array.init),
+                                              headers: r.headers.map { .init(key: String(decoding: $0.key, as: UTF8.self), value: $0.value.map(Array.init)) },
+                                              timestamp: r.timestamp))
+            }
+            #expect(decoded == Self.records)
+        }
+    }
+
+    @Test(arguments: [CompressionCodec.gzip, .snappy, .lz4, .zstd])
+    func damagedCompressedDataIsAnErrorNotACrash(_ codec: CompressionCodec) {
+        var bytes = Self.compressedBatch(Self.records, codec)
+        for i in stride(from: 70, to: bytes.count, by: 3) { bytes[i] ^= 0x5A }
+        bytes.withUnsafeBytes { p in
+            #expect(throws: (any Error).self) {
+                var n = 0
+                try RecordBatch(unchecked: p).forEachRecord { _ in n += 1 }
+                if n != Self.records.count { throw RecordBatchError.malformedRecord("short") }
+            }
+        }
+        let truncated = Array(Self.compressedBatch(Self.records, codec).prefix(80))
+        #expect(throws: RecordBatchError.self) {
+            try truncated.withUnsafeBytes { try Compression.decompress(codec, UnsafeRawBufferPointer(rebasing: $0[61...])) }
+        }
+    }
+
+    @Test func compressedBatchesAppendAndReadThroughTheLog() throws {
+        let dir = TempDirectory()
+        let (log, _) = try PartitionLog.open(directory: dir.path, config: .small(flushMode: .os))
+        for codec in [CompressionCodec.gzip, .snappy, .lz4, .zstd] { try log.append(Self.compressedBatch(Self.records, codec)) }
+        let all = try readAll(log)
+        #expect(all.count == 800)
+        #expect(all.map(\.0) == (0..<800).map(Int64.init))
+        try log.close()
+    }
+}

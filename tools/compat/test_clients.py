@@ -139,6 +139,10 @@ def test_kcat_compression(srv):
         assert r.returncode == 0, r.stderr
         r = kcat(["-b", srv.bootstrap, "-t", topic, "-C", "-e", "-q"])
         assert r.stdout.splitlines() == produced, "%s: consumed content differs" % codec
+        # Strata itself reads librdkafka's compressed batches (read-only, next to the server).
+        r = subprocess.run([STRATA, "consume", topic, "--data", srv.data, "--from-beginning"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == produced, "%s: strata consume of librdkafka's batches differs" % codec
 
 
 def test_confluent_kafka(srv):

@@ -35,7 +35,14 @@ public final class DataDirectoryLock: @unchecked Sendable {
         try FileIO.mkdirs(dataDirectory)
         let lockPath = dataDirectory + "/" + LogManager.lockFileName
         let fd = try FileIO.open(lockPath, flags: O_RDWR | O_CREAT)
-        if cplatform_flock_exclusive_nonblocking(fd) != 0 {
+        // A few short retries: a lock just released can stay held for a moment by a child process
+        // forked meanwhile (its copy of the descriptor closes at exec).
+        var acquired = false
+        for attempt in 0..<10 {
+            if cplatform_flock_exclusive_nonblocking(fd) == 0 { acquired = true; break }
+            if attempt < 9 { usleep(20_000) }
+        }
+        if !acquired {
             let holder = (try? FileIO.readAll(path: lockPath)).flatMap { String(decoding: $0, as: UTF8.self) } ?? ""
             Glibc.close(fd)
             throw LogError.locked(path: dataDirectory, reason: "another Strata process holds it (\(holder.isEmpty ? "unknown pid" : "pid " + holder))")

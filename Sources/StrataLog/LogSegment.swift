@@ -75,8 +75,8 @@ struct BatchScan {
                     break
                 }
                 // Offsets must continue exactly: baseOffset is outside the CRC, so this is what
-                // catches a garbled one. (Compaction, when it lands, keeps batch offsets but may
-                // leave gaps; its segments will need the relaxed rule.)
+                // catches a garbled one. (Compaction keeps every batch, emptied if need be, so
+                // compacted segments continue exactly too.)
                 guard batch.baseOffset == scan.nextOffset, batch.lastOffset - segmentBase <= Int64(Int32.max) else {
                     scan.stopReason = "batch at position \(position) has offset \(batch.baseOffset), expected \(scan.nextOffset)"
                     break

@@ -45,12 +45,12 @@ public final class PartitionLog: @unchecked Sendable {
     public let directory: String
     public let config: LogConfig
 
-    private struct WriterState {
+    struct WriterState {
         var active: LogSegment
         var closed = false
     }
-    private let writer: Mutex<WriterState>
-    private let segmentList: Mutex<[LogSegment]>
+    let writer: Mutex<WriterState>
+    let segmentList: Mutex<[LogSegment]>
     private let endOffset: Atomic<Int64>
     private let startOffset: Atomic<Int64>
     private let flushedOffset: Atomic<Int64>

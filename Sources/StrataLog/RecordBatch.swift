@@ -99,8 +99,8 @@ public struct RecordBatch {
         guard computed == crc else { throw .crcMismatch(stored: crc, computed: computed) }
         let count = recordCount
         let delta = lastOffsetDelta
-        // A compacted batch keeps its lastOffsetDelta but may hold fewer records.
-        guard count >= 1, delta >= 0, Int64(count) <= Int64(delta) + 1 else {
+        // A compacted batch keeps its lastOffsetDelta but may hold fewer records, down to none.
+        guard count >= 0, delta >= 0, Int64(count) <= Int64(delta) + 1 else {
             throw .badRecordCount(count: count, lastOffsetDelta: delta)
         }
         if strictRecords {

@@ -1,0 +1,237 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import StrataCore
+
+/// What one compaction pass did (`strata compact --report`).
+public struct CompactionReport: Sendable, Equatable {
+    public var segmentsIn = 0
+    public var segmentsOut = 0
+    public var bytesBefore = 0
+    public var bytesAfter = 0
+    public var recordsBefore = 0
+    public var recordsAfter = 0
+    public var distinctKeys = 0
+    public var tombstonesDropped = 0
+    public var bytesScanned = 0
+    public var seconds = 0.0
+    public var dryRun = false
+
+    public init() {}
+
+    /// Bytes written per byte of input (1.0 when nothing is dropped).
+    public var writeAmplification: Double { bytesBefore > 0 ? Double(bytesAfter) / Double(bytesBefore) : 0 }
+}
+
+/// Test hook: stop a compaction after a given step, as a crash would.
+enum CompactionCrashPoint: Sendable { case none, afterCleaned, afterSwap, afterFirstDelete }
+
+extension PartitionLog {
+    /// Kafka's key-latest compaction of the closed, fully flushed segments: every keyed record is
+    /// kept only if it is the latest of its key among them; tombstones (null values) older than
+    /// `deleteRetentionMs` are dropped; records without a key are kept. Offsets never change and
+    /// order is preserved: a rewritten batch keeps its base offset and lastOffsetDelta. Groups of
+    /// consecutive segments (up to segment.bytes together) are rewritten into one, through the
+    /// `.cleaned` → `.swap` → live protocol that the loader completes after a crash. A batch left
+    /// with no records stays as an empty batch, so offsets continue exactly across batches.
+    ///
+    /// The key map holds at most `maxKeys` keys; segments beyond that wait for the next pass.
+    public func compact(deleteRetentionMs: Int64 = 86_400_000, nowMs: Int64 = wallClockMillis(), maxKeys: Int = 5_000_000,
+                        dryRun: Bool = false) throws -> CompactionReport {
+        try compact(deleteRetentionMs: deleteRetentionMs, nowMs: nowMs, maxKeys: maxKeys, dryRun: dryRun, crashPoint: .none)
+    }
+
+    func compact(deleteRetentionMs: Int64, nowMs: Int64, maxKeys: Int, dryRun: Bool, crashPoint: CompactionCrashPoint) throws -> CompactionReport {
+        guard !readOnlyOpen else { throw LogError.readOnly(reason: "\(directory) is opened read-only") }
+        let started = DispatchFreeClock.now()
+        var report = CompactionReport()
+        report.dryRun = dryRun
+        let all = segmentList.withLock { $0 }
+        // Closed segments entirely below the recovery point: on disk for sure, never re-validated.
+        var candidates: [LogSegment] = []
+        for (i, segment) in all.enumerated().dropLast() where all[i + 1].baseOffset <= recoveryPoint { candidates.append(segment) }
+
+        // Pass 1: key → latest offset.
+        var latest: [[UInt8]: Int64] = [:]
+        var mapped: [LogSegment] = []
+        for segment in candidates {
+            let s = try segment.storage()
+            let bytes = s.mapping.bytes(0..<segment.size)
+            var keys: [([UInt8], Int64)] = []
+            try Self.forEachBatch(bytes) { batch in
+                try batch.forEachRecord { r in if let k = r.key { keys.append((Array(k), r.offset)) } }
+            }
+            if latest.count + keys.count > maxKeys && !mapped.isEmpty { break }
+            for (k, o) in keys { latest[k] = o }
+            mapped.append(segment)
+            report.bytesScanned += bytes.count
+        }
+        report.distinctKeys = latest.count
+
+        // Pass 2: rewrite groups.
+        let horizon = nowMs - deleteRetentionMs
+        var group: [LogSegment] = []
+        var groupBytes = 0
+        func flushGroup() throws {
+            guard !group.isEmpty else { return }
+            try rewrite(group, latest: latest, tombstoneHorizonMs: horizon, report: &report, dryRun: dryRun, crashPoint: crashPoint)
+            group = []
+            groupBytes = 0
+        }
+        for segment in mapped {
+            if !group.isEmpty && groupBytes + segment.size > config.segmentBytes { try flushGroup() }
+            group.append(segment)
+            groupBytes += segment.size
+        }
+        try flushGroup()
+        report.seconds = Double(DispatchFreeClock.now() - started) / 1e9
+        return report
+    }
+
+    static func forEachBatch(_ bytes: UnsafeRawBufferPointer, _ body: (RecordBatch) throws -> Void) throws {
+        var at = 0
+        while at < bytes.count {
+            guard let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: bytes[at...])), at + size <= bytes.count else {
+                throw LogError.corrupt(path: "segment", reason: "invalid batch at \(at)")
+            }
+            try body(RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[at..<at + size])))
+            at += size
+        }
+    }
+
+    private func rewrite(_ group: [LogSegment], latest: [[UInt8]: Int64], tombstoneHorizonMs: Int64,
+                         report: inout CompactionReport, dryRun: Bool, crashPoint: CompactionCrashPoint) throws {
+        var out: [UInt8] = []
+        for segment in group {
+            let s = try segment.storage()
+            let bytes = s.mapping.bytes(0..<segment.size)
+            report.bytesBefore += bytes.count
+            try Self.forEachBatch(bytes) { batch in
+                // Copies: a compressed batch's record views point into a buffer that lives only
+                // during forEachRecord.
+                var kept: [RetainedRecord] = []
+                var total = 0
+                try batch.forEachRecord { r in
+                    total += 1
+                    if let k = r.key {
+                        guard latest[Array(k)] == r.offset else { return }
+                        if r.value == nil && r.timestamp < tombstoneHorizonMs {
+                            report.tombstonesDropped += 1
+                            return
+                        }
+                    }
+                    kept.append(RetainedRecord(r))
+                }
+                report.recordsBefore += total
+                report.recordsAfter += kept.count
+                // A batch whose records all went is kept as an empty header (61 bytes, as Kafka
+                // keeps empty batches): offsets then continue exactly from batch to batch, which
+                // recovery checks to catch a garbled baseOffset.
+                if kept.count == total && batch.compression == CompressionCodec.none {
+                    out.append(contentsOf: batch.bytes)  // untouched: copied verbatim
+                } else {
+                    out.append(contentsOf: RecordBatchBuilder.rebuild(batch, keeping: kept))
+                }
+            }
+        }
+        report.segmentsIn += group.count
+        report.segmentsOut += 1
+        report.bytesAfter += out.count
+        guard !dryRun else { return }
+
+        let base = group[0].baseOffset
+        let cleaned = SegmentName.logPath(directory, base) + SegmentName.cleanedSuffix
+        let swap = SegmentName.logPath(directory, base) + SegmentName.swapSuffix
+        let fd = try FileIO.open(cleaned, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        do {
+            try FileIO.writeAll(fd: fd, array: out, at: 0, path: cleaned)
+            try FileIO.datasync(fd: fd, path: cleaned)
+        } catch {
+            Glibc.close(fd)
+            try? FileIO.unlink(cleaned)
+            throw error
+        }
+        Glibc.close(fd)
+        if crashPoint == .afterCleaned { return }
+        try FileIO.rename(cleaned, swap)
+        try FileIO.syncDirectory(directory)
+        if crashPoint == .afterSwap { return }
+        try writer.withLock { (state: inout WriterState) throws(LogError) in
+            guard !state.closed else { throw LogError.closed(directory) }
+            let current = segmentList.withLock { $0 }
+            guard let first = current.firstIndex(where: { $0 === group[0] }), first + group.count <= current.count,
+                  zip(current[first..<first + group.count], group).allSatisfy({ $0 === $1 }) else {
+                try? FileIO.unlink(swap)  // retention or another pass changed these segments meanwhile
+                return
+            }
+            for (i, segment) in group.enumerated() {
+                try segment.markDeleted()
+                if i == 0 && crashPoint == .afterFirstDelete { throw LogError.corrupt(path: swap, reason: "simulated crash") }
+            }
+            try FileIO.rename(swap, SegmentName.logPath(directory, base))
+            try FileIO.syncDirectory(directory)
+            // The group never includes the active segment, so a segment follows it.
+            let next = current[first + group.count].baseOffset
+            let replacement = LogSegment.lazy(directory: directory, baseOffset: base, config: config, nextOffset: next)
+            segmentList.withLock { list in list.replaceSubrange(first..<first + group.count, with: [replacement]) }
+        }
+    }
+}
+
+/// A record copied out of its batch.
+struct RetainedRecord {
+    let offset: Int64
+    let timestamp: Int64
+    let key: [UInt8]?
+    let value: [UInt8]?
+    let headers: [(key: [UInt8], value: [UInt8]?)]
+
+    init(_ r: RecordBatch.Record) {
+        offset = r.offset
+        timestamp = r.timestamp
+        key = r.key.map(Array.init)
+        value = r.value.map(Array.init)
+        headers = r.headers.map { (Array($0.key), $0.value.map(Array.init)) }
+    }
+}
+
+extension RecordBatchBuilder {
+    /// The records of `batch` that survived compaction, as an uncompressed batch with the same
+    /// base offset, lastOffsetDelta, base timestamp and producer fields: offsets do not move.
+    static func rebuild(_ batch: RecordBatch, keeping records: [RetainedRecord]) -> [UInt8] {
+        let base = batch.baseOffset
+        let baseTs = batch.baseTimestamp
+        var body: [UInt8] = []
+        var scratch: [UInt8] = []
+        var maxTs = Int64.min
+        for r in records {
+            maxTs = max(maxTs, r.timestamp)
+            scratch.removeAll(keepingCapacity: true)
+            scratch.append(0)
+            Varint.append(r.timestamp &- baseTs, to: &scratch)
+            Varint.append(r.offset - base, to: &scratch)
+            if let k = r.key { Varint.append(Int64(k.count), to: &scratch); scratch.append(contentsOf: k) } else { Varint.append(-1, to: &scratch) }
+            if let v = r.value { Varint.append(Int64(v.count), to: &scratch); scratch.append(contentsOf: v) } else { Varint.append(-1, to: &scratch) }
+            Varint.append(Int64(r.headers.count), to: &scratch)
+            for h in r.headers {
+                Varint.append(Int64(h.key.count), to: &scratch)
+                scratch.append(contentsOf: h.key)
+                if let hv = h.value { Varint.append(Int64(hv.count), to: &scratch); scratch.append(contentsOf: hv) } else { Varint.append(-1, to: &scratch) }
+            }
+            Varint.append(Int64(scratch.count), to: &body)
+            body.append(contentsOf: scratch)
+        }
+        // An empty `records` gives an empty batch: the header alone, recordCount 0.
+        var out = Array(batch.bytes[0..<RecordBatch.headerSize]) + body
+        out.withUnsafeMutableBytes { p in
+            p.storeBytes(of: Int32(p.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
+            let attributes = batch.attributes & ~Int16(0x7)  // rewritten uncompressed
+            p.storeBytes(of: attributes.bigEndian, toByteOffset: 21, as: Int16.self)
+            p.storeBytes(of: max(maxTs, batch.baseTimestamp).bigEndian, toByteOffset: 35, as: Int64.self)
+            p.storeBytes(of: Int32(records.count).bigEndian, toByteOffset: 57, as: Int32.self)
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: p[RecordBatch.attributesOffset...]))
+            p.storeBytes(of: crc.bigEndian, toByteOffset: RecordBatch.crcOffset, as: UInt32.self)
+        }
+        return out
+    }
+}

@@ -86,6 +86,8 @@ public final class Broker: @unchecked Sendable {
         public var defaultPartitions: Int32 = 1
         /// log.retention.check.interval.ms: how often retention runs in the background (0: never).
         public var retentionCheckIntervalMs: Int64 = 5 * 60 * 1000
+        /// log.cleaner.backoff.ms: how often the cleaner looks for a partition to compact (0: never).
+        public var cleanerBackoffMs: Int64 = 15_000
         public static let maxPartitions: Int32 = 10_000
         public init() {}
     }
@@ -116,6 +118,19 @@ public final class Broker: @unchecked Sendable {
     /// Serializes topic creation, deletion and alteration (rare, and they touch several stores).
     private let adminLock = Mutex(())
     private var retentionWorker: PeriodicWorker?
+    private var cleanerWorker: PeriodicWorker?
+    /// Per partition: the log end offset when it was last compacted (bytes appended since are dirty).
+    private let cleanedUpTo = Mutex<[String: Int64]>([:])
+
+    /// What the cleaner has done.
+    public struct CleanerStatus: Sendable {
+        public var passes = 0
+        public var bytesReclaimed = 0
+        public var errors = 0
+        public var lastError: String?
+    }
+    private let cleanerState = Mutex(CleanerStatus())
+    public var cleanerStatus: CleanerStatus { cleanerState.withLock { $0 } }
 
     /// What the retention worker has done, for `topics describe` and logs.
     public struct RetentionStatus: Sendable {
@@ -175,6 +190,13 @@ public final class Broker: @unchecked Sendable {
             broker.retentionWorker = worker
             worker.start()
         }
+        if options.cleanerBackoffMs > 0 {
+            let cleaner = PeriodicWorker(intervalMs: options.cleanerBackoffMs) { [weak broker] in
+                _ = broker?.runCleaner()
+            }
+            broker.cleanerWorker = cleaner
+            cleaner.start()
+        }
         return broker
     }
 
@@ -208,6 +230,8 @@ public final class Broker: @unchecked Sendable {
     public func close() throws {
         retentionWorker?.stop()
         retentionWorker = nil
+        cleanerWorker?.stop()
+        cleanerWorker = nil
         waiters.notifyAll()
         try logManager.close()
     }
@@ -240,6 +264,52 @@ public final class Broker: @unchecked Sendable {
             if let e = errors.first { s.lastError = e }
         }
         return results
+    }
+
+    /// One cleaner pass: compacts the filthiest partition of a `compact` topic whose dirty ratio
+    /// (closed bytes appended since its last compaction / all closed bytes) is at least the topic's
+    /// min.cleanable.dirty.ratio. One partition per pass (bounded concurrency: one cleaner); a
+    /// failure is counted and the partition is tried again on a later pass.
+    @discardableResult
+    public func runCleaner(nowMs: Int64 = wallClockMillis()) -> (partition: String, report: CompactionReport)? {
+        var best: (name: String, log: PartitionLog, config: TopicConfig, ratio: Double)?
+        for state in topics.withLock({ Array($0.values) }) where state.config.cleanupPolicy.contains("compact") {
+            for (p, log) in state.logs.enumerated() {
+                let name = "\(state.name)-\(p)"
+                let ratio = dirtyRatio(name: name, log: log)
+                if ratio >= state.config.minCleanableDirtyRatio && ratio > 0 && ratio > (best?.ratio ?? -1) {
+                    best = (name, log, state.config, ratio)
+                }
+            }
+        }
+        guard let best else { return nil }
+        let end = best.log.logEndOffset
+        do {
+            try best.log.flush()
+            let report = try best.log.compact(deleteRetentionMs: best.config.deleteRetentionMs, nowMs: nowMs)
+            cleanedUpTo.withLock { $0[best.name] = end }
+            cleanerState.withLock { s in
+                s.passes += 1
+                s.bytesReclaimed += report.bytesBefore - report.bytesAfter
+            }
+            return (best.name, report)
+        } catch {
+            cleanerState.withLock { s in
+                s.errors += 1
+                s.lastError = "\(best.name): \(error)"
+            }
+            return nil
+        }
+    }
+
+    private func dirtyRatio(name: String, log: PartitionLog) -> Double {
+        guard let infos = try? log.segmentInfos(), infos.count > 1 else { return 0 }
+        let closed = infos.dropLast()
+        let total = closed.reduce(0) { $0 + $1.sizeInBytes }
+        guard total > 0 else { return 0 }
+        let cleaned = cleanedUpTo.withLock { $0[name] } ?? 0
+        let dirty = closed.filter { $0.nextOffset > cleaned }.reduce(0) { $0 + $1.sizeInBytes }
+        return Double(dirty) / Double(total)
     }
 
     /// Kafka's DeleteRecords for one partition: records below `offset` are dropped.

@@ -12,6 +12,10 @@ public struct TopicConfig: Sendable, Equatable {
     public var cleanupPolicy = "delete"
     /// value.format: `json` makes produce reject values that are not valid JSON.
     public var valueFormat = "raw"
+    /// delete.retention.ms: how long compaction keeps tombstones.
+    public var deleteRetentionMs: Int64 = 86_400_000
+    /// min.cleanable.dirty.ratio: compaction runs when this share of the closed bytes is uncompacted.
+    public var minCleanableDirtyRatio: Double = 0.5
 
     public var requiresJSON: Bool { valueFormat == "json" }
 
@@ -27,6 +31,8 @@ public struct TopicConfig: Sendable, Equatable {
         "index.interval.bytes": "bytes between sparse index entries",
         "segment.index.bytes": "preallocated index size; a full index rolls the segment",
         "value.format": "raw | json",
+        "delete.retention.ms": "how long compaction keeps tombstones, ms",
+        "min.cleanable.dirty.ratio": "share of uncompacted closed bytes that triggers compaction (0...1)",
     ]
 
     public init() {}
@@ -65,6 +71,10 @@ public struct TopicConfig: Sendable, Equatable {
                     throw Problem(key: key, reason: "'\(value)' is not delete, compact or delete,compact")
                 }
                 c.cleanupPolicy = parts.sorted().joined(separator: ",")
+            case "delete.retention.ms": c.deleteRetentionMs = try int(0...Int64.max)
+            case "min.cleanable.dirty.ratio":
+                guard let r = Double(value), r >= 0, r <= 1 else { throw Problem(key: key, reason: "'\(value)' is not a number in 0...1") }
+                c.minCleanableDirtyRatio = r
             case "value.format":
                 guard value == "json" || value == "raw" else { throw Problem(key: key, reason: "'\(value)' is not raw or json") }
                 c.valueFormat = value
@@ -91,6 +101,7 @@ public struct TopicConfig: Sendable, Equatable {
             "flush.mode": log.flushMode.rawValue, "flush.ms": String(log.flushMs),
             "index.interval.bytes": String(log.indexIntervalBytes), "segment.index.bytes": String(log.segmentIndexBytes),
             "value.format": valueFormat,
+            "delete.retention.ms": String(deleteRetentionMs), "min.cleanable.dirty.ratio": String(minCleanableDirtyRatio),
         ]
     }
 }

@@ -21,7 +21,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Address clients are told to connect to (Metadata, FindCoordinator); default: --listen.")
     var advertised: String?
 
-    @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: log.retention.check.interval.ms (default 300000).")
+    @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: log.retention.check.interval.ms (default 300000), log.cleaner.backoff.ms (default 15000).")
     var configs: [String] = []
 
     static func split(_ address: String) throws -> (String, Int) {
@@ -43,11 +43,11 @@ struct Serve: ParsableCommand {
         var brokerOptions = Broker.Options()
         for (key, value) in try Topics.parseConfigs(configs) {
             switch key {
-            case "log.retention.check.interval.ms":
+            case "log.retention.check.interval.ms", "log.cleaner.backoff.ms":
                 guard let ms = Int64(value), ms >= 0 else { throw ValidationError("\(key) must be a number of milliseconds >= 0") }
-                brokerOptions.retentionCheckIntervalMs = ms
+                if key == "log.cleaner.backoff.ms" { brokerOptions.cleanerBackoffMs = ms } else { brokerOptions.retentionCheckIntervalMs = ms }
             default:
-                throw ValidationError("unknown broker setting '\(key)' (known: log.retention.check.interval.ms)")
+                throw ValidationError("unknown broker setting '\(key)' (known: log.retention.check.interval.ms, log.cleaner.backoff.ms)")
             }
         }
         let broker = try options.openBroker(options: brokerOptions)

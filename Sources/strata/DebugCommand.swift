@@ -11,7 +11,7 @@ import StrataCore
 struct DebugCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "debug", abstract: "Test and benchmark helpers.", shouldDisplay: false,
-        subcommands: [AppendAcks.self, BenchAppend.self, BenchCommits.self])
+        subcommands: [AppendAcks.self, BenchAppend.self, BenchCommits.self, BenchCompact.self])
 
     /// Appends from several threads and prints "ack <base> <last> <thread> <seq>" to stdout after
     /// each append returns. A crash test kills this process with SIGKILL and checks that every
@@ -113,6 +113,59 @@ extension DebugCommand {
             group.join()
             let seconds = nowSeconds() - started
             print("\(perThread * threads) durable offset commits from \(threads) thread(s) in \((seconds * 1000).rounded() / 1000) s: \(formatRate(Double(perThread * threads), seconds: seconds)) commits/s, \(store.offsetTransactionCount) LMDB transactions")
+            _ = system("rm -rf '\(dir)'")
+        }
+    }
+}
+
+extension DebugCommand {
+    /// Compaction figures: cleaner throughput, and append throughput with and without a cleaner
+    /// running on the same partition.
+    struct BenchCompact: ParsableCommand {
+        @Option var dir: String = "/tmp/strata-bench-compact"
+        @Option var records: Int = 1_000_000
+        @Option var keys: Int = 100_000
+
+        func run() throws {
+            _ = system("rm -rf '\(dir)'")
+            var config = LogConfig()
+            config.flushMode = .os
+            config.segmentBytes = 4 << 20
+            let (log, _) = try PartitionLog.open(directory: dir, config: config)
+            var i = 0
+            while i < records {
+                let batch = RecordBatchBuilder.build((0..<1000).map { j in
+                    ProducerRecord(key: Array("u-\((i + j * 7919) % keys)".utf8), value: Array("{\"event_type\":\"page_view\",\"seq\":\(i + j),\"pad\":\"\(String(repeating: "x", count: 120))\"}".utf8), timestamp: wallClockMillis())
+                })
+                try log.append(batch)
+                i += 1000
+            }
+            try log.roll()
+            try log.flush()
+            let payload = RecordBatchBuilder.build((0..<1000).map { j in
+                ProducerRecord(key: Array("u-\(j)".utf8), value: Array(String(repeating: "y", count: 180).utf8), timestamp: wallClockMillis())
+            })
+            func appendRate(_ n: Int) throws -> Double {
+                let t0 = nowSeconds()
+                try payload.withUnsafeBytes { p in for _ in 0..<n { _ = try log.appendWithoutFlush(p) } }
+                return Double(n * 1000) / (nowSeconds() - t0)
+            }
+            let alone = try appendRate(150)
+            let cleanerDone = Mutex<CompactionReport?>(nil)
+            let group = ThreadGroup()
+            group.spawn {
+                let r = try? log.compact(deleteRetentionMs: 86_400_000)
+                cleanerDone.withLock { $0 = r }
+            }
+            var during: [Double] = []
+            while cleanerDone.withLock({ $0 }) == nil { during.append(try appendRate(30)) }
+            group.join()
+            let report = cleanerDone.withLock { $0 }!
+            let mbps = Double(report.bytesScanned) / report.seconds / 1e6
+            print("cleaner: \(report.bytesBefore / 1_000_000) MB, \(report.recordsBefore) records, \(report.distinctKeys) keys -> \(report.bytesAfter / 1_000_000) MB in \((report.seconds * 100).rounded() / 100) s: \(Int(mbps)) MB/s scanned (map + rewrite, one thread)")
+            let avg = during.isEmpty ? 0 : during.reduce(0, +) / Double(during.count)
+            print("appends alone \(formatRate(alone, seconds: 1)) events/s; while the cleaner runs \(formatRate(avg, seconds: 1)) events/s = \(Int(avg / alone * 100))% (\(during.count) samples)")
+            try log.close()
             _ = system("rm -rf '\(dir)'")
         }
     }

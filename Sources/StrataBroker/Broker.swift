@@ -88,6 +88,8 @@ public final class Broker: @unchecked Sendable {
         public var retentionCheckIntervalMs: Int64 = 5 * 60 * 1000
         /// log.cleaner.backoff.ms: how often the cleaner looks for a partition to compact (0: never).
         public var cleanerBackoffMs: Int64 = 15_000
+        /// log.cleaner.io.max.bytes.per.second: the cleaner's read budget (0: unlimited).
+        public var cleanerMaxBytesPerSecond = 0
         public static let maxPartitions: Int32 = 10_000
         public init() {}
     }
@@ -286,7 +288,8 @@ public final class Broker: @unchecked Sendable {
         let end = best.log.logEndOffset
         do {
             try best.log.flush()
-            let report = try best.log.compact(deleteRetentionMs: best.config.deleteRetentionMs, nowMs: nowMs)
+            let report = try best.log.compact(strategy: best.config.compactionStrategy, deleteRetentionMs: best.config.deleteRetentionMs,
+                                              nowMs: nowMs, maxBytesPerSecond: options.cleanerMaxBytesPerSecond)
             cleanedUpTo.withLock { $0[best.name] = end }
             cleanerState.withLock { s in
                 s.passes += 1

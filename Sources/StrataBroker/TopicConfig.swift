@@ -16,6 +16,8 @@ public struct TopicConfig: Sendable, Equatable {
     public var deleteRetentionMs: Int64 = 86_400_000
     /// min.cleanable.dirty.ratio: compaction runs when this share of the closed bytes is uncompacted.
     public var minCleanableDirtyRatio: Double = 0.5
+    /// compaction.strategy (+ compaction.window.ms for the windowed one).
+    public var compactionStrategy: CompactionStrategy = .keyLatest
 
     public var requiresJSON: Bool { valueFormat == "json" }
 
@@ -33,6 +35,8 @@ public struct TopicConfig: Sendable, Equatable {
         "value.format": "raw | json",
         "delete.retention.ms": "how long compaction keeps tombstones, ms",
         "min.cleanable.dirty.ratio": "share of uncompacted closed bytes that triggers compaction (0...1)",
+        "compaction.strategy": "key-latest | key-latest-windowed | size-tiered",
+        "compaction.window.ms": "window of key-latest-windowed, ms (default 3600000)",
     ]
 
     public init() {}
@@ -75,6 +79,18 @@ public struct TopicConfig: Sendable, Equatable {
             case "min.cleanable.dirty.ratio":
                 guard let r = Double(value), r >= 0, r <= 1 else { throw Problem(key: key, reason: "'\(value)' is not a number in 0...1") }
                 c.minCleanableDirtyRatio = r
+            case "compaction.strategy":
+                switch value {
+                case "key-latest": c.compactionStrategy = .keyLatest
+                case "size-tiered": c.compactionStrategy = .sizeTiered
+                case "key-latest-windowed":
+                    let window = configs["compaction.window.ms"].flatMap(Int64.init) ?? 3_600_000
+                    c.compactionStrategy = .keyLatestWindowed(windowMs: window)
+                default: throw Problem(key: key, reason: "'\(value)' is not key-latest, key-latest-windowed or size-tiered")
+                }
+            case "compaction.window.ms":
+                let w = try int(1...Int64.max)
+                if case .keyLatestWindowed = c.compactionStrategy { c.compactionStrategy = .keyLatestWindowed(windowMs: w) }
             case "value.format":
                 guard value == "json" || value == "raw" else { throw Problem(key: key, reason: "'\(value)' is not raw or json") }
                 c.valueFormat = value
@@ -102,6 +118,7 @@ public struct TopicConfig: Sendable, Equatable {
             "index.interval.bytes": String(log.indexIntervalBytes), "segment.index.bytes": String(log.segmentIndexBytes),
             "value.format": valueFormat,
             "delete.retention.ms": String(deleteRetentionMs), "min.cleanable.dirty.ratio": String(minCleanableDirtyRatio),
+            "compaction.strategy": compactionStrategy.name,
         ]
     }
 }

@@ -23,6 +23,37 @@ public struct CompactionReport: Sendable, Equatable {
     public var writeAmplification: Double { bytesBefore > 0 ? Double(bytesAfter) / Double(bytesBefore) : 0 }
 }
 
+/// How a compaction pass decides what survives and which segments it merges.
+public enum CompactionStrategy: Sendable, Equatable {
+    /// Kafka's semantics: the latest record of each key.
+    case keyLatest
+    /// The latest record of each key per time window (e.g. hourly snapshots): a record survives if
+    /// no later record of its key falls in the same `windowMs` bucket of record time.
+    case keyLatestWindowed(windowMs: Int64)
+    /// Key-latest records, but segments are merged only with neighbours of similar size (within a
+    /// factor of 2), so a pass rewrites small cleaned segments together and leaves large ones alone.
+    case sizeTiered
+
+    public var name: String {
+        switch self {
+        case .keyLatest: return "key-latest"
+        case .keyLatestWindowed(let w): return "key-latest-windowed(\(w) ms)"
+        case .sizeTiered: return "size-tiered"
+        }
+    }
+
+    /// The map key of a record: its key, plus its time bucket for the windowed strategy.
+    func mapKey(_ key: UnsafeRawBufferPointer, timestamp: Int64) -> [UInt8] {
+        var k = Array(key)
+        if case .keyLatestWindowed(let w) = self {
+            let bucket = w > 0 ? (timestamp >= 0 ? timestamp / w : (timestamp - w + 1) / w) : 0
+            withUnsafeBytes(of: bucket.bigEndian) { k.append(contentsOf: $0) }
+            k.append(0xFF)  // keeps "key+bucket" from colliding with a longer key
+        }
+        return k
+    }
+}
+
 /// Test hook: stop a compaction after a given step, as a crash would.
 enum CompactionCrashPoint: Sendable { case none, afterCleaned, afterSwap, afterFirstDelete }
 
@@ -36,16 +67,27 @@ extension PartitionLog {
     /// with no records stays as an empty batch, so offsets continue exactly across batches.
     ///
     /// The key map holds at most `maxKeys` keys; segments beyond that wait for the next pass.
-    public func compact(deleteRetentionMs: Int64 = 86_400_000, nowMs: Int64 = wallClockMillis(), maxKeys: Int = 5_000_000,
-                        dryRun: Bool = false) throws -> CompactionReport {
-        try compact(deleteRetentionMs: deleteRetentionMs, nowMs: nowMs, maxKeys: maxKeys, dryRun: dryRun, crashPoint: .none)
+    ///
+    /// `maxBytesPerSecond` (log.cleaner.io.max.bytes.per.second) throttles the bytes read, so a
+    /// pass does not starve producers and consumers of disk bandwidth (0: unlimited).
+    public func compact(strategy: CompactionStrategy = .keyLatest, deleteRetentionMs: Int64 = 86_400_000, nowMs: Int64 = wallClockMillis(),
+                        maxKeys: Int = 5_000_000, maxBytesPerSecond: Int = 0, dryRun: Bool = false) throws -> CompactionReport {
+        try compact(strategy: strategy, deleteRetentionMs: deleteRetentionMs, nowMs: nowMs, maxKeys: maxKeys,
+                    maxBytesPerSecond: maxBytesPerSecond, dryRun: dryRun, crashPoint: .none)
     }
 
     func compact(deleteRetentionMs: Int64, nowMs: Int64, maxKeys: Int, dryRun: Bool, crashPoint: CompactionCrashPoint) throws -> CompactionReport {
+        try compact(strategy: .keyLatest, deleteRetentionMs: deleteRetentionMs, nowMs: nowMs, maxKeys: maxKeys,
+                    maxBytesPerSecond: 0, dryRun: dryRun, crashPoint: crashPoint)
+    }
+
+    func compact(strategy: CompactionStrategy, deleteRetentionMs: Int64, nowMs: Int64, maxKeys: Int, maxBytesPerSecond: Int,
+                 dryRun: Bool, crashPoint: CompactionCrashPoint) throws -> CompactionReport {
         guard !readOnlyOpen else { throw LogError.readOnly(reason: "\(directory) is opened read-only") }
         let started = DispatchFreeClock.now()
         var report = CompactionReport()
         report.dryRun = dryRun
+        let throttle = Throttle(bytesPerSecond: maxBytesPerSecond)
         let all = segmentList.withLock { $0 }
         // Closed segments entirely below the recovery point: on disk for sure, never re-validated.
         var candidates: [LogSegment] = []
@@ -59,8 +101,9 @@ extension PartitionLog {
             let bytes = s.mapping.bytes(0..<segment.size)
             var keys: [([UInt8], Int64)] = []
             try Self.forEachBatch(bytes) { batch in
-                try batch.forEachRecord { r in if let k = r.key { keys.append((Array(k), r.offset)) } }
+                try batch.forEachRecord { r in if let k = r.key { keys.append((strategy.mapKey(k, timestamp: r.timestamp), r.offset)) } }
             }
+            throttle.account(bytes.count)
             if latest.count + keys.count > maxKeys && !mapped.isEmpty { break }
             for (k, o) in keys { latest[k] = o }
             mapped.append(segment)
@@ -74,12 +117,17 @@ extension PartitionLog {
         var groupBytes = 0
         func flushGroup() throws {
             guard !group.isEmpty else { return }
-            try rewrite(group, latest: latest, tombstoneHorizonMs: horizon, report: &report, dryRun: dryRun, crashPoint: crashPoint)
+            try rewrite(group, strategy: strategy, latest: latest, tombstoneHorizonMs: horizon, throttle: throttle, report: &report,
+                        dryRun: dryRun, crashPoint: crashPoint)
             group = []
             groupBytes = 0
         }
         for segment in mapped {
             if !group.isEmpty && groupBytes + segment.size > config.segmentBytes { try flushGroup() }
+            if case .sizeTiered = strategy, let last = group.last,
+               segment.size > 2 * max(last.size, 1) || last.size > 2 * max(segment.size, 1) {
+                try flushGroup()  // a different tier: not merged together
+            }
             group.append(segment)
             groupBytes += segment.size
         }
@@ -99,13 +147,14 @@ extension PartitionLog {
         }
     }
 
-    private func rewrite(_ group: [LogSegment], latest: [[UInt8]: Int64], tombstoneHorizonMs: Int64,
-                         report: inout CompactionReport, dryRun: Bool, crashPoint: CompactionCrashPoint) throws {
+    private func rewrite(_ group: [LogSegment], strategy: CompactionStrategy, latest: [[UInt8]: Int64], tombstoneHorizonMs: Int64,
+                         throttle: Throttle, report: inout CompactionReport, dryRun: Bool, crashPoint: CompactionCrashPoint) throws {
         var out: [UInt8] = []
         for segment in group {
             let s = try segment.storage()
             let bytes = s.mapping.bytes(0..<segment.size)
             report.bytesBefore += bytes.count
+            throttle.account(bytes.count)
             try Self.forEachBatch(bytes) { batch in
                 // Copies: a compressed batch's record views point into a buffer that lives only
                 // during forEachRecord.
@@ -114,7 +163,7 @@ extension PartitionLog {
                 try batch.forEachRecord { r in
                     total += 1
                     if let k = r.key {
-                        guard latest[Array(k)] == r.offset else { return }
+                        guard latest[strategy.mapKey(k, timestamp: r.timestamp)] == r.offset else { return }
                         if r.value == nil && r.timestamp < tombstoneHorizonMs {
                             report.tombstonesDropped += 1
                             return
@@ -175,6 +224,23 @@ extension PartitionLog {
             let replacement = LogSegment.lazy(directory: directory, baseOffset: base, config: config, nextOffset: next)
             segmentList.withLock { list in list.replaceSubrange(first..<first + group.count, with: [replacement]) }
         }
+    }
+}
+
+/// Sleeps as needed to keep a byte rate (log.cleaner.io.max.bytes.per.second).
+final class Throttle {
+    let bytesPerSecond: Int
+    private let started = DispatchFreeClock.now()
+    private var bytes = 0
+
+    init(bytesPerSecond: Int) { self.bytesPerSecond = bytesPerSecond }
+
+    func account(_ count: Int) {
+        guard bytesPerSecond > 0 else { return }
+        bytes += count
+        let due = Double(bytes) / Double(bytesPerSecond)
+        let elapsed = Double(DispatchFreeClock.now() - started) / 1e9
+        if due > elapsed { usleep(UInt32(min(5.0, due - elapsed) * 1_000_000)) }
     }
 }
 

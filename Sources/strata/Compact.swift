@@ -13,19 +13,29 @@ struct Compact: ParsableCommand {
     @Flag(help: "Compute the report without changing anything.") var dryRun = false
     @Flag(help: "Print the report (always printed with --dry-run).") var report = false
     @Option(help: "Report format: text or json.") var format: String = "text"
-    @Option(help: "Tombstones older than this are dropped (default: the topic's 24 h).") var deleteRetentionMs: Int64 = 86_400_000
+    @Option(help: "Tombstones older than this are dropped (default: the topic's delete.retention.ms).") var deleteRetentionMs: Int64?
+    @Option(help: "key-latest, key-latest-windowed or size-tiered (default: the topic's compaction.strategy).") var strategy: String?
+    @Option(help: "Window of key-latest-windowed, ms.") var windowMs: Int64 = 3_600_000
 
     func run() throws {
         guard format == "text" || format == "json" else { throw ValidationError("--format must be text or json") }
         let broker = try options.openBroker()
         defer { try? broker.close() }
-        guard let count = broker.partitionCount(topic) else { throw CLIError("unknown topic '\(topic)'") }
+        guard let count = broker.partitionCount(topic), let config = broker.topicConfig(topic) else { throw CLIError("unknown topic '\(topic)'") }
+        let chosen: CompactionStrategy
+        switch strategy {
+        case nil: chosen = config.compactionStrategy
+        case "key-latest": chosen = .keyLatest
+        case "size-tiered": chosen = .sizeTiered
+        case "key-latest-windowed": chosen = .keyLatestWindowed(windowMs: windowMs)
+        default: throw ValidationError("--strategy must be key-latest, key-latest-windowed or size-tiered")
+        }
         var total = CompactionReport()
         total.dryRun = dryRun
         for p in 0..<count {
             let log = try broker.log(topic: topic, partition: p)
             try log.flush()  // only fully synced segments are compacted
-            let r = try log.compact(deleteRetentionMs: deleteRetentionMs, dryRun: dryRun)
+            let r = try log.compact(strategy: chosen, deleteRetentionMs: deleteRetentionMs ?? config.deleteRetentionMs, dryRun: dryRun)
             total.segmentsIn += r.segmentsIn; total.segmentsOut += r.segmentsOut
             total.bytesBefore += r.bytesBefore; total.bytesAfter += r.bytesAfter
             total.recordsBefore += r.recordsBefore; total.recordsAfter += r.recordsAfter
@@ -35,10 +45,10 @@ struct Compact: ParsableCommand {
         guard report || dryRun else { return }
         let mbps = total.seconds > 0 ? Double(total.bytesScanned) / total.seconds / 1e6 : 0
         if format == "json" {
-            print("{\"topic\":\"\(topic)\",\"strategy\":\"key-latest\",\"dry_run\":\(dryRun),\"segments_in\":\(total.segmentsIn),\"segments_out\":\(total.segmentsOut),\"bytes_before\":\(total.bytesBefore),\"bytes_after\":\(total.bytesAfter),\"records_before\":\(total.recordsBefore),\"records_after\":\(total.recordsAfter),\"distinct_keys\":\(total.distinctKeys),\"tombstones_dropped\":\(total.tombstonesDropped),\"seconds\":\(total.seconds),\"scan_mb_per_s\":\(Int(mbps)),\"write_amplification\":\(total.writeAmplification)}")
+            print("{\"topic\":\"\(topic)\",\"strategy\":\"\(chosen.name)\",\"dry_run\":\(dryRun),\"segments_in\":\(total.segmentsIn),\"segments_out\":\(total.segmentsOut),\"bytes_before\":\(total.bytesBefore),\"bytes_after\":\(total.bytesAfter),\"records_before\":\(total.recordsBefore),\"records_after\":\(total.recordsAfter),\"distinct_keys\":\(total.distinctKeys),\"tombstones_dropped\":\(total.tombstonesDropped),\"seconds\":\(total.seconds),\"scan_mb_per_s\":\(Int(mbps)),\"write_amplification\":\(total.writeAmplification)}")
         } else {
             print("""
-                \(topic): key-latest\(dryRun ? " (dry run)" : "")
+                \(topic): \(chosen.name)\(dryRun ? " (dry run)" : "")
                   segments   \(total.segmentsIn) -> \(total.segmentsOut)
                   bytes      \(total.bytesBefore) -> \(total.bytesAfter)
                   records    \(total.recordsBefore) -> \(total.recordsAfter) (\(total.distinctKeys) distinct keys, \(total.tombstonesDropped) tombstones dropped)

@@ -21,7 +21,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Address clients are told to connect to (Metadata, FindCoordinator); default: --listen.")
     var advertised: String?
 
-    @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: log.retention.check.interval.ms (default 300000), log.cleaner.backoff.ms (default 15000).")
+    @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: log.retention.check.interval.ms (default 300000), log.cleaner.backoff.ms (default 15000), log.cleaner.io.max.bytes.per.second (default 0: unlimited).")
     var configs: [String] = []
 
     static func split(_ address: String) throws -> (String, Int) {
@@ -43,11 +43,14 @@ struct Serve: ParsableCommand {
         var brokerOptions = Broker.Options()
         for (key, value) in try Topics.parseConfigs(configs) {
             switch key {
+            case "log.cleaner.io.max.bytes.per.second":
+                guard let v = Int(value), v >= 0 else { throw ValidationError("\(key) must be a number >= 0") }
+                brokerOptions.cleanerMaxBytesPerSecond = v
             case "log.retention.check.interval.ms", "log.cleaner.backoff.ms":
                 guard let ms = Int64(value), ms >= 0 else { throw ValidationError("\(key) must be a number of milliseconds >= 0") }
                 if key == "log.cleaner.backoff.ms" { brokerOptions.cleanerBackoffMs = ms } else { brokerOptions.retentionCheckIntervalMs = ms }
             default:
-                throw ValidationError("unknown broker setting '\(key)' (known: log.retention.check.interval.ms, log.cleaner.backoff.ms)")
+                throw ValidationError("unknown broker setting '\(key)' (known: log.retention.check.interval.ms, log.cleaner.backoff.ms, log.cleaner.io.max.bytes.per.second)")
             }
         }
         let broker = try options.openBroker(options: brokerOptions)

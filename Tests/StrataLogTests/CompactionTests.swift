@@ -86,6 +86,57 @@ import StrataCore
         try reopened.close()
     }
 
+    @Test func windowedStrategyKeepsTheLatestPerKeyPerWindow() throws {
+        let dir = TempDirectory()
+        var config = LogConfig.small(segmentBytes: 8 * 1024, flushMode: .os)
+        config.segmentMs = Int64.max / 2
+        let (log, _) = try PartitionLog.open(directory: dir.path, config: config)
+        var events: [(Event, Int64)] = []
+        var rng = SeededRandom(seed: 11)
+        var t: Int64 = 1_000_000
+        for _ in 0..<300 {
+            t += Int64.random(in: 0...400, using: &rng)
+            let key = "k\(Int.random(in: 0..<5, using: &rng))"
+            let value = "{\"t\":\(t)}"
+            let info = try log.append(RecordBatchBuilder.build([ProducerRecord(key: Array(key.utf8), value: Array(value.utf8), timestamp: t)]))
+            events.append((Event(offset: info.baseOffset, key: key, value: value), t))
+        }
+        try log.roll()
+        try log.flush()
+        _ = try log.compact(strategy: .keyLatestWindowed(windowMs: 10_000))
+        var last: [String: Int64] = [:]
+        for (e, ts) in events { last["\(e.key)/\(ts / 10_000)"] = e.offset }
+        let expected = events.filter { last["\($0.0.key)/\($0.1 / 10_000)"] == $0.0.offset }.map(\.0)
+        #expect(try Self.readEvents(log) == expected)
+        #expect(expected.count > 5 && expected.count < events.count, "one per key per window: more than key-latest, fewer than all")
+        try log.close()
+    }
+
+    @Test func sizeTieredMergesOnlySimilarSizes() throws {
+        let dir = TempDirectory()
+        let (log, events) = try Self.workload(dir, seed: 12)
+        _ = try log.compact()  // first pass: every segment becomes small
+        // New, large segments after the small cleaned ones.
+        var more = events
+        var offset = log.logEndOffset
+        for i in 0..<60 {
+            let records = (0..<5).map { j in ProducerRecord(key: Array("new\(i * 5 + j)".utf8), value: Array(String(repeating: "z", count: 250).utf8), timestamp: 0) }
+            try log.append(RecordBatchBuilder.build(records))
+            for (j, r) in records.enumerated() { more.append(Event(offset: offset + Int64(j), key: "new\(i * 5 + j)", value: String(decoding: r.value!, as: UTF8.self))) }
+            offset += 5
+        }
+        try log.roll()
+        try log.flush()
+        let sizesBefore = try log.segmentInfos().dropLast().map(\.sizeInBytes)
+        let report = try log.compact(strategy: .sizeTiered)
+        let sizesAfter = try log.segmentInfos().dropLast().map(\.sizeInBytes)
+        #expect(report.segmentsOut < report.segmentsIn, "the small tier merged")
+        #expect(sizesAfter.count > 1, "the large tier was not merged into the small one")
+        #expect(sizesBefore.count > sizesAfter.count)
+        #expect(try Self.readEvents(log) == Self.expected(more, dropTombstones: true))
+        try log.close()
+    }
+
     @Test func tombstonesYoungerThanDeleteRetentionStay() throws {
         let dir = TempDirectory()
         let (log, events) = try Self.workload(dir, seed: 9)

@@ -62,6 +62,9 @@ public struct PartitionDescription: Sendable {
     public let logEndOffset: Int64
     public let sizeInBytes: Int
     public let segments: Int
+    /// Compact topics: what the cleaner last did (from LMDB), and the current dirty ratio.
+    public var cleaner: MetadataStore.CleanerRecord?
+    public var dirtyRatio: Double?
 }
 
 public struct TopicDescription: Sendable {
@@ -286,6 +289,8 @@ public final class Broker: @unchecked Sendable {
         }
         guard let best else { return nil }
         let end = best.log.logEndOffset
+        let (topic, partition) = LogManager.splitPartitionDirectory(best.name)!
+        var record = (try? metadata.cleanerRecord(topic: topic, partition: partition)) ?? nil ?? MetadataStore.CleanerRecord()
         do {
             try best.log.flush()
             let report = try best.log.compact(strategy: best.config.compactionStrategy, deleteRetentionMs: best.config.deleteRetentionMs,
@@ -295,12 +300,20 @@ public final class Broker: @unchecked Sendable {
                 s.passes += 1
                 s.bytesReclaimed += report.bytesBefore - report.bytesAfter
             }
+            record.cleanedUpTo = end
+            record.lastCleanMs = nowMs
+            record.bytesReclaimed += Int64(report.bytesBefore - report.bytesAfter)
+            record.passes += 1
+            try? metadata.putCleanerRecord(topic: topic, partition: partition, record)
             return (best.name, report)
         } catch {
             cleanerState.withLock { s in
                 s.errors += 1
                 s.lastError = "\(best.name): \(error)"
             }
+            record.errors += 1
+            record.lastError = "\(error)"
+            try? metadata.putCleanerRecord(topic: topic, partition: partition, record)
             return nil
         }
     }
@@ -310,8 +323,15 @@ public final class Broker: @unchecked Sendable {
         let closed = infos.dropLast()
         let total = closed.reduce(0) { $0 + $1.sizeInBytes }
         guard total > 0 else { return 0 }
-        let cleaned = cleanedUpTo.withLock { $0[name] } ?? 0
-        let dirty = closed.filter { $0.nextOffset > cleaned }.reduce(0) { $0 + $1.sizeInBytes }
+        // The cleaner's checkpoint: in memory, else from LMDB (so a restart does not rescan all).
+        var cleaned = cleanedUpTo.withLock { $0[name] }
+        if cleaned == nil, let (t, p) = LogManager.splitPartitionDirectory(name),
+           let r = (try? metadata.cleanerRecord(topic: t, partition: p)) ?? nil {
+            cleaned = r.cleanedUpTo
+            cleanedUpTo.withLock { $0[name] = r.cleanedUpTo }
+        }
+        let cleaned0 = cleaned ?? 0
+        let dirty = closed.filter { $0.nextOffset > cleaned0 }.reduce(0) { $0 + $1.sizeInBytes }
         return Double(dirty) / Double(total)
     }
 
@@ -363,9 +383,15 @@ public final class Broker: @unchecked Sendable {
     public func describeTopic(_ name: String) throws -> TopicDescription {
         guard let state = topics.withLock({ $0[name] }) else { throw BrokerError.unknownTopic(name) }
         if isReadOnly { for log in state.logs { try log.refresh() } }
+        let compacted = state.config.cleanupPolicy.contains("compact")
         let partitions = state.logs.enumerated().map { p, log in
-            PartitionDescription(partition: Int32(p), logStartOffset: log.logStartOffset, logEndOffset: log.logEndOffset,
-                                 sizeInBytes: log.sizeInBytes, segments: log.segmentCount)
+            var d = PartitionDescription(partition: Int32(p), logStartOffset: log.logStartOffset, logEndOffset: log.logEndOffset,
+                                         sizeInBytes: log.sizeInBytes, segments: log.segmentCount)
+            if compacted {
+                d.cleaner = (try? metadata.cleanerRecord(topic: name, partition: Int32(p))) ?? nil
+                d.dirtyRatio = dirtyRatio(name: "\(name)-\(p)", log: log)
+            }
+            return d
         }
         return TopicDescription(name: name, partitions: partitions, configs: state.config.effective, overrides: state.record.configs)
     }

@@ -142,6 +142,7 @@ public final class MetadataStore: @unchecked Sendable {
         try environment.write { txn in
             try txn.delete("topics", Array(name.utf8))
             for (key, _) in try txn.scan("partitions", prefix: Codec.topicPrefix(name)) { try txn.delete("partitions", key) }
+            for (key, _) in try txn.scan("cleaner", prefix: Codec.topicPrefix(name)) { try txn.delete("cleaner", key) }
             for (key, value) in try txn.scan("group_offsets") {
                 if let k = Codec.decodeOffsetKey(key), k.topic == name { _ = value; try txn.delete("group_offsets", key) }
             }
@@ -224,6 +225,41 @@ public final class MetadataStore: @unchecked Sendable {
                 if let k = Codec.decodeOffsetKey(key), names.last != k.group { names.append(k.group) }
             }
             return names
+        }
+    }
+
+    // MARK: Cleaner state per partition
+
+    /// What the cleaner last did to a partition; `cleanedUpTo` is its checkpoint (the log end
+    /// when the last pass started: bytes appended after it are dirty).
+    public struct CleanerRecord: Sendable, Equatable {
+        public var cleanedUpTo: Int64 = 0
+        public var lastCleanMs: Int64 = 0
+        public var bytesReclaimed: Int64 = 0
+        public var passes: Int64 = 0
+        public var errors: Int64 = 0
+        public var lastError: String = ""
+        public init() {}
+    }
+
+    public func putCleanerRecord(topic: String, partition: Int32, _ r: CleanerRecord) throws {
+        var v = Codec.int64(r.cleanedUpTo) + Codec.int64(r.lastCleanMs) + Codec.int64(r.bytesReclaimed) + Codec.int64(r.passes) + Codec.int64(r.errors)
+        Codec.appendString(String(r.lastError.prefix(1000)), &v)
+        try environment.write { txn in try txn.put("cleaner", Codec.partitionKey(topic, partition), v) }
+    }
+
+    public func cleanerRecord(topic: String, partition: Int32) throws -> CleanerRecord? {
+        try environment.read { txn in
+            guard let b = try txn.get("cleaner", Codec.partitionKey(topic, partition)), b.count >= 42 else { return nil }
+            var r = CleanerRecord()
+            r.cleanedUpTo = Codec.readInt64(Array(b[0..<8])) ?? 0
+            r.lastCleanMs = Codec.readInt64(Array(b[8..<16])) ?? 0
+            r.bytesReclaimed = Codec.readInt64(Array(b[16..<24])) ?? 0
+            r.passes = Codec.readInt64(Array(b[24..<32])) ?? 0
+            r.errors = Codec.readInt64(Array(b[32..<40])) ?? 0
+            var i = 40
+            r.lastError = Codec.readString(b, &i) ?? ""
+            return r
         }
     }
 

@@ -77,6 +77,10 @@ struct Topics: ParsableCommand {
             print("topic \(d.name): \(d.partitions.count) partition(s)")
             for p in d.partitions {
                 print("  partition \(p.partition): offsets [\(p.logStartOffset), \(p.logEndOffset)), \(p.logEndOffset - p.logStartOffset) events, \(p.sizeInBytes) bytes, \(p.segments) segment(s)")
+                if let ratio = p.dirtyRatio {
+                    let c = p.cleaner
+                    print("    cleaner: dirty ratio \((ratio * 100).rounded() / 100), \(c?.passes ?? 0) pass(es), last clean \(c.map { $0.lastCleanMs > 0 ? String($0.lastCleanMs) : "never" } ?? "never"), \(c?.bytesReclaimed ?? 0) bytes reclaimed, \(c?.errors ?? 0) error(s)\(c.map { $0.lastError.isEmpty ? "" : " (last: \($0.lastError))" } ?? "")")
+                }
             }
             print("  configs:")
             for (k, v) in d.configs.sorted(by: { $0.key < $1.key }) {

@@ -364,7 +364,14 @@ func json(_ i: Int, user: String? = nil) -> [UInt8] {
         }
         for k in 0..<10 { #expect(latest["u-\(k)"] == String(decoding: json(390 + k), as: UTF8.self)) }
         #expect(try broker.describeTopic("events").partitions[0].logEndOffset == 400)
+        let status = try #require(try broker.describeTopic("users").partitions[0].cleaner)
+        #expect(status.passes == 1 && status.bytesReclaimed > 0 && status.cleanedUpTo == end && status.errors == 0)
         try broker.close()
+        // The cleaner's checkpoint is in LMDB: a restarted broker does not compact the same bytes again.
+        let reopened = try Broker.open(dataDirectory: dir.path, options: options)
+        #expect(reopened.runCleaner() == nil)
+        #expect(try reopened.describeTopic("users").partitions[0].dirtyRatio == 0)
+        try reopened.close()
     }
 
     @Test func topicsWhosePartitionsAreMissingOnDiskAreRecreated() throws {

@@ -42,15 +42,53 @@ public enum CompactionStrategy: Sendable, Equatable {
         }
     }
 
-    /// The map key of a record: its key, plus its time bucket for the windowed strategy.
-    func mapKey(_ key: UnsafeRawBufferPointer, timestamp: Int64) -> [UInt8] {
-        var k = Array(key)
-        if case .keyLatestWindowed(let w) = self {
-            let bucket = w > 0 ? (timestamp >= 0 ? timestamp / w : (timestamp - w + 1) / w) : 0
-            withUnsafeBytes(of: bucket.bigEndian) { k.append(contentsOf: $0) }
-            k.append(0xFF)  // keeps "key+bucket" from colliding with a longer key
+    /// The map key of a record: a 128-bit digest of its key (plus its time bucket for the windowed
+    /// strategy). Like Kafka's SkimpyOffsetMap (MD5), it trades a vanishing collision risk for a
+    /// small fixed-size entry and no allocation per record.
+    func mapKey(_ key: UnsafeRawBufferPointer, timestamp: Int64) -> KeyDigest {
+        var bucket: Int64 = 0
+        if case .keyLatestWindowed(let w) = self, w > 0 {
+            bucket = timestamp >= 0 ? timestamp / w : (timestamp - w + 1) / w
         }
-        return k
+        return KeyDigest(key, salt: UInt64(bitPattern: bucket))
+    }
+}
+
+/// Two independent 64-bit hashes of a key (FNV-1a and a murmur3-style mix), with a salt.
+struct KeyDigest: Hashable {
+    let a: UInt64
+    let b: UInt64
+
+    init(_ key: UnsafeRawBufferPointer, salt: UInt64) {
+        var f: UInt64 = 0xcbf2_9ce4_8422_2325 ^ salt
+        for byte in key { f = (f ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        var h: UInt64 = 0x9E37_79B9_7F4A_7C15 &+ salt
+        var i = 0
+        while i + 8 <= key.count {
+            var k = key.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            k = k &* 0x87C3_7B91_1142_53D5
+            k = (k << 31) | (k >> 33)
+            k = k &* 0x4CF5_AD43_2745_937F
+            h ^= k
+            h = ((h << 27) | (h >> 37)) &* 5 &+ 0x52DC_E729
+            i += 8
+        }
+        var tail: UInt64 = 0
+        var shift: UInt64 = 0
+        while i < key.count {
+            tail |= UInt64(key[i]) << shift
+            shift += 8
+            i += 1
+        }
+        h ^= tail &* 0x87C3_7B91_1142_53D5
+        h ^= UInt64(key.count)
+        h ^= h >> 33
+        h = h &* 0xFF51_AFD7_ED55_8CCD
+        h ^= h >> 33
+        h = h &* 0xC4CE_B9FE_1A85_EC53
+        h ^= h >> 33
+        a = f
+        b = h
     }
 }
 
@@ -94,12 +132,12 @@ extension PartitionLog {
         for (i, segment) in all.enumerated().dropLast() where all[i + 1].baseOffset <= recoveryPoint { candidates.append(segment) }
 
         // Pass 1: key → latest offset.
-        var latest: [[UInt8]: Int64] = [:]
+        var latest: [KeyDigest: Int64] = [:]
         var mapped: [LogSegment] = []
         for segment in candidates {
             let s = try segment.storage()
             let bytes = s.mapping.bytes(0..<segment.size)
-            var keys: [([UInt8], Int64)] = []
+            var keys: [(KeyDigest, Int64)] = []
             try Self.forEachBatch(bytes) { batch in
                 try batch.forEachRecord { r in if let k = r.key { keys.append((strategy.mapKey(k, timestamp: r.timestamp), r.offset)) } }
             }
@@ -147,7 +185,7 @@ extension PartitionLog {
         }
     }
 
-    private func rewrite(_ group: [LogSegment], strategy: CompactionStrategy, latest: [[UInt8]: Int64], tombstoneHorizonMs: Int64,
+    private func rewrite(_ group: [LogSegment], strategy: CompactionStrategy, latest: [KeyDigest: Int64], tombstoneHorizonMs: Int64,
                          throttle: Throttle, report: inout CompactionReport, dryRun: Bool, crashPoint: CompactionCrashPoint) throws {
         var out: [UInt8] = []
         for segment in group {
@@ -156,27 +194,37 @@ extension PartitionLog {
             report.bytesBefore += bytes.count
             throttle.account(bytes.count)
             try Self.forEachBatch(bytes) { batch in
-                // Copies: a compressed batch's record views point into a buffer that lives only
-                // during forEachRecord.
-                var kept: [RetainedRecord] = []
-                var total = 0
+                // First decide, without copying anything; copy only batches that change.
+                var keep: [Bool] = []
                 try batch.forEachRecord { r in
-                    total += 1
+                    var kept = true
                     if let k = r.key {
-                        guard latest[strategy.mapKey(k, timestamp: r.timestamp)] == r.offset else { return }
-                        if r.value == nil && r.timestamp < tombstoneHorizonMs {
+                        if latest[strategy.mapKey(k, timestamp: r.timestamp)] != r.offset {
+                            kept = false
+                        } else if r.value == nil && r.timestamp < tombstoneHorizonMs {
                             report.tombstonesDropped += 1
-                            return
+                            kept = false
                         }
                     }
-                    kept.append(RetainedRecord(r))
+                    keep.append(kept)
                 }
+                let total = keep.count
+                var kept: [RetainedRecord] = []
+                if keep.contains(false) || batch.compression != CompressionCodec.none {
+                    // Copies: a compressed batch's record views live only during forEachRecord.
+                    var i = 0
+                    try batch.forEachRecord { r in
+                        if keep[i] { kept.append(RetainedRecord(r)) }
+                        i += 1
+                    }
+                }
+                let keptCount = keep.filter { $0 }.count
                 report.recordsBefore += total
-                report.recordsAfter += kept.count
+                report.recordsAfter += keptCount
                 // A batch whose records all went is kept as an empty header (61 bytes, as Kafka
                 // keeps empty batches): offsets then continue exactly from batch to batch, which
                 // recovery checks to catch a garbled baseOffset.
-                if kept.count == total && batch.compression == CompressionCodec.none {
+                if keptCount == total && batch.compression == CompressionCodec.none {
                     out.append(contentsOf: batch.bytes)  // untouched: copied verbatim
                 } else {
                     out.append(contentsOf: RecordBatchBuilder.rebuild(batch, keeping: kept))

@@ -130,7 +130,10 @@ final class GroupCoordinator: @unchecked Sendable {
                 memberCounter += 1
                 id = "\(clientId.isEmpty ? "member" : clientId)-\(memberCounter)-\(UInt32.random(in: 0...UInt32.max))"
                 if version >= 4 {
-                    // KIP-394: hand out the id and make the client come back with it.
+                    // KIP-394: hand out the id and make the client come back with it. Ids that are
+                    // never used are bounded: past the limit the oldest are forgotten wholesale
+                    // (such a client gets UNKNOWN_MEMBER_ID and starts over).
+                    if group.pendingMemberIds.count >= Self.maxMembersPerGroup { group.pendingMemberIds.removeAll() }
                     group.pendingMemberIds.insert(id)
                     return JoinResult(error: .memberIdRequired, memberId: id)
                 }
@@ -329,7 +332,6 @@ final class GroupCoordinator: @unchecked Sendable {
                 if group.state == .preparingRebalance && now >= group.rebalanceDeadlineMs {
                     completeJoin(group, now: now, completions: &completions)
                 }
-                if group.state == .empty && group.members.isEmpty && group.pendingMemberIds.isEmpty { group.generation = max(group.generation, 0) }
             }
         }
         completions.forEach { $0() }

@@ -26,6 +26,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("z"), .linkedLibrary("snappy"), .linkedLibrary("lz4"), .linkedLibrary("zstd")]
         ),
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "StrataCore"),
         .target(
             name: "StrataLog",
@@ -36,6 +37,7 @@ let package = Package(
         ),
         .target(name: "StrataMetadata", dependencies: ["CLMDB", "StrataCore"]),
         .target(name: "StrataBroker", dependencies: ["StrataLog", "StrataMetadata", "StrataCore"]),
+        .target(name: "StrataQuery", dependencies: ["CSQLite", "StrataBroker", "StrataLog", "StrataCore"]),
         .target(
             name: "StrataKafka",
             dependencies: [
@@ -48,7 +50,7 @@ let package = Package(
         .executableTarget(
             name: "strata",
             dependencies: [
-                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore", "StrataKafka",
+                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore", "StrataKafka", "StrataQuery",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -58,6 +60,7 @@ let package = Package(
         ),
         .testTarget(name: "StrataMetadataTests", dependencies: ["StrataMetadata"]),
         .testTarget(name: "StrataBrokerTests", dependencies: ["StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
+        .testTarget(name: "StrataQueryTests", dependencies: ["StrataQuery", "StrataBroker", "StrataLog"]),
         .testTarget(
             name: "StrataKafkaTests",
             dependencies: [

@@ -312,6 +312,25 @@ struct MetaLine: Decodable {
         #expect(try CLI.run(["topics", "list", "--bootstrap", bootstrap]).out.isEmpty)
     }
 
+    @Test func queryAnswersSQLOverTopicsInEveryFormat() throws {
+        let dir = TempDir()
+        let data = dir.path + "/data"
+        let input = dir.path + "/in.jsonl"
+        try (0..<300).map { "{\"type\":\"\(["a", "b", "c"][$0 % 3])\",\"n\":\($0)}" }.joined(separator: "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        try CLI.run(["produce", "t", "--data", data, "--file", input])
+        let csv = try CLI.run(["query", "SELECT value->>'$.type' AS type, count(*) AS n, sum(value->>'$.n') AS total FROM t GROUP BY 1 ORDER BY 1", "--data", data, "--format", "csv"])
+        #expect(csv.status == 0, "\(csv.stderr)")
+        #expect(csv.out == "type,n,total\na,100,14850\nb,100,14950\nc,100,15050\n")
+        let jsonl = try CLI.run(["query", "SELECT offset, value FROM t WHERE offset = 7", "--data", data, "--format", "jsonl"])
+        #expect(jsonl.out == "{\"offset\":7,\"value\":{\"type\":\"b\",\"n\":7}}\n")
+        let table = try CLI.run(["query", "SELECT count(*) AS n FROM t", "--data", data])
+        #expect(table.out.contains("300"))
+        let bad = try CLI.run(["query", "DELETE FROM t", "--data", data])
+        #expect(bad.status != 0 && (bad.stderr.contains("read-only") || bad.stderr.contains("may not be modified")), "\(bad.stderr)")
+        let unknown = try CLI.run(["query", "SELECT * FROM nope", "--data", data])
+        #expect(unknown.status != 0 && unknown.stderr.contains("no such table"))
+    }
+
     @Test func aDamagedDataDirOpensWithTheValidPrefixAndAWarning() throws {
         let dir = TempDir()
         let data = dir.path + "/data"

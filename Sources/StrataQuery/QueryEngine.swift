@@ -133,7 +133,8 @@ final class CursorState {
     }
 }
 
-func jsonQuote(_ s: String) -> String {
+/// A JSON string literal for `s` (control characters escaped as \u00XX).
+public func jsonQuote(_ s: String) -> String {
     var out = "\""
     for c in s.unicodeScalars {
         switch c {

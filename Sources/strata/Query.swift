@@ -45,7 +45,7 @@ struct Query: ParsableCommand {
                 switch format {
                 case "csv": out.write(row.map { Self.csv($0 ?? "") }.joined(separator: ",") + "\n")
                 case "jsonl":
-                    out.write("{" + zip(columns, row).map { "\(Self.jsonString($0)):\($1.map(Self.jsonValue) ?? "null")" }.joined(separator: ",") + "}\n")
+                    out.write("{" + zip(columns, row).map { "\(jsonQuote($0)):\($1.map(Self.jsonValue) ?? "null")" }.joined(separator: ",") + "}\n")
                 default: buffered.append(row)
                 }
             })
@@ -65,24 +65,11 @@ struct Query: ParsableCommand {
         s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.split(separator: "\"", omittingEmptySubsequences: false).joined(separator: "\"\"") + "\"" : s
     }
 
-    static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default: if c.value < 0x20 { out += " " } else { out.unicodeScalars.append(c) }
-            }
-        }
-        return out + "\""
-    }
-
     /// Numbers stay numbers; JSON objects/arrays are embedded; the rest are strings.
     static func jsonValue(_ s: String) -> String {
         if Double(s) != nil { return s }
         if let f = s.first, f == "{" || f == "[", JSONScanner.failure(in: Array(s.utf8)) == nil { return s }
-        return jsonString(s)
+        return jsonQuote(s)
     }
 
     static func table(_ columns: [String], _ rows: [[String?]], into out: inout OutputBuffer) {

@@ -3,11 +3,18 @@ import StrataBroker
 import StrataLog
 
 // The "events" virtual-table module: `CREATE VIRTUAL TABLE temp."t" USING events("t")` exposes
-// topic t as (partition, offset, timestamp, key, value, headers). Callbacks are C function
-// pointers without captures; Swift state travels in the `owner` pointers.
+// topic t as (partition, offset, timestamp, key, value, headers); the same module is the
+// eponymous table-valued function `events('t')` (xCreate == xConnect), whose argument fills the
+// hidden `topic` column. Callbacks are C function pointers without captures; Swift state travels
+// in the `owner` pointers.
 
-private let schema = "CREATE TABLE x(partition INTEGER, offset INTEGER, timestamp INTEGER, key TEXT, value TEXT, headers TEXT)"
-private enum Column: Int32 { case partition = 0, offset, timestamp, key, value, headers }
+private func schema(members: [String]) -> String {
+    "CREATE TABLE x(partition INTEGER, offset INTEGER, timestamp INTEGER, key TEXT, value TEXT, headers TEXT, topic TEXT HIDDEN"
+        + members.map { ", \"\(JSONColumns.columnName($0))\" HIDDEN" }.joined() + ")"
+}
+/// Index of the first member column (after the hidden `topic`).
+private let firstMemberColumn: Int32 = 7
+private enum Column: Int32 { case partition = 0, offset, timestamp, key, value, headers, topic }
 
 @inline(__always) private func table(_ p: UnsafeMutablePointer<sqlite3_vtab>?) -> TableState {
     let t = UnsafeMutableRawPointer(p!).assumingMemoryBound(to: StrataVTab.self)
@@ -29,17 +36,17 @@ private let xConnect: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, 
                                       UnsafeMutablePointer<UnsafeMutablePointer<sqlite3_vtab>?>?, UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 = {
     db, aux, argc, argv, ppVTab, pzErr in
     let context = Unmanaged<QueryContext>.fromOpaque(aux!).takeUnretainedValue()
-    guard argc >= 4, let raw = argv?[3] else {
-        pzErr?.pointee = strata_sqlite_strdup("usage: CREATE VIRTUAL TABLE t USING events(\"topic\")")
-        return SQLITE_ERROR
+    var topic: String?
+    if argc >= 4, let raw = argv?[3] {
+        var name = String(cString: raw)
+        if name.count >= 2, let f = name.first, f == "\"" || f == "'", name.last == f { name = String(name.dropFirst().dropLast()) }
+        guard context.broker.partitionCount(name) != nil else {
+            pzErr?.pointee = strata_sqlite_strdup("unknown topic '\(name)'")
+            return SQLITE_ERROR
+        }
+        topic = name
     }
-    var topic = String(cString: raw)
-    if topic.count >= 2, let f = topic.first, f == "\"" || f == "'", topic.last == f { topic = String(topic.dropFirst().dropLast()) }
-    guard context.broker.partitionCount(topic) != nil else {
-        pzErr?.pointee = strata_sqlite_strdup("unknown topic '\(topic)'")
-        return SQLITE_ERROR
-    }
-    let rc = sqlite3_declare_vtab(db, schema)
+    let rc = sqlite3_declare_vtab(db, schema(members: context.memberColumns))
     guard rc == SQLITE_OK else { return rc }
     _ = strata_sqlite_vtab_config_innocuous(db)
     let v = UnsafeMutablePointer<StrataVTab>.allocate(capacity: 1)
@@ -61,15 +68,27 @@ private let xDisconnect: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?) ->
 /// Pushdown: partition =, offset ranges and timestamp ranges reach xFilter. Partition and offset
 /// constraints are applied exactly (omitted from SQLite's re-check); timestamp ones are not,
 /// because CreateTime timestamps can go backwards inside the scanned range.
-private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, UnsafeMutablePointer<sqlite3_index_info>?) -> Int32 = { _, info in
+private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, UnsafeMutablePointer<sqlite3_index_info>?) -> Int32 = { vtab, info in
     guard let info else { return SQLITE_ERROR }
+    let fixedTopic = table(vtab).topic != nil
     var tokens: [String] = []
+    var topicBound = false
     var argv: Int32 = 0
     var cost = 1_000_000.0
     for i in 0..<Int(info.pointee.nConstraint) {
         let c = info.pointee.aConstraint[i]
-        guard c.usable != 0, let column = Column(rawValue: c.iColumn),
-              column == .partition || column == .offset || column == .timestamp else { continue }
+        guard let column = Column(rawValue: c.iColumn) else { continue }
+        if column == .topic, Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ {
+            // events('t'): the argument must be usable, or this plan cannot run (SQLite tries another).
+            guard c.usable != 0 else { continue }
+            argv += 1
+            info.pointee.aConstraintUsage[i].argvIndex = argv
+            info.pointee.aConstraintUsage[i].omit = 1
+            tokens.append("6=")
+            topicBound = true
+            continue
+        }
+        guard c.usable != 0, column == .partition || column == .offset || column == .timestamp else { continue }
         let op: String
         switch Int32(c.op) {
         case SQLITE_INDEX_CONSTRAINT_EQ: op = "="
@@ -86,10 +105,20 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         tokens.append("\(column.rawValue)\(op)")
         cost /= column == .partition ? 4 : 20
     }
-    if info.pointee.nOrderBy == 1, info.pointee.aOrderBy[0].iColumn == Column.offset.rawValue, info.pointee.aOrderBy[0].desc == 0 {
+    let orderBy = (0..<Int(info.pointee.nOrderBy)).map { info.pointee.aOrderBy[$0] }
+    if orderBy.count == 1, orderBy[0].iColumn == Column.offset.rawValue, orderBy[0].desc == 0 {
         // Rows come in offset order within a partition; with one partition that is the order asked for.
         if tokens.contains("0=") { info.pointee.orderByConsumed = 1 }
+    } else if !orderBy.isEmpty, orderBy.allSatisfy({ $0.iColumn >= firstMemberColumn }),
+              let rows = table(vtab).estimatedRows, rows <= GroupedRows.rowLimit {
+        // GROUP BY / DISTINCT / ORDER BY on member columns: GroupedRows hashes rows into groups
+        // and emits the groups sorted, without SQLite's row-by-row sorter.
+        for term in orderBy { tokens.append("g\(term.iColumn - firstMemberColumn)\(term.desc != 0 ? "d" : "a")") }
+        info.pointee.orderByConsumed = 1
     }
+    // Without a usable topic argument the plan is allowed (so the error can say what is missing,
+    // rather than SQLite's "no query solution") but priced so that any plan with one wins.
+    if !fixedTopic && !topicBound { cost = 1e300 }
     info.pointee.idxStr = strata_sqlite_strdup(tokens.joined(separator: ","))
     info.pointee.needToFreeIdxStr = 1
     info.pointee.estimatedCost = cost
@@ -99,14 +128,19 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
 private let xOpen: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, UnsafeMutablePointer<UnsafeMutablePointer<sqlite3_vtab_cursor>?>?) -> Int32 = { p, pp in
     let c = UnsafeMutablePointer<StrataVTabCursor>.allocate(capacity: 1)
     c.initialize(to: StrataVTabCursor())
-    c.pointee.owner = Unmanaged.passRetained(CursorState(table: table(p))).toOpaque()
+    let state = CursorState(table: table(p))
+    c.pointee.owner = Unmanaged.passRetained(state).toOpaque()
+    state.table.context.activeCursors.append(Unmanaged.passUnretained(state))
     pp?.pointee = UnsafeMutableRawPointer(c).assumingMemoryBound(to: sqlite3_vtab_cursor.self)
     return SQLITE_OK
 }
 
 private let xClose: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?) -> Int32 = { p in
     let c = UnsafeMutableRawPointer(p!).assumingMemoryBound(to: StrataVTabCursor.self)
-    Unmanaged<CursorState>.fromOpaque(c.pointee.owner).release()
+    let state = Unmanaged<CursorState>.fromOpaque(c.pointee.owner)
+    state.takeUnretainedValue().stop()
+    state.takeUnretainedValue().table.context.activeCursors.removeAll { $0.toOpaque() == state.toOpaque() }
+    state.release()
     c.deinitialize(count: 1)
     c.deallocate()
     return SQLITE_OK
@@ -116,14 +150,24 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
     p, _, idxStr, argc, argv in
     let cur = cursor(p)
     let ctx = cur.table.context
-    let topic = cur.table.topic
+    var topic = cur.table.topic
+    var mismatch = false
     var partitionEq: Int64?
     var offLo: Int64 = 0
     var offHi = Int64.max
     var tsLo = ctx.sinceMs ?? Int64.min
     var tsHi = ctx.untilMs.map { $0 - 1 } ?? Int64.max
     let tokens = idxStr.map { String(cString: $0) }?.split(separator: ",").map(String.init) ?? []
+    let groupTokens = tokens.filter { $0.hasPrefix("g") }
+    let groupBy = groupTokens.compactMap { Int($0.dropFirst().dropLast()) }
+    let descending = groupTokens.map { $0.hasSuffix("d") }
     for (i, token) in tokens.enumerated() where i < Int(argc) {
+        if token.hasPrefix("g") { continue }
+        if token == "6=" {
+            let name = sqlite3_value_text(argv![i]).map { String(cString: $0) }
+            if let fixed = topic { if name != fixed { mismatch = true } } else { topic = name }
+            continue
+        }
         let v = sqlite3_value_int64(argv![i])
         let column = token.first!
         let op = String(token.dropFirst())
@@ -142,13 +186,15 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
         default: break
         }
     }
-    cur.ranges = []
-    cur.rows = []
-    cur.rowIndex = 0
-    cur.rangeIndex = 0
-    cur.position = 0
+    cur.stop()
+    var ranges: [(partition: Int32, start: Int64, end: Int64)] = []
+    guard let topic, let count = ctx.broker.partitionCount(topic) else {
+        setError(p!.pointee.pVtab, topic.map { "unknown topic '\($0)'" } ?? "events() needs a topic: events('name')")
+        return SQLITE_ERROR
+    }
+    cur.topic = topic
+    if mismatch { return SQLITE_OK }
     do {
-        let count = ctx.broker.partitionCount(topic) ?? 0
         for partition in 0..<count {
             if let eq = partitionEq, Int64(partition) != eq { continue }
             let log = try ctx.broker.log(topic: topic, partition: partition)
@@ -163,10 +209,10 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
                 s.segmentsTotal += log.segmentCount
             }
             guard start < end else { continue }
-            cur.ranges.append((partition, start, end))
+            ranges.append((partition, start, end))
             ctx.stats.withLock { $0.partitionsScanned += 1 }
         }
-        while cur.rows.isEmpty && cur.rangeIndex < cur.ranges.count { try cur.loadChunk() }
+        try cur.start(ranges: ranges, groupBy: groupBy, descending: descending, db: ctx.db)
     } catch {
         setError(p!.pointee.pVtab, "\(error)")
         return SQLITE_ERROR
@@ -185,30 +231,51 @@ private let xNext: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?) -
 }
 
 private let xEof: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?) -> Int32 = { p in
-    let c = cursor(p)
-    return c.rowIndex >= c.rows.count ? 1 : 0
+    return cursor(p).eof ? 1 : 0
 }
 
 private let xColumn: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?, OpaquePointer?, Int32) -> Int32 = { p, ctx, i in
-    let row = cursor(p).current
+    let cur = cursor(p)
+    let row = cur.current
     switch Column(rawValue: i) {
     case .partition: sqlite3_result_int64(ctx, Int64(row.partition))
     case .offset: sqlite3_result_int64(ctx, row.offset)
     case .timestamp: sqlite3_result_int64(ctx, row.timestamp)
-    case .key: resultText(ctx, row.key)
-    case .value: resultText(ctx, row.value)
+    case .key: resultText(ctx, row.key, row.keyCount)
+    case .value: resultText(ctx, row.value, row.valueCount)
     case .headers:
-        if let h = row.headers { resultText(ctx, Array(h.utf8)) } else { sqlite3_result_null(ctx) }
-    case nil: sqlite3_result_null(ctx)
+        if row.headersIndex >= 0 {
+            var h = cur.chunk.headers[Int(row.headersIndex)]
+            h.withUTF8 { b in resultText(ctx, UnsafeRawPointer(b.baseAddress), Int32(b.count)) }
+        } else {
+            sqlite3_result_null(ctx)
+        }
+    case .topic:
+        var t = cur.topic
+        t.withUTF8 { b in resultText(ctx, UnsafeRawPointer(b.baseAddress), Int32(b.count)) }
+    case nil:
+        let id = Int(i - firstMemberColumn)
+        let context = cur.table.context
+        guard id >= 0, id < context.memberColumns.count, let value = row.value else {
+            sqlite3_result_null(ctx)
+            return SQLITE_OK
+        }
+        let bytes = UnsafeRawBufferPointer(start: value, count: Int(row.valueCount))
+        if id < cur.chunk.fields.count, resultField(ctx, cur.chunk.fields[id][cur.rowIndex], value) { return SQLITE_OK }
+        let member = context.memberColumns[id]
+        if resultField(ctx, JSONField.topLevel(bytes, key: Array(member.utf8)), value) { return SQLITE_OK }
+        context.jsonFunctions?.extractWithSQLite(ctx, path: "$." + member, preview: { String(decoding: bytes, as: UTF8.self) }) { stmt in
+            _ = sqlite3_bind_text(stmt, 1, value.assumingMemoryBound(to: CChar.self), Int32(bytes.count), strata_sqlite_transient())
+        }
     }
     return SQLITE_OK
 }
 
-private func resultText(_ ctx: OpaquePointer?, _ bytes: [UInt8]?) {
-    guard let bytes else { sqlite3_result_null(ctx); return }
-    bytes.withUnsafeBufferPointer { b in
-        b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: max(1, b.count)) { sqlite3_result_text(ctx, $0, Int32(b.count), strata_sqlite_transient()) }
-    }
+/// Text copied by SQLite (TRANSIENT): the views die with their chunk, and SQLite may keep a
+/// static value beyond the row (a MEM_Static copy stays a pointer).
+@inline(__always) private func resultText(_ ctx: OpaquePointer?, _ bytes: UnsafeRawPointer?, _ count: Int32) {
+    guard count >= 0 else { sqlite3_result_null(ctx); return }
+    sqlite3_result_text(ctx, (bytes ?? UnsafeRawPointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self), count, strata_sqlite_transient())
 }
 
 private let xRowid: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?, UnsafeMutablePointer<sqlite3_int64>?) -> Int32 = { p, rowid in

@@ -2,6 +2,7 @@ import CSQLite
 import StrataBroker
 import StrataCore
 import StrataLog
+import Glibc
 import Synchronization
 
 public struct QueryError: Error, CustomStringConvertible, Sendable {
@@ -28,9 +29,28 @@ final class QueryContext: @unchecked Sendable {
     let endOffsets: [String: Int64]
     let stats = Mutex(ScanStats())
     let segmentsSeen = Mutex(Set<String>())
+    let wanted = WantedFields()
+    /// Members declared as hidden columns of every topic table (ids 0..<count in `wanted`).
+    let memberColumns: [String]
+    /// For member columns whose value the fast path leaves to SQLite. Set once by the engine.
+    unowned(unsafe) var jsonFunctions: JSONFunctionState?
+    /// The engine's connection (for SQLite's json_extract on values the fast path leaves).
+    var db: OpaquePointer?
+    /// Open scans, for `->>` to find members the scan threads extracted. SQLite thread only.
+    var activeCursors: [Unmanaged<CursorState>] = []
 
-    init(broker: Broker, sinceMs: Int64?, untilMs: Int64?) throws {
+    /// A member the scan thread already extracted from exactly these value bytes.
+    @inline(__always) func precomputed(_ value: UnsafeRawPointer, _ count: Int, _ id: Int) -> FieldValue? {
+        for c in activeCursors {
+            if let v = c.takeUnretainedValue().precomputed(value, count, id) { return v }
+        }
+        return nil
+    }
+
+    init(broker: Broker, sinceMs: Int64?, untilMs: Int64?, memberColumns: [String]) throws {
         self.broker = broker
+        self.memberColumns = memberColumns
+        for m in memberColumns { _ = wanted.id(of: Array(m.utf8)) }
         self.sinceMs = sinceMs
         self.untilMs = untilMs
         var ends: [String: Int64] = [:]
@@ -47,89 +67,99 @@ final class QueryContext: @unchecked Sendable {
 
 final class TableState {
     let context: QueryContext
-    let topic: String
-    init(context: QueryContext, topic: String) {
+    /// nil for the eponymous `events` table, whose topic comes from `events('topic')`.
+    let topic: String?
+    init(context: QueryContext, topic: String?) {
         self.context = context
         self.topic = topic
     }
-}
 
-/// One decoded row (copied out of the log, so it outlives the batch it came from).
-struct Row {
-    let partition: Int32
-    let offset: Int64
-    let timestamp: Int64
-    let key: [UInt8]?
-    let value: [UInt8]?
-    let headers: String?
+    /// Records in the snapshot (nil for `events('t')`, whose topic is known only at xFilter).
+    var estimatedRows: Int64? {
+        guard let topic, let count = context.broker.partitionCount(topic) else { return nil }
+        var total: Int64 = 0
+        for p in 0..<count {
+            guard let log = try? context.broker.log(topic: topic, partition: p) else { return nil }
+            total += (context.endOffsets["\(topic)-\(p)"] ?? log.logEndOffset) - log.logStartOffset
+        }
+        return total
+    }
 }
 
 final class CursorState {
     let table: TableState
-    var ranges: [(partition: Int32, start: Int64, end: Int64)] = []
-    var rangeIndex = 0
-    var position: Int64 = 0
-    var rows: [Row] = []
+    /// The topic this scan reads (the table's, or the argument of `events('topic')`).
+    var topic = ""
+    var pipeline: ScanPipeline?
+    var chunk = Chunk(slice: nil)
     var rowIndex = 0
+    /// Set when rows are delivered group by group (GroupedRows) instead of in log order.
+    var grouped: GroupedRows?
+    var groupedPosition = 0
     init(table: TableState) { self.table = table }
 
-    var eof: Bool { rowIndex >= rows.count && rangeIndex >= ranges.count }
-    var current: Row { rows[rowIndex] }
+    var eof: Bool { rowIndex >= chunk.rows.count }
+    var current: RowRef { chunk.rows[rowIndex] }
 
-    /// Moves to the next row, reading the next chunk of batches when the current one is used up.
-    func advance() throws {
-        rowIndex += 1
-        while rowIndex >= rows.count && rangeIndex < ranges.count {
-            try loadChunk()
+    func start(ranges: [(partition: Int32, start: Int64, end: Int64)], groupBy memberIds: [Int], descending: [Bool], db: OpaquePointer?) throws {
+        stop()
+        let ctx = table.context
+        let trusted = ctx.broker.topicConfig(topic)?.requiresJSON == true
+        let pipeline = ScanPipeline(reader: ChunkReader(context: ctx, topic: topic, ranges: ranges), wanted: ctx.wanted, trustedJSON: trusted)
+        self.pipeline = pipeline
+        if !memberIds.isEmpty, let db, let functions = ctx.jsonFunctions {
+            let rows = try GroupedRows(pipeline: pipeline, memberIds: memberIds, descending: descending) { chunk, row, id in
+                let r = chunk.rows[row]
+                return try functions.extractKeyPart(db, value: UnsafeRawBufferPointer(start: r.value, count: Int(r.valueCount)),
+                                                    path: "$." + ctx.memberColumns[id], arena: chunk.arena)
+            }
+            grouped = rows
+            groupedPosition = -1
+            moveToGroupedRow()
+            return
+        }
+        chunk = try pipeline.next() ?? Chunk(slice: nil)
+        rowIndex = 0
+    }
+
+    private func moveToGroupedRow() {
+        guard let grouped else { return }
+        groupedPosition += 1
+        if groupedPosition < grouped.order.count {
+            let at = grouped.order[groupedPosition]
+            chunk = grouped.chunks[Int(at >> 32)]
+            rowIndex = Int(at & 0xFFFF_FFFF)
+        } else {
+            chunk = Chunk(slice: nil)
+            rowIndex = 0
         }
     }
 
-    func loadChunk() throws {
-        rows.removeAll(keepingCapacity: true)
+    /// Moves to the next row, taking the next chunk when the current one is used up.
+    @inline(__always) func advance() throws {
+        if grouped != nil { return moveToGroupedRow() }
+        rowIndex += 1
+        if rowIndex >= chunk.rows.count, let pipeline {
+            chunk = try pipeline.next() ?? Chunk(slice: nil)
+            rowIndex = 0
+        }
+    }
+
+    func stop() {
+        pipeline?.cancel()
+        pipeline = nil
+        grouped = nil
+        chunk = Chunk(slice: nil)
         rowIndex = 0
-        let range = ranges[rangeIndex]
-        if position < range.start { position = range.start }
-        guard position < range.end else {
-            rangeIndex += 1
-            position = 0
-            return
-        }
-        let ctx = table.context
-        let log = try ctx.broker.log(topic: table.topic, partition: range.partition)
-        let result = try log.read(from: position, maxBytes: 1 << 20)
-        guard let slice = result.slice else {
-            rangeIndex += 1
-            position = 0
-            return
-        }
-        let key = "\(table.topic)-\(range.partition)@\(slice.segmentBaseOffset)"
-        let firstVisit = ctx.segmentsSeen.withLock { $0.insert(key).inserted }
-        ctx.stats.withLock { s in
-            s.bytesRead += slice.count
-            if firstVisit { s.segmentsRead += 1 }
-        }
-        let from = position
-        var scanned = 0
-        try slice.forEachBatch { batch in
-            try batch.forEachRecord { r in
-                guard r.offset >= from, r.offset < range.end else { return }
-                scanned += 1
-                var headers: String?
-                if !r.headers.isEmpty {
-                    headers = "{" + r.headers.map { h in
-                        "\(jsonQuote(String(decoding: h.key, as: UTF8.self))):\(h.value.map { jsonQuote(String(decoding: $0, as: UTF8.self)) } ?? "null")"
-                    }.joined(separator: ",") + "}"
-                }
-                rows.append(Row(partition: range.partition, offset: r.offset, timestamp: r.timestamp,
-                                key: r.key.map(Array.init), value: r.value.map(Array.init), headers: headers))
-            }
-        }
-        ctx.stats.withLock { $0.recordsScanned += scanned }
-        position = max(result.nextOffset, position + 1)
-        if position >= range.end {
-            rangeIndex += 1
-            position = 0
-        }
+    }
+
+    /// The wanted member `id` of the current row if the scan thread extracted it and `value`
+    /// is byte for byte the current row's value (so the answer is the same whoever asks).
+    @inline(__always) func precomputed(_ value: UnsafeRawPointer, _ count: Int, _ id: Int) -> FieldValue? {
+        guard rowIndex < chunk.rows.count, id < chunk.fields.count else { return nil }
+        let row = chunk.rows[rowIndex]
+        guard Int(row.valueCount) == count, let v = row.value, v == value || memcmp(v, value, count) == 0 else { return nil }
+        return chunk.fields[id][rowIndex]
     }
 }
 
@@ -161,27 +191,56 @@ private func format4(_ v: UInt32) -> String {
 public final class QueryEngine {
     let db: OpaquePointer
     let context: QueryContext
+    let jsonFunctions: JSONFunctionState
 
-    public init(broker: Broker, sinceMs: Int64? = nil, untilMs: Int64? = nil) throws {
-        context = try QueryContext(broker: broker, sinceMs: sinceMs, untilMs: untilMs)
+    /// `jsonMembers` become hidden columns of every topic table (see JSONColumns); pass
+    /// `QueryEngine.jsonMembers(in: sql)` for the statements you will run.
+    public init(broker: Broker, sinceMs: Int64? = nil, untilMs: Int64? = nil, jsonMembers: [String] = []) throws {
+        context = try QueryContext(broker: broker, sinceMs: sinceMs, untilMs: untilMs,
+                                   memberColumns: Array(jsonMembers.prefix(WantedFields.limit)))
         var handle: OpaquePointer?
         guard sqlite3_open_v2(":memory:", &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK, let handle else {
             throw QueryError("cannot open SQLite")
         }
         db = handle
         sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0)
+        // Sorts and GROUP BY stay in memory: nothing of a query is written to disk.
+        _ = sqlite3_exec(db, "PRAGMA temp_store=MEMORY", nil, nil, nil)
         let aux = Unmanaged.passRetained(context).toOpaque()
         let rc = sqlite3_create_module_v2(db, "events", eventsModule, aux) { p in Unmanaged<QueryContext>.fromOpaque(p!).release() }
-        guard rc == SQLITE_OK else { throw QueryError("cannot register the events module") }
+        guard rc == SQLITE_OK else {
+            sqlite3_close_v2(db)
+            throw QueryError("cannot register the events module")
+        }
+        do {
+            jsonFunctions = try registerJSONFunctions(db, context: context)
+            context.jsonFunctions = jsonFunctions
+            context.db = db
+        } catch {
+            sqlite3_close_v2(db)
+            throw error
+        }
         for topic in broker.topicNames() {
             let quoted = "\"" + topic.replacingOccurrences("\"", "\"\"") + "\""
             try exec("CREATE VIRTUAL TABLE temp.\(quoted) USING events(\(quoted))")
         }
     }
 
-    deinit { sqlite3_close_v2(db) }
+    deinit {
+        jsonFunctions.close()
+        sqlite3_close_v2(db)
+    }
 
     public var stats: ScanStats { context.stats.withLock { $0 } }
+
+    /// Reads the running totals from any thread (for a progress line while a statement runs).
+    public var statsReader: @Sendable () -> ScanStats {
+        let context = self.context
+        return { context.stats.withLock { $0 } }
+    }
+
+    /// The top-level JSON members `sql` reads with `value ->> '…'`.
+    public static func jsonMembers(in sql: String) -> [String] { JSONColumns.members(in: sql) }
 
     func exec(_ sql: String) throws {
         var err: UnsafeMutablePointer<CChar>?
@@ -205,11 +264,26 @@ public final class QueryEngine {
                     throw QueryError(String(cString: sqlite3_errmsg(db)))
                 }
                 tail = next
-                guard let stmt else { continue }  // whitespace or a comment
+                guard var stmt else { continue }  // whitespace or a comment
+                // Column names as written (a rewritten `value->>'$.x'` keeps its name).
+                let names = (0..<Int(sqlite3_column_count(stmt))).map { String(cString: sqlite3_column_name(stmt, Int32($0))) }
+                // The same statement reading member columns, when it means the same thing.
+                if !context.memberColumns.isEmpty, let end = next {
+                    let text = String(decoding: UnsafeRawBufferPointer(start: start, count: end - start), as: UTF8.self)
+                    if let rewritten = JSONColumns.rewrite(text, declared: Set(context.memberColumns)) {
+                        var faster: OpaquePointer?
+                        if sqlite3_prepare_v2(db, rewritten, -1, &faster, nil) == SQLITE_OK, let faster {
+                            sqlite3_finalize(stmt)
+                            stmt = faster
+                        } else {
+                            sqlite3_finalize(faster)
+                        }
+                    }
+                }
                 defer { sqlite3_finalize(stmt) }
                 guard sqlite3_stmt_readonly(stmt) != 0 else { throw QueryError("queries are read-only: the log cannot be modified") }
                 let columns = Int(sqlite3_column_count(stmt))
-                header((0..<columns).map { String(cString: sqlite3_column_name(stmt, Int32($0))) })
+                header(columns == names.count ? names : (0..<columns).map { String(cString: sqlite3_column_name(stmt, Int32($0))) })
                 while true {
                     let rc = sqlite3_step(stmt)
                     if rc == SQLITE_DONE { break }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import StrataBroker
 import StrataCore
 import StrataQuery
@@ -31,8 +32,29 @@ struct Query: ParsableCommand {
             guard let v = Timestamps.parseUserTime(t, nowMs: now) else { throw ValidationError("--until '\(t)' is not a time") }
             return v
         }
-        let engine = try QueryEngine(broker: try options.openReadOnly(), sinceMs: sinceMs, untilMs: untilMs)
+        let engine = try QueryEngine(broker: try options.openReadOnly(), sinceMs: sinceMs, untilMs: untilMs,
+                                     jsonMembers: QueryEngine.jsonMembers(in: sql))
         if explain { for line in try engine.plan(sql) { printError("plan: \(line)") } }
+        // A progress line on a terminal once a statement runs longer than a second.
+        var progress: PeriodicWorker?
+        if isatty(2) == 1 {
+            let started = monotonicMillis()
+            let read = engine.statsReader
+            let worker = PeriodicWorker(intervalMs: 250) {
+                let elapsed = monotonicMillis() - started
+                guard elapsed >= 1000 else { return }
+                let s = read()
+                printErrorNoNewline("\rscanned \(s.recordsScanned) records, \(s.bytesRead >> 20) MiB in \(elapsed / 1000) s   ")
+            }
+            worker.start()
+            progress = worker
+        }
+        func stopProgress() {
+            guard let worker = progress else { return }
+            worker.stop()
+            progress = nil
+            printErrorNoNewline("\r\u{1B}[K")
+        }
         var out = OutputBuffer()
         var columns: [String] = []
         var buffered: [[String?]] = []
@@ -50,9 +72,11 @@ struct Query: ParsableCommand {
                 }
             })
         } catch {
+            stopProgress()
             out.flush()
             throw CLIError("\(error)")
         }
+        stopProgress()
         if format == "table" { Self.table(columns, buffered, into: &out) }
         out.flush()
         if explain {

@@ -1,0 +1,255 @@
+import Glibc
+import StrataBroker
+import StrataCore
+import StrataLog
+import Synchronization
+
+/// One row of a chunk: views into the chunk's segment mapping (uncompressed batches) or its
+/// arena (records of compressed batches), valid while the chunk is alive.
+struct RowRef {
+    let partition: Int32
+    let offset: Int64
+    let timestamp: Int64
+    let key: UnsafeRawPointer?
+    let keyCount: Int32
+    let value: UnsafeRawPointer?
+    let valueCount: Int32
+    let headersIndex: Int32
+}
+
+/// A JSON member extracted ahead of SQLite, by the scan thread.
+enum FieldValue {
+    /// Bytes `start..<start+count` of the row's value.
+    case text(start: Int32, count: Int32)
+    case integer(Int64)
+    case real(Double)
+    case null
+    /// Not decided here: SQLite's json_extract answers (and reports malformed JSON).
+    case fallback
+}
+
+/// Copies of records that do not live in a mapping (decompressed batches), in large blocks.
+final class Arena {
+    private var blocks: [UnsafeMutableRawBufferPointer] = []
+    private var used = 0
+    deinit { for b in blocks { b.deallocate() } }
+
+    func copy(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawPointer {
+        if blocks.isEmpty || used + bytes.count > blocks[blocks.count - 1].count {
+            blocks.append(.allocate(byteCount: max(1 << 16, bytes.count), alignment: 8))
+            used = 0
+        }
+        let destination = blocks[blocks.count - 1].baseAddress! + used
+        if let source = bytes.baseAddress { destination.copyMemory(from: source, byteCount: bytes.count) }
+        used += bytes.count
+        return UnsafeRawPointer(destination)
+    }
+}
+
+/// The rows of up to 1 MiB of batches, holding what their views point into, plus the JSON
+/// members the statement asked for so far (`fields[keyId][row]`).
+final class Chunk: @unchecked Sendable {
+    let slice: SegmentSlice?
+    let arena = Arena()
+    var rows: ContiguousArray<RowRef> = []
+    var headers: [String] = []
+    var fields: [ContiguousArray<FieldValue>] = []
+    init(slice: SegmentSlice?) { self.slice = slice }
+}
+
+/// The JSON members statements have asked for through `->>`; the scan thread extracts them for
+/// the chunks it reads next. Append-only, so an id stays valid for the engine's lifetime.
+final class WantedFields: @unchecked Sendable {
+    private let keys = Mutex<[[UInt8]]>([])
+    static let limit = 32
+
+    /// The id of `key`, registering it; nil past the limit (those are scanned per row).
+    func id(of key: [UInt8]) -> Int? {
+        keys.withLock { k in
+            if let i = k.firstIndex(of: key) { return i }
+            guard k.count < Self.limit else { return nil }
+            k.append(key)
+            return k.count - 1
+        }
+    }
+
+    var snapshot: [[UInt8]] { keys.withLock { $0 } }
+}
+
+/// Reads the chunks of one scan in order: partition ranges → 1 MiB reads → decoded rows.
+struct ChunkReader {
+    let context: QueryContext
+    let topic: String
+    let ranges: [(partition: Int32, start: Int64, end: Int64)]
+    var rangeIndex = 0
+    var position: Int64 = 0
+
+    /// The next chunk with at least one row, or nil at the end.
+    mutating func next() throws -> Chunk? {
+        while rangeIndex < ranges.count {
+            if let chunk = try read(), !chunk.rows.isEmpty { return chunk }
+        }
+        return nil
+    }
+
+    private mutating func read() throws -> Chunk? {
+        let range = ranges[rangeIndex]
+        if position < range.start { position = range.start }
+        guard position < range.end else {
+            rangeIndex += 1
+            position = 0
+            return nil
+        }
+        let log = try context.broker.log(topic: topic, partition: range.partition)
+        let result = try log.read(from: position, maxBytes: 1 << 20)
+        guard let slice = result.slice else {
+            rangeIndex += 1
+            position = 0
+            return nil
+        }
+        let segmentKey = "\(topic)-\(range.partition)@\(slice.segmentBaseOffset)"
+        let firstVisit = context.segmentsSeen.withLock { $0.insert(segmentKey).inserted }
+        context.stats.withLock { s in
+            s.bytesRead += slice.count
+            if firstVisit { s.segmentsRead += 1 }
+        }
+        let chunk = Chunk(slice: slice)
+        chunk.rows.reserveCapacity(8192)
+        let from = position
+        let end = range.end
+        let partition = range.partition
+        try slice.forEachBatch { batch in
+            let inMapping = batch.compression == CompressionCodec.none
+            let arena = chunk.arena
+            try batch.forEachRecord { r in
+                guard r.offset >= from, r.offset < end else { return }
+                var headersIndex: Int32 = -1
+                if !r.headers.isEmpty {
+                    headersIndex = Int32(chunk.headers.count)
+                    chunk.headers.append("{" + r.headers.map { h in
+                        "\(jsonQuote(String(decoding: h.key, as: UTF8.self))):\(h.value.map { jsonQuote(String(decoding: $0, as: UTF8.self)) } ?? "null")"
+                    }.joined(separator: ",") + "}")
+                }
+                var k: UnsafeRawPointer?, kc: Int32 = -1, v: UnsafeRawPointer?, vc: Int32 = -1
+                if let key = r.key { (k, kc) = (inMapping ? key.baseAddress : arena.copy(key), Int32(key.count)) }
+                if let value = r.value { (v, vc) = (inMapping ? value.baseAddress : arena.copy(value), Int32(value.count)) }
+                chunk.rows.append(RowRef(partition: partition, offset: r.offset, timestamp: r.timestamp, key: k, keyCount: kc,
+                                         value: v, valueCount: vc, headersIndex: headersIndex))
+            }
+        }
+        let scanned = chunk.rows.count
+        context.stats.withLock { $0.recordsScanned += scanned }
+        position = max(result.nextOffset, position + 1)
+        if position >= range.end {
+            rangeIndex += 1
+            position = 0
+        }
+        return chunk
+    }
+}
+
+/// Runs a ChunkReader on its own thread, up to `depth` chunks ahead of SQLite, extracting the
+/// wanted JSON members as it goes: decoding and JSON scanning use the second core while SQLite
+/// evaluates the statement on the first.
+final class ScanPipeline: @unchecked Sendable {
+    static let depth = 4
+    private let lock = ConditionLock()
+    private var queue: [Chunk] = []
+    private var finished = false
+    private var failure: Error?
+    private var cancelled = false
+    private var thread: pthread_t?
+    private var reader: ChunkReader
+    private let wanted: WantedFields
+    /// Values already validated as JSON on write (value.format=json): the member scan may stop
+    /// once it has every wanted member instead of walking the rest of the object.
+    private let trustedJSON: Bool
+
+    init(reader: ChunkReader, wanted: WantedFields, trustedJSON: Bool) {
+        self.reader = reader
+        self.wanted = wanted
+        self.trustedJSON = trustedJSON
+        let unmanaged = Unmanaged.passRetained(self)
+        var t = pthread_t()
+        let rc = pthread_create(&t, nil, { arg in
+            Unmanaged<ScanPipeline>.fromOpaque(arg!).takeRetainedValue().run()
+            return nil
+        }, unmanaged.toOpaque())
+        if rc == 0 {
+            thread = t
+        } else {
+            unmanaged.release()
+            failure = QueryError("cannot start the scan thread (error \(rc))")
+            finished = true
+        }
+    }
+
+    private func run() {
+        while true {
+            let chunk: Chunk?
+            do {
+                chunk = try reader.next()
+                if let chunk { extract(chunk) }
+            } catch {
+                lock.withLock {
+                    failure = error
+                    finished = true
+                    lock.broadcast()
+                }
+                return
+            }
+            let stop = lock.withLock { () -> Bool in
+                while queue.count >= Self.depth && !cancelled { lock.wait() }
+                if cancelled { return true }
+                if let chunk { queue.append(chunk) } else { finished = true }
+                lock.broadcast()
+                return chunk == nil
+            }
+            if stop { return }
+        }
+    }
+
+    private func extract(_ chunk: Chunk) {
+        let keys = wanted.snapshot
+        guard !keys.isEmpty else { return }
+        var columns = [ContiguousArray<FieldValue>](repeating: [], count: keys.count)
+        for i in columns.indices { columns[i].reserveCapacity(chunk.rows.count) }
+        var row = [FieldValue](repeating: .fallback, count: keys.count)
+        for r in chunk.rows {
+            if let value = r.value, r.valueCount >= 0 {
+                JSONField.members(UnsafeRawBufferPointer(start: value, count: Int(r.valueCount)), keys: keys,
+                                  stopEarly: trustedJSON, into: &row)
+            } else {
+                for i in row.indices { row[i] = .null }
+            }
+            for i in row.indices { columns[i].append(row[i]) }
+        }
+        chunk.fields = columns
+    }
+
+    /// The next chunk in order; nil at the end. Rethrows the scan thread's error.
+    func next() throws -> Chunk? {
+        try lock.withLock {
+            while queue.isEmpty && !finished { lock.wait() }
+            if !queue.isEmpty {
+                let chunk = queue.removeFirst()
+                lock.broadcast()
+                return chunk
+            }
+            if let failure { throw failure }
+            return nil
+        }
+    }
+
+    /// Stops the thread and waits for it (the chunks it holds point into mappings).
+    func cancel() {
+        lock.withLock {
+            cancelled = true
+            lock.broadcast()
+        }
+        if let t = thread {
+            pthread_join(t, nil)
+            thread = nil
+        }
+    }
+}

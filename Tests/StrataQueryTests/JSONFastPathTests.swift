@@ -1,0 +1,171 @@
+import Foundation
+import Testing
+@testable import StrataBroker
+@testable import StrataLog
+@testable import StrataQuery
+
+/// The fast paths (member columns, the `->>` override, GroupedRows) must give exactly what
+/// SQLite's own json_extract and sorter give: every test runs both and compares.
+@Suite struct JSONFastPathTests {
+    /// Values chosen to hit every branch: escapes, nesting, duplicates, number forms, literals,
+    /// whitespace, missing members, non-objects, and types that SQLite groups together (1, 1.0).
+    static let tricky: [String] = [
+        #"{"k":"plain","n":1}"#,
+        #"{"k":"esc\"aped\\ \u00e9","n":-0}"#,
+        #"{ "k" : "spaces" , "n" : 1.0 }"#,
+        #"{"a":{"k":"nested"},"k":"outer","n":1e2}"#,
+        #"{"k":"first","k":"second","n":100}"#,
+        #"{"k":null,"n":true}"#,
+        #"{"k":[1,2,{"x":"]"}],"n":false}"#,
+        #"{"k":{"deep":[{"k":1}]},"n":-12.5e-1}"#,
+        #"{"n":123456789012345678901234}"#,
+        #"{"k":"","n":0.1}"#,
+        #"{"k\u0041":"escaped key","n":3}"#,
+        #"{"k":"1","n":"1"}"#,
+        #"{"k":1,"n":1}"#,
+        #"{"k":1.0,"n":1.5}"#,
+        #"[1,2,3]"#,
+        #"{}"#,
+        #"{"k":"trailing ws"}   "#,
+        #"{"k":"ünïcödé ✓","n":9223372036854775807}"#,
+        #"{"k":"big","n":-9223372036854775808}"#,
+    ]
+
+    static func broker(_ dir: QDir, values: [String], partitions: Int32 = 2) throws -> Broker {
+        let broker = try Broker.open(dataDirectory: dir.path)
+        try broker.createTopic("t", partitions: partitions)
+        for (i, v) in values.enumerated() {
+            try broker.produce(topic: "t", records: [ProducerRecord(key: Array("k\(i)".utf8), value: Array(v.utf8), timestamp: Int64(i))], acks: .leader)
+        }
+        return broker
+    }
+
+    func rows(_ engine: QueryEngine, _ sql: String) throws -> [[String?]] {
+        var out: [[String?]] = []
+        try engine.run(sql, header: { _ in }, row: { out.append($0) })
+        return out
+    }
+
+    @Test func membersMatchJSONExtractOnTrickyValues() throws {
+        let dir = QDir()
+        let broker = try Self.broker(dir, values: Self.tricky)
+        for members in [[], ["k", "n"]] {
+            let engine = try QueryEngine(broker: broker, jsonMembers: members)
+            for path in ["k", "n", "a", "kA"] {
+                let fast = try rows(engine, "SELECT offset, partition, value->>'$.\(path)', typeof(value->>'$.\(path)') FROM t ORDER BY partition, offset")
+                let slow = try rows(engine, "SELECT offset, partition, json_extract(value, '$.\(path)'), typeof(json_extract(value, '$.\(path)')) FROM t ORDER BY partition, offset")
+                #expect(fast == slow, "path \(path), members \(members)")
+                #expect(fast.count == Self.tricky.count)
+            }
+            // The short form and nested paths go through the override too.
+            #expect(try rows(engine, "SELECT value->>'k' FROM t ORDER BY partition, offset") == rows(engine, "SELECT json_extract(value, '$.k') FROM t ORDER BY partition, offset"))
+            #expect(try rows(engine, "SELECT value->>'$.a.k' FROM t ORDER BY partition, offset") == rows(engine, "SELECT json_extract(value, '$.a.k') FROM t ORDER BY partition, offset"))
+        }
+        try broker.close()
+    }
+
+    @Test func randomObjectsMatchJSONExtract() throws {
+        var rng = SystemRandomNumberGenerator()
+        var seed = UInt64.random(in: 0...UInt64.max, using: &rng)
+        func next() -> UInt64 { seed = seed &* 6364136223846793005 &+ 1442695040888963407; return seed >> 33 }
+        let names = ["a", "b", "event_type", "amount", "x"]
+        func scalar() -> String {
+            switch next() % 7 {
+            case 0: return "\(Int64(next()) - (1 << 30))"
+            case 1: return "\(Double(next() % 100000) / 100)"
+            case 2: return "\"s\(next() % 50)\""
+            case 3: return ["true", "false", "null"][Int(next() % 3)]
+            case 4: return "\"q\\\"\(next() % 5)\""
+            case 5: return "{\"a\":\(next() % 9),\"b\":[\"}\",1]}"
+            default: return "\(next() % 4)"
+            }
+        }
+        var values: [String] = []
+        for _ in 0..<400 {
+            let members = (0..<Int(next() % 6)).map { _ in "\"\(names[Int(next() % 5)])\"\(next() % 3 == 0 ? " " : ""):\(scalar())" }
+            values.append("{" + members.joined(separator: ",") + "}")
+        }
+        let dir = QDir()
+        let broker = try Self.broker(dir, values: values, partitions: 1)
+        let engine = try QueryEngine(broker: broker, jsonMembers: ["event_type", "amount", "a"])
+        for name in names {
+            #expect(try rows(engine, "SELECT value->>'$.\(name)', typeof(value->>'$.\(name)') FROM t ORDER BY offset")
+                    == rows(engine, "SELECT json_extract(value, '$.\(name)'), typeof(json_extract(value, '$.\(name)')) FROM t ORDER BY offset"),
+                    "member \(name), seed \(seed)")
+            // GroupedRows (member column GROUP BY) against SQLite's sorter (json_extract is not rewritten).
+            #expect(try rows(engine, "SELECT value->>'$.\(name)', count(*) FROM t GROUP BY 1 ORDER BY 1")
+                    == rows(engine, "SELECT json_extract(value, '$.\(name)'), count(*) FROM t GROUP BY 1 ORDER BY 1"), "group by \(name)")
+        }
+        try broker.close()
+    }
+
+    @Test func groupedScanEqualsTheSorter() throws {
+        let dir = QDir()
+        let broker = try Self.broker(dir, values: Self.tricky.filter { $0.hasPrefix("{") } + (0..<500).map { i in
+            #"{"k":"\#(["a", "b", "c", "d"][i % 4])","n":\#(i % 7 == 0 ? "1.0" : "\(i % 3)")}"#
+        })
+        let engine = try QueryEngine(broker: broker, jsonMembers: ["k", "n"])
+        let queries = [
+            ("SELECT value->>'$.k', count(*), sum(offset) FROM t GROUP BY 1", "SELECT json_extract(value,'$.k'), count(*), sum(offset) FROM t GROUP BY 1"),
+            ("SELECT value->>'$.n', count(*) FROM t GROUP BY 1", "SELECT json_extract(value,'$.n'), count(*) FROM t GROUP BY 1"),
+            ("SELECT value->>'$.k', value->>'$.n', count(*) FROM t GROUP BY 1, 2 ORDER BY 1 DESC, 2",
+             "SELECT json_extract(value,'$.k'), json_extract(value,'$.n'), count(*) FROM t GROUP BY 1, 2 ORDER BY 1 DESC, 2"),
+            ("SELECT DISTINCT value->>'$.k' FROM t", "SELECT DISTINCT json_extract(value,'$.k') FROM t"),
+            ("SELECT value->>'$.k', offset, partition FROM t ORDER BY 1 DESC, partition, offset",
+             "SELECT json_extract(value,'$.k'), offset, partition FROM t ORDER BY 1 DESC, partition, offset"),
+        ]
+        for (fast, slow) in queries {
+            var (a, b) = (try rows(engine, fast), try rows(engine, slow))
+            if !fast.contains("ORDER BY") {
+                // Without ORDER BY any row order is right: compare as multisets.
+                let key = { (r: [String?]) in r.map { $0 ?? "\u{0}NULL" }.joined(separator: "\u{1}") }
+                (a, b) = (a.sorted { key($0) < key($1) }, b.sorted { key($0) < key($1) })
+            }
+            #expect(a == b, "\(fast): \(a) vs \(b)")
+            #expect(try !rows(engine, fast).isEmpty)
+        }
+        // The fast form really skips the sorter.
+        let plan = try engine.plan("SELECT value->>'$.k', count(*) FROM t GROUP BY 1").joined(separator: "\n")
+        #expect(!plan.contains("TEMP B-TREE"), "\(plan)")
+        try broker.close()
+    }
+
+    @Test func eventsFunctionAndNames() throws {
+        let dir = QDir()
+        let broker = try Self.broker(dir, values: Self.tricky)
+        try broker.createTopic("other")
+        try broker.produce(topic: "other", records: [ProducerRecord(value: Array(#"{"k":"o"}"#.utf8), timestamp: 5)], acks: .leader)
+        let engine = try QueryEngine(broker: broker, jsonMembers: ["k"])
+        #expect(try rows(engine, "SELECT count(*) FROM events('t')") == [["\(Self.tricky.count)"]])
+        #expect(try rows(engine, "SELECT value->>'$.k', topic FROM events('other')") == [["o", "other"]])
+        #expect(try rows(engine, "SELECT offset FROM events('t') WHERE partition = 0 ORDER BY offset")
+                == rows(engine, "SELECT offset FROM t WHERE partition = 0 ORDER BY offset"))
+        #expect(throws: QueryError.self) { try rows(engine, "SELECT * FROM events") }
+        #expect(throws: QueryError.self) { try rows(engine, "SELECT * FROM events('nosuch')") }
+        var header: [String] = []
+        try engine.run("SELECT value->>'$.k', count(*) FROM t GROUP BY 1", header: { header = $0 }, row: { _ in })
+        #expect(header == ["value->>'$.k'", "count(*)"])
+        // `value` of a CTE is not a topic's: the rewrite steps aside and SQLite answers.
+        let cte = try rows(engine, #"WITH c(value) AS (VALUES ('{"k":"cte"}')) SELECT value->>'$.k' FROM c"#)
+        #expect(cte == [["cte"]], "\(cte)")
+        try broker.close()
+    }
+
+    @Test func malformedValuesAreClearErrors() throws {
+        let dir = QDir()
+        let broker = try Self.broker(dir, values: [#"{"k":"ok"}"#, #"{"k":"truncated"#, "plain text"], partitions: 1)
+        for members in [[], ["k"]] {
+            let engine = try QueryEngine(broker: broker, jsonMembers: members)
+            for sql in ["SELECT value->>'$.k' FROM t", "SELECT value->>'$.k', count(*) FROM t GROUP BY 1"] {
+                do {
+                    _ = try rows(engine, sql)
+                    Issue.record("\(sql) should fail")
+                } catch {
+                    #expect("\(error)".contains("malformed JSON"), "\(error)")
+                }
+            }
+            #expect(try rows(engine, "SELECT value->>'$.k' FROM t WHERE offset = 0") == [["ok"]])
+        }
+        try broker.close()
+    }
+}

@@ -13,7 +13,7 @@ private func schema(members: [String]) -> String {
         + members.map { ", \"\(JSONColumns.columnName($0))\" HIDDEN" }.joined() + ")"
 }
 /// Index of the first member column (after the hidden `topic`).
-private let firstMemberColumn: Int32 = 7
+private let firstMemberColumn = GroupedOrder.firstMemberColumn
 private enum Column: Int32 { case partition = 0, offset, timestamp, key, value, headers, topic }
 
 @inline(__always) private func table(_ p: UnsafeMutablePointer<sqlite3_vtab>?) -> TableState {
@@ -110,10 +110,14 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         // Rows come in offset order within a partition; with one partition that is the order asked for.
         if tokens.contains("0=") { info.pointee.orderByConsumed = 1 }
     } else if !orderBy.isEmpty, orderBy.allSatisfy({ $0.iColumn >= firstMemberColumn }),
+              info.pointee.colUsed & (1 << Column.headers.rawValue | 1 << 63) == 0,
               let rows = table(vtab).estimatedRows, rows <= GroupedRows.rowLimit {
         // GROUP BY / DISTINCT / ORDER BY on member columns: GroupedRows hashes rows into groups
         // and emits the groups sorted, without SQLite's row-by-row sorter.
-        for term in orderBy { tokens.append("g\(term.iColumn - firstMemberColumn)\(term.desc != 0 ? "d" : "a")") }
+        for term in orderBy { tokens.append("g\(term.iColumn)\(term.desc != 0 ? "d" : "a")") }
+        tokens.append("u\(info.pointee.colUsed)")
+        // DISTINCT (mode 2): one row per group is enough, which shrinks SQLite's own dedup b-tree.
+        if sqlite3_vtab_distinct(info) == 2 { tokens.append("x") }
         info.pointee.orderByConsumed = 1
     }
     // Without a usable topic argument the plan is allowed (so the error can say what is missing,
@@ -158,11 +162,17 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
     var tsLo = ctx.sinceMs ?? Int64.min
     var tsHi = ctx.untilMs.map { $0 - 1 } ?? Int64.max
     let tokens = idxStr.map { String(cString: $0) }?.split(separator: ",").map(String.init) ?? []
+    var order: GroupedOrder?
     let groupTokens = tokens.filter { $0.hasPrefix("g") }
-    let groupBy = groupTokens.compactMap { Int($0.dropFirst().dropLast()) }
-    let descending = groupTokens.map { $0.hasSuffix("d") }
+    if !groupTokens.isEmpty, let used = tokens.first(where: { $0.hasPrefix("u") }).flatMap({ UInt64($0.dropFirst()) }) {
+        let keys = groupTokens.compactMap { Int32($0.dropFirst().dropLast()) }
+        var stored = (0..<Int32(63)).filter { c in used & (1 << UInt64(c)) != 0 && c != Column.topic.rawValue && c != Column.headers.rawValue }
+        for k in keys where !stored.contains(k) { stored.append(k) }
+        order = GroupedOrder(keyColumns: keys, descending: groupTokens.map { $0.hasSuffix("d") }, storedColumns: stored,
+                             firstRowOnly: tokens.contains("x"))
+    }
     for (i, token) in tokens.enumerated() where i < Int(argc) {
-        if token.hasPrefix("g") { continue }
+        if token.hasPrefix("g") || token.hasPrefix("u") || token == "x" { continue }
         if token == "6=" {
             let name = sqlite3_value_text(argv![i]).map { String(cString: $0) }
             if let fixed = topic { if name != fixed { mismatch = true } } else { topic = name }
@@ -212,7 +222,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
             ranges.append((partition, start, end))
             ctx.stats.withLock { $0.partitionsScanned += 1 }
         }
-        try cur.start(ranges: ranges, groupBy: groupBy, descending: descending, db: ctx.db)
+        try cur.start(ranges: ranges, order: order, db: ctx.db)
     } catch {
         setError(p!.pointee.pVtab, "\(error)")
         return SQLITE_ERROR
@@ -236,6 +246,15 @@ private let xEof: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?) ->
 
 private let xColumn: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?, OpaquePointer?, Int32) -> Int32 = { p, ctx, i in
     let cur = cursor(p)
+    if let grouped = cur.grouped {
+        if i == Column.topic.rawValue {
+            var t = cur.topic
+            t.withUTF8 { b in resultText(ctx, UnsafeRawPointer(b.baseAddress), Int32(b.count)) }
+        } else if !grouped.result(ctx, column: i, position: cur.groupedPosition) {
+            sqlite3_result_error(ctx, "column \(i) was not planned for this grouped scan", -1)
+        }
+        return SQLITE_OK
+    }
     let row = cur.current
     switch Column(rawValue: i) {
     case .partition: sqlite3_result_int64(ctx, Int64(row.partition))
@@ -279,7 +298,12 @@ private let xColumn: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
 }
 
 private let xRowid: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?, UnsafeMutablePointer<sqlite3_int64>?) -> Int32 = { p, rowid in
-    let row = cursor(p).current
+    let cur = cursor(p)
+    if cur.grouped != nil {
+        rowid?.pointee = Int64(cur.groupedPosition)
+        return SQLITE_OK
+    }
+    let row = cur.current
     rowid?.pointee = (Int64(row.partition) << 48) | row.offset
     return SQLITE_OK
 }

@@ -1,21 +1,56 @@
 import CSQLite
 import Glibc
+import StrataLog
 
 /// GROUP BY without SQLite's sorter. SQLite has no hash aggregation: it sorts every input row
 /// by the group key (10M rows: ~10 s here) and then aggregates runs of equal keys. When the
-/// GROUP BY terms are member columns, `sqlite3_vtab_distinct` lets the table deliver rows so that
-/// equal keys are merely adjacent; the cursor then reads the whole scan, assigns group ids with a
-/// hash table and emits the rows group by group (a counting sort: two linear passes).
+/// GROUP BY (or DISTINCT, or ORDER BY) terms are member columns, the table may deliver rows in
+/// that order itself (`orderByConsumed`): the cursor reads the whole scan, keeps only the columns
+/// the statement uses as compact cells, assigns group ids with a hash table, sorts the groups
+/// (few) and emits rows group by group (a counting sort: two linear passes).
 ///
-/// The cost is memory: every row of the scan stays referenced until the statement ends (about
-/// 100 bytes per row), so this mode is used only up to `rowLimit` rows; larger scans take
-/// SQLite's sorter.
+/// Memory: 16 bytes per used column per row plus 8 per row, and the mappings/arenas the text
+/// cells point into, until the statement ends. So this mode is used only up to `rowLimit` rows;
+/// larger scans take SQLite's sorter.
 final class GroupedRows {
     static let rowLimit: Int64 = 20_000_000
 
-    private(set) var chunks: [Chunk] = []
-    /// Rows in emission order: chunk index << 32 | row index.
-    private(set) var order: ContiguousArray<UInt64> = []
+    /// One stored column value: SQLite's storage classes, text as a view into a mapping/arena.
+    struct Cell {
+        enum Kind: UInt8 { case null, integer, real, text }
+        var bits: UInt64
+        var count: Int32
+        var kind: Kind
+
+        static let null = Cell(bits: 0, count: 0, kind: .null)
+        static func integer(_ v: Int64) -> Cell { Cell(bits: UInt64(bitPattern: v), count: 0, kind: .integer) }
+        static func real(_ v: Double) -> Cell { Cell(bits: v.bitPattern, count: 0, kind: .real) }
+        static func text(_ p: UnsafeRawPointer?, _ n: Int) -> Cell { Cell(bits: UInt64(UInt(bitPattern: p)), count: Int32(n), kind: .text) }
+
+        var pointer: UnsafeRawPointer? { UnsafeRawPointer(bitPattern: UInt(bits)) }
+
+        /// The group-key view: integral reals compare equal to integers, as in SQLite.
+        var key: KeyPart {
+            switch kind {
+            case .null: return .null
+            case .integer: return .integer(Int64(bitPattern: bits))
+            case .real:
+                let v = Double(bitPattern: bits)
+                return v.rounded() == v && abs(v) < 9.2e18 ? .integer(Int64(v)) : .real(v)
+            case .text: return .text(pointer ?? UnsafeRawPointer(bitPattern: 1)!, Int(count))
+            }
+        }
+    }
+
+    /// The vtab columns stored, in slot order, and each column's slot (-1: not stored).
+    let columns: [Int32]
+    let slotOfColumn: [Int]
+    /// Row-major cells in emission order: row r's slot s is `cells[r * columns.count + s]`.
+    private(set) var cells: ContiguousArray<Cell> = []
+    /// What text cells point into.
+    private var slices: [SegmentSlice] = []
+    private var arenas: [Arena] = []
+    private let keyArena = Arena()
 
     /// A group-key component in SQLite's equality for sorting: NULLs equal, integers and
     /// integral reals equal, text by bytes (BINARY collation).
@@ -38,13 +73,13 @@ final class GroupedRows {
         var hash: UInt64 {
             switch self {
             case .null: return 0x9E37_79B9_7F4A_7C15
-            case .integer(let v): return mix(UInt64(bitPattern: v) ^ 0x1234_5678)
-            case .real(let v): return mix(v.bitPattern ^ 0x8765_4321)
+            case .integer(let v): return Self.mix(UInt64(bitPattern: v) ^ 0x1234_5678)
+            case .real(let v): return Self.mix(v.bitPattern ^ 0x8765_4321)
             case .text(let p, let n):
                 var h: UInt64 = 0xCBF2_9CE4_8422_2325 ^ UInt64(n)
                 var i = 0
                 while i + 8 <= n {
-                    h = mix(h ^ p.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+                    h = Self.mix(h ^ p.loadUnaligned(fromByteOffset: i, as: UInt64.self))
                     i += 8
                 }
                 var tail: UInt64 = 0
@@ -54,11 +89,11 @@ final class GroupedRows {
                     shift += 8
                     i += 1
                 }
-                return mix(h ^ tail)
+                return Self.mix(h ^ tail)
             }
         }
 
-        @inline(__always) func mix(_ x: UInt64) -> UInt64 {
+        @inline(__always) static func mix(_ x: UInt64) -> UInt64 {
             var z = x &* 0xBF58_476D_1CE4_E5B9
             z ^= z >> 31
             z = z &* 0x94D0_49BB_1331_11EB
@@ -66,110 +101,170 @@ final class GroupedRows {
         }
     }
 
-    /// Reads every chunk of `pipeline` and orders the rows by group. `resolve` turns a value
-    /// the fast path left to SQLite into a key part (or throws SQLite's error).
-    init(pipeline: ScanPipeline, memberIds: [Int], descending: [Bool], resolve: (Chunk, Int, Int) throws -> KeyPart) throws {
+    /// Reads every chunk of `pipeline`, storing `columns` (vtab column numbers; member columns
+    /// from `firstMember` on) and ordering rows by the stored columns `keySlots` (`descending`
+    /// per key). `resolve(chunk, row, memberId)` answers what the fast path left to SQLite
+    /// (throwing SQLite's error for malformed JSON).
+    init(pipeline: ScanPipeline, expectedRows: Int, columns: [Int32], firstMember: Int32, keySlots: [Int], descending: [Bool],
+         firstRowOnly: Bool = false, resolve: (Chunk, Int, Int) throws -> Cell) throws {
+        self.columns = columns
+        var slots = [Int](repeating: -1, count: Int(columns.max() ?? 0) + 1)
+        for (s, c) in columns.enumerated() { slots[Int(c)] = s }
+        slotOfColumn = slots
+        let width = columns.count
         var groupOfRow: ContiguousArray<UInt32> = []
         var groupSizes: ContiguousArray<Int> = []
-        var firstRowOfGroup: ContiguousArray<UInt64> = []
+        var firstRowOfGroup: ContiguousArray<Int> = []
         var groupHashes: ContiguousArray<UInt64> = []
-        var slots = ContiguousArray<Int32>(repeating: -1, count: 1024)
-        var parts = [KeyPart](repeating: .null, count: memberIds.count)
-        var other = parts
+        var table = ContiguousArray<Int32>(repeating: -1, count: 1024)
+        var scanned = 0
 
-        func keyParts(_ chunkIndex: Int, _ row: Int, into out: inout [KeyPart]) throws {
-            let chunk = chunks[chunkIndex]
-            let r = chunk.rows[row]
-            for (j, id) in memberIds.enumerated() {
-                guard let value = r.value, id < chunk.fields.count else {
-                    out[j] = r.value == nil ? .null : try resolve(chunk, row, id)
-                    continue
-                }
-                switch chunk.fields[id][row] {
-                case .null: out[j] = .null
-                case .integer(let v): out[j] = .integer(v)
-                case .real(let v):
-                    // SQLite compares 1 and 1.0 as equal.
-                    if v.rounded() == v, abs(v) < 9.2e18 { out[j] = .integer(Int64(v)) } else { out[j] = .real(v) }
-                case .text(let start, let n): out[j] = .text(value + Int(start), Int(n))
-                case .fallback: out[j] = try resolve(chunk, row, id)
-                }
-            }
-        }
-
+        var store = ContiguousArray<Cell>()
+        /// Each group's key cells (text interned in keyArena), compact for probing.
+        var groupKeys = ContiguousArray<Cell>()
+        let keyWidth = keySlots.count
+        // One allocation when the row count is known (reserving per chunk would reallocate
+        // exactly each time: quadratic).
+        store.reserveCapacity(min(expectedRows, Int(Self.rowLimit)) * width)
+        groupOfRow.reserveCapacity(min(expectedRows, Int(Self.rowLimit)))
         while let chunk = try pipeline.next() {
-            let chunkIndex = chunks.count
-            chunks.append(chunk)
+            if let slice = chunk.slice { slices.append(slice) }
+            arenas.append(chunk.arena)
             for row in 0..<chunk.rows.count {
-                try keyParts(chunkIndex, row, into: &parts)
+                let r = chunk.rows[row]
+                for c in columns {
+                    let cell: Cell
+                    switch c {
+                    case 0: cell = .integer(Int64(r.partition))
+                    case 1: cell = .integer(r.offset)
+                    case 2: cell = .integer(r.timestamp)
+                    case 3: cell = r.keyCount < 0 ? .null : .text(r.key, Int(r.keyCount))
+                    case 4: cell = r.valueCount < 0 ? .null : .text(r.value, Int(r.valueCount))
+                    default:
+                        let id = Int(c - firstMember)
+                        guard let value = r.value else { cell = .null; break }
+                        let field: FieldValue = id < chunk.fields.count ? chunk.fields[id][row] : .fallback
+                        switch field {
+                        case .null: cell = .null
+                        case .integer(let v): cell = .integer(v)
+                        case .real(let v): cell = .real(v)
+                        case .text(let start, let n): cell = .text(value + Int(start), Int(n))
+                        case .fallback: cell = try resolve(chunk, row, id)
+                        }
+                    }
+                    store.append(cell)
+                }
+                let base = scanned * width
                 var h: UInt64 = 0
-                for p in parts { h = (h &* 31) ^ p.hash }
-                var slot = Int(truncatingIfNeeded: h) & (slots.count - 1)
+                for s in keySlots { h = (h &* 31) ^ store[base + s].key.hash }
+                var slot = Int(truncatingIfNeeded: h) & (table.count - 1)
                 var group: Int32 = -1
-                while slots[slot] >= 0 {
-                    let g = Int(slots[slot])
+                while table[slot] >= 0 {
+                    let g = Int(table[slot])
                     if groupHashes[g] == h {
-                        let first = firstRowOfGroup[g]
-                        try keyParts(Int(first >> 32), Int(first & 0xFFFF_FFFF), into: &other)
-                        if other == parts {
+                        let other = g * keyWidth
+                        var equal = true
+                        for (j, s) in keySlots.enumerated() where !(store[base + s].key == groupKeys[other + j].key) {
+                            equal = false
+                            break
+                        }
+                        if equal {
                             group = Int32(g)
+                            // Equal text keys share the group's copy: emitting then reads one hot
+                            // location instead of every row's place in the mapping.
+                            for (j, s) in keySlots.enumerated() where store[base + s].kind == .text { store[base + s] = groupKeys[other + j] }
                             break
                         }
                     }
-                    slot = (slot + 1) & (slots.count - 1)
+                    slot = (slot + 1) & (table.count - 1)
                 }
                 if group < 0 {
+                    // The group's key text gets its own compact copy: probes then compare against
+                    // a small hot region rather than a random place in the mapping.
+                    for s in keySlots where store[base + s].kind == .text {
+                        let c = store[base + s]
+                        store[base + s] = .text(keyArena.copy(UnsafeRawBufferPointer(start: c.pointer, count: Int(c.count))), Int(c.count))
+                    }
+                    for s in keySlots { groupKeys.append(store[base + s]) }
                     group = Int32(groupSizes.count)
                     groupSizes.append(0)
                     groupHashes.append(h)
-                    firstRowOfGroup.append(UInt64(chunkIndex) << 32 | UInt64(row))
-                    slots[slot] = group
-                    if groupSizes.count * 2 > slots.count {
+                    firstRowOfGroup.append(scanned)
+                    table[slot] = group
+                    if groupSizes.count * 2 > table.count {
                         // Grow and reinsert: the table stays at most half full.
-                        slots = ContiguousArray(repeating: -1, count: slots.count * 2)
+                        table = ContiguousArray(repeating: -1, count: table.count * 2)
                         for (g, gh) in groupHashes.enumerated() {
-                            var s = Int(truncatingIfNeeded: gh) & (slots.count - 1)
-                            while slots[s] >= 0 { s = (s + 1) & (slots.count - 1) }
-                            slots[s] = Int32(g)
+                            var s = Int(truncatingIfNeeded: gh) & (table.count - 1)
+                            while table[s] >= 0 { s = (s + 1) & (table.count - 1) }
+                            table[s] = Int32(g)
                         }
                     }
                 }
                 groupSizes[Int(group)] += 1
                 groupOfRow.append(UInt32(group))
+                scanned += 1
             }
         }
         // Groups in SQLite's order of their keys (few compared to rows), so the output is sorted,
         // not merely grouped: valid for GROUP BY, DISTINCT and ORDER BY alike.
-        var groupKeys: [[KeyPart]] = []
-        groupKeys.reserveCapacity(groupSizes.count)
-        for first in firstRowOfGroup {
-            try keyParts(Int(first >> 32), Int(first & 0xFFFF_FFFF), into: &parts)
-            groupKeys.append(parts)
-        }
-        let sortedGroups = groupKeys.indices.sorted { a, b in
-            for j in memberIds.indices {
-                let c = Self.compare(groupKeys[a][j], groupKeys[b][j])
+        let sortedGroups = firstRowOfGroup.indices.sorted { a, b in
+            let (ra, rb) = (firstRowOfGroup[a] * width, firstRowOfGroup[b] * width)
+            for (j, s) in keySlots.enumerated() {
+                let c = Self.compare(store[ra + s].key, store[rb + s].key)
                 if c != 0 { return descending[j] ? c > 0 : c < 0 }
             }
             return a < b
         }
-        // Counting sort by group: starts by prefix sum, then one placement pass.
+        if firstRowOnly {
+            var firsts = ContiguousArray<Cell>()
+            firsts.reserveCapacity(sortedGroups.count * width)
+            for g in sortedGroups { firsts.append(contentsOf: store[(firstRowOfGroup[g] * width)..<(firstRowOfGroup[g] * width + width)]) }
+            cells = firsts
+            rowCount = sortedGroups.count
+            return
+        }
+        // Counting sort: each group's rows move, in log order, to the group's place. Emission then
+        // reads the cells sequentially (reading them through a permutation missed the cache on
+        // nearly every row of the smaller groups).
         var starts = ContiguousArray<Int>(repeating: 0, count: groupSizes.count)
         var total = 0
         for g in sortedGroups {
             starts[g] = total
             total += groupSizes[g]
         }
-        order = ContiguousArray(repeating: 0, count: total)
-        var i = 0
-        for (c, chunk) in chunks.enumerated() {
-            for row in 0..<chunk.rows.count {
-                let g = Int(groupOfRow[i])
-                order[starts[g]] = UInt64(c) << 32 | UInt64(row)
-                starts[g] += 1
-                i += 1
+        var sorted = ContiguousArray<Cell>(repeating: .null, count: total * width)
+        sorted.withUnsafeMutableBufferPointer { out in
+            store.withUnsafeBufferPointer { input in
+                for row in 0..<total {
+                    let g = Int(groupOfRow[row])
+                    let to = starts[g] * width
+                    for s in 0..<width { out[to + s] = input[row * width + s] }
+                    starts[g] += 1
+                }
             }
         }
+        cells = sorted
+        self.rowCount = total
+    }
+
+    private(set) var rowCount = 0
+
+    /// Sets column `column` of emitted row `position` as the result; false if not stored.
+    @inline(__always) func result(_ ctx: OpaquePointer?, column: Int32, position: Int) -> Bool {
+        guard Int(column) < slotOfColumn.count else { return false }
+        let slot = slotOfColumn[Int(column)]
+        guard slot >= 0 else { return false }
+        let cell = cells[position * columns.count + slot]
+        switch cell.kind {
+        case .null: sqlite3_result_null(ctx)
+        case .integer: sqlite3_result_int64(ctx, Int64(bitPattern: cell.bits))
+        case .real: sqlite3_result_double(ctx, Double(bitPattern: cell.bits))
+        case .text:
+            sqlite3_result_text(ctx, (cell.pointer ?? UnsafeRawPointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self), cell.count,
+                                strata_sqlite_transient())
+        }
+        return true
     }
 
     /// SQLite's sort order: NULL < numbers (compared numerically) < text (bytes, then length).

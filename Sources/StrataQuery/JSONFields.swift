@@ -98,8 +98,12 @@ enum JSONField {
                 let q = w ^ (ones &* 0x22)
                 let b = w ^ (ones &* 0x5C)
                 // A byte < 0x20 is a control character: invalid inside a JSON string.
-                let hit = ((q &- ones) & ~q) | ((b &- ones) & ~b) | ((w &- ones &* 0x20) & ~w)
-                if hit & highs != 0 { break }
+                let hit = (((q &- ones) & ~q) | ((b &- ones) & ~b) | ((w &- ones &* 0x20) & ~w)) & highs
+                if hit != 0 {
+                    // The lowest flagged byte is a real hit (borrows only run upward).
+                    i += hit.trailingZeroBitCount >> 3
+                    break
+                }
                 i += 8
             }
             guard i < n else { return nil }

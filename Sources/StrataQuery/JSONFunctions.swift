@@ -97,8 +97,8 @@ private let arrowText: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePoint
 }
 
 extension JSONFunctionState {
-    /// json_extract(value, path) as a group-key part; text is copied into `arena`.
-    func extractKeyPart(_ db: OpaquePointer, value: UnsafeRawBufferPointer, path: String, arena: Arena) throws -> GroupedRows.KeyPart {
+    /// json_extract(value, path) as a stored cell; text is copied into `arena`.
+    func extractCell(_ db: OpaquePointer, value: UnsafeRawBufferPointer, path: String, arena: Arena) throws -> GroupedRows.Cell {
         if fallback == nil {
             guard sqlite3_prepare_v2(db, "SELECT json_extract(?1, ?2)", -1, &fallback, nil) == SQLITE_OK else {
                 throw QueryError(String(cString: sqlite3_errmsg(db)))
@@ -118,9 +118,7 @@ extension JSONFunctionState {
         }
         switch sqlite3_column_type(stmt, 0) {
         case SQLITE_INTEGER: return .integer(sqlite3_column_int64(stmt, 0))
-        case SQLITE_FLOAT:
-            let v = sqlite3_column_double(stmt, 0)
-            return v.rounded() == v && abs(v) < 9.2e18 ? .integer(Int64(v)) : .real(v)
+        case SQLITE_FLOAT: return .real(sqlite3_column_double(stmt, 0))
         case SQLITE_NULL: return .null
         default:
             let n = Int(sqlite3_column_bytes(stmt, 0))

@@ -86,6 +86,17 @@ final class TableState {
     }
 }
 
+/// What xBestIndex promised for a grouped scan: the order (member columns) and the columns the
+/// statement reads (colUsed), which are all GroupedRows keeps.
+struct GroupedOrder {
+    static let firstMemberColumn: Int32 = 7
+    var keyColumns: [Int32]
+    var descending: [Bool]
+    var storedColumns: [Int32]
+    /// DISTINCT: one row per group.
+    var firstRowOnly = false
+}
+
 final class CursorState {
     let table: TableState
     /// The topic this scan reads (the table's, or the argument of `events('topic')`).
@@ -98,46 +109,49 @@ final class CursorState {
     var groupedPosition = 0
     init(table: TableState) { self.table = table }
 
-    var eof: Bool { rowIndex >= chunk.rows.count }
+    var eof: Bool {
+        if let grouped { return groupedPosition >= grouped.rowCount }
+        return rowIndex >= chunk.rows.count
+    }
     var current: RowRef { chunk.rows[rowIndex] }
 
-    func start(ranges: [(partition: Int32, start: Int64, end: Int64)], groupBy memberIds: [Int], descending: [Bool], db: OpaquePointer?) throws {
+    /// Starts a scan of `ranges`. With `order` (GroupedRows), rows come sorted by those member
+    /// columns, and only `storedColumns` can be read.
+    func start(ranges: [(partition: Int32, start: Int64, end: Int64)], order: GroupedOrder?, db: OpaquePointer?) throws {
         stop()
         let ctx = table.context
         let trusted = ctx.broker.topicConfig(topic)?.requiresJSON == true
         let pipeline = ScanPipeline(reader: ChunkReader(context: ctx, topic: topic, ranges: ranges), wanted: ctx.wanted, trustedJSON: trusted)
         self.pipeline = pipeline
-        if !memberIds.isEmpty, let db, let functions = ctx.jsonFunctions {
-            let rows = try GroupedRows(pipeline: pipeline, memberIds: memberIds, descending: descending) { chunk, row, id in
+        let startedMs = monotonicMillis()
+        if let order, let db, let functions = ctx.jsonFunctions {
+            let keySlots = order.keyColumns.map { c in order.storedColumns.firstIndex(of: c)! }
+            let expected = ranges.reduce(0) { $0 + Int($1.end - $1.start) }
+            grouped = try GroupedRows(pipeline: pipeline, expectedRows: expected, columns: order.storedColumns, firstMember: GroupedOrder.firstMemberColumn,
+                                      keySlots: keySlots, descending: order.descending, firstRowOnly: order.firstRowOnly) { chunk, row, id in
                 let r = chunk.rows[row]
-                return try functions.extractKeyPart(db, value: UnsafeRawBufferPointer(start: r.value, count: Int(r.valueCount)),
-                                                    path: "$." + ctx.memberColumns[id], arena: chunk.arena)
+                return try functions.extractCell(db, value: UnsafeRawBufferPointer(start: r.value, count: Int(r.valueCount)),
+                                                 path: "$." + ctx.memberColumns[id], arena: chunk.arena)
             }
-            grouped = rows
-            groupedPosition = -1
-            moveToGroupedRow()
+            groupedPosition = 0
+            if getenv("STRATA_TRACE_QUERY") != nil {
+                let line = "query: grouped \(grouped?.rowCount ?? 0) rows in \(monotonicMillis() - startedMs) ms\n"
+                _ = line.withCString { write(2, $0, strlen($0)) }
+            }
+            pipeline.cancel()
+            self.pipeline = nil
             return
         }
         chunk = try pipeline.next() ?? Chunk(slice: nil)
         rowIndex = 0
     }
 
-    private func moveToGroupedRow() {
-        guard let grouped else { return }
-        groupedPosition += 1
-        if groupedPosition < grouped.order.count {
-            let at = grouped.order[groupedPosition]
-            chunk = grouped.chunks[Int(at >> 32)]
-            rowIndex = Int(at & 0xFFFF_FFFF)
-        } else {
-            chunk = Chunk(slice: nil)
-            rowIndex = 0
-        }
-    }
-
     /// Moves to the next row, taking the next chunk when the current one is used up.
     @inline(__always) func advance() throws {
-        if grouped != nil { return moveToGroupedRow() }
+        if grouped != nil {
+            groupedPosition += 1
+            return
+        }
         rowIndex += 1
         if rowIndex >= chunk.rows.count, let pipeline {
             chunk = try pipeline.next() ?? Chunk(slice: nil)
@@ -156,7 +170,7 @@ final class CursorState {
     /// The wanted member `id` of the current row if the scan thread extracted it and `value`
     /// is byte for byte the current row's value (so the answer is the same whoever asks).
     @inline(__always) func precomputed(_ value: UnsafeRawPointer, _ count: Int, _ id: Int) -> FieldValue? {
-        guard rowIndex < chunk.rows.count, id < chunk.fields.count else { return nil }
+        guard grouped == nil, rowIndex < chunk.rows.count, id < chunk.fields.count else { return nil }
         let row = chunk.rows[rowIndex]
         guard Int(row.valueCount) == count, let v = row.value, v == value || memcmp(v, value, count) == 0 else { return nil }
         return chunk.fields[id][rowIndex]

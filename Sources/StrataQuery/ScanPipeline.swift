@@ -148,17 +148,25 @@ struct ChunkReader {
     }
 }
 
-/// Runs a ChunkReader on its own thread, up to `depth` chunks ahead of SQLite, extracting the
-/// wanted JSON members as it goes: decoding and JSON scanning use the second core while SQLite
-/// evaluates the statement on the first.
+/// Runs a ChunkReader on its own thread, up to `depth` chunks ahead of SQLite, and extracts the
+/// wanted JSON members of those chunks on `extractors` more threads (member scanning costs
+/// several times the decoding), delivering chunks in log order: decoding and JSON scanning use
+/// the second core, and the first whenever SQLite waits.
 final class ScanPipeline: @unchecked Sendable {
-    static let depth = 4
+    static let depth = 8
+    static let extractors = 2
     private let lock = ConditionLock()
-    private var queue: [Chunk] = []
-    private var finished = false
+    /// Decoded chunks waiting for member extraction, with their sequence numbers.
+    private var decoded: [(sequence: Int, chunk: Chunk)] = []
+    /// Chunks ready for delivery, by sequence number.
+    private var ready: [Int: Chunk] = [:]
+    private var inFlight = 0
+    private var nextSequence = 0
+    private var nextToDeliver = 0
+    private var readerDone = false
     private var failure: Error?
     private var cancelled = false
-    private var thread: pthread_t?
+    private var threads: [pthread_t] = []
     private var reader: ChunkReader
     private let wanted: WantedFields
     /// Values already validated as JSON on write (value.format=json): the member scan may stop
@@ -169,43 +177,77 @@ final class ScanPipeline: @unchecked Sendable {
         self.reader = reader
         self.wanted = wanted
         self.trustedJSON = trustedJSON
-        let unmanaged = Unmanaged.passRetained(self)
+        spawn { $0.readLoop() }
+        for _ in 0..<Self.extractors { spawn { $0.extractLoop() } }
+    }
+
+    private func spawn(_ body: @escaping (ScanPipeline) -> Void) {
+        final class Start {
+            let pipeline: ScanPipeline
+            let body: (ScanPipeline) -> Void
+            init(_ p: ScanPipeline, _ b: @escaping (ScanPipeline) -> Void) { pipeline = p; body = b }
+        }
+        let start = Unmanaged.passRetained(Start(self, body))
         var t = pthread_t()
         let rc = pthread_create(&t, nil, { arg in
-            Unmanaged<ScanPipeline>.fromOpaque(arg!).takeRetainedValue().run()
+            let s = Unmanaged<Start>.fromOpaque(arg!).takeRetainedValue()
+            s.body(s.pipeline)
             return nil
-        }, unmanaged.toOpaque())
+        }, start.toOpaque())
         if rc == 0 {
-            thread = t
+            threads.append(t)
         } else {
-            unmanaged.release()
-            failure = QueryError("cannot start the scan thread (error \(rc))")
-            finished = true
+            start.release()
+            lock.withLock {
+                failure = failure ?? QueryError("cannot start a scan thread (error \(rc))")
+                lock.broadcast()
+            }
         }
     }
 
-    private func run() {
+    private func readLoop() {
         while true {
             let chunk: Chunk?
             do {
                 chunk = try reader.next()
-                if let chunk { extract(chunk) }
             } catch {
                 lock.withLock {
-                    failure = error
-                    finished = true
+                    failure = failure ?? error
                     lock.broadcast()
                 }
                 return
             }
             let stop = lock.withLock { () -> Bool in
-                while queue.count >= Self.depth && !cancelled { lock.wait() }
-                if cancelled { return true }
-                if let chunk { queue.append(chunk) } else { finished = true }
-                lock.broadcast()
-                return chunk == nil
+                while decoded.count + inFlight + ready.count >= Self.depth && !cancelled && failure == nil { lock.wait() }
+                if cancelled || failure != nil { return true }
+                defer { lock.broadcast() }
+                guard let chunk else {
+                    readerDone = true
+                    return true
+                }
+                decoded.append((nextSequence, chunk))
+                nextSequence += 1
+                return false
             }
             if stop { return }
+        }
+    }
+
+    private func extractLoop() {
+        while true {
+            let item = lock.withLock { () -> (sequence: Int, chunk: Chunk)? in
+                while decoded.isEmpty && !readerDone && !cancelled && failure == nil { lock.wait() }
+                if cancelled || failure != nil || decoded.isEmpty { return nil }
+                inFlight += 1
+                return decoded.removeFirst()
+            }
+            guard let item else { return }
+            extract(item.chunk)
+            lock.withLock {
+                inFlight -= 1
+                ready[item.sequence] = item.chunk
+                lock.broadcast()
+            }
         }
     }
 
@@ -227,29 +269,29 @@ final class ScanPipeline: @unchecked Sendable {
         chunk.fields = columns
     }
 
-    /// The next chunk in order; nil at the end. Rethrows the scan thread's error.
+    /// The next chunk in order; nil at the end. Rethrows a scan thread's error.
     func next() throws -> Chunk? {
         try lock.withLock {
-            while queue.isEmpty && !finished { lock.wait() }
-            if !queue.isEmpty {
-                let chunk = queue.removeFirst()
-                lock.broadcast()
-                return chunk
+            while true {
+                if let failure { throw failure }
+                if let chunk = ready.removeValue(forKey: nextToDeliver) {
+                    nextToDeliver += 1
+                    lock.broadcast()
+                    return chunk
+                }
+                if readerDone && decoded.isEmpty && inFlight == 0 && nextToDeliver == nextSequence { return nil }
+                lock.wait()
             }
-            if let failure { throw failure }
-            return nil
         }
     }
 
-    /// Stops the thread and waits for it (the chunks it holds point into mappings).
+    /// Stops the threads and waits for them (the chunks they hold point into mappings).
     func cancel() {
         lock.withLock {
             cancelled = true
             lock.broadcast()
         }
-        if let t = thread {
-            pthread_join(t, nil)
-            thread = nil
-        }
+        for t in threads { pthread_join(t, nil) }
+        threads = []
     }
 }

@@ -7,6 +7,7 @@ struct TaskCounters {
     var produced = 0
     var lateDropped = 0
     var invalidTimestamps = 0
+    var duplicatesDropped = 0
 }
 
 /// Records a task's processors send to topics, produced in batches after each chunk.
@@ -69,10 +70,35 @@ final class TaskContext {
     var restored: [String: [(key: [UInt8], value: [UInt8])]]
     private(set) var stores: [String: AnyStateStore] = [:]
 
-    init(applicationId: String, partition: Int32, restored: [String: [(key: [UInt8], value: [UInt8])]]) {
+    /// Source topics of the task (resolved) and the topics the application writes and reads back.
+    let sourceTopics: [String]
+    let readBack: Set<String>
+    /// The input record being processed: index in `sourceTopics`, offset, and how many records
+    /// were sent to read-back topics for it so far.
+    var inputTopic = 0
+    var inputOffset: Int64 = -1
+    var inputSequence: UInt32 = 0
+
+    init(applicationId: String, partition: Int32, restored: [String: [(key: [UInt8], value: [UInt8])]],
+         sourceTopics: [String] = [], readBack: Set<String> = []) {
         self.applicationId = applicationId
         self.partition = partition
         self.restored = restored
+        self.sourceTopics = sourceTopics
+        self.readBack = readBack
+    }
+
+    @inline(__always) func beginInput(topicIndex: Int, offset: Int64) {
+        inputTopic = topicIndex
+        inputOffset = offset
+        inputSequence = 0
+    }
+
+    /// The origin header of the next record sent to a read-back topic.
+    func nextOrigin() -> ProducerRecord.Header {
+        defer { inputSequence += 1 }
+        return ProducerRecord.Header(key: Origin.header, value: Origin.encode(topic: sourceTopics[inputTopic], partition: partition,
+                                                                             offset: inputOffset, sequence: inputSequence))
     }
 
     func resolve(_ topic: String) -> String { Topology.resolve(topic, applicationId: applicationId) }
@@ -162,13 +188,17 @@ final class PassNode: ProcessorNode {}
 
 final class SinkNode: ProcessorNode {
     let topic: String
+    let readBack: Bool
     unowned let context: TaskContext
     init(topic: String, context: TaskContext) {
         self.topic = topic
         self.context = context
+        readBack = context.readBack.contains(topic)
     }
     override func process(_ record: StreamRecord) {
-        context.output.append(topic, ProducerRecord(key: record.key, value: record.value, headers: record.headers, timestamp: record.timestamp))
+        var headers = record.headers
+        if readBack { headers.append(context.nextOrigin()) }
+        context.output.append(topic, ProducerRecord(key: record.key, value: record.value, headers: headers, timestamp: record.timestamp))
         context.counters.produced += 1
     }
 }

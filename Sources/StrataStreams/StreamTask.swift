@@ -22,13 +22,12 @@ public struct TaskId: Hashable, Sendable, Comparable, CustomStringConvertible {
 }
 
 /// Input positions and commit sequence as checkpointed (in LMDB and in the changelog).
-struct Checkpoint: Equatable {
+struct Checkpoint {
     var sequence: Int64
     var offsets: [(topic: String, partition: Int32, offset: Int64)]
-
-    static func == (a: Checkpoint, b: Checkpoint) -> Bool {
-        a.sequence == b.sequence && a.offsets.elementsEqual(b.offsets) { $0.topic == $1.topic && $0.partition == $1.partition && $0.offset == $1.offset }
-    }
+    /// For topics this application writes and reads back: the last (input offset, sequence) seen
+    /// per upstream input partition, to drop what an upstream task re-emits after a crash.
+    var origins: [String: Origin] = [:]
 
     func encode() -> [UInt8] {
         var out: [UInt8] = []
@@ -40,6 +39,14 @@ struct Checkpoint: Equatable {
             out += t
             BE.append(UInt32(bitPattern: o.partition), to: &out)
             BE.append(o.offset, to: &out)
+        }
+        BE.append(UInt32(origins.count), to: &out)
+        for (k, o) in origins.sorted(by: { $0.key < $1.key }) {
+            let t = Array(k.utf8)
+            BE.append(UInt32(t.count), to: &out)
+            out += t
+            BE.append(o.offset, to: &out)
+            BE.append(o.sequence, to: &out)
         }
         return out
     }
@@ -57,6 +64,19 @@ struct Checkpoint: Equatable {
             let topic = String(decoding: b[i..<(i + len)], as: UTF8.self)
             i += len
             c.offsets.append((topic, Int32(bitPattern: BE.uint32(b, at: i)), BE.int64(b, at: i + 4)))
+            i += 12
+        }
+        guard i + 4 <= b.count else { return c }
+        let m = Int(BE.uint32(b, at: i))
+        i += 4
+        for _ in 0..<m {
+            guard i + 4 <= b.count else { return nil }
+            let len = Int(BE.uint32(b, at: i))
+            i += 4
+            guard i + len + 12 <= b.count else { return nil }
+            let key = String(decoding: b[i..<(i + len)], as: UTF8.self)
+            i += len
+            c.origins[key] = Origin(offset: BE.int64(b, at: i), sequence: BE.uint32(b, at: i + 8))
             i += 12
         }
         return c
@@ -94,6 +114,8 @@ final class StreamTask: @unchecked Sendable {
         let log: PartitionLog
         var next: Int64
         let node: ProcessorNode
+        /// The topology also writes this topic: its records carry their origin, for deduplication.
+        let dedup: Bool
     }
 
     enum StopMode: Int { case running = 0, graceful = 1, abort = 2 }
@@ -116,8 +138,10 @@ final class StreamTask: @unchecked Sendable {
     private var sequence: Int64 = 0
     private var changelogEnd: Int64 = 0
     private var changelogTopic: String?
+    private var origins: [String: Origin] = [:]
     private var uncommitted = false
     private var recordsSinceCommit = 0
+    private var duplicates = 0
 
     init(id: TaskId, sub: Subtopology, app: AppRuntime) {
         self.id = id
@@ -189,7 +213,12 @@ final class StreamTask: @unchecked Sendable {
     private func processChunk() throws -> Int {
         var count = 0
         if positions.count == 1 {
-            count = try readSource(0) { positions[0].node.process($0) }
+            let node = positions[0].node
+            let context = self.context!
+            count = try readSource(0) { r in
+                context.beginInput(topicIndex: 0, offset: r.offset)
+                node.process(r)
+            }
         } else {
             var buffers: [[StreamRecord]] = Array(repeating: [], count: positions.count)
             for i in positions.indices { _ = try readSource(i) { buffers[i].append($0) } }
@@ -204,7 +233,9 @@ final class StreamTask: @unchecked Sendable {
                         if best < 0 || buffers[i][heads[i]].timestamp < buffers[best][heads[best]].timestamp { best = i }
                     }
                     if best < 0 { break }
-                    positions[best].node.process(buffers[best][heads[best]])
+                    let r = buffers[best][heads[best]]
+                    context.beginInput(topicIndex: best, offset: r.offset)
+                    positions[best].node.process(r)
                     heads[best] += 1
                 }
             }
@@ -237,6 +268,7 @@ final class StreamTask: @unchecked Sendable {
         let from = pos.next
         let topic = pos.topic
         let partition = id.partition
+        let dedup = pos.dedup
         var n = 0
         try slice.forEachBatch { batch in
             if batch.isControl { return }
@@ -246,6 +278,16 @@ final class StreamTask: @unchecked Sendable {
                                        topic: topic, partition: partition, offset: r.offset)
                 if !r.headers.isEmpty {
                     rec.headers = r.headers.map { .init(key: String(decoding: $0.key, as: UTF8.self), value: $0.value.map { Array($0) }) }
+                    if dedup, let i = rec.headers.firstIndex(where: { $0.key == Origin.header }) {
+                        let h = rec.headers.remove(at: i)
+                        if let v = h.value, let (key, origin) = Origin.decode(v) {
+                            if let seen = origins[key], origin <= seen {
+                                duplicates += 1
+                                return
+                            }
+                            origins[key] = origin
+                        }
+                    }
                 }
                 n += 1
                 body(rec)
@@ -253,6 +295,10 @@ final class StreamTask: @unchecked Sendable {
         }
         positions[i].next = result.nextOffset
         if result.nextOffset != from { uncommitted = true }
+        if duplicates > 0 {
+            context.counters.duplicatesDropped += duplicates
+            duplicates = 0
+        }
         return n
     }
 
@@ -261,7 +307,7 @@ final class StreamTask: @unchecked Sendable {
     private func stateKey(_ tagged: [UInt8]) -> [UInt8] { taskKey + [0] + tagged }
 
     private var currentCheckpoint: Checkpoint {
-        Checkpoint(sequence: sequence, offsets: positions.map { ($0.topic, id.partition, $0.next) })
+        Checkpoint(sequence: sequence, offsets: positions.map { ($0.topic, id.partition, $0.next) }, origins: origins)
     }
 
     /// Makes the work so far durable: outputs are already produced; dirty state goes to the
@@ -341,20 +387,23 @@ final class StreamTask: @unchecked Sendable {
             }
         }
         sequence = checkpoint?.sequence ?? 0
+        origins = checkpoint?.origins ?? [:]
 
         // Positions: the checkpoint; for stateless tasks without one, the group's committed
         // offsets; otherwise the log start (auto.offset.reset=earliest).
         var sourceNodes: [String: ProcessorNode] = [:]
         var named: [String: [(key: [UInt8], value: [UInt8])]] = [:]
         for (i, s) in sub.stores.enumerated() { named[s] = restored[i] }
-        context = TaskContext(applicationId: app.applicationId, partition: p, restored: named)
+        let sourceTopics = sub.sourceTopics.map { Topology.resolve($0, applicationId: app.applicationId) }
+        context = TaskContext(applicationId: app.applicationId, partition: p, restored: named, sourceTopics: sourceTopics,
+                              readBack: app.readBackTopics)
         sourceNodes = app.topology.instantiate(sub, context: context)
         stores = sub.stores.map { name in
             guard let s = context.stores[name] else { preconditionFailure("store \(name) was not created by its processor") }
             return s
         }
         positions = []
-        for t in sub.sourceTopics.map({ Topology.resolve($0, applicationId: app.applicationId) }) {
+        for t in sourceTopics {
             let log = try broker.log(topic: t, partition: p)
             var next: Int64
             if let c = checkpoint?.offset(t, p) {
@@ -365,7 +414,7 @@ final class StreamTask: @unchecked Sendable {
                 next = log.logStartOffset
             }
             next = min(max(next, log.logStartOffset), log.logEndOffset)
-            positions.append(Position(topic: t, log: log, next: next, node: sourceNodes[t]!))
+            positions.append(Position(topic: t, log: log, next: next, node: sourceNodes[t]!, dedup: app.readBackTopics.contains(t)))
         }
         if fromChangelog {
             // Keep what was restored in LMDB, so the next start is local again.
@@ -462,5 +511,34 @@ final class StreamTask: @unchecked Sendable {
         let key = taskKey
         try app.environment.write { txn in try txn.put(AppRuntime.tasksDB, key, record.encode()) }
         app.metrics.changelogRepairs.add(1, ordering: .relaxed)
+    }
+}
+
+/// Where a record written to a topic the application reads back came from: the upstream task's
+/// input (topic, partition), input offset and the record's sequence among that input's outputs.
+/// Carried in the `strata.origin` header; deterministic processing re-emits the same origins
+/// after a crash, and the reading task drops those it has seen.
+struct Origin: Comparable {
+    static let header = "strata.origin"
+    var offset: Int64
+    var sequence: UInt32
+
+    static func < (a: Origin, b: Origin) -> Bool { (a.offset, a.sequence) < (b.offset, b.sequence) }
+
+    static func encode(topic: String, partition: Int32, offset: Int64, sequence: UInt32) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(16 + topic.utf8.count)
+        BE.append(offset, to: &out)
+        BE.append(sequence, to: &out)
+        BE.append(UInt32(bitPattern: partition), to: &out)
+        out.append(contentsOf: topic.utf8)
+        return out
+    }
+
+    /// (upstream input key "topic/partition", origin)
+    static func decode(_ b: [UInt8]) -> (String, Origin)? {
+        guard b.count >= 16 else { return nil }
+        let p = Int32(bitPattern: BE.uint32(b, at: 12))
+        return ("\(String(decoding: b[16...], as: UTF8.self))/\(p)", Origin(offset: BE.int64(b, at: 0), sequence: BE.uint32(b, at: 8)))
     }
 }

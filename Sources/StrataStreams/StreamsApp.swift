@@ -36,6 +36,7 @@ public final class StreamsMetrics: Sendable {
     let commits = Atomic<Int>(0)
     let restoredFromChangelog = Atomic<Int>(0)
     let changelogRepairs = Atomic<Int>(0)
+    let duplicatesDropped = Atomic<Int>(0)
 
     public struct Snapshot: Sendable, Equatable {
         /// Input records pushed through the topology.
@@ -51,6 +52,8 @@ public final class StreamsMetrics: Sendable {
         public var restoredFromChangelog: Int
         /// Changelog tails rewritten after an interrupted commit.
         public var changelogRepairs: Int
+        /// Records of read-back topics dropped because an upstream task re-emitted them after a crash.
+        public var duplicatesDropped: Int
     }
 
     func add(_ c: TaskCounters) {
@@ -58,13 +61,14 @@ public final class StreamsMetrics: Sendable {
         if c.produced > 0 { produced.add(c.produced, ordering: .relaxed) }
         if c.lateDropped > 0 { lateDropped.add(c.lateDropped, ordering: .relaxed) }
         if c.invalidTimestamps > 0 { invalidTimestamps.add(c.invalidTimestamps, ordering: .relaxed) }
+        if c.duplicatesDropped > 0 { duplicatesDropped.add(c.duplicatesDropped, ordering: .relaxed) }
     }
 
     public var snapshot: Snapshot {
         Snapshot(processed: processed.load(ordering: .relaxed), produced: produced.load(ordering: .relaxed),
                  lateDropped: lateDropped.load(ordering: .relaxed), invalidTimestamps: invalidTimestamps.load(ordering: .relaxed),
                  commits: commits.load(ordering: .relaxed), restoredFromChangelog: restoredFromChangelog.load(ordering: .relaxed),
-                 changelogRepairs: changelogRepairs.load(ordering: .relaxed))
+                 changelogRepairs: changelogRepairs.load(ordering: .relaxed), duplicatesDropped: duplicatesDropped.load(ordering: .relaxed))
     }
 }
 
@@ -81,6 +85,8 @@ final class AppRuntime: Sendable {
     let environment: MetadataEnvironment
     let metrics: StreamsMetrics
     let errors = Mutex<[String]>([])
+    /// Topics the topology both writes and reads (repartition and intermediate topics), resolved.
+    let readBackTopics: Set<String>
 
     init(applicationId: String, topology: Topology, broker: Broker, config: StreamsConfig, environment: MetadataEnvironment, metrics: StreamsMetrics) {
         self.applicationId = applicationId
@@ -89,6 +95,9 @@ final class AppRuntime: Sendable {
         self.config = config
         self.environment = environment
         self.metrics = metrics
+        let sources = Set(topology.subtopologies.flatMap(\.sourceTopics))
+        let sinks = Set(topology.subtopologies.flatMap(\.sinkTopics))
+        readBackTopics = Set(sources.intersection(sinks).map { Topology.resolve($0, applicationId: applicationId) })
     }
 
     func report(_ error: String) { errors.withLock { $0.append(error) } }

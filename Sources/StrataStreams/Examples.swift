@@ -41,7 +41,8 @@ public func formatRFC3339(_ ms: Int64) -> String {
 }
 
 /// Synthetic orders for the examples: `{"order_id","customer","product","quantity","amount","ts"}`
-/// keyed by order id, deterministic for a seed. Event times advance ~`meanGapMs` per order; a
+/// keyed by product (the orders topic is partitioned by product, so per-product aggregations and
+/// the inventory join need no repartitioning), deterministic for a seed. Event times advance ~`meanGapMs` per order; a
 /// share of orders arrive late (event time up to `maxLatenessMs` behind), as real clients do.
 public struct OrderGenerator: Sendable {
     public static let products: [(id: String, name: String, priceCents: Int64)] = [
@@ -79,7 +80,7 @@ public struct OrderGenerator: Sendable {
             JSONObjectWriter().string("order_id", orderId).string("customer", customer).string("product", product)
                 .int("quantity", quantity).raw("amount", JSON.formatCents(amountCents)).string("ts", formatRFC3339(timestamp)).json
         }
-        public var record: ProducerRecord { ProducerRecord(key: Array(orderId.utf8), value: json, timestamp: timestamp) }
+        public var record: ProducerRecord { ProducerRecord(key: Array(product.utf8), value: json, timestamp: timestamp) }
     }
 
     /// Orders `range` (order numbers are global, so chunks generate the same orders as one call).
@@ -163,9 +164,10 @@ public enum StreamExamples {
     }
 
     /// The order chain: an order placed → payment (paid or declined) → stock reserved or
-    /// backordered (a join with the `inventory` table, after re-keying payments by product) →
-    /// shipment → delivered notification. Every step is a stream transform reacting to the
-    /// previous step's topic; declines and backorders become notifications too.
+    /// backordered (a join with the `inventory` table; orders and payments are keyed by product,
+    /// like the table) → shipment → delivered notification. Every step is a stream transform
+    /// reacting to the previous step's topic; declines and backorders become notifications too,
+    /// so every order ends in exactly one notification (keyed by order id).
     public static func orderChain(topics: OrderChainTopics = OrderChainTopics()) throws -> Topology {
         let b = StreamsBuilder()
         // 1. Payment: declined for ~1 order in 10 (deterministic per order id).
@@ -179,15 +181,13 @@ public enum StreamExamples {
             }
             .filter { $0.value != nil }
             .to(topics.payments)
-        // 2. Stock: paid orders re-keyed by product, joined with the inventory table.
+        // 2. Stock: paid orders joined with the inventory table (both keyed by product).
         let inventory = b.table(topics.inventory, storeName: "inventory-table")
         let payments = b.stream(topics.payments).branch([
             { $0.jsonString("status") == "paid" },
             { $0.jsonString("status") == "declined" },
         ])
         payments[0]
-            .selectKey { $0.jsonString("product").map { Array($0.utf8) } }
-            .repartition(name: "payments-by-product")
             .leftJoin(inventory) { payment, item in
                 let p = payment.jsonFields(["order_id", "customer"])
                 let stock = item.flatMap { JSON.fields([Array("stock".utf8), Array("warehouse".utf8)], in: $0) }
@@ -199,6 +199,7 @@ public enum StreamExamples {
             .selectKey { $0.jsonString("order_id").map { Array($0.utf8) } }
             .to(topics.reservations)
         payments[1]
+            .selectKey { $0.jsonString("order_id").map { Array($0.utf8) } }
             .mapValues { r in
                 JSONObjectWriter().string("order_id", r.jsonString("order_id")).string("customer", r.jsonString("customer"))
                     .string("message", "payment declined").json
@@ -219,6 +220,7 @@ public enum StreamExamples {
             }
             .to(topics.shipments)
         reservations[1]
+            .selectKey { $0.jsonString("order_id").map { Array($0.utf8) } }
             .mapValues { r in
                 JSONObjectWriter().string("order_id", r.jsonString("order_id")).string("customer", r.jsonString("customer"))
                     .string("message", "backordered: \(r.jsonString("product") ?? "?") is out of stock").json
@@ -238,7 +240,8 @@ public enum StreamExamples {
     // MARK: Sales dashboard
 
     /// Revenue and order count per product per one-minute tumbling window of event time (the
-    /// order's `ts`, 10 s grace for late orders), updated with every order: each update is written
+    /// order's `ts`, 10 s grace for late orders; the input is keyed by product, so no
+    /// repartitioning reorders it), updated with every order: each update is written
     /// to `output` keyed `<product>@<start>-<end>` (compacted: the latest row per window) and
     /// passed to `onRow` (called on the processing task: keep it quick).
     public static func salesDashboard(input: String = "orders", output: String = "sales-dashboard", windowMs: Int64 = 60_000,
@@ -246,7 +249,7 @@ public enum StreamExamples {
                                       onRow: (@Sendable (DashboardRow) -> Void)? = nil) throws -> Topology {
         let b = StreamsBuilder()
         let updates = b.stream(input, timestamp: .jsonField("ts"))
-            .groupBy(name: "orders-by-product") { $0.jsonString("product").map { Array($0.utf8) } }
+            .groupByKey()
             .windowedBy(.tumbling(sizeMs: windowMs, graceMs: graceMs))
             .aggregate("sales-per-minute", emit: emit, initializer: { DashboardRow() }) { r, row in
                 var row = row

@@ -197,3 +197,71 @@ var crashConfig: StreamsConfig {
         #expect(Set(got.windowRecords) == Set(reference.windowRecords), "the combined output is exactly one instance's")
     }
 }
+
+/// Path of an executable built next to the test bundle.
+func builtExecutable(_ name: String) throws -> String {
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<3 {
+        let candidate = dir.appendingPathComponent(name).path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    let fallback = FileManager.default.currentDirectoryPath + "/.build/debug/" + name
+    try #require(FileManager.default.isExecutableFile(atPath: fallback), "build \(name) first (swift build)")
+    return fallback
+}
+
+@Suite(.serialized) struct StreamsKillTests {
+    /// The sales dashboard runs in a child process that is killed with SIGKILL mid-stream (after
+    /// some commits); a restarted application finishes the input, and the dashboard's rows equal
+    /// those of an uninterrupted run.
+    @Test func sigkilledProcessorRestartsToTheSameAggregates() async throws {
+        let orders = OrderGenerator().orders(0..<20_000).map(\.record)
+        // Uninterrupted reference.
+        let refDir = TempDir()
+        let refBroker = try openBroker(refDir)
+        try refBroker.createTopic("orders", partitions: 2)
+        try OutputCollector.produceChunked(refBroker, topic: "orders", records: orders, partition: nil)
+        let ref = try await runUntilCaughtUp(try StreamExamples.salesDashboard(), refBroker, id: "dashboard")
+        await ref.stop()
+        let reference = latest(try readTopic(refBroker, "sales-dashboard"))
+
+        let dir = TempDir()
+        do {
+            let broker = try openBroker(dir)
+            try broker.createTopic("orders", partitions: 2)
+            try OutputCollector.produceChunked(broker, topic: "orders", records: orders, partition: nil)
+            try broker.close()
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try builtExecutable("strata-streams-bench"))
+        process.arguments = ["crash-child", dir.path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        var processed = 0, commits = 0
+        var pending = Data()
+        while processed < 4000 {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            pending.append(chunk)
+            while let nl = pending.firstIndex(of: 0x0A) {
+                let f = String(decoding: pending[pending.startIndex..<nl], as: UTF8.self).split(separator: " ")
+                pending.removeSubrange(pending.startIndex...nl)
+                if f.count == 4 { processed = Int(f[1]) ?? 0; commits = Int(f[3]) ?? 0 }
+            }
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal)
+        #expect(processed >= 4000 && processed < 20_000, "killed mid-stream (processed \(processed))")
+        #expect(commits > 0)
+
+        let broker = try openBroker(dir)
+        let app = try await runUntilCaughtUp(try StreamExamples.salesDashboard(), broker, id: "dashboard")
+        await app.stop()
+        #expect(app.errors.isEmpty)
+        #expect(app.metrics.snapshot.processed < 20_000, "resumed from the child's last commit, not from the start")
+        #expect(latest(try readTopic(broker, "sales-dashboard")) == reference)
+    }
+}

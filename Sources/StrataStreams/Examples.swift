@@ -279,6 +279,15 @@ public enum StreamExamples {
         return try b.build()
     }
 
+    /// The dashboard topology and its updated rows as an `AsyncStream` (finished when the
+    /// application stops consuming it; rows are buffered newest-first up to `bufferSize`).
+    public static func salesDashboardRows(input: String = "orders", output: String = "sales-dashboard",
+                                          bufferSize: Int = 10_000) throws -> (Topology, AsyncStream<DashboardRow>) {
+        let (stream, continuation) = AsyncStream.makeStream(of: DashboardRow.self, bufferingPolicy: .bufferingNewest(bufferSize))
+        let topology = try salesDashboard(input: input, output: output, onRow: { continuation.yield($0) })
+        return (topology, stream)
+    }
+
     /// The latest row per (product, window), for printing as a live table.
     public final class DashboardTable: Sendable {
         private let rows = Mutex<[String: DashboardRow]>([:])

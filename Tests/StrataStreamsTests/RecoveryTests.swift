@@ -91,7 +91,7 @@ var crashConfig: StreamsConfig {
         try await b.start()
         try produce(broker, "events", recoveryInput(1000..<2000))
         let deadline = Date().addingTimeInterval(30)
-        while b.metrics.snapshot.processed < 300 && Date() < deadline { await Task.yield() }
+        while b.metrics.snapshot.processed < 300 && Date() < deadline { try await Task.sleep(nanoseconds: 500_000) }
         await b.abort()
         #expect(b.metrics.snapshot.restoredFromChangelog == 0, "state came from LMDB")
         // Run 3: the rest, to the end, with a graceful stop.

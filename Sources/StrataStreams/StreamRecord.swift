@@ -67,15 +67,23 @@ public struct StreamRecord: Sendable {
 
     // MARK: JSON
 
-    /// The raw text of top-level JSON members of the value, in one scan: strings are unescaped,
-    /// other values are their JSON text. Nil entries: absent member, or the value is not a JSON object.
+    /// The raw text of top-level JSON members of the value, in one pass: strings are unescaped,
+    /// other values are their JSON text. Nil entries: absent member, or the value is not a JSON
+    /// object. Members are located without validating the whole document (fast path; use a
+    /// `value.format=json` topic when values must be valid JSON).
     public func jsonFields(_ names: [String]) -> [JSONFieldValue?] {
         guard let value else { return Array(repeating: nil, count: names.count) }
         return JSON.fields(names.map { Array($0.utf8) }, in: value)
     }
 
     /// A top-level JSON string member of the value (or the JSON text of a non-string member).
-    public func jsonString(_ name: String) -> String? { jsonFields([name])[0]?.text }
+    public func jsonString(_ name: String) -> String? {
+        guard let value else { return nil }
+        var name = name
+        return name.withUTF8 { n in
+            value.withUnsafeBytes { b in JSONFieldFinder.find(UnsafeRawBufferPointer(n), in: b).map { JSONFieldFinder.text(b, $0) } }
+        }
+    }
 
     /// A top-level JSON number member of the value, as an integer.
     public func jsonInt(_ name: String) -> Int64? { jsonFields([name])[0]?.int64 }
@@ -107,31 +115,25 @@ public struct JSONFieldValue: Sendable, Equatable {
 /// Foundation-free JSON helpers: field capture over `JSONScanner` and a small writer.
 public enum JSON {
     public static func fields(_ names: [[UInt8]], in bytes: [UInt8]) -> [JSONFieldValue?] {
-        bytes.withUnsafeBytes { p -> [JSONFieldValue?] in
-            var found: [JSONScanner.Field?] = []
-            do { try JSONScanner.validate(p, capturing: names, into: &found) } catch {
-                return Array(repeating: nil, count: names.count)
-            }
-            return found.map { f -> JSONFieldValue? in
-                guard let f else { return nil }
-                let raw = UnsafeRawBufferPointer(rebasing: p[f.range])
-                if f.hasEscapes {
-                    var out: [UInt8] = []
-                    JSONScanner.unescape(raw, into: &out)
-                    return JSONFieldValue(text: String(decoding: out, as: UTF8.self), isString: true)
+        var out = [JSONFieldValue?](repeating: nil, count: names.count)
+        bytes.withUnsafeBytes { b in
+            JSONFieldFinder.scan(b, remaining: names.count, { r in
+                for (k, name) in names.enumerated() where out[k] == nil {
+                    if name.withUnsafeBytes({ JSONFieldFinder.equal(b, r, $0) }) { return k }
                 }
-                return JSONFieldValue(text: String(decoding: raw, as: UTF8.self), isString: f.isString)
-            }
+                return -1
+            }, { k, f in
+                out[k] = JSONFieldValue(text: JSONFieldFinder.text(b, f), isString: f.isString)
+            })
         }
+        return out
     }
 
-    /// Epoch milliseconds of a top-level field (a number of ms, or an RFC 3339 string), in one scan
-    /// without building strings.
+    /// Epoch milliseconds of a top-level field (a number of ms, or an RFC 3339 string), without
+    /// building strings.
     public static func timestampField(_ name: [UInt8], in bytes: [UInt8]) -> Int64? {
         bytes.withUnsafeBytes { p -> Int64? in
-            var found: [JSONScanner.Field?] = []
-            do { try JSONScanner.validate(p, capturing: [name], into: &found) } catch { return nil }
-            guard let f = found[0], !f.hasEscapes else { return nil }
+            guard let f = name.withUnsafeBytes({ JSONFieldFinder.find($0, in: p) }), !f.hasEscapes else { return nil }
             return Timestamps.parseField(UnsafeRawBufferPointer(rebasing: p[f.range]), isString: f.isString)
         }
     }

@@ -61,6 +61,19 @@ import StrataLog
         #expect(StreamExamples.DashboardTable().render().hasPrefix("window"))
     }
 
+    @Test func jsonMembersAreFoundAtTheTopLevelOnly() {
+        let r = StreamRecord(key: "k", value: #"{"nested":{"user_id":"inner","x":"}"},"arr":[1,"]",{"a":2}], "user_id" : "u-\"7","n":-12.5e1,"t":true,"z":null}"#, timestamp: 0)
+        #expect(r.jsonString("user_id") == "u-\"7")
+        #expect(r.jsonDouble("n") == -125)
+        #expect(r.jsonString("t") == "true")
+        #expect(r.jsonString("missing") == nil)
+        #expect(r.jsonFields(["z", "arr", "n"]).map { $0?.text } == ["null", #"[1,"]",{"a":2}]"#, "-12.5e1"])
+        #expect(StreamRecord(key: "k", value: "[1,2]", timestamp: 0).jsonString("a") == nil)
+        #expect(StreamRecord(key: "k", value: #"{"a":"#, timestamp: 0).jsonString("a") == nil)
+        #expect(StreamRecord(key: "k", value: #"{"a":"x"#, timestamp: 0).jsonString("a") == nil)
+        #expect(JSON.timestampField(Array("ts".utf8), in: Array(#"{"ts":"2025-10-01T00:00:01Z"}"#.utf8)) == 1_759_276_801_000)
+    }
+
     @Test func rfc3339FormattingRoundTrips() {
         for ms: Int64 in [0, 1_759_276_800_000, 1_759_276_805_120, 951_782_400_999, 4_102_444_799_999] {
             #expect(Timestamps.parseRFC3339(formatRFC3339(ms)) == ms, "\(ms)")

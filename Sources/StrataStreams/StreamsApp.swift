@@ -84,11 +84,13 @@ final class AppRuntime: Sendable {
     let config: StreamsConfig
     let environment: MetadataEnvironment
     let metrics: StreamsMetrics
-    let errors = Mutex<[String]>([])
+    let errors: ErrorLog
     /// Topics the topology both writes and reads (repartition and intermediate topics), resolved.
     let readBackTopics: Set<String>
 
-    init(applicationId: String, topology: Topology, broker: Broker, config: StreamsConfig, environment: MetadataEnvironment, metrics: StreamsMetrics) {
+    init(applicationId: String, topology: Topology, broker: Broker, config: StreamsConfig, environment: MetadataEnvironment, metrics: StreamsMetrics,
+         errors: ErrorLog) {
+        self.errors = errors
         self.applicationId = applicationId
         self.topology = topology
         self.broker = broker
@@ -100,7 +102,12 @@ final class AppRuntime: Sendable {
         readBackTopics = Set(sources.intersection(sinks).map { Topology.resolve($0, applicationId: applicationId) })
     }
 
-    func report(_ error: String) { errors.withLock { $0.append(error) } }
+    func report(_ error: String) { errors.entries.withLock { $0.append(error) } }
+}
+
+/// Errors that stopped tasks of an instance, kept across stop and restart.
+final class ErrorLog: Sendable {
+    let entries = Mutex<[String]>([])
 }
 
 /// LMDB allows one open environment per file per process: instances of one application in a
@@ -149,6 +156,7 @@ public final class StreamsApp: @unchecked Sendable {
     public let broker: Broker
     public let config: StreamsConfig
     public let metrics = StreamsMetrics()
+    private let errorLog = ErrorLog()
     let memberId: Int
     private static let nextMember = Atomic<Int>(1)
 
@@ -175,7 +183,8 @@ public final class StreamsApp: @unchecked Sendable {
         guard state.withLock({ $0.runtime == nil }) else { throw StreamsError.alreadyStarted }
         let tasks = try prepareTopics()
         let env = try StateEnvironments.acquire(path: statePath, mapSize: config.stateMapSize)
-        let runtime = AppRuntime(applicationId: applicationId, topology: topology, broker: broker, config: config, environment: env, metrics: metrics)
+        let runtime = AppRuntime(applicationId: applicationId, topology: topology, broker: broker, config: config, environment: env, metrics: metrics,
+                                 errors: errorLog)
         let group = StreamsGroup.group(for: broker, applicationId: applicationId)
         state.withLock {
             $0.runtime = runtime
@@ -213,8 +222,8 @@ public final class StreamsApp: @unchecked Sendable {
     /// Every task of the application (subtopology × partition).
     public var allTasks: [TaskId] { state.withLock { $0.allTasks } }
 
-    /// Errors that stopped tasks (empty when all is well).
-    public var errors: [String] { state.withLock { $0.runtime?.errors.withLock { $0 } } ?? [] }
+    /// Errors that stopped tasks (empty when all is well), including those of earlier runs of this instance.
+    public var errors: [String] { errorLog.entries.withLock { $0 } }
 
     /// Waits until every task of the group is assigned and has processed its sources to their
     /// current ends (output produced) — twice in a row with no progress in between — or until the

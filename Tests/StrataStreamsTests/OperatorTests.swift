@@ -255,6 +255,25 @@ import StrataLog
         await #expect(throws: StreamsError.self) { try await app.start() }
     }
 
+    @Test func aFailingTaskReportsItsError() async throws {
+        let dir = TempDir()
+        var options = Broker.Options()
+        options.retentionCheckIntervalMs = 0
+        options.cleanerBackoffMs = 0
+        options.autoCreateTopics = false
+        let broker = try Broker.open(dataDirectory: dir.path, options: options)
+        try broker.createTopic("in", partitions: 1)
+        try produce(broker, "in", [In("k", "v", 1)])
+        let b = StreamsBuilder()
+        b.stream("in").to("no-such-topic")
+        let app = StreamsApp(applicationId: "app", topology: try b.build(), broker: broker)
+        try await app.start()
+        let deadline = Date().addingTimeInterval(30)
+        while app.errors.isEmpty && Date() < deadline { try await Task.sleep(nanoseconds: 1_000_000) }
+        await app.stop()
+        #expect(app.errors.count == 1 && app.errors[0].contains("no-such-topic"), "\(app.errors)")
+    }
+
     @Test func invalidTopologiesAreRefused() throws {
         let b = StreamsBuilder()
         _ = b.stream("a").groupByKey().count("same")

@@ -128,6 +128,8 @@ public final class StreamsBuilder {
         return id
     }
 
+    func problem(_ why: String) { problems.append(why) }
+
     func registerStore(_ name: String) {
         if !Topology.isValidName(name) { problems.append("store name '\(name)' must match [A-Za-z0-9._-]+") }
         if !storeNames.insert(name).inserted { problems.append("store name '\(name)' is used twice") }
@@ -232,7 +234,7 @@ public struct KStream {
     /// Writes the records to the internal topic `<applicationId>-<name>-repartition` and reads them
     /// back, so that each lands in the partition (and task) of its current key.
     public func repartition(name: String) -> KStream {
-        if !Topology.isValidName(name) { builder.registerStore(name) }  // reports the bad name
+        if !Topology.isValidName(name) { builder.problem("repartition name '\(name)' must match [A-Za-z0-9._-]+") }
         let topic = "$\(name)-repartition"
         _ = builder.add("repartition-sink", parents: [node], .sink(topic: topic))
         let source = builder.add("repartition-source", parents: [], .source(topics: [topic], extractor: .recordTimestamp))
@@ -263,7 +265,7 @@ public struct KStream {
 
     private func joinNode(_ table: KTable, left: Bool, _ joiner: @escaping @Sendable (StreamRecord, [UInt8]?) -> [UInt8]?) -> KStream {
         guard let store = table.storeName else {
-            builder.registerStore("")  // reports an invalid name: only materialized tables can be joined
+            builder.problem("only tables of topics and non-windowed aggregations can be joined")
             return self
         }
         return then(left ? "leftJoin" : "join", { ctx in

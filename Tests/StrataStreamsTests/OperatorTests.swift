@@ -282,5 +282,9 @@ import StrataLog
         let c = StreamsBuilder()
         _ = c.stream("a").groupByKey().count("bad name")
         #expect(throws: StreamsError.self) { try c.build() }
+        let d = StreamsBuilder()
+        let windowed = d.stream("a").groupByKey().windowedBy(.tumbling(sizeMs: 1000)).count("w")
+        d.stream("b").join(windowed) { r, _ in r.value }.to("out")
+        #expect(throws: StreamsError.self) { try d.build() }
     }
 }

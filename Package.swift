@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "StrataLog", targets: ["StrataLog"]),
         .library(name: "StrataMetadata", targets: ["StrataMetadata"]),
         .library(name: "StrataBroker", targets: ["StrataBroker"]),
+        .library(name: "StrataStreams", targets: ["StrataStreams"]),
         .executable(name: "strata", targets: ["strata"]),
     ],
     dependencies: [
@@ -37,6 +38,8 @@ let package = Package(
         ),
         .target(name: "StrataMetadata", dependencies: ["CLMDB", "StrataCore"]),
         .target(name: "StrataBroker", dependencies: ["StrataLog", "StrataMetadata", "StrataCore"]),
+        .target(name: "StrataStreams", dependencies: ["StrataBroker", "StrataMetadata", "StrataLog", "StrataCore"]),
+        .executableTarget(name: "strata-streams-bench", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataCore"]),
         .target(name: "StrataQuery", dependencies: ["CSQLite", "StrataBroker", "StrataLog", "StrataCore"]),
         .target(
             name: "StrataKafka",
@@ -60,6 +63,7 @@ let package = Package(
         ),
         .testTarget(name: "StrataMetadataTests", dependencies: ["StrataMetadata"]),
         .testTarget(name: "StrataBrokerTests", dependencies: ["StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
+        .testTarget(name: "StrataStreamsTests", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
         .testTarget(name: "StrataQueryTests", dependencies: ["StrataQuery", "StrataBroker", "StrataLog"]),
         .testTarget(
             name: "StrataKafkaTests",

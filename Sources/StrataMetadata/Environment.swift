@@ -35,9 +35,16 @@ public final class MetadataEnvironment: @unchecked Sendable {
     /// Address space reserved for the map; the file grows only as data is written.
     public static let defaultMapSize = 16 << 30
 
-    public init(path: String, readOnly: Bool = false, mapSize: Int = MetadataEnvironment.defaultMapSize) throws(MetadataError) {
+    /// The named databases this environment opened (`databaseNames` unless given).
+    public let names: [String]
+
+    /// `databases` names the databases to open (default: the broker's metadata databases); other
+    /// components (StrataStreams' state stores) open their own environments with their own names.
+    public init(path: String, readOnly: Bool = false, mapSize: Int = MetadataEnvironment.defaultMapSize,
+                databases: [String] = MetadataEnvironment.databaseNames) throws(MetadataError) {
         self.path = path
         self.readOnly = readOnly
+        self.names = databases
         if !readOnly { mkdir(path, 0o755) }
         var e: OpaquePointer?
         try MetadataError.check(mdb_env_create(&e), "mdb_env_create")
@@ -63,7 +70,7 @@ public final class MetadataEnvironment: @unchecked Sendable {
     private func openDatabases() throws(MetadataError) {
         var txn: OpaquePointer?
         try MetadataError.check(mdb_txn_begin(env, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &txn), "begin txn")
-        for name in Self.databaseNames {
+        for name in names {
             var dbi: MDB_dbi = 0
             let rc = mdb_dbi_open(txn, name, readOnly ? 0 : UInt32(MDB_CREATE), &dbi)
             if rc == MDB_NOTFOUND && readOnly { continue }  // a writer has not created it yet

@@ -1,0 +1,434 @@
+import StrataBroker
+import StrataLog
+
+/// Counters a task accumulates while processing a chunk (folded into the app's metrics after it).
+struct TaskCounters {
+    var processed = 0
+    var produced = 0
+    var lateDropped = 0
+    var invalidTimestamps = 0
+    var duplicatesDropped = 0
+}
+
+/// Records a task's processors send to topics, produced in batches after each chunk.
+final class OutputCollector {
+    var pending: [String: [ProducerRecord]] = [:]
+    var pendingBytes = 0
+    /// Topics appended to since the last commit (flushed to disk before offsets are committed).
+    var touched: Set<String> = []
+    static let maxRequestBytes = 768 * 1024
+
+    @inline(__always)
+    func append(_ topic: String, _ record: ProducerRecord) {
+        pending[topic, default: []].append(record)
+        pendingBytes += 32 + (record.key?.count ?? 0) + (record.value?.count ?? 0)
+    }
+
+    /// Produces everything pending, in requests small enough for the broker's max.message.bytes.
+    func flush(_ broker: Broker) throws -> Int {
+        guard !pending.isEmpty else { return 0 }
+        var total = 0
+        for (topic, records) in pending {
+            try Self.produceChunked(broker, topic: topic, records: records, partition: nil)
+            touched.insert(topic)
+            total += records.count
+        }
+        pending.removeAll(keepingCapacity: true)
+        pendingBytes = 0
+        return total
+    }
+
+    @discardableResult
+    static func produceChunked(_ broker: Broker, topic: String, records: [ProducerRecord], partition: Int32?,
+                               maxBytes: Int = maxRequestBytes) throws -> [ProduceResult] {
+        var results: [ProduceResult] = []
+        var start = 0
+        var bytes = 0
+        for (i, r) in records.enumerated() {
+            let size = 32 + (r.key?.count ?? 0) + (r.value?.count ?? 0) + r.headers.reduce(0) { $0 + 8 + $1.key.utf8.count + ($1.value?.count ?? 0) }
+            if bytes + size > maxBytes && i > start {
+                results += try broker.produce(topic: topic, records: Array(records[start..<i]), partition: partition, acks: .leader)
+                start = i
+                bytes = 0
+            }
+            bytes += size
+        }
+        if start < records.count {
+            results += try broker.produce(topic: topic, records: start == 0 ? records : Array(records[start...]), partition: partition, acks: .leader)
+        }
+        return results
+    }
+}
+
+/// What processors of one task share: its partition, output collector, counters and stores.
+final class TaskContext {
+    let applicationId: String
+    let partition: Int32
+    let output = OutputCollector()
+    var counters = TaskCounters()
+    /// Store contents restored before the processors are built, by store name.
+    var restored: [String: [(key: [UInt8], value: [UInt8])]]
+    private(set) var stores: [String: AnyStateStore] = [:]
+
+    /// Source topics of the task (resolved) and the topics the application writes and reads back.
+    let sourceTopics: [String]
+    let readBack: Set<String>
+    /// The input record being processed: index in `sourceTopics`, offset, and how many records
+    /// were sent to read-back topics for it so far.
+    var inputTopic = 0
+    var inputOffset: Int64 = -1
+    var inputSequence: UInt32 = 0
+
+    init(applicationId: String, partition: Int32, restored: [String: [(key: [UInt8], value: [UInt8])]],
+         sourceTopics: [String] = [], readBack: Set<String> = []) {
+        self.applicationId = applicationId
+        self.partition = partition
+        self.restored = restored
+        self.sourceTopics = sourceTopics
+        self.readBack = readBack
+    }
+
+    @inline(__always) func beginInput(topicIndex: Int, offset: Int64) {
+        inputTopic = topicIndex
+        inputOffset = offset
+        inputSequence = 0
+    }
+
+    /// The origin header of the next record sent to a read-back topic.
+    func nextOrigin() -> ProducerRecord.Header {
+        defer { inputSequence += 1 }
+        return ProducerRecord.Header(key: Origin.header, value: Origin.encode(topic: sourceTopics[inputTopic], partition: partition,
+                                                                             offset: inputOffset, sequence: inputSequence))
+    }
+
+    func resolve(_ topic: String) -> String { Topology.resolve(topic, applicationId: applicationId) }
+
+    func store<S: AnyStateStore>(_ name: String, make: ([(key: [UInt8], value: [UInt8])]) -> S) -> S {
+        if let s = stores[name] {
+            guard let typed = s as? S else { preconditionFailure("store '\(name)' is used with two different value types") }
+            return typed
+        }
+        let s = make(restored[name] ?? [])
+        restored[name] = nil
+        stores[name] = s
+        return s
+    }
+}
+
+/// One node of a task's processor graph. Records are pushed synchronously from the sources down.
+class ProcessorNode {
+    var children: [ProcessorNode] = []
+    func process(_ record: StreamRecord) { forward(record) }
+    @inline(__always) final func forward(_ record: StreamRecord) {
+        for child in children { child.process(record) }
+    }
+}
+
+final class SourceNode: ProcessorNode {
+    let extractor: TimestampExtractor
+    let field: [UInt8]
+    unowned let context: TaskContext
+    init(extractor: TimestampExtractor, context: TaskContext) {
+        self.extractor = extractor
+        if case .jsonField(let f) = extractor { field = Array(f.utf8) } else { field = [] }
+        self.context = context
+    }
+    override func process(_ record: StreamRecord) {
+        guard !field.isEmpty else { return forward(record) }
+        var r = record
+        if let value = r.value, let t = JSON.timestampField(field, in: value) {
+            r.timestamp = t
+        } else {
+            context.counters.invalidTimestamps += 1
+        }
+        forward(r)
+    }
+}
+
+final class MapNode: ProcessorNode {
+    let f: @Sendable (StreamRecord) -> StreamRecord
+    init(_ f: @escaping @Sendable (StreamRecord) -> StreamRecord) { self.f = f }
+    override func process(_ record: StreamRecord) { forward(f(record)) }
+}
+
+final class FilterNode: ProcessorNode {
+    let p: @Sendable (StreamRecord) -> Bool
+    init(_ p: @escaping @Sendable (StreamRecord) -> Bool) { self.p = p }
+    override func process(_ record: StreamRecord) { if p(record) { forward(record) } }
+}
+
+final class FlatMapNode: ProcessorNode {
+    let f: @Sendable (StreamRecord) -> [StreamRecord]
+    init(_ f: @escaping @Sendable (StreamRecord) -> [StreamRecord]) { self.f = f }
+    override func process(_ record: StreamRecord) { for r in f(record) { forward(r) } }
+}
+
+final class PeekNode: ProcessorNode {
+    let f: @Sendable (StreamRecord) -> Void
+    init(_ f: @escaping @Sendable (StreamRecord) -> Void) { self.f = f }
+    override func process(_ record: StreamRecord) {
+        f(record)
+        forward(record)
+    }
+}
+
+/// Sends each record to the first branch whose predicate holds (children are the branches, in order).
+final class BranchNode: ProcessorNode {
+    let predicates: [@Sendable (StreamRecord) -> Bool]
+    init(_ predicates: [@Sendable (StreamRecord) -> Bool]) { self.predicates = predicates }
+    override func process(_ record: StreamRecord) {
+        for (i, p) in predicates.enumerated() where p(record) {
+            if i < children.count { children[i].process(record) }
+            return
+        }
+    }
+}
+
+final class PassNode: ProcessorNode {}
+
+final class SinkNode: ProcessorNode {
+    let topic: String
+    let readBack: Bool
+    unowned let context: TaskContext
+    init(topic: String, context: TaskContext) {
+        self.topic = topic
+        self.context = context
+        readBack = context.readBack.contains(topic)
+    }
+    override func process(_ record: StreamRecord) {
+        var headers = record.headers
+        if readBack { headers.append(context.nextOrigin()) }
+        context.output.append(topic, ProducerRecord(key: record.key, value: record.value, headers: headers, timestamp: record.timestamp))
+        context.counters.produced += 1
+    }
+}
+
+/// The KTable of a topic: latest value per key (a null value deletes the key), forwarded downstream.
+final class TableSourceNode: ProcessorNode {
+    let store: KeyValueStore<[UInt8]>
+    init(store: KeyValueStore<[UInt8]>) { self.store = store }
+    override func process(_ record: StreamRecord) {
+        guard let key = record.key else { return }
+        store.put(key, record.value)
+        forward(record)
+    }
+}
+
+/// Stream–table join: looks each stream record's key up in the table's store.
+final class JoinNode: ProcessorNode {
+    let store: KeyValueStore<[UInt8]>
+    let joiner: @Sendable (StreamRecord, [UInt8]?) -> [UInt8]?
+    let left: Bool
+    init(store: KeyValueStore<[UInt8]>, left: Bool, joiner: @escaping @Sendable (StreamRecord, [UInt8]?) -> [UInt8]?) {
+        self.store = store
+        self.left = left
+        self.joiner = joiner
+    }
+    override func process(_ record: StreamRecord) {
+        guard let key = record.key else { return }
+        let tableValue = store.get(key)
+        if tableValue == nil && !left { return }
+        forward(record.withValue(joiner(record, tableValue)))
+    }
+}
+
+/// Non-windowed aggregation (count, reduce, aggregate): one value per key, an update forwarded
+/// for every record. Records with a null key or value are skipped, as in Kafka Streams.
+final class AggregateNode<V: StateValue>: ProcessorNode {
+    let store: KeyValueStore<V>
+    let aggregate: @Sendable (StreamRecord, V?) -> V
+    init(store: KeyValueStore<V>, aggregate: @escaping @Sendable (StreamRecord, V?) -> V) {
+        self.store = store
+        self.aggregate = aggregate
+    }
+    override func process(_ record: StreamRecord) {
+        guard let key = record.key, record.value != nil else { return }
+        let agg = aggregate
+        let new = store.update(key) { agg(record, $0) }
+        var out = record
+        out.value = new?.stateBytes
+        out.headers = []
+        forward(out)
+    }
+}
+
+/// When windowed aggregations emit results.
+public enum EmitStrategy: Sendable {
+    /// An update for every record that changes a window (a KTable changelog).
+    case onUpdate
+    /// One final result per key and window, once stream time passes its end plus grace
+    /// (Kafka's `suppress(untilWindowCloses)` / emit-final): deduplicated per key and window.
+    case onWindowClose
+}
+
+/// Tumbling/hopping window aggregation over event time with a grace period.
+final class WindowAggregateNode<V: StateValue>: ProcessorNode {
+    let store: WindowStore<V>
+    let windows: TimeWindows
+    let emit: EmitStrategy
+    let aggregate: @Sendable (StreamRecord, V?) -> V
+    unowned let context: TaskContext
+    /// Smallest window end among stored windows (a lower bound), to find closed windows rarely.
+    var earliestEnd: Int64 = .min
+
+    init(store: WindowStore<V>, windows: TimeWindows, emit: EmitStrategy, context: TaskContext,
+         aggregate: @escaping @Sendable (StreamRecord, V?) -> V) {
+        self.store = store
+        self.windows = windows
+        self.emit = emit
+        self.context = context
+        self.aggregate = aggregate
+        super.init()
+        earliestEnd = store.map.keys.map { $0.start + windows.sizeMs }.min() ?? .max
+    }
+
+    override func process(_ record: StreamRecord) {
+        guard let key = record.key, record.value != nil else { return }
+        let t = record.timestamp
+        store.advance(to: t)
+        let closeTime = store.streamTime &- windows.graceMs
+        var start = windows.lastStart(containing: t)
+        let agg = aggregate
+        var any = false
+        while start > t - windows.sizeMs && start >= 0 {
+            let end = start + windows.sizeMs
+            if end > closeTime {
+                any = true
+                let new = store.update(WindowStore<V>.Key(start: start, key: key), timestamp: t) { agg(record, $0) }
+                if end < earliestEnd { earliestEnd = end }
+                if emit == .onUpdate {
+                    var out = record
+                    let w = Window(start: start, end: end)
+                    out.key = WindowedKey.encode(key, w)
+                    out.window = w
+                    out.value = new?.stateBytes
+                    out.headers = []
+                    forward(out)
+                }
+            }
+            start -= windows.advanceMs
+        }
+        if !any { context.counters.lateDropped += 1 }
+        if earliestEnd <= closeTime { closeWindows(closeTime) }
+    }
+
+    /// Emits (emit-final) and evicts every window whose end + grace has passed, in (start, key) order.
+    func closeWindows(_ closeTime: Int64) {
+        var closed: [(WindowStore<V>.Key, WindowStore<V>.Entry)] = []
+        var nextEarliest = Int64.max
+        for (k, e) in store.map where e.value != nil {
+            let end = k.start + windows.sizeMs
+            if end <= closeTime { closed.append((k, e)) } else if end < nextEarliest { nextEarliest = end }
+        }
+        earliestEnd = nextEarliest
+        guard !closed.isEmpty else { return }
+        closed.sort { $0.0.start != $1.0.start ? $0.0.start < $1.0.start : $0.0.key.lexicographicallyPrecedes($1.0.key) }
+        for (k, e) in closed {
+            store.remove(k)
+            if emit == .onWindowClose, let v = e.value {
+                let w = Window(start: k.start, end: k.start + windows.sizeMs)
+                var out = StreamRecord(key: WindowedKey.encode(k.key, w), value: v.stateBytes, timestamp: e.timestamp)
+                out.window = w
+                forward(out)
+            }
+        }
+    }
+}
+
+/// Session window aggregation: sessions of a key merge when records fall within the inactivity gap.
+final class SessionAggregateNode<V: StateValue>: ProcessorNode {
+    let store: SessionStore<V>
+    let windows: SessionWindows
+    let emit: EmitStrategy
+    let aggregate: @Sendable (StreamRecord, V?) -> V
+    let merge: @Sendable (V, V) -> V
+    unowned let context: TaskContext
+    var earliestEnd: Int64 = .min
+
+    init(store: SessionStore<V>, windows: SessionWindows, emit: EmitStrategy, context: TaskContext,
+         aggregate: @escaping @Sendable (StreamRecord, V?) -> V, merge: @escaping @Sendable (V, V) -> V) {
+        self.store = store
+        self.windows = windows
+        self.emit = emit
+        self.context = context
+        self.aggregate = aggregate
+        self.merge = merge
+        super.init()
+        earliestEnd = store.map.values.flatMap { $0.sessions.map(\.end) }.min() ?? .max
+    }
+
+    override func process(_ record: StreamRecord) {
+        guard let key = record.key, record.value != nil else { return }
+        let t = record.timestamp
+        store.advance(to: t)
+        let closeTime = store.streamTime &- windows.graceMs
+        var sessions = store.sessions(key)
+        var start = t, end = t
+        var merged: V?
+        var removed: [Window] = []
+        var kept: [SessionStore<V>.Session] = []
+        for s in sessions {
+            if s.start - windows.inactivityGapMs <= t && t <= s.end + windows.inactivityGapMs {
+                start = min(start, s.start)
+                end = max(end, s.end)
+                merged = merged.map { merge($0, s.value) } ?? s.value
+                removed.append(Window(start: s.start, end: s.end))
+            } else {
+                kept.append(s)
+            }
+        }
+        // Late: the merged session closed already (its end + grace is before stream time).
+        if end < closeTime {
+            context.counters.lateDropped += 1
+            if earliestEnd < closeTime { closeSessions(closeTime) }
+            return
+        }
+        let value = aggregate(record, merged)
+        kept.append(SessionStore<V>.Session(start: start, end: end, value: value))
+        kept.sort { $0.start < $1.start }
+        sessions = kept
+        store.set(key, sessions)
+        if end < earliestEnd { earliestEnd = end }
+        if emit == .onUpdate {
+            let w = Window(start: start, end: end)
+            for old in removed where old != w {
+                var tomb = StreamRecord(key: WindowedKey.encode(key, old), value: nil, timestamp: t)
+                tomb.window = old
+                forward(tomb)
+            }
+            var out = record
+            out.key = WindowedKey.encode(key, w)
+            out.window = w
+            out.value = value.stateBytes
+            out.headers = []
+            forward(out)
+        }
+        if earliestEnd < closeTime { closeSessions(closeTime) }
+    }
+
+    func closeSessions(_ closeTime: Int64) {
+        var closed: [(key: [UInt8], session: SessionStore<V>.Session)] = []
+        var nextEarliest = Int64.max
+        var changed: [([UInt8], [SessionStore<V>.Session])] = []
+        for (k, e) in store.map where !e.sessions.isEmpty {
+            var keep: [SessionStore<V>.Session] = []
+            for s in e.sessions {
+                if s.end < closeTime { closed.append((k, s)) } else {
+                    keep.append(s)
+                    nextEarliest = min(nextEarliest, s.end)
+                }
+            }
+            if keep.count != e.sessions.count { changed.append((k, keep)) }
+        }
+        earliestEnd = nextEarliest
+        for (k, keep) in changed { store.set(k, keep) }
+        guard emit == .onWindowClose else { return }
+        closed.sort { $0.session.start != $1.session.start ? $0.session.start < $1.session.start : $0.key.lexicographicallyPrecedes($1.key) }
+        for (k, s) in closed {
+            let w = Window(start: s.start, end: s.end)
+            var out = StreamRecord(key: WindowedKey.encode(k, w), value: s.value.stateBytes, timestamp: s.end)
+            out.window = w
+            forward(out)
+        }
+    }
+}

@@ -1,0 +1,485 @@
+import StrataBroker
+import StrataLog
+
+/// Tumbling (advance = size) or hopping (advance < size) windows over event time, aligned to the
+/// epoch: `[k·advance, k·advance + size)`. A record is late, and dropped, when the end of every
+/// window it belongs to plus `grace` is at or before the stream time (the largest event time the
+/// aggregation has seen).
+public struct TimeWindows: Sendable, Equatable {
+    public let sizeMs: Int64
+    public let advanceMs: Int64
+    public let graceMs: Int64
+
+    public static func tumbling(sizeMs: Int64, graceMs: Int64 = 0) -> TimeWindows {
+        TimeWindows(sizeMs: sizeMs, advanceMs: sizeMs, graceMs: graceMs)
+    }
+
+    public static func hopping(sizeMs: Int64, advanceMs: Int64, graceMs: Int64 = 0) -> TimeWindows {
+        TimeWindows(sizeMs: sizeMs, advanceMs: advanceMs, graceMs: graceMs)
+    }
+
+    init(sizeMs: Int64, advanceMs: Int64, graceMs: Int64) {
+        precondition(sizeMs > 0 && advanceMs > 0 && advanceMs <= sizeMs && graceMs >= 0, "invalid window sizes")
+        self.sizeMs = sizeMs
+        self.advanceMs = advanceMs
+        self.graceMs = graceMs
+    }
+
+    /// Start of the latest window containing `t`.
+    @inline(__always) func lastStart(containing t: Int64) -> Int64 {
+        let r = t % advanceMs
+        return t - (r < 0 ? r + advanceMs : r)
+    }
+
+    /// Every window containing `t`, earliest first.
+    public func windows(containing t: Int64) -> [Window] {
+        var out: [Window] = []
+        var s = lastStart(containing: t)
+        while s > t - sizeMs && s >= 0 {
+            out.append(Window(start: s, end: s + sizeMs))
+            s -= advanceMs
+        }
+        return out.reversed()
+    }
+}
+
+/// Session windows: a key's records closer than `inactivityGapMs` belong to one session
+/// `[first, last]`; a record bridging two sessions merges them. A session is closed once its
+/// last event time plus `graceMs` is before the stream time; a record that would only extend a
+/// closed session is late and dropped.
+public struct SessionWindows: Sendable, Equatable {
+    public let inactivityGapMs: Int64
+    public let graceMs: Int64
+    public init(inactivityGapMs: Int64, graceMs: Int64 = 0) {
+        precondition(inactivityGapMs > 0 && graceMs >= 0, "invalid session window")
+        self.inactivityGapMs = inactivityGapMs
+        self.graceMs = graceMs
+    }
+}
+
+public enum StreamsError: Error, CustomStringConvertible, Sendable {
+    case invalidTopology(String)
+    case missingSourceTopic(String)
+    case notCoPartitioned(String)
+    case alreadyStarted
+    case notRunning
+
+    public var description: String {
+        switch self {
+        case .invalidTopology(let why): return "invalid topology: \(why)"
+        case .missingSourceTopic(let t): return "source topic '\(t)' does not exist (create it before starting the application)"
+        case .notCoPartitioned(let why): return "sources are not co-partitioned: \(why)"
+        case .alreadyStarted: return "the application is already running"
+        case .notRunning: return "the application is not running"
+        }
+    }
+}
+
+enum NodeKind: Sendable {
+    case source(topics: [String], extractor: TimestampExtractor)
+    case processor(@Sendable (TaskContext) -> ProcessorNode)
+    case sink(topic: String)
+}
+
+struct NodeDef: Sendable {
+    let id: Int
+    let name: String
+    var parents: [Int]
+    let kind: NodeKind
+    /// Stores this node reads or writes (nodes sharing a store run in one task).
+    let stores: [String]
+}
+
+/// A group of connected processors: it runs as one task per partition of its (co-partitioned) sources.
+public struct Subtopology: Sendable {
+    public let id: Int
+    let nodeIDs: [Int]
+    /// Source topics (internal ones as `$name`, resolved per application).
+    public let sourceTopics: [String]
+    public let sinkTopics: [String]
+    /// Store names, sorted: their index is their tag in the changelog and LMDB keys.
+    public let stores: [String]
+}
+
+/// Declares a topology: sources, operators and sinks. Build it once, then run it with `StreamsApp`.
+///
+/// ```swift
+/// let b = StreamsBuilder()
+/// b.stream("orders", timestamp: .jsonField("ts"))
+///     .filter { $0.jsonString("status") == "placed" }
+///     .groupBy(name: "by-product") { $0.jsonString("product").map { Array($0.utf8) } }
+///     .windowedBy(.tumbling(sizeMs: 60_000, graceMs: 5_000))
+///     .count("orders-per-minute", emit: .onWindowClose)
+///     .toStream()
+///     .to("orders-per-minute")
+/// let topology = try b.build()
+/// ```
+public final class StreamsBuilder {
+    var nodes: [NodeDef] = []
+    private var streamsByTopic: [String: Int] = [:]
+    private var storeNames: Set<String> = []
+    private var problems: [String] = []
+
+    public init() {}
+
+    func add(_ name: String, parents: [Int], stores: [String] = [], _ kind: NodeKind) -> Int {
+        let id = nodes.count
+        nodes.append(NodeDef(id: id, name: "\(id)-\(name)", parents: parents, kind: kind, stores: stores))
+        return id
+    }
+
+    func problem(_ why: String) { problems.append(why) }
+
+    func registerStore(_ name: String) {
+        if !Topology.isValidName(name) { problems.append("store name '\(name)' must match [A-Za-z0-9._-]+") }
+        if !storeNames.insert(name).inserted { problems.append("store name '\(name)' is used twice") }
+    }
+
+    /// A stream of the records of `topics` (all partitions), with event time from `timestamp`.
+    public func stream(_ topics: String..., timestamp: TimestampExtractor = .recordTimestamp) -> KStream {
+        stream(topics, timestamp: timestamp)
+    }
+
+    public func stream(_ topics: [String], timestamp: TimestampExtractor = .recordTimestamp) -> KStream {
+        let key = topics.joined(separator: ",")
+        if let id = streamsByTopic[key] { return KStream(builder: self, node: id) }
+        for t in topics where streamsByTopic.keys.contains(where: { $0.split(separator: ",").contains(Substring(t)) }) {
+            problems.append("topic '\(t)' is a source twice")
+        }
+        let id = add("source", parents: [], .source(topics: topics, extractor: timestamp))
+        streamsByTopic[key] = id
+        return KStream(builder: self, node: id)
+    }
+
+    /// A table of `topic` (normally compacted): the latest value per key; a null value deletes the
+    /// key. Materialized in `storeName` (default `<topic>-table`), restored like any state store.
+    public func table(_ topic: String, storeName: String? = nil, timestamp: TimestampExtractor = .recordTimestamp) -> KTable {
+        let store = storeName ?? "\(topic)-table"
+        registerStore(store)
+        let source = stream(topic, timestamp: timestamp)
+        let id = add("table", parents: [source.node], stores: [store], .processor { ctx in
+            TableSourceNode(store: ctx.store(store) { KeyValueStore<[UInt8]>(name: store, restored: $0) })
+        })
+        return KTable(builder: self, node: id, storeName: store)
+    }
+
+    public func build() throws -> Topology {
+        if !problems.isEmpty { throw StreamsError.invalidTopology(problems.joined(separator: "; ")) }
+        return try Topology(nodes: nodes)
+    }
+}
+
+/// A stream of records (Kafka's KStream). Operators return new streams; nothing runs until the
+/// built topology is started.
+public struct KStream {
+    let builder: StreamsBuilder
+    let node: Int
+
+    func then(_ name: String, _ make: @escaping @Sendable (TaskContext) -> ProcessorNode, stores: [String] = []) -> KStream {
+        KStream(builder: builder, node: builder.add(name, parents: [node], stores: stores, .processor(make)))
+    }
+
+    /// Transforms each record (key, value, timestamp, headers).
+    public func map(_ f: @escaping @Sendable (StreamRecord) -> StreamRecord) -> KStream {
+        then("map") { _ in MapNode(f) }
+    }
+
+    /// Replaces each record's value.
+    public func mapValues(_ f: @escaping @Sendable (StreamRecord) -> [UInt8]?) -> KStream {
+        then("mapValues") { _ in MapNode { $0.withValue(f($0)) } }
+    }
+
+    /// Replaces each record's key (no repartitioning: follow with `repartition` or `groupBy` when
+    /// records must move to the partition of their new key).
+    public func selectKey(_ f: @escaping @Sendable (StreamRecord) -> [UInt8]?) -> KStream {
+        then("selectKey") { _ in MapNode { $0.withKey(f($0)) } }
+    }
+
+    public func filter(_ p: @escaping @Sendable (StreamRecord) -> Bool) -> KStream {
+        then("filter") { _ in FilterNode(p) }
+    }
+
+    public func filterNot(_ p: @escaping @Sendable (StreamRecord) -> Bool) -> KStream {
+        then("filterNot") { _ in FilterNode { !p($0) } }
+    }
+
+    /// Zero or more records per record.
+    public func flatMap(_ f: @escaping @Sendable (StreamRecord) -> [StreamRecord]) -> KStream {
+        then("flatMap") { _ in FlatMapNode(f) }
+    }
+
+    /// Calls `f` for each record and passes it on unchanged.
+    public func peek(_ f: @escaping @Sendable (StreamRecord) -> Void) -> KStream {
+        then("peek") { _ in PeekNode(f) }
+    }
+
+    /// One stream per predicate; each record goes to the first branch whose predicate holds (and
+    /// is dropped when none does).
+    public func branch(_ predicates: [@Sendable (StreamRecord) -> Bool]) -> [KStream] {
+        let b = then("branch") { _ in BranchNode(predicates) }
+        return predicates.indices.map { i in b.then("branch-\(i)") { _ in PassNode() } }
+    }
+
+    /// The records of both streams, interleaved as they are processed.
+    public func merge(_ other: KStream) -> KStream {
+        precondition(other.builder === builder, "streams of different builders")
+        return KStream(builder: builder, node: builder.add("merge", parents: [node, other.node], .processor { _ in PassNode() }))
+    }
+
+    /// Writes each record to `topic`, partitioned by key (murmur2, as Kafka's producer does).
+    public func to(_ topic: String) {
+        _ = builder.add("sink", parents: [node], .sink(topic: topic))
+    }
+
+    /// Writes the records to the internal topic `<applicationId>-<name>-repartition` and reads them
+    /// back, so that each lands in the partition (and task) of its current key.
+    public func repartition(name: String) -> KStream {
+        if !Topology.isValidName(name) { builder.problem("repartition name '\(name)' must match [A-Za-z0-9._-]+") }
+        let topic = "$\(name)-repartition"
+        _ = builder.add("repartition-sink", parents: [node], .sink(topic: topic))
+        let source = builder.add("repartition-source", parents: [], .source(topics: [topic], extractor: .recordTimestamp))
+        return KStream(builder: builder, node: source)
+    }
+
+    /// Groups by the current key (no repartitioning: the key must already decide the partition).
+    public func groupByKey() -> KGroupedStream { KGroupedStream(builder: builder, node: node) }
+
+    /// Groups by a new key: records are re-keyed and sent through `<applicationId>-<name>-repartition`.
+    /// Records whose new key is nil are dropped.
+    public func groupBy(name: String, _ key: @escaping @Sendable (StreamRecord) -> [UInt8]?) -> KGroupedStream {
+        let rekeyed = then("groupBy") { _ in FlatMapNode { r in key(r).map { [r.withKey($0)] } ?? [] } }
+        return KGroupedStream(builder: builder, node: rekeyed.repartition(name: name).node)
+    }
+
+    /// Inner stream–table join: each record whose key is in the table gets
+    /// `joiner(record, tableValue)` as its value; others are dropped. Stream and table must be
+    /// co-partitioned (same partition count, same keys → same partition).
+    public func join(_ table: KTable, _ joiner: @escaping @Sendable (StreamRecord, [UInt8]) -> [UInt8]?) -> KStream {
+        joinNode(table, left: false) { r, v in v.flatMap { joiner(r, $0) } }
+    }
+
+    /// Left stream–table join: every record passes, with `joiner(record, tableValue or nil)`.
+    public func leftJoin(_ table: KTable, _ joiner: @escaping @Sendable (StreamRecord, [UInt8]?) -> [UInt8]?) -> KStream {
+        joinNode(table, left: true, joiner)
+    }
+
+    private func joinNode(_ table: KTable, left: Bool, _ joiner: @escaping @Sendable (StreamRecord, [UInt8]?) -> [UInt8]?) -> KStream {
+        guard let store = table.storeName else {
+            builder.problem("only tables of topics and non-windowed aggregations can be joined")
+            return self
+        }
+        return then(left ? "leftJoin" : "join", { ctx in
+            JoinNode(store: ctx.store(store) { KeyValueStore<[UInt8]>(name: store, restored: $0) }, left: left, joiner: joiner)
+        }, stores: [store])
+    }
+}
+
+/// A grouped stream, ready for an aggregation.
+public struct KGroupedStream {
+    let builder: StreamsBuilder
+    let node: Int
+
+    func aggregateNode<V: StateValue>(_ store: String, _ type: V.Type, _ aggregate: @escaping @Sendable (StreamRecord, V?) -> V) -> KTable {
+        builder.registerStore(store)
+        let id = builder.add("aggregate", parents: [node], stores: [store], .processor { ctx in
+            AggregateNode(store: ctx.store(store) { KeyValueStore<V>(name: store, restored: $0) }, aggregate: aggregate)
+        })
+        return KTable(builder: builder, node: id, storeName: store)
+    }
+
+    /// Records per key (values: decimal text).
+    public func count(_ store: String) -> KTable {
+        aggregateNode(store, Int64.self) { _, c in (c ?? 0) + 1 }
+    }
+
+    /// Combines the values of a key: the first value as is, then `reducer(aggregate, value)`.
+    public func reduce(_ store: String, _ reducer: @escaping @Sendable ([UInt8], [UInt8]) -> [UInt8]) -> KTable {
+        aggregateNode(store, [UInt8].self) { r, agg in agg.map { reducer($0, r.value!) } ?? r.value! }
+    }
+
+    /// Folds the records of a key into a `V`, starting from `initializer()`.
+    public func aggregate<V: StateValue>(_ store: String, initializer: @escaping @Sendable () -> V,
+                                         _ aggregator: @escaping @Sendable (StreamRecord, V) -> V) -> KTable {
+        aggregateNode(store, V.self) { r, agg in aggregator(r, agg ?? initializer()) }
+    }
+
+    public func windowedBy(_ windows: TimeWindows) -> TimeWindowedStream { TimeWindowedStream(builder: builder, node: node, windows: windows) }
+
+    public func windowedBy(_ windows: SessionWindows) -> SessionWindowedStream { SessionWindowedStream(builder: builder, node: node, windows: windows) }
+}
+
+/// A grouped stream cut into tumbling or hopping windows.
+public struct TimeWindowedStream {
+    let builder: StreamsBuilder
+    let node: Int
+    let windows: TimeWindows
+
+    func windowNode<V: StateValue>(_ store: String, _ emit: EmitStrategy, _ type: V.Type,
+                                   _ aggregate: @escaping @Sendable (StreamRecord, V?) -> V) -> KTable {
+        builder.registerStore(store)
+        let windows = self.windows
+        let id = builder.add("window-aggregate", parents: [node], stores: [store], .processor { ctx in
+            WindowAggregateNode(store: ctx.store(store) { WindowStore<V>(name: store, restored: $0) }, windows: windows, emit: emit,
+                                context: ctx, aggregate: aggregate)
+        })
+        return KTable(builder: builder, node: id, storeName: nil)
+    }
+
+    public func count(_ store: String, emit: EmitStrategy = .onUpdate) -> KTable {
+        windowNode(store, emit, Int64.self) { _, c in (c ?? 0) + 1 }
+    }
+
+    public func reduce(_ store: String, emit: EmitStrategy = .onUpdate, _ reducer: @escaping @Sendable ([UInt8], [UInt8]) -> [UInt8]) -> KTable {
+        windowNode(store, emit, [UInt8].self) { r, agg in agg.map { reducer($0, r.value!) } ?? r.value! }
+    }
+
+    public func aggregate<V: StateValue>(_ store: String, emit: EmitStrategy = .onUpdate, initializer: @escaping @Sendable () -> V,
+                                         _ aggregator: @escaping @Sendable (StreamRecord, V) -> V) -> KTable {
+        windowNode(store, emit, V.self) { r, agg in aggregator(r, agg ?? initializer()) }
+    }
+}
+
+/// A grouped stream cut into session windows.
+public struct SessionWindowedStream {
+    let builder: StreamsBuilder
+    let node: Int
+    let windows: SessionWindows
+
+    func sessionNode<V: StateValue>(_ store: String, _ emit: EmitStrategy, _ aggregate: @escaping @Sendable (StreamRecord, V?) -> V,
+                                    merge: @escaping @Sendable (V, V) -> V) -> KTable {
+        builder.registerStore(store)
+        let windows = self.windows
+        let id = builder.add("session-aggregate", parents: [node], stores: [store], .processor { ctx in
+            SessionAggregateNode(store: ctx.store(store) { SessionStore<V>(name: store, restored: $0) }, windows: windows, emit: emit,
+                                 context: ctx, aggregate: aggregate, merge: merge)
+        })
+        return KTable(builder: builder, node: id, storeName: nil)
+    }
+
+    public func count(_ store: String, emit: EmitStrategy = .onUpdate) -> KTable {
+        sessionNode(store, emit, { (_, c: Int64?) in (c ?? 0) + 1 }, merge: { $0 + $1 })
+    }
+
+    /// `reducer` also merges two sessions' values when a record bridges them.
+    public func reduce(_ store: String, emit: EmitStrategy = .onUpdate, _ reducer: @escaping @Sendable ([UInt8], [UInt8]) -> [UInt8]) -> KTable {
+        sessionNode(store, emit, { (r, agg: [UInt8]?) in agg.map { reducer($0, r.value!) } ?? r.value! }, merge: reducer)
+    }
+
+    /// `merger` combines the aggregates of two sessions that a record joins into one.
+    public func aggregate<V: StateValue>(_ store: String, emit: EmitStrategy = .onUpdate, initializer: @escaping @Sendable () -> V,
+                                         _ aggregator: @escaping @Sendable (StreamRecord, V) -> V,
+                                         merger: @escaping @Sendable (V, V) -> V) -> KTable {
+        sessionNode(store, emit, { r, agg in aggregator(r, agg ?? initializer()) }, merge: merger)
+    }
+}
+
+/// A changelog stream of updates per key (Kafka's KTable): the result of an aggregation, or a
+/// topic read as a table. Windowed tables key their records `<key>@<start>-<end>`.
+public struct KTable {
+    let builder: StreamsBuilder
+    let node: Int
+    /// Set when the table's latest values are queryable by key (tables and non-windowed
+    /// aggregations), which is what `join` needs.
+    let storeName: String?
+
+    /// The table's updates as a stream.
+    public func toStream() -> KStream { KStream(builder: builder, node: node) }
+}
+
+/// A built topology: its nodes and their split into subtopologies (connected components, cut at
+/// repartition topics). Immutable and shareable between application instances.
+public final class Topology: Sendable, CustomStringConvertible {
+    let nodes: [NodeDef]
+    public let subtopologies: [Subtopology]
+
+    static func isValidName(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
+        }
+    }
+
+    /// Internal topics are written `$suffix` in the topology and named `<applicationId>-suffix`.
+    static func resolve(_ topic: String, applicationId: String) -> String {
+        topic.hasPrefix("$") ? "\(applicationId)-\(topic.dropFirst())" : topic
+    }
+
+    static func changelogSuffix(_ stores: [String]) -> String { "$\(stores.joined(separator: "_"))-changelog" }
+
+    init(nodes: [NodeDef]) throws {
+        self.nodes = nodes
+        // Union-find over parent edges and shared stores.
+        var parent = Array(nodes.indices)
+        func find(_ x: Int) -> Int {
+            var x = x
+            while parent[x] != x { parent[x] = parent[parent[x]]; x = parent[x] }
+            return x
+        }
+        func union(_ a: Int, _ b: Int) { parent[find(a)] = find(b) }
+        var storeOwner: [String: Int] = [:]
+        for n in nodes {
+            for p in n.parents { union(n.id, p) }
+            for s in n.stores {
+                if let o = storeOwner[s] { union(n.id, o) } else { storeOwner[s] = n.id }
+            }
+        }
+        var groups: [Int: [Int]] = [:]
+        for n in nodes { groups[find(n.id), default: []].append(n.id) }
+        let ordered = groups.values.map { $0.sorted() }.sorted { $0[0] < $1[0] }
+        var subs: [Subtopology] = []
+        for ids in ordered {
+            var sources: [String] = []
+            var sinks: [String] = []
+            var stores: Set<String> = []
+            for id in ids {
+                switch nodes[id].kind {
+                case .source(let topics, _): sources += topics
+                case .sink(let topic): sinks.append(topic)
+                case .processor: break
+                }
+                stores.formUnion(nodes[id].stores)
+            }
+            if sources.isEmpty { continue }  // nothing feeds it (cannot happen through the builder)
+            subs.append(Subtopology(id: subs.count, nodeIDs: ids, sourceTopics: sources, sinkTopics: Array(Set(sinks)).sorted(),
+                                    stores: stores.sorted()))
+        }
+        if subs.isEmpty { throw StreamsError.invalidTopology("no source topics") }
+        for s in subs where s.stores.count > 200 { throw StreamsError.invalidTopology("subtopology \(s.id) has more than 200 stores") }
+        subtopologies = subs
+    }
+
+    public var description: String {
+        var out = ""
+        for s in subtopologies {
+            out += "Sub-topology \(s.id): sources \(s.sourceTopics) sinks \(s.sinkTopics) stores \(s.stores)\n"
+            for id in s.nodeIDs {
+                let n = nodes[id]
+                let children = nodes.filter { $0.parents.contains(id) }.map(\.name)
+                out += "  \(n.name)\(children.isEmpty ? "" : " --> \(children.joined(separator: ", "))")\n"
+            }
+        }
+        return out
+    }
+
+    /// Instantiates the processors of `subtopology` for one task; returns the source node of each
+    /// source topic (resolved names).
+    func instantiate(_ sub: Subtopology, context: TaskContext) -> [String: ProcessorNode] {
+        var built: [Int: ProcessorNode] = [:]
+        var sources: [String: ProcessorNode] = [:]
+        for id in sub.nodeIDs {
+            let n = nodes[id]
+            let p: ProcessorNode
+            switch n.kind {
+            case .source(let topics, let extractor):
+                p = SourceNode(extractor: extractor, context: context)
+                for t in topics { sources[context.resolve(t)] = p }
+            case .processor(let make): p = make(context)
+            case .sink(let topic): p = SinkNode(topic: context.resolve(topic), context: context)
+            }
+            built[id] = p
+        }
+        for id in sub.nodeIDs {  // in id order: a branch's outputs become its children in order
+            for parentID in nodes[id].parents { built[parentID]?.children.append(built[id]!) }
+        }
+        return sources
+    }
+}

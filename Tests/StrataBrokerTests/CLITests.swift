@@ -331,6 +331,35 @@ struct MetaLine: Decodable {
         #expect(unknown.status != 0 && unknown.stderr.contains("no such table"))
     }
 
+    @Test func streamExamplesRunAndContinueWhereTheyStopped() throws {
+        let dir = TempDir()
+        let data = dir.path + "/data"
+        let first = try CLI.run(["streams", "run", "order-chain", "--data", data, "--orders", "1500"])
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.out.contains("notifications: 1500"), "\(first.out)")
+        // A second run adds orders; the first ones are not processed again (committed offsets).
+        let second = try CLI.run(["streams", "run", "order-chain", "--data", data, "--orders", "500"])
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(second.out.contains("notifications: 2000"), "\(second.out)")
+        let perOrder = try CLI.run(["query", "SELECT count(DISTINCT key), count(*) FROM notifications", "--data", data, "--format", "csv"])
+        #expect(perOrder.out.hasSuffix("2000,2000\n"), "every order ends in exactly one notification: \(perOrder.out)")
+
+        let dashboard = try CLI.run(["streams", "run", "dashboard", "--data", data, "--orders", "3000"])
+        #expect(dashboard.status == 0, "\(dashboard.stderr)")
+        #expect(dashboard.out.contains("revenue"))
+        // The latest row per window (a compacted topic read with SQL) adds up to every order.
+        let latest = try CLI.run(["query", """
+            SELECT sum(o), round(sum(r), 2) FROM (SELECT value->>'$.orders' AS o, value->>'$.revenue' AS r, max(offset)
+            FROM "sales-dashboard" GROUP BY partition, key)
+            """, "--data", data, "--format", "csv"])
+        let orders = try CLI.run(["query", "SELECT count(*), round(sum(value->>'$.amount'), 2) FROM orders", "--data", data, "--format", "csv"])
+        #expect(latest.status == 0 && orders.status == 0, "\(latest.stderr) \(orders.stderr)")
+        #expect(latest.out.split(separator: "\n").last == orders.out.split(separator: "\n").last, "\(latest.out) vs \(orders.out)")
+        #expect(orders.out.hasSuffix("5000,") == false && orders.out.contains("5000"), "\(orders.out)")
+        let unknown = try CLI.run(["streams", "run", "nope", "--data", data])
+        #expect(unknown.status != 0 && unknown.stderr.contains("order-chain"))
+    }
+
     @Test func aDamagedDataDirOpensWithTheValidPrefixAndAWarning() throws {
         let dir = TempDir()
         let data = dir.path + "/data"

@@ -22,6 +22,7 @@ let package = Package(
     targets: [
         .target(name: "CCRC32C"),
         .target(name: "CPlatform"),
+        .target(name: "CStrataJSON"),
         .target(
             name: "CCompression",
             linkerSettings: [.linkedLibrary("z"), .linkedLibrary("snappy"), .linkedLibrary("lz4"), .linkedLibrary("zstd")]
@@ -40,7 +41,7 @@ let package = Package(
         .target(name: "StrataBroker", dependencies: ["StrataLog", "StrataMetadata", "StrataCore"]),
         .target(name: "StrataStreams", dependencies: ["StrataBroker", "StrataMetadata", "StrataLog", "StrataCore"]),
         .executableTarget(name: "strata-streams-bench", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataCore"]),
-        .target(name: "StrataQuery", dependencies: ["CSQLite", "StrataBroker", "StrataLog", "StrataCore"]),
+        .target(name: "StrataQuery", dependencies: ["CSQLite", "CStrataJSON", "StrataBroker", "StrataLog", "StrataCore"]),
         .target(
             name: "StrataKafka",
             dependencies: [

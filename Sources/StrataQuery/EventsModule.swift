@@ -26,6 +26,13 @@ private enum Column: Int32 { case partition = 0, offset, timestamp, key, value, 
     return Unmanaged<CursorState>.fromOpaque(c.pointee.owner).takeUnretainedValue()
 }
 
+/// The cursor without retain/release (SQLite owns it for the whole call): xNext, xEof and
+/// xColumn run once per row and column.
+@inline(__always) private func withCursor<R>(_ p: UnsafeMutablePointer<sqlite3_vtab_cursor>?, _ body: (CursorState) throws -> R) rethrows -> R {
+    let c = UnsafeMutableRawPointer(p!).assumingMemoryBound(to: StrataVTabCursor.self)
+    return try Unmanaged<CursorState>.fromOpaque(c.pointee.owner)._withUnsafeGuaranteedRef(body)
+}
+
 private func setError(_ vtab: UnsafeMutablePointer<sqlite3_vtab>?, _ message: String) {
     guard let vtab else { return }
     if let old = vtab.pointee.zErrMsg { sqlite3_free(old) }
@@ -232,7 +239,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
 
 private let xNext: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?) -> Int32 = { p in
     do {
-        try cursor(p).advance()
+        try withCursor(p) { try $0.advance() }
         return SQLITE_OK
     } catch {
         setError(p!.pointee.pVtab, "\(error)")
@@ -241,11 +248,14 @@ private let xNext: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?) -
 }
 
 private let xEof: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?) -> Int32 = { p in
-    return cursor(p).eof ? 1 : 0
+    return withCursor(p) { $0.eof } ? 1 : 0
 }
 
 private let xColumn: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?, OpaquePointer?, Int32) -> Int32 = { p, ctx, i in
-    let cur = cursor(p)
+    withCursor(p) { column(cur: $0, ctx, i) }
+}
+
+@inline(__always) private func column(cur: CursorState, _ ctx: OpaquePointer?, _ i: Int32) -> Int32 {
     if let grouped = cur.grouped {
         if i == Column.topic.rawValue {
             var t = cur.topic

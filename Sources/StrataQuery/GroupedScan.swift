@@ -46,7 +46,7 @@ final class GroupedRows {
     let columns: [Int32]
     let slotOfColumn: [Int]
     /// Row-major cells in emission order: row r's slot s is `cells[r * columns.count + s]`.
-    private(set) var cells: ContiguousArray<Cell> = []
+    @exclusivity(unchecked) private(set) var cells: ContiguousArray<Cell> = []
     /// What text cells point into.
     private var slices: [SegmentSlice] = []
     private var arenas: [Arena] = []

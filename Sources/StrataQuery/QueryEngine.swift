@@ -102,11 +102,11 @@ final class CursorState {
     /// The topic this scan reads (the table's, or the argument of `events('topic')`).
     var topic = ""
     var pipeline: ScanPipeline?
-    var chunk = Chunk(slice: nil)
-    var rowIndex = 0
+    @exclusivity(unchecked) var chunk = Chunk(slice: nil)
+    @exclusivity(unchecked) var rowIndex = 0
     /// Set when rows are delivered group by group (GroupedRows) instead of in log order.
-    var grouped: GroupedRows?
-    var groupedPosition = 0
+    @exclusivity(unchecked) var grouped: GroupedRows?
+    @exclusivity(unchecked) var groupedPosition = 0
     init(table: TableState) { self.table = table }
 
     var eof: Bool {

@@ -254,17 +254,16 @@ final class ScanPipeline: @unchecked Sendable {
     private func extract(_ chunk: Chunk) {
         let keys = wanted.snapshot
         guard !keys.isEmpty else { return }
+        let scanner = JSONMemberScanner(keys: keys, stopEarly: trustedJSON)
         var columns = [ContiguousArray<FieldValue>](repeating: [], count: keys.count)
         for i in columns.indices { columns[i].reserveCapacity(chunk.rows.count) }
-        var row = [FieldValue](repeating: .fallback, count: keys.count)
         for r in chunk.rows {
             if let value = r.value, r.valueCount >= 0 {
-                JSONField.members(UnsafeRawBufferPointer(start: value, count: Int(r.valueCount)), keys: keys,
-                                  stopEarly: trustedJSON, into: &row)
+                scanner.scan(UnsafeRawBufferPointer(start: value, count: Int(r.valueCount)))
+                for i in columns.indices { columns[i].append(scanner.field(i)) }
             } else {
-                for i in row.indices { row[i] = .null }
+                for i in columns.indices { columns[i].append(.null) }
             }
-            for i in row.indices { columns[i].append(row[i]) }
         }
         chunk.fields = columns
     }

@@ -2,6 +2,39 @@ import CSQLite
 import Glibc
 import StrataLog
 
+/// A fixed-capacity array in its own anonymous mapping (unmapped at once when the statement
+/// ends). Transparent huge pages were tried here: fewer faults, but direct compaction on fault
+/// made the scan slower, so plain pages.
+final class PageBuffer<Element: BitwiseCopyable> {
+    let base: UnsafeMutablePointer<Element>
+    let capacity: Int
+    private(set) var count = 0
+    private let bytes: Int
+
+    init(capacity: Int) throws {
+        self.capacity = max(1, capacity)
+        bytes = self.capacity * MemoryLayout<Element>.stride
+        guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              p != UnsafeMutableRawPointer(bitPattern: -1) else {
+            throw QueryError("cannot allocate \(bytes >> 20) MiB for a grouped scan (errno \(errno))")
+        }
+        base = p.bindMemory(to: Element.self, capacity: self.capacity)
+    }
+
+    deinit { munmap(base, bytes) }
+
+    @inline(__always) func append(_ e: Element) {
+        precondition(count < capacity, "PageBuffer overflow")
+        base[count] = e
+        count += 1
+    }
+
+    @inline(__always) subscript(i: Int) -> Element {
+        get { base[i] }
+        set { base[i] = newValue }
+    }
+}
+
 /// GROUP BY without SQLite's sorter. SQLite has no hash aggregation: it sorts every input row
 /// by the group key (10M rows: ~10 s here) and then aggregates runs of equal keys. When the
 /// GROUP BY (or DISTINCT, or ORDER BY) terms are member columns, the table may deliver rows in
@@ -46,7 +79,7 @@ final class GroupedRows {
     let columns: [Int32]
     let slotOfColumn: [Int]
     /// Row-major cells in emission order: row r's slot s is `cells[r * columns.count + s]`.
-    @exclusivity(unchecked) private(set) var cells: ContiguousArray<Cell> = []
+    private let cells: PageBuffer<Cell>
     /// What text cells point into.
     private var slices: [SegmentSlice] = []
     private var arenas: [Arena] = []
@@ -119,13 +152,14 @@ final class GroupedRows {
         var table = ContiguousArray<Int32>(repeating: -1, count: 1024)
         var scanned = 0
 
-        var store = ContiguousArray<Cell>()
+        // Offsets are unique, so a range of offsets bounds the rows it can hold.
+        let capacity = min(expectedRows, Int(Self.rowLimit)) * width
+        let store = try PageBuffer<Cell>(capacity: capacity)
         /// Each group's key cells (text interned in keyArena), compact for probing.
         var groupKeys = ContiguousArray<Cell>()
         let keyWidth = keySlots.count
         // One allocation when the row count is known (reserving per chunk would reallocate
         // exactly each time: quadratic).
-        store.reserveCapacity(min(expectedRows, Int(Self.rowLimit)) * width)
         groupOfRow.reserveCapacity(min(expectedRows, Int(Self.rowLimit)))
         while let chunk = try pipeline.next() {
             if let slice = chunk.slice { slices.append(slice) }
@@ -152,6 +186,7 @@ final class GroupedRows {
                         case .fallback: cell = try resolve(chunk, row, id)
                         }
                     }
+                    guard store.count < store.capacity else { throw QueryError("scan returned more rows than its offset range holds") }
                     store.append(cell)
                 }
                 let base = scanned * width
@@ -217,9 +252,10 @@ final class GroupedRows {
             return a < b
         }
         if firstRowOnly {
-            var firsts = ContiguousArray<Cell>()
-            firsts.reserveCapacity(sortedGroups.count * width)
-            for g in sortedGroups { firsts.append(contentsOf: store[(firstRowOfGroup[g] * width)..<(firstRowOfGroup[g] * width + width)]) }
+            let firsts = try PageBuffer<Cell>(capacity: sortedGroups.count * width)
+            for g in sortedGroups {
+                for s in 0..<width { firsts.append(store[firstRowOfGroup[g] * width + s]) }
+            }
             cells = firsts
             rowCount = sortedGroups.count
             return
@@ -233,16 +269,13 @@ final class GroupedRows {
             starts[g] = total
             total += groupSizes[g]
         }
-        var sorted = ContiguousArray<Cell>(repeating: .null, count: total * width)
-        sorted.withUnsafeMutableBufferPointer { out in
-            store.withUnsafeBufferPointer { input in
-                for row in 0..<total {
-                    let g = Int(groupOfRow[row])
-                    let to = starts[g] * width
-                    for s in 0..<width { out[to + s] = input[row * width + s] }
-                    starts[g] += 1
-                }
-            }
+        let sorted = try PageBuffer<Cell>(capacity: total * width)
+        let (input, output) = (store.base, sorted.base)
+        for row in 0..<total {
+            let g = Int(groupOfRow[row])
+            let to = starts[g] * width
+            for s in 0..<width { output[to + s] = input[row * width + s] }
+            starts[g] += 1
         }
         cells = sorted
         self.rowCount = total

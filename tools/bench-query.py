@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""SQL over JSON events: `strata query` against DuckDB on the same JSON lines, in the same run.
+
+Generates N events with ../shared/data/gen_events.py (cached in the work directory), loads them
+with `strata produce --timestamp-field ts` (record timestamps = the events' own), and runs each
+query best-of-RUNS in both engines (DuckDB with 2 threads reading the JSON lines file; strata as
+a fresh process each time, so its times include process start). The answers are compared.
+
+Usage: tools/bench-query.py [--events N] [--runs R] [--work DIR] [--sqlite]
+  --sqlite also times SQLite's json_extract over a plain table of the same lines (slow).
+Needs: a release build (built here), python3 -m pip install duckdb (installed here when missing).
+"""
+import argparse, os, subprocess, sys, time, sqlite3
+
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ap = argparse.ArgumentParser()
+ap.add_argument("--events", type=int, default=10_000_000)
+ap.add_argument("--runs", type=int, default=3)
+ap.add_argument("--work", default="/tmp/strata-bench-query")
+ap.add_argument("--sqlite", action="store_true")
+args = ap.parse_args()
+
+try:
+    import duckdb
+except ImportError:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "duckdb"])
+    import duckdb
+
+os.makedirs(args.work, exist_ok=True)
+events = os.path.join(args.work, f"events_{args.events}.jsonl")
+if not os.path.exists(events):
+    gen = os.path.join(root, "..", "shared", "data", "gen_events.py")
+    subprocess.check_call([sys.executable, gen, "-n", str(args.events), "-o", events + ".tmp"])
+    os.rename(events + ".tmp", events)
+subprocess.check_call(["swift", "build", "-c", "release", "--package-path", root, "--product", "strata"], stdout=sys.stderr)
+strata = os.path.join(root, ".build", "release", "strata")
+data = os.path.join(args.work, f"data_{args.events}")
+if not os.path.exists(os.path.join(data, "loaded")):
+    subprocess.run(["rm", "-rf", data])
+    t = time.perf_counter()
+    subprocess.check_call([strata, "produce", "events", "--data", data, "--timestamp-field", "ts", "--file", events])
+    print(f"loaded {args.events} events in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    open(os.path.join(data, "loaded"), "w").close()
+
+day_from, day_to = 1760486400000, 1760572800000  # 2025-10-15T00:00Z .. 2025-10-16T00:00Z
+f = events
+queries = [
+    ("group by event_type: count, sum(amount)",
+     f"SELECT event_type, count(*), sum(amount) FROM read_json_auto('{f}') GROUP BY 1 ORDER BY 1",
+     "SELECT value->>'$.event_type', count(*), sum(value->>'$.amount') FROM events GROUP BY 1 ORDER BY 1"),
+    ("the same, one day of 30",
+     f"SELECT event_type, count(*), sum(amount) FROM read_json_auto('{f}') WHERE ts >= TIMESTAMP '2025-10-15 00:00:00' AND ts < TIMESTAMP '2025-10-16 00:00:00' GROUP BY 1 ORDER BY 1",
+     f"SELECT value->>'$.event_type', count(*), sum(value->>'$.amount') FROM events WHERE timestamp >= {day_from} AND timestamp < {day_to} GROUP BY 1 ORDER BY 1"),
+    ("count(DISTINCT user_id)",
+     f"SELECT count(DISTINCT user_id) FROM read_json_auto('{f}')",
+     "SELECT count(DISTINCT value->>'$.user_id') FROM events"),
+    ("distinct users, as a DISTINCT subquery",
+     f"SELECT count(*) FROM (SELECT DISTINCT user_id FROM read_json_auto('{f}'))",
+     "SELECT count(*) FROM (SELECT DISTINCT value->>'$.user_id' FROM events)"),
+    ("purchases per country per day",
+     f"SELECT country, CAST(ts AS DATE) AS day, count(*), round(sum(amount), 2) FROM read_json_auto('{f}') WHERE event_type = 'purchase' GROUP BY 1, 2 ORDER BY 1, 2",
+     "SELECT value->>'$.country', date(timestamp / 1000, 'unixepoch') AS day, count(*), round(sum(value->>'$.amount'), 2) FROM events WHERE value->>'$.event_type' = 'purchase' GROUP BY 1, 2 ORDER BY 1, 2"),
+]
+
+con = duckdb.connect()
+con.execute("SET threads=2")
+
+def best(fn):
+    times, out = [], None
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+def norm(rows):
+    return [tuple(round(float(v), 2) if isinstance(v, float) or (isinstance(v, str) and v.replace('.', '', 1).replace('-', '', 1).isdigit() and '.' in v) else str(v) for v in r) for r in rows]
+
+print(f"{args.events} events, {os.path.getsize(events) / 1e9:.2f} GB of JSON lines; best of {args.runs}; DuckDB {duckdb.__version__} with 2 threads")
+print(f"{'query':44} {'DuckDB s':>9} {'strata s':>9} {'strata/DuckDB':>14}  same answer")
+for name, dq, sq in queries:
+    dt, drows = best(lambda: con.execute(dq).fetchall())
+    def run_strata():
+        r = subprocess.run([strata, "query", sq, "--data", data, "--format", "csv"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"strata query failed: {r.stderr}")
+        return [line.split(",") for line in r.stdout.strip().split("\n")[1:]]
+    st, srows = best(run_strata)
+    same = norm(drows) == norm([[c for c in r] for r in srows])
+    print(f"{name:44} {dt:9.3f} {st:9.3f} {st / dt:13.2f}x  {'yes' if same else 'NO'}")
+    if not same:
+        print("  duckdb:", drows[:4], "\n  strata:", srows[:4])
+
+if args.sqlite:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t(value TEXT)")
+    with open(events) as fh:
+        db.executemany("INSERT INTO t VALUES (?)", ((line,) for line in fh))
+    t = time.perf_counter()
+    db.execute("SELECT value->>'$.event_type', count(*), sum(value->>'$.amount') FROM t GROUP BY 1").fetchall()
+    print(f"SQLite json_extract GROUP BY over a plain table: {time.perf_counter() - t:.3f} s")

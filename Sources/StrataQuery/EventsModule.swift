@@ -8,9 +8,12 @@ import StrataLog
 // hidden `topic` column. Callbacks are C function pointers without captures; Swift state travels
 // in the `owner` pointers.
 
+/// Member columns are declared BLOB: BLOB affinity means none, like the result of `->>`. With any
+/// other declared type SQLite would convert in comparisons ('1' = 1 becomes true), and the
+/// rewritten statement would answer differently from the one written.
 private func schema(members: [String]) -> String {
     "CREATE TABLE x(partition INTEGER, offset INTEGER, timestamp INTEGER, key TEXT, value TEXT, headers TEXT, topic TEXT HIDDEN"
-        + members.map { ", \"\(JSONColumns.columnName($0))\" HIDDEN" }.joined() + ")"
+        + members.map { ", \"\(JSONColumns.columnName($0))\" BLOB HIDDEN" }.joined() + ")"
 }
 /// Index of the first member column (after the hidden `topic`).
 private let firstMemberColumn = GroupedOrder.firstMemberColumn
@@ -84,6 +87,19 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
     var cost = 1_000_000.0
     for i in 0..<Int(info.pointee.nConstraint) {
         let c = info.pointee.aConstraint[i]
+        if c.iColumn >= firstMemberColumn {
+            // value->>'$.m' = v / IN (…): filtered in the scan (SQLite re-checks: omit stays 0). An
+            // IN list comes all at once, or the scan would run once per value.
+            guard c.usable != 0, Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ else { continue }
+            let isIn = sqlite3_vtab_in(info, Int32(i), -1) != 0
+            if isIn { _ = sqlite3_vtab_in(info, Int32(i), 1) }
+            argv += 1
+            info.pointee.aConstraintUsage[i].argvIndex = argv
+            info.pointee.aConstraintUsage[i].omit = 0
+            tokens.append("\(isIn ? "M" : "m")\(c.iColumn)")
+            cost /= 2
+            continue
+        }
         guard let column = Column(rawValue: c.iColumn) else { continue }
         if column == .topic, Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ {
             // events('t'): the argument must be usable, or this plan cannot run (SQLite tries another).
@@ -170,6 +186,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
     var tsHi = ctx.untilMs.map { $0 - 1 } ?? Int64.max
     let tokens = idxStr.map { String(cString: $0) }?.split(separator: ",").map(String.init) ?? []
     var order: GroupedOrder?
+    var filters: [MemberFilter] = []
     let groupTokens = tokens.filter { $0.hasPrefix("g") }
     if !groupTokens.isEmpty, let used = tokens.first(where: { $0.hasPrefix("u") }).flatMap({ UInt64($0.dropFirst()) }) {
         let keys = groupTokens.compactMap { Int32($0.dropFirst().dropLast()) }
@@ -180,6 +197,21 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
     }
     for (i, token) in tokens.enumerated() where i < Int(argc) {
         if token.hasPrefix("g") || token.hasPrefix("u") || token == "x" { continue }
+        if let kind = token.first, kind == "m" || kind == "M", let column = Int32(token.dropFirst()) {
+            var filter = MemberFilter(memberId: Int(column - firstMemberColumn))
+            if kind == "M" {
+                var value: OpaquePointer?
+                var rc = sqlite3_vtab_in_first(argv![i], &value)
+                while rc == SQLITE_OK, let v = value {
+                    filter.add(v)
+                    rc = sqlite3_vtab_in_next(argv![i], &value)
+                }
+            } else {
+                filter.add(argv![i])
+            }
+            filters.append(filter)
+            continue
+        }
         if token == "6=" {
             let name = sqlite3_value_text(argv![i]).map { String(cString: $0) }
             if let fixed = topic { if name != fixed { mismatch = true } } else { topic = name }
@@ -229,7 +261,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
             ranges.append((partition, start, end))
             ctx.stats.withLock { $0.partitionsScanned += 1 }
         }
-        try cur.start(ranges: ranges, order: order, db: ctx.db)
+        try cur.start(ranges: ranges, order: order, filters: filters, db: ctx.db)
     } catch {
         setError(p!.pointee.pVtab, "\(error)")
         return SQLITE_ERROR

@@ -139,7 +139,7 @@ final class GroupedRows {
     /// per key). `resolve(chunk, row, memberId)` answers what the fast path left to SQLite
     /// (throwing SQLite's error for malformed JSON).
     init(pipeline: ScanPipeline, expectedRows: Int, columns: [Int32], firstMember: Int32, keySlots: [Int], descending: [Bool],
-         firstRowOnly: Bool = false, resolve: (Chunk, Int, Int) throws -> Cell) throws {
+         firstRowOnly: Bool = false, filters: [MemberFilter] = [], resolve: (Chunk, Int, Int) throws -> Cell) throws {
         self.columns = columns
         var slots = [Int](repeating: -1, count: Int(columns.max() ?? 0) + 1)
         for (s, c) in columns.enumerated() { slots[Int(c)] = s }
@@ -165,6 +165,7 @@ final class GroupedRows {
             if let slice = chunk.slice { slices.append(slice) }
             arenas.append(chunk.arena)
             for row in 0..<chunk.rows.count {
+                if !filters.isEmpty && !filters.mayMatch(chunk, row) { continue }
                 let r = chunk.rows[row]
                 for c in columns {
                     let cell: Cell

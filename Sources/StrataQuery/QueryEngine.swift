@@ -107,6 +107,8 @@ final class CursorState {
     /// Set when rows are delivered group by group (GroupedRows) instead of in log order.
     @exclusivity(unchecked) var grouped: GroupedRows?
     @exclusivity(unchecked) var groupedPosition = 0
+    /// Member equality filters pushed down by xBestIndex (conservative; SQLite re-checks).
+    var filters: [MemberFilter] = []
     init(table: TableState) { self.table = table }
 
     var eof: Bool {
@@ -117,8 +119,10 @@ final class CursorState {
 
     /// Starts a scan of `ranges`. With `order` (GroupedRows), rows come sorted by those member
     /// columns, and only `storedColumns` can be read.
-    func start(ranges: [(partition: Int32, start: Int64, end: Int64)], order: GroupedOrder?, db: OpaquePointer?) throws {
+    func start(ranges: [(partition: Int32, start: Int64, end: Int64)], order: GroupedOrder?, filters: [MemberFilter],
+               db: OpaquePointer?) throws {
         stop()
+        self.filters = filters
         let ctx = table.context
         let trusted = ctx.broker.topicConfig(topic)?.requiresJSON == true
         let pipeline = ScanPipeline(reader: ChunkReader(context: ctx, topic: topic, ranges: ranges), wanted: ctx.wanted, trustedJSON: trusted)
@@ -128,7 +132,8 @@ final class CursorState {
             let keySlots = order.keyColumns.map { c in order.storedColumns.firstIndex(of: c)! }
             let expected = ranges.reduce(0) { $0 + Int($1.end - $1.start) }
             grouped = try GroupedRows(pipeline: pipeline, expectedRows: expected, columns: order.storedColumns, firstMember: GroupedOrder.firstMemberColumn,
-                                      keySlots: keySlots, descending: order.descending, firstRowOnly: order.firstRowOnly) { chunk, row, id in
+                                      keySlots: keySlots, descending: order.descending, firstRowOnly: order.firstRowOnly,
+                                      filters: filters) { chunk, row, id in
                 let r = chunk.rows[row]
                 return try functions.extractCell(db, value: UnsafeRawBufferPointer(start: r.value, count: Int(r.valueCount)),
                                                  path: "$." + ctx.memberColumns[id], arena: chunk.arena)
@@ -144,6 +149,7 @@ final class CursorState {
         }
         chunk = try pipeline.next() ?? Chunk(slice: nil)
         rowIndex = 0
+        if !filters.isEmpty && !eof && !filters.mayMatch(chunk, rowIndex) { try advance() }
     }
 
     /// Moves to the next row, taking the next chunk when the current one is used up.
@@ -152,11 +158,13 @@ final class CursorState {
             groupedPosition += 1
             return
         }
-        rowIndex += 1
-        if rowIndex >= chunk.rows.count, let pipeline {
-            chunk = try pipeline.next() ?? Chunk(slice: nil)
-            rowIndex = 0
-        }
+        repeat {
+            rowIndex += 1
+            if rowIndex >= chunk.rows.count, let pipeline {
+                chunk = try pipeline.next() ?? Chunk(slice: nil)
+                rowIndex = 0
+            }
+        } while !filters.isEmpty && rowIndex < chunk.rows.count && !filters.mayMatch(chunk, rowIndex)
     }
 
     func stop() {

@@ -130,6 +130,30 @@ import Testing
         try broker.close()
     }
 
+    @Test func memberFiltersInTheScanKeepSQLiteSemantics() throws {
+        let dir = QDir()
+        let broker = try Self.broker(dir, values: Self.tricky.filter { $0.hasPrefix("{") } + (0..<300).map { i in
+            #"{"k":"\#(["a", "b", "c"][i % 3])","n":\#(["1", "1.0", "\"1\"", "2", "null"][i % 5])}"#
+        })
+        let engine = try QueryEngine(broker: broker, jsonMembers: ["k", "n"])
+        let conditions = ["= 'a'", "IN ('a', 'c')", "= 1", "= 1.0", "= '1'", "IN (1, '1')", "IN (2, 'b')", "= ''", "IS NULL", "IN (SELECT 'b')"]
+        for member in ["k", "n"] {
+            for condition in conditions {
+                for shape in ["SELECT partition, offset FROM t WHERE %@ ORDER BY 1, 2",
+                              "SELECT value->>'$.k', count(*) FROM t WHERE %@ GROUP BY 1 ORDER BY 1"] {
+                    let fast = shape.replacingOccurrences(of: "%@", with: "value->>'$.\(member)' \(condition)")
+                    let slow = shape.replacingOccurrences(of: "%@", with: "json_extract(value, '$.\(member)') \(condition)")
+                        .replacingOccurrences(of: "SELECT value->>'$.k'", with: "SELECT json_extract(value, '$.k')")
+                    let (a, b) = (try rows(engine, fast), try rows(engine, slow))
+                    #expect(a == b, "\(fast): \(a.count) rows vs \(b.count)")
+                }
+            }
+        }
+        let plan = try engine.plan("SELECT count(*) FROM t WHERE value->>'$.k' IN ('a', 'b')").joined()
+        #expect(plan.contains("M7"), "the IN list reaches the scan at once: \(plan)")
+        try broker.close()
+    }
+
     @Test func eventsFunctionAndNames() throws {
         let dir = QDir()
         let broker = try Self.broker(dir, values: Self.tricky)

@@ -77,9 +77,11 @@ public enum Timestamps {
         return negative ? -v : v
     }
 
-    /// A CLI time: RFC 3339, epoch milliseconds, or a duration ago (`90s`, `15m`, `2h`, `7d`).
+    /// A CLI time: RFC 3339, a UTC date (`2025-10-07`, its midnight), epoch milliseconds, or a
+    /// duration ago (`90s`, `15m`, `2h`, `7d`).
     public static func parseUserTime(_ text: String, nowMs: Int64) -> Int64? {
         if let t = parseRFC3339(text) { return t }
+        if text.utf8.count == 10, let t = parseRFC3339(text + "T00:00:00Z") { return t }
         if let ms = Int64(text) { return ms }
         guard let unit = text.last, let n = Int64(text.dropLast()), n >= 0 else { return nil }
         let factor: Int64

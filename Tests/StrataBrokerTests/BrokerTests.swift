@@ -97,6 +97,8 @@ func json(_ i: Int, user: String? = nil) -> [UInt8] {
         #expect(Timestamps.parseUserTime("2h", nowMs: 10_000_000) == Int64(2_800_000))
         #expect(Timestamps.parseUserTime("7d", nowMs: 1_000_000_000) == Int64(395_200_000))
         #expect(Timestamps.parseUserTime("1759276800000", nowMs: 0) == 1_759_276_800_000)
+        #expect(Timestamps.parseUserTime("2025-10-01", nowMs: 0) == 1_759_276_800_000)
+        #expect(Timestamps.parseUserTime("2025-13-01", nowMs: 0) == nil)
         #expect(Timestamps.parseUserTime("2x", nowMs: 0) == nil)
     }
 }

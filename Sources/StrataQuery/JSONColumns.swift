@@ -28,7 +28,8 @@ enum JSONColumns {
         for m in matches(in: bytes) where declared.contains(m.name) {
             out += bytes[copied..<m.range.lowerBound]
             // [..] is always an identifier; a "..." naming no column would be read as a string.
-            out += Array(("[" + columnName(m.name) + "]").utf8)
+            let column = "[" + columnName(m.name) + "]"
+            out += Array((m.countDistinct ? "\(DistinctCount.functionName)(\(column))" : column).utf8)
             copied = m.range.upperBound
         }
         guard copied > 0 else { return nil }
@@ -42,10 +43,15 @@ enum JSONColumns {
         let range: Range<Int>
     }
 
-    /// `value ->> '<member>'` occurrences: the byte range from `value` to the closing quote.
-    private static func matches(in s: [UInt8]) -> [(range: Range<Int>, name: String)] {
+    /// `value ->> '<member>'` occurrences: the byte range from `value` to the closing quote, or
+    /// of the whole `count(DISTINCT value ->> '<member>')` around one (see DistinctCount).
+    private static func matches(in s: [UInt8]) -> [(range: Range<Int>, name: String, countDistinct: Bool)] {
         let tokens = tokenize(s)
-        var found: [(Range<Int>, String)] = []
+        var found: [(Range<Int>, String, Bool)] = []
+        func word(_ t: Token, _ w: String) -> Bool {
+            t.kind == .identifier && String(decoding: s[t.range], as: UTF8.self).lowercased() == w
+        }
+        func char(_ t: Token, _ c: Character) -> Bool { t.kind == .other && s[t.range.lowerBound] == c.asciiValue! }
         var i = 0
         while i + 2 < tokens.count {
             let t = tokens[i]
@@ -55,7 +61,12 @@ enum JSONColumns {
                   tokens[i + 2].kind == .string else { continue }
             // `x.value` where x is a table: keep the qualifier, replace from `value` on.
             guard let name = memberName(String(decoding: s[(tokens[i + 2].range.lowerBound + 1)..<(tokens[i + 2].range.upperBound - 1)], as: UTF8.self)) else { continue }
-            found.append((t.range.lowerBound..<tokens[i + 2].range.upperBound, name))
+            if i >= 3, i + 3 < tokens.count, word(tokens[i - 3], "count"), char(tokens[i - 2], "("), word(tokens[i - 1], "distinct"),
+               char(tokens[i + 3], ")"), i < 4 || !char(tokens[i - 4], ".") {
+                found.append((tokens[i - 3].range.lowerBound..<tokens[i + 3].range.upperBound, name, true))
+            } else {
+                found.append((t.range.lowerBound..<tokens[i + 2].range.upperBound, name, false))
+            }
         }
         return found
     }

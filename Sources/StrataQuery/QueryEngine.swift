@@ -238,6 +238,7 @@ public final class QueryEngine {
             jsonFunctions = try registerJSONFunctions(db, context: context)
             context.jsonFunctions = jsonFunctions
             context.db = db
+            try DistinctCount.register(db)
         } catch {
             sqlite3_close_v2(db)
             throw error

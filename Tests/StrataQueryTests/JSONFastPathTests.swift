@@ -154,6 +154,32 @@ import Testing
         try broker.close()
     }
 
+    @Test func countDistinctOfAMemberMatchesSQLite() throws {
+        let dir = QDir()
+        let broker = try Self.broker(dir, values: Self.tricky.filter { $0.hasPrefix("{") } + (0..<400).map { i in
+            #"{"k":"\#(["a", "b", "c", "d"][i % 4])","n":\#(["1", "1.0", "\"1\"", "2", "null", "2.5", "\"x\(i % 37)\""][i % 7])}"#
+        })
+        let engine = try QueryEngine(broker: broker, jsonMembers: ["k", "n"])
+        let pairs = [
+            ("SELECT count(DISTINCT value->>'$.n') FROM t", "SELECT count(DISTINCT json_extract(value, '$.n')) FROM t"),
+            ("SELECT count(DISTINCT value->>'$.k'), count(*) FROM t", "SELECT count(DISTINCT json_extract(value, '$.k')), count(*) FROM t"),
+            ("SELECT partition, count(DISTINCT value->>'$.n') FROM t GROUP BY 1 ORDER BY 1",
+             "SELECT partition, count(DISTINCT json_extract(value, '$.n')) FROM t GROUP BY 1 ORDER BY 1"),
+            ("SELECT value->>'$.k', count(DISTINCT value->>'$.n') FROM t GROUP BY 1 ORDER BY 1",
+             "SELECT json_extract(value, '$.k'), count(DISTINCT json_extract(value, '$.n')) FROM t GROUP BY 1 ORDER BY 1"),
+            ("SELECT count(DISTINCT value->>'$.n') FILTER (WHERE offset % 2 = 0) FROM t",
+             "SELECT count(DISTINCT json_extract(value, '$.n')) FILTER (WHERE offset % 2 = 0) FROM t"),
+            ("SELECT count(DISTINCT t.value->>'$.n') FROM t", "SELECT count(DISTINCT json_extract(value, '$.n')) FROM t"),
+        ]
+        for (fast, slow) in pairs {
+            let (a, b) = (try rows(engine, fast), try rows(engine, slow))
+            #expect(a == b, "\(fast): \(a) vs \(b)")
+        }
+        let program = try rows(engine, "EXPLAIN SELECT count(DISTINCT value->>'$.n') FROM t").map { $0.compactMap { $0 }.joined(separator: " ") }.joined(separator: "\n")
+        #expect(program.contains(DistinctCount.functionName), "the hash-set aggregate replaces SQLite's b-tree")
+        try broker.close()
+    }
+
     @Test func eventsFunctionAndNames() throws {
         let dir = QDir()
         let broker = try Self.broker(dir, values: Self.tricky)

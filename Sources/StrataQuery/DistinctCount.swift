@@ -11,72 +11,89 @@ import Glibc
 enum DistinctCount {
     static let functionName = "strata_count_distinct"
 
-    /// The distinct values of one aggregate (one group).
+    /// The distinct values of one aggregate (one group): an open-addressing table whose entries
+    /// hold the hash and up to 16 bytes of the value inline, so a probe usually touches one
+    /// cache line (with 100k distinct user ids the table outgrows the caches, and a separate
+    /// key array cost a second miss per row).
     final class Counter {
-        private var slots = ContiguousArray<Int32>(repeating: -1, count: 1024)
-        private var keys = ContiguousArray<(hash: UInt64, kind: Int32, bits: UInt64, count: Int)>()
+        struct Entry {
+            var hash: UInt64 = 0
+            var kind: Int32 = 0  // 0 = empty
+            var count: Int32 = 0
+            /// Integer/real bits, or the first 16 bytes of text/blob (longer values: bits0 is a
+            /// pointer to a copy in the arena).
+            var bits0: UInt64 = 0
+            var bits1: UInt64 = 0
+        }
+        private var entries = ContiguousArray<Entry>(repeating: Entry(), count: 1024)
+        private(set) var count = 0
         private let arena = Arena()
-
-        var count: Int { keys.count }
 
         func add(_ v: OpaquePointer?) {
             let kind = sqlite3_value_type(v)
-            var bits: UInt64 = 0
-            var bytes: UnsafeRawPointer?
-            var n = 0
-            var hash: UInt64
             switch kind {
             case SQLITE_NULL: return
             case SQLITE_INTEGER:
-                bits = UInt64(bitPattern: sqlite3_value_int64(v))
-                hash = GroupedRows.KeyPart.integer(Int64(bitPattern: bits)).hash
+                let i = sqlite3_value_int64(v)
+                insert(hash: GroupedRows.KeyPart.integer(i).hash, kind: SQLITE_INTEGER, bits: UInt64(bitPattern: i), bytes: nil, count: 0)
             case SQLITE_FLOAT:
                 let d = sqlite3_value_double(v)
                 if d.rounded() == d && abs(d) < 9.2e18 {
-                    return add(integer: Int64(d))
+                    // DISTINCT treats 1 and 1.0 as one value.
+                    let i = Int64(d)
+                    insert(hash: GroupedRows.KeyPart.integer(i).hash, kind: SQLITE_INTEGER, bits: UInt64(bitPattern: i), bytes: nil, count: 0)
+                } else {
+                    insert(hash: GroupedRows.KeyPart.real(d).hash, kind: SQLITE_FLOAT, bits: d.bitPattern, bytes: nil, count: 0)
                 }
-                bits = d.bitPattern
-                hash = GroupedRows.KeyPart.real(d).hash
             default:
                 // Text and blob: bytes (value_blob does not convert); the kind keeps them apart.
-                n = Int(sqlite3_value_bytes(v))
-                bytes = sqlite3_value_blob(v)
-                hash = GroupedRows.KeyPart.text(bytes ?? UnsafeRawPointer(bitPattern: 1)!, n).hash ^ UInt64(kind)
+                let n = Int(sqlite3_value_bytes(v))
+                let bytes = sqlite3_value_blob(v) ?? UnsafeRawPointer(bitPattern: 1)!
+                insert(hash: GroupedRows.KeyPart.text(bytes, n).hash ^ UInt64(kind), kind: kind, bits: 0, bytes: bytes, count: n)
             }
-            insert(hash: hash, kind: kind == SQLITE_FLOAT ? SQLITE_FLOAT : kind, bits: bits, bytes: bytes, count: n)
         }
 
-        private func add(integer: Int64) {
-            insert(hash: GroupedRows.KeyPart.integer(integer).hash, kind: SQLITE_INTEGER, bits: UInt64(bitPattern: integer), bytes: nil, count: 0)
+        @inline(__always) private func matches(_ e: Entry, _ kind: Int32, _ bits: UInt64, _ bytes: UnsafeRawPointer?, _ n: Int) -> Bool {
+            guard e.kind == kind, Int(e.count) == n else { return false }
+            guard let bytes else { return e.bits0 == bits }
+            if n <= 16 {
+                var inline = (e.bits0, e.bits1)
+                return withUnsafeBytes(of: &inline) { memcmp($0.baseAddress!, bytes, n) } == 0
+            }
+            return memcmp(UnsafeRawPointer(bitPattern: UInt(e.bits0))!, bytes, n) == 0
         }
 
         private func insert(hash: UInt64, kind: Int32, bits: UInt64, bytes: UnsafeRawPointer?, count n: Int) {
-            var slot = Int(truncatingIfNeeded: hash) & (slots.count - 1)
-            while slots[slot] >= 0 {
-                let k = keys[Int(slots[slot])]
-                if k.hash == hash && k.kind == kind && k.count == n {
-                    if kind == SQLITE_INTEGER || kind == SQLITE_FLOAT {
-                        if k.bits == bits { return }
-                    } else if n == 0 || memcmp(UnsafeRawPointer(bitPattern: UInt(k.bits))!, bytes!, n) == 0 {
-                        return
-                    }
-                }
-                slot = (slot + 1) & (slots.count - 1)
+            let mask = entries.count - 1
+            var slot = Int(truncatingIfNeeded: hash) & mask
+            while entries[slot].kind != 0 {
+                let e = entries[slot]
+                if e.hash == hash && matches(e, kind, bits, bytes, n) { return }
+                slot = (slot + 1) & mask
             }
-            var stored = bits
-            if kind != SQLITE_INTEGER && kind != SQLITE_FLOAT {
-                let copy = arena.copy(UnsafeRawBufferPointer(start: bytes, count: n))
-                stored = UInt64(UInt(bitPattern: copy))
-            }
-            slots[slot] = Int32(keys.count)
-            keys.append((hash, kind, stored, n))
-            if keys.count * 2 > slots.count {
-                slots = ContiguousArray(repeating: -1, count: slots.count * 2)
-                for (i, k) in keys.enumerated() {
-                    var s = Int(truncatingIfNeeded: k.hash) & (slots.count - 1)
-                    while slots[s] >= 0 { s = (s + 1) & (slots.count - 1) }
-                    slots[s] = Int32(i)
+            var e = Entry(hash: hash, kind: kind, count: Int32(n), bits0: bits, bits1: 0)
+            if let bytes {
+                if n <= 16 {
+                    var inline: (UInt64, UInt64) = (0, 0)
+                    withUnsafeMutableBytes(of: &inline) { $0.baseAddress!.copyMemory(from: bytes, byteCount: n) }
+                    (e.bits0, e.bits1) = inline
+                } else {
+                    e.bits0 = UInt64(UInt(bitPattern: arena.copy(UnsafeRawBufferPointer(start: bytes, count: n))))
                 }
+            }
+            entries[slot] = e
+            count += 1
+            if count * 2 > entries.count { grow() }
+        }
+
+        private func grow() {
+            let old = entries
+            entries = ContiguousArray(repeating: Entry(), count: old.count * 2)
+            let mask = entries.count - 1
+            for e in old where e.kind != 0 {
+                var s = Int(truncatingIfNeeded: e.hash) & mask
+                while entries[s].kind != 0 { s = (s + 1) & mask }
+                entries[s] = e
             }
         }
     }

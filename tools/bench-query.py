@@ -18,6 +18,8 @@ ap.add_argument("--events", type=int, default=10_000_000)
 ap.add_argument("--runs", type=int, default=3)
 ap.add_argument("--work", default="/tmp/strata-bench-query")
 ap.add_argument("--sqlite", action="store_true")
+ap.add_argument("--json-topic", action="store_true",
+                help="load into a topic with value.format=json (validated on write: the member scan may stop early)")
 args = ap.parse_args()
 
 try:
@@ -34,9 +36,11 @@ if not os.path.exists(events):
     os.rename(events + ".tmp", events)
 subprocess.check_call(["swift", "build", "-c", "release", "--package-path", root, "--product", "strata"], stdout=sys.stderr)
 strata = os.path.join(root, ".build", "release", "strata")
-data = os.path.join(args.work, f"data_{args.events}")
+data = os.path.join(args.work, f"data_{args.events}" + ("_json" if args.json_topic else ""))
 if not os.path.exists(os.path.join(data, "loaded")):
     subprocess.run(["rm", "-rf", data])
+    if args.json_topic:
+        subprocess.check_call([strata, "topics", "create", "events", "--data", data, "--config", "value.format=json"])
     t = time.perf_counter()
     subprocess.check_call([strata, "produce", "events", "--data", data, "--timestamp-field", "ts", "--file", events])
     print(f"loaded {args.events} events in {time.perf_counter() - t:.1f} s", file=sys.stderr)
@@ -76,7 +80,8 @@ def best(fn):
 def norm(rows):
     return [tuple(round(float(v), 2) if isinstance(v, float) or (isinstance(v, str) and v.replace('.', '', 1).replace('-', '', 1).isdigit() and '.' in v) else str(v) for v in r) for r in rows]
 
-print(f"{args.events} events, {os.path.getsize(events) / 1e9:.2f} GB of JSON lines; best of {args.runs}; DuckDB {duckdb.__version__} with 2 threads")
+print(f"{args.events} events, {os.path.getsize(events) / 1e9:.2f} GB of JSON lines; best of {args.runs}; DuckDB {duckdb.__version__} with 2 threads;"
+      f" topic {'value.format=json' if args.json_topic else 'without value.format (raw)'}")
 print(f"{'query':44} {'DuckDB s':>9} {'strata s':>9} {'strata/DuckDB':>14}  same answer")
 for name, dq, sq in queries:
     dt, drows = best(lambda: con.execute(dq).fetchall())

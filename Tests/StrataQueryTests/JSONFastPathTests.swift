@@ -180,6 +180,44 @@ import Testing
         try broker.close()
     }
 
+    @Test(arguments: [CompressionCodec.gzip, .snappy, .lz4, .zstd])
+    func compressedBatchesAreReadTransparently(_ codec: CompressionCodec) throws {
+        let dir = QDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        try broker.createTopic("t")
+        var expected: [String: Int] = [:]
+        for round in 0..<6 {
+            let records = (0..<300).map { i -> ProducerRecord in
+                let type = ["click", "view", "buy"][(i + round) % 3]
+                expected[type, default: 0] += 1
+                return ProducerRecord(key: Array("k\(i)".utf8), value: Array(#"{"type":"\#(type)","i":\#(i)}"#.utf8),
+                                      headers: i == 0 ? [ProducerRecord.Header(key: "round", value: Array("\(round)".utf8))] : [],
+                                      timestamp: Int64(round * 1000 + i))
+            }
+            // Compressed and plain batches interleaved in one partition.
+            var bytes = RecordBatchBuilder.build(records)
+            if round % 2 == 0 {
+                let packed = Compression.compress(codec, Array(bytes[RecordBatch.headerSize...]))!
+                bytes = Array(bytes[..<RecordBatch.headerSize]) + packed
+                bytes.withUnsafeMutableBytes { p in
+                    p.storeBytes(of: Int32(p.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
+                    p.storeBytes(of: codec.rawValue.bigEndian, toByteOffset: 21, as: Int16.self)
+                    p.storeBytes(of: CRC32C.checksum(UnsafeRawBufferPointer(rebasing: p[21...])).bigEndian, toByteOffset: 17, as: UInt32.self)
+                }
+            }
+            _ = try bytes.withUnsafeBytes { try broker.appendBatch(topic: "t", partition: 0, batch: $0, acks: .leader) }
+        }
+        let engine = try QueryEngine(broker: broker, jsonMembers: ["type", "i"])
+        let counts = try rows(engine, "SELECT value->>'$.type', count(*), sum(value->>'$.i') FROM t GROUP BY 1 ORDER BY 1")
+        #expect(counts.map { [$0[0]!, $0[1]!] } == expected.sorted { $0.key < $1.key }.map { [$0.key, "\($0.value)"] })
+        #expect(try rows(engine, "SELECT sum(value->>'$.i') FROM t") == [["\(6 * (0..<300).reduce(0, +))"]])
+        #expect(try rows(engine, "SELECT count(*), min(offset), max(offset) FROM t") == [["1800", "0", "1799"]])
+        #expect(try rows(engine, "SELECT headers FROM t WHERE headers IS NOT NULL ORDER BY offset").map { $0[0]! }
+                == (0..<6).map { #"{"round":"\#($0)"}"# })
+        #expect(try rows(engine, "SELECT key, value->>'$.type' FROM t WHERE offset = 1") == [["k1", "view"]])
+        try broker.close()
+    }
+
     @Test func eventsFunctionAndNames() throws {
         let dir = QDir()
         let broker = try Self.broker(dir, values: Self.tricky)

@@ -139,7 +139,7 @@ final class StreamTask: @unchecked Sendable {
     /// Set when the task stopped on an error (it stays stopped until the application restarts).
     let failed = Atomic<Bool>(false)
     /// (log, next offset) per source after the last processed chunk, for `caughtUp`.
-    private let progress = Mutex<[(PartitionLog, Int64)]>([])
+    private let progress = Mutex<[(topic: String, log: PartitionLog, next: Int64)]>([])
     private let started = Atomic<Bool>(false)
 
     // Owned by the running task only.
@@ -186,9 +186,16 @@ final class StreamTask: @unchecked Sendable {
     func join() async { await handle.withLock { $0 }?.value }
 
     /// True when every source has been processed to its current log end (and the outputs produced).
+    /// A source deleted (or recreated) since the task started is not caught up: the task is about
+    /// to fail on it (`checkSourcesExist`).
     var caughtUp: Bool {
         guard started.load(ordering: .acquiring) else { return false }
-        return progress.withLock { p in p.allSatisfy { $0.1 >= $0.0.logEndOffset } }
+        let snapshot = progress.withLock { $0 }
+        let broker = app.broker
+        let partition = id.partition
+        return snapshot.allSatisfy { topic, log, next in
+            next >= log.logEndOffset && (try? broker.log(topic: topic, partition: partition)) === log
+        }
     }
 
     private var stopping: StopMode { StopMode(rawValue: stopMode.load(ordering: .relaxed)) ?? .running }
@@ -250,7 +257,7 @@ final class StreamTask: @unchecked Sendable {
     }
 
     private func publishProgress() {
-        let snapshot = positions.indices.map { (positions[$0].log, processedOffset($0)) }
+        let snapshot = positions.indices.map { (positions[$0].topic, positions[$0].log, processedOffset($0)) }
         progress.withLock { $0 = snapshot }
         app.progress.notify()
     }

@@ -38,7 +38,9 @@ final class OutputCollector {
     @inline(__always)
     func append(_ topic: String, _ record: ProducerRecord) {
         pending[topic, default: []].append(record)
-        pendingBytes += 32 + (record.key?.count ?? 0) + (record.value?.count ?? 0)
+        var size = 32 + (record.key?.count ?? 0) + (record.value?.count ?? 0)
+        for h in record.headers { size += 8 + h.key.utf8.count + (h.value?.count ?? 0) }
+        pendingBytes += size
     }
 
     /// Produces everything pending, in requests small enough for the broker's max.message.bytes.

@@ -577,8 +577,10 @@ public final class Broker: @unchecked Sendable {
     }
 
     /// Waits until any of `positions` (topic, partition, offset) has data past its offset, or
-    /// `timeoutMs` passes: the long-poll of a multi-partition Kafka Fetch.
-    public func waitForData(_ positions: [(topic: String, partition: Int32, offset: Int64)], timeoutMs: Int64) async {
+    /// `timeoutMs` passes (nil: no timeout), or the calling task is cancelled: the long-poll of a
+    /// multi-partition Kafka Fetch, and the idle wait of stream tasks. Returns at once when none
+    /// of the partitions exists.
+    public func waitForData(_ positions: [(topic: String, partition: Int32, offset: Int64)], timeoutMs: Int64?) async {
         let logs = positions.compactMap { p in (try? log(topic: p.topic, partition: p.partition)).map { ($0, p.offset) } }
         guard !logs.isEmpty else { return }
         await waiters.waitAny(positions.map { ($0.topic, $0.partition) }, timeoutMs: timeoutMs) {

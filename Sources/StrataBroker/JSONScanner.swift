@@ -46,15 +46,25 @@ public struct JSONScanner {
         }
     }
 
-    /// Decodes the escapes of a validated string's content (as captured in a `Field`) to UTF-8.
+    /// Decodes the escapes of a string's content (as captured in a `Field`) to UTF-8. Total: it is
+    /// also used on strings located without validation (StrataStreams' field finder), so a `\u`
+    /// not followed by 4 hex digits becomes U+FFFD (and its text is kept) instead of trapping.
     public static func unescape(_ content: UnsafeRawBufferPointer, into out: inout [UInt8]) {
         out.removeAll(keepingCapacity: true)
         var i = 0
-        func hex4(_ at: Int) -> UInt32 {
+        func hex4(_ at: Int) -> UInt32? {
+            guard at >= 0, at + 4 <= content.count else { return nil }
             var v: UInt32 = 0
             for k in 0..<4 {
                 let c = content[at + k]
-                v = v << 4 | UInt32(c <= 0x39 ? c - 0x30 : (c | 0x20) - 0x61 + 10)
+                let d: UInt8
+                switch c {
+                case 0x30...0x39: d = c - 0x30
+                case 0x41...0x46: d = c - 0x41 + 10
+                case 0x61...0x66: d = c - 0x61 + 10
+                default: return nil
+                }
+                v = v << 4 | UInt32(d)
             }
             return v
         }
@@ -70,12 +80,13 @@ public struct JSONScanner {
             case UInt8(ascii: "r"): out.append(0x0D)
             case UInt8(ascii: "t"): out.append(0x09)
             case UInt8(ascii: "u"):
-                guard i + 4 <= content.count else { return }
-                var scalar = hex4(i)
+                guard var scalar = hex4(i) else {
+                    out.append(contentsOf: [0xEF, 0xBF, 0xBD])  // U+FFFD; the bytes after `\u` are kept as text
+                    continue
+                }
                 i += 4
                 if (0xD800..<0xDC00).contains(scalar), i + 6 <= content.count, content[i] == UInt8(ascii: "\\"), content[i + 1] == UInt8(ascii: "u") {
-                    let low = hex4(i + 2)
-                    if (0xDC00..<0xE000).contains(low) {
+                    if let low = hex4(i + 2), (0xDC00..<0xE000).contains(low) {
                         scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
                         i += 6
                     }

@@ -72,8 +72,13 @@ public enum Timestamps {
         for (k, c) in b.enumerated() {
             if k == 0 && c == UInt8(ascii: "-") { negative = true; continue }
             guard c >= 0x30 && c <= 0x39 else { return nil }
-            v = v * 10 + Int64(c - 0x30)
+            // 19 digits can exceed Int64: such input is not a timestamp (nil), never a trap.
+            let (m, o1) = v.multipliedReportingOverflow(by: 10)
+            let (a, o2) = m.addingReportingOverflow(Int64(c - 0x30))
+            if o1 || o2 { return nil }
+            v = a
         }
+        if negative && b.count == 1 { return nil }  // a lone "-"
         return negative ? -v : v
     }
 
@@ -93,6 +98,8 @@ public enum Timestamps {
         case "w": factor = 7 * 86_400_000
         default: return nil
         }
-        return nowMs - n * factor
+        let (back, o1) = n.multipliedReportingOverflow(by: factor)
+        let (t, o2) = nowMs.subtractingReportingOverflow(back)
+        return o1 || o2 ? nil : t
     }
 }

@@ -83,10 +83,9 @@ public enum StreamBenchmarks {
         let app = StreamsApp(applicationId: "bench", topology: try b.build(), broker: broker)
         let start = monotonicNanos()
         try await app.start()
-        // Done when every input record went through (checked cheaply through the metrics).
-        while app.metrics.snapshot.processed < options.events && app.errors.isEmpty {
-            try await Task.sleep(nanoseconds: 1_000_000)
-        }
+        // Done when every input record went through and its output was produced (woken by the
+        // tasks' progress, no polling).
+        _ = await app.waitUntilCaughtUp(timeoutMs: 3_600_000)
         let seconds = Double(monotonicNanos() - start) / 1e9
         await app.stop()
         if let e = app.errors.first { throw StreamsError.invalidTopology(e) }

@@ -8,6 +8,23 @@ struct TaskCounters {
     var lateDropped = 0
     var invalidTimestamps = 0
     var duplicatesDropped = 0
+    var timestampOutOfRange = 0
+    var keyTooLong = 0
+}
+
+/// Limits on what state stores accept from input data.
+enum StateLimits {
+    /// Longest record key a store keeps. LMDB keys are at most 511 bytes and a store's LMDB key is
+    /// `<task id> 0x00 <store tag> [window start(8)] <key>`; longer keys are refused up front
+    /// (record skipped, `metrics.keyTooLong`) rather than failing the commit after the changelog
+    /// write, which would fail the task again on every restart.
+    static let maxKeyBytes = 400
+}
+
+/// `a - b`, clamped to Int64's range instead of trapping.
+@inline(__always) func saturatingSub(_ a: Int64, _ b: Int64) -> Int64 {
+    let (r, o) = a.subtractingReportingOverflow(b)
+    return o ? (b > 0 ? .min : .max) : r
 }
 
 /// Records a task's processors send to topics, produced in batches after each chunk.
@@ -21,7 +38,9 @@ final class OutputCollector {
     @inline(__always)
     func append(_ topic: String, _ record: ProducerRecord) {
         pending[topic, default: []].append(record)
-        pendingBytes += 32 + (record.key?.count ?? 0) + (record.value?.count ?? 0)
+        var size = 32 + (record.key?.count ?? 0) + (record.value?.count ?? 0)
+        for h in record.headers { size += 8 + h.key.utf8.count + (h.value?.count ?? 0) }
+        pendingBytes += size
     }
 
     /// Produces everything pending, in requests small enough for the broker's max.message.bytes.
@@ -206,27 +225,35 @@ final class SinkNode: ProcessorNode {
 /// The KTable of a topic: latest value per key (a null value deletes the key), forwarded downstream.
 final class TableSourceNode: ProcessorNode {
     let store: KeyValueStore<[UInt8]>
-    init(store: KeyValueStore<[UInt8]>) { self.store = store }
+    unowned let context: TaskContext
+    init(store: KeyValueStore<[UInt8]>, context: TaskContext) {
+        self.store = store
+        self.context = context
+    }
     override func process(_ record: StreamRecord) {
         guard let key = record.key else { return }
+        guard key.count <= StateLimits.maxKeyBytes else { context.counters.keyTooLong += 1; return }
         store.put(key, record.value)
         forward(record)
     }
 }
 
-/// Stream–table join: looks each stream record's key up in the table's store.
+/// Stream–table join: looks each stream record's key up in the table's store. The store is used
+/// through `AnyStateStore`, so tables of any value type join: a topic's table (`[UInt8]`, values
+/// as they are) or a non-windowed aggregation (`count` → decimal text, `aggregate` → the
+/// value's `stateBytes`), the same bytes the table emits downstream.
 final class JoinNode: ProcessorNode {
-    let store: KeyValueStore<[UInt8]>
+    let store: AnyStateStore
     let joiner: @Sendable (StreamRecord, [UInt8]?) -> [UInt8]?
     let left: Bool
-    init(store: KeyValueStore<[UInt8]>, left: Bool, joiner: @escaping @Sendable (StreamRecord, [UInt8]?) -> [UInt8]?) {
+    init(store: AnyStateStore, left: Bool, joiner: @escaping @Sendable (StreamRecord, [UInt8]?) -> [UInt8]?) {
         self.store = store
         self.left = left
         self.joiner = joiner
     }
     override func process(_ record: StreamRecord) {
         guard let key = record.key else { return }
-        let tableValue = store.get(key)
+        let tableValue = store.encodedValue(key)
         if tableValue == nil && !left { return }
         forward(record.withValue(joiner(record, tableValue)))
     }
@@ -237,12 +264,15 @@ final class JoinNode: ProcessorNode {
 final class AggregateNode<V: StateValue>: ProcessorNode {
     let store: KeyValueStore<V>
     let aggregate: @Sendable (StreamRecord, V?) -> V
-    init(store: KeyValueStore<V>, aggregate: @escaping @Sendable (StreamRecord, V?) -> V) {
+    unowned let context: TaskContext
+    init(store: KeyValueStore<V>, context: TaskContext, aggregate: @escaping @Sendable (StreamRecord, V?) -> V) {
         self.store = store
+        self.context = context
         self.aggregate = aggregate
     }
     override func process(_ record: StreamRecord) {
         guard let key = record.key, record.value != nil else { return }
+        guard key.count <= StateLimits.maxKeyBytes else { context.counters.keyTooLong += 1; return }
         let agg = aggregate
         let new = store.update(key) { agg(record, $0) }
         var out = record
@@ -257,7 +287,10 @@ public enum EmitStrategy: Sendable {
     /// An update for every record that changes a window (a KTable changelog).
     case onUpdate
     /// One final result per key and window, once stream time passes its end plus grace
-    /// (Kafka's `suppress(untilWindowCloses)` / emit-final): deduplicated per key and window.
+    /// (Kafka's `suppress(untilWindowCloses)` / emit-final). Without crashes each key and window
+    /// is emitted exactly once. After a crash the windows closed since the last commit are emitted
+    /// again by the restarted task, with the same values (state and stream time are restored from
+    /// that commit): at-least-once, the same record possibly twice, never a different value.
     case onWindowClose
 }
 
@@ -279,14 +312,19 @@ final class WindowAggregateNode<V: StateValue>: ProcessorNode {
         self.context = context
         self.aggregate = aggregate
         super.init()
-        earliestEnd = store.map.keys.map { $0.start + windows.sizeMs }.min() ?? .max
+        earliestEnd = store.map.keys.map { $0.start &+ windows.sizeMs }.min() ?? .max
     }
 
     override func process(_ record: StreamRecord) {
         guard let key = record.key, record.value != nil else { return }
         let t = record.timestamp
+        // Negative times (Kafka's -1 = no timestamp) and times so large that `t + size + grace`
+        // would overflow are not event times: skipped and counted, never a trap. In range, none
+        // of the arithmetic below can overflow (0 <= start <= t, end <= t + size).
+        guard windows.isValid(eventTime: t) else { context.counters.timestampOutOfRange += 1; return }
+        guard key.count <= StateLimits.maxKeyBytes else { context.counters.keyTooLong += 1; return }
         store.advance(to: t)
-        let closeTime = store.streamTime &- windows.graceMs
+        let closeTime = saturatingSub(store.streamTime, windows.graceMs)
         var start = windows.lastStart(containing: t)
         let agg = aggregate
         var any = false
@@ -317,7 +355,7 @@ final class WindowAggregateNode<V: StateValue>: ProcessorNode {
         var closed: [(WindowStore<V>.Key, WindowStore<V>.Entry)] = []
         var nextEarliest = Int64.max
         for (k, e) in store.map where e.value != nil {
-            let end = k.start + windows.sizeMs
+            let end = k.start &+ windows.sizeMs  // starts in the store come from valid event times
             if end <= closeTime { closed.append((k, e)) } else if end < nextEarliest { nextEarliest = end }
         }
         earliestEnd = nextEarliest
@@ -326,7 +364,7 @@ final class WindowAggregateNode<V: StateValue>: ProcessorNode {
         for (k, e) in closed {
             store.remove(k)
             if emit == .onWindowClose, let v = e.value {
-                let w = Window(start: k.start, end: k.start + windows.sizeMs)
+                let w = Window(start: k.start, end: k.start &+ windows.sizeMs)
                 var out = StreamRecord(key: WindowedKey.encode(k.key, w), value: v.stateBytes, timestamp: e.timestamp)
                 out.window = w
                 forward(out)
@@ -360,15 +398,20 @@ final class SessionAggregateNode<V: StateValue>: ProcessorNode {
     override func process(_ record: StreamRecord) {
         guard let key = record.key, record.value != nil else { return }
         let t = record.timestamp
+        // As for time windows: negative or overflowing event times are skipped and counted. In
+        // range, `end + gap (+ grace)` and `start - gap` cannot overflow.
+        guard windows.isValid(eventTime: t) else { context.counters.timestampOutOfRange += 1; return }
+        guard key.count <= StateLimits.maxKeyBytes else { context.counters.keyTooLong += 1; return }
         store.advance(to: t)
-        let closeTime = store.streamTime &- windows.graceMs
+        let closeTime = windows.closeTime(streamTime: store.streamTime)
         var sessions = store.sessions(key)
         var start = t, end = t
         var merged: V?
         var removed: [Window] = []
         var kept: [SessionStore<V>.Session] = []
         for s in sessions {
-            if s.start - windows.inactivityGapMs <= t && t <= s.end + windows.inactivityGapMs {
+            // Written around t (valid, so t ± gap cannot overflow) rather than around stored bounds.
+            if s.start <= t + windows.inactivityGapMs && t - windows.inactivityGapMs <= s.end {
                 start = min(start, s.start)
                 end = max(end, s.end)
                 merged = merged.map { merge($0, s.value) } ?? s.value
@@ -377,7 +420,8 @@ final class SessionAggregateNode<V: StateValue>: ProcessorNode {
                 kept.append(s)
             }
         }
-        // Late: the merged session closed already (its end + grace is before stream time).
+        // Late: the merged session closed already (its end + gap + grace is before stream time:
+        // until then a record could still extend it, as in Kafka Streams).
         if end < closeTime {
             context.counters.lateDropped += 1
             if earliestEnd < closeTime { closeSessions(closeTime) }

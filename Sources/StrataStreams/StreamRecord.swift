@@ -164,7 +164,10 @@ public enum JSON {
         }
         guard any else { return nil }
         if fracDigits == 1 { frac *= 10 }
-        let v = whole * 100 + frac
+        // Amounts beyond Int64 hundredths are not amounts (nil), never a trap.
+        let (m, o1) = whole.multipliedReportingOverflow(by: 100)
+        let (v, o2) = m.addingReportingOverflow(frac)
+        if o1 || o2 { return nil }
         return negative ? -v : v
     }
 
@@ -285,13 +288,16 @@ public enum WindowedKey {
         return out
     }
 
-    /// Splits an encoded windowed key back into the key and the window.
+    /// Splits an encoded windowed key back into the key and the window; nil when `bytes` is not
+    /// one. Total over any input, negative bounds included (`k@-5-3`, `k@-9--2`).
     public static func decode(_ bytes: [UInt8]) -> (key: [UInt8], window: Window)? {
         guard let at = bytes.lastIndex(of: UInt8(ascii: "@")) else { return nil }
-        let rest = String(decoding: bytes[(at + 1)...], as: UTF8.self)
-        let parts = rest.split(separator: "-", maxSplits: 1)
-        // A negative start would begin with "-": not produced for epoch times after 1970.
-        guard parts.count == 2, let s = Int64(parts[0]), let e = Int64(parts[1]) else { return nil }
+        let rest = bytes[(at + 1)...]
+        // The separator is the first "-" after the start's digits (a leading "-" is its sign).
+        let digitsFrom = rest.first == UInt8(ascii: "-") ? rest.startIndex + 1 : rest.startIndex
+        guard digitsFrom <= rest.endIndex, let dash = rest[digitsFrom...].firstIndex(of: UInt8(ascii: "-")),
+              let s = Int64(String(decoding: rest[..<dash], as: UTF8.self)),
+              let e = Int64(String(decoding: rest[(dash + 1)...], as: UTF8.self)) else { return nil }
         return (Array(bytes[..<at]), Window(start: s, end: e))
     }
 }

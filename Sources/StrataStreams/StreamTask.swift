@@ -118,6 +118,14 @@ final class StreamTask: @unchecked Sendable {
         let dedup: Bool
     }
 
+    /// A record read from a source of a multi-source task, waiting for the event-time merge; its
+    /// origin (read-back topics) is checked against `origins` only when it is processed, so that
+    /// checkpoints never count buffered records as seen.
+    struct Buffered {
+        var record: StreamRecord
+        var origin: (key: String, origin: Origin)?
+    }
+
     enum StopMode: Int { case running = 0, graceful = 1, abort = 2 }
 
     static let checkpointKey: [UInt8] = [0xFF] + Array("checkpoint".utf8)
@@ -126,9 +134,12 @@ final class StreamTask: @unchecked Sendable {
     let sub: Subtopology
     let app: AppRuntime
     private let stopMode = Atomic<Int>(0)
-    private var handle: Task<Void, Never>?
+    /// The running Swift task (set by `start`, cancelled by `requestStop` to end an idle wait).
+    private let handle = Mutex<Task<Void, Never>?>(nil)
+    /// Set when the task stopped on an error (it stays stopped until the application restarts).
+    let failed = Atomic<Bool>(false)
     /// (log, next offset) per source after the last processed chunk, for `caughtUp`.
-    private let progress = Mutex<[(PartitionLog, Int64)]>([])
+    private let progress = Mutex<[(topic: String, log: PartitionLog, next: Int64)]>([])
     private let started = Atomic<Bool>(false)
 
     // Owned by the running task only.
@@ -142,6 +153,9 @@ final class StreamTask: @unchecked Sendable {
     private var uncommitted = false
     private var recordsSinceCommit = 0
     private var duplicates = 0
+    /// Multi-source tasks: records read but not processed yet, per source, and the next one's index.
+    private var buffers: [[Buffered]] = []
+    private var heads: [Int] = []
 
     init(id: TaskId, sub: Subtopology, app: AppRuntime) {
         self.id = id
@@ -152,25 +166,37 @@ final class StreamTask: @unchecked Sendable {
     var taskKey: [UInt8] { Array(id.description.utf8) }
 
     func start() {
-        handle = Task { await self.run() }
+        handle.withLock { h in
+            guard h == nil else { return }
+            h = Task { await self.run() }
+        }
     }
 
     /// Asks the task to stop; `graceful` commits first, otherwise it stops as if it crashed (no
     /// commit: what was processed since the last commit is processed again by the next owner).
+    /// The Swift task is cancelled, which ends an idle wait at once (the task does not wake up
+    /// periodically to look for stop requests). Its commit does not await, so cancellation does
+    /// not interrupt it.
     func requestStop(graceful: Bool) {
         _ = stopMode.compareExchange(expected: StopMode.running.rawValue, desired: (graceful ? StopMode.graceful : .abort).rawValue,
                                      ordering: .sequentiallyConsistent)
+        handle.withLock { $0 }?.cancel()
     }
 
-    func join() async { await handle?.value }
+    func join() async { await handle.withLock { $0 }?.value }
 
     /// True when every source has been processed to its current log end (and the outputs produced).
+    /// A source deleted (or recreated) since the task started is not caught up: the task is about
+    /// to fail on it (`checkSourcesExist`).
     var caughtUp: Bool {
         guard started.load(ordering: .acquiring) else { return false }
-        return progress.withLock { p in p.allSatisfy { $0.1 >= $0.0.logEndOffset } }
+        let snapshot = progress.withLock { $0 }
+        let broker = app.broker
+        let partition = id.partition
+        return snapshot.allSatisfy { topic, log, next in
+            next >= log.logEndOffset && (try? broker.log(topic: topic, partition: partition)) === log
+        }
     }
-
-    var positionsSnapshot: [Int64] { progress.withLock { $0.map(\.1) } }
 
     private var stopping: StopMode { StopMode(rawValue: stopMode.load(ordering: .relaxed)) ?? .running }
 
@@ -182,7 +208,7 @@ final class StreamTask: @unchecked Sendable {
             started.store(true, ordering: .releasing)
             var lastCommit = monotonicMillis()
             while stopping == .running {
-                let n = try processChunk()
+                let progressed = try processChunk()
                 let now = monotonicMillis()
                 let dueByTime = now - lastCommit >= app.config.commitIntervalMs
                 let dueByCount = app.config.commitEveryRecords > 0 && recordsSinceCommit >= app.config.commitEveryRecords
@@ -190,9 +216,15 @@ final class StreamTask: @unchecked Sendable {
                     try commit()
                     lastCommit = now
                 }
-                if n == 0 {
-                    var timeout = app.config.idleWaitMs
-                    if uncommitted { timeout = max(1, min(timeout, app.config.commitIntervalMs - (now - lastCommit))) }
+                if !progressed {
+                    try checkSourcesExist()
+                    // Sleep until an append to a source, a stop request (cancellation), or the next
+                    // due commit; with nothing to commit, no timer at all (unless idleWaitMs bounds it).
+                    var timeout: Int64? = app.config.idleWaitMs > 0 ? app.config.idleWaitMs : nil
+                    if uncommitted {
+                        let due = max(1, app.config.commitIntervalMs - (monotonicMillis() - lastCommit))
+                        timeout = min(timeout ?? due, due)
+                    }
                     await app.broker.waitForData(positions.map { ($0.topic, id.partition, $0.next) }, timeoutMs: timeout)
                 } else {
                     await Task.yield()
@@ -200,58 +232,121 @@ final class StreamTask: @unchecked Sendable {
             }
             if stopping == .graceful && uncommitted { try commit() }
         } catch {
+            // The task stays stopped (its partitions are not processed) until the application is
+            // restarted: visible in `errors`, `metrics.failedTasks` and `waitUntilCaughtUp`.
+            failed.store(true, ordering: .releasing)
+            app.metrics.failedTasks.add(1, ordering: .relaxed)
             app.report("task \(id): \(error)")
         }
     }
 
-    private func publishProgress() {
-        let snapshot = positions.map { ($0.log, $0.next) }
-        progress.withLock { $0 = snapshot }
-    }
-
-    /// Reads what is available (up to maxReadBytes per source), processes it and produces the output.
-    private func processChunk() throws -> Int {
-        var count = 0
-        if positions.count == 1 {
-            let node = positions[0].node
-            let context = self.context!
-            count = try readSource(0) { r in
-                context.beginInput(topicIndex: 0, offset: r.offset)
-                node.process(r)
-            }
-        } else {
-            var buffers: [[StreamRecord]] = Array(repeating: [], count: positions.count)
-            for i in positions.indices { _ = try readSource(i) { buffers[i].append($0) } }
-            count = buffers.reduce(0) { $0 + $1.count }
-            if count > 0 {
-                // Merge by event time across the sources (ties: table/earlier sources first),
-                // keeping each partition's offset order.
-                var heads = Array(repeating: 0, count: buffers.count)
-                while true {
-                    var best = -1
-                    for i in buffers.indices where heads[i] < buffers[i].count {
-                        if best < 0 || buffers[i][heads[i]].timestamp < buffers[best][heads[best]].timestamp { best = i }
-                    }
-                    if best < 0 { break }
-                    let r = buffers[best][heads[best]]
-                    context.beginInput(topicIndex: best, offset: r.offset)
-                    positions[best].node.process(r)
-                    heads[best] += 1
-                }
+    /// A deleted (or deleted and recreated) source topic makes `waitForData` return at once: fail
+    /// the task with a clear error instead of spinning.
+    private func checkSourcesExist() throws {
+        for pos in positions {
+            guard let current = try? app.broker.log(topic: pos.topic, partition: id.partition), current === pos.log else {
+                throw StreamsError.sourceTopicGone(pos.topic)
             }
         }
+    }
+
+    /// The offset of the next record of source `i` to process: past the buffered records not
+    /// processed yet (what checkpoints and progress report).
+    private func processedOffset(_ i: Int) -> Int64 {
+        i < buffers.count && heads[i] < buffers[i].count ? buffers[i][heads[i]].record.offset : positions[i].next
+    }
+
+    private func publishProgress() {
+        let snapshot = positions.indices.map { (positions[$0].topic, positions[$0].log, processedOffset($0)) }
+        progress.withLock { $0 = snapshot }
+        app.progress.notify()
+    }
+
+    /// Output produced mid-chunk once this much is pending (a flatMap or many closing windows
+    /// could otherwise buffer a chunk's whole output in memory).
+    static let maxPendingOutputBytes = 8 << 20
+
+    /// Reads what is available (up to maxReadBytes per source), processes it and produces the
+    /// output. Returns whether any source position moved.
+    private func processChunk() throws -> Bool {
+        var count = 0
+        let before = positions.map(\.next)
+        let context = self.context!
+        let output = context.output
+        let broker = app.broker
+        if positions.count == 1 {
+            let node = positions[0].node
+            count = try readSource(0, deferDedup: false) { r, _ in
+                context.beginInput(topicIndex: 0, offset: r.offset)
+                node.process(r)
+                if output.pendingBytes > Self.maxPendingOutputBytes { _ = try output.flush(broker) }
+            }
+        } else {
+            count = try mergeSources(context)
+        }
         context.counters.processed += count
-        let produced = try context.output.flush(app.broker)
-        _ = produced
+        _ = try output.flush(broker)
         recordsSinceCommit += count
         app.metrics.add(context.counters)
         context.counters = TaskCounters()
         publishProgress()
+        return count > 0 || positions.map(\.next) != before
+    }
+
+    /// Several sources (a stream and the table it joins, merged streams): records are processed in
+    /// event-time order across the sources (ties: earlier sources first), each partition in offset
+    /// order. A record is only processed when every other source has a buffered record or is at
+    /// its log end, so the order does not depend on read chunk sizes: a table's backlog larger
+    /// than a chunk is applied up to each stream record's time before that record is joined. (A
+    /// source at its log end does not hold the others back: live input is processed as it comes.)
+    private func mergeSources(_ context: TaskContext) throws -> Int {
+        if buffers.count != positions.count {
+            buffers = Array(repeating: [], count: positions.count)
+            heads = Array(repeating: 0, count: positions.count)
+        }
+        let output = context.output
+        // Refill the drained buffers; a source that yields nothing now does not block the merge.
+        var dry = Array(repeating: false, count: positions.count)
+        for i in positions.indices where heads[i] >= buffers[i].count {
+            buffers[i].removeAll(keepingCapacity: true)
+            heads[i] = 0
+            let from = positions[i].next
+            _ = try readSource(i, deferDedup: true) { r, origin in buffers[i].append(Buffered(record: r, origin: origin)) }
+            if buffers[i].isEmpty && positions[i].next == from { dry[i] = true }
+        }
+        var count = 0
+        while true {
+            var best = -1
+            var blocked = false
+            for i in positions.indices {
+                if heads[i] < buffers[i].count {
+                    if best < 0 || buffers[i][heads[i]].record.timestamp < buffers[best][heads[best]].record.timestamp { best = i }
+                } else if !dry[i] && positions[i].next < positions[i].log.logEndOffset {
+                    blocked = true  // more of source i is in its log: read it before ordering past it
+                }
+            }
+            if best < 0 || blocked { break }
+            let b = buffers[best][heads[best]]
+            heads[best] += 1
+            if let o = b.origin {
+                if let seen = origins[o.key], o.origin <= seen {
+                    context.counters.duplicatesDropped += 1
+                    continue
+                }
+                origins[o.key] = o.origin
+            }
+            count += 1
+            context.beginInput(topicIndex: best, offset: b.record.offset)
+            positions[best].node.process(b.record)
+            if output.pendingBytes > Self.maxPendingOutputBytes { _ = try output.flush(app.broker) }
+        }
         return count
     }
 
-    /// Decodes the records of one read from source `i` and passes each to `body`.
-    private func readSource(_ i: Int, _ body: (StreamRecord) -> Void) throws -> Int {
+    /// Decodes the records of one read from source `i` and passes each to `body`. Records of
+    /// read-back topics are deduplicated here (`deferDedup` false), or their origin is passed on
+    /// for the caller to check when it processes them.
+    private func readSource(_ i: Int, deferDedup: Bool, _ body: (StreamRecord, (key: String, origin: Origin)?) throws -> Void) throws -> Int {
         let pos = positions[i]
         let result: LogReadResult
         do throws(LogError) {
@@ -276,21 +371,30 @@ final class StreamTask: @unchecked Sendable {
                 guard r.offset >= from else { return }
                 var rec = StreamRecord(key: r.key.map { Array($0) }, value: r.value.map { Array($0) }, timestamp: r.timestamp,
                                        topic: topic, partition: partition, offset: r.offset)
+                var deferred: (key: String, origin: Origin)?
                 if !r.headers.isEmpty {
                     rec.headers = r.headers.map { .init(key: String(decoding: $0.key, as: UTF8.self), value: $0.value.map { Array($0) }) }
                     if dedup, let i = rec.headers.firstIndex(where: { $0.key == Origin.header }) {
                         let h = rec.headers.remove(at: i)
-                        if let v = h.value, let (key, origin) = Origin.decode(v) {
-                            if let seen = origins[key], origin <= seen {
-                                duplicates += 1
-                                return
+                        // Keyed by (this read-back topic, upstream input partition): origins only
+                        // increase per upstream partition within ONE read-back topic partition (an
+                        // upstream input's outputs to two read-back topics share one sequence).
+                        if let v = h.value, let (upstream, origin) = Origin.decode(v) {
+                            let key = Origin.dedupKey(readBackTopic: topic, upstream: upstream)
+                            if deferDedup {
+                                deferred = (key, origin)
+                            } else {
+                                if let seen = origins[key], origin <= seen {
+                                    duplicates += 1
+                                    return
+                                }
+                                origins[key] = origin
                             }
-                            origins[key] = origin
                         }
                     }
                 }
                 n += 1
-                body(rec)
+                try body(rec, deferred)
             }
         }
         positions[i].next = result.nextOffset
@@ -307,7 +411,7 @@ final class StreamTask: @unchecked Sendable {
     private func stateKey(_ tagged: [UInt8]) -> [UInt8] { taskKey + [0] + tagged }
 
     private var currentCheckpoint: Checkpoint {
-        Checkpoint(sequence: sequence, offsets: positions.map { ($0.topic, id.partition, $0.next) }, origins: origins)
+        Checkpoint(sequence: sequence, offsets: positions.indices.map { (positions[$0].topic, id.partition, processedOffset($0)) }, origins: origins)
     }
 
     /// Makes the work so far durable: outputs are already produced; dirty state goes to the
@@ -374,7 +478,16 @@ final class StreamTask: @unchecked Sendable {
                 }
             }
         }
-        // 2. No local state: rebuild it from the changelog up to its last checkpoint.
+        // 1b. LMDB older than the changelog: the task committed elsewhere since (an instance with
+        // another state directory ran it, or LMDB came back from a backup), or a commit was
+        // interrupted after its checkpoint record but before its LMDB transaction. The changelog's
+        // last checkpoint is then the newer consistent state: rebuild from it.
+        if let cp = checkpoint, let changelogTopic, try changelogHasCheckpoint(changelogTopic, from: changelogEnd, newerThan: cp.sequence) {
+            checkpoint = nil
+            restored = Array(repeating: [], count: sub.stores.count)
+            app.metrics.staleStateDetected.add(1, ordering: .relaxed)
+        }
+        // 2. No (usable) local state: rebuild it from the changelog up to its last checkpoint.
         if checkpoint == nil, let changelogTopic {
             if let (entries, cp, end) = try restoreFromChangelog(changelogTopic) {
                 restored = entries
@@ -414,7 +527,8 @@ final class StreamTask: @unchecked Sendable {
                 next = log.logStartOffset
             }
             next = min(max(next, log.logStartOffset), log.logEndOffset)
-            positions.append(Position(topic: t, log: log, next: next, node: sourceNodes[t]!, dedup: app.readBackTopics.contains(t)))
+            guard let node = sourceNodes[t] else { throw StreamsError.invalidTopology("no source node for topic '\(t)'") }
+            positions.append(Position(topic: t, log: log, next: next, node: node, dedup: app.readBackTopics.contains(t)))
         }
         if fromChangelog {
             // Keep what was restored in LMDB, so the next start is local again.
@@ -436,7 +550,7 @@ final class StreamTask: @unchecked Sendable {
         let end = log.logEndOffset
         while next < end {
             let result = try log.read(from: next, maxBytes: 4 << 20)
-            guard let slice = result.slice else { break }
+            guard let slice = result.slice, result.nextOffset > next else { break }
             let from = next
             try slice.forEachBatch { batch in
                 try batch.forEachRecord { r in
@@ -457,6 +571,28 @@ final class StreamTask: @unchecked Sendable {
         }
         guard let (cp, after) = last else { return nil }
         return (applied.map { $0.map { ($0.key, $0.value) } }, cp, after)
+    }
+
+    /// Whether the changelog holds, from `offset` on, a checkpoint record of a commit sequence
+    /// greater than `sequence`. Normally nothing follows LMDB's changelog position: a short read.
+    private func changelogHasCheckpoint(_ topic: String, from offset: Int64, newerThan sequence: Int64) throws -> Bool {
+        let log = try app.broker.log(topic: topic, partition: id.partition)
+        var next = max(offset, log.logStartOffset)
+        let end = log.logEndOffset
+        var newer = false
+        while next < end && !newer {
+            let result = try log.read(from: next, maxBytes: 4 << 20)
+            guard let slice = result.slice, result.nextOffset > next else { break }
+            let from = next
+            try slice.forEachBatch { batch in
+                try batch.forEachRecord { r in
+                    guard r.offset >= from, let k = r.key, k.first == 0xFF, let v = r.value, let cp = Checkpoint.decode(Array(v)) else { return }
+                    if cp.sequence > sequence { newer = true }
+                }
+            }
+            next = result.nextOffset
+        }
+        return newer
     }
 
     private func writeFullState(_ restored: [[(key: [UInt8], value: [UInt8])]], checkpoint: Checkpoint) throws {
@@ -487,7 +623,7 @@ final class StreamTask: @unchecked Sendable {
         var next = max(changelogEnd, log.logStartOffset)
         while next < end {
             let result = try log.read(from: next, maxBytes: 4 << 20)
-            guard let slice = result.slice else { break }
+            guard let slice = result.slice, result.nextOffset > next else { break }
             let from = next
             try slice.forEachBatch { batch in
                 try batch.forEachRecord { r in
@@ -534,6 +670,10 @@ struct Origin: Comparable {
         out.append(contentsOf: topic.utf8)
         return out
     }
+
+    /// The deduplication position key: `<read-back topic>|<upstream topic>/<partition>` (topic
+    /// names cannot contain `|`).
+    static func dedupKey(readBackTopic: String, upstream: String) -> String { "\(readBackTopic)|\(upstream)" }
 
     /// (upstream input key "topic/partition", origin)
     static func decode(_ b: [UInt8]) -> (String, Origin)? {

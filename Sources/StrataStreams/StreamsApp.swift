@@ -14,10 +14,10 @@ public struct StreamsConfig: Sendable {
     public var commitEveryRecords = 0
     /// Bytes read from a source partition per chunk.
     public var maxReadBytes = 4 << 20
-    /// Longest wait for new data before a task looks at stop requests and its commit timer again.
-    /// Data wakes it at once (broker append notifications); this only bounds how long `stop()`
-    /// waits for an idle task.
-    public var idleWaitMs: Int64 = 200
+    /// 0 (default): an idle task sleeps until an append to one of its sources, a stop request,
+    /// or (with uncommitted work) its next due commit — it never wakes up just to check. A value
+    /// > 0 additionally bounds each idle wait (nothing needs it; kept for compatibility).
+    public var idleWaitMs: Int64 = 0
     /// Where the application's LMDB state lives (default `<broker data>/streams/<applicationId>`).
     public var stateDirectory: String?
     /// LMDB address space reserved for the state.
@@ -37,6 +37,10 @@ public final class StreamsMetrics: Sendable {
     let restoredFromChangelog = Atomic<Int>(0)
     let changelogRepairs = Atomic<Int>(0)
     let duplicatesDropped = Atomic<Int>(0)
+    let timestampOutOfRange = Atomic<Int>(0)
+    let keyTooLong = Atomic<Int>(0)
+    let failedTasks = Atomic<Int>(0)
+    let staleStateDetected = Atomic<Int>(0)
 
     public struct Snapshot: Sendable, Equatable {
         /// Input records pushed through the topology.
@@ -53,7 +57,21 @@ public final class StreamsMetrics: Sendable {
         /// Changelog tails rewritten after an interrupted commit.
         public var changelogRepairs: Int
         /// Records of read-back topics dropped because an upstream task re-emitted them after a crash.
+        /// (Also what happens when an upstream input topic is recreated and its offsets restart:
+        /// a count growing without crashes means that — use a new applicationId then.)
         public var duplicatesDropped: Int
+        /// Records skipped by windowed aggregations because their event time is negative (Kafka's
+        /// -1 = no timestamp) or too large for the window arithmetic (`t + size + grace` overflows).
+        public var timestampOutOfRange: Int
+        /// Records skipped by aggregations and tables because their key is longer than a state
+        /// store accepts (400 bytes: LMDB's key limit).
+        public var keyTooLong: Int
+        /// Task starts whose LMDB state was older than their changelog's last checkpoint (and was
+        /// therefore rebuilt from the changelog; also counted in `restoredFromChangelog`).
+        public var staleStateDetected: Int
+        /// Tasks that stopped on an error (see `StreamsApp.errors`); they stay stopped until the
+        /// application is restarted.
+        public var failedTasks: Int
     }
 
     func add(_ c: TaskCounters) {
@@ -62,13 +80,17 @@ public final class StreamsMetrics: Sendable {
         if c.lateDropped > 0 { lateDropped.add(c.lateDropped, ordering: .relaxed) }
         if c.invalidTimestamps > 0 { invalidTimestamps.add(c.invalidTimestamps, ordering: .relaxed) }
         if c.duplicatesDropped > 0 { duplicatesDropped.add(c.duplicatesDropped, ordering: .relaxed) }
+        if c.timestampOutOfRange > 0 { timestampOutOfRange.add(c.timestampOutOfRange, ordering: .relaxed) }
+        if c.keyTooLong > 0 { keyTooLong.add(c.keyTooLong, ordering: .relaxed) }
     }
 
     public var snapshot: Snapshot {
         Snapshot(processed: processed.load(ordering: .relaxed), produced: produced.load(ordering: .relaxed),
                  lateDropped: lateDropped.load(ordering: .relaxed), invalidTimestamps: invalidTimestamps.load(ordering: .relaxed),
                  commits: commits.load(ordering: .relaxed), restoredFromChangelog: restoredFromChangelog.load(ordering: .relaxed),
-                 changelogRepairs: changelogRepairs.load(ordering: .relaxed), duplicatesDropped: duplicatesDropped.load(ordering: .relaxed))
+                 changelogRepairs: changelogRepairs.load(ordering: .relaxed), duplicatesDropped: duplicatesDropped.load(ordering: .relaxed),
+                 timestampOutOfRange: timestampOutOfRange.load(ordering: .relaxed), keyTooLong: keyTooLong.load(ordering: .relaxed),
+                 staleStateDetected: staleStateDetected.load(ordering: .relaxed), failedTasks: failedTasks.load(ordering: .relaxed))
     }
 }
 
@@ -85,12 +107,15 @@ final class AppRuntime: Sendable {
     let environment: MetadataEnvironment
     let metrics: StreamsMetrics
     let errors: ErrorLog
+    /// Notified when a task publishes progress or fails (the group's signal: `waitUntilCaughtUp`).
+    let progress: ProgressSignal
     /// Topics the topology both writes and reads (repartition and intermediate topics), resolved.
     let readBackTopics: Set<String>
 
     init(applicationId: String, topology: Topology, broker: Broker, config: StreamsConfig, environment: MetadataEnvironment, metrics: StreamsMetrics,
-         errors: ErrorLog) {
+         errors: ErrorLog, progress: ProgressSignal) {
         self.errors = errors
+        self.progress = progress
         self.applicationId = applicationId
         self.topology = topology
         self.broker = broker
@@ -102,7 +127,65 @@ final class AppRuntime: Sendable {
         readBackTopics = Set(sources.intersection(sinks).map { Topology.resolve($0, applicationId: applicationId) })
     }
 
-    func report(_ error: String) { errors.entries.withLock { $0.append(error) } }
+    func report(_ error: String) {
+        errors.entries.withLock { $0.append(error) }
+        progress.notify()
+    }
+}
+
+/// Wakes those waiting for tasks' progress (`waitUntilCaughtUp`) instead of them polling: a
+/// generation counter bumped by every `notify`, and the continuations of the waiters.
+final class ProgressSignal: Sendable {
+    private struct State {
+        var generation: UInt64 = 0
+        var nextId = 0
+        /// Waits whose timer has not fired and that have not parked yet.
+        var pending: Set<Int> = []
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    }
+    private let state = Mutex(State())
+
+    var generation: UInt64 { state.withLock { $0.generation } }
+
+    func notify() {
+        let woken = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.generation &+= 1
+            guard !s.waiters.isEmpty else { return [] }
+            defer { s.waiters.removeAll() }
+            return Array(s.waiters.values)
+        }
+        for c in woken { c.resume() }
+    }
+
+    /// Returns once the generation differs from `seen`, or after `timeoutMs`.
+    func wait(after seen: UInt64, timeoutMs: Int64) async {
+        let id = state.withLock { s -> Int in
+            s.nextId += 1
+            s.pending.insert(s.nextId)
+            return s.nextId
+        }
+        let timer = Task {
+            guard (try? await Task.sleep(nanoseconds: UInt64(max(1, min(timeoutMs, 1 << 30))) * 1_000_000)) != nil else { return }
+            self.expire(id)
+        }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                // Not pending any more: the timer fired before we parked.
+                guard s.pending.remove(id) != nil, s.generation == seen else { return true }
+                s.waiters[id] = c
+                return false
+            }
+            if now { c.resume() }
+        }
+        timer.cancel()
+    }
+
+    private func expire(_ id: Int) {
+        state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.pending.remove(id) != nil { return nil }  // not parked yet: it will see it is not pending
+            return s.waiters.removeValue(forKey: id)
+        }?.resume()
+    }
 }
 
 /// Errors that stopped tasks of an instance, kept across stop and restart.
@@ -161,6 +244,8 @@ public final class StreamsApp: @unchecked Sendable {
     private static let nextMember = Atomic<Int>(1)
 
     private struct State {
+        /// Set from the beginning of `start()` (before its awaits), so two concurrent starts cannot both proceed.
+        var starting = false
         var runtime: AppRuntime?
         var group: StreamsGroup?
         var tasks: [TaskId: StreamTask] = [:]
@@ -180,12 +265,18 @@ public final class StreamsApp: @unchecked Sendable {
 
     /// Creates the internal topics, opens the state, joins the group and starts the assigned tasks.
     public func start() async throws {
-        guard state.withLock({ $0.runtime == nil }) else { throw StreamsError.alreadyStarted }
+        let claimed = state.withLock { s -> Bool in
+            guard !s.starting && s.runtime == nil else { return false }
+            s.starting = true
+            return true
+        }
+        guard claimed else { throw StreamsError.alreadyStarted }
+        defer { state.withLock { $0.starting = false } }
         let tasks = try prepareTopics()
         let env = try StateEnvironments.acquire(path: statePath, mapSize: config.stateMapSize)
-        let runtime = AppRuntime(applicationId: applicationId, topology: topology, broker: broker, config: config, environment: env, metrics: metrics,
-                                 errors: errorLog)
         let group = StreamsGroup.group(for: broker, applicationId: applicationId)
+        let runtime = AppRuntime(applicationId: applicationId, topology: topology, broker: broker, config: config, environment: env, metrics: metrics,
+                                 errors: errorLog, progress: group.progress)
         state.withLock {
             $0.runtime = runtime
             $0.group = group
@@ -226,22 +317,25 @@ public final class StreamsApp: @unchecked Sendable {
     public var errors: [String] { errorLog.entries.withLock { $0 } }
 
     /// Waits until every task of the group is assigned and has processed its sources to their
-    /// current ends (output produced) — twice in a row with no progress in between — or until the
-    /// deadline. For tests and demos over finite input.
+    /// current ends (output produced), or until the deadline; false at once when a task of the
+    /// group failed (see `errors`). Woken by the tasks' progress, it does not poll. A task
+    /// publishes its positions only after producing the chunk's output, so one snapshot in which
+    /// every task is at its sources' ends means nothing is in flight. For tests and demos over
+    /// finite input.
     public func waitUntilCaughtUp(timeoutMs: Int64 = 30_000) async -> Bool {
         guard let group = state.withLock({ $0.group }) else { return false }
         let deadline = monotonicMillis() + timeoutMs
-        var previous: [Int64]?
-        while monotonicMillis() < deadline {
-            if let positions = group.caughtUpPositions() {
-                if positions == previous { return true }
-                previous = positions
-            } else {
-                previous = nil
+        while true {
+            let seen = group.progress.generation
+            switch group.status() {
+            case .caughtUp: return true
+            case .failed: return false
+            case .busy: break
             }
-            try? await Task.sleep(nanoseconds: 5_000_000)
+            let now = monotonicMillis()
+            if now >= deadline || Task.isCancelled { return false }
+            await group.progress.wait(after: seen, timeoutMs: deadline - now)
         }
-        return false
     }
 
     // MARK: Group callbacks
@@ -352,6 +446,8 @@ actor StreamsGroup {
     private var tail: Task<Void, Never>?
     /// Running tasks of every member, readable without entering the actor.
     private nonisolated let running = Mutex<(total: Int, tasks: [TaskId: StreamTask])>((0, [:]))
+    /// Notified on task progress, task failures and rebalances.
+    nonisolated let progress = ProgressSignal()
 
     private func serially(_ op: @escaping @Sendable () async -> Void) async {
         let previous = tail
@@ -411,18 +507,17 @@ actor StreamsGroup {
         }
         assignment = target
         running.withLock { $0.total = all.count }
+        progress.notify()
     }
 
-    /// Positions of every task when all tasks run and are caught up; nil otherwise.
-    nonisolated func caughtUpPositions() -> [Int64]? {
-        running.withLock { r -> [Int64]? in
-            guard r.total > 0, r.tasks.count == r.total else { return nil }
-            var out: [Int64] = []
-            for (_, t) in r.tasks.sorted(by: { $0.key < $1.key }) {
-                guard t.caughtUp else { return nil }
-                out += t.positionsSnapshot
-            }
-            return out
+    enum Status { case caughtUp, busy, failed }
+
+    /// `.failed` when a running task failed; `.caughtUp` when all tasks run and are caught up.
+    nonisolated func status() -> Status {
+        running.withLock { r -> Status in
+            if r.tasks.values.contains(where: { $0.failed.load(ordering: .acquiring) }) { return .failed }
+            guard r.total > 0, r.tasks.count == r.total else { return .busy }
+            return r.tasks.values.allSatisfy(\.caughtUp) ? .caughtUp : .busy
         }
     }
 }

@@ -4,7 +4,7 @@ import StrataLog
 /// Tumbling (advance = size) or hopping (advance < size) windows over event time, aligned to the
 /// epoch: `[k·advance, k·advance + size)`. A record is late, and dropped, when the end of every
 /// window it belongs to plus `grace` is at or before the stream time (the largest event time the
-/// aggregation has seen).
+/// aggregation has seen). Event times must be `>= 0` (others are skipped, `metrics.timestampOutOfRange`).
 public struct TimeWindows: Sendable, Equatable {
     public let sizeMs: Int64
     public let advanceMs: Int64
@@ -31,8 +31,13 @@ public struct TimeWindows: Sendable, Equatable {
         return t - (r < 0 ? r + advanceMs : r)
     }
 
-    /// Every window containing `t`, earliest first.
+    /// Whether `t` is an event time windows can hold: not negative (Kafka's -1 means "no
+    /// timestamp") and small enough that `t + size + grace` does not overflow.
+    public func isValid(eventTime t: Int64) -> Bool { t >= 0 && t <= Int64.max - sizeMs - graceMs }
+
+    /// Every window containing `t`, earliest first (none for an invalid event time).
     public func windows(containing t: Int64) -> [Window] {
+        guard isValid(eventTime: t) else { return [] }
         var out: [Window] = []
         var s = lastStart(containing: t)
         while s > t - sizeMs && s >= 0 {
@@ -45,8 +50,9 @@ public struct TimeWindows: Sendable, Equatable {
 
 /// Session windows: a key's records closer than `inactivityGapMs` belong to one session
 /// `[first, last]`; a record bridging two sessions merges them. A session is closed once its
-/// last event time plus `graceMs` is before the stream time; a record that would only extend a
-/// closed session is late and dropped.
+/// last event time plus `inactivityGapMs` plus `graceMs` is before the stream time (until then a
+/// record may still extend it); a record whose (merged) session would be closed is late and
+/// dropped. Event times must be `>= 0` (others are skipped, `metrics.timestampOutOfRange`).
 public struct SessionWindows: Sendable, Equatable {
     public let inactivityGapMs: Int64
     public let graceMs: Int64
@@ -55,6 +61,15 @@ public struct SessionWindows: Sendable, Equatable {
         self.inactivityGapMs = inactivityGapMs
         self.graceMs = graceMs
     }
+
+    /// Whether `t` is an event time sessions can hold: `>= 0` and `t + gap + grace` does not overflow.
+    public func isValid(eventTime t: Int64) -> Bool {
+        let (room, o) = (Int64.max - inactivityGapMs).subtractingReportingOverflow(graceMs)
+        return t >= 0 && !o && t <= room
+    }
+
+    /// Sessions ending before this are closed (Kafka: stream time − grace − gap).
+    func closeTime(streamTime: Int64) -> Int64 { saturatingSub(saturatingSub(streamTime, graceMs), inactivityGapMs) }
 }
 
 public enum StreamsError: Error, CustomStringConvertible, Sendable {
@@ -63,6 +78,8 @@ public enum StreamsError: Error, CustomStringConvertible, Sendable {
     case notCoPartitioned(String)
     case alreadyStarted
     case notRunning
+    /// A source topic was deleted (or deleted and recreated) while the application ran.
+    case sourceTopicGone(String)
 
     public var description: String {
         switch self {
@@ -71,6 +88,8 @@ public enum StreamsError: Error, CustomStringConvertible, Sendable {
         case .notCoPartitioned(let why): return "sources are not co-partitioned: \(why)"
         case .alreadyStarted: return "the application is already running"
         case .notRunning: return "the application is not running"
+        case .sourceTopicGone(let t):
+            return "source topic '\(t)' was deleted or recreated while the application ran (a recreated topic restarts its offsets: use a new applicationId)"
         }
     }
 }
@@ -158,7 +177,7 @@ public final class StreamsBuilder {
         registerStore(store)
         let source = stream(topic, timestamp: timestamp)
         let id = add("table", parents: [source.node], stores: [store], .processor { ctx in
-            TableSourceNode(store: ctx.store(store) { KeyValueStore<[UInt8]>(name: store, restored: $0) })
+            TableSourceNode(store: ctx.store(store) { KeyValueStore<[UInt8]>(name: store, restored: $0) }, context: ctx)
         })
         return KTable(builder: self, node: id, storeName: store)
     }
@@ -269,7 +288,10 @@ public struct KStream {
             return self
         }
         return then(left ? "leftJoin" : "join", { ctx in
-            JoinNode(store: ctx.store(store) { KeyValueStore<[UInt8]>(name: store, restored: $0) }, left: left, joiner: joiner)
+            // The table's node (a topic table or an aggregation, of any value type) has a smaller
+            // id, so it was instantiated first and created the store.
+            let s: AnyStateStore = ctx.stores[store] ?? ctx.store(store) { KeyValueStore<[UInt8]>(name: store, restored: $0) }
+            return JoinNode(store: s, left: left, joiner: joiner)
         }, stores: [store])
     }
 }
@@ -282,7 +304,7 @@ public struct KGroupedStream {
     func aggregateNode<V: StateValue>(_ store: String, _ type: V.Type, _ aggregate: @escaping @Sendable (StreamRecord, V?) -> V) -> KTable {
         builder.registerStore(store)
         let id = builder.add("aggregate", parents: [node], stores: [store], .processor { ctx in
-            AggregateNode(store: ctx.store(store) { KeyValueStore<V>(name: store, restored: $0) }, aggregate: aggregate)
+            AggregateNode(store: ctx.store(store) { KeyValueStore<V>(name: store, restored: $0) }, context: ctx, aggregate: aggregate)
         })
         return KTable(builder: builder, node: id, storeName: store)
     }

@@ -88,6 +88,16 @@ enum BE {
     static func append(_ v: Int64, to out: inout [UInt8]) {
         withUnsafeBytes(of: v.bigEndian) { out.append(contentsOf: $0) }
     }
+
+    static func bytes(_ v: Int64) -> [UInt8] {
+        var out: [UInt8] = []
+        append(v, to: &out)
+        return out
+    }
+
+    /// A windowed store's stream time as a changelog entry (key [0]): it travels with the
+    /// windows, so a restored task closes windows at the same point.
+    static func streamTimeEntry(_ streamTime: Int64) -> (key: [UInt8], value: [UInt8]) { ([0], bytes(streamTime)) }
     static func append(_ v: UInt32, to out: inout [UInt8]) {
         withUnsafeBytes(of: v.bigEndian) { out.append(contentsOf: $0) }
     }
@@ -201,21 +211,14 @@ final class WindowStore<V: StateValue>: AnyStateStore {
         }
         dirtyKeys.removeAll(keepingCapacity: true)
         if streamTimeDirty {
-            var v: [UInt8] = []
-            BE.append(streamTime, to: &v)
-            out.append(([0], v))
+            out.append(BE.streamTimeEntry(streamTime))
             streamTimeDirty = false
         }
         return out
     }
 
     func encodedValue(_ key: [UInt8]) -> [UInt8]? {
-        if key == [0] {
-            guard streamTime != .min else { return nil }
-            var v: [UInt8] = []
-            BE.append(streamTime, to: &v)
-            return v
-        }
+        if key == [0] { return streamTime == .min ? nil : BE.bytes(streamTime) }
         guard key.count >= 9, key[0] == 1 else { return nil }
         return map[Key(start: BE.int64(key, at: 1), key: Array(key[9...]))].flatMap(Self.encode)
     }
@@ -317,21 +320,14 @@ final class SessionStore<V: StateValue>: AnyStateStore {
         }
         dirtyKeys.removeAll(keepingCapacity: true)
         if streamTimeDirty {
-            var v: [UInt8] = []
-            BE.append(streamTime, to: &v)
-            out.append(([0], v))
+            out.append(BE.streamTimeEntry(streamTime))
             streamTimeDirty = false
         }
         return out
     }
 
     func encodedValue(_ key: [UInt8]) -> [UInt8]? {
-        if key == [0] {
-            guard streamTime != .min else { return nil }
-            var v: [UInt8] = []
-            BE.append(streamTime, to: &v)
-            return v
-        }
+        if key == [0] { return streamTime == .min ? nil : BE.bytes(streamTime) }
         guard key.first == 1 else { return nil }
         return map[Array(key[1...])].flatMap { Self.encodeSessions($0.sessions) }
     }

@@ -22,7 +22,7 @@ let package = Package(
     targets: [
         .target(name: "CCRC32C"),
         .target(name: "CPlatform"),
-        .target(name: "CStrataJSON"),
+        .target(name: "CStrataScan"),
         .target(
             name: "CCompression",
             linkerSettings: [.linkedLibrary("z"), .linkedLibrary("snappy"), .linkedLibrary("lz4"), .linkedLibrary("zstd")]
@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "StrataBroker", dependencies: ["StrataLog", "StrataMetadata", "StrataCore"]),
         .target(name: "StrataStreams", dependencies: ["StrataBroker", "StrataMetadata", "StrataLog", "StrataCore"]),
         .executableTarget(name: "strata-streams-bench", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataCore"]),
-        .target(name: "StrataQuery", dependencies: ["CSQLite", "CStrataJSON", "StrataBroker", "StrataLog", "StrataCore"]),
+        .target(name: "StrataQuery", dependencies: ["CSQLite", "CStrataScan", "StrataBroker", "StrataLog", "StrataCore"]),
         .target(
             name: "StrataKafka",
             dependencies: [
@@ -65,7 +65,7 @@ let package = Package(
         .testTarget(name: "StrataMetadataTests", dependencies: ["StrataMetadata"]),
         .testTarget(name: "StrataBrokerTests", dependencies: ["StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
         .testTarget(name: "StrataStreamsTests", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
-        .testTarget(name: "StrataQueryTests", dependencies: ["StrataQuery", "StrataBroker", "StrataLog"]),
+        .testTarget(name: "StrataQueryTests", dependencies: ["StrataQuery", "StrataBroker", "StrataLog", "CStrataScan"]),
         .testTarget(
             name: "StrataKafkaTests",
             dependencies: [

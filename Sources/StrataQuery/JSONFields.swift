@@ -1,6 +1,6 @@
-import CStrataJSON
+import CStrataScan
 
-/// The fast path behind JSON members: a byte scan (CStrataJSON, SSE2) that finds top-level
+/// The fast path behind JSON members: a byte scan (CStrataScan, SSE2) that finds top-level
 /// members of a JSON object without building a parse tree or allocating. Whatever it is not sure
 /// about (a key with escapes, a nested or escaped result, a number SQLite might read differently,
 /// anything malformed) comes back as `.fallback`, and the caller hands the value to SQLite's own

@@ -1,6 +1,7 @@
 import Glibc
 import StrataBroker
 import StrataCore
+import CStrataScan
 import StrataLog
 import Synchronization
 
@@ -84,6 +85,12 @@ struct ChunkReader {
     var rangeIndex = 0
     var position: Int64 = 0
 
+    init(context: QueryContext, topic: String, ranges: [(partition: Int32, start: Int64, end: Int64)]) {
+        self.context = context
+        self.topic = topic
+        self.ranges = ranges
+    }
+
     /// The next chunk with at least one row, or nil at the end.
     mutating func next() throws -> Chunk? {
         while rangeIndex < ranges.count {
@@ -119,20 +126,22 @@ struct ChunkReader {
         let end = range.end
         let partition = range.partition
         try slice.forEachBatch { batch in
-            let inMapping = batch.compression == CompressionCodec.none
+            if batch.compression == CompressionCodec.none {
+                try decodePlain(batch, into: chunk, partition: partition, from: from, end: end)
+                return
+            }
+            // Compressed: records come out of a temporary buffer, so their bytes are copied.
             let arena = chunk.arena
             try batch.forEachRecord { r in
                 guard r.offset >= from, r.offset < end else { return }
                 var headersIndex: Int32 = -1
                 if !r.headers.isEmpty {
                     headersIndex = Int32(chunk.headers.count)
-                    chunk.headers.append("{" + r.headers.map { h in
-                        "\(jsonQuote(String(decoding: h.key, as: UTF8.self))):\(h.value.map { jsonQuote(String(decoding: $0, as: UTF8.self)) } ?? "null")"
-                    }.joined(separator: ",") + "}")
+                    chunk.headers.append(Self.headersJSON(r.headers))
                 }
                 var k: UnsafeRawPointer?, kc: Int32 = -1, v: UnsafeRawPointer?, vc: Int32 = -1
-                if let key = r.key { (k, kc) = (inMapping ? key.baseAddress : arena.copy(key), Int32(key.count)) }
-                if let value = r.value { (v, vc) = (inMapping ? value.baseAddress : arena.copy(value), Int32(value.count)) }
+                if let key = r.key { (k, kc) = (arena.copy(key), Int32(key.count)) }
+                if let value = r.value { (v, vc) = (arena.copy(value), Int32(value.count)) }
                 chunk.rows.append(RowRef(partition: partition, offset: r.offset, timestamp: r.timestamp, key: k, keyCount: kc,
                                          value: v, valueCount: vc, headersIndex: headersIndex))
             }
@@ -145,6 +154,68 @@ struct ChunkReader {
             position = 0
         }
         return chunk
+    }
+
+    /// Scratch space for the record views of one batch (reused: the reader is one thread).
+    private final class Views {
+        var buffer = UnsafeMutableBufferPointer<strata_record_view>.allocate(capacity: 1024)
+        deinit { buffer.deallocate() }
+        func reserve(_ count: Int) -> UnsafeMutablePointer<strata_record_view> {
+            if buffer.count < count {
+                buffer.deallocate()
+                buffer = .allocate(capacity: count)
+            }
+            return buffer.baseAddress!
+        }
+    }
+    private let views = Views()
+
+    /// An uncompressed batch: records decoded by CStrataScan, rows pointing into the mapping.
+    private func decodePlain(_ batch: RecordBatch, into chunk: Chunk, partition: Int32, from: Int64, end: Int64) throws {
+        let count = Int(batch.recordCount)
+        let section = UnsafeRawBufferPointer(rebasing: batch.bytes[RecordBatch.headerSize...])
+        // Every record takes at least 7 bytes: a count beyond that is a damaged header.
+        guard count >= 0, count <= section.count / 7 + 1 else { throw RecordBatchError.malformedRecord("record count \(count) in \(section.count) bytes") }
+        let views = self.views.reserve(count)
+        guard let base = section.baseAddress,
+              strata_decode_records(base.assumingMemoryBound(to: UInt8.self), section.count, Int32(count), views) == 0 else {
+            if count == 0 { return }
+            throw RecordBatchError.malformedRecord("records of the batch at offset \(batch.baseOffset) do not decode")
+        }
+        let (baseOffset, baseTimestamp) = (batch.baseOffset, batch.baseTimestamp)
+        for j in 0..<count {
+            let v = views[j]
+            let offset = baseOffset + Int64(v.offset_delta)
+            guard offset >= from, offset < end else { continue }
+            var headersIndex: Int32 = -1
+            if v.header_count > 0 {
+                headersIndex = Int32(chunk.headers.count)
+                chunk.headers.append(try Self.headersJSON(section, at: Int(v.headers_offset), count: Int(v.header_count)))
+            }
+            chunk.rows.append(RowRef(partition: partition, offset: offset, timestamp: baseTimestamp &+ v.timestamp_delta,
+                                     key: v.key_length < 0 ? nil : base + Int(v.key_offset), keyCount: v.key_length,
+                                     value: v.value_length < 0 ? nil : base + Int(v.value_offset), valueCount: v.value_length,
+                                     headersIndex: headersIndex))
+        }
+    }
+
+    /// Headers as a JSON object of strings (null for a null value).
+    static func headersJSON(_ headers: [(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?)]) -> String {
+        "{" + headers.map { h in
+            "\(jsonQuote(String(decoding: h.key, as: UTF8.self))):\(h.value.map { jsonQuote(String(decoding: $0, as: UTF8.self)) } ?? "null")"
+        }.joined(separator: ",") + "}"
+    }
+
+    static func headersJSON(_ section: UnsafeRawBufferPointer, at offset: Int, count: Int) throws -> String {
+        var reader = ByteReader(section, position: offset)
+        var headers: [(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?)] = []
+        for _ in 0..<count {
+            guard let key = try reader.readNullableBytes(length: try reader.readVarint()) else {
+                throw RecordBatchError.malformedRecord("null header key")
+            }
+            headers.append((key, try reader.readNullableBytes(length: try reader.readVarint())))
+        }
+        return headersJSON(headers)
     }
 }
 

@@ -1,5 +1,5 @@
-#ifndef STRATA_JSON_H
-#define STRATA_JSON_H
+#ifndef STRATA_SCAN_H
+#define STRATA_SCAN_H
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,5 +22,23 @@ typedef struct {
 /// found; otherwise it checks the structure up to the closing brace.
 void strata_json_members(const uint8_t *json, size_t n, const uint8_t *const *keys, const uint32_t *key_lengths,
                          int key_count, int stop_early, strata_json_field *out);
+
+/// One record of an uncompressed RecordBatch v2 record section, as offsets into it.
+typedef struct {
+    int64_t timestamp_delta;
+    int32_t offset_delta;
+    int32_t key_length;    /* -1: null key */
+    int32_t value_length;  /* -1: null value */
+    int32_t header_count;
+    uint32_t key_offset;
+    uint32_t value_offset;
+    uint32_t headers_offset;
+    uint32_t unused;
+} strata_record_view;
+
+/// Decodes `count` records from records[0..<n] (the bytes after the 61-byte batch header) into
+/// out[0..<count], checking every length against the bounds (a record's declared length must
+/// hold exactly its fields). Returns 0, or -1 when the section is malformed (nothing to trust).
+int strata_decode_records(const uint8_t *records, size_t n, int32_t count, strata_record_view *out);
 
 #endif

@@ -2,7 +2,7 @@
 // top-level members of a JSON object without building anything. SSE2 (baseline x86-64) finds
 // the end of each string 16 bytes at a time; everything unusual is left to SQLite's json_extract
 // by answering FALLBACK, so results always equal SQLite's.
-#include "strata_json.h"
+#include "strata_scan.h"
 #include <stdlib.h>
 #include <string.h>
 #if defined(__SSE2__)

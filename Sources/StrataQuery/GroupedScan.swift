@@ -2,49 +2,154 @@ import CSQLite
 import Glibc
 import StrataLog
 
-/// A fixed-capacity array in its own anonymous mapping (unmapped at once when the statement
-/// ends). Transparent huge pages were tried here: fewer faults, but direct compaction on fault
-/// made the scan slower, so plain pages.
-final class PageBuffer<Element: BitwiseCopyable> {
-    let base: UnsafeMutablePointer<Element>
-    let capacity: Int
-    private(set) var count = 0
-    private let bytes: Int
+/// What a grouped scan keeps of each row and how it groups them (from xBestIndex).
+struct GroupingSpec: Sendable {
+    /// vtab columns stored per row, in slot order (member columns from `firstMember` on).
+    let columns: [Int32]
+    let firstMember: Int32
+    /// Slots (into `columns`) of the GROUP BY / ORDER BY terms, and their directions.
+    let keySlots: [Int]
+    let descending: [Bool]
+    /// DISTINCT: one row per group is enough.
+    let firstRowOnly: Bool
+    let filters: [MemberFilter]
+    var width: Int { columns.count }
+}
 
-    init(capacity: Int) throws {
-        self.capacity = max(1, capacity)
-        bytes = self.capacity * MemoryLayout<Element>.stride
-        guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-              p != UnsafeMutableRawPointer(bitPattern: -1) else {
-            throw QueryError("cannot allocate \(bytes >> 20) MiB for a grouped scan (errno \(errno))")
+/// The cells of one chunk's rows, grouped within the chunk: built on an extractor thread (or on
+/// the SQLite thread when a value needs SQLite's json_extract), merged into the global groups in
+/// chunk order by GroupedRows.
+final class ChunkGroups: @unchecked Sendable {
+    /// Cells of the chunk's kept rows, group by group (row-major, `width` cells per row).
+    let cells: UnsafeMutableBufferPointer<GroupedRows.Cell>
+    /// Per local group: key hash, first row (in `cells`), row count.
+    var groups: [(hash: UInt64, start: Int, count: Int)] = []
+    /// What the text cells point into.
+    let slice: SegmentSlice?
+    let arena: Arena
+
+    init(rows: Int, width: Int, chunk: Chunk) {
+        cells = .allocate(capacity: max(1, rows * width))
+        slice = chunk.slice
+        arena = chunk.arena
+    }
+    deinit { cells.deallocate() }
+
+    /// Groups `chunk`'s rows. `resolve` answers cells the fast path left to SQLite; without it
+    /// (on an extractor thread, which must not use the connection) such a chunk returns nil.
+    static func build(_ chunk: Chunk, spec: GroupingSpec, resolve: ((Chunk, Int, Int) throws -> GroupedRows.Cell)?) throws -> ChunkGroups? {
+        let width = spec.width
+        let n = chunk.rows.count
+        // Pass 1: cells in row order and a local group per row.
+        var rowCells = ContiguousArray<GroupedRows.Cell>()
+        rowCells.reserveCapacity(n * width)
+        var rowGroup = ContiguousArray<Int32>()
+        rowGroup.reserveCapacity(n)
+        var firstRow = ContiguousArray<Int>()
+        var hashes = ContiguousArray<UInt64>()
+        var sizes = ContiguousArray<Int>()
+        var table = ContiguousArray<Int32>(repeating: -1, count: 64)
+        var kept = 0
+        for row in 0..<n {
+            if !spec.filters.isEmpty && !spec.filters.mayMatch(chunk, row) { continue }
+            let r = chunk.rows[row]
+            for c in spec.columns {
+                let cell: GroupedRows.Cell
+                switch c {
+                case 0: cell = .integer(Int64(r.partition))
+                case 1: cell = .integer(r.offset)
+                case 2: cell = .integer(r.timestamp)
+                case 3: cell = r.keyCount < 0 ? .null : .text(r.key, Int(r.keyCount))
+                case 4: cell = r.valueCount < 0 ? .null : .text(r.value, Int(r.valueCount))
+                default:
+                    let id = Int(c - spec.firstMember)
+                    guard let value = r.value else { cell = .null; break }
+                    switch id < chunk.fields.count ? chunk.fields[id][row] : .fallback {
+                    case .null: cell = .null
+                    case .integer(let v): cell = .integer(v)
+                    case .real(let v): cell = .real(v)
+                    case .text(let start, let count): cell = .text(value + Int(start), Int(count))
+                    case .fallback:
+                        guard let resolve else { return nil }
+                        cell = try resolve(chunk, row, id)
+                    }
+                }
+                rowCells.append(cell)
+            }
+            let base = kept * width
+            var h: UInt64 = 0
+            for s in spec.keySlots { h = (h &* 31) ^ rowCells[base + s].key.hash }
+            var slot = Int(truncatingIfNeeded: h) & (table.count - 1)
+            var group: Int32 = -1
+            while table[slot] >= 0 {
+                let g = Int(table[slot])
+                if hashes[g] == h {
+                    let other = firstRow[g] * width
+                    if spec.keySlots.allSatisfy({ rowCells[base + $0].key == rowCells[other + $0].key }) {
+                        group = Int32(g)
+                        // Equal text keys share the group's first copy: emission reads one place.
+                        for s in spec.keySlots where rowCells[base + s].kind == .text { rowCells[base + s] = rowCells[other + s] }
+                        break
+                    }
+                }
+                slot = (slot + 1) & (table.count - 1)
+            }
+            if group < 0 {
+                group = Int32(sizes.count)
+                sizes.append(0)
+                hashes.append(h)
+                firstRow.append(kept)
+                table[slot] = group
+                if sizes.count * 2 > table.count {
+                    table = ContiguousArray(repeating: -1, count: table.count * 2)
+                    for (g, gh) in hashes.enumerated() {
+                        var t = Int(truncatingIfNeeded: gh) & (table.count - 1)
+                        while table[t] >= 0 { t = (t + 1) & (table.count - 1) }
+                        table[t] = Int32(g)
+                    }
+                }
+            }
+            sizes[Int(group)] += 1
+            rowGroup.append(group)
+            kept += 1
         }
-        base = p.bindMemory(to: Element.self, capacity: self.capacity)
-    }
-
-    deinit { munmap(base, bytes) }
-
-    @inline(__always) func append(_ e: Element) {
-        precondition(count < capacity, "PageBuffer overflow")
-        base[count] = e
-        count += 1
-    }
-
-    @inline(__always) subscript(i: Int) -> Element {
-        get { base[i] }
-        set { base[i] = newValue }
+        // Pass 2: rows placed group by group (log order within a group).
+        let out = ChunkGroups(rows: spec.firstRowOnly ? sizes.count : kept, width: width, chunk: chunk)
+        if spec.firstRowOnly {
+            for g in sizes.indices {
+                for s in 0..<width { out.cells[g * width + s] = rowCells[firstRow[g] * width + s] }
+                out.groups.append((hashes[g], g, 1))
+            }
+            return out
+        }
+        var starts = ContiguousArray<Int>(repeating: 0, count: sizes.count)
+        var total = 0
+        for g in sizes.indices {
+            starts[g] = total
+            out.groups.append((hashes[g], total, sizes[g]))
+            total += sizes[g]
+        }
+        for row in 0..<kept {
+            let g = Int(rowGroup[row])
+            let to = starts[g] * width
+            for s in 0..<width { out.cells[to + s] = rowCells[row * width + s] }
+            starts[g] += 1
+        }
+        return out
     }
 }
 
 /// GROUP BY without SQLite's sorter. SQLite has no hash aggregation: it sorts every input row
 /// by the group key (10M rows: ~10 s here) and then aggregates runs of equal keys. When the
-/// GROUP BY (or DISTINCT, or ORDER BY) terms are member columns, the table may deliver rows in
-/// that order itself (`orderByConsumed`): the cursor reads the whole scan, keeps only the columns
-/// the statement uses as compact cells, assigns group ids with a hash table, sorts the groups
-/// (few) and emits rows group by group (a counting sort: two linear passes).
+/// GROUP BY (or DISTINCT, or ORDER BY) terms are member columns, the table delivers rows in that
+/// order itself (`orderByConsumed`): the extractor threads group each chunk's rows (ChunkGroups:
+/// only the columns the statement uses, as 16-byte cells), this merges the chunks' groups in
+/// chunk order, sorts the groups (few) by SQLite's collation and emits rows group by group —
+/// sorted, so valid for GROUP BY, DISTINCT and ORDER BY alike.
 ///
-/// Memory: 16 bytes per used column per row plus 8 per row, and the mappings/arenas the text
-/// cells point into, until the statement ends. So this mode is used only up to `rowLimit` rows;
-/// larger scans take SQLite's sorter.
+/// Memory: 16 bytes per used column per row, plus the mappings/arenas text cells point into,
+/// until the statement ends; so this mode is used only up to `rowLimit` rows (larger scans take
+/// SQLite's sorter).
 final class GroupedRows {
     static let rowLimit: Int64 = 20_000_000
 
@@ -75,15 +180,17 @@ final class GroupedRows {
         }
     }
 
-    /// The vtab columns stored, in slot order, and each column's slot (-1: not stored).
-    let columns: [Int32]
+    let spec: GroupingSpec
+    /// Slot of each vtab column in a row's cells (-1: not stored).
     let slotOfColumn: [Int]
-    /// Row-major cells in emission order: row r's slot s is `cells[r * columns.count + s]`.
-    private let cells: PageBuffer<Cell>
-    /// What text cells point into.
-    private var slices: [SegmentSlice] = []
-    private var arenas: [Arena] = []
-    private let keyArena = Arena()
+    /// Rows in emission order, as runs of cells: (chunk groups, first row, rows).
+    private var runs: [(block: ChunkGroups, start: Int, count: Int)] = []
+    private(set) var rowCount = 0
+    /// The run holding the current position (emission is sequential).
+    private var runIndex = 0
+    private var runFirstPosition = 0
+    private var current: UnsafeMutablePointer<Cell>?
+    private var currentCount = 0
 
     /// A group-key component in SQLite's equality for sorting: NULLs equal, integers and
     /// integral reals equal, text by bytes (BINARY collation).
@@ -134,162 +241,101 @@ final class GroupedRows {
         }
     }
 
-    /// Reads every chunk of `pipeline`, storing `columns` (vtab column numbers; member columns
-    /// from `firstMember` on) and ordering rows by the stored columns `keySlots` (`descending`
-    /// per key). `resolve(chunk, row, memberId)` answers what the fast path left to SQLite
-    /// (throwing SQLite's error for malformed JSON).
-    init(pipeline: ScanPipeline, expectedRows: Int, columns: [Int32], firstMember: Int32, keySlots: [Int], descending: [Bool],
-         firstRowOnly: Bool = false, filters: [MemberFilter] = [], resolve: (Chunk, Int, Int) throws -> Cell) throws {
-        self.columns = columns
-        var slots = [Int](repeating: -1, count: Int(columns.max() ?? 0) + 1)
-        for (s, c) in columns.enumerated() { slots[Int(c)] = s }
+    /// Reads every chunk of `pipeline` (grouped by the extractor threads when they could; else
+    /// here, with `resolve` answering what the fast path left to SQLite) and orders the groups.
+    init(pipeline: ScanPipeline, spec: GroupingSpec, resolve: (Chunk, Int, Int) throws -> Cell) throws {
+        self.spec = spec
+        var slots = [Int](repeating: -1, count: Int(spec.columns.max() ?? 0) + 1)
+        for (s, c) in spec.columns.enumerated() { slots[Int(c)] = s }
         slotOfColumn = slots
-        let width = columns.count
-        var groupOfRow: ContiguousArray<UInt32> = []
-        var groupSizes: ContiguousArray<Int> = []
-        var firstRowOfGroup: ContiguousArray<Int> = []
-        var groupHashes: ContiguousArray<UInt64> = []
-        var table = ContiguousArray<Int32>(repeating: -1, count: 1024)
-        var scanned = 0
-
-        // Offsets are unique, so a range of offsets bounds the rows it can hold.
-        let capacity = min(expectedRows, Int(Self.rowLimit)) * width
-        let store = try PageBuffer<Cell>(capacity: capacity)
-        /// Each group's key cells (text interned in keyArena), compact for probing.
+        let width = spec.width
+        let keyWidth = spec.keySlots.count
+        let keyArena = Arena()
+        /// Each global group's key cells (text interned), hash, and runs in chunk order.
         var groupKeys = ContiguousArray<Cell>()
-        let keyWidth = keySlots.count
-        // One allocation when the row count is known (reserving per chunk would reallocate
-        // exactly each time: quadratic).
-        groupOfRow.reserveCapacity(min(expectedRows, Int(Self.rowLimit)))
+        var groupHashes = ContiguousArray<UInt64>()
+        var groupRuns: [[(block: ChunkGroups, start: Int, count: Int)]] = []
+        var table = ContiguousArray<Int32>(repeating: -1, count: 1024)
+        var total = 0
         while let chunk = try pipeline.next() {
-            if let slice = chunk.slice { slices.append(slice) }
-            arenas.append(chunk.arena)
-            for row in 0..<chunk.rows.count {
-                if !filters.isEmpty && !filters.mayMatch(chunk, row) { continue }
-                let r = chunk.rows[row]
-                for c in columns {
-                    let cell: Cell
-                    switch c {
-                    case 0: cell = .integer(Int64(r.partition))
-                    case 1: cell = .integer(r.offset)
-                    case 2: cell = .integer(r.timestamp)
-                    case 3: cell = r.keyCount < 0 ? .null : .text(r.key, Int(r.keyCount))
-                    case 4: cell = r.valueCount < 0 ? .null : .text(r.value, Int(r.valueCount))
-                    default:
-                        let id = Int(c - firstMember)
-                        guard let value = r.value else { cell = .null; break }
-                        let field: FieldValue = id < chunk.fields.count ? chunk.fields[id][row] : .fallback
-                        switch field {
-                        case .null: cell = .null
-                        case .integer(let v): cell = .integer(v)
-                        case .real(let v): cell = .real(v)
-                        case .text(let start, let n): cell = .text(value + Int(start), Int(n))
-                        case .fallback: cell = try resolve(chunk, row, id)
-                        }
-                    }
-                    guard store.count < store.capacity else { throw QueryError("scan returned more rows than its offset range holds") }
-                    store.append(cell)
-                }
-                let base = scanned * width
-                var h: UInt64 = 0
-                for s in keySlots { h = (h &* 31) ^ store[base + s].key.hash }
-                var slot = Int(truncatingIfNeeded: h) & (table.count - 1)
-                var group: Int32 = -1
+            let built = try chunk.groups ?? withoutActuallyEscaping(resolve) { try ChunkGroups.build(chunk, spec: spec, resolve: $0) }
+            guard let local = built else { continue }
+            for lg in local.groups {
+                let base = lg.start * width
+                var slot = Int(truncatingIfNeeded: lg.hash) & (table.count - 1)
+                var group = -1
                 while table[slot] >= 0 {
                     let g = Int(table[slot])
-                    if groupHashes[g] == h {
-                        let other = g * keyWidth
+                    if groupHashes[g] == lg.hash {
                         var equal = true
-                        for (j, s) in keySlots.enumerated() where !(store[base + s].key == groupKeys[other + j].key) {
+                        for (j, s) in spec.keySlots.enumerated() where !(local.cells[base + s].key == groupKeys[g * keyWidth + j].key) {
                             equal = false
                             break
                         }
                         if equal {
-                            group = Int32(g)
-                            // Equal text keys share the group's copy: emitting then reads one hot
-                            // location instead of every row's place in the mapping.
-                            for (j, s) in keySlots.enumerated() where store[base + s].kind == .text { store[base + s] = groupKeys[other + j] }
+                            group = g
                             break
                         }
                     }
                     slot = (slot + 1) & (table.count - 1)
                 }
                 if group < 0 {
-                    // The group's key text gets its own compact copy: probes then compare against
-                    // a small hot region rather than a random place in the mapping.
-                    for s in keySlots where store[base + s].kind == .text {
-                        let c = store[base + s]
-                        store[base + s] = .text(keyArena.copy(UnsafeRawBufferPointer(start: c.pointer, count: Int(c.count))), Int(c.count))
+                    group = groupRuns.count
+                    for s in spec.keySlots {
+                        var c = local.cells[base + s]
+                        if c.kind == .text {
+                            c = Cell.text(keyArena.copy(UnsafeRawBufferPointer(start: c.pointer, count: Int(c.count))), Int(c.count))
+                        }
+                        groupKeys.append(c)
                     }
-                    for s in keySlots { groupKeys.append(store[base + s]) }
-                    group = Int32(groupSizes.count)
-                    groupSizes.append(0)
-                    groupHashes.append(h)
-                    firstRowOfGroup.append(scanned)
-                    table[slot] = group
-                    if groupSizes.count * 2 > table.count {
-                        // Grow and reinsert: the table stays at most half full.
+                    groupHashes.append(lg.hash)
+                    groupRuns.append([])
+                    table[slot] = Int32(group)
+                    if groupRuns.count * 2 > table.count {
                         table = ContiguousArray(repeating: -1, count: table.count * 2)
                         for (g, gh) in groupHashes.enumerated() {
-                            var s = Int(truncatingIfNeeded: gh) & (table.count - 1)
-                            while table[s] >= 0 { s = (s + 1) & (table.count - 1) }
-                            table[s] = Int32(g)
+                            var t = Int(truncatingIfNeeded: gh) & (table.count - 1)
+                            while table[t] >= 0 { t = (t + 1) & (table.count - 1) }
+                            table[t] = Int32(g)
                         }
                     }
                 }
-                groupSizes[Int(group)] += 1
-                groupOfRow.append(UInt32(group))
-                scanned += 1
+                if spec.firstRowOnly && !groupRuns[group].isEmpty { continue }
+                groupRuns[group].append((local, lg.start, lg.count))
+                total += lg.count
+                guard total <= Int(Self.rowLimit) else { throw QueryError("a grouped scan holds at most \(Self.rowLimit) rows") }
             }
         }
-        // Groups in SQLite's order of their keys (few compared to rows), so the output is sorted,
-        // not merely grouped: valid for GROUP BY, DISTINCT and ORDER BY alike.
-        let sortedGroups = firstRowOfGroup.indices.sorted { a, b in
-            let (ra, rb) = (firstRowOfGroup[a] * width, firstRowOfGroup[b] * width)
-            for (j, s) in keySlots.enumerated() {
-                let c = Self.compare(store[ra + s].key, store[rb + s].key)
-                if c != 0 { return descending[j] ? c > 0 : c < 0 }
+        // Groups in SQLite's order of their keys (few compared to rows).
+        let order = groupRuns.indices.sorted { a, b in
+            for j in 0..<keyWidth {
+                let c = Self.compare(groupKeys[a * keyWidth + j].key, groupKeys[b * keyWidth + j].key)
+                if c != 0 { return spec.descending[j] ? c > 0 : c < 0 }
             }
             return a < b
         }
-        if firstRowOnly {
-            let firsts = try PageBuffer<Cell>(capacity: sortedGroups.count * width)
-            for g in sortedGroups {
-                for s in 0..<width { firsts.append(store[firstRowOfGroup[g] * width + s]) }
-            }
-            cells = firsts
-            rowCount = sortedGroups.count
-            return
+        for g in order { runs.append(contentsOf: groupRuns[g]) }
+        rowCount = runs.reduce(0) { $0 + $1.count }
+        if let first = runs.first {
+            current = first.block.cells.baseAddress! + first.start * width
+            currentCount = first.count
         }
-        // Counting sort: each group's rows move, in log order, to the group's place. Emission then
-        // reads the cells sequentially (reading them through a permutation missed the cache on
-        // nearly every row of the smaller groups).
-        var starts = ContiguousArray<Int>(repeating: 0, count: groupSizes.count)
-        var total = 0
-        for g in sortedGroups {
-            starts[g] = total
-            total += groupSizes[g]
-        }
-        let sorted = try PageBuffer<Cell>(capacity: total * width)
-        let (input, output) = (store.base, sorted.base)
-        for row in 0..<total {
-            let g = Int(groupOfRow[row])
-            let to = starts[g] * width
-            for s in 0..<width { output[to + s] = input[row * width + s] }
-            starts[g] += 1
-        }
-        cells = sorted
-        self.rowCount = total
     }
 
-    private(set) var rowCount = 0
-
     /// Sets column `column` of emitted row `position` as the result; false if not stored.
+    /// Positions only move forward (SQLite reads a grouped scan once, in order).
     @inline(__always) func result(_ ctx: OpaquePointer?, column: Int32, position: Int) -> Bool {
         guard Int(column) < slotOfColumn.count else { return false }
         let slot = slotOfColumn[Int(column)]
-        guard slot >= 0 else { return false }
-        let cell = cells[position * columns.count + slot]
+        guard slot >= 0, position < rowCount else { return false }
+        while position - runFirstPosition >= currentCount {
+            runFirstPosition += currentCount
+            runIndex += 1
+            let run = runs[runIndex]
+            current = run.block.cells.baseAddress! + run.start * spec.width
+            currentCount = run.count
+        }
+        let cell = current![(position - runFirstPosition) * spec.width + slot]
         switch cell.kind {
         case .null: sqlite3_result_null(ctx)
         case .integer: sqlite3_result_int64(ctx, Int64(bitPattern: cell.bits))

@@ -6,7 +6,7 @@ import Glibc
 /// constraint (omit = 0), so the filter only has to be conservative: it drops a row only when
 /// the comparison is certainly false — NULL, or the same storage class with a different value.
 /// Anything else (mixed types, values the fast path left to SQLite) is kept for SQLite to decide.
-struct MemberFilter {
+struct MemberFilter: Sendable {
     let memberId: Int
     private var texts: [[UInt8]] = []
     private var numbers: [Double] = []

@@ -125,15 +125,18 @@ final class CursorState {
         self.filters = filters
         let ctx = table.context
         let trusted = ctx.broker.topicConfig(topic)?.requiresJSON == true
-        let pipeline = ScanPipeline(reader: ChunkReader(context: ctx, topic: topic, ranges: ranges), wanted: ctx.wanted, trustedJSON: trusted)
+        var spec: GroupingSpec?
+        if let order {
+            spec = GroupingSpec(columns: order.storedColumns, firstMember: GroupedOrder.firstMemberColumn,
+                                keySlots: order.keyColumns.map { c in order.storedColumns.firstIndex(of: c)! },
+                                descending: order.descending, firstRowOnly: order.firstRowOnly, filters: filters)
+        }
+        let pipeline = ScanPipeline(reader: ChunkReader(context: ctx, topic: topic, ranges: ranges), wanted: ctx.wanted,
+                                    trustedJSON: trusted, grouping: spec)
         self.pipeline = pipeline
         let startedMs = monotonicMillis()
-        if let order, let db, let functions = ctx.jsonFunctions {
-            let keySlots = order.keyColumns.map { c in order.storedColumns.firstIndex(of: c)! }
-            let expected = ranges.reduce(0) { $0 + Int($1.end - $1.start) }
-            grouped = try GroupedRows(pipeline: pipeline, expectedRows: expected, columns: order.storedColumns, firstMember: GroupedOrder.firstMemberColumn,
-                                      keySlots: keySlots, descending: order.descending, firstRowOnly: order.firstRowOnly,
-                                      filters: filters) { chunk, row, id in
+        if let spec, let db, let functions = ctx.jsonFunctions {
+            grouped = try GroupedRows(pipeline: pipeline, spec: spec) { chunk, row, id in
                 let r = chunk.rows[row]
                 return try functions.extractCell(db, value: UnsafeRawBufferPointer(start: r.value, count: Int(r.valueCount)),
                                                  path: "$." + ctx.memberColumns[id], arena: chunk.arena)

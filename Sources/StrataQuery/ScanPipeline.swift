@@ -55,6 +55,8 @@ final class Chunk: @unchecked Sendable {
     var rows: ContiguousArray<RowRef> = []
     var headers: [String] = []
     var fields: [ContiguousArray<FieldValue>] = []
+    /// The rows grouped for a grouped scan, when an extractor thread could do it.
+    var groups: ChunkGroups?
     init(slice: SegmentSlice?) { self.slice = slice }
 }
 
@@ -244,10 +246,14 @@ final class ScanPipeline: @unchecked Sendable {
     /// once it has every wanted member instead of walking the rest of the object.
     private let trustedJSON: Bool
 
-    init(reader: ChunkReader, wanted: WantedFields, trustedJSON: Bool) {
+    /// Grouped scans: each chunk's rows are also grouped on the extractor threads.
+    private let grouping: GroupingSpec?
+
+    init(reader: ChunkReader, wanted: WantedFields, trustedJSON: Bool, grouping: GroupingSpec? = nil) {
         self.reader = reader
         self.wanted = wanted
         self.trustedJSON = trustedJSON
+        self.grouping = grouping
         spawn { $0.readLoop() }
         for _ in 0..<Self.extractors { spawn { $0.extractLoop() } }
     }
@@ -324,19 +330,22 @@ final class ScanPipeline: @unchecked Sendable {
 
     private func extract(_ chunk: Chunk) {
         let keys = wanted.snapshot
-        guard !keys.isEmpty else { return }
-        let scanner = JSONMemberScanner(keys: keys, stopEarly: trustedJSON)
-        var columns = [ContiguousArray<FieldValue>](repeating: [], count: keys.count)
-        for i in columns.indices { columns[i].reserveCapacity(chunk.rows.count) }
-        for r in chunk.rows {
-            if let value = r.value, r.valueCount >= 0 {
-                scanner.scan(UnsafeRawBufferPointer(start: value, count: Int(r.valueCount)))
-                for i in columns.indices { columns[i].append(scanner.field(i)) }
-            } else {
-                for i in columns.indices { columns[i].append(.null) }
+        if !keys.isEmpty {
+            let scanner = JSONMemberScanner(keys: keys, stopEarly: trustedJSON)
+            var columns = [ContiguousArray<FieldValue>](repeating: [], count: keys.count)
+            for i in columns.indices { columns[i].reserveCapacity(chunk.rows.count) }
+            for r in chunk.rows {
+                if let value = r.value, r.valueCount >= 0 {
+                    scanner.scan(UnsafeRawBufferPointer(start: value, count: Int(r.valueCount)))
+                    for i in columns.indices { columns[i].append(scanner.field(i)) }
+                } else {
+                    for i in columns.indices { columns[i].append(.null) }
+                }
             }
+            chunk.fields = columns
         }
-        chunk.fields = columns
+        // Without a resolver nothing throws: a chunk needing SQLite is grouped on its thread.
+        if let grouping { chunk.groups = try? ChunkGroups.build(chunk, spec: grouping, resolve: nil) }
     }
 
     /// The next chunk in order; nil at the end. Rethrows a scan thread's error.

@@ -27,7 +27,7 @@ enum CLI {
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
         let outFile = NSTemporaryDirectory() + "/strata-cli-out-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: outFile, contents: nil)
+        _ = FileManager.default.createFile(atPath: outFile, contents: nil)
         let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outFile))
         let err = Pipe()
         p.standardOutput = out
@@ -294,8 +294,28 @@ struct MetaLine: Decodable {
         let bootstrap = "127.0.0.1:" + port
         #expect(try CLI.run(["topics", "create", "events", "--partitions", "4", "--bootstrap", bootstrap]).status == 0)
         #expect(try CLI.run(["topics", "list", "--bootstrap", bootstrap]).out == "events\n")
-        let produced = try CLI.run(["produce", "events", "--bootstrap", bootstrap, "--file", events, "--key-field", "user_id"])
-        #expect(produced.status == 0, "\(produced.stderr)")
+        // While a producer writes through the server, a query reads the same data directory
+        // read-only and sees one snapshot: two scans of the table in one statement agree.
+        let writer = Process()
+        writer.executableURL = URL(fileURLWithPath: CLI.executable)
+        writer.arguments = ["produce", "events", "--bootstrap", bootstrap, "--file", events, "--key-field", "user_id"]
+        writer.standardOutput = FileHandle.nullDevice
+        writer.standardError = FileHandle.nullDevice
+        try writer.run()
+        var snapshots: [String] = []
+        while writer.isRunning || snapshots.isEmpty {
+            let q = try CLI.run(["query", "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM events WHERE value->>'$.event_type' IS NOT NULL)",
+                                 "--data", data, "--format", "csv"])
+            #expect(q.status == 0, "\(q.stderr)")
+            let counts = q.out.split(separator: "\n").last.map { $0.split(separator: ",").map(String.init) } ?? []
+            #expect(counts.count == 2 && counts[0] == counts[1], "one snapshot per query: \(q.out)")
+            snapshots.append(counts.first ?? "")
+        }
+        writer.waitUntilExit()
+        #expect(writer.terminationStatus == 0)
+        #expect(snapshots.compactMap { Int($0) }.allSatisfy { $0 <= 20_000 })
+        let after = try CLI.run(["query", "SELECT count(*) FROM events", "--data", data, "--format", "csv"])
+        #expect(after.out == "count(*)\n20000\n", "\(after.out) \(after.stderr)")
         var total = 0
         for p in 0..<4 {
             let r = try CLI.run(["consume", "events", "--bootstrap", bootstrap, "--partition", String(p), "--from-beginning"])

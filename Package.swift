@@ -90,4 +90,10 @@ if Context.environment["STRATA_BENCHMARKS"] != nil {
             dependencies: ["StrataLog", .product(name: "Benchmark", package: "benchmark")],
             path: "Benchmarks/LogBench",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]))
+    package.targets.append(
+        .executableTarget(
+            name: "QueryBench",
+            dependencies: ["StrataLog", "StrataBroker", "CStrataScan", "CSQLite", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/QueryBench",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]))
 }

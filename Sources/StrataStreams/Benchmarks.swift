@@ -93,6 +93,42 @@ public enum StreamBenchmarks {
         return Result(name: name, events: options.events, seconds: seconds, extra: "(\(out) output records)")
     }
 
+    /// The same-run baseline for the stateless pipeline: the same work written by hand against
+    /// the broker (read batches, re-key by user_id, drop page views, produce in 4000-record
+    /// calls), without the library: what the library's tasks, records and commits cost on top.
+    static func handWrittenCopy(dir: String, options: Options) throws -> Result {
+        let broker = try openBroker(dir)
+        defer { try? broker.close() }
+        try broker.createTopic("events", partitions: options.partitions)
+        try broker.createTopic("out", partitions: options.partitions)
+        try load(broker, topic: "events", count: options.events)
+        let start = monotonicNanos()
+        var produced = 0
+        for p in 0..<options.partitions {
+            let log = try broker.log(topic: "events", partition: p)
+            var next: Int64 = 0
+            var pending: [ProducerRecord] = []
+            while next < log.logEndOffset {
+                let r = try log.read(from: next, maxBytes: 1 << 20)
+                guard let slice = r.slice else { break }
+                for rec in try Broker.records(in: slice, topic: "events", partition: p, from: next) {
+                    guard let v = rec.value else { continue }
+                    let record = StreamRecord(key: rec.key, value: v, timestamp: rec.timestamp)
+                    guard record.jsonString("event_type") != "page_view" else { continue }
+                    pending.append(ProducerRecord(key: record.jsonString("user_id").map { Array($0.utf8) }, value: v, timestamp: rec.timestamp))
+                    if pending.count == 4000 {
+                        produced += try broker.produce(topic: "out", records: pending, partition: p, acks: .leader).reduce(0) { $0 + $1.recordCount }
+                        pending.removeAll(keepingCapacity: true)
+                    }
+                }
+                next = r.nextOffset
+            }
+            if !pending.isEmpty { produced += try broker.produce(topic: "out", records: pending, partition: p, acks: .leader).reduce(0) { $0 + $1.recordCount } }
+        }
+        let seconds = Double(monotonicNanos() - start) / 1e9
+        return Result(name: "baseline: same by hand, no library", events: options.events, seconds: seconds, extra: "(\(produced) output records)")
+    }
+
     /// Input append → output append latency at a steady rate, through map → filter → to. The
     /// producer stamps each value with its monotonic send time; a consumer woken by the output's
     /// appends computes the difference.
@@ -163,13 +199,16 @@ public enum StreamBenchmarks {
             return d
         }
         if options.only == nil || options.only == "stateless" {
+            let baseline = try handWrittenCopy(dir: dir(), options: options)
+            print(baseline.description)
+            results.append(baseline)
             let r = try await throughput("stateless map→filter→to", dir: dir(), options: options) { b in
                 b.stream("events")
                     .map { r in r.withKey(r.jsonString("user_id").map { Array($0.utf8) }) }
                     .filter { $0.jsonString("event_type") != "page_view" }
                     .to("out")
             }
-            print(r.description)
+            print(r.description + " = \(fmt(r.eventsPerSecond / baseline.eventsPerSecond, 2))× the baseline")
             results.append(r)
         }
         if options.only == nil || options.only == "count" {

@@ -254,7 +254,9 @@ public enum StreamExamples {
             .aggregate("sales-per-minute", emit: emit, initializer: { DashboardRow() }) { r, row in
                 var row = row
                 row.orders += 1
-                row.revenueCents += r.jsonFields(["amount"])[0]?.cents ?? 0
+                // Amounts come from input: an absurd one must not trap the processor.
+                let (revenue, overflow) = row.revenueCents.addingReportingOverflow(r.jsonFields(["amount"])[0]?.cents ?? 0)
+                if !overflow { row.revenueCents = revenue }
                 return row
             }
             .toStream()

@@ -258,6 +258,7 @@ final class StreamTask: @unchecked Sendable {
 
     private func publishProgress() {
         let snapshot = positions.indices.map { (positions[$0].topic, positions[$0].log, processedOffset($0)) }
+        app.progress.bump()
         progress.withLock { $0 = snapshot }
         app.progress.notify()
     }

@@ -147,6 +147,12 @@ final class ProgressSignal: Sendable {
 
     var generation: UInt64 { state.withLock { $0.generation } }
 
+    /// Marks that progress is about to be published, before it is: a `waitUntilCaughtUp` whose
+    /// status check saw the new state then also sees a new generation, and looks again.
+    func bump() {
+        state.withLock { $0.generation &+= 1 }
+    }
+
     func notify() {
         let woken = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             s.generation &+= 1
@@ -298,12 +304,13 @@ public final class StreamsApp: @unchecked Sendable {
     }
 
     private func leave(graceful: Bool) async {
-        guard let group = state.withLock({ $0.group }) else { return }
+        // Taken and cleared in one step: of two concurrent stops, one leaves and releases.
+        guard let group = state.withLock({ s -> StreamsGroup? in
+            defer { s.group = nil }
+            return s.group
+        }) else { return }
         await group.leave(self, graceful: graceful)
-        state.withLock {
-            $0.runtime = nil
-            $0.group = nil
-        }
+        state.withLock { $0.runtime = nil }
         StateEnvironments.release(path: statePath)
     }
 
@@ -324,11 +331,16 @@ public final class StreamsApp: @unchecked Sendable {
     /// finite input.
     public func waitUntilCaughtUp(timeoutMs: Int64 = 30_000) async -> Bool {
         guard let group = state.withLock({ $0.group }) else { return false }
-        let deadline = monotonicMillis() + timeoutMs
+        let now = monotonicMillis()
+        let deadline = timeoutMs >= Int64.max - now ? Int64.max : now + timeoutMs
         while true {
             let seen = group.progress.generation
             switch group.status() {
-            case .caughtUp: return true
+            case .caughtUp:
+                // Tasks are checked one after another: a task that published (bumping the
+                // generation first) while others were checked may have fed one checked earlier.
+                if group.progress.generation == seen { return true }
+                continue
             case .failed: return false
             case .busy: break
             }

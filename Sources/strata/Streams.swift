@@ -3,6 +3,7 @@ import Glibc
 import StrataBroker
 import StrataCore
 import StrataStreams
+import Synchronization
 
 /// `strata streams run EXAMPLE`: watch the stream-processing examples work on generated orders.
 struct Streams: ParsableCommand {
@@ -60,8 +61,11 @@ struct Streams: ParsableCommand {
                     outcome.finish(error)
                 }
             }
+            let signalled = Atomic<Bool>(false)
             let watcher = SignalWatcher(signals: signals) { signal in
-                printError("strata: signal \(signal), stopping the example (committing state and offsets)")
+                // A second signal means "now": exit without waiting for the commit.
+                if signalled.exchange(true, ordering: .relaxed) { _exit(130) }
+                printError("strata: signal \(signal), stopping the example (committing state and offsets; again to exit now)")
                 task.cancel()
             }
             watcher.start()

@@ -27,34 +27,60 @@ enum StateLimits {
     return o ? (b > 0 ? .min : .max) : r
 }
 
-/// Records a task's processors send to topics, produced in batches after each chunk.
+/// Records a task's processors send to topics, produced in batches after each chunk — and as
+/// soon as `maxPendingBytes` are pending, even in the middle of one input record (a record that
+/// closes the windows of many keys emits all their results at once).
 final class OutputCollector {
     var pending: [String: [ProducerRecord]] = [:]
     var pendingBytes = 0
     /// Topics appended to since the last commit (flushed to disk before offsets are committed).
     var touched: Set<String> = []
     static let maxRequestBytes = 768 * 1024
+    static let maxPendingBytes = 8 << 20
+    /// Where to produce when the limit is reached inside `append` (set by the task).
+    var broker: Broker?
+    /// A produce that failed inside `append` (which cannot throw): the task rethrows it after the
+    /// record, and fails without committing, so nothing dropped here counts as done.
+    private(set) var failure: Error?
 
     @inline(__always)
     func append(_ topic: String, _ record: ProducerRecord) {
+        guard failure == nil else { return }
         pending[topic, default: []].append(record)
         var size = 32 + (record.key?.count ?? 0) + (record.value?.count ?? 0)
         for h in record.headers { size += 8 + h.key.utf8.count + (h.value?.count ?? 0) }
         pendingBytes += size
+        if pendingBytes > Self.maxPendingBytes, let broker {
+            do { try flushPending(broker) } catch { failure = error }
+        }
     }
 
-    /// Produces everything pending, in requests small enough for the broker's max.message.bytes.
+    /// Throws the failure of a produce done inside `append`, if any.
+    func checkFailure() throws {
+        if let failure { throw failure }
+    }
+
+    /// Records produced by `append` itself since the last `flush`.
+    private var producedInAppend = 0
+
+    /// Produces everything pending, in requests small enough for the broker's max.message.bytes;
+    /// returns the records produced since the last call.
     func flush(_ broker: Broker) throws -> Int {
-        guard !pending.isEmpty else { return 0 }
-        var total = 0
+        try checkFailure()
+        try flushPending(broker)
+        defer { producedInAppend = 0 }
+        return producedInAppend
+    }
+
+    private func flushPending(_ broker: Broker) throws {
+        guard !pending.isEmpty else { return }
         for (topic, records) in pending {
             try Self.produceChunked(broker, topic: topic, records: records, partition: nil)
             touched.insert(topic)
-            total += records.count
+            producedInAppend += records.count
         }
         pending.removeAll(keepingCapacity: true)
         pendingBytes = 0
-        return total
     }
 
     @discardableResult

@@ -263,9 +263,6 @@ final class StreamTask: @unchecked Sendable {
         app.progress.notify()
     }
 
-    /// Output produced mid-chunk once this much is pending (a flatMap or many closing windows
-    /// could otherwise buffer a chunk's whole output in memory).
-    static let maxPendingOutputBytes = 8 << 20
 
     /// Reads what is available (up to maxReadBytes per source), processes it and produces the
     /// output. Returns whether any source position moved.
@@ -280,7 +277,7 @@ final class StreamTask: @unchecked Sendable {
             count = try readSource(0, deferDedup: false) { r, _ in
                 context.beginInput(topicIndex: 0, offset: r.offset)
                 node.process(r)
-                if output.pendingBytes > Self.maxPendingOutputBytes { _ = try output.flush(broker) }
+                try output.checkFailure()
             }
         } else {
             count = try mergeSources(context)
@@ -339,7 +336,7 @@ final class StreamTask: @unchecked Sendable {
             count += 1
             context.beginInput(topicIndex: best, offset: b.record.offset)
             positions[best].node.process(b.record)
-            if output.pendingBytes > Self.maxPendingOutputBytes { _ = try output.flush(app.broker) }
+            try output.checkFailure()
         }
         return count
     }
@@ -511,6 +508,7 @@ final class StreamTask: @unchecked Sendable {
         let sourceTopics = sub.sourceTopics.map { Topology.resolve($0, applicationId: app.applicationId) }
         context = TaskContext(applicationId: app.applicationId, partition: p, restored: named, sourceTopics: sourceTopics,
                               readBack: app.readBackTopics)
+        context.output.broker = app.broker
         sourceNodes = app.topology.instantiate(sub, context: context)
         stores = sub.stores.map { name in
             guard let s = context.stores[name] else { preconditionFailure("store \(name) was not created by its processor") }

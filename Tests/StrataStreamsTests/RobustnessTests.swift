@@ -296,4 +296,33 @@ import StrataLog
         #expect(x2.metrics.snapshot.processed == 1, "resumed after y's commit, not from x's older one")
         #expect(try readTopic(broker, "counts-out") == [Out("a", "1"), Out("b", "1"), Out("a", "2"), Out("a", "3")])
     }
+
+    @Test func aRecordClosingManyWindowsIsProducedInBoundedSteps() async throws {
+        // 60,000 keys with an open window each; one record far ahead closes them all at once
+        // (emit-final): ~8.5 MB of results from one input record, more than the 8 MiB the task
+        // may hold, so the collector produces while the record is still being processed.
+        let dir = TempDir()
+        let broker = try openBroker(dir)
+        try broker.createTopic("ticks", partitions: 1)
+        let keys = 60_000
+        let pad = String(repeating: "p", count: 100)
+        for start in stride(from: 0, to: keys, by: 2000) {
+            try produce(broker, "ticks", (start..<(start + 2000)).map { In("key-\($0)-\(pad)", "x", 1000) })
+        }
+        try produce(broker, "ticks", [In("late-closer", "x", 10_000_000)])
+        let b = StreamsBuilder()
+        b.stream("ticks").groupByKey()
+            .windowedBy(.tumbling(sizeMs: 60_000))
+            .count("c", emit: .onWindowClose)
+            .toStream()
+            .to("out")
+        let app = try await runUntilCaughtUp(try b.build(), broker)
+        await app.stop()
+        #expect(app.errors.isEmpty, "\(app.errors)")
+        let out = try readTopic(broker, "out")
+        #expect(out.count == keys, "every closed window produced once")
+        #expect(Set(out.map { $0.key ?? "" }).count == keys)
+        #expect(out.allSatisfy { $0.value == "1" })
+        #expect(app.metrics.snapshot.produced == keys)
+    }
 }

@@ -9,7 +9,7 @@ import CStrataScan
 /// Without `stopEarly` the whole object is walked structurally even after the members are
 /// found: brackets, strings and separators must be well formed to the closing brace, so a
 /// truncated or garbled value is not read as if it were valid.
-struct JSONMemberScanner: ~Copyable {
+final class JSONMemberScanner {
     private let keys: [[UInt8]]
     private let keyPointers: UnsafeMutablePointer<UnsafePointer<UInt8>?>
     private let keyLengths: UnsafeMutablePointer<UInt32>
@@ -62,11 +62,10 @@ struct JSONMemberScanner: ~Copyable {
     }
 }
 
-enum JSONField {
-    /// The member named `key` (raw UTF-8, no escapes) of the top-level object in `json`.
-    static func topLevel(_ json: UnsafeRawBufferPointer, key: [UInt8]) -> FieldValue {
-        let scanner = JSONMemberScanner(keys: [key], stopEarly: false)
-        scanner.scan(json)
-        return scanner.field(0)
+extension JSONMemberScanner {
+    /// The one member this scanner looks for, in `json` (a scanner per `->>` path, reused).
+    func member(in json: UnsafeRawBufferPointer) -> FieldValue {
+        scan(json)
+        return field(0)
     }
 }

@@ -14,9 +14,12 @@ final class JSONPathArgument {
     let path: String
     /// The key's id among the members the scan threads extract, once registered.
     var keyId: Int?
+    /// Scans values for `topLevelKey` (one per path, reused for every row of the statement).
+    let scanner: JSONMemberScanner?
     init(topLevelKey: [UInt8]?, path: String) {
         self.topLevelKey = topLevelKey
         self.path = path
+        scanner = topLevelKey.map { JSONMemberScanner(keys: [$0], stopEarly: false) }
     }
 
     static func parse(_ value: OpaquePointer?) -> JSONPathArgument? {
@@ -73,10 +76,10 @@ private let arrowText: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePoint
         if let key = parsed.topLevelKey { parsed.keyId = state.context.wanted.id(of: key) }
         sqlite3_set_auxdata(ctx, 1, Unmanaged.passRetained(parsed).toOpaque(), destroyPath)
     }
-    if let key = path.topLevelKey, sqlite3_value_type(json) == SQLITE_TEXT, let text = sqlite3_value_text(json) {
+    if let scanner = path.scanner, sqlite3_value_type(json) == SQLITE_TEXT, let text = sqlite3_value_text(json) {
         let count = Int(sqlite3_value_bytes(json))
         if let id = path.keyId, let v = state.context.precomputed(text, count, id), resultField(ctx, v, text) { return }
-        if resultField(ctx, JSONField.topLevel(UnsafeRawBufferPointer(start: text, count: count), key: key), text) { return }
+        if resultField(ctx, scanner.member(in: UnsafeRawBufferPointer(start: text, count: count)), text) { return }
     }
     state.extractWithSQLite(ctx, path: path.path, preview: { sqlite3_value_text(json).map { String(cString: $0) } ?? "" }) {
         sqlite3_bind_value($0, 1, json)

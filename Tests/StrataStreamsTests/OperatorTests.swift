@@ -271,8 +271,9 @@ import StrataLog
         b.stream("in").to("no-such-topic")
         let app = StreamsApp(applicationId: "app", topology: try b.build(), broker: broker)
         try await app.start()
-        // Woken by the failure (the wait ends early with false), no polling.
-        #expect(await app.waitUntilCaughtUp(timeoutMs: 60_000) == false)
+        // Woken by the failure: the wait ends early with false (it would last 10 minutes otherwise).
+        #expect(await app.waitUntilCaughtUp(timeoutMs: 600_000) == false)
+        #expect(app.metrics.snapshot.failedTasks == 1)
         await app.stop()
         #expect(app.errors.count == 1 && app.errors[0].contains("no-such-topic"), "\(app.errors)")
     }

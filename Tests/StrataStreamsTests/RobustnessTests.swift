@@ -211,26 +211,6 @@ import StrataLog
         #expect(again.errors.isEmpty, "\(again.errors)")
     }
 
-    @Test func aFailedTaskEndsWaitUntilCaughtUpAndIsCounted() async throws {
-        let dir = TempDir()
-        var options = Broker.Options()
-        options.retentionCheckIntervalMs = 0
-        options.cleanerBackoffMs = 0
-        options.autoCreateTopics = false
-        let broker = try Broker.open(dataDirectory: dir.path, options: options)
-        try broker.createTopic("in", partitions: 1)
-        try produce(broker, "in", [In("k", "v", 1)])
-        let b = StreamsBuilder()
-        b.stream("in").to("no-such-topic")
-        let app = StreamsApp(applicationId: "app", topology: try b.build(), broker: broker)
-        try await app.start()
-        // Would wait 10 minutes if a failure did not end the wait.
-        #expect(await app.waitUntilCaughtUp(timeoutMs: 600_000) == false)
-        #expect(app.metrics.snapshot.failedTasks == 1)
-        await app.stop()
-        #expect(app.errors.count == 1 && app.errors[0].contains("no-such-topic"), "\(app.errors)")
-    }
-
     @Test func aDeletedSourceTopicFailsTheTaskInsteadOfSpinning() async throws {
         let dir = TempDir()
         let broker = try openBroker(dir)

@@ -26,9 +26,13 @@ final class ChunkGroups: @unchecked Sendable {
     var groups: [(hash: UInt64, start: Int, count: Int)] = []
     /// What the text cells point into.
     let slice: SegmentSlice?
-    let arena: Arena
+    private(set) var arena: Arena
+
+    /// Cells in use (the allocation has at least one, for empty chunks).
+    let cellCount: Int
 
     init(rows: Int, width: Int, chunk: Chunk) {
+        cellCount = rows * width
         cells = .allocate(capacity: max(1, rows * width))
         slice = chunk.slice
         arena = chunk.arena
@@ -120,6 +124,7 @@ final class ChunkGroups: @unchecked Sendable {
                 for s in 0..<width { out.cells[g * width + s] = rowCells[firstRow[g] * width + s] }
                 out.groups.append((hashes[g], g, 1))
             }
+            out.compactText()
             return out
         }
         var starts = ContiguousArray<Int>(repeating: 0, count: sizes.count)
@@ -135,7 +140,30 @@ final class ChunkGroups: @unchecked Sendable {
             for s in 0..<width { out.cells[to + s] = rowCells[row * width + s] }
             starts[g] += 1
         }
+        out.compactText()
         return out
+    }
+
+    /// When the chunk's records were copied out of compressed batches (or SQLite answered some
+    /// members), its arena holds every key and value of the chunk; a grouped scan keeps its chunks
+    /// to the end, so only the text the cells use is copied to a small arena, once per distinct
+    /// place, and the chunk's arena is let go.
+    private func compactText() {
+        guard !arena.isEmpty else { return }
+        struct Place: Hashable {
+            let pointer: UnsafeRawPointer
+            let count: Int32
+        }
+        let compact = Arena()
+        var copies: [Place: UnsafeRawPointer] = [:]
+        for i in 0..<cellCount where cells[i].kind == .text {
+            guard let p = cells[i].pointer else { continue }
+            let place = Place(pointer: p, count: cells[i].count)
+            let copy = copies[place] ?? compact.copy(UnsafeRawBufferPointer(start: p, count: Int(place.count)))
+            copies[place] = copy
+            cells[i] = .text(copy, Int(place.count))
+        }
+        arena = compact
     }
 }
 

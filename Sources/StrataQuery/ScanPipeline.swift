@@ -35,6 +35,8 @@ final class Arena {
     private var used = 0
     deinit { for b in blocks { b.deallocate() } }
 
+    var isEmpty: Bool { blocks.isEmpty }
+
     func copy(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawPointer {
         if blocks.isEmpty || used + bytes.count > blocks[blocks.count - 1].count {
             blocks.append(.allocate(byteCount: max(1 << 16, bytes.count), alignment: 8))

@@ -211,8 +211,18 @@ final class GroupedRows {
     let spec: GroupingSpec
     /// Slot of each vtab column in a row's cells (-1: not stored).
     let slotOfColumn: [Int]
-    /// Rows in emission order, as runs of cells: (chunk groups, first row, rows).
-    private var runs: [(block: ChunkGroups, start: Int, count: Int)] = []
+    /// A run of rows of one group in one chunk: `count` rows from row `start` of `blocks[block]`.
+    struct Run {
+        var group: Int32
+        var block: Int32
+        var start: Int32
+        var count: Int32
+    }
+    /// The chunks' grouped cells, in chunk order.
+    private var blocks: [ChunkGroups] = []
+    /// Runs in emission order. Flat and without references: with many groups (100k user ids)
+    /// nearly every row is its own run.
+    private var runs = ContiguousArray<Run>()
     private(set) var rowCount = 0
     /// The run holding the current position (emission is sequential).
     private var runIndex = 0
@@ -282,12 +292,15 @@ final class GroupedRows {
         /// Each global group's key cells (text interned), hash, and runs in chunk order.
         var groupKeys = ContiguousArray<Cell>()
         var groupHashes = ContiguousArray<UInt64>()
-        var groupRuns: [[(block: ChunkGroups, start: Int, count: Int)]] = []
+        var groupHasRun = ContiguousArray<Bool>()
+        var scanRuns = ContiguousArray<Run>()
         var table = ContiguousArray<Int32>(repeating: -1, count: 1024)
         var total = 0
         while let chunk = try pipeline.next() {
             let built = try chunk.groups ?? withoutActuallyEscaping(resolve) { try ChunkGroups.build(chunk, spec: spec, resolve: $0) }
-            guard let local = built else { continue }
+            guard let local = built, !local.groups.isEmpty else { continue }
+            let blockIndex = Int32(blocks.count)
+            blocks.append(local)
             for lg in local.groups {
                 let base = lg.start * width
                 var slot = Int(truncatingIfNeeded: lg.hash) & (table.count - 1)
@@ -308,7 +321,7 @@ final class GroupedRows {
                     slot = (slot + 1) & (table.count - 1)
                 }
                 if group < 0 {
-                    group = groupRuns.count
+                    group = groupHasRun.count
                     for s in spec.keySlots {
                         var c = local.cells[base + s]
                         if c.kind == .text {
@@ -317,9 +330,9 @@ final class GroupedRows {
                         groupKeys.append(c)
                     }
                     groupHashes.append(lg.hash)
-                    groupRuns.append([])
+                    groupHasRun.append(false)
                     table[slot] = Int32(group)
-                    if groupRuns.count * 2 > table.count {
+                    if groupHasRun.count * 2 > table.count {
                         table = ContiguousArray(repeating: -1, count: table.count * 2)
                         for (g, gh) in groupHashes.enumerated() {
                             var t = Int(truncatingIfNeeded: gh) & (table.count - 1)
@@ -328,25 +341,39 @@ final class GroupedRows {
                         }
                     }
                 }
-                if spec.firstRowOnly && !groupRuns[group].isEmpty { continue }
-                groupRuns[group].append((local, lg.start, lg.count))
+                if spec.firstRowOnly && groupHasRun[group] { continue }
+                groupHasRun[group] = true
+                scanRuns.append(Run(group: Int32(group), block: blockIndex, start: Int32(lg.start), count: Int32(lg.count)))
                 total += lg.count
                 guard total <= Int(Self.rowLimit) else { throw QueryError("a grouped scan holds at most \(Self.rowLimit) rows") }
             }
         }
-        // Groups in SQLite's order of their keys (few compared to rows).
-        let order = groupRuns.indices.sorted { a, b in
+        // Groups in SQLite's order of their keys, then the runs by group (a counting sort that
+        // keeps chunk order within a group).
+        let order = groupHasRun.indices.sorted { a, b in
             for j in 0..<keyWidth {
                 let c = Self.compare(groupKeys[a * keyWidth + j].key, groupKeys[b * keyWidth + j].key)
                 if c != 0 { return spec.descending[j] ? c > 0 : c < 0 }
             }
             return a < b
         }
-        for g in order { runs.append(contentsOf: groupRuns[g]) }
-        rowCount = runs.reduce(0) { $0 + $1.count }
+        var runsOfGroup = ContiguousArray<Int>(repeating: 0, count: groupHasRun.count)
+        for r in scanRuns { runsOfGroup[Int(r.group)] += 1 }
+        var next = ContiguousArray<Int>(repeating: 0, count: groupHasRun.count)
+        var at = 0
+        for g in order {
+            next[g] = at
+            at += runsOfGroup[g]
+        }
+        runs = ContiguousArray(repeating: Run(group: 0, block: 0, start: 0, count: 0), count: scanRuns.count)
+        for r in scanRuns {
+            runs[next[Int(r.group)]] = r
+            next[Int(r.group)] += 1
+        }
+        rowCount = total
         if let first = runs.first {
-            current = first.block.cells.baseAddress! + first.start * width
-            currentCount = first.count
+            current = blocks[Int(first.block)].cells.baseAddress! + Int(first.start) * width
+            currentCount = Int(first.count)
         }
     }
 
@@ -360,8 +387,8 @@ final class GroupedRows {
             runFirstPosition += currentCount
             runIndex += 1
             let run = runs[runIndex]
-            current = run.block.cells.baseAddress! + run.start * spec.width
-            currentCount = run.count
+            current = blocks[Int(run.block)].cells.baseAddress! + Int(run.start) * spec.width
+            currentCount = Int(run.count)
         }
         let cell = current![(position - runFirstPosition) * spec.width + slot]
         switch cell.kind {

@@ -218,6 +218,36 @@ import Testing
         try broker.close()
     }
 
+    @Test func manyGroupsAcrossManyChunks() throws {
+        // 30,000 records over 3 partitions with 1,000 distinct users: a chunk holds hundreds of
+        // groups and every group has runs in many chunks.
+        let dir = QDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        try broker.createTopic("t", partitions: 3, configs: ["segment.bytes": "65536"])
+        for start in stride(from: 0, to: 30_000, by: 1000) {
+            try broker.produce(topic: "t", records: (start..<(start + 1000)).map { i in
+                ProducerRecord(key: Array("k\(i % 7)".utf8), value: Array(#"{"u":"user-\#(i * 7919 % 1000)","n":\#(i % 13)}"#.utf8),
+                               timestamp: Int64(i))
+            }, acks: .leader)
+        }
+        let engine = try QueryEngine(broker: broker, jsonMembers: ["u", "n"])
+        let pairs = [
+            ("SELECT value->>'$.u', count(*), sum(value->>'$.n') FROM t GROUP BY 1 ORDER BY 1",
+             "SELECT json_extract(value, '$.u'), count(*), sum(json_extract(value, '$.n')) FROM t GROUP BY 1 ORDER BY 1"),
+            ("SELECT value->>'$.u', partition, offset FROM t ORDER BY 1 DESC, 2, 3 LIMIT 2000",
+             "SELECT json_extract(value, '$.u'), partition, offset FROM t ORDER BY 1 DESC, 2, 3 LIMIT 2000"),
+            ("SELECT count(*) FROM (SELECT DISTINCT value->>'$.u' FROM t)", "SELECT count(DISTINCT json_extract(value, '$.u')) FROM t"),
+            ("SELECT value->>'$.n', count(DISTINCT value->>'$.u') FROM t GROUP BY 1 ORDER BY 1",
+             "SELECT json_extract(value, '$.n'), count(DISTINCT json_extract(value, '$.u')) FROM t GROUP BY 1 ORDER BY 1"),
+        ]
+        for (fast, slow) in pairs {
+            let (a, b) = (try rows(engine, fast), try rows(engine, slow))
+            #expect(a == b, "\(fast): \(a.prefix(3)) vs \(b.prefix(3))")
+            #expect(!a.isEmpty)
+        }
+        try broker.close()
+    }
+
     @Test func eventsFunctionAndNames() throws {
         let dir = QDir()
         let broker = try Self.broker(dir, values: Self.tricky)

@@ -16,6 +16,41 @@ struct GroupingSpec: Sendable {
     var width: Int { columns.count }
 }
 
+/// Group ids by key hash: open addressing over group numbers, kept at most half full. The
+/// caller keeps the keys (to compare) and the per-group data; this finds or assigns the id.
+struct GroupIndex {
+    private var slots: ContiguousArray<Int32>
+    private(set) var hashes = ContiguousArray<UInt64>()
+
+    init(initialSlots: Int) { slots = ContiguousArray(repeating: -1, count: initialSlots) }
+
+    var count: Int { hashes.count }
+
+    /// The group whose hash is `hash` and for which `equal(group)` holds, or a new group (the
+    /// next number) when there is none.
+    @inline(__always)
+    mutating func findOrAdd(hash: UInt64, equal: (Int) -> Bool) -> (group: Int, isNew: Bool) {
+        var slot = Int(truncatingIfNeeded: hash) & (slots.count - 1)
+        while slots[slot] >= 0 {
+            let g = Int(slots[slot])
+            if hashes[g] == hash && equal(g) { return (g, false) }
+            slot = (slot + 1) & (slots.count - 1)
+        }
+        let g = hashes.count
+        hashes.append(hash)
+        slots[slot] = Int32(g)
+        if hashes.count * 2 > slots.count {
+            slots = ContiguousArray(repeating: -1, count: slots.count * 2)
+            for (i, h) in hashes.enumerated() {
+                var t = Int(truncatingIfNeeded: h) & (slots.count - 1)
+                while slots[t] >= 0 { t = (t + 1) & (slots.count - 1) }
+                slots[t] = Int32(i)
+            }
+        }
+        return (g, true)
+    }
+}
+
 /// The cells of one chunk's rows, grouped within the chunk: built on an extractor thread (or on
 /// the SQLite thread when a value needs SQLite's json_extract), merged into the global groups in
 /// chunk order by GroupedRows.
@@ -50,9 +85,8 @@ final class ChunkGroups: @unchecked Sendable {
         var rowGroup = ContiguousArray<Int32>()
         rowGroup.reserveCapacity(n)
         var firstRow = ContiguousArray<Int>()
-        var hashes = ContiguousArray<UInt64>()
         var sizes = ContiguousArray<Int>()
-        var table = ContiguousArray<Int32>(repeating: -1, count: 64)
+        var index = GroupIndex(initialSlots: 64)
         var kept = 0
         for row in 0..<n {
             if !spec.filters.isEmpty && !spec.filters.mayMatch(chunk, row) { continue }
@@ -83,35 +117,18 @@ final class ChunkGroups: @unchecked Sendable {
             let base = kept * width
             var h: UInt64 = 0
             for s in spec.keySlots { h = (h &* 31) ^ rowCells[base + s].key.hash }
-            var slot = Int(truncatingIfNeeded: h) & (table.count - 1)
-            var group: Int32 = -1
-            while table[slot] >= 0 {
-                let g = Int(table[slot])
-                if hashes[g] == h {
-                    let other = firstRow[g] * width
-                    if spec.keySlots.allSatisfy({ rowCells[base + $0].key == rowCells[other + $0].key }) {
-                        group = Int32(g)
-                        // Equal text keys share the group's first copy: emission reads one place.
-                        for s in spec.keySlots where rowCells[base + s].kind == .text { rowCells[base + s] = rowCells[other + s] }
-                        break
-                    }
-                }
-                slot = (slot + 1) & (table.count - 1)
+            let (g, isNew) = index.findOrAdd(hash: h) { g in
+                let other = firstRow[g] * width
+                return spec.keySlots.allSatisfy { rowCells[base + $0].key == rowCells[other + $0].key }
             }
-            if group < 0 {
-                group = Int32(sizes.count)
+            let group = Int32(g)
+            if isNew {
                 sizes.append(0)
-                hashes.append(h)
                 firstRow.append(kept)
-                table[slot] = group
-                if sizes.count * 2 > table.count {
-                    table = ContiguousArray(repeating: -1, count: table.count * 2)
-                    for (g, gh) in hashes.enumerated() {
-                        var t = Int(truncatingIfNeeded: gh) & (table.count - 1)
-                        while table[t] >= 0 { t = (t + 1) & (table.count - 1) }
-                        table[t] = Int32(g)
-                    }
-                }
+            } else {
+                // Equal text keys share the group's first copy: emission reads one place.
+                let other = firstRow[g] * width
+                for s in spec.keySlots where rowCells[base + s].kind == .text { rowCells[base + s] = rowCells[other + s] }
             }
             sizes[Int(group)] += 1
             rowGroup.append(group)
@@ -122,7 +139,7 @@ final class ChunkGroups: @unchecked Sendable {
         if spec.firstRowOnly {
             for g in sizes.indices {
                 for s in 0..<width { out.cells[g * width + s] = rowCells[firstRow[g] * width + s] }
-                out.groups.append((hashes[g], g, 1))
+                out.groups.append((index.hashes[g], g, 1))
             }
             out.compactText()
             return out
@@ -131,7 +148,7 @@ final class ChunkGroups: @unchecked Sendable {
         var total = 0
         for g in sizes.indices {
             starts[g] = total
-            out.groups.append((hashes[g], total, sizes[g]))
+            out.groups.append((index.hashes[g], total, sizes[g]))
             total += sizes[g]
         }
         for row in 0..<kept {
@@ -291,10 +308,9 @@ final class GroupedRows {
         let keyArena = Arena()
         /// Each global group's key cells (text interned), hash, and runs in chunk order.
         var groupKeys = ContiguousArray<Cell>()
-        var groupHashes = ContiguousArray<UInt64>()
         var groupHasRun = ContiguousArray<Bool>()
         var scanRuns = ContiguousArray<Run>()
-        var table = ContiguousArray<Int32>(repeating: -1, count: 1024)
+        var index = GroupIndex(initialSlots: 1024)
         var total = 0
         while let chunk = try pipeline.next() {
             let built = try chunk.groups ?? withoutActuallyEscaping(resolve) { try ChunkGroups.build(chunk, spec: spec, resolve: $0) }
@@ -303,25 +319,13 @@ final class GroupedRows {
             blocks.append(local)
             for lg in local.groups {
                 let base = lg.start * width
-                var slot = Int(truncatingIfNeeded: lg.hash) & (table.count - 1)
-                var group = -1
-                while table[slot] >= 0 {
-                    let g = Int(table[slot])
-                    if groupHashes[g] == lg.hash {
-                        var equal = true
-                        for (j, s) in spec.keySlots.enumerated() where !(local.cells[base + s].key == groupKeys[g * keyWidth + j].key) {
-                            equal = false
-                            break
-                        }
-                        if equal {
-                            group = g
-                            break
-                        }
+                let (group, isNew) = index.findOrAdd(hash: lg.hash) { g in
+                    for (j, s) in spec.keySlots.enumerated() where !(local.cells[base + s].key == groupKeys[g * keyWidth + j].key) {
+                        return false
                     }
-                    slot = (slot + 1) & (table.count - 1)
+                    return true
                 }
-                if group < 0 {
-                    group = groupHasRun.count
+                if isNew {
                     for s in spec.keySlots {
                         var c = local.cells[base + s]
                         if c.kind == .text {
@@ -329,17 +333,7 @@ final class GroupedRows {
                         }
                         groupKeys.append(c)
                     }
-                    groupHashes.append(lg.hash)
                     groupHasRun.append(false)
-                    table[slot] = Int32(group)
-                    if groupHasRun.count * 2 > table.count {
-                        table = ContiguousArray(repeating: -1, count: table.count * 2)
-                        for (g, gh) in groupHashes.enumerated() {
-                            var t = Int(truncatingIfNeeded: gh) & (table.count - 1)
-                            while table[t] >= 0 { t = (t + 1) & (table.count - 1) }
-                            table[t] = Int32(g)
-                        }
-                    }
                 }
                 if spec.firstRowOnly && groupHasRun[group] { continue }
                 groupHasRun[group] = true

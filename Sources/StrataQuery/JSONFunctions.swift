@@ -30,10 +30,7 @@ final class JSONPathArgument {
             let text = String(cString: sqlite3_value_text(value))
             // SQLite: a right operand not starting with '$' is a member label.
             let path = text.hasPrefix("$") ? text : "$." + text
-            let name = path.dropFirst(2)
-            let simple = path.hasPrefix("$.") && !name.isEmpty
-                && name.utf8.allSatisfy { c in c != UInt8(ascii: ".") && c != UInt8(ascii: "[") && c != UInt8(ascii: "\"") && c != UInt8(ascii: "\\") && c >= 0x20 }
-            return JSONPathArgument(topLevelKey: simple ? Array(name.utf8) : nil, path: path)
+            return JSONPathArgument(topLevelKey: JSONColumns.memberName(text).map { Array($0.utf8) }, path: path)
         default:
             return nil
         }

@@ -54,30 +54,28 @@ struct Checkpoint {
     static func decode(_ b: [UInt8]) -> Checkpoint? {
         guard b.count >= 12 else { return nil }
         var c = Checkpoint(sequence: BE.int64(b, at: 0), offsets: [])
-        let n = Int(BE.uint32(b, at: 8))
-        var i = 12
-        for _ in 0..<n {
-            guard i + 4 <= b.count else { return nil }
-            let len = Int(BE.uint32(b, at: i))
+        var i = 8
+        // Both lists are a count, then entries of a length-prefixed name and 12 fixed bytes.
+        func entries(_ body: (String, Int) -> Void) -> Bool {
+            let n = Int(BE.uint32(b, at: i))
             i += 4
-            guard i + len + 12 <= b.count else { return nil }
-            let topic = String(decoding: b[i..<(i + len)], as: UTF8.self)
-            i += len
-            c.offsets.append((topic, Int32(bitPattern: BE.uint32(b, at: i)), BE.int64(b, at: i + 4)))
-            i += 12
+            for _ in 0..<n {
+                guard i + 4 <= b.count else { return false }
+                let len = Int(BE.uint32(b, at: i))
+                i += 4
+                guard i + len + 12 <= b.count else { return false }
+                let name = String(decoding: b[i..<(i + len)], as: UTF8.self)
+                body(name, i + len)
+                i += len + 12
+            }
+            return true
+        }
+        guard entries({ topic, at in c.offsets.append((topic, Int32(bitPattern: BE.uint32(b, at: at)), BE.int64(b, at: at + 4))) }) else {
+            return nil
         }
         guard i + 4 <= b.count else { return c }
-        let m = Int(BE.uint32(b, at: i))
-        i += 4
-        for _ in 0..<m {
-            guard i + 4 <= b.count else { return nil }
-            let len = Int(BE.uint32(b, at: i))
-            i += 4
-            guard i + len + 12 <= b.count else { return nil }
-            let key = String(decoding: b[i..<(i + len)], as: UTF8.self)
-            i += len
-            c.origins[key] = Origin(offset: BE.int64(b, at: i), sequence: BE.uint32(b, at: i + 8))
-            i += 12
+        guard entries({ key, at in c.origins[key] = Origin(offset: BE.int64(b, at: at), sequence: BE.uint32(b, at: at + 8)) }) else {
+            return nil
         }
         return c
     }

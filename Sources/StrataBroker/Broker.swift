@@ -542,13 +542,26 @@ public final class Broker: @unchecked Sendable {
     private func append(_ state: TopicState, partition: Int32, batch: UnsafeRawBufferPointer, acks: Acks) throws(BrokerError) -> AppendInfo {
         let log = state.logs[Int(partition)]
         do throws(LogError) {
-            let info = acks == .all ? try log.append(batch) : try log.appendWithoutFlush(batch)
+            let info = try log.appendWithoutFlush(batch, policy: state.config.appendPolicy)
             waiters.notify(topic: state.name, partition: partition)
+            if acks == .all && log.config.flushMode == .sync { try log.flush(upTo: info.lastOffset + 1) }
             return info
         } catch {
             throw .log(error)
         }
     }
+
+    /// Waits until every offset below `offset` is durable as the partition's flush.mode defines
+    /// it (an fdatasync shared with concurrent appenders in `sync` mode; nothing otherwise). The
+    /// Kafka layer appends with `.leader` in request order, then waits here off its event loop.
+    public func waitForDurability(topic: String, partition: Int32, upTo offset: Int64) throws {
+        let log = try log(topic: topic, partition: partition)
+        guard log.config.flushMode == .sync else { return }
+        do throws(LogError) { try log.flush(upTo: offset) } catch { throw BrokerError.log(error) }
+    }
+
+    /// Whether an acks=all append to this topic waits for an fdatasync.
+    public func appendsWaitForDisk(topic: String) -> Bool { topicConfig(topic)?.log.flushMode == .sync }
 
     /// Makes every append so far durable (used by `produce --acks 1` before it reports).
     public func flush(topic: String) throws {

@@ -109,10 +109,21 @@ struct KafkaWriter {
     mutating func int64(_ v: Int64) { buffer.writeInteger(v) }
     mutating func bool(_ v: Bool) { buffer.writeInteger(v ? Int8(1) : 0) }
 
+    /// A string with an int16 length. One longer than 32,767 bytes cannot be encoded: it is cut
+    /// at a character boundary (only messages echoing client input can be that long; names are
+    /// limited long before), so no client value can make the writer trap.
     mutating func string(_ s: String) {
         let utf8 = s.utf8
-        buffer.writeInteger(Int16(utf8.count))
-        buffer.writeString(s)
+        guard utf8.count > Int(Int16.max) else {
+            buffer.writeInteger(Int16(utf8.count))
+            buffer.writeString(s)
+            return
+        }
+        var end = utf8.index(utf8.startIndex, offsetBy: Int(Int16.max))
+        while end > utf8.startIndex && UTF8.isContinuation(utf8[end]) { end = utf8.index(before: end) }
+        let cut = utf8[..<end]
+        buffer.writeInteger(Int16(cut.count))
+        buffer.writeBytes(cut)
     }
 
     mutating func nullableString(_ s: String?) {
@@ -147,18 +158,26 @@ struct KafkaWriter {
     }
 }
 
-/// Kafka error codes (Errors.java).
+/// Kafka error codes (Errors.java): every code Strata can return. `ErrorMapping.swift` is the one
+/// table from broker and log errors to these.
 enum ErrorCode: Int16 {
     case none = 0
     case unknownServerError = -1
     case offsetOutOfRange = 1
     case corruptMessage = 2
     case unknownTopicOrPartition = 3
+    case invalidFetchSize = 4
     case leaderNotAvailable = 5
+    case notLeaderOrFollower = 6
+    case requestTimedOut = 7
     case messageTooLarge = 10
+    case offsetMetadataTooLarge = 12
+    case coordinatorLoadInProgress = 14
     case coordinatorNotAvailable = 15
     case notCoordinator = 16
     case invalidTopicException = 17
+    case recordListTooLarge = 18
+    case notEnoughReplicas = 19
     case invalidRequiredAcks = 21
     case illegalGeneration = 22
     case inconsistentGroupProtocol = 23
@@ -166,18 +185,48 @@ enum ErrorCode: Int16 {
     case unknownMemberId = 25
     case invalidSessionTimeout = 26
     case rebalanceInProgress = 27
+    case invalidCommitOffsetSize = 28
+    case topicAuthorizationFailed = 29
+    case groupAuthorizationFailed = 30
+    case clusterAuthorizationFailed = 31
+    case invalidTimestamp = 32
+    case unsupportedSaslMechanism = 33
+    case illegalSaslState = 34
     case unsupportedVersion = 35
     case topicAlreadyExists = 36
     case invalidPartitions = 37
     case invalidReplicationFactor = 38
+    case invalidReplicaAssignment = 39
     case invalidConfig = 40
+    case notController = 41
     case invalidRequest = 42
     case unsupportedForMessageFormat = 43
+    case policyViolation = 44
     case outOfOrderSequenceNumber = 45
+    case duplicateSequenceNumber = 46
+    case invalidProducerEpoch = 47
+    case invalidTxnState = 48
+    case invalidProducerIdMapping = 49
+    case invalidTransactionTimeout = 50
+    case concurrentTransactions = 51
+    case securityDisabled = 54
+    case kafkaStorageError = 56
+    case logDirNotFound = 57
+    case unknownProducerId = 59
+    case reassignmentInProgress = 60
+    case nonEmptyGroup = 68
     case groupIdNotFound = 69
+    case fetchSessionIdNotFound = 70
+    case invalidFetchSessionEpoch = 71
+    case electionNotNeeded = 84
+    case noReassignmentInProgress = 85
+    case groupSubscribedToTopic = 86
     case unsupportedCompressionType = 76
     case memberIdRequired = 79
+    case preferredLeaderNotAvailable = 80
+    case fencedInstanceId = 82
     case invalidRecord = 87
+    case unstableOffsetCommit = 88
 }
 
 /// API keys this broker speaks, with the versions it advertises (minimum always 0: librdkafka

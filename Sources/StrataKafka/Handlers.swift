@@ -147,7 +147,11 @@ final class KafkaRequestHandler: @unchecked Sendable {
         var baseOffset: Int64 = -1
         var logStartOffset: Int64 = -1
         var message: String?
+        /// One past the last offset appended (0 when nothing was).
+        var nextOffset: Int64 = 0
     }
+
+    static func storageError(_ message: String) -> PartitionResult { PartitionResult(error: .kafkaStorageError, message: message) }
 
     func produce(_ r: inout KafkaReader, _ v: Int16, eventLoop: EventLoop) throws -> EventLoopFuture<ByteBuffer?> {
         _ = try r.nullableString()  // transactional_id: transactions are not supported; batches are stored as sent
@@ -156,10 +160,22 @@ final class KafkaRequestHandler: @unchecked Sendable {
         let topics: [(String, [(Int32, ByteBuffer?)])] = try r.array(minElementBytes: 6) { r in
             (try r.string(), try r.array(minElementBytes: 8) { r in (try r.int32(), try r.nullableBytes()) })
         }
-        let work: @Sendable () -> [(String, [(Int32, PartitionResult)])] = { [self] in
-            topics.map { (name, partitions) in
-                (name, partitions.map { (p, records) in (p, self.append(topic: name, partition: p, records: records, acks: acks)) })
+        // Appends happen here, on the connection's event loop, in the order the requests
+        // arrived: pipelined requests of one producer append in order, and idempotent sequence
+        // checks see them in that order. Only the wait for durability (acks=all on a `sync`
+        // topic) leaves the loop, so concurrent producers still share fdatasyncs.
+        var results: [(String, [(Int32, PartitionResult)])] = []
+        var durable: [(topic: Int, partition: Int, upTo: Int64)] = []
+        for (t, (name, partitions)) in topics.enumerated() {
+            var out: [(Int32, PartitionResult)] = []
+            for (p, records) in partitions {
+                let result = append(topic: name, partition: p, records: records, acks: acks)
+                if acks == -1, result.error == .none, result.nextOffset > 0, broker.appendsWaitForDisk(topic: name) {
+                    durable.append((t, out.count, result.nextOffset))
+                }
+                out.append((p, result))
             }
+            results.append((name, out))
         }
         let respond: @Sendable ([(String, [(Int32, PartitionResult)])]) -> ByteBuffer? = { results in
             guard acks != 0 else { return nil }
@@ -181,12 +197,21 @@ final class KafkaRequestHandler: @unchecked Sendable {
             if v >= 1 { w.int32(0) }
             return w.buffer
         }
-        // Only an acks=all append to a `sync` topic waits for an fdatasync; everything else is a
-        // copy into the page cache, cheaper than the hop to the thread pool and back (measured:
-        // one-record requests at 10k/s queued behind the hops).
-        let mayWaitForDisk = acks == -1 && topics.contains { t in self.broker.topicConfig(t.0)?.log.flushMode == .sync }
-        if !mayWaitForDisk { return eventLoop.makeSucceededFuture(respond(work())) }
-        return threadPool.runIfActive(eventLoop: eventLoop, work).map(respond)
+        if durable.isEmpty { return eventLoop.makeSucceededFuture(respond(results)) }
+        let appended = results
+        let broker = self.broker
+        return threadPool.runIfActive(eventLoop: eventLoop) {
+            var results = appended
+            for d in durable {
+                let (name, partitions) = results[d.topic]
+                do {
+                    try broker.waitForDurability(topic: name, partition: partitions[d.partition].0, upTo: d.upTo)
+                } catch {
+                    results[d.topic].1[d.partition].1 = Self.storageError("\(error)")
+                }
+            }
+            return results
+        }.map(respond)
     }
 
     /// Validates and appends the batches of one partition. Runs on the thread pool.
@@ -200,6 +225,7 @@ final class KafkaRequestHandler: @unchecked Sendable {
         return records.withUnsafeReadableBytes { all -> PartitionResult in
             var position = 0
             var first: Int64 = -1
+            var next: Int64 = 0
             while position < all.count {
                 let rest = UnsafeRawBufferPointer(rebasing: all[position...])
                 guard rest.count > RecordBatch.magicOffset else { return PartitionResult(error: .corruptMessage, message: "truncated batch") }
@@ -214,10 +240,11 @@ final class KafkaRequestHandler: @unchecked Sendable {
                 let result = appendOne(topic: topic, partition: partition, batch: batch, bytes: bytes, acks: acks)
                 guard result.error == .none else { return result }
                 if first < 0 { first = result.baseOffset }
+                next = max(next, result.nextOffset)
                 position += size
             }
             let start = (try? broker.log(topic: topic, partition: partition).logStartOffset) ?? 0
-            return PartitionResult(error: .none, baseOffset: first, logStartOffset: start)
+            return PartitionResult(error: .none, baseOffset: first, logStartOffset: start, nextOffset: next)
         }
     }
 
@@ -235,38 +262,20 @@ final class KafkaRequestHandler: @unchecked Sendable {
             }
         }
         do {
-            let info = try broker.appendBatch(topic: topic, partition: partition, batch: bytes, acks: acks == -1 ? .all : .leader)
+            // Durability (acks=all) is waited for by the caller, after every append of the request.
+            let info = try broker.appendBatch(topic: topic, partition: partition, batch: bytes, acks: .leader)
             if idempotent {
                 producers.record(producerId: batch.producerId, epoch: batch.producerEpoch, topic: topic, partition: partition,
                                  firstSequence: batch.baseSequence, lastSequence: batch.baseSequence &+ batch.lastOffsetDelta, baseOffset: info.baseOffset)
             }
-            return PartitionResult(error: .none, baseOffset: info.baseOffset)
-        } catch let error as BrokerError {
-            switch error {
-            case .unknownTopic, .unknownPartition: return PartitionResult(error: .unknownTopicOrPartition)
-            case .invalidRecord(_, let why): return PartitionResult(error: .invalidRecord, message: why)
-            case .log(let e): return Self.result(for: e)
-            default: return PartitionResult(error: .unknownServerError, message: error.description)
-            }
-        } catch let e as LogError {
-            return Self.result(for: e)
+            return PartitionResult(error: .none, baseOffset: info.baseOffset, nextOffset: info.lastOffset + 1)
         } catch {
-            return PartitionResult(error: .unknownServerError, message: "\(error)")
+            return PartitionResult(error: ErrorCode(any: error), message: "\(error)")
         }
     }
 
     static func result(for error: LogError) -> PartitionResult {
-        switch error {
-        case .invalidBatch(let e):
-            switch e {
-            case .tooLarge: return PartitionResult(error: .messageTooLarge, message: e.description)
-            case .malformedRecord, .badRecordCount: return PartitionResult(error: .invalidRecord, message: e.description)
-            default: return PartitionResult(error: .corruptMessage, message: e.description)
-            }
-        default:
-            // KAFKA_STORAGE_ERROR: the partition cannot take writes (failed fsync, full disk).
-            return PartitionResult(error: ErrorCode(rawValue: 56) ?? .unknownServerError, message: error.description)
-        }
+        PartitionResult(error: ErrorCode(error), message: error.description)
     }
 
     // MARK: Fetch

@@ -48,7 +48,9 @@ public enum CompactionStrategy: Sendable, Equatable {
     func mapKey(_ key: UnsafeRawBufferPointer, timestamp: Int64) -> KeyDigest {
         var bucket: Int64 = 0
         if case .keyLatestWindowed(let w) = self, w > 0 {
-            bucket = timestamp >= 0 ? timestamp / w : (timestamp - w + 1) / w
+            // Floor division without `timestamp - w + 1`, which overflows near Int64.min.
+            let q = timestamp / w
+            bucket = (timestamp % w != 0 && timestamp < 0) ? q - 1 : q
         }
         return KeyDigest(key, salt: UInt64(bitPattern: bucket))
     }

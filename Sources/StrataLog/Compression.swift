@@ -23,6 +23,22 @@ public enum Compression {
         }
     }
 
+    /// Decompresses into a buffer that `body` reads in place (no copy), at most `maxBytes`.
+    public static func withDecompressed<R>(_ codec: CompressionCodec, _ bytes: UnsafeRawBufferPointer, maxBytes: Int,
+                                           _ body: (UnsafeRawBufferPointer) throws(RecordBatchError) -> R) throws(RecordBatchError) -> R {
+        guard codec != .none else { return try body(bytes) }
+        var out: UnsafeMutablePointer<UInt8>?
+        var length = 0
+        let rc = strata_decompress(Int32(codec.rawValue), bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count,
+                                   min(maxBytes, maxDecompressedBytes), &out, &length)
+        defer { free(out) }
+        switch rc {
+        case 0: return try body(UnsafeRawBufferPointer(start: out, count: length))
+        case -3: throw .malformedRecord("\(codec) payload decompresses to more than \(min(maxBytes, maxDecompressedBytes)) bytes")
+        default: throw .malformedRecord("\(codec) payload does not decompress (error \(rc))")
+        }
+    }
+
     public static func compress(_ codec: CompressionCodec, _ bytes: [UInt8]) -> [UInt8]? {
         var out: UnsafeMutablePointer<UInt8>?
         var length = 0

@@ -15,6 +15,9 @@ public struct LogConfig: Sendable, Equatable {
     public var segmentBytes: Int = 128 * 1024 * 1024
     /// segment.ms: roll when the active segment's first batch is older than this.
     public var segmentMs: Int64 = 7 * 24 * 3600 * 1000
+    /// segment.jitter.ms: each segment rolls up to this much earlier than segment.ms (a random
+    /// amount per segment), so partitions created together do not all roll at once.
+    public var segmentJitterMs: Int64 = 0
     /// index.interval.bytes: bytes of batches between two sparse index entries.
     public var indexIntervalBytes: Int = 4096
     /// segment.index.bytes: preallocated size of each index; a full index rolls the segment.
@@ -43,6 +46,7 @@ public struct LogConfig: Sendable, Equatable {
             throw .invalidConfig("segment.index.bytes must be at least \(TimeIndex.entrySize * 2)")
         }
         guard segmentMs > 0 else { throw .invalidConfig("segment.ms must be > 0") }
+        guard segmentJitterMs >= 0 else { throw .invalidConfig("segment.jitter.ms must be >= 0") }
         guard flushMs > 0 else { throw .invalidConfig("flush.ms must be > 0") }
     }
 }

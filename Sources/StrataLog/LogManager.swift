@@ -158,6 +158,17 @@ public final class LogManager: @unchecked Sendable {
     /// A partition directory being deleted; '~' cannot occur in a topic name, so it is never loaded.
     static let deletedDirectorySuffix = "~deleted"
 
+    /// The name a partition directory is renamed to while it is deleted. It must fit in a file
+    /// name (255 bytes) whatever the topic's length (249 + "-9999" already takes 254), so the topic
+    /// part is cut, as Kafka does, and a random tag keeps two deletions of one name apart.
+    static func deletedDirectoryName(topic: String, partition: Int32) -> String {
+        let tag = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        let tail = "-\(partition).\(tag)\(deletedDirectorySuffix)"
+        let room = 255 - tail.utf8.count
+        // Topic names are ASCII (TopicName), so cutting bytes cuts characters.
+        return String(decoding: topic.utf8.prefix(room), as: UTF8.self) + tail
+    }
+
     /// Closes a partition's log and deletes its directory: renamed first (one atomic step that
     /// hides it from the next load), then removed.
     public func deleteLog(topic: String, partition: Int32) throws(LogError) {
@@ -166,7 +177,7 @@ public final class LogManager: @unchecked Sendable {
         try? log?.close()
         let path = logsDirectory + "/" + name
         guard FileIO.exists(path) else { return }
-        let doomed = path + Self.deletedDirectorySuffix
+        let doomed = logsDirectory + "/" + Self.deletedDirectoryName(topic: topic, partition: partition)
         try FileIO.rename(path, doomed)
         try FileIO.syncDirectory(logsDirectory)
         try FileIO.removeTree(doomed)

@@ -136,6 +136,8 @@ final class LogSegment: @unchecked Sendable {
     private var capacity: Int
     private(set) var isActive: Bool
     private let createdMs: Int64
+    /// segment.ms less this segment's jitter.
+    private let rollAfterMs: Int64
     /// Opened by a read-only process: never writes any file; damaged indexes are rebuilt in memory.
     let readOnlyMode: Bool
     /// Read-only mode, for the segment another process may still be appending to.
@@ -175,6 +177,9 @@ final class LogSegment: @unchecked Sendable {
         self.capacity = capacity
         self.isActive = active
         self.createdMs = monotonicMillis()
+        // segment.jitter.ms: Kafka's rule, a random amount below min(jitter, segment.ms).
+        let jitter = min(config.segmentJitterMs, config.segmentMs)
+        self.rollAfterMs = jitter > 0 ? config.segmentMs - Int64.random(in: 0..<jitter) : config.segmentMs
     }
 
     deinit {
@@ -433,8 +438,9 @@ final class LogSegment: @unchecked Sendable {
         guard current > 0 else { return nil }
         if current + batchSize > capacity { return "segment.bytes" }
         if let first = indexing.firstBatchMaxTimestamp {
-            if maxTimestamp - first > config.segmentMs { return "segment.ms" }
-        } else if nowMs - createdMs > config.segmentMs {
+            // Timestamps come from producers: any Int64, so the difference saturates.
+            if maxTimestamp.saturatingSubtract(first) > rollAfterMs { return "segment.ms" }
+        } else if nowMs.saturatingSubtract(createdMs) > rollAfterMs {
             return "segment.ms"
         }
         if let s = try? storage(), s.offsetIndex.isFull || s.timeIndex.isFull { return "index full" }
@@ -616,7 +622,8 @@ final class LogSegment: @unchecked Sendable {
         var st = stat()
         guard stat(logPath, &st) == 0 else { return largest }
         let mtimeMs = Int64(st.st_mtim.tv_sec) * 1000 + Int64(st.st_mtim.tv_nsec) / 1_000_000
-        return min(largest, mtimeMs)
+        // No record timestamp (-1, or none below zero that could be real): the file's age.
+        return largest >= 0 ? min(largest, mtimeMs) : mtimeMs
     }
 
     /// Renames the files to `.deleted` (hidden from the next load) and unlinks them when the last

@@ -163,37 +163,53 @@ public final class PartitionLog: @unchecked Sendable {
 
     // MARK: Append
 
-    /// Validates `batch` (length, magic, CRC, record structure, max.message.bytes), assigns it the
-    /// next offsets, and appends it. In `.sync` mode returns only after the batch is on stable
-    /// storage; concurrent appenders share one fdatasync. Nothing is appended when it throws.
+    /// Validates `batch` (Kafka's LogValidator: header, CRC, every record, decompressing
+    /// compressed batches; see `RecordBatch.validateForAppend`), assigns it the next offsets, and
+    /// appends it. In `.sync` mode returns only after the batch is on stable storage; concurrent
+    /// appenders share one fdatasync. Nothing is appended when it throws.
     @discardableResult
-    public func append(_ batch: UnsafeRawBufferPointer) throws(LogError) -> AppendInfo {
-        let info = try appendWithoutFlush(batch)
+    public func append(_ batch: UnsafeRawBufferPointer, policy: AppendPolicy = AppendPolicy()) throws(LogError) -> AppendInfo {
+        let info = try appendWithoutFlush(batch, policy: policy)
         if config.flushMode == .sync { try flush(upTo: info.lastOffset + 1) }
         return info
     }
 
     @discardableResult
-    public func append(_ batch: [UInt8]) throws(LogError) -> AppendInfo {
+    public func append(_ batch: [UInt8], policy: AppendPolicy = AppendPolicy()) throws(LogError) -> AppendInfo {
         var result: Result<AppendInfo, LogError>!
         batch.withUnsafeBytes { p in
-            do throws(LogError) { result = .success(try append(p)) } catch { result = .failure(error) }
+            do throws(LogError) { result = .success(try append(p, policy: policy)) } catch { result = .failure(error) }
         }
         return try result.get()
     }
 
     /// Appends without waiting for durability, whatever the flush mode.
-    public func appendWithoutFlush(_ batch: UnsafeRawBufferPointer) throws(LogError) -> AppendInfo {
+    public func appendWithoutFlush(_ batch: UnsafeRawBufferPointer, policy: AppendPolicy = AppendPolicy(),
+                                   nowMs: Int64 = wallClockMillis()) throws(LogError) -> AppendInfo {
         let view = RecordBatch(unchecked: batch)
-        // Validation (the CRC pass is the expensive part) runs outside the writer lock, so
-        // concurrent producers checksum in parallel.
+        // Validation (the CRC and record walk are the expensive part) runs outside the writer
+        // lock, so concurrent producers validate in parallel.
+        let validated: ValidatedBatch
         do throws(RecordBatchError) {
-            try view.validate(maxBatchBytes: config.maxMessageBytes, strictRecords: true)
+            validated = try view.validateForAppend(maxBatchBytes: config.maxMessageBytes, policy: policy, nowMs: nowMs)
         } catch {
             throw .invalidBatch(error)
         }
-        let delta = Int64(view.lastOffsetDelta)
-        let maxTimestamp = view.maxTimestamp
+        if validated.headerNeedsRewrite {
+            // The stored header says what the records say (rare: a client's wrong summary, or
+            // LogAppendTime); the copy costs one more CRC pass.
+            let rewritten = RecordBatch.rewritingHeader(batch, validated: validated, timestampType: policy.timestampType)
+            let outcome = rewritten.withUnsafeBytes { p -> Result<AppendInfo, LogError> in
+                do throws(LogError) {
+                    return .success(try appendValidated(p, lastOffsetDelta: Int64(validated.recordCount - 1), maxTimestamp: validated.maxTimestamp))
+                } catch { return .failure(error) }
+            }
+            return try outcome.get()
+        }
+        return try appendValidated(batch, lastOffsetDelta: Int64(view.lastOffsetDelta), maxTimestamp: validated.maxTimestamp)
+    }
+
+    private func appendValidated(_ batch: UnsafeRawBufferPointer, lastOffsetDelta delta: Int64, maxTimestamp: Int64) throws(LogError) -> AppendInfo {
         if readOnlyOpen { throw LogError.readOnly(reason: "\(directory) is opened read-only") }
         return try writer.withLock { (state: inout WriterState) throws(LogError) -> AppendInfo in
             guard !state.closed else { throw LogError.closed(directory) }
@@ -345,7 +361,7 @@ public final class PartitionLog: @unchecked Sendable {
         var total = segments.reduce(0) { $0 + $1.size }
         for segment in segments.dropLast() {
             var expired = false
-            if retentionMs >= 0 { expired = nowMs - (try segment.retentionTimestamp()) > retentionMs }
+            if retentionMs >= 0 { expired = nowMs.saturatingSubtract(try segment.retentionTimestamp()) > retentionMs }
             let oversize = retentionBytes >= 0 && Int64(total - segment.size) >= retentionBytes
             guard expired || oversize else { break }
             doomed.append(segment)

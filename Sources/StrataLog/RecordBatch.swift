@@ -8,6 +8,10 @@ public enum RecordBatchError: Error, Equatable, CustomStringConvertible, Sendabl
     case tooLarge(size: Int, max: Int)
     case badRecordCount(count: Int32, lastOffsetDelta: Int32)
     case malformedRecord(String)
+    /// A record's timestamp is outside message.timestamp.before/after.max.ms (INVALID_TIMESTAMP).
+    case invalidTimestamp(String)
+    /// A record without a key for a compacted topic (INVALID_RECORD).
+    case missingKey(index: Int)
 
     public var description: String {
         switch self {
@@ -19,6 +23,8 @@ public enum RecordBatchError: Error, Equatable, CustomStringConvertible, Sendabl
         case .tooLarge(let s, let m): return "record batch of \(s) bytes exceeds max.message.bytes \(m)"
         case .badRecordCount(let c, let d): return "record batch count \(c) does not match lastOffsetDelta \(d)"
         case .malformedRecord(let why): return "malformed record: \(why)"
+        case .invalidTimestamp(let why): return "invalid timestamp: \(why)"
+        case .missingKey(let i): return "record \(i) has no key; a compacted topic needs one on every record"
         }
     }
 }

@@ -46,30 +46,38 @@ public final class MetadataEnvironment: @unchecked Sendable {
         self.readOnly = readOnly
         self.names = databases
         if !readOnly { mkdir(path, 0o755) }
+        // A truncated data.mdb is mapped and then read past its end: SIGBUS. Check the file
+        // against its own meta pages before LMDB maps it.
+        try MetadataFileCheck.verify(path: path + "/data.mdb")
+        // Everything is opened on a local handle: `env` is assigned only once it is fully open,
+        // so a failure here closes the handle exactly once (deinit never sees it).
         var e: OpaquePointer?
         try MetadataError.check(mdb_env_create(&e), "mdb_env_create")
-        env = e!
+        let handle = e!
         do throws(MetadataError) {
-            try MetadataError.check(mdb_env_set_mapsize(env, mapSize), "mdb_env_set_mapsize")
-            try MetadataError.check(mdb_env_set_maxdbs(env, 16), "mdb_env_set_maxdbs")
-            try MetadataError.check(mdb_env_set_maxreaders(env, 256), "mdb_env_set_maxreaders")
+            try MetadataError.check(mdb_env_set_mapsize(handle, mapSize), "mdb_env_set_mapsize")
+            try MetadataError.check(mdb_env_set_maxdbs(handle, 16), "mdb_env_set_maxdbs")
+            try MetadataError.check(mdb_env_set_maxreaders(handle, 256), "mdb_env_set_maxreaders")
             // NOTLS: read transactions are not tied to OS threads, so any thread may use any reader.
             let flags = UInt32(MDB_NOTLS) | (readOnly ? UInt32(MDB_RDONLY) : 0)
-            try MetadataError.check(mdb_env_open(env, path, flags, 0o644), "open LMDB environment \(path)")
+            try MetadataError.check(mdb_env_open(handle, path, flags, 0o644), "open LMDB environment \(path)")
             var dead: Int32 = 0
-            mdb_reader_check(env, &dead)  // clear reader slots of crashed processes
-            try openDatabases()
+            mdb_reader_check(handle, &dead)  // clear reader slots of crashed processes
+            let opened = try Self.openDatabases(handle, names: databases, readOnly: readOnly)
+            self.databases = opened
         } catch {
-            mdb_env_close(env)
+            mdb_env_close(handle)
             throw error
         }
+        env = handle
     }
 
     deinit { mdb_env_close(env) }
 
-    private func openDatabases() throws(MetadataError) {
+    private static func openDatabases(_ env: OpaquePointer, names: [String], readOnly: Bool) throws(MetadataError) -> [String: MDB_dbi] {
         var txn: OpaquePointer?
         try MetadataError.check(mdb_txn_begin(env, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &txn), "begin txn")
+        var opened: [String: MDB_dbi] = [:]
         for name in names {
             var dbi: MDB_dbi = 0
             let rc = mdb_dbi_open(txn, name, readOnly ? 0 : UInt32(MDB_CREATE), &dbi)
@@ -78,9 +86,10 @@ public final class MetadataEnvironment: @unchecked Sendable {
                 mdb_txn_abort(txn)
                 throw MetadataError(code: rc, context: "open database \(name)")
             }
-            databases[name] = dbi
+            opened[name] = dbi
         }
         try MetadataError.check(mdb_txn_commit(txn), "commit database creation")
+        return opened
     }
 
     func dbi(_ name: String) -> MDB_dbi? { dbLock.withLock { _ in databases[name] } }

@@ -210,7 +210,8 @@ enum StateEnvironments {
                 all[path] = (e.env, e.refs + 1)
                 return e.env
             }
-            var dir = ""
+            // Relative paths stay relative (a leading "/" only when the path has one).
+            var dir = path.hasPrefix("/") ? "" : "."
             for part in path.split(separator: "/", omittingEmptySubsequences: true) {
                 dir += "/" + part
                 mkdir(dir, 0o755)

@@ -21,8 +21,11 @@ struct Serve: ParsableCommand {
     @Option(help: "Address clients are told to connect to (Metadata, FindCoordinator); default: --listen.")
     var advertised: String?
 
-    @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: log.retention.check.interval.ms (default 300000), log.cleaner.backoff.ms (default 15000), log.cleaner.io.max.bytes.per.second (default 0: unlimited).")
+    @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: num.partitions (default 1), auto.create.topics.enable (default true), default.replication.factor (1), log.retention.check.interval.ms (default 300000), log.cleaner.backoff.ms (default 15000), log.cleaner.io.max.bytes.per.second (default 0: unlimited).")
     var configs: [String] = []
+
+    static let brokerSettings = ["num.partitions", "auto.create.topics.enable", "default.replication.factor",
+                                 "log.retention.check.interval.ms", "log.cleaner.backoff.ms", "log.cleaner.io.max.bytes.per.second"]
 
     static func split(_ address: String) throws -> (String, Int) {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
@@ -49,8 +52,19 @@ struct Serve: ParsableCommand {
             case "log.retention.check.interval.ms", "log.cleaner.backoff.ms":
                 guard let ms = Int64(value), ms >= 0 else { throw ValidationError("\(key) must be a number of milliseconds >= 0") }
                 if key == "log.cleaner.backoff.ms" { brokerOptions.cleanerBackoffMs = ms } else { brokerOptions.retentionCheckIntervalMs = ms }
+            case "num.partitions":
+                guard let n = Int32(value), n >= 1, n <= Broker.Options.maxPartitions else {
+                    throw ValidationError("\(key) must be a number in 1...\(Broker.Options.maxPartitions)")
+                }
+                brokerOptions.defaultPartitions = n
+            case "auto.create.topics.enable":
+                guard let b = Bool(value) else { throw ValidationError("\(key) must be true or false") }
+                brokerOptions.autoCreateTopics = b
+            case "default.replication.factor":
+                // One node keeps one replica: 1 is the only factor that can be honoured.
+                guard value == "1" else { throw ValidationError("\(key): a single Strata node keeps one replica; only 1 is accepted") }
             default:
-                throw ValidationError("unknown broker setting '\(key)' (known: log.retention.check.interval.ms, log.cleaner.backoff.ms, log.cleaner.io.max.bytes.per.second)")
+                throw ValidationError("unknown broker setting '\(key)' (known: \(Self.brokerSettings.joined(separator: ", ")))")
             }
         }
         let broker = try options.openBroker(options: brokerOptions)

@@ -1,0 +1,51 @@
+import StrataBroker
+import StrataLog
+
+/// The one table from broker and log errors to Kafka error codes. Every error a handler can see
+/// lands on a specific code; UNKNOWN_SERVER_ERROR (-1) is left for what is truly unexpected.
+extension ErrorCode {
+    init(_ error: RecordBatchError) {
+        switch error {
+        case .tooLarge: self = .messageTooLarge
+        case .malformedRecord, .badRecordCount, .missingKey: self = .invalidRecord
+        case .invalidTimestamp: self = .invalidTimestamp
+        case .tooShort, .lengthMismatch, .crcMismatch: self = .corruptMessage
+        case .badMagic: self = .unsupportedForMessageFormat
+        }
+    }
+
+    init(_ error: LogError) {
+        switch error {
+        case .invalidBatch(let e): self.init(e)
+        case .offsetOutOfRange: self = .offsetOutOfRange
+        case .invalidConfig: self = .invalidConfig
+        // The partition cannot take writes or be read (failed fsync, full disk, damaged or missing
+        // files, closed during shutdown): Kafka's KAFKA_STORAGE_ERROR, which clients retry.
+        case .io, .readOnly, .closed, .corrupt, .locked: self = .kafkaStorageError
+        }
+    }
+
+    init(_ error: BrokerError) {
+        switch error {
+        case .unknownTopic, .unknownPartition: self = .unknownTopicOrPartition
+        case .topicExists: self = .topicAlreadyExists
+        case .invalidTopicName: self = .invalidTopicException
+        case .invalidConfig: self = .invalidConfig
+        case .invalidPartitions: self = .invalidPartitions
+        case .invalidRecord: self = .invalidRecord
+        case .log(let e): self.init(e)
+        case .metadata: self = .kafkaStorageError
+        case .readOnly: self = .kafkaStorageError
+        }
+    }
+
+    /// Any error a broker call threw.
+    init(any error: Error) {
+        switch error {
+        case let e as BrokerError: self.init(e)
+        case let e as LogError: self.init(e)
+        case let e as RecordBatchError: self.init(e)
+        default: self = .unknownServerError
+        }
+    }
+}

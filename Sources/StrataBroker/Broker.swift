@@ -541,6 +541,27 @@ public final class Broker: @unchecked Sendable {
 
     private func append(_ state: TopicState, partition: Int32, batch: UnsafeRawBufferPointer, acks: Acks) throws(BrokerError) -> AppendInfo {
         let log = state.logs[Int(partition)]
+        if let codec = state.config.recompression, batch.count >= RecordBatch.headerSize,
+           RecordBatch(unchecked: batch).compression != codec {
+            // compression.type names a codec: the batch is stored re-encoded (Kafka recompresses
+            // on the leader too). A batch that is not even structurally sound is left to the
+            // validator below, which says precisely what is wrong with it.
+            do throws(RecordBatchError) {
+                try RecordBatch(unchecked: batch).validate(maxBatchBytes: log.config.maxMessageBytes, strictRecords: false)
+            } catch {
+                throw .log(.invalidBatch(error))
+            }
+            let reencoded: [UInt8]
+            do throws(RecordBatchError) { reencoded = try RecordBatch.reencoded(batch, codec: codec) } catch { throw .log(.invalidBatch(error)) }
+            let outcome = reencoded.withUnsafeBytes { p -> Result<AppendInfo, BrokerError> in
+                do throws(BrokerError) { return .success(try appendEncoded(state, log: log, partition: partition, batch: p, acks: acks)) } catch { return .failure(error) }
+            }
+            return try outcome.get()
+        }
+        return try appendEncoded(state, log: log, partition: partition, batch: batch, acks: acks)
+    }
+
+    private func appendEncoded(_ state: TopicState, log: PartitionLog, partition: Int32, batch: UnsafeRawBufferPointer, acks: Acks) throws(BrokerError) -> AppendInfo {
         do throws(LogError) {
             let info = try log.appendWithoutFlush(batch, policy: state.config.appendPolicy)
             waiters.notify(topic: state.name, partition: partition)

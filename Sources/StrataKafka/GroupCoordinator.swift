@@ -311,7 +311,11 @@ final class GroupCoordinator: @unchecked Sendable {
             guard let member = group.member(memberId) else { return .unknownMemberId }
             guard generation == group.generation else { return .illegalGeneration }
             member.lastSeenMs = monotonicMillis()
-            return group.state == .preparingRebalance ? .rebalanceInProgress : .none
+            // Kafka's ClassicGroup: while a rebalance is being prepared the generation has not
+            // moved, and members commit what they consumed in it (a consumer closing, or one
+            // whose partitions are about to be revoked): accepted. Only between the join and the
+            // leader's assignment (CompletingRebalance) must a member rejoin first.
+            return group.state == .completingRebalance ? .rebalanceInProgress : .none
         }
     }
 

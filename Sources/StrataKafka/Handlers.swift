@@ -199,10 +199,11 @@ final class KafkaRequestHandler: @unchecked Sendable {
         }
         if durable.isEmpty { return eventLoop.makeSucceededFuture(respond(results)) }
         let appended = results
+        let waits = durable
         let broker = self.broker
         return threadPool.runIfActive(eventLoop: eventLoop) {
             var results = appended
-            for d in durable {
+            for d in waits {
                 let (name, partitions) = results[d.topic]
                 do {
                     try broker.waitForDurability(topic: name, partition: partitions[d.partition].0, upTo: d.upTo)
@@ -338,8 +339,10 @@ final class KafkaRequestHandler: @unchecked Sendable {
                     if fp.offset < part.logStart || fp.offset > part.hw {
                         part.error = .offsetOutOfRange
                     } else if fp.offset < part.hw {
-                        // The first partition with data always gets a batch, even past the budget (KIP-74).
-                        let limit = total == 0 ? max(1, Int(fp.maxBytes)) : min(Int(fp.maxBytes), budget - total)
+                        // Bounded by the partition's and the response's max_bytes; the first
+                        // partition with data always gets one whole batch, even past both (KIP-74).
+                        let partitionLimit = min(Int(fp.maxBytes), budget - total)
+                        let limit = total == 0 ? max(1, partitionLimit) : partitionLimit
                         if limit > 0, let slice = try log.read(from: fp.offset, maxBytes: limit).slice {
                             part.slice = slice
                             total += slice.count

@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import StrataBroker
+import StrataCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,59 +12,180 @@ public let defaultMaxRequestBytes = 100 * 1024 * 1024
 
 /// Splits the stream into 4-byte big-endian size-prefixed frames. A size below the smallest
 /// possible header or above the limit is a protocol error: the connection is closed before any
-/// of the frame is buffered, so a client cannot make the broker allocate 2 GiB.
+/// of the frame is buffered, so a client cannot make the broker allocate 2 GiB. A frame that
+/// starts and then stalls for `partialFrameTimeout` (Kafka's request.timeout.ms) is dropped with
+/// its connection, so half-sent requests cannot pin buffers forever.
 final class FrameDecoder: ByteToMessageDecoder {
     typealias InboundOut = ByteBuffer
     let maxFrameBytes: Int
+    let partialFrameTimeout: TimeAmount
+    private var stallTimer: Scheduled<Void>?
 
-    init(maxFrameBytes: Int) { self.maxFrameBytes = maxFrameBytes }
+    init(maxFrameBytes: Int, partialFrameTimeout: TimeAmount) {
+        self.maxFrameBytes = maxFrameBytes
+        self.partialFrameTimeout = partialFrameTimeout
+    }
 
     func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let size = buffer.getInteger(at: buffer.readerIndex, as: Int32.self) else { return .needMoreData }
+        guard let size = buffer.getInteger(at: buffer.readerIndex, as: Int32.self) else {
+            armStallTimer(context, partial: buffer.readableBytes > 0)
+            return .needMoreData
+        }
         guard size >= 8, Int(size) <= maxFrameBytes else {
             throw ProtocolError("frame size \(size) outside 8...\(maxFrameBytes)")
         }
-        guard buffer.readableBytes >= 4 + Int(size) else { return .needMoreData }
+        guard buffer.readableBytes >= 4 + Int(size) else {
+            armStallTimer(context, partial: true)
+            return .needMoreData
+        }
+        armStallTimer(context, partial: false)
         buffer.moveReaderIndex(forwardBy: 4)
         context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: Int(size))!))
         return .continue
     }
+
+    private func armStallTimer(_ context: ChannelHandlerContext, partial: Bool) {
+        guard partial else {
+            stallTimer?.cancel()
+            stallTimer = nil
+            return
+        }
+        guard stallTimer == nil else { return }
+        let channel = context.channel
+        let timeout = partialFrameTimeout
+        stallTimer = context.eventLoop.scheduleTask(in: timeout) {
+            channel.pipeline.fireErrorCaught(ProtocolError("a request frame stalled for \(timeout.nanoseconds / 1_000_000) ms (request.timeout.ms)"))
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stallTimer?.cancel()
+        stallTimer = nil
+    }
+}
+
+/// Limits of one connection (Kafka's socket settings where it has them).
+public struct ConnectionLimits: Sendable {
+    /// socket.request.max.bytes.
+    public var maxRequestBytes = defaultMaxRequestBytes
+    /// Requests being processed at once (pipelining); reading pauses beyond it.
+    public var maxInFlight = 64
+    /// Response bytes written to the socket but not yet taken by the client; past it, no new
+    /// request is started and reading pauses (a client that never reads cannot grow the broker).
+    public var maxUnwrittenBytes = 8 << 20
+    /// connections.max.idle.ms: a connection with no request for this long is closed.
+    public var maxIdleMs: Int64 = 10 * 60 * 1000
+    /// request.timeout.ms: a request frame that starts and stalls for this long is dropped.
+    public var partialFrameTimeoutMs: Int64 = 30_000
+    public init() {}
+}
+
+/// Quotes text a client sent for a log line: printable ASCII as is, everything else escaped,
+/// capped, so a client id cannot forge or flood log lines.
+func quoted(_ text: String?, limit: Int = 128) -> String {
+    guard let text else { return "null" }
+    var out = "\""
+    var count = 0
+    for scalar in text.unicodeScalars {
+        if count >= limit { out += "...(\(text.unicodeScalars.count) chars)"; break }
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case " "..."~": out.unicodeScalars.append(scalar)
+        default: out += scalar.escaped(asASCII: true)
+        }
+        count += 1
+    }
+    return out + "\""
 }
 
 /// One connection: parses headers, dispatches, and writes responses in request order (Kafka
-/// clients match responses by order as well as correlation id). At most `maxInFlight` requests
-/// are processed at once; reading pauses beyond that.
-final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+/// clients match responses by order as well as correlation id).
+///
+/// Back-pressure (after NIO's BackPressureHandler): frames are queued and started in order while
+/// fewer than `maxInFlight` are being processed, at most one Fetch is being answered (a Fetch
+/// response is the large one: up to its max_bytes), and less than `maxUnwrittenBytes` of responses
+/// wait in the socket's outbound buffer. While anything is held back, reading stops, so the kernel's
+/// receive window pushes back on the client. A connection therefore holds at most about one Fetch
+/// response plus `maxUnwrittenBytes`, whatever the client pipelines.
+final class KafkaConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    static let maxInFlight = 64
     let handler: KafkaRequestHandler
+    let limits: ConnectionLimits
     let log: @Sendable (String) -> Void
     private var nextSequence = 0
     private var nextToWrite = 0
     private var ready: [Int: [ByteBuffer]?] = [:]
+    private var held: [ByteBuffer] = []
+    private var heldStart = 0
     private var inFlight = 0
+    private var fetchInFlight = false
+    private var unwrittenBytes = 0
+    private var reading = true
     private var clientHost = "unknown"
     private var closed = false
+    private var lastRequestMs: Int64 = 0
+    private var idleTimer: RepeatedTask?
 
-    init(handler: KafkaRequestHandler, log: @escaping @Sendable (String) -> Void) {
+    init(handler: KafkaRequestHandler, limits: ConnectionLimits, log: @escaping @Sendable (String) -> Void) {
         self.handler = handler
+        self.limits = limits
         self.log = log
     }
 
     func channelActive(context: ChannelHandlerContext) {
         clientHost = context.remoteAddress?.ipAddress ?? "unknown"
+        lastRequestMs = monotonicMillis()
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let period = TimeAmount.milliseconds(max(1000, min(limits.maxIdleMs / 4, 60_000)))
+        idleTimer = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+            let (me, context) = loopBound.value
+            if monotonicMillis() - me.lastRequestMs > me.limits.maxIdleMs && me.inFlight == 0 {
+                me.fail(context, "idle for more than connections.max.idle.ms=\(me.limits.maxIdleMs)")
+            }
+        }
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         closed = true
+        idleTimer?.cancel()
+        idleTimer = nil
+        held.removeAll()
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var frame = unwrapInboundIn(data)
+        guard !closed else { return }
+        lastRequestMs = monotonicMillis()
+        held.append(unwrapInboundIn(data))
+        startHeld(context)
+    }
+
+    /// Starts queued requests while the limits allow; pauses or resumes reading accordingly.
+    private func startHeld(_ context: ChannelHandlerContext) {
+        while heldStart < held.count, !closed {
+            let frame = held[heldStart]
+            let isFetch = frame.getInteger(at: frame.readerIndex, as: Int16.self) == ApiKey.fetch.rawValue
+            guard inFlight < limits.maxInFlight, unwrittenBytes < limits.maxUnwrittenBytes, !(isFetch && fetchInFlight) else { break }
+            heldStart += 1
+            start(context, frame, isFetch: isFetch)
+        }
+        if heldStart == held.count {
+            held.removeAll(keepingCapacity: true)
+            heldStart = 0
+        }
+        let shouldRead = heldStart == held.count
+        if shouldRead != reading && !closed {
+            reading = shouldRead
+            context.channel.setOption(ChannelOptions.autoRead, value: shouldRead).whenComplete { _ in }
+        }
+    }
+
+    private func start(_ context: ChannelHandlerContext, _ frameIn: ByteBuffer, isFetch: Bool) {
+        var frame = frameIn
         let sequence = nextSequence
         nextSequence += 1
         let header: RequestHeader
@@ -85,34 +207,38 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         do {
             future = try handler.handle(header, &reader, eventLoop: context.eventLoop, clientHost: clientHost)
         } catch {
-            fail(context, "request \(header.apiKey) v\(header.apiVersion) from \(header.clientId ?? "?"): \(error)")
+            fail(context, "request \(header.apiKey) v\(header.apiVersion) from client \(quoted(header.clientId)): \(error)")
             return
         }
         inFlight += 1
-        if inFlight >= Self.maxInFlight { context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
+        if isFetch { fetchInFlight = true }
         let correlation = header.correlationId
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        future.hop(to: context.eventLoop).whenComplete { [self] result in
-            let context = loopBound.value
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        future.hop(to: context.eventLoop).whenComplete { result in
+            let (me, context) = loopBound.value
+            if isFetch { me.fetchInFlight = false }
             switch result {
             case .success(let body):
                 var framed: [ByteBuffer]?
                 if var body {
                     // The frame header goes out as its own small buffer: writing it into the body
                     // would copy the whole (shared, copy-on-write) response, e.g. 1 MiB of batches.
-                    precondition(body.readableBytes >= KafkaWriter.frameHeaderBytes)
+                    guard body.readableBytes >= KafkaWriter.frameHeaderBytes else {
+                        me.fail(context, "internal: response shorter than its frame header")
+                        return
+                    }
                     body.moveReaderIndex(forwardBy: KafkaWriter.frameHeaderBytes)
                     var head = context.channel.allocator.buffer(capacity: 8)
-                    head.writeInteger(Int32(4 + body.readableBytes))
+                    head.writeInteger(Int32(truncatingIfNeeded: 4 + body.readableBytes))
                     head.writeInteger(correlation)
                     framed = [head, body]
                 }
-                ready[sequence] = .some(framed)
+                me.ready[sequence] = .some(framed)
             case .failure(let error):
-                fail(context, "request \(header.apiKey) v\(header.apiVersion): \(error)")
+                me.fail(context, "request \(header.apiKey) v\(header.apiVersion) from client \(quoted(header.clientId)): \(error)")
                 return
             }
-            flushReady(context)
+            me.flushReady(context)
         }
     }
 
@@ -122,17 +248,29 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             nextToWrite += 1
             inFlight -= 1
             if let buffers = entry, !closed {
-                for buffer in buffers { context.write(wrapOutboundOut(buffer), promise: nil) }
+                for buffer in buffers {
+                    let size = buffer.readableBytes
+                    unwrittenBytes += size
+                    let promise = context.eventLoop.makePromise(of: Void.self)
+                    let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                    promise.futureResult.whenComplete { _ in
+                        let (me, context) = loopBound.value
+                        me.unwrittenBytes -= size
+                        me.startHeld(context)
+                    }
+                    context.write(wrapOutboundOut(buffer), promise: promise)
+                }
                 wrote = true
             }
         }
         if wrote { context.flush() }
-        if inFlight < Self.maxInFlight / 2 { context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
+        startHeld(context)
     }
 
     private func fail(_ context: ChannelHandlerContext, _ why: String) {
         guard !closed else { return }
         closed = true
+        held.removeAll()
         log("closing connection from \(clientHost): \(why)")
         context.close(promise: nil)
     }
@@ -141,6 +279,9 @@ final class KafkaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         fail(context, "\(error)")
     }
 }
+
+@available(*, unavailable)
+extension KafkaConnectionHandler: Sendable {}
 
 /// `strata serve`'s Kafka listener.
 public final class KafkaServer: @unchecked Sendable {
@@ -161,7 +302,7 @@ public final class KafkaServer: @unchecked Sendable {
     /// Binds and starts serving. `port` 0 picks a free port (see `port`). The advertised address
     /// (what Metadata and FindCoordinator tell clients to connect to) defaults to the bound one.
     public func start(host: String, port: Int, advertisedHost: String? = nil, advertisedPort: Int? = nil,
-                      maxRequestBytes: Int = defaultMaxRequestBytes, log: @escaping @Sendable (String) -> Void = { _ in }) throws {
+                      limits: ConnectionLimits = ConnectionLimits(), log: @escaping @Sendable (String) -> Void = { _ in }) throws {
         threadPool.start()
         coordinator.start(on: group.next())
         let requests = KafkaRequestHandler(broker: broker, coordinator: coordinator, threadPool: threadPool,
@@ -174,8 +315,9 @@ public final class KafkaServer: @unchecked Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxRequestBytes)))
-                    try sync.addHandler(KafkaConnectionHandler(handler: requests, log: log))
+                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: limits.maxRequestBytes,
+                                                                          partialFrameTimeout: .milliseconds(limits.partialFrameTimeoutMs))))
+                    try sync.addHandler(KafkaConnectionHandler(handler: requests, limits: limits, log: log))
                 }
             }
         let channel = try bootstrap.bind(host: host, port: port).wait()

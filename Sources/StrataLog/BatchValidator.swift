@@ -143,3 +143,32 @@ extension RecordBatch {
         return copy
     }
 }
+
+extension RecordBatch {
+    /// The same batch with its records encoded with `codec` (compression.type on a topic): the
+    /// header is kept, the payload decompressed and compressed again, attributes, length and CRC
+    /// rewritten. The records themselves are unchanged byte for byte.
+    public static func reencoded(_ bytes: UnsafeRawBufferPointer, codec: CompressionCodec) throws(RecordBatchError) -> [UInt8] {
+        let batch = RecordBatch(unchecked: bytes)
+        guard bytes.count >= headerSize, let from = batch.compression else { throw .malformedRecord("unknown compression codec") }
+        let payload = UnsafeRawBufferPointer(rebasing: bytes[headerSize...])
+        let encoded: [UInt8] = try Compression.withDecompressed(from, payload, maxBytes: Compression.maxDecompressedBytes) { (records) throws(RecordBatchError) -> [UInt8] in
+            if codec == .none { return Array(records) }
+            guard let out = Compression.compress(codec, Array(records)) else { throw .malformedRecord("\(codec) compression failed") }
+            return out
+        }
+        let total = headerSize + encoded.count
+        guard total - logOverhead <= Int(Int32.max) else { throw .tooLarge(size: total, max: Int(Int32.max)) }
+        var out = [UInt8](bytes[..<headerSize])
+        out += encoded
+        out.withUnsafeMutableBytes { p in
+            p.storeBytes(of: Int32(total - logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
+            var attributes = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: attributesOffset, as: UInt16.self))
+            attributes = (attributes & ~7) | UInt16(codec.rawValue)
+            p.storeBytes(of: attributes.bigEndian, toByteOffset: attributesOffset, as: UInt16.self)
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(p)[attributesOffset...]))
+            p.storeBytes(of: crc.bigEndian, toByteOffset: crcOffset, as: UInt32.self)
+        }
+        return out
+    }
+}

@@ -305,7 +305,8 @@ func json(_ i: Int, user: String? = nil) -> [UInt8] {
         let now = wallClockMillis()
         for topic in ["old", "kept", "compacted"] {
             for i in 0..<60 {
-                try broker.produce(topic: topic, records: [ProducerRecord(value: json(i), timestamp: now - 10 * 3_600_000)], acks: .leader)
+                // Compacted topics refuse keyless records (Kafka's rule), so every record has a key.
+                try broker.produce(topic: topic, records: [ProducerRecord(key: Array("k\(i)".utf8), value: json(i), timestamp: now - 10 * 3_600_000)], acks: .leader)
             }
         }
         let results = broker.runRetention(nowMs: now)

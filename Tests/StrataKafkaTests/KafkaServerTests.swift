@@ -16,7 +16,9 @@ import Testing
             dir = String(cString: t.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!)! })
             broker = try Broker.open(dataDirectory: dir)
             server = KafkaServer(broker: broker, eventLoopThreads: 1)
-            try server.start(host: "127.0.0.1", port: 0, maxRequestBytes: 1 << 20)
+            var limits = ConnectionLimits()
+            limits.maxRequestBytes = 1 << 20
+            try server.start(host: "127.0.0.1", port: 0, limits: limits)
         }
 
         func close() throws {

@@ -18,6 +18,8 @@ public enum BrokerError: Error, CustomStringConvertible, Sendable {
     case log(LogError)
     case metadata(String)
     case readOnly(String)
+    /// The partition's files are damaged or missing; it is offline until repaired.
+    case partitionOffline(topic: String, partition: Int32, reason: String)
 
     public var description: String {
         switch self {
@@ -31,6 +33,7 @@ public enum BrokerError: Error, CustomStringConvertible, Sendable {
         case .log(let e): return e.description
         case .metadata(let why): return "metadata: \(why)"
         case .readOnly(let why): return why
+        case .partitionOffline(let t, let p, let why): return "partition \(t)-\(p) is offline: \(why)"
         }
     }
 }
@@ -65,6 +68,8 @@ public struct PartitionDescription: Sendable {
     /// Compact topics: what the cleaner last did (from LMDB), and the current dirty ratio.
     public var cleaner: MetadataStore.CleanerRecord?
     public var dirtyRatio: Double?
+    /// Why the partition is offline (damaged or missing files), nil when it serves.
+    public var offlineReason: String?
 }
 
 public struct TopicDescription: Sendable {
@@ -97,17 +102,46 @@ public final class Broker: @unchecked Sendable {
         public init() {}
     }
 
-    final class TopicState: @unchecked Sendable {
+    /// One partition of a topic: its log, or why it is offline (a damaged or missing directory).
+    /// An offline partition answers KAFKA_STORAGE_ERROR; the others keep serving.
+    enum PartitionSlot: Sendable {
+        case online(PartitionLog)
+        case offline(String)
+
+        var log: PartitionLog? { if case .online(let l) = self { return l } else { return nil } }
+    }
+
+    /// A topic's state: immutable, replaced as a whole under the `topics` lock when the topic
+    /// changes (configs altered, partitions added), so a reader holding one never sees a
+    /// half-made change.
+    final class TopicState: Sendable {
         let name: String
-        var record: TopicRecord
-        var config: TopicConfig
-        var logs: [PartitionLog]
-        let stickyCounter = Atomic<Int>(0)
-        init(name: String, record: TopicRecord, config: TopicConfig, logs: [PartitionLog]) {
+        let record: TopicRecord
+        let config: TopicConfig
+        let partitions: [PartitionSlot]
+        /// Shared by every version of one topic's state (round-robin position of keyless produce).
+        let stickyCounter: StickyCounter
+
+        final class StickyCounter: Sendable {
+            let value = Atomic<Int>(0)
+        }
+
+        init(name: String, record: TopicRecord, config: TopicConfig, partitions: [PartitionSlot], stickyCounter: StickyCounter = StickyCounter()) {
             self.name = name
             self.record = record
             self.config = config
-            self.logs = logs
+            self.partitions = partitions
+            self.stickyCounter = stickyCounter
+        }
+
+        func replacing(record: TopicRecord? = nil, config: TopicConfig? = nil, partitions: [PartitionSlot]? = nil) -> TopicState {
+            TopicState(name: name, record: record ?? self.record, config: config ?? self.config, partitions: partitions ?? self.partitions,
+                       stickyCounter: stickyCounter)
+        }
+
+        /// The partitions that are online, with their numbers.
+        var onlineLogs: [(partition: Int32, log: PartitionLog)] {
+            partitions.enumerated().compactMap { p, slot in slot.log.map { (Int32(p), $0) } }
         }
     }
 
@@ -118,6 +152,9 @@ public final class Broker: @unchecked Sendable {
     public let metadata: MetadataStore
     /// Partition directories found on disk that no topic in the metadata claims (left alone).
     public private(set) var orphanPartitions: [String] = []
+    /// Partitions of topics that could not be opened ("topic-p" → why), found at open.
+    public var offlinePartitions: [String: String] { offline.withLock { $0 } }
+    private let offline = Mutex<[String: String]>([:])
     private let topics: Mutex<[String: TopicState]>
     private let waiters = FetchWaiters()
     /// Serializes topic creation, deletion and alteration (rare, and they touch several stores).
@@ -175,15 +212,28 @@ public final class Broker: @unchecked Sendable {
         let manager = try LogManager.open(dataDirectory: dataDirectory, defaultConfig: options.defaultTopicConfig.log, lock: lock,
                                           configForTopic: { configs[$0]?.log })
         var states: [String: TopicState] = [:]
+        var offline: [String: String] = [:]
         for (name, record) in records {
             let config = configs[name]!
-            var logs: [PartitionLog] = []
+            var slots: [PartitionSlot] = []
             for p in 0..<record.partitions {
-                logs.append(try manager.getOrCreateLog(topic: name, partition: p, config: config.log))
+                let directory = LogManager.partitionDirectoryName(topic: name, partition: p)
+                if let log = manager.log(topic: name, partition: p) {
+                    slots.append(.online(log))
+                } else if let why = manager.offlinePartitions[directory] {
+                    slots.append(.offline(why))
+                    offline[directory] = why
+                } else {
+                    // Never recreated silently: committed offsets may point into the lost data.
+                    let why = "partition directory logs/\(directory) is missing; `strata inspect --repair` recreates it empty"
+                    slots.append(.offline(why))
+                    offline[directory] = why
+                }
             }
-            states[name] = TopicState(name: name, record: record, config: config, logs: logs)
+            states[name] = TopicState(name: name, record: record, config: config, partitions: slots)
         }
         let broker = Broker(dataDirectory: dataDirectory, options: options, readOnly: false, logManager: manager, metadata: metadata, topics: states)
+        broker.offline.withLock { [offline] in $0 = offline }
         broker.orphanPartitions = manager.partitionNames.filter { name in
             guard let (t, p) = LogManager.splitPartitionDirectory(name), let r = records[t] else { return true }
             return p >= r.partitions
@@ -217,9 +267,11 @@ public final class Broker: @unchecked Sendable {
         var states: [String: TopicState] = [:]
         for record in try metadata.topics() {
             let config = (try? TopicConfig.parse(record.configs, over: options.defaultTopicConfig)) ?? options.defaultTopicConfig
-            let logs = (0..<record.partitions).compactMap { manager.log(topic: record.name, partition: $0) }
-            guard logs.count == Int(record.partitions) else { continue }
-            states[record.name] = TopicState(name: record.name, record: record, config: config, logs: logs)
+            let slots: [PartitionSlot] = (0..<record.partitions).map { p in
+                manager.log(topic: record.name, partition: p).map { .online($0) }
+                    ?? .offline("partition directory logs/\(LogManager.partitionDirectoryName(topic: record.name, partition: p)) is missing or unreadable")
+            }
+            states[record.name] = TopicState(name: record.name, record: record, config: config, partitions: slots)
         }
         let broker = Broker(dataDirectory: dataDirectory, options: options, readOnly: true, logManager: manager, metadata: metadata, topics: states)
         broker.offsetCommitsAllowed = allowOffsetCommits
@@ -251,7 +303,7 @@ public final class Broker: @unchecked Sendable {
         var results: [String: PartitionLog.RetentionResult] = [:]
         var errors: [String] = []
         for state in topics.withLock({ Array($0.values) }) where state.config.cleanupPolicy.contains("delete") {
-            for (p, log) in state.logs.enumerated() {
+            for (p, log) in state.onlineLogs {
                 do throws(LogError) {
                     let r = try log.applyRetention(retentionMs: state.config.retentionMs, retentionBytes: state.config.retentionBytes, nowMs: nowMs)
                     if r.segmentsDeleted > 0 { results["\(state.name)-\(p)"] = r }
@@ -279,7 +331,7 @@ public final class Broker: @unchecked Sendable {
     public func runCleaner(nowMs: Int64 = wallClockMillis()) -> (partition: String, report: CompactionReport)? {
         var best: (name: String, log: PartitionLog, config: TopicConfig, ratio: Double)?
         for state in topics.withLock({ Array($0.values) }) where state.config.cleanupPolicy.contains("compact") {
-            for (p, log) in state.logs.enumerated() {
+            for (p, log) in state.onlineLogs {
                 let name = "\(state.name)-\(p)"
                 let ratio = dirtyRatio(name: name, log: log)
                 if ratio >= state.config.minCleanableDirtyRatio && ratio > 0 && ratio > (best?.ratio ?? -1) {
@@ -359,18 +411,18 @@ public final class Broker: @unchecked Sendable {
         try adminLock.withLock { _ in
             if topics.withLock({ $0[name] }) != nil { throw BrokerError.topicExists(name) }
             let record = TopicRecord(name: name, partitions: count, configs: configs, createdMs: wallClockMillis())
-            // Metadata first: a crash after it leaves partitions that the next open creates; a
-            // crash before it leaves nothing.
-            try metadata.putTopic(record)
+            // Partition directories first, then the metadata: a crash in between leaves orphan
+            // directories (reported, and reused by the next creation of the name), never a topic
+            // whose partitions are missing (which the next open reports as damage).
             var logs: [PartitionLog] = []
             do {
                 for p in 0..<count { logs.append(try logManager.getOrCreateLog(topic: name, partition: p, config: config.log)) }
+                try metadata.putTopic(record)
             } catch {
                 for p in 0..<count { try? logManager.deleteLog(topic: name, partition: p) }
-                try? metadata.deleteTopic(name)
                 throw error
             }
-            topics.withLock { $0[name] = TopicState(name: name, record: record, config: config, logs: logs) }
+            topics.withLock { $0[name] = TopicState(name: name, record: record, config: config, partitions: logs.map { .online($0) }) }
         }
     }
 
@@ -382,9 +434,15 @@ public final class Broker: @unchecked Sendable {
 
     public func describeTopic(_ name: String) throws -> TopicDescription {
         guard let state = topics.withLock({ $0[name] }) else { throw BrokerError.unknownTopic(name) }
-        if isReadOnly { for log in state.logs { try log.refresh() } }
+        if isReadOnly { for (_, log) in state.onlineLogs { try log.refresh() } }
         let compacted = state.config.cleanupPolicy.contains("compact")
-        let partitions = state.logs.enumerated().map { p, log in
+        let partitions = state.partitions.enumerated().map { p, slot in
+            guard case .online(let log) = slot else {
+                guard case .offline(let why) = slot else { fatalError("unreachable") }
+                var d = PartitionDescription(partition: Int32(p), logStartOffset: -1, logEndOffset: -1, sizeInBytes: 0, segments: 0)
+                d.offlineReason = why
+                return d
+            }
             var d = PartitionDescription(partition: Int32(p), logStartOffset: log.logStartOffset, logEndOffset: log.logEndOffset,
                                          sizeInBytes: log.sizeInBytes, segments: log.segmentCount)
             if compacted {
@@ -413,13 +471,11 @@ public final class Broker: @unchecked Sendable {
             var record = state.record
             record.configs = merged
             try metadata.putTopic(record)
-            topics.withLock { _ in
-                state.record = record
-                var applied = config
-                applied.log = state.config.log  // the open logs keep theirs until reopened
-                applied.log.maxMessageBytes = min(config.log.maxMessageBytes, state.config.log.maxMessageBytes)
-                state.config = applied
-            }
+            var applied = config
+            applied.log = state.config.log  // the open logs keep theirs until reopened
+            applied.log.maxMessageBytes = min(config.log.maxMessageBytes, state.config.log.maxMessageBytes)
+            let replacement = state.replacing(record: record, config: applied)
+            topics.withLock { $0[name] = replacement }
         }
     }
 
@@ -434,13 +490,39 @@ public final class Broker: @unchecked Sendable {
             }
             var record = state.record
             record.partitions = total
+            // Directories first, then the metadata (as in createTopic).
+            var slots = state.partitions
+            for p in current..<total { slots.append(.online(try logManager.getOrCreateLog(topic: name, partition: p, config: state.config.log))) }
             try metadata.putTopic(record)
-            var logs = state.logs
-            for p in current..<total { logs.append(try logManager.getOrCreateLog(topic: name, partition: p, config: state.config.log)) }
-            topics.withLock { _ in
-                state.record = record
-                state.logs = logs
+            let replacement = state.replacing(record: record, partitions: slots)
+            topics.withLock { $0[name] = replacement }
+        }
+    }
+
+    /// Brings back partitions whose directory is missing, empty (their old records are gone;
+    /// consumers whose committed offsets point past the new end get OFFSET_OUT_OF_RANGE and
+    /// reset). Explicit, because it accepts data loss: `strata inspect --repair`. Returns the
+    /// partitions recreated. Damaged (not missing) partitions stay offline: their files need a
+    /// person's look first.
+    @discardableResult
+    public func recreateMissingPartitions() throws -> [String] {
+        try requireWritable()
+        return try adminLock.withLock { _ in
+            var recreated: [String] = []
+            for state in topics.withLock({ Array($0.values) }).sorted(by: { $0.name < $1.name }) {
+                var slots = state.partitions
+                for (p, slot) in slots.enumerated() {
+                    guard case .offline = slot else { continue }
+                    let name = LogManager.partitionDirectoryName(topic: state.name, partition: Int32(p))
+                    guard access(logManager.logsDirectory + "/" + name, F_OK) != 0 else { continue }
+                    slots[p] = .online(try logManager.getOrCreateLog(topic: state.name, partition: Int32(p), config: state.config.log))
+                    offline.withLock { $0[name] = nil }
+                    recreated.append(name)
+                }
+                let replacement = state.replacing(partitions: slots)
+                topics.withLock { $0[state.name] = replacement }
             }
+            return recreated
         }
     }
 
@@ -471,8 +553,11 @@ public final class Broker: @unchecked Sendable {
 
     public func log(topic: String, partition: Int32) throws(BrokerError) -> PartitionLog {
         let s = try state(topic)
-        guard partition >= 0, Int(partition) < s.logs.count else { throw .unknownPartition(topic: topic, partition: partition) }
-        return s.logs[Int(partition)]
+        guard partition >= 0, Int(partition) < s.partitions.count else { throw .unknownPartition(topic: topic, partition: partition) }
+        switch s.partitions[Int(partition)] {
+        case .online(let log): return log
+        case .offline(let why): throw .partitionOffline(topic: topic, partition: partition, reason: why)
+        }
     }
 
     // MARK: Produce
@@ -486,7 +571,7 @@ public final class Broker: @unchecked Sendable {
         try requireWritable()
         guard !records.isEmpty else { return [] }
         let state = try stateOrCreate(topic)
-        let partitions = Int32(state.logs.count)
+        let partitions = Int32(state.partitions.count)
         if let partition, partition < 0 || partition >= partitions { throw BrokerError.unknownPartition(topic: topic, partition: partition) }
         if state.config.requiresJSON {
             for (i, record) in records.enumerated() {
@@ -496,7 +581,7 @@ public final class Broker: @unchecked Sendable {
                 }
             }
         }
-        let sticky = Int32(state.stickyCounter.add(1, ordering: .relaxed).oldValue % Int(partitions))
+        let sticky = Int32(state.stickyCounter.value.add(1, ordering: .relaxed).oldValue % Int(partitions))
         var byPartition: [Int32: [ProducerRecord]] = [:]
         for record in records {
             let p = partition ?? record.key.map { Partitioner.partition(forKey: $0, partitions: partitions) } ?? sticky
@@ -519,7 +604,7 @@ public final class Broker: @unchecked Sendable {
                             valuesValidatedAsJSON: Bool = false) throws -> AppendInfo {
         try requireWritable()
         let state = try stateOrCreate(topic)
-        guard partition >= 0, Int(partition) < state.logs.count else { throw BrokerError.unknownPartition(topic: topic, partition: partition) }
+        guard partition >= 0, Int(partition) < state.partitions.count else { throw BrokerError.unknownPartition(topic: topic, partition: partition) }
         if state.config.requiresJSON && !valuesValidatedAsJSON {
             let view = RecordBatch(unchecked: batch)
             do throws(RecordBatchError) { try view.validate(maxBatchBytes: state.config.log.maxMessageBytes, strictRecords: true) } catch {
@@ -540,7 +625,11 @@ public final class Broker: @unchecked Sendable {
     }
 
     private func append(_ state: TopicState, partition: Int32, batch: UnsafeRawBufferPointer, acks: Acks) throws(BrokerError) -> AppendInfo {
-        let log = state.logs[Int(partition)]
+        let log: PartitionLog
+        switch state.partitions[Int(partition)] {
+        case .online(let l): log = l
+        case .offline(let why): throw .partitionOffline(topic: state.name, partition: partition, reason: why)
+        }
         if let codec = state.config.recompression, batch.count >= RecordBatch.headerSize,
            RecordBatch(unchecked: batch).compression != codec {
             // compression.type names a codec: the batch is stored re-encoded (Kafka recompresses
@@ -586,7 +675,7 @@ public final class Broker: @unchecked Sendable {
 
     /// Makes every append so far durable (used by `produce --acks 1` before it reports).
     public func flush(topic: String) throws {
-        for log in try state(topic).logs { try log.flush() }
+        for (_, log) in try state(topic).onlineLogs { try log.flush() }
     }
 
     // MARK: Fetch

@@ -36,6 +36,7 @@ extension ErrorCode {
         case .log(let e): self.init(e)
         case .metadata: self = .kafkaStorageError
         case .readOnly: self = .kafkaStorageError
+        case .partitionOffline: self = .kafkaStorageError
         }
     }
 

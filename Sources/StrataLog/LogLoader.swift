@@ -29,6 +29,7 @@ struct LogLoader {
         try FileIO.mkdirs(directory)
         try removeTempFilesAndCompleteSwaps()
         var bases = try segmentBaseOffsets()
+        try sanityCheck(bases)
         let checkpoint = Checkpoint.read(directory: directory)
         if checkpoint == nil && !bases.isEmpty && FileIO.exists(directory + "/" + Checkpoint.fileName) {
             report.warnings.append("checkpoint \(Checkpoint.fileName) is corrupt; re-validating the whole log")
@@ -68,6 +69,20 @@ struct LogLoader {
         var logStart = checkpoint?.logStartOffset ?? segments[0].baseOffset
         logStart = min(max(logStart, segments[0].baseOffset), logEnd)
         return Loaded(segments: segments, logStartOffset: logStart, recoveryPoint: logEnd, checkpoint: checkpoint)
+    }
+
+    /// Every segment the listing names must be a regular file this process can read and write.
+    /// Closed segments are opened lazily, so without this a damaged one (a directory in its place,
+    /// mode 000) would only surface at the first read of its offsets, as a mysterious error; here
+    /// it takes the partition offline at load, with the file named.
+    private func sanityCheck(_ bases: [Int64]) throws(LogError) {
+        for base in bases {
+            let path = SegmentName.logPath(directory, base)
+            var st = stat()
+            guard stat(path, &st) == 0 else { throw LogError.fromErrno("stat segment", path) }
+            guard (st.st_mode & S_IFMT) == S_IFREG else { throw LogError.corrupt(path: path, reason: "a segment must be a regular file") }
+            guard access(path, R_OK | W_OK) == 0 else { throw LogError.fromErrno("open segment for reading and writing", path) }
+        }
     }
 
     /// `.cleaned` and `.tmp` files are half-written outputs: delete. `.deleted` files were already

@@ -91,6 +91,7 @@ public final class LogManager: @unchecked Sendable {
         let clean = FileIO.exists(markerPath)
         var logs: [String: PartitionLog] = [:]
         var reports: [String: RecoveryReport] = [:]
+        var offline: [String: String] = [:]
         do {
             for name in try FileIO.listDirectory(dataDirectory + "/logs").sorted() {
                 if name.hasSuffix(deletedDirectorySuffix) {
@@ -100,19 +101,28 @@ public final class LogManager: @unchecked Sendable {
                 }
                 guard let (topic, _) = splitPartitionDirectory(name), TopicName.problem(topic) == nil else { continue }
                 let config = configForTopic(topic) ?? defaultConfig
-                let (log, report) = try PartitionLog.open(directory: dataDirectory + "/logs/" + name, config: config, cleanShutdown: clean)
-                logs[name] = log
-                reports[name] = report
+                // One damaged partition must not stop the others: it is kept offline, with the
+                // reason, and everything else loads.
+                do throws(LogError) {
+                    let (log, report) = try PartitionLog.open(directory: dataDirectory + "/logs/" + name, config: config, cleanShutdown: clean)
+                    logs[name] = log
+                    reports[name] = report
+                } catch {
+                    offline[name] = error.description
+                }
             }
             if clean {
                 try FileIO.unlink(markerPath)
-                try FileIO.syncDirectory(dataDirectory)
+                // The marker is gone either way; a failed directory sync (full disk) only means a
+                // crash right now could be taken for a clean stop: the next flush syncs again.
+                try? FileIO.syncDirectory(dataDirectory)
             }
         } catch {
             Glibc.close(fd)
             throw error
         }
         let manager = LogManager(dataDirectory: dataDirectory, defaultConfig: defaultConfig, logs: logs, reports: reports, lockFD: fd)
+        manager.offlinePartitions = offline
         manager.startFlusher()
         return manager
     }
@@ -184,6 +194,9 @@ public final class LogManager: @unchecked Sendable {
     }
 
     public var partitionNames: [String] { logs.withLock { Array($0.keys).sorted() } }
+
+    /// Partition directories that could not be loaded, with why (set once at open).
+    public private(set) var offlinePartitions: [String: String] = [:]
 
     public func log(topic: String, partition: Int32) -> PartitionLog? {
         logs.withLock { $0[Self.partitionDirectoryName(topic: topic, partition: partition)] }

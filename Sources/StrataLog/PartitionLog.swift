@@ -98,7 +98,13 @@ public final class PartitionLog: @unchecked Sendable {
         let log = PartitionLog(directory: directory, config: config, segments: loaded.segments,
                                logStartOffset: loaded.logStartOffset, recoveryPoint: loaded.recoveryPoint)
         if loaded.recoveryPoint != loaded.checkpoint?.recoveryPoint || loaded.logStartOffset != loaded.checkpoint?.logStartOffset {
-            try Checkpoint(recoveryPoint: loaded.recoveryPoint, logStartOffset: loaded.logStartOffset).write(directory: directory)
+            // Not fatal (a full disk must not keep the data from being read): the checkpoint is
+            // an optimisation of the next recovery; the next flush writes it again.
+            do throws(LogError) {
+                try Checkpoint(recoveryPoint: loaded.recoveryPoint, logStartOffset: loaded.logStartOffset).write(directory: directory)
+            } catch {
+                loader.report.warnings.append("checkpoint not written (\(error)); retried at the next flush")
+            }
         }
         var report = loader.report
         report.segments = loaded.segments.count
@@ -303,13 +309,35 @@ public final class PartitionLog: @unchecked Sendable {
 
     /// Persists the recovery point at most every `checkpointIntervalMs`; a stale checkpoint only
     /// means more to re-validate after a crash, never lost data.
+    ///
+    /// A checkpoint that cannot be written (ENOSPC, EMFILE, EIO on the temp file) is not a data
+    /// failure: the data it describes is already synced. It is counted and reported, and retried at
+    /// the next flush; the partition stays writable (docs/durability.md).
     private func maybeCheckpoint(recoveryPoint: Int64, force: Bool) throws(LogError) {
         let now = monotonicMillis()
         guard force || now - lastCheckpointMs >= config.checkpointIntervalMs else { return }
-        try Checkpoint(recoveryPoint: recoveryPoint, logStartOffset: logStartOffset).write(directory: directory)
+        do throws(LogError) {
+            try Checkpoint(recoveryPoint: recoveryPoint, logStartOffset: logStartOffset).write(directory: directory)
+        } catch {
+            checkpointTrouble.withLock { t in
+                t.failures += 1
+                t.lastError = error.description
+            }
+            return
+        }
+        checkpointTrouble.withLock { $0.lastError = nil }
         lastCheckpointMs = now
         checkpointedRecoveryPoint = recoveryPoint
     }
+
+    /// Checkpoint writes that failed (transiently: retried at the next flush).
+    public struct CheckpointTrouble: Sendable {
+        public var failures = 0
+        /// The last failure, nil once a checkpoint was written again.
+        public var lastError: String?
+    }
+    private let checkpointTrouble = Mutex(CheckpointTrouble())
+    public var checkpointStatus: CheckpointTrouble { checkpointTrouble.withLock { $0 } }
 
     private var flushFailureDescription: String {
         flushLock.withLock { flushFailure?.description ?? "unknown failure" }

@@ -377,18 +377,56 @@ func json(_ i: Int, user: String? = nil) -> [UInt8] {
         try reopened.close()
     }
 
-    @Test func topicsWhosePartitionsAreMissingOnDiskAreRecreated() throws {
+    @Test func aMissingPartitionDirectoryIsOfflineNotSilentlyRecreated() async throws {
         let dir = TempDir()
         do {
             let broker = try Broker.open(dataDirectory: dir.path)
             try broker.createTopic("t", partitions: 3)
+            for p: Int32 in 0..<3 { try broker.produce(topic: "t", records: (0..<40).map { ProducerRecord(value: json($0), timestamp: 1) }, partition: p) }
+            try broker.commitOffsets(group: "g", offsets: [("t", 2, 40)])
             try broker.close()
         }
         try FileManager.default.removeItem(atPath: dir.path + "/logs/t-2")
         try FileManager.default.createDirectory(atPath: dir.path + "/logs/stray-0", withIntermediateDirectories: true)
         let broker = try Broker.open(dataDirectory: dir.path)
-        #expect(FileManager.default.fileExists(atPath: dir.path + "/logs/t-2"))
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/logs/t-2"), "never recreated behind the operator's back")
+        #expect(broker.offlinePartitions.keys.sorted() == ["t-2"])
         #expect(broker.orphanPartitions == ["stray-0"])
+        // The others serve; the missing one says why, and so does describe.
+        #expect(try broker.log(topic: "t", partition: 0).logEndOffset == 40)
+        #expect(throws: BrokerError.self) { try broker.produce(topic: "t", records: [ProducerRecord(value: json(1), timestamp: 1)], partition: 2) }
+        let described = try broker.describeTopic("t")
+        #expect(described.partitions[2].offlineReason?.contains("missing") == true)
+        #expect(described.partitions[0].offlineReason == nil)
+        // Explicit repair brings it back empty and writable.
+        #expect(try broker.recreateMissingPartitions() == ["t-2"])
+        try broker.produce(topic: "t", records: [ProducerRecord(value: json(1), timestamp: 1)], partition: 2)
+        #expect(try broker.log(topic: "t", partition: 2).logEndOffset == 1)
+        try broker.close()
+    }
+
+    @Test func aDamagedSegmentTakesOnlyItsPartitionOffline() throws {
+        let dir = TempDir()
+        do {
+            let broker = try Broker.open(dataDirectory: dir.path)
+            try broker.createTopic("d", partitions: 2, configs: ["segment.bytes": "4096"])
+            for p: Int32 in 0..<2 {
+                for i in 0..<80 { try broker.produce(topic: "d", records: [ProducerRecord(value: json(i), timestamp: 1)], partition: p) }
+            }
+            try broker.close()
+        }
+        // A segment in the middle of d-1 replaced by a directory (as a bad restore leaves it).
+        let partition = dir.path + "/logs/d-1"
+        let segments = try FileManager.default.contentsOfDirectory(atPath: partition).filter { $0.hasSuffix(".log") }.sorted()
+        #expect(segments.count > 2)
+        let middle = partition + "/" + segments[1]
+        try FileManager.default.removeItem(atPath: middle)
+        try FileManager.default.createDirectory(atPath: middle, withIntermediateDirectories: false)
+        let broker = try Broker.open(dataDirectory: dir.path)
+        #expect(broker.offlinePartitions["d-1"]?.contains(segments[1]) == true, "the reason names the file")
+        #expect(try broker.log(topic: "d", partition: 0).logEndOffset == 80)
+        #expect(throws: BrokerError.self) { try broker.log(topic: "d", partition: 1) }
+        try broker.produce(topic: "d", records: [ProducerRecord(value: json(1), timestamp: 1)], partition: 0)
         try broker.close()
     }
 }

@@ -28,7 +28,24 @@ final class KafkaRequestHandler: @unchecked Sendable {
     let clusterId: String
     let producers = ProducerStateTable()
 
-    init(broker: Broker, coordinator: GroupCoordinator, threadPool: NIOThreadPool, advertisedHost: String, advertisedPort: Int) {
+    /// Where storage problems met while serving are reported (the server's log).
+    let log: @Sendable (String) -> Void
+    private let reported = NIOLockedValueBox(Set<String>())
+
+    /// Logs a storage problem of a partition once per distinct message (clients retry; the log
+    /// must name the file once, not flood).
+    func reportStorageProblem(_ topic: String, _ partition: Int32, _ error: Error) {
+        let line = "error: partition \(topic)-\(partition): \(error)"
+        let fresh = reported.withLockedValue { seen in
+            guard seen.count < 10_000 else { return false }
+            return seen.insert(line).inserted
+        }
+        if fresh { log(line) }
+    }
+
+    init(broker: Broker, coordinator: GroupCoordinator, threadPool: NIOThreadPool, advertisedHost: String, advertisedPort: Int,
+         log: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.log = log
         self.broker = broker
         self.coordinator = coordinator
         self.threadPool = threadPool
@@ -348,8 +365,9 @@ final class KafkaRequestHandler: @unchecked Sendable {
                             total += slice.count
                         }
                     }
-                } catch _ {
-                    part.error = .unknownTopicOrPartition
+                } catch {
+                    part.error = ErrorCode(any: error)
+                    if part.error == .kafkaStorageError { self.reportStorageProblem(topic.0, fp.partition, error) }
                 }
                 if part.error != .none { waitable = false }
                 return part
@@ -407,17 +425,23 @@ final class KafkaRequestHandler: @unchecked Sendable {
                 var timestamp: Int64 = -1
                 do {
                     let log = try self.broker.log(topic: topic.0, partition: req.0)
+                    // Kafka's specs: -1 latest, -2 earliest, -3 max timestamp (v7+, KIP-734), -4
+                    // earliest local (v8+, KIP-405: no tiered storage, so the log start); a time
+                    // finds the first record at or after it and answers with that record's own
+                    // timestamp. Nothing found: offset -1, timestamp -1, no error.
                     switch req.1 {
                     case -2: offset = log.logStartOffset
+                    case -4 where v >= 8: offset = log.logStartOffset
                     case -1: offset = log.logEndOffset
+                    case -3 where v >= 7:
+                        if let found = try log.maxTimestampRecord() { (offset, timestamp) = found }
+                    case ..<0:
+                        error = .unsupportedVersion
                     default:
-                        if let found = try log.offset(forTimestamp: req.1) {
-                            offset = found
-                            timestamp = req.1
-                        }
+                        if let found = try log.record(forTimestamp: req.1), found.offset < log.logEndOffset { (offset, timestamp) = found }
                     }
-                } catch _ {
-                    error = .unknownTopicOrPartition
+                } catch let thrown {
+                    error = ErrorCode(any: thrown)
                 }
                 w.int32(req.0)
                 w.int16(error.rawValue)

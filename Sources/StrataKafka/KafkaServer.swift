@@ -306,7 +306,7 @@ public final class KafkaServer: @unchecked Sendable {
         threadPool.start()
         coordinator.start(on: group.next())
         let requests = KafkaRequestHandler(broker: broker, coordinator: coordinator, threadPool: threadPool,
-                                           advertisedHost: advertisedHost ?? host, advertisedPort: advertisedPort ?? port)
+                                           advertisedHost: advertisedHost ?? host, advertisedPort: advertisedPort ?? port, log: log)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.backlog, value: 256)

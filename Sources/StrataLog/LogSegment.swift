@@ -591,6 +591,11 @@ final class LogSegment: @unchecked Sendable {
 
     /// First offset whose record timestamp is >= `timestamp`, or nil if none in this segment.
     func offset(forTimestamp timestamp: Int64) throws(LogError) -> Int64? {
+        try record(forTimestamp: timestamp)?.offset
+    }
+
+    /// The first record whose timestamp is >= `timestamp`: offset and timestamp.
+    func record(forTimestamp timestamp: Int64) throws(LogError) -> (offset: Int64, timestamp: Int64)? {
         let s = try storage()
         let limit = size
         let startOffset = s.timeIndex.lookup(timestamp).offset
@@ -601,7 +606,7 @@ final class LogSegment: @unchecked Sendable {
             let batch = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[position..<position + size]))
             if batch.maxTimestamp >= timestamp {
                 do throws(RecordBatchError) {
-                    if let found = try batch.firstOffset(atOrAfter: timestamp) { return found }
+                    if let found = try batch.firstRecord(atOrAfter: timestamp) { return found }
                 } catch {
                     throw LogError.corrupt(path: logPath, reason: "batch at \(position): \(error)")
                 }

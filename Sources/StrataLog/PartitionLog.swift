@@ -484,13 +484,29 @@ public final class PartitionLog: @unchecked Sendable {
     /// or nil when every record is older. Segments are skipped by their largest timestamp, then the
     /// time index and offset index narrow the scan to a few KiB.
     public func offset(forTimestamp timestamp: Int64) throws(LogError) -> Int64? {
+        try record(forTimestamp: timestamp)?.offset
+    }
+
+    /// Kafka's ListOffsets by timestamp: the first record at or after `timestamp` (below the log
+    /// start it is the log start, with the timestamp of the record found).
+    public func record(forTimestamp timestamp: Int64) throws(LogError) -> (offset: Int64, timestamp: Int64)? {
         let segments = segmentList.withLock { $0 }
         let start = logStartOffset
         for segment in segments {
             guard segment.size > 0, try segment.largestTimestamp() >= timestamp else { continue }
-            if let found = try segment.offset(forTimestamp: timestamp) { return max(found, start) }
+            if let found = try segment.record(forTimestamp: timestamp) { return (max(found.offset, start), found.timestamp) }
         }
         return nil
+    }
+
+    /// KIP-734 (ListOffsets -3): the record with the largest timestamp (the first one carrying
+    /// it), nil for an empty log.
+    public func maxTimestampRecord() throws(LogError) -> (offset: Int64, timestamp: Int64)? {
+        let segments = segmentList.withLock { $0 }
+        var largest = Int64.min
+        for segment in segments where segment.size > 0 { largest = max(largest, try segment.largestTimestamp()) }
+        guard largest != Int64.min else { return nil }
+        return try record(forTimestamp: largest)
     }
 
     /// Validates every batch of every segment (CRC, offsets), for `strata inspect --verify`.

@@ -202,24 +202,39 @@ public struct RecordBatch {
         }
     }
 
-    /// Offset of the first record with timestamp >= `timestamp` in an uncompressed batch, reading
-    /// only each record's length, timestamp and offset deltas (no allocation): the time-lookup path.
+    /// Offset of the first record with timestamp >= `timestamp`, or nil (the time-lookup path).
     public func firstOffset(atOrAfter timestamp: Int64) throws(RecordBatchError) -> Int64? {
-        guard compression == CompressionCodec.none else { return maxTimestamp >= timestamp ? baseOffset : nil }
-        var reader = ByteReader(bytes, position: RecordBatch.headerSize)
-        let baseTs = baseTimestamp
-        for _ in 0..<Int(recordCount) {
-            let length = try reader.readVarint()
-            guard length >= 0, Int(length) <= reader.remaining else { throw .malformedRecord("record length \(length) past end of batch") }
-            let end = reader.position + Int(length)
-            var r = ByteReader(UnsafeRawBufferPointer(rebasing: bytes[..<end]), position: reader.position)
-            _ = try r.readInt8()
-            let ts = baseTs &+ (try r.readVarlong())
-            let offsetDelta = try r.readVarint()
-            if ts >= timestamp { return baseOffset + Int64(offsetDelta) }
-            try reader.skip(Int(length))
+        try firstRecord(atOrAfter: timestamp)?.offset
+    }
+
+    /// The first record whose timestamp is >= `timestamp`: its offset and its own timestamp
+    /// (ListOffsets answers with both). Uncompressed batches are walked reading only lengths and
+    /// deltas (no allocation); compressed ones are decompressed; under LogAppendTime every record
+    /// carries the batch's time.
+    public func firstRecord(atOrAfter timestamp: Int64) throws(RecordBatchError) -> (offset: Int64, timestamp: Int64)? {
+        if isLogAppendTime { return maxTimestamp >= timestamp ? (baseOffset, maxTimestamp) : nil }
+        guard let codec = compression else { throw .malformedRecord("unknown compression codec \(attributes & 0x7)") }
+        let (base, baseTs, count) = (baseOffset, baseTimestamp, Int(recordCount))
+        func walk(_ records: UnsafeRawBufferPointer, from start: Int) throws(RecordBatchError) -> (offset: Int64, timestamp: Int64)? {
+            var reader = ByteReader(records, position: start)
+            for _ in 0..<count {
+                let length = try reader.readVarint()
+                guard length >= 0, Int(length) <= reader.remaining else { throw .malformedRecord("record length \(length) past end of batch") }
+                let end = reader.position + Int(length)
+                var r = ByteReader(UnsafeRawBufferPointer(rebasing: records[..<end]), position: reader.position)
+                _ = try r.readInt8()
+                let ts = baseTs &+ (try r.readVarlong())
+                let offsetDelta = try r.readVarint()
+                if ts >= timestamp { return (base &+ Int64(offsetDelta), ts) }
+                try reader.skip(Int(length))
+            }
+            return nil
         }
-        return nil
+        if codec == .none { return try walk(bytes, from: RecordBatch.headerSize) }
+        return try Compression.withDecompressed(codec, UnsafeRawBufferPointer(rebasing: bytes[RecordBatch.headerSize...]),
+                                                maxBytes: Compression.maxDecompressedBytes) { (records) throws(RecordBatchError) in
+            try walk(records, from: 0)
+        }
     }
 
     /// A decoded record; its byte views point into the batch and live only as long as it does.

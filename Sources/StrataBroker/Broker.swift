@@ -18,6 +18,8 @@ public enum BrokerError: Error, CustomStringConvertible, Sendable {
     case log(LogError)
     case metadata(String)
     case readOnly(String)
+    /// An idempotent producer skipped sequence numbers (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    case outOfOrderSequence(String)
     /// The partition's files are damaged or missing; it is offline until repaired.
     case partitionOffline(topic: String, partition: Int32, reason: String)
 
@@ -34,6 +36,7 @@ public enum BrokerError: Error, CustomStringConvertible, Sendable {
         case .metadata(let why): return "metadata: \(why)"
         case .readOnly(let why): return why
         case .partitionOffline(let t, let p, let why): return "partition \(t)-\(p) is offline: \(why)"
+        case .outOfOrderSequence(let why): return why
         }
     }
 }
@@ -99,6 +102,9 @@ public final class Broker: @unchecked Sendable {
         /// log.cleaner.io.max.bytes.per.second: the cleaner's read budget (0: unlimited).
         public var cleanerMaxBytesPerSecond = 0
         public static let maxPartitions: Int32 = 10_000
+        /// The broker settings given explicitly (`serve --config`), by Kafka name, for
+        /// DescribeConfigs (STATIC_BROKER_CONFIG vs DEFAULT_CONFIG).
+        public var settings: [String: String] = [:]
         public init() {}
     }
 
@@ -150,6 +156,8 @@ public final class Broker: @unchecked Sendable {
     public let isReadOnly: Bool
     public let logManager: LogManager
     public let metadata: MetadataStore
+    /// Idempotent producers' sequence state, shared by every way of producing.
+    public let producers = ProducerStateTable()
     /// Partition directories found on disk that no topic in the metadata claims (left alone).
     public private(set) var orphanPartitions: [String] = []
     /// Partitions of topics that could not be opened ("topic-p" → why), found at open.
@@ -430,6 +438,23 @@ public final class Broker: @unchecked Sendable {
 
     public func partitionCount(_ topic: String) -> Int32? { topics.withLock { $0[topic]?.record.partitions } }
 
+    /// A topic's id (Kafka's topic UUID): stable for one creation of the name, different after a
+    /// delete and re-create (derived from the name and the creation time; never all zeros).
+    public func topicId(_ topic: String) -> [UInt8]? {
+        guard let record = topics.withLock({ $0[topic]?.record }) else { return nil }
+        func fnv(_ seed: UInt64) -> UInt64 {
+            var h = seed
+            for b in Array(topic.utf8) + withUnsafeBytes(of: record.createdMs.littleEndian, Array.init) {
+                h = (h ^ UInt64(b)) &* 0x100_0000_01b3
+            }
+            return h == 0 ? 1 : h
+        }
+        return withUnsafeBytes(of: fnv(0xcbf2_9ce4_8422_2325).bigEndian, Array.init) + withUnsafeBytes(of: fnv(0x84222325_cbf29ce4).bigEndian, Array.init)
+    }
+
+    /// The topic's configs set explicitly on it (the rest come from broker defaults).
+    public func topicOverrides(_ topic: String) -> [String: String]? { topics.withLock { $0[topic]?.record.configs } }
+
     public func topicConfig(_ topic: String) -> TopicConfig? { topics.withLock { $0[topic]?.config } }
 
     public func describeTopic(_ name: String) throws -> TopicDescription {
@@ -621,7 +646,27 @@ public final class Broker: @unchecked Sendable {
             }
             if let failure { throw failure }
         }
-        return try append(state, partition: partition, batch: batch, acks: acks)
+        // Idempotent producers: a retried batch is answered with its first offset, a gap refused.
+        let view = RecordBatch(unchecked: batch)
+        let idempotent = batch.count >= RecordBatch.headerSize && view.producerId >= 0
+        if idempotent {
+            let last = view.baseSequence &+ view.lastOffsetDelta
+            switch producers.check(producerId: view.producerId, epoch: view.producerEpoch, topic: topic, partition: partition,
+                                   firstSequence: view.baseSequence, lastSequence: last) {
+            case .duplicate(let offset):
+                return AppendInfo(baseOffset: offset, lastOffset: offset + Int64(max(0, view.lastOffsetDelta)), maxTimestamp: -1, sizeInBytes: 0)
+            case .outOfOrder(let expected):
+                throw BrokerError.outOfOrderSequence("producer \(view.producerId) sent sequence \(view.baseSequence) to \(topic)-\(partition); expected \(expected)")
+            case .accept:
+                break
+            }
+        }
+        let info = try append(state, partition: partition, batch: batch, acks: acks)
+        if idempotent {
+            producers.record(producerId: view.producerId, epoch: view.producerEpoch, topic: topic, partition: partition,
+                             firstSequence: view.baseSequence, lastSequence: view.baseSequence &+ view.lastOffsetDelta, baseOffset: info.baseOffset)
+        }
+        return info
     }
 
     private func append(_ state: TopicState, partition: Int32, batch: UnsafeRawBufferPointer, acks: Acks) throws(BrokerError) -> AppendInfo {
@@ -766,6 +811,13 @@ public final class Broker: @unchecked Sendable {
         try metadata.commitOffsets(offsets.map {
             OffsetCommit(group: group, topic: $0.topic, partition: $0.partition, committed: CommittedOffset(offset: $0.offset, metadata: info, commitTimeMs: now))
         })
+    }
+
+    /// Deletes a group's committed offsets: all (DeleteGroups) or the listed ones (OffsetDelete).
+    @discardableResult
+    public func deleteCommittedOffsets(group: String, partitions: [(topic: String, partition: Int32)]? = nil) throws -> Int {
+        guard offsetCommitsAllowed else { try requireWritable(); return 0 }
+        return try metadata.deleteCommittedOffsets(group: group, partitions: partitions)
     }
 
     public func committedOffset(group: String, topic: String, partition: Int32) throws -> Int64? {

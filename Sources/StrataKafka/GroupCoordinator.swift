@@ -362,6 +362,13 @@ final class GroupCoordinator: @unchecked Sendable {
         }
     }
 
+    /// Drops an empty group's entry (DeleteGroups); a group with members is kept.
+    func forget(groupId: String) {
+        lock.withLock {
+            if let g = groups[groupId], g.members.isEmpty { groups[groupId] = nil }
+        }
+    }
+
     func groupList() -> [(id: String, protocolType: String)] {
         lock.withLock { groups.values.map { ($0.id, $0.protocolType ?? "consumer") } }
     }

@@ -194,10 +194,14 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
             guard let apiKey = frame.readInteger(as: Int16.self), let version = frame.readInteger(as: Int16.self),
                   let correlation = frame.readInteger(as: Int32.self) else { throw ProtocolError("truncated request header") }
             var r = KafkaReader(frame)
-            // ApiVersions v3+ uses header v2 (client id, then tagged fields); it is answered with
-            // the v0 error body without reading further.
-            let clientId = try r.nullableString()
+            // The client id is an int16-length string in every header version; flexible versions
+            // (header v2) follow it with tagged fields, and their bodies use compact encodings.
+            let clientId = try r.classicNullableString()
             header = RequestHeader(apiKey: apiKey, apiVersion: version, correlationId: correlation, clientId: clientId)
+            if let api = ApiKey(rawValue: apiKey), api.advertised.contains(version), api.isFlexible(version) {
+                r.flexible = true
+                try r.taggedFields()
+            }
             reader = r
         } catch {
             fail(context, "\(error)")
@@ -213,6 +217,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
         inFlight += 1
         if isFetch { fetchInFlight = true }
         let correlation = header.correlationId
+        let headerTaggedFields = ApiKey(rawValue: header.apiKey).map { $0.advertised.contains(header.apiVersion) && $0.responseHeaderHasTaggedFields(header.apiVersion) } ?? false
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         future.hop(to: context.eventLoop).whenComplete { result in
             let (me, context) = loopBound.value
@@ -228,9 +233,11 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
                         return
                     }
                     body.moveReaderIndex(forwardBy: KafkaWriter.frameHeaderBytes)
-                    var head = context.channel.allocator.buffer(capacity: 8)
-                    head.writeInteger(Int32(truncatingIfNeeded: 4 + body.readableBytes))
+                    var head = context.channel.allocator.buffer(capacity: 9)
+                    let headerBytes = headerTaggedFields ? 5 : 4  // response header v1 adds an empty tagged-field section
+                    head.writeInteger(Int32(truncatingIfNeeded: headerBytes + body.readableBytes))
                     head.writeInteger(correlation)
+                    if headerTaggedFields { head.writeInteger(UInt8(0)) }
                     framed = [head, body]
                 }
                 me.ready[sequence] = .some(framed)

@@ -10,6 +10,13 @@ public struct AppendInfo: Sendable, Equatable {
     public let lastOffset: Int64
     public let maxTimestamp: Int64
     public let sizeInBytes: Int
+
+    public init(baseOffset: Int64, lastOffset: Int64, maxTimestamp: Int64, sizeInBytes: Int) {
+        self.baseOffset = baseOffset
+        self.lastOffset = lastOffset
+        self.maxTimestamp = maxTimestamp
+        self.sizeInBytes = sizeInBytes
+    }
 }
 
 /// The result of a read: whole batches from one segment, zero-copy. Empty at the log end.

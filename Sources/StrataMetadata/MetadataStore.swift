@@ -218,6 +218,30 @@ public final class MetadataStore: @unchecked Sendable {
         }
     }
 
+    /// Deletes committed offsets of a group: all of them (`partitions` nil) or those listed.
+    /// Returns how many were deleted.
+    @discardableResult
+    public func deleteCommittedOffsets(group: String, partitions: [(topic: String, partition: Int32)]? = nil) throws -> Int {
+        try environment.write { txn in
+            var deleted = 0
+            if let partitions {
+                for p in partitions {
+                    let key = Codec.offsetKey(group, p.topic, p.partition)
+                    if try txn.get("group_offsets", key) != nil {
+                        try txn.delete("group_offsets", key)
+                        deleted += 1
+                    }
+                }
+            } else {
+                for (key, _) in try txn.scan("group_offsets", prefix: Codec.groupPrefix(group)) {
+                    try txn.delete("group_offsets", key)
+                    deleted += 1
+                }
+            }
+            return deleted
+        }
+    }
+
     public func groups() throws -> [String] {
         try environment.read { txn in
             var names: [String] = []

@@ -21,7 +21,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Address clients are told to connect to (Metadata, FindCoordinator); default: --listen.")
     var advertised: String?
 
-    @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: num.partitions (default 1), auto.create.topics.enable (default true), default.replication.factor (1), log.retention.check.interval.ms (default 300000), log.cleaner.backoff.ms (default 15000), log.cleaner.io.max.bytes.per.second (default 0: unlimited).")
+    @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: num.partitions (default 1), auto.create.topics.enable (default true), default.replication.factor (1), log.retention.check.interval.ms (default 300000), log.cleaner.backoff.ms (default 15000), log.cleaner.io.max.bytes.per.second (default 0: unlimited), and Kafka's topic-config defaults (log.retention.ms, log.retention.hours, log.segment.bytes, log.roll.ms, log.cleanup.policy, compression.type, message.max.bytes, log.message.timestamp.type, ...).")
     var configs: [String] = []
 
     static let brokerSettings = ["num.partitions", "auto.create.topics.enable", "default.replication.factor",
@@ -44,7 +44,16 @@ struct Serve: ParsableCommand {
 
         let started = nowSeconds()
         var brokerOptions = Broker.Options()
-        for (key, value) in try Topics.parseConfigs(configs) {
+        let settings = try Topics.parseConfigs(configs)
+        brokerOptions.settings = settings
+        // Kafka's broker-level topic defaults (log.retention.ms, log.segment.bytes, ...).
+        do {
+            brokerOptions.defaultTopicConfig = try TopicConfig.brokerDefaults(settings)
+        } catch {
+            throw ValidationError("broker setting \(error)")
+        }
+        for (key, value) in settings {
+            if TopicConfig.topicKeyForBrokerKey[key] != nil { continue }
             switch key {
             case "log.cleaner.io.max.bytes.per.second":
                 guard let v = Int(value), v >= 0 else { throw ValidationError("\(key) must be a number >= 0") }
@@ -64,7 +73,7 @@ struct Serve: ParsableCommand {
                 // One node keeps one replica: 1 is the only factor that can be honoured.
                 guard value == "1" else { throw ValidationError("\(key): a single Strata node keeps one replica; only 1 is accepted") }
             default:
-                throw ValidationError("unknown broker setting '\(key)' (known: \(Self.brokerSettings.joined(separator: ", ")))")
+                throw ValidationError("unknown broker setting '\(key)' (known: \(Self.brokerSettings.joined(separator: ", ")), and the log.* topic-config defaults)")
             }
         }
         let broker = try options.openBroker(options: brokerOptions)
@@ -77,6 +86,9 @@ struct Serve: ParsableCommand {
             let mode = report.cleanShutdown ? "clean" : "recovered \(report.segmentsRecovered) segment(s), \(report.bytesValidated) bytes validated"
             printError("  \(name): offsets [\(log.logStartOffset), \(log.logEndOffset)), \(report.segments) segment(s), \(mode)")
             for warning in report.warnings { printError("  warning: \(name): \(warning)") }
+        }
+        for (name, why) in broker.offlinePartitions.sorted(by: { $0.key < $1.key }) {
+            printError("  error: partition \(name) is OFFLINE (clients get KAFKA_STORAGE_ERROR; the others serve): \(why)")
         }
         for orphan in broker.orphanPartitions { printError("  warning: \(orphan) is on disk but belongs to no topic; left alone") }
         let (host, port) = try Self.split(listen)

@@ -76,6 +76,10 @@ struct Topics: ParsableCommand {
             let d = try broker.describeTopic(name)
             print("topic \(d.name): \(d.partitions.count) partition(s)")
             for p in d.partitions {
+                if let why = p.offlineReason {
+                    print("  partition \(p.partition): OFFLINE: \(why)")
+                    continue
+                }
                 print("  partition \(p.partition): offsets [\(p.logStartOffset), \(p.logEndOffset)), \(p.logEndOffset - p.logStartOffset) events, \(p.sizeInBytes) bytes, \(p.segments) segment(s)")
                 if let ratio = p.dirtyRatio {
                     let c = p.cleaner

@@ -37,6 +37,7 @@ extension ErrorCode {
         case .metadata: self = .kafkaStorageError
         case .readOnly: self = .kafkaStorageError
         case .partitionOffline: self = .kafkaStorageError
+        case .outOfOrderSequence: self = .outOfOrderSequenceNumber
         }
     }
 

@@ -1,0 +1,112 @@
+import NIOCore
+import StrataBroker
+import StrataLog
+
+extension KafkaRequestHandler {
+    /// Kafka's fetch.max.bytes cap on one response, whatever the request asks.
+    static let maxFetchResponseBytes = 64 << 20
+
+    func fetch(_ request: FetchRequest, _ v: Int16, eventLoop: EventLoop) -> EventLoopFuture<ByteBuffer?> {
+        let maxWaitMs = Int64(max(0, request.maxWaitMs))
+        let minBytes = Int(max(0, request.minBytes))
+        let budget = request.maxBytes <= 0 ? 52_428_800 : min(Int(request.maxBytes), Self.maxFetchResponseBytes)
+        let broker = self.broker
+        let flexible = ApiKey.fetch.isFlexible(v)
+        return eventLoop.makeFutureWithTask {
+            var (response, waitable) = self.readFetch(request, budget: budget)
+            if response.recordBytes < max(1, minBytes) && maxWaitMs > 0 && waitable {
+                let positions = request.topics.flatMap { t in t.partitions.map { (topic: t.name, partition: $0.index, offset: $0.fetchOffset) } }
+                await broker.waitForData(positions, timeoutMs: min(maxWaitMs, 300_000))
+                (response, _) = self.readFetch(request, budget: budget)
+            }
+            return response.encoded(version: v, flexible: flexible, capacity: 64 + response.recordBytes + request.topics.count * 64)
+        }
+    }
+
+    /// Reads every requested partition: whole batches, zero-copy slices of the segment mappings,
+    /// within each partition's and the response's max_bytes; the first partition with data always
+    /// gets one whole batch even past both (KIP-74), so a consumer always makes progress.
+    private func readFetch(_ request: FetchRequest, budget: Int) -> (FetchResponse, waitable: Bool) {
+        var total = 0
+        var waitable = true
+        let topics: [FetchResponse.Topic] = request.topics.map { topic in
+            FetchResponse.Topic(name: topic.name, partitions: topic.partitions.map { fp in
+                var part = FetchResponse.Partition(index: fp.index)
+                do {
+                    let log = try broker.log(topic: topic.name, partition: fp.index)
+                    part.highWatermark = log.logEndOffset
+                    part.logStartOffset = log.logStartOffset
+                    if fp.fetchOffset < part.logStartOffset || fp.fetchOffset > part.highWatermark {
+                        part.errorCode = .offsetOutOfRange
+                    } else if fp.fetchOffset < part.highWatermark {
+                        let partitionLimit = min(Int(fp.maxBytes), budget - total)
+                        let limit = total == 0 ? max(1, partitionLimit) : partitionLimit
+                        if limit > 0, let slice = try log.read(from: fp.fetchOffset, maxBytes: limit).slice {
+                            part.records = slice
+                            total += slice.count
+                        }
+                    }
+                } catch {
+                    part.errorCode = ErrorCode(any: error)
+                    if part.errorCode == .kafkaStorageError { reportStorageProblem(topic.name, fp.index, error) }
+                }
+                if part.errorCode != .none { waitable = false }
+                return part
+            })
+        }
+        return (FetchResponse(topics: topics), waitable)
+    }
+
+    func listOffsets(_ request: ListOffsetsRequest, _ v: Int16) -> ListOffsetsResponse {
+        ListOffsetsResponse(topics: request.topics.map { topic in
+            .init(name: topic.name, partitions: topic.partitions.map { req in
+                var out = ListOffsetsResponse.Partition(index: req.index)
+                do {
+                    let log = try broker.log(topic: topic.name, partition: req.index)
+                    // Kafka's specs: -1 latest, -2 earliest, -3 max timestamp (v7+, KIP-734), -4
+                    // earliest local (v8+: no tiered storage, so the log start); a time finds the
+                    // first record at or after it and answers with that record's own timestamp.
+                    // Nothing found: offset -1, timestamp -1, no error.
+                    switch req.timestamp {
+                    case -2: out.offset = log.logStartOffset
+                    case -1: out.offset = log.logEndOffset
+                    case -3 where v >= 7:
+                        if let found = try log.maxTimestampRecord() { (out.offset, out.timestamp) = found }
+                    case -4 where v >= 8: out.offset = log.logStartOffset
+                    case ..<0: out.errorCode = .unsupportedVersion
+                    default:
+                        if let found = try log.record(forTimestamp: req.timestamp), found.offset < log.logEndOffset {
+                            (out.offset, out.timestamp) = found
+                        }
+                    }
+                    if v == 0 { out.oldStyleOffsets = out.offset >= 0 ? [out.offset] : [] }
+                } catch {
+                    out.errorCode = ErrorCode(any: error)
+                }
+                return out
+            })
+        })
+    }
+
+    func deleteRecords(_ request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+        DeleteRecordsResponse(topics: request.topics.map { topic in
+            (topic.name, topic.partitions.map { req in
+                do {
+                    let log = try broker.log(topic: topic.name, partition: req.index)
+                    let low = try broker.deleteRecords(topic: topic.name, partition: req.index, before: req.offset == -1 ? log.logEndOffset : req.offset)
+                    return (req.index, low, ErrorCode.none)
+                } catch {
+                    return (req.index, Int64(-1), ErrorCode(any: error))
+                }
+            })
+        })
+    }
+
+    func initProducerId(_ request: InitProducerIdRequest) -> InitProducerIdResponse {
+        do {
+            return InitProducerIdResponse(errorCode: .none, producerId: try broker.metadata.nextProducerId(), producerEpoch: 0)
+        } catch {
+            return InitProducerIdResponse(errorCode: .kafkaStorageError, producerId: -1, producerEpoch: -1)
+        }
+    }
+}

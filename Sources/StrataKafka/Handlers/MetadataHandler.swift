@@ -1,0 +1,42 @@
+import StrataBroker
+import StrataLog
+
+extension KafkaRequestHandler {
+    /// One broker (this node) at the advertised address, controller = this node. Topics a
+    /// request names are auto-created when the request and the broker allow it, except internal
+    /// names (`__` prefix: Kafka's own topics are never made as user topics).
+    func metadata(_ request: MetadataRequest, _ v: Int16) -> MetadataResponse {
+        let names = request.topics ?? broker.topicNames()
+        let topics: [MetadataResponse.Topic] = names.map { name in
+            var error = ErrorCode.none
+            var partitions: Int32 = 0
+            if TopicName.problem(name) != nil {
+                error = .invalidTopicException
+            } else if let count = broker.partitionCount(name) {
+                partitions = count
+            } else if request.allowAutoTopicCreation && broker.options.autoCreateTopics && !name.hasPrefix("__") {
+                try? broker.createTopic(name)
+                partitions = broker.partitionCount(name) ?? 0
+                if partitions == 0 { error = .leaderNotAvailable }
+            } else {
+                error = .unknownTopicOrPartition
+            }
+            let offline = Set(broker.offlinePartitions.keys)
+            return MetadataResponse.Topic(
+                errorCode: error, name: name, topicId: broker.topicId(name) ?? [UInt8](repeating: 0, count: 16),
+                partitions: (0..<partitions).map { p in
+                    // An offline partition has no leader to offer (Kafka: LEADER_NOT_AVAILABLE).
+                    let down = offline.contains(LogManager.partitionDirectoryName(topic: name, partition: p))
+                    return MetadataResponse.Partition(errorCode: down ? .kafkaStorageError : .none, index: p, leader: down ? -1 : nodeId,
+                                                      replicas: [nodeId], isr: down ? [] : [nodeId])
+                })
+        }
+        return MetadataResponse(brokers: [.init(nodeId: nodeId, host: advertisedHost, port: advertisedPort, rack: nil)],
+                                clusterId: clusterId, controllerId: nodeId, topics: topics)
+    }
+
+    func describeCluster(_ request: DescribeClusterRequest) -> DescribeClusterResponse {
+        DescribeClusterResponse(endpointType: request.endpointType, clusterId: clusterId, controllerId: nodeId,
+                                brokers: [(nodeId, advertisedHost, advertisedPort)])
+    }
+}

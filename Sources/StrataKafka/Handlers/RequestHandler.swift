@@ -1,0 +1,122 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import StrataBroker
+import StrataCore
+import StrataLog
+
+/// A parsed request header (v1, or v2 whose tagged fields the connection skipped).
+struct RequestHeader {
+    let apiKey: Int16
+    let apiVersion: Int16
+    let correlationId: Int32
+    let clientId: String?
+}
+
+/// Answers Kafka requests from the broker: decodes the typed request of each API (`Messages/`),
+/// runs it against the broker, and encodes the typed response. Cheap requests complete on the
+/// connection's event loop; produce appends there too, in request order, and only waits for
+/// durability on a thread pool; fetch long-polls as a Swift task. One handler file per API group
+/// in `Handlers/`; no byte layouts live here.
+final class KafkaRequestHandler: Sendable {
+    let broker: Broker
+    let coordinator: GroupCoordinator
+    let threadPool: NIOThreadPool
+    let nodeId: Int32 = 1
+    /// (host, port) clients are told to connect to; set once the listener is bound.
+    let advertised: NIOLockedValueBox<(host: String, port: Int32)>
+    var advertisedHost: String { advertised.withLockedValue { $0.host } }
+    var advertisedPort: Int32 { advertised.withLockedValue { $0.port } }
+    let clusterId: String
+    /// Where storage problems met while serving are reported (the server's log).
+    let log: @Sendable (String) -> Void
+    private let reported = NIOLockedValueBox(Set<String>())
+
+    init(broker: Broker, coordinator: GroupCoordinator, threadPool: NIOThreadPool, advertisedHost: String, advertisedPort: Int,
+         log: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.log = log
+        self.broker = broker
+        self.coordinator = coordinator
+        self.threadPool = threadPool
+        self.advertised = NIOLockedValueBox((advertisedHost, Int32(clamping: advertisedPort)))
+        self.clusterId = (try? broker.metadata.clusterId()) ?? "strata"
+    }
+
+    /// Logs a storage problem of a partition once per distinct message (clients retry; the log
+    /// must name the file once, not flood).
+    func reportStorageProblem(_ topic: String, _ partition: Int32, _ error: Error) {
+        let line = "error: partition \(topic)-\(partition): \(error)"
+        let fresh = reported.withLockedValue { seen in
+            guard seen.count < 10_000 else { return false }
+            return seen.insert(line).inserted
+        }
+        if fresh { log(line) }
+    }
+
+    /// The response body (after the frame header), nil when no response must be sent (acks=0).
+    /// `body` is positioned after the request header and set to the version's encoding.
+    func handle(_ header: RequestHeader, _ body: inout KafkaReader, eventLoop: EventLoop, clientHost: String) throws -> EventLoopFuture<ByteBuffer?> {
+        guard let api = ApiKey(rawValue: header.apiKey) else { throw ProtocolError("unknown API key \(header.apiKey)") }
+        let v = header.apiVersion
+        if api == .apiVersions && !api.advertised.contains(v) {
+            // KIP-511: a version the broker does not know is answered in v0's format with
+            // UNSUPPORTED_VERSION, so that the client can retry with one it lists.
+            return eventLoop.makeSucceededFuture(apiVersions(error: .unsupportedVersion).encoded(version: 0, flexible: false))
+        }
+        guard api.advertised.contains(v) else { throw ProtocolError("\(api) version \(v) is not supported") }
+        guard api.accepted.contains(v) else {
+            // Advertised for librdkafka's feature detection but not served: old message formats.
+            throw ProtocolError("\(api) version \(v) (pre-RecordBatch-v2 message format) is not supported")
+        }
+        let flexible = api.isFlexible(v)
+        func reply(_ response: some KafkaResponseBody) -> EventLoopFuture<ByteBuffer?> {
+            eventLoop.makeSucceededFuture(response.encoded(version: v, flexible: flexible))
+        }
+        switch api {
+        case .apiVersions:
+            _ = try ApiVersionsRequest.read(&body, version: v)
+            return reply(apiVersions(error: .none))
+        case .metadata: return reply(metadata(try .read(&body, version: v), v))
+        case .produce: return produce(try .read(&body, version: v), v, eventLoop: eventLoop)
+        case .fetch: return fetch(try .read(&body, version: v), v, eventLoop: eventLoop)
+        case .listOffsets: return reply(listOffsets(try .read(&body, version: v), v))
+        case .initProducerId: return reply(initProducerId(try .read(&body, version: v)))
+        case .findCoordinator: return reply(findCoordinator(try .read(&body, version: v)))
+        case .joinGroup:
+            return joinGroup(try .read(&body, version: v), v, clientId: header.clientId ?? "", clientHost: clientHost, eventLoop: eventLoop)
+        case .syncGroup: return syncGroup(try .read(&body, version: v), v, eventLoop: eventLoop)
+        case .heartbeat: return reply(heartbeat(try .read(&body, version: v)))
+        case .leaveGroup: return reply(leaveGroup(try .read(&body, version: v)))
+        case .offsetCommit: return reply(offsetCommit(try .read(&body, version: v)))
+        case .offsetFetch: return reply(offsetFetch(try .read(&body, version: v)))
+        case .describeGroups: return reply(describeGroups(try .read(&body, version: v)))
+        case .listGroups: return reply(listGroups(try .read(&body, version: v)))
+        case .deleteGroups: return reply(deleteGroups(try .read(&body, version: v)))
+        case .offsetDelete: return reply(offsetDelete(try .read(&body, version: v)))
+        case .createTopics: return reply(createTopics(try .read(&body, version: v), v))
+        case .deleteTopics: return reply(deleteTopics(try .read(&body, version: v)))
+        case .deleteRecords: return reply(deleteRecords(try .read(&body, version: v)))
+        case .createPartitions: return reply(createPartitions(try .read(&body, version: v)))
+        case .describeConfigs: return reply(describeConfigs(try .read(&body, version: v), v))
+        case .alterConfigs: return reply(alterConfigs(try AlterConfigsRequest.read(&body, version: v, incremental: false)))
+        case .incrementalAlterConfigs: return reply(alterConfigs(try AlterConfigsRequest.read(&body, version: v, incremental: true)))
+        case .describeLogDirs: return reply(describeLogDirs(try .read(&body, version: v)))
+        case .describeCluster: return reply(describeCluster(try .read(&body, version: v)))
+        case .electLeaders: return reply(electLeaders(try .read(&body, version: v)))
+        case .alterPartitionReassignments: return reply(alterPartitionReassignments(try .read(&body, version: v)))
+        case .listPartitionReassignments:
+            _ = try ListPartitionReassignmentsRequest.read(&body, version: v)
+            return reply(ListPartitionReassignmentsResponse())
+        }
+    }
+
+    func apiVersions(error: ErrorCode) -> ApiVersionsResponse {
+        ApiVersionsResponse(errorCode: error, apis: ApiKey.allCases.map { .init(key: $0.rawValue, min: $0.advertised.lowerBound, max: $0.advertised.upperBound) })
+    }
+
+    /// (topic, partition) pairs of a request that name a topic this broker has, with the ones it
+    /// does not answered by `unknown`.
+    func partitionExists(_ topic: String, _ partition: Int32) -> Bool {
+        broker.partitionCount(topic).map { partition >= 0 && partition < $0 } ?? false
+    }
+}

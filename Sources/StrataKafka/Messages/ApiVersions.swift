@@ -5,8 +5,9 @@ struct ApiVersionsRequest: KafkaRequestBody {
     static func read(_ r: inout KafkaReader, version v: Int16) throws -> ApiVersionsRequest {
         var m = ApiVersionsRequest()
         if v >= 3 {
-            m.clientSoftwareName = try r.string()
-            m.clientSoftwareVersion = try r.string()
+            // Null is not valid here, but nothing depends on these names: accepted as empty.
+            m.clientSoftwareName = try r.nullableString() ?? ""
+            m.clientSoftwareVersion = try r.nullableString() ?? ""
             try r.taggedFields()
         }
         return m

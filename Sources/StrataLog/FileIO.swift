@@ -2,30 +2,31 @@
 import Glibc
 #endif
 import CPlatform
+import StrataCore
 import Synchronization
 
 /// Thin, errno-checked wrappers over the syscalls the log engine needs. Every failure becomes a
 /// `LogError.io` naming the operation and the path.
 enum FileIO {
-    /// Test hook, in the spirit of SQLite's I/O error injection: the next call of the named
-    /// operation on a path under `pathPrefix` fails with the fault's errno instead of reaching the
-    /// kernel. Scoped by path so tests running in parallel do not see each other's faults.
+    /// One-shot faults of the first log-engine tests, kept as shorthands over `StorageFaults`
+    /// (the general seam: fail the Nth call of any operation with any errno).
     enum Fault: Sendable { case datasyncEIO, fallocateENOSPC }
-    static let injectedFault = Mutex<(fault: Fault, pathPrefix: String)?>(nil)
 
     static func inject(_ fault: Fault, under pathPrefix: String) {
-        injectedFault.withLock { $0 = (fault, pathPrefix) }
-    }
-
-    static func takeFault(_ fault: Fault, path: String) -> Bool {
-        injectedFault.withLock { current in
-            guard let c = current, c.fault == fault, path.hasPrefix(c.pathPrefix) else { return false }
-            current = nil
-            return true
+        switch fault {
+        case .datasyncEIO: StorageFaults.arm(.init(pathPrefix: pathPrefix, failAt: 1, errno: EIO, operations: [.datasync]))
+        case .fallocateENOSPC: StorageFaults.arm(.init(pathPrefix: pathPrefix, failAt: 1, errno: ENOSPC, operations: [.allocate]))
         }
     }
 
+    /// Throws the injected fault for `operation` on `path`, if the armed plan says so.
+    @inline(__always)
+    static func fault(_ operation: StorageOperation, _ path: String, _ what: @autoclosure () -> String) throws(LogError) {
+        if let e = StorageFaults.check(operation, path: path) { throw LogError.io(operation: what(), path: path, errno: e) }
+    }
+
     static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(LogError) -> Int32 {
+        try fault(.open, path, "open")
         let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
         guard fd >= 0 else { throw LogError.fromErrno("open", path) }
         return fd
@@ -51,7 +52,7 @@ enum FileIO {
     /// Reserves real blocks so that a later write through a mapping cannot hit ENOSPC (which
     /// would be a SIGBUS): a full disk is reported here, when a segment is created.
     static func reserve(fd: Int32, bytes: Int, path: String) throws(LogError) {
-        if takeFault(.fallocateENOSPC, path: path) { throw LogError.io(operation: "fallocate \(bytes) bytes", path: path, errno: ENOSPC) }
+        try fault(.allocate, path, "fallocate \(bytes) bytes")
         if cplatform_fallocate(fd, 0, 0, Int64(bytes)) != 0 {
             let e = errno
             // Filesystems without fallocate (tmpfs on old kernels, some FUSE) fall back to
@@ -66,16 +67,18 @@ enum FileIO {
     }
 
     static func truncate(fd: Int32, to size: Int, path: String) throws(LogError) {
+        try fault(.truncate, path, "ftruncate to \(size)")
         guard ftruncate(fd, off_t(size)) == 0 else { throw LogError.fromErrno("ftruncate to \(size)", path) }
     }
 
     static func datasync(fd: Int32, path: String) throws(LogError) {
-        if takeFault(.datasyncEIO, path: path) { throw LogError.io(operation: "fdatasync", path: path, errno: EIO) }
+        try fault(.datasync, path, "fdatasync")
         guard fdatasync(fd) == 0 else { throw LogError.fromErrno("fdatasync", path) }
     }
 
     /// Makes a file creation, rename or unlink durable.
     static func syncDirectory(_ dir: String) throws(LogError) {
+        try fault(.directorySync, dir, "fsync directory")
         let fd = Glibc.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw LogError.fromErrno("open directory", dir) }
         defer { close(fd) }
@@ -83,10 +86,12 @@ enum FileIO {
     }
 
     static func rename(_ from: String, _ to: String) throws(LogError) {
+        try fault(.rename, from, "rename to \(to)")
         guard Glibc.rename(from, to) == 0 else { throw LogError.fromErrno("rename to \(to)", from) }
     }
 
     static func unlink(_ path: String) throws(LogError) {
+        try fault(.unlink, path, "unlink")
         guard Glibc.unlink(path) == 0 || errno == ENOENT else { throw LogError.fromErrno("unlink", path) }
     }
 
@@ -94,6 +99,7 @@ enum FileIO {
         var current = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             current += "/" + component
+            if let e = StorageFaults.check(.mkdir, path: current) { throw LogError.io(operation: "mkdir", path: current, errno: e) }
             if mkdir(current, 0o755) != 0 && errno != EEXIST {
                 throw LogError.fromErrno("mkdir", current)
             }
@@ -125,6 +131,7 @@ enum FileIO {
     }
 
     static func writeAll(fd: Int32, bytes: UnsafeRawBufferPointer, at offset: Int, path: String) throws(LogError) {
+        try fault(.write, path, "pwrite")
         var done = 0
         while done < bytes.count {
             let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))

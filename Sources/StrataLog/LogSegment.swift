@@ -481,6 +481,7 @@ final class LogSegment: @unchecked Sendable {
 
     /// One pwritev: the assigned baseOffset, then the batch after its own baseOffset field.
     private func writeThroughKernel(batch: UnsafeRawBufferPointer, baseOffset: Int64, at position: Int, fd: Int32) throws(LogError) {
+        try FileIO.fault(.write, logPath, "pwritev \(batch.count) bytes at \(position)")
         var offsetField = baseOffset.bigEndian
         var done = 0
         let total = batch.count

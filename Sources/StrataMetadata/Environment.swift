@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLMDB
+import StrataCore
 import Synchronization
 
 /// An LMDB error with the library's own message.
@@ -101,6 +102,9 @@ public final class MetadataEnvironment: @unchecked Sendable {
             var txn = try Transaction(environment: self, readOnly: false)
             do {
                 let result = try body(&txn)
+                if let e = StorageFaults.check(.metadataCommit, path: path) {
+                    throw MetadataError(code: e, context: "commit LMDB transaction in \(path)")
+                }
                 try txn.commit()
                 return result
             } catch {

@@ -3,6 +3,8 @@ import Synchronization
 /// The storage operations Strata performs, as the fault-injection seam names them.
 public enum StorageOperation: String, CaseIterable, Sendable {
     case open, write, datasync, directorySync, rename, unlink, allocate, truncate, mkdir
+    /// An open that creates a file (fails on a full disk, unlike opening an existing one).
+    case create
     /// An LMDB write transaction's commit (the metadata store).
     case metadataCommit
 }
@@ -15,6 +17,10 @@ public enum StorageOperation: String, CaseIterable, Sendable {
 ///
 /// Production cost: one relaxed atomic load per syscall while nothing is armed.
 public enum StorageFaults {
+    /// The operations a full disk fails (ENOSPC): creating files and directories, writing,
+    /// allocating, committing metadata. Reading, syncing what is written and unlinking still work.
+    public static let fullDisk: Set<StorageOperation> = [.create, .write, .allocate, .mkdir, .metadataCommit]
+
     public struct Plan: Sendable {
         public var pathPrefix: String
         /// 1-based index of the first matching call that fails (Int.max: count only).

@@ -27,6 +27,7 @@ enum FileIO {
 
     static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(LogError) -> Int32 {
         try fault(.open, path, "open")
+        if flags & O_CREAT != 0, !exists(path) { try fault(.create, path, "create") }
         let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
         guard fd >= 0 else { throw LogError.fromErrno("open", path) }
         return fd
@@ -99,6 +100,7 @@ enum FileIO {
         var current = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             current += "/" + component
+            if exists(current) { continue }
             if let e = StorageFaults.check(.mkdir, path: current) { throw LogError.io(operation: "mkdir", path: current, errno: e) }
             if mkdir(current, 0o755) != 0 && errno != EEXIST {
                 throw LogError.fromErrno("mkdir", current)

@@ -40,12 +40,27 @@ final class IndexFile: @unchecked Sendable {
     static func openWritable(path: String, entrySize: Int, maxBytes: Int, validEntries: Int) throws(LogError) -> IndexFile {
         // A rebuilt index may hold more entries than the configured size allows (the setting was
         // lowered since it was written); keep room for them, plus the time index's reserved slot.
-        let maxEntries = max(maxBytes / entrySize, validEntries + 2)
+        var maxEntries = max(maxBytes / entrySize, validEntries + 2)
         let fd = try FileIO.open(path, flags: O_RDWR | O_CREAT)
-        do {
+        do throws(LogError) {
             // Zero the tail so stale bytes past the valid entries can never be mistaken for entries.
             try FileIO.truncate(fd: fd, to: validEntries * entrySize, path: path)
-            try FileIO.reserve(fd: fd, bytes: maxEntries * entrySize, path: path)
+            do throws(LogError) {
+                try FileIO.reserve(fd: fd, bytes: maxEntries * entrySize, path: path)
+            } catch {
+                // A full disk at open: keep only the two slots past the entries (the time index's
+                // seal entry), if the blocks the file already has hold them; the index is then
+                // full and the segment rolls at its next append, which fails until space returns.
+                guard case .io(_, _, let e) = error, e == ENOSPC || e == EDQUOT else { throw error }
+                let needed = (validEntries + 2) * entrySize
+                var st = stat()
+                if fstat(fd, &st) == 0, Int(st.st_blocks) * 512 >= needed {
+                    try FileIO.truncate(fd: fd, to: needed, path: path)
+                    maxEntries = validEntries + 2
+                } else {
+                    maxEntries = validEntries  // no room at all: full from the start
+                }
+            }
             let mapping = try Mapping(fd: fd, length: maxEntries * entrySize, writable: true, path: path)
             return IndexFile(path: path, entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, fd: fd, entryCount: validEntries)
         } catch {

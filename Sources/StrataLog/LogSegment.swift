@@ -234,11 +234,20 @@ final class LogSegment: @unchecked Sendable {
     {
         let path = SegmentName.logPath(directory, baseOffset)
         let fd = try FileIO.open(path, flags: O_RDWR | O_CREAT)
-        do {
+        do throws(LogError) {
             // Drop anything past the valid prefix, then reserve room for appends again.
             try FileIO.truncate(fd: fd, to: scan.validBytes, path: path)
-            let capacity = max(config.segmentBytes, scan.validBytes)
-            try FileIO.reserve(fd: fd, bytes: capacity, path: path)
+            var capacity = max(config.segmentBytes, scan.validBytes)
+            do throws(LogError) {
+                try FileIO.reserve(fd: fd, bytes: capacity, path: path)
+            } catch {
+                // A full disk at open: the data is served, and the segment takes no more (its
+                // capacity is what it holds), so the next append rolls, which fails with ENOSPC
+                // until space returns and then succeeds: no restart needed. (An empty segment
+                // has nothing to serve and no room: the error stands.)
+                guard case .io(_, _, let e) = error, e == ENOSPC || e == EDQUOT, scan.validBytes > 0 else { throw error }
+                capacity = scan.validBytes
+            }
             var counts = indexesValid
             if counts == nil {
                 try IndexFile.writeFile(path: SegmentName.offsetIndexPath(directory, baseOffset),
@@ -433,6 +442,9 @@ final class LogSegment: @unchecked Sendable {
     /// Whether a batch of `batchSize` bytes whose offsets end at `lastOffset` and whose largest
     /// timestamp is `maxTimestamp` must go to a new segment. Kafka's rules: size, age, a full
     /// index, relative-offset overflow.
+    /// Whether a batch of `batchSize` bytes fits what is reserved.
+    func hasRoom(for batchSize: Int) -> Bool { size + batchSize <= capacity }
+
     func shouldRoll(batchSize: Int, lastOffset: Int64, maxTimestamp: Int64, nowMs: Int64) -> String? {
         let current = size
         guard current > 0 else { return nil }
@@ -454,7 +466,7 @@ final class LogSegment: @unchecked Sendable {
         precondition(isActive, "append to a closed segment")
         let s = try storage()
         let position = committedSize.load(ordering: .relaxed)
-        precondition(position + batch.count <= capacity, "batch does not fit the segment; roll first")
+        precondition(position + batch.count <= capacity, "batch does not fit the segment; roll first (hasRoom)")
         if batch.count >= LogSegment.writeSyscallThreshold {
             try writeThroughKernel(batch: batch, baseOffset: assigned, at: position, fd: s.fd)
         } else {

@@ -232,6 +232,9 @@ public final class PartitionLog: @unchecked Sendable {
                                                nowMs: monotonicMillis()) {
                 try roll(&state, newBaseOffset: base)
             }
+            guard state.active.hasRoom(for: batch.count) else {
+                throw LogError.io(operation: "append \(batch.count) bytes: no room reserved in the active segment", path: directory, errno: ENOSPC)
+            }
             do throws(LogError) {
                 try state.active.append(batch: batch, baseOffset: base, lastOffset: base + delta, maxTimestamp: maxTimestamp)
             } catch {

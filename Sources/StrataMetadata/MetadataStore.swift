@@ -65,7 +65,15 @@ public final class MetadataStore: @unchecked Sendable {
 
     public init(directory: String, readOnly: Bool = false) throws {
         environment = try MetadataEnvironment(path: directory, readOnly: readOnly)
-        if !readOnly {
+        // Written once, at the first open; later opens only read (a write transaction on a full
+        // disk would fail, and must not keep the data from being served).
+        let present = try environment.read { txn in
+            (try txn.get("cluster", Array("cluster_id".utf8)), try txn.get("cluster", Array("format_version".utf8)))
+        }
+        if let version = present.1.map({ String(decoding: $0, as: UTF8.self) }), version != Self.formatVersion {
+            throw MetadataError(code: -1, context: "metadata format version \(version) is not supported (this build reads \(Self.formatVersion))")
+        }
+        if !readOnly && (present.0 == nil || present.1 == nil) {
             try environment.write { txn in
                 if try txn.get("cluster", Array("cluster_id".utf8)) == nil {
                     try txn.put("cluster", Array("cluster_id".utf8), Array(Self.newClusterId().utf8))

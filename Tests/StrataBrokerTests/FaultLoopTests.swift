@@ -96,7 +96,7 @@ import StrataLog
         for (errno, persistent) in kinds {
             // Every point for the one-shot EIO; a stride for the others keeps the suite short
             // while still landing on every kind of operation.
-            let stride = errno == EIO && !persistent ? 1 : 3
+            let stride = errno == EIO && !persistent ? 1 : 5
             for n in Swift.stride(from: 1, through: points, by: stride) {
                 let dir = TempDir()
                 StorageFaults.arm(.init(pathPrefix: dir.path, failAt: n, errno: errno, persistent: persistent))
@@ -110,5 +110,42 @@ import StrataLog
         }
         #expect(faultsFired >= runs)
         print("fault loop: \(points) fault points, \(runs) runs, \(faultsFired) faults injected")
+    }
+}
+
+@Suite struct FullDiskTests {
+    @Test func aFullDiskKeepsReadsServingRefusesWhatNeedsSpaceAndHealsWithoutARestart() throws {
+        let dir = TempDir()
+        do {
+            let broker = try Broker.open(dataDirectory: dir.path, options: FaultLoopTests.options())
+            try broker.createTopic("t", partitions: 1, configs: ["segment.bytes": "4096", "flush.mode": "sync"])
+            for i in 0..<40 { try broker.produce(topic: "t", records: [ProducerRecord(value: json(i), timestamp: 1)]) }
+            try broker.close()
+        }
+        StorageFaults.arm(.init(pathPrefix: dir.path, failAt: 1, errno: ENOSPC, persistent: true, operations: StorageFaults.fullDisk))
+        defer { StorageFaults.disarm(dir.path) }
+        // Starts (the checkpoint it would rewrite is only an optimisation) and serves reads.
+        let broker = try Broker.open(dataDirectory: dir.path, options: FaultLoopTests.options())
+        let log = try broker.log(topic: "t", partition: 0)
+        #expect(log.logEndOffset == 40)
+        #expect(try Broker.records(in: try log.read(from: 0, maxBytes: 1 << 20).slice!, topic: "t", partition: 0, from: 0).first?.offset == 0)
+        // Appends go into the segment's preallocated space until a roll needs a new file: then
+        // each produce is refused with a storage error (KAFKA_STORAGE_ERROR), appending nothing.
+        var refused: Error?
+        for i in 0..<200 where refused == nil {
+            do { try broker.produce(topic: "t", records: [ProducerRecord(value: json(i), timestamp: 1)]) } catch { refused = error }
+        }
+        let end = log.logEndOffset
+        guard case .log(let logError)? = refused as? BrokerError, case .io(_, _, let e) = logError else {
+            Issue.record("expected a storage error, got \(String(describing: refused))")
+            return
+        }
+        #expect(e == ENOSPC)
+        #expect(!log.isReadOnly, "no data write failed: the partition must not be fenced")
+        // Space comes back: appends resume, no restart.
+        StorageFaults.disarm(dir.path)
+        try broker.produce(topic: "t", records: [ProducerRecord(value: json(1), timestamp: 1)])
+        #expect(log.logEndOffset == end + 1)
+        try broker.close()
     }
 }

@@ -108,7 +108,8 @@ extension RecordBatch {
             }
             guard r.position == end else { throw .malformedRecord("record \(index) has \(end - r.position) trailing bytes") }
             try reader.skip(Int(length))
-            if policy.timestampType == .createTime {
+            // NO_TIMESTAMP (-1, e.g. an up-converted magic 0 message) is exempt, as in Kafka's LogValidator.
+            if policy.timestampType == .createTime && timestamp != -1 {
                 try checkBounds(timestamp, index: index, policy: policy, nowMs: nowMs)
             }
             if timestamp > maxTimestamp {

@@ -79,7 +79,13 @@ extension KafkaRequestHandler {
                             (out.offset, out.timestamp) = found
                         }
                     }
-                    if v == 0 { out.oldStyleOffsets = out.offset >= 0 ? [out.offset] : [] }
+                    if v == 0 {
+                        // Old-style offsets: the one precise offset (Kafka answered with segment
+                        // base offsets), the log end when no record is that recent; none for
+                        // max_num_offsets 0 (docs/protocol.md, "Old message formats").
+                        let offset = out.offset >= 0 ? out.offset : log.logEndOffset
+                        out.oldStyleOffsets = out.errorCode != .none || req.maxNumOffsets <= 0 ? [] : [offset]
+                    }
                 } catch {
                     out.errorCode = ErrorCode(any: error)
                 }

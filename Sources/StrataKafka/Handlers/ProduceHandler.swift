@@ -14,7 +14,9 @@ extension KafkaRequestHandler {
         for (t, topic) in request.topics.enumerated() {
             var partitions: [ProduceResponse.Partition] = []
             for p in topic.partitions {
-                let (result, nextOffset) = append(topic: topic.name, partition: p.index, records: p.records, acks: acks)
+                // v0-v2: magic 0/1 message sets, up-converted (LegacyMessageSets.swift).
+                let (result, nextOffset) = v < 3 ? appendLegacy(topic: topic.name, partition: p.index, records: p.records, acks: acks)
+                    : append(topic: topic.name, partition: p.index, records: p.records, acks: acks)
                 if acks == -1, result.errorCode == .none, nextOffset > 0, broker.appendsWaitForDisk(topic: topic.name) {
                     durable.append((t, partitions.count, nextOffset))
                 }

@@ -64,10 +64,7 @@ final class KafkaRequestHandler: Sendable {
             return eventLoop.makeSucceededFuture(apiVersions(error: .unsupportedVersion).encoded(version: 0, flexible: false))
         }
         guard api.advertised.contains(v) else { throw ProtocolError("\(api) version \(v) is not supported") }
-        guard api.accepted.contains(v) else {
-            // Advertised for librdkafka's feature detection but not served: old message formats.
-            throw ProtocolError("\(api) version \(v) (pre-RecordBatch-v2 message format) is not supported")
-        }
+        guard api.accepted.contains(v) else { throw ProtocolError("\(api) version \(v) is not served") }
         let flexible = api.isFlexible(v)
         func reply(_ response: some KafkaResponseBody) -> EventLoopFuture<ByteBuffer?> {
             eventLoop.makeSucceededFuture(response.encoded(version: v, flexible: flexible))
@@ -78,7 +75,8 @@ final class KafkaRequestHandler: Sendable {
             return reply(apiVersions(error: .none))
         case .metadata: return reply(metadata(try .read(&body, version: v), v))
         case .produce: return produce(try .read(&body, version: v), v, eventLoop: eventLoop)
-        case .fetch: return fetch(try .read(&body, version: v), v, eventLoop: eventLoop)
+        case .fetch:  // v0-v3: magic 0/1 message sets (LegacyMessageSets.swift)
+            return v < 4 ? legacyFetch(try .read(&body, version: v), v, eventLoop: eventLoop) : fetch(try .read(&body, version: v), v, eventLoop: eventLoop)
         case .listOffsets: return reply(listOffsets(try .read(&body, version: v), v))
         case .initProducerId: return reply(initProducerId(try .read(&body, version: v)))
         case .findCoordinator: return reply(findCoordinator(try .read(&body, version: v)))

@@ -56,12 +56,14 @@ struct FetchResponse: KafkaResponseBody {
         var logStartOffset: Int64 = -1
         /// Whole batches, zero-copy from the segment mapping until written.
         var records: SegmentSlice?
+        /// v0-v3: the records down-converted to a magic 0/1 message set (LegacyMessageSets.swift).
+        var messageSet: [UInt8]?
     }
     struct Topic { var name: String; var partitions: [Partition] }
     var topics: [Topic]
 
     /// The bytes of records in this response (for sizing the buffer once).
-    var recordBytes: Int { topics.reduce(0) { $0 + $1.partitions.reduce(0) { $0 + ($1.records?.count ?? 0) } } }
+    var recordBytes: Int { topics.reduce(0) { $0 + $1.partitions.reduce(0) { $0 + ($1.records?.count ?? 0) + ($1.messageSet?.count ?? 0) } } }
 
     func write(_ w: inout KafkaWriter, version v: Int16) {
         if v >= 1 { w.int32(0) }
@@ -81,7 +83,9 @@ struct FetchResponse: KafkaResponseBody {
                     w.nullableArray(nil as [Int]?) { _, _ in }  // aborted_transactions
                 }
                 if v >= 11 { w.int32(-1) }  // preferred_read_replica
-                if let slice = p.records {
+                if let messageSet = p.messageSet {
+                    w.bytes(messageSet)
+                } else if let slice = p.records {
                     withExtendedLifetime(slice) { w.rawBytes(slice.bytes) }
                 } else {
                     w.bytes([UInt8]())  // empty records

@@ -47,16 +47,10 @@ enum ApiKey: Int16, CaseIterable {
         }
     }
 
-    /// Versions whose requests are handled; others inside `advertised` are refused (Produce 0-2:
-    /// message format 0/1; Fetch 0-3; ListOffsets 0).
-    var accepted: ClosedRange<Int16> {
-        switch self {
-        case .produce: return 3...9
-        case .fetch: return 4...12
-        case .listOffsets: return 1...7
-        default: return advertised
-        }
-    }
+    /// Versions whose requests are handled: every advertised one. Produce 0-2 and Fetch 0-3
+    /// carry message format 0/1, converted in LegacyMessageSets.swift; ListOffsets 0 answers
+    /// old-style offset arrays.
+    var accepted: ClosedRange<Int16> { advertised }
 
     /// The first version using KIP-482's flexible encoding (compact fields, tagged fields, request
     /// header v2, response header v1), nil when none of the served ones does.

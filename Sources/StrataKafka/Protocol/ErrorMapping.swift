@@ -41,12 +41,23 @@ extension ErrorCode {
         }
     }
 
+    /// A magic 0/1 message set of Produce v0-v2 that was refused.
+    init(_ error: LegacyMessageSetError) {
+        switch error {
+        case .crcMismatch, .corrupt: self = .corruptMessage
+        case .invalidRecord: self = .invalidRecord
+        case .invalidTimestamp: self = .invalidTimestamp
+        case .unsupportedCompression: self = .unsupportedCompressionType
+        }
+    }
+
     /// Any error a broker call threw.
     init(any error: Error) {
         switch error {
         case let e as BrokerError: self.init(e)
         case let e as LogError: self.init(e)
         case let e as RecordBatchError: self.init(e)
+        case let e as LegacyMessageSetError: self.init(e)
         default: self = .unknownServerError
         }
     }

@@ -1,0 +1,111 @@
+import NIOCore
+import StrataBroker
+import StrataLog
+
+/// The pre-RecordBatch-v2 protocol versions, as Kafka 3.x served them: Produce v0-v2 and
+/// Fetch v0-v3 carry message sets of magic 0/1 (converted at this edge; the log holds only
+/// RecordBatch v2, see StrataLog/LegacyMessageSet.swift), and ListOffsets v0 answers with
+/// "old-style" offset arrays (FetchHandler.listOffsets). RequestHandler and ProduceHandler
+/// dispatch here by version; the field layouts of every version live in Messages/.
+extension KafkaRequestHandler {
+    // MARK: Produce v0-v2
+
+    /// One partition of a Produce v0-v2 request: a magic 0/1 message set is validated (CRC-32 of
+    /// every message, lengths, Kafka's LogValidator rules) and up-converted to one RecordBatch v2,
+    /// which is then appended exactly like a v3+ batch (`append`: topic policy, acks,
+    /// durability). A RecordBatch v2 (magic 2), which Kafka accepts in these versions too, goes
+    /// to `append` as sent.
+    func appendLegacy(topic: String, partition: Int32, records: ByteBuffer?, acks: Int16) -> (ProduceResponse.Partition, Int64) {
+        func failed(_ code: ErrorCode, _ message: String? = nil) -> (ProduceResponse.Partition, Int64) {
+            (ProduceResponse.Partition(index: partition, errorCode: code, errorMessage: message), 0)
+        }
+        guard acks == -1 || acks == 0 || acks == 1 else { return failed(.invalidRequiredAcks) }
+        if TopicName.problem(topic) != nil { return failed(.invalidTopicException) }
+        guard partitionExists(topic, partition) else { return failed(.unknownTopicOrPartition) }
+        guard let records, records.readableBytes > 0 else { return failed(.corruptMessage, "no records") }
+        if records.readableBytes > LegacyMessageSet.magicOffset,
+           records.getInteger(at: records.readerIndex + LegacyMessageSet.magicOffset, as: Int8.self) == RecordBatch.currentMagic {
+            return append(topic: topic, partition: partition, records: records, acks: acks)
+        }
+        let converted = records.withUnsafeReadableBytes { bytes in
+            Result { () throws(LegacyMessageSetError) in try LegacyMessageSet.upConvert(bytes) }
+        }
+        switch converted {
+        case .failure(let error): return failed(ErrorCode(error), error.description)
+        case .success(let up): return append(topic: topic, partition: partition, records: ByteBuffer(bytes: up.batch), acks: acks)
+        }
+    }
+
+    // MARK: Fetch v0-v3
+
+    /// Fetch v0-v3 (FetchRequest/FetchResponse carry their layouts): records are down-converted
+    /// to magic 0 (v0-v1) or magic 1 (v2-v3) as Kafka 3.x does, uncompressed, starting exactly
+    /// at the fetch offset. Each partition returns about partition_max_bytes of messages (the
+    /// response about max_bytes), but the first partition with data always gets at least one
+    /// whole message, so an old consumer never stalls on a large message (Kafka v0-v2 would send
+    /// a partial message and let the client grow its fetch size).
+    func legacyFetch(_ request: FetchRequest, _ v: Int16, eventLoop: EventLoop) -> EventLoopFuture<ByteBuffer?> {
+        let maxWaitMs = Int64(max(0, request.maxWaitMs))
+        let minBytes = Int(max(0, request.minBytes))
+        let budget = request.maxBytes <= 0 ? 52_428_800 : min(Int(request.maxBytes), Self.maxFetchResponseBytes)
+        let magic: Int8 = v <= 1 ? 0 : 1
+        let broker = self.broker
+        return eventLoop.makeFutureWithTask {
+            var (response, waitable) = self.readLegacyFetch(request, magic: magic, budget: budget)
+            if response.recordBytes < max(1, minBytes) && maxWaitMs > 0 && waitable {
+                let positions = request.topics.flatMap { t in t.partitions.map { (topic: t.name, partition: $0.index, offset: $0.fetchOffset) } }
+                await broker.waitForData(positions, timeoutMs: min(maxWaitMs, 300_000))
+                (response, _) = self.readLegacyFetch(request, magic: magic, budget: budget)
+            }
+            return response.encoded(version: v, flexible: false, capacity: 64 + response.recordBytes + request.topics.count * 64)
+        }
+    }
+
+    private func readLegacyFetch(_ request: FetchRequest, magic: Int8, budget: Int) -> (FetchResponse, waitable: Bool) {
+        var total = 0
+        var waitable = true
+        let topics: [FetchResponse.Topic] = request.topics.map { topic in
+            let downConversionDisabled = broker.topicConfig(topic.name)?.values["message.downconversion.enable"]?.lowercased() == "false"
+            return FetchResponse.Topic(name: topic.name, partitions: topic.partitions.map { fp in
+                var part = FetchResponse.Partition(index: fp.index)
+                do {
+                    let log = try broker.log(topic: topic.name, partition: fp.index)
+                    part.highWatermark = log.logEndOffset
+                    part.logStartOffset = log.logStartOffset
+                    if downConversionDisabled {
+                        // Kafka 3.x: a topic that disables down-conversion refuses old fetch versions.
+                        part.errorCode = .unsupportedVersion
+                    } else if fp.fetchOffset < part.logStartOffset || fp.fetchOffset > part.highWatermark {
+                        part.errorCode = .offsetOutOfRange
+                    } else if fp.fetchOffset < part.highWatermark {
+                        let partitionLimit = min(Int(fp.maxBytes), budget - total)
+                        let limit = total == 0 ? max(1, partitionLimit) : partitionLimit
+                        var messages: [UInt8] = []
+                        var from = fp.fetchOffset
+                        // Batches that yield no message (control batches, records compacted away)
+                        // are read past, so the consumer's next fetch offset always moves forward.
+                        while limit > 0 && messages.isEmpty && from < part.highWatermark {
+                            guard let slice = try log.read(from: from, maxBytes: limit).slice else { break }
+                            let converted = try withExtendedLifetime(slice) {
+                                try LegacyMessageSet.downConvert(slice.bytes, fromOffset: from, toMagic: magic, maxBytes: limit, into: &messages)
+                            }
+                            guard converted.messages == 0 else { break }
+                            guard slice.nextOffset > from else { break }
+                            from = slice.nextOffset
+                        }
+                        if !messages.isEmpty {
+                            part.messageSet = messages
+                            total += messages.count
+                        }
+                    }
+                } catch {
+                    part.errorCode = ErrorCode(any: error)
+                    if part.errorCode == .kafkaStorageError { reportStorageProblem(topic.name, fp.index, error) }
+                }
+                if part.errorCode != .none { waitable = false }
+                return part
+            })
+        }
+        return (FetchResponse(topics: topics), waitable)
+    }
+}

@@ -45,19 +45,10 @@ extension KafkaRequestHandler {
     /// whole message, so an old consumer never stalls on a large message (Kafka v0-v2 would send
     /// a partial message and let the client grow its fetch size).
     func legacyFetch(_ request: FetchRequest, _ v: Int16, eventLoop: EventLoop) -> EventLoopFuture<ByteBuffer?> {
-        let maxWaitMs = Int64(max(0, request.maxWaitMs))
-        let minBytes = Int(max(0, request.minBytes))
         let budget = request.maxBytes <= 0 ? 52_428_800 : min(Int(request.maxBytes), Self.maxFetchResponseBytes)
         let magic: Int8 = v <= 1 ? 0 : 1
-        let broker = self.broker
-        return eventLoop.makeFutureWithTask {
-            var (response, waitable) = self.readLegacyFetch(request, magic: magic, budget: budget)
-            if response.recordBytes < max(1, minBytes) && maxWaitMs > 0 && waitable {
-                let positions = request.topics.flatMap { t in t.partitions.map { (topic: t.name, partition: $0.index, offset: $0.fetchOffset) } }
-                await broker.waitForData(positions, timeoutMs: min(maxWaitMs, 300_000))
-                (response, _) = self.readLegacyFetch(request, magic: magic, budget: budget)
-            }
-            return response.encoded(version: v, flexible: false, capacity: 64 + response.recordBytes + request.topics.count * 64)
+        return longPoll(request, eventLoop: eventLoop, read: { self.readLegacyFetch(request, magic: magic, budget: budget) }) { response in
+            response.encoded(version: v, flexible: false, capacity: 64 + response.recordBytes + request.topics.count * 64)
         }
     }
 

@@ -78,7 +78,23 @@ import StrataLog
         }
     }
 
-    @Test func everyFaultPointOfTheWorkloadLosesNothingAndHeals() throws {
+    /// Runs `body` on a thread of its own: a minute of blocking I/O must not hold one of the two
+    /// threads of Swift's cooperative pool, which the other suites' servers need (fetch tasks).
+    static func offThePool(_ body: @escaping @Sendable () throws -> Void) async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
+            let thread = Thread {
+                do { try body(); c.resume() } catch { c.resume(throwing: error) }
+            }
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+    }
+
+    @Test func everyFaultPointOfTheWorkloadLosesNothingAndHeals() async throws {
+        try await Self.offThePool { try Self.faultLoop() }
+    }
+
+    static func faultLoop() throws {
         // Fault points: the storage calls of one clean run.
         let probe = TempDir()
         StorageFaults.arm(.init(pathPrefix: probe.path, failAt: Int.max, errno: EIO))

@@ -7,19 +7,30 @@ extension KafkaRequestHandler {
     static let maxFetchResponseBytes = 64 << 20
 
     func fetch(_ request: FetchRequest, _ v: Int16, eventLoop: EventLoop) -> EventLoopFuture<ByteBuffer?> {
+        let budget = request.maxBytes <= 0 ? 52_428_800 : min(Int(request.maxBytes), Self.maxFetchResponseBytes)
+        let flexible = ApiKey.fetch.isFlexible(v)
+        return longPoll(request, eventLoop: eventLoop, read: { self.readFetch(request, budget: budget) }) { response in
+            response.encoded(version: v, flexible: flexible, capacity: 64 + response.recordBytes + request.topics.count * 64)
+        }
+    }
+
+    /// Kafka's fetch wait: answers at once when min_bytes are there, max_wait_ms is 0, or a
+    /// partition has an error; otherwise parks until an append to any requested partition (or the
+    /// wait ends) and reads again. The first read runs right here on the event loop, so only real
+    /// waits involve a Swift task.
+    func longPoll(_ request: FetchRequest, eventLoop: EventLoop, read: @escaping @Sendable () -> (FetchResponse, waitable: Bool),
+                  encode: @escaping @Sendable (FetchResponse) -> ByteBuffer) -> EventLoopFuture<ByteBuffer?> {
         let maxWaitMs = Int64(max(0, request.maxWaitMs))
         let minBytes = Int(max(0, request.minBytes))
-        let budget = request.maxBytes <= 0 ? 52_428_800 : min(Int(request.maxBytes), Self.maxFetchResponseBytes)
+        let (first, waitable) = read()
+        if first.recordBytes >= max(1, minBytes) || maxWaitMs == 0 || !waitable {
+            return eventLoop.makeSucceededFuture(encode(first))
+        }
         let broker = self.broker
-        let flexible = ApiKey.fetch.isFlexible(v)
+        let positions = request.topics.flatMap { t in t.partitions.map { (topic: t.name, partition: $0.index, offset: $0.fetchOffset) } }
         return eventLoop.makeFutureWithTask {
-            var (response, waitable) = self.readFetch(request, budget: budget)
-            if response.recordBytes < max(1, minBytes) && maxWaitMs > 0 && waitable {
-                let positions = request.topics.flatMap { t in t.partitions.map { (topic: t.name, partition: $0.index, offset: $0.fetchOffset) } }
-                await broker.waitForData(positions, timeoutMs: min(maxWaitMs, 300_000))
-                (response, _) = self.readFetch(request, budget: budget)
-            }
-            return response.encoded(version: v, flexible: flexible, capacity: 64 + response.recordBytes + request.topics.count * 64)
+            await broker.waitForData(positions, timeoutMs: min(maxWaitMs, 300_000))
+            return encode(read().0)
         }
     }
 

@@ -22,10 +22,11 @@ enum CLI {
     }
 
     @discardableResult
-    static func run(_ args: [String], stdinFile: String? = nil) throws -> Result {
+    static func run(_ args: [String], stdinFile: String? = nil, cwd: String? = nil) throws -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
+        if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
         let outFile = NSTemporaryDirectory() + "/strata-cli-out-\(UUID().uuidString)"
         _ = FileManager.default.createFile(atPath: outFile, contents: nil)
         let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outFile))
@@ -399,5 +400,47 @@ struct MetaLine: Decodable {
         let all = try CLI.run(["consume", "t", "--data", data, "--from-beginning"]).out.split(separator: "\n")
         #expect(all.count == 1900 + 2000, "the torn batch of 100 is gone, everything else is there")
         #expect(try CLI.run(["inspect", "--data", data, "--verify"]).status == 0)
+    }
+
+    /// The README's streams example from a relative working directory with the default
+    /// (relative) data directory: state lands under ./strata-data, nothing at the root of the file
+    /// system, no double free.
+    @Test func streamsRunFromARelativeDirectoryWithTheDefaultDataDirectory() throws {
+        let dir = NSTemporaryDirectory() + "/strata-rel-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try CLI.run(["streams", "run", "dashboard", "--orders", "300"], cwd: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir + "/strata-data/streams"))
+        #expect(!FileManager.default.fileExists(atPath: "/strata-data/streams/dashboard"))
+    }
+
+    /// Every CLI path that handles topic names, at Kafka's limit of 249 characters.
+    @Test func topicNamesOfTheMaximumLengthWorkEverywhere() throws {
+        let dir = NSTemporaryDirectory() + "/strata-long-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let name = String(repeating: "t", count: 249)
+        let input = dir + "/in.jsonl"
+        try Array(repeating: "{\"a\":1}", count: 10).joined(separator: "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        var r = try CLI.run(["topics", "create", name, "--partitions", "12", "--data", "d"], cwd: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run(["produce", name, "--file", input, "--data", "d"], cwd: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run(["consume", name, "--from-beginning", "--max-messages", "10", "--data", "d"], cwd: dir)
+        #expect(r.status == 0 && r.out.split(separator: "\n").count == 10, "\(r.stderr)")
+        r = try CLI.run(["topics", "describe", name, "--data", "d"], cwd: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run(["inspect", name, "--verify", "--data", "d"], cwd: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run(["topics", "delete", name, "--data", "d"], cwd: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: dir + "/d/logs")
+        #expect(left.isEmpty, "deleted partition directories remain: \(left)")
+        // Re-created, the name starts empty: the old records do not come back.
+        r = try CLI.run(["topics", "create", name, "--partitions", "12", "--data", "d"], cwd: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run(["topics", "describe", name, "--data", "d"], cwd: dir)
+        #expect(r.out.contains("0 events") && !r.out.contains("10 events"), "\(r.out)")
     }
 }

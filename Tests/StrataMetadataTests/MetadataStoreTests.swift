@@ -89,3 +89,34 @@ final class TempDir: @unchecked Sendable {
         for cut in 0..<tb.count { #expect(Codec.decodeTopic(name: "n", Array(tb.prefix(cut))) == nil) }
     }
 }
+
+@Suite struct MetadataFileCheckTests {
+    @Test func aTruncatedDataFileIsAnErrorNamingTheFileNotSIGBUS() throws {
+        let dir = TempDir()
+        do {
+            let store = try MetadataStore(directory: dir.path + "/meta")
+            for i in 0..<2000 {
+                try store.putTopic(TopicRecord(name: "topic-\(i)", partitions: 8, configs: ["retention.ms": String(repeating: "9", count: 40)], createdMs: Int64(i)))
+            }
+        }
+        let path = dir.path + "/meta/data.mdb"
+        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
+        #expect(truncate(path, off_t(size / 2)) == 0)
+        #expect {
+            _ = try MetadataStore(directory: dir.path + "/meta")
+        } throws: { error in
+            "\(error)".contains(path) && "\(error)".contains("truncated")
+        }
+    }
+
+    @Test func anEnvironmentThatFailsToOpenIsClosedOnce() throws {
+        // A regular file where the environment's directory should be: mdb_env_open fails, and
+        // the failed initializer must close the handle exactly once (it used to double free).
+        let dir = TempDir()
+        let path = dir.path + "/not-a-directory"
+        _ = FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3]))
+        for _ in 0..<3 {
+            #expect(throws: MetadataError.self) { _ = try MetadataEnvironment(path: path) }
+        }
+    }
+}

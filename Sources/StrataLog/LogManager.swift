@@ -133,11 +133,18 @@ public final class LogManager: @unchecked Sendable {
         var logs: [String: PartitionLog] = [:]
         let logsDirectory = dataDirectory + "/logs"
         let names = FileIO.exists(logsDirectory) ? try FileIO.listDirectory(logsDirectory) : []
+        var offline: [String: String] = [:]
         for name in names.sorted() {
             guard let (topic, _) = splitPartitionDirectory(name), TopicName.problem(topic) == nil else { continue }
-            logs[name] = try PartitionLog.openReadOnly(directory: logsDirectory + "/" + name, config: defaultConfig)
+            do throws(LogError) {
+                logs[name] = try PartitionLog.openReadOnly(directory: logsDirectory + "/" + name, config: defaultConfig)
+            } catch {
+                offline[name] = error.description
+            }
         }
-        return LogManager(dataDirectory: dataDirectory, defaultConfig: defaultConfig, logs: logs, reports: [:], lockFD: -1, readOnly: true)
+        let manager = LogManager(dataDirectory: dataDirectory, defaultConfig: defaultConfig, logs: logs, reports: [:], lockFD: -1, readOnly: true)
+        manager.offlinePartitions = offline
+        return manager
     }
 
     /// True for a manager from `openReadOnly`.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import StrataLog
+import StrataBroker
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -9,10 +10,38 @@ struct Inspect: ParsableCommand {
     @OptionGroup var options: DataOptions
     @Argument(help: "TOPIC or TOPIC-PARTITION (default: all).") var target: String?
     @Flag(help: "Validate every batch (CRC, offsets); exit 2 on damage.") var verify = false
+    @Flag(help: "Recreate, empty, the partition directories a topic lists but the disk lacks (their records are lost; needs the data directory to itself: stop serve first).")
+    var repair = false
 
     func run() throws {
+        if repair {
+            let broker = try options.openBroker()
+            let recreated = try broker.recreateMissingPartitions()
+            for name in recreated { print("recreated \(name) (empty)") }
+            for (name, why) in broker.offlinePartitions.sorted(by: { $0.key < $1.key }) { print("still OFFLINE: \(name): \(why)") }
+            if recreated.isEmpty { print("nothing to repair") }
+            try broker.close()
+            return
+        }
         let manager = try LogManager.openReadOnly(dataDirectory: options.data)
         var damaged = false
+        for (name, why) in manager.offlinePartitions.sorted(by: { $0.key < $1.key }) {
+            if let target, !name.hasPrefix(target) { continue }
+            print("\(name): OFFLINE: \(why)")
+            damaged = true
+        }
+        // Partitions the metadata lists but the disk lacks.
+        if let broker = try? Broker.openReadOnly(dataDirectory: options.data) {
+            for topic in broker.topicNames() where target == nil || target == topic || target!.hasPrefix(topic + "-") {
+                for p in 0..<(broker.partitionCount(topic) ?? 0) {
+                    let name = LogManager.partitionDirectoryName(topic: topic, partition: p)
+                    guard manager.log(topic: topic, partition: p) == nil, manager.offlinePartitions[name] == nil else { continue }
+                    if let target, target != topic && target != name { continue }
+                    print("\(name): OFFLINE: directory logs/\(name) is missing (topic '\(topic)' has \(broker.partitionCount(topic) ?? 0) partitions); `strata inspect --repair` recreates it empty")
+                    damaged = true
+                }
+            }
+        }
         var shown = 0
         var out = OutputBuffer()
         for name in manager.partitionNames {

@@ -158,6 +158,7 @@ public final class Broker: @unchecked Sendable {
     public let metadata: MetadataStore
     /// Idempotent producers' sequence state, shared by every way of producing.
     public let producers = ProducerStateTable()
+    let consumerOffsetsMirrorFailures = Atomic<Int>(0)
     /// Partition directories found on disk that no topic in the metadata claims (left alone).
     public private(set) var orphanPartitions: [String] = []
     /// Partitions of topics that could not be opened ("topic-p" → why), found at open.
@@ -811,13 +812,25 @@ public final class Broker: @unchecked Sendable {
         try metadata.commitOffsets(offsets.map {
             OffsetCommit(group: group, topic: $0.topic, partition: $0.partition, committed: CommittedOffset(offset: $0.offset, metadata: info, commitTimeMs: now))
         })
+        mirrorToConsumerOffsets(group: group, offsets.map {
+            ($0.topic, $0.partition, ConsumerOffsetsTopic.value(offset: $0.offset, metadata: info, commitTimeMs: now))
+        })
     }
+
+    /// Appends to `__consumer_offsets` that failed (the commits themselves are in LMDB).
+    public var consumerOffsetsMirrorFailureCount: Int { consumerOffsetsMirrorFailures.load(ordering: .relaxed) }
+
+    /// Whether `topic` is one of Kafka's internal topics (reported as such in Metadata).
+    public static func isInternalTopic(_ topic: String) -> Bool { topic == ConsumerOffsetsTopic.name }
 
     /// Deletes a group's committed offsets: all (DeleteGroups) or the listed ones (OffsetDelete).
     @discardableResult
     public func deleteCommittedOffsets(group: String, partitions: [(topic: String, partition: Int32)]? = nil) throws -> Int {
         guard offsetCommitsAllowed else { try requireWritable(); return 0 }
-        return try metadata.deleteCommittedOffsets(group: group, partitions: partitions)
+        let targets = try partitions ?? metadata.committedOffsets(group: group).map { ($0.topic, $0.partition) }
+        let deleted = try metadata.deleteCommittedOffsets(group: group, partitions: partitions)
+        mirrorToConsumerOffsets(group: group, targets.map { ($0.topic, $0.partition, nil) })
+        return deleted
     }
 
     public func committedOffset(group: String, topic: String, partition: Int32) throws -> Int64? {

@@ -77,6 +77,7 @@ extension RecordBatch {
         var reader = ByteReader(bytes, position: start)
         var maxTimestamp = Int64.min
         var maxDelta: Int32 = 0
+        var missingKeys: [Int] = []
         for index in 0..<count {
             let length = try reader.readVarint()
             guard length >= 0, Int(length) <= reader.remaining else {
@@ -91,9 +92,7 @@ extension RecordBatch {
             let offsetDelta = try r.readVarint()
             guard offsetDelta == Int32(index) else { throw .malformedRecord("record \(index) has offset delta \(offsetDelta)") }
             let keyLength = try r.readVarint()
-            if keyLength < 0 && policy.requireKeys {
-                throw .missingKey(index: index)
-            }
+            if keyLength < 0 && policy.requireKeys { missingKeys.append(index) }
             _ = try r.readNullableBytes(length: keyLength)
             _ = try r.readNullableBytes(length: try r.readVarint())
             let headerCount = try r.readVarint()
@@ -118,6 +117,7 @@ extension RecordBatch {
             }
         }
         guard reader.remaining == 0 else { throw .malformedRecord("\(reader.remaining) bytes after the last of \(count) records") }
+        if !missingKeys.isEmpty { throw .missingKeys(indexes: missingKeys) }
         return (count == 0 ? -1 : maxTimestamp, maxDelta)
     }
 

@@ -10,8 +10,9 @@ public enum RecordBatchError: Error, Equatable, CustomStringConvertible, Sendabl
     case malformedRecord(String)
     /// A record's timestamp is outside message.timestamp.before/after.max.ms (INVALID_TIMESTAMP).
     case invalidTimestamp(String)
-    /// A record without a key for a compacted topic (INVALID_RECORD).
-    case missingKey(index: Int)
+    /// Records without a key for a compacted topic (INVALID_RECORD): their indexes in the batch
+    /// (every one, so a producer can tell them from the records refused only alongside them).
+    case missingKeys(indexes: [Int])
 
     public var description: String {
         switch self {
@@ -24,7 +25,7 @@ public enum RecordBatchError: Error, Equatable, CustomStringConvertible, Sendabl
         case .badRecordCount(let c, let d): return "record batch count \(c) does not match lastOffsetDelta \(d)"
         case .malformedRecord(let why): return "malformed record: \(why)"
         case .invalidTimestamp(let why): return "invalid timestamp: \(why)"
-        case .missingKey(let i): return "record \(i) has no key; a compacted topic needs one on every record"
+        case .missingKeys(let i): return "record\(i.count == 1 ? "" : "s") \(i.prefix(10).map(String.init).joined(separator: ", "))\(i.count > 10 ? ", ..." : "") \(i.count == 1 ? "has" : "have") no key; a compacted topic needs one on every record"
         }
     }
 }

@@ -131,7 +131,7 @@ import StrataCore
         let (log, _) = try PartitionLog.open(directory: dir.path, config: .small())
         var policy = AppendPolicy()
         policy.requireKeys = true
-        #expect(throws: LogError.invalidBatch(.missingKey(index: 0))) { try log.append(Self.batch(timestamps: [1], keyed: false), policy: policy) }
+        #expect(throws: LogError.invalidBatch(.missingKeys(indexes: [0]))) { try log.append(Self.batch(timestamps: [1], keyed: false), policy: policy) }
         policy = AppendPolicy()
         policy.timestampAfterMaxMs = 1000
         let now = wallClockMillis()

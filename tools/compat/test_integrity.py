@@ -227,9 +227,61 @@ def test_unread_pipelined_fetches_stay_bounded(srv):
     assert grown_mb < 200, "broker grew %.0f MiB under unread fetches" % grown_mb
 
 
+def _java_hash_partition(group, partitions=50):
+    h = 0
+    data = group.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (h * 31 + int.from_bytes(data[i:i + 2], "big")) & 0xFFFFFFFF
+    if h >= 2**31:
+        h -= 2**32
+    return (0 if h == -2**31 else abs(h)) % partitions
+
+
+def test_commits_appear_in_consumer_offsets_as_kafka_writes_them(srv):
+    """Lag monitors (Burrow) read __consumer_offsets: every commit is there, in Kafka's key and
+    value schemas, in the partition Kafka picks for the group; the topic is internal (never
+    auto-created, not producible)."""
+    from confluent_kafka import Consumer, Producer, TopicPartition, KafkaException
+    from confluent_kafka.admin import AdminClient
+    _fill(srv, "lagged", 2, 100)
+    group = "burrow-watched"
+    c = Consumer({"bootstrap.servers": srv.bootstrap, "group.id": group, "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition("lagged", 0, 17), TopicPartition("lagged", 1, 4)], asynchronous=False)
+    c.close()
+    md = AdminClient({"bootstrap.servers": srv.bootstrap}).list_topics(timeout=10)
+    assert "__consumer_offsets" in md.topics and len(md.topics["__consumer_offsets"].partitions) == 50
+    partition = _java_hash_partition(group)
+    r = Consumer({"bootstrap.servers": srv.bootstrap, "group.id": "reader", "enable.auto.commit": False})
+    r.assign([TopicPartition("__consumer_offsets", partition, 0)])
+    seen = {}
+    t0 = time.time()
+    while len(seen) < 2 and time.time() - t0 < 20:
+        m = r.poll(0.5)
+        if m is None or m.error():
+            continue
+        k, v = m.key(), m.value()
+        version = struct.unpack(">h", k[:2])[0]
+        assert version in (0, 1), version
+        i = 2
+        glen = struct.unpack(">h", k[i:i + 2])[0]; g = k[i + 2:i + 2 + glen].decode(); i += 2 + glen
+        tlen = struct.unpack(">h", k[i:i + 2])[0]; t = k[i + 2:i + 2 + tlen].decode(); i += 2 + tlen
+        p = struct.unpack(">i", k[i:i + 4])[0]
+        vversion, offset = struct.unpack(">hq", v[:10])
+        assert vversion == 3
+        seen[(g, t, p)] = offset
+    r.close()
+    assert seen == {(group, "lagged", 0): 17, (group, "lagged", 1): 4}, seen
+    # Clients cannot write the internal topic.
+    p = Producer({"bootstrap.servers": srv.bootstrap, "message.send.max.retries": 0})
+    errors = []
+    p.produce("__consumer_offsets", value=b"x", partition=0, on_delivery=lambda err, msg: errors.append(err))
+    p.flush(10)
+    assert errors and errors[0] is not None, "a client wrote to __consumer_offsets"
+
+
 TESTS = [test_pipelined_acks_all_appends_stay_in_order, test_pipelined_idempotent_appends_stay_in_order,
          test_group_of_two_auto_commit_close_keeps_its_commits, test_group_shrinking_from_three_to_one_keeps_commits,
-         test_unread_pipelined_fetches_stay_bounded]
+         test_unread_pipelined_fetches_stay_bounded, test_commits_appear_in_consumer_offsets_as_kafka_writes_them]
 
 
 def main():

@@ -21,9 +21,12 @@ extension KafkaRequestHandler {
             } else if !nullKeys.isEmpty {
                 error = .invalidConfig
                 message = "Null value not supported for topic configs: \(nullKeys.joined(separator: ","))"
-            } else if spec.assignments > 0 {
+            } else if !spec.assignments.isEmpty && (spec.numPartitions != -1 || spec.replicationFactor != -1) {
+                error = .invalidRequest
+                message = "both num_partitions or replication_factor and manual assignments were given"
+            } else if !spec.assignments.isEmpty && !validAssignment(spec.assignments) {
                 error = .invalidReplicaAssignment
-                message = "a single Strata node places every partition itself; give num_partitions instead of replica assignments"
+                message = "this cluster has one broker (\(nodeId)): each partition 0..<n must be assigned exactly [\(nodeId)]"
             } else if spec.replicationFactor != -1 && spec.replicationFactor != 1 {
                 error = .invalidReplicationFactor
                 message = "a single Strata node keeps one replica; replication factor must be 1 or -1"
@@ -37,7 +40,8 @@ extension KafkaRequestHandler {
                 do {
                     _ = try TopicConfig.parse(configs, over: broker.options.defaultTopicConfig)
                     if !request.validateOnly {
-                        try broker.createTopic(spec.name, partitions: spec.numPartitions == -1 ? nil : spec.numPartitions, configs: configs)
+                        let partitions = !spec.assignments.isEmpty ? Int32(spec.assignments.count) : (spec.numPartitions == -1 ? nil : spec.numPartitions)
+                        try broker.createTopic(spec.name, partitions: partitions, configs: configs)
                     }
                 } catch let problem as TopicConfig.Problem {
                     error = .invalidConfig
@@ -49,13 +53,20 @@ extension KafkaRequestHandler {
             }
             var topic = CreateTopicsResponse.Topic(name: spec.name, errorCode: error, errorMessage: message)
             if error == .none && v >= 5 {
-                topic.numPartitions = spec.numPartitions == -1 ? broker.options.defaultPartitions : spec.numPartitions
+                topic.numPartitions = !spec.assignments.isEmpty ? Int32(spec.assignments.count) : (spec.numPartitions == -1 ? broker.options.defaultPartitions : spec.numPartitions)
                 topic.replicationFactor = 1
                 topic.configs = topicConfigEntries(overrides: configs, config: (try? TopicConfig.parse(configs, over: broker.options.defaultTopicConfig)) ?? broker.options.defaultTopicConfig)
                     .map { .init(name: $0.name, value: $0.value, source: $0.source.rawValue) }
             }
             return topic
         })
+    }
+
+    /// A manual assignment one node can honour: partitions 0..<n, each on exactly this broker.
+    func validAssignment(_ assignments: [(partition: Int32, brokers: [Int32])]) -> Bool {
+        assignments.count <= Int(Broker.Options.maxPartitions)
+            && Set(assignments.map(\.partition)) == Set((0..<Int32(assignments.count)).map { $0 })
+            && assignments.allSatisfy { $0.brokers == [nodeId] }
     }
 
     func deleteTopics(_ request: DeleteTopicsRequest) -> DeleteTopicsResponse {
@@ -74,8 +85,8 @@ extension KafkaRequestHandler {
     func createPartitions(_ request: CreatePartitionsRequest) -> TopicErrorsResponse {
         TopicErrorsResponse(results: request.topics.map { t in
             guard let current = broker.partitionCount(t.name) else { return (t.name, .unknownTopicOrPartition, "unknown topic '\(t.name)'") }
-            if t.assignments != nil {
-                return (t.name, .invalidReplicaAssignment, "a single Strata node places every partition itself; omit the assignments")
+            if let a = t.assignments, a.count != Int(t.count - current) || a.contains(where: { $0 != [nodeId] }) {
+                return (t.name, .invalidReplicaAssignment, "this cluster has one broker (\(nodeId)): give each new partition exactly [\(nodeId)]")
             }
             guard t.count > current, t.count <= Broker.Options.maxPartitions else {
                 return (t.name, .invalidPartitions, "topic '\(t.name)' has \(current) partitions; the new count must be in \(current + 1)...\(Broker.Options.maxPartitions)")

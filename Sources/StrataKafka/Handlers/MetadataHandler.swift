@@ -23,7 +23,7 @@ extension KafkaRequestHandler {
             }
             let offline = Set(broker.offlinePartitions.keys)
             return MetadataResponse.Topic(
-                errorCode: error, name: name, topicId: broker.topicId(name) ?? [UInt8](repeating: 0, count: 16),
+                errorCode: error, name: name, topicId: broker.topicId(name) ?? [UInt8](repeating: 0, count: 16), isInternal: Broker.isInternalTopic(name),
                 partitions: (0..<partitions).map { p in
                     // An offline partition has no leader to offer (Kafka: LEADER_NOT_AVAILABLE).
                     let down = offline.contains(LogManager.partitionDirectoryName(topic: name, partition: p))

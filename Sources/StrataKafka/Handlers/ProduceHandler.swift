@@ -55,6 +55,8 @@ extension KafkaRequestHandler {
         }
         guard acks == -1 || acks == 0 || acks == 1 else { return failed(.invalidRequiredAcks) }
         if TopicName.problem(topic) != nil { return failed(.invalidTopicException) }
+        // Kafka's internal topics are written by the broker only (TOPIC_AUTHORIZATION_FAILED there).
+        if Broker.isInternalTopic(topic) { return failed(.invalidTopicException, "\(topic) is an internal topic written by the broker") }
         guard partitionExists(topic, partition) else { return failed(.unknownTopicOrPartition) }
         guard let records, records.readableBytes > 0 else { return failed(.corruptMessage, "no records") }
         return records.withUnsafeReadableBytes { all -> (ProduceResponse.Partition, Int64) in
@@ -79,7 +81,13 @@ extension KafkaRequestHandler {
                 } catch {
                     let code = ErrorCode(any: error)
                     if code == .kafkaStorageError { reportStorageProblem(topic, partition, error) }
-                    return failed(code, "\(error)")
+                    var result = failed(code, "\(error)")
+                    if case .log(.invalidBatch(.missingKeys(let indexes)))? = error as? BrokerError {
+                        // Kafka lists the offending records so the producer fails only those with
+                        // INVALID_RECORD (the others of the batch: retriable as a different batch).
+                        result.0.recordErrors = indexes.map { (Int32(clamping: $0), "Compacted topic cannot accept message without key in topic partition \(topic)-\(partition).") }
+                    }
+                    return result
                 }
                 position += size
             }

@@ -1,7 +1,14 @@
 // Topic, config, cluster and partition administration APIs.
 
 struct CreateTopicsRequest: KafkaRequestBody {
-    struct Topic { var name: String; var numPartitions: Int32; var replicationFactor: Int16; var assignments: Int; var configs: [(name: String, value: String?)] }
+    struct Topic {
+        var name: String
+        var numPartitions: Int32
+        var replicationFactor: Int16
+        /// Manual placement: (partition, its replicas' broker ids).
+        var assignments: [(partition: Int32, brokers: [Int32])]
+        var configs: [(name: String, value: String?)]
+    }
     var topics: [Topic]
     var validateOnly = false
 
@@ -10,10 +17,11 @@ struct CreateTopicsRequest: KafkaRequestBody {
             let name = try r.string()
             let partitions = try r.int32()
             let replication = try r.int16()
-            let assignments: [Void] = try r.array(minElementBytes: 5) { r in
-                _ = try r.int32()
-                _ = try r.array(minElementBytes: 4) { try $0.int32() }
+            let assignments: [(partition: Int32, brokers: [Int32])] = try r.array(minElementBytes: 5) { r in
+                let partition = try r.int32()
+                let brokers = try r.array(minElementBytes: 4) { try $0.int32() }
                 try r.taggedFields()
+                return (partition, brokers)
             }
             let configs: [(name: String, value: String?)] = try r.array(minElementBytes: 2) { r in
                 let name = try r.string()
@@ -22,7 +30,7 @@ struct CreateTopicsRequest: KafkaRequestBody {
                 return (name, value)
             }
             try r.taggedFields()
-            return Topic(name: name, numPartitions: partitions, replicationFactor: replication, assignments: assignments.count, configs: configs)
+            return Topic(name: name, numPartitions: partitions, replicationFactor: replication, assignments: assignments, configs: configs)
         }
         _ = try r.int32()  // timeout_ms
         let validateOnly = v >= 1 ? try r.bool() : false
@@ -329,19 +337,21 @@ struct DescribeLogDirsResponse: KafkaResponseBody {
 }
 
 struct CreatePartitionsRequest: KafkaRequestBody {
-    var topics: [(name: String, count: Int32, assignments: Int?)]
+    /// Per topic: the new total and, optionally, the replicas of each new partition.
+    var topics: [(name: String, count: Int32, assignments: [[Int32]]?)]
     var validateOnly: Bool
 
     static func read(_ r: inout KafkaReader, version v: Int16) throws -> CreatePartitionsRequest {
-        let topics: [(name: String, count: Int32, assignments: Int?)] = try r.array(minElementBytes: 7) { r in
+        let topics: [(name: String, count: Int32, assignments: [[Int32]]?)] = try r.array(minElementBytes: 7) { r in
             let name = try r.string()
             let count = try r.int32()
-            let assignments: [Void]? = try r.nullableArray(minElementBytes: 1) { r in
-                _ = try r.array(minElementBytes: 4) { try $0.int32() }
+            let assignments: [[Int32]]? = try r.nullableArray(minElementBytes: 1) { r in
+                let brokers = try r.array(minElementBytes: 4) { try $0.int32() }
                 try r.taggedFields()
+                return brokers
             }
             try r.taggedFields()
-            return (name, count, assignments?.count)
+            return (name, count, assignments)
         }
         _ = try r.int32()  // timeout_ms
         let validateOnly = try r.bool()

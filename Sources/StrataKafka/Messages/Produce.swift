@@ -36,6 +36,8 @@ struct ProduceResponse: KafkaResponseBody {
         var logAppendTimeMs: Int64 = -1
         var logStartOffset: Int64 = -1
         var errorMessage: String?
+        /// v8+: the records of the batch that caused the error (batch index, message).
+        var recordErrors: [(index: Int32, message: String?)] = []
     }
     struct Topic { var name: String; var partitions: [Partition] }
     var topics: [Topic]
@@ -50,7 +52,11 @@ struct ProduceResponse: KafkaResponseBody {
                 if v >= 2 { w.int64(p.logAppendTimeMs) }
                 if v >= 5 { w.int64(p.logStartOffset) }
                 if v >= 8 {
-                    w.array([Int32]()) { $0.int32($1) }  // record_errors: the message names the record
+                    w.array(p.recordErrors) { w, e in
+                        w.int32(e.index)
+                        w.nullableString(e.message)
+                        w.taggedFields()
+                    }
                     w.nullableString(p.errorMessage)
                 }
                 w.taggedFields()

@@ -7,7 +7,7 @@ extension ErrorCode {
     init(_ error: RecordBatchError) {
         switch error {
         case .tooLarge: self = .messageTooLarge
-        case .malformedRecord, .badRecordCount, .missingKey: self = .invalidRecord
+        case .malformedRecord, .badRecordCount, .missingKeys: self = .invalidRecord
         case .invalidTimestamp: self = .invalidTimestamp
         case .tooShort, .lengthMismatch, .crcMismatch: self = .corruptMessage
         case .badMagic: self = .unsupportedForMessageFormat

@@ -11,7 +11,9 @@ enum ConsumerOffsetsTopic {
     static let name = "__consumer_offsets"
     /// offsets.topic.num.partitions.
     static let partitions: Int32 = 50
-    static let configs = ["cleanup.policy": "compact", "segment.bytes": "104857600", "flush.mode": "os"]
+    /// Compacted; small segments and indexes, because Strata preallocates the active segment of
+    /// every partition (50 × the 128 MiB default would reserve 7 GB for a few commits).
+    static let configs = ["cleanup.policy": "compact", "segment.bytes": "1048576", "segment.index.bytes": "65536", "flush.mode": "os"]
 
     /// Java's `String.hashCode` over UTF-16 code units, then Kafka's `Utils.abs` and modulo.
     static func partition(forGroup group: String) -> Int32 {

@@ -125,11 +125,13 @@ func json(_ i: Int, user: String? = nil) -> [UInt8] {
         try broker.close()
 
         let reopened = try Broker.open(dataDirectory: dir.path)
-        #expect(reopened.topicNames() == ["events"])
+        // The commit is mirrored to Kafka's internal __consumer_offsets topic, created on first use.
+        #expect(reopened.topicNames() == ["__consumer_offsets", "events"])
+        #expect(reopened.partitionCount("__consumer_offsets") == 50)
         #expect(reopened.partitionCount("events") == 5)
         #expect(try reopened.describeTopic("events").configs["retention.ms"] == "60000")
         try reopened.deleteTopic("events")
-        #expect(reopened.topicNames().isEmpty)
+        #expect(reopened.topicNames() == ["__consumer_offsets"])
         #expect(try reopened.committedOffset(group: "g", topic: "events", partition: 0) == nil)
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/logs/events-0"))
         try reopened.createTopic("events", partitions: 1)

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Kafka client compatibility tests: unmodified kcat, confluent-kafka, kafka-python and aiokafka
 against `strata serve` (debug build by default; STRATA_BIN overrides). Each test starts from a fresh
-data directory on a free port. Ends with 'N passed, N failed' and exits non-zero on any failure.
+data directory on a free port: the server runs from a fresh temporary directory with `--data
+strata-data` relative to it, and as nobody/nogroup when this script runs as root (see RunAs).
+Ends with 'N passed, N failed' and exits non-zero on any failure.
 """
 import asyncio
+import collections
 import json
 import os
 import random
@@ -23,33 +26,195 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 STRATA = os.environ.get("STRATA_BIN", os.path.join(ROOT, ".build", "debug", "strata"))
 
 
-class Server:
-    """A `strata serve` process on 127.0.0.1:<free port> over its own data directory."""
+def _traversable_by_others(path):
+    """True when every directory from / down to path lets other users through (o+x)."""
+    path = os.path.abspath(path)
+    while True:
+        try:
+            if not os.stat(path).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
 
-    def __init__(self, data=None):
-        self.data = data or tempfile.mkdtemp(prefix="strata-compat-")
+
+class RunAs:
+    """Who `strata serve` runs as. As root: the unprivileged nobody/nogroup through setpriv (or
+    runuser), checked once by running `true` that way; otherwise, or when switching is impossible,
+    the current user. STRATA_SERVE_USER=USER[:GROUP] picks another user as root."""
+
+    def __init__(self):
+        self.uid, self.gid = os.geteuid(), os.getegid()
+        self.prefix = []
+        self.name = self._name(self.uid)
+        self.note = None
+        if self.uid != 0:
+            return
+        import grp
+        import pwd
+        user, _, group = os.environ.get("STRATA_SERVE_USER", "nobody:nogroup").partition(":")
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError:
+            self.note = "no user %r on this machine" % user
+            return
+        gid = pw.pw_gid
+        for g in ([group] if group else []) + ["nogroup", "nobody"]:
+            try:
+                gid = grp.getgrnam(g).gr_gid
+                break
+            except KeyError:
+                continue
+        candidates = []
+        setpriv, runuser = shutil.which("setpriv"), shutil.which("runuser")
+        if setpriv:
+            candidates.append([setpriv, "--reuid=%d" % pw.pw_uid, "--regid=%d" % gid, "--clear-groups", "--"])
+        if runuser:
+            candidates.append([runuser, "-u", user, "-g", grp.getgrgid(gid).gr_name, "--"])
+        if not candidates:
+            self.note = "neither setpriv nor runuser is installed"
+            return
+        for prefix in candidates:
+            try:
+                r = subprocess.run(prefix + ["id", "-u"], capture_output=True, text=True, timeout=10, cwd="/")
+            except (OSError, subprocess.SubprocessError) as e:
+                self.note = "%s failed: %s" % (os.path.basename(prefix[0]), e)
+                continue
+            if r.returncode == 0 and r.stdout.strip() == str(pw.pw_uid):
+                if os.path.exists(STRATA):
+                    r = subprocess.run(prefix + [STRATA, "--help"], capture_output=True, text=True, timeout=60, cwd="/")
+                    if r.returncode != 0:
+                        self.note = "%s cannot run %s: %s" % (user, STRATA, (r.stderr or r.stdout).strip()[:200])
+                        return
+                self.uid, self.gid, self.prefix, self.name = pw.pw_uid, gid, prefix, user
+                self.note = None
+                return
+            self.note = "%s failed: %s" % (os.path.basename(prefix[0]), (r.stderr or r.stdout).strip()[:200])
+
+    @staticmethod
+    def _name(uid):
+        try:
+            import pwd
+            return pwd.getpwuid(uid).pw_name
+        except (KeyError, ImportError):
+            return str(uid)
+
+    @property
+    def switched(self):
+        return bool(self.prefix)
+
+    def describe(self):
+        """One line saying which uid the server runs as (and why, when it could not switch)."""
+        if self.switched:
+            return "strata serve runs as uid %d (%s), gid %d, via %s" % (self.uid, self.name, self.gid, os.path.basename(self.prefix[0]))
+        line = "strata serve runs as uid %d (%s), the current user" % (self.uid, self.name)
+        if self.note:
+            line += " -- cannot switch to an unprivileged user: " + self.note
+        return line
+
+    def chown(self, path):
+        if self.switched:
+            os.chown(path, self.uid, self.gid)
+
+
+_RUN_AS = None
+
+
+def run_as():
+    global _RUN_AS
+    if _RUN_AS is None:
+        _RUN_AS = RunAs()
+    return _RUN_AS
+
+
+class Server:
+    """A `strata serve` process on 127.0.0.1:<free port> over its own data directory.
+
+    The server runs from a fresh temporary working directory (its cwd) with the data directory given
+    relative to it (`--data strata-data`); as root it runs as nobody/nogroup (see RunAs) and both
+    directories belong to that user. `data` is the absolute path of the data directory."""
+
+    DATA = "strata-data"
+
+    def __init__(self, data=None, args=()):
+        self.runas = run_as()
+        tmp = None
+        if self.runas.switched and not _traversable_by_others(tempfile.gettempdir()):
+            tmp = "/tmp"  # TMPDIR is not reachable by the unprivileged user
+        self.workdir = tempfile.mkdtemp(prefix="strata-compat-", dir=tmp)
+        self.runas.chown(self.workdir)
+        if data is None:
+            self.data_arg = self.DATA
+            self.data = os.path.join(self.workdir, self.DATA)
+            os.mkdir(self.data)
+            self.runas.chown(self.data)
+        else:
+            self.data_arg = self.data = os.path.abspath(data)
+        self.args = list(args)
         self.proc = None
         self.port = None
+        self.output = []  # stderr lines before the listener came up (for error messages)
+        self.tail = collections.deque(maxlen=40)  # the last stderr lines (for post-mortems)
+        self.log_path = None  # when set, every stderr line is appended to this file
+
+    def command(self, argv):
+        """argv prefixed to run as the server's user."""
+        return self.runas.prefix + list(argv)
 
     def start(self):
-        self.proc = subprocess.Popen([STRATA, "serve", "--data", self.data, "--listen", "127.0.0.1:0"],
+        env = dict(os.environ)
+        if self.runas.switched:
+            env["HOME"] = self.workdir
+        self.output = []
+        self.proc = subprocess.Popen(self.command([STRATA, "serve", "--data", self.data_arg, "--listen", "127.0.0.1:0"] + self.args),
+                                     cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         deadline = time.time() + 60
         while time.time() < deadline:
             line = self.proc.stderr.readline()
             if not line:
-                raise RuntimeError("strata serve exited: rc=%s" % self.proc.poll())
+                try:
+                    rc = self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    rc = None
+                raise RuntimeError("strata serve exited: rc=%s: %s" % (rc, "".join(self.output[-5:]).strip()))
+            self.output.append(line)
+            self.tail.append(line)
             m = re.search(r"Kafka listener on 127\.0\.0\.1:(\d+)", line)
             if m:
                 self.port = int(m.group(1))
-                threading.Thread(target=self._drain, daemon=True).start()
+                threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
                 return self
-        raise RuntimeError("strata serve did not start")
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        raise RuntimeError("strata serve did not start within 60 s: %s" % "".join(self.output[-5:]).strip())
 
-    def _drain(self):
-        for line in self.proc.stderr:
-            if os.environ.get("STRATA_VERBOSE"):
-                sys.stderr.write("  [serve] " + line)
+    def _drain(self, proc):
+        log = open(self.log_path, "a") if self.log_path else None
+        try:
+            if log:
+                log.writelines(self.output)
+            for line in proc.stderr:
+                self.tail.append(line)
+                if log:
+                    log.write(line)
+                    log.flush()
+                if os.environ.get("STRATA_VERBOSE"):
+                    sys.stderr.write("  [serve] " + line)
+        finally:
+            if log:
+                log.close()
+
+    def uid(self):
+        """The real uid of the running server process (from /proc)."""
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+        return None
 
     @property
     def bootstrap(self):
@@ -58,18 +223,22 @@ class Server:
     def stop(self, sig=signal.SIGINT):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=60)
-        return self.proc.returncode
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode if self.proc else None
 
     def kill(self):
         return self.stop(signal.SIGKILL)
 
     def alive(self):
-        return self.proc.poll() is None
+        return self.proc is not None and self.proc.poll() is None
 
     def cleanup(self):
         self.stop()
-        shutil.rmtree(self.data, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def events(n, seed=1):
@@ -140,7 +309,8 @@ def test_kcat_compression(srv):
         r = kcat(["-b", srv.bootstrap, "-t", topic, "-C", "-e", "-q"])
         assert r.stdout.splitlines() == produced, "%s: consumed content differs" % codec
         # Strata itself reads librdkafka's compressed batches (read-only, next to the server).
-        r = subprocess.run([STRATA, "consume", topic, "--data", srv.data, "--from-beginning"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(srv.command([STRATA, "consume", topic, "--data", srv.data_arg, "--from-beginning"]), cwd=srv.workdir,
+                           capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert r.stdout.splitlines() == produced, "%s: strata consume of librdkafka's batches differs" % codec
 
@@ -427,9 +597,12 @@ def test_bad_input_keeps_the_broker_up(srv):
     for payload in cases:
         raw_request(srv.port, payload)
         assert srv.alive(), "broker died on %r" % payload[:20]
-    # ApiVersions v3 (flexible) is answered with the v0 error body, not a closed connection.
-    reply = raw_request(srv.port, frame(18, 3, b"\x00\x00\x00"))
+    # ApiVersions beyond what is served (v9) is answered with the v0 error body, not a closed
+    # connection; v3 (flexible, header v2) is served.
+    reply = raw_request(srv.port, frame(18, 9, b"\x00\x00\x00"))
     assert len(reply) > 10 and struct.unpack(">h", reply[8:10])[0] == 35, reply[:16]
+    reply = raw_request(srv.port, frame(18, 3, b"\x00\x02s\x021\x00"))
+    assert len(reply) > 10 and struct.unpack(">h", reply[8:10])[0] == 0, reply[:16]
     # An invalid topic name in Metadata gets INVALID_TOPIC_EXCEPTION (17), not a crash.
     body = struct.pack(">i", 1) + struct.pack(">h", 5) + b"../x!" + b"\x00"
     reply = raw_request(srv.port, frame(3, 4, body))
@@ -447,12 +620,16 @@ TESTS = [test_kcat_keyed_json, test_kcat_compression, test_confluent_kafka, test
 def main():
     only = sys.argv[1:]
     passed = failed = 0
+    print("compat: " + run_as().describe(), flush=True)
     for test in TESTS:
         if only and test.__name__ not in only:
             continue
-        srv = Server().start()
+        srv = Server()
         started = time.time()
         try:
+            srv.start()
+            if srv.uid() != run_as().uid:
+                raise AssertionError("strata serve runs as uid %s, expected %d" % (srv.uid(), run_as().uid))
             test(srv)
             passed += 1
             print("PASS %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)

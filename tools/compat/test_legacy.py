@@ -28,48 +28,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 STRATA = os.environ.get("STRATA_BIN", os.path.join(ROOT, ".build", "debug", "strata"))
 
 
-class Server:
-    """`strata serve --data DIR --listen 127.0.0.1:0`; the port comes from its stderr line
-    'Kafka listener on 127.0.0.1:PORT'."""
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_clients  # noqa: E402
 
-    def __init__(self):
-        self.data = tempfile.mkdtemp(prefix="strata-legacy-")
-        self.proc = subprocess.Popen([STRATA, "serve", "--data", self.data, "--listen", "127.0.0.1:0"],
-                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        self.port = None
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                raise RuntimeError("strata serve exited: rc=%s" % self.proc.poll())
-            m = re.search(r"Kafka listener on 127\.0\.0\.1:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-                threading.Thread(target=self._drain, daemon=True).start()
-                return
-        raise RuntimeError("strata serve did not report its listener")
 
-    def _drain(self):
-        for line in self.proc.stderr:
-            if os.environ.get("STRATA_VERBOSE"):
-                sys.stderr.write("  [serve] " + line)
-
-    @property
-    def bootstrap(self):
-        return "127.0.0.1:%d" % self.port
+class Server(test_clients.Server):
+    """test_clients' server (as nobody from a relative directory when run as root), usable as a
+    context manager."""
 
     def __enter__(self):
+        self.start()
         return self
 
     def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.data, ignore_errors=True)
+        self.cleanup()
+
 
 
 def produce(server, api_version, topic, records, **config):

@@ -102,6 +102,9 @@ public final class Broker: @unchecked Sendable {
         /// log.cleaner.io.max.bytes.per.second: the cleaner's read budget (0: unlimited).
         public var cleanerMaxBytesPerSecond = 0
         public static let maxPartitions: Int32 = 10_000
+        /// offsets.topic.num.partitions: partitions of `__consumer_offsets`, where commits are
+        /// mirrored as Kafka writes them (0: no mirror).
+        public var offsetsTopicPartitions: Int32 = 50
         /// The broker settings given explicitly (`serve --config`), by Kafka name, for
         /// DescribeConfigs (STATIC_BROKER_CONFIG vs DEFAULT_CONFIG).
         public var settings: [String: String] = [:]

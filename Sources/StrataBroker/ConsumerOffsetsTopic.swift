@@ -9,18 +9,18 @@ import StrataLog
 /// internal mirror that clients can read but never auto-create or produce to.
 enum ConsumerOffsetsTopic {
     static let name = "__consumer_offsets"
-    /// offsets.topic.num.partitions.
-    static let partitions: Int32 = 50
+    /// offsets.topic.num.partitions (Kafka's default; `Broker.Options.offsetsTopicPartitions`).
+    static let defaultPartitions: Int32 = 50
     /// Compacted; small segments and indexes, because Strata preallocates the active segment of
     /// every partition (50 × the 128 MiB default would reserve 7 GB for a few commits).
     static let configs = ["cleanup.policy": "compact", "segment.bytes": "1048576", "segment.index.bytes": "65536", "flush.mode": "os"]
 
     /// Java's `String.hashCode` over UTF-16 code units, then Kafka's `Utils.abs` and modulo.
-    static func partition(forGroup group: String) -> Int32 {
+    static func partition(forGroup group: String, partitions: Int32) -> Int32 {
         var h: Int32 = 0
         for unit in group.utf16 { h = h &* 31 &+ Int32(unit) }
         let positive = h == Int32.min ? 0 : abs(h)
-        return positive % partitions
+        return positive % max(1, partitions)
     }
 
     static func key(group: String, topic: String, partition: Int32) -> [UInt8] {
@@ -60,18 +60,19 @@ extension Broker {
     /// creating the topic on first use. Best effort: the commit itself is durable in LMDB already;
     /// a failure here is counted, never returned to the committer.
     func mirrorToConsumerOffsets(group: String, _ entries: [(topic: String, partition: Int32, value: [UInt8]?)]) {
-        guard !isReadOnly, !entries.isEmpty else { return }
+        guard !isReadOnly, !entries.isEmpty, options.offsetsTopicPartitions > 0 else { return }
         do {
             if partitionCount(ConsumerOffsetsTopic.name) == nil {
                 do {
-                    try createTopic(ConsumerOffsetsTopic.name, partitions: ConsumerOffsetsTopic.partitions, configs: ConsumerOffsetsTopic.configs)
+                    try createTopic(ConsumerOffsetsTopic.name, partitions: options.offsetsTopicPartitions, configs: ConsumerOffsetsTopic.configs)
                 } catch BrokerError.topicExists(_) {}
             }
             let now = wallClockMillis()
             let records = entries.map { e in
                 ProducerRecord(key: ConsumerOffsetsTopic.key(group: group, topic: e.topic, partition: e.partition), value: e.value, timestamp: now)
             }
-            try produce(topic: ConsumerOffsetsTopic.name, records: records, partition: ConsumerOffsetsTopic.partition(forGroup: group), acks: .leader)
+            let count = partitionCount(ConsumerOffsetsTopic.name) ?? options.offsetsTopicPartitions
+            try produce(topic: ConsumerOffsetsTopic.name, records: records, partition: ConsumerOffsetsTopic.partition(forGroup: group, partitions: count), acks: .leader)
         } catch {
             consumerOffsetsMirrorFailures.add(1, ordering: .relaxed)
         }

@@ -24,7 +24,7 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: num.partitions (default 1), auto.create.topics.enable (default true), default.replication.factor (1), log.retention.check.interval.ms (default 300000), log.cleaner.backoff.ms (default 15000), log.cleaner.io.max.bytes.per.second (default 0: unlimited), and Kafka's topic-config defaults (log.retention.ms, log.retention.hours, log.segment.bytes, log.roll.ms, log.cleanup.policy, compression.type, message.max.bytes, log.message.timestamp.type, ...).")
     var configs: [String] = []
 
-    static let brokerSettings = ["num.partitions", "auto.create.topics.enable", "default.replication.factor",
+    static let brokerSettings = ["num.partitions", "auto.create.topics.enable", "default.replication.factor", "offsets.topic.num.partitions",
                                  "log.retention.check.interval.ms", "log.cleaner.backoff.ms", "log.cleaner.io.max.bytes.per.second"]
 
     static func split(_ address: String) throws -> (String, Int) {
@@ -66,6 +66,9 @@ struct Serve: ParsableCommand {
                     throw ValidationError("\(key) must be a number in 1...\(Broker.Options.maxPartitions)")
                 }
                 brokerOptions.defaultPartitions = n
+            case "offsets.topic.num.partitions":
+                guard let n = Int32(value), n >= 1, n <= 1000 else { throw ValidationError("\(key) must be a number in 1...1000") }
+                brokerOptions.offsetsTopicPartitions = n
             case "auto.create.topics.enable":
                 guard let b = Bool(value) else { throw ValidationError("\(key) must be true or false") }
                 brokerOptions.autoCreateTopics = b

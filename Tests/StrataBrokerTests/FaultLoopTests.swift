@@ -16,6 +16,7 @@ import StrataLog
         var o = Broker.Options()
         o.retentionCheckIntervalMs = 0  // driven by the workload
         o.cleanerBackoffMs = 0
+        o.offsetsTopicPartitions = 1  // the commits' mirror is in the loop, with one partition
         return o
     }
 
@@ -36,7 +37,7 @@ import StrataLog
             // Topics half made stay as they are: the produce below auto-creates what is missing.
             errors.append("create: \(error)")
         }
-        for i in 0..<24 {
+        for i in 0..<16 {
             for topic in ["s", "c"] {
                 let value = Array("{\"topic\":\"\(topic)\",\"i\":\(i),\"pad\":\"\(String(repeating: "p", count: 180))\"}".utf8)
                 let record = ProducerRecord(key: Array("k\(i % 4)".utf8), value: value, timestamp: 1_700_000_000_000 + Int64(i))
@@ -44,7 +45,7 @@ import StrataLog
                     for r in results { acked.append(Acknowledged(topic: topic, partition: r.partition, offset: r.baseOffset, value: value)) }
                 }
             }
-            if i % 8 == 7 {
+            if i % 6 == 5 {
                 try? broker.commitOffsets(group: "g", offsets: [("s", 0, Int64(i))])
                 _ = broker.runCleaner()
                 _ = broker.runRetention()
@@ -103,26 +104,24 @@ import StrataLog
         #expect(errors.isEmpty, "\(errors)")
         let points = StorageFaults.disarm(probe.path).calls
         #expect(points > 100)
-        #expect(clean.count == 48)
+        #expect(clean.count == 32)
         try Self.verify(probe.path, clean, label: "no fault")
 
         var runs = 0
         var faultsFired = 0
-        let kinds: [(Int32, Bool)] = [(EIO, false), (ENOSPC, false), (EMFILE, false), (ENOSPC, true)]
-        for (errno, persistent) in kinds {
-            // Every point for the one-shot EIO; a stride for the others keeps the suite short
-            // while still landing on every kind of operation.
-            let stride = errno == EIO && !persistent ? 1 : 5
-            for n in Swift.stride(from: 1, through: points, by: stride) {
-                let dir = TempDir()
-                StorageFaults.arm(.init(pathPrefix: dir.path, failAt: n, errno: errno, persistent: persistent))
-                var ignored: [String] = []
-                let acked = Self.workload(dir.path, errors: &ignored)
-                let report = StorageFaults.disarm(dir.path)
-                faultsFired += report.faults
-                runs += 1
-                try Self.verify(dir.path, acked, label: "errno \(errno)\(persistent ? " persistent" : "") at call \(n) (\(report.failedOperations.first ?? "-"))")
-            }
+        // Every fault point once, the errno rotating through EIO, ENOSPC and EMFILE; and every
+        // seventh point again with a disk that stays full (persistent ENOSPC).
+        var plans: [(n: Int, errno: Int32, persistent: Bool)] = (1...points).map { n in (n, [EIO, ENOSPC, EMFILE][n % 3], false) }
+        plans += Swift.stride(from: 1, through: points, by: 7).map { ($0, ENOSPC, true) }
+        for (n, errno, persistent) in plans {
+            let dir = TempDir()
+            StorageFaults.arm(.init(pathPrefix: dir.path, failAt: n, errno: errno, persistent: persistent))
+            var ignored: [String] = []
+            let acked = Self.workload(dir.path, errors: &ignored)
+            let report = StorageFaults.disarm(dir.path)
+            faultsFired += report.faults
+            runs += 1
+            try Self.verify(dir.path, acked, label: "errno \(errno)\(persistent ? " persistent" : "") at call \(n) (\(report.failedOperations.first ?? "-"))")
         }
         #expect(faultsFired >= runs)
         print("fault loop: \(points) fault points, \(runs) runs, \(faultsFired) faults injected")

@@ -47,7 +47,7 @@ extension KafkaRequestHandler {
             ("log.dirs", broker.logManager.logsDirectory, 7, "where partitions live"),
             ("log.retention.check.interval.ms", String(o.retentionCheckIntervalMs), 5, "retention runs this often"),
             ("log.cleaner.backoff.ms", String(o.cleanerBackoffMs), 5, "the cleaner looks for work this often"),
-            ("offsets.topic.num.partitions", "50", 3, "__consumer_offsets partitions"),
+            ("offsets.topic.num.partitions", String(o.offsetsTopicPartitions), 3, "__consumer_offsets partitions"),
             ("message.max.bytes", String(o.defaultTopicConfig.log.maxMessageBytes), 3, "largest batch (max.message.bytes default)"),
         ]
         // The broker-level defaults of topic configs (log.retention.ms, ...).

@@ -586,7 +586,12 @@ final class LogSegment: @unchecked Sendable {
 
     /// Whole batches starting with the one that holds `offset`, up to `maxBytes` (at least one
     /// batch, so a batch larger than `maxBytes` is still returned, as KIP-74).
-    func read(from offset: Int64, maxBytes: Int) throws(LogError) -> SegmentSlice? {
+    /// Whole batches from `offset`, at most `maxBytes` (at least one batch), none at or past
+    /// `endOffset`: the partition's published log end, read by the caller before this. The
+    /// segment publishes a batch a moment before the partition moves its end past it, and a
+    /// reader must never return records beyond the high watermark it reports (a consumer would
+    /// then ask for an offset the broker calls out of range).
+    func read(from offset: Int64, maxBytes: Int, endOffset: Int64 = .max) throws(LogError) -> SegmentSlice? {
         let s = try storage()
         let limit = size
         guard let start = try position(ofOffset: offset, storage: s, limit: limit) else { return nil }
@@ -596,7 +601,9 @@ final class LogSegment: @unchecked Sendable {
         while end < limit {
             guard let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: bytes[end...])), end + size <= limit else { break }
             if end > start && end + size - start > maxBytes { break }
-            next = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[end..<end + size])).nextOffset
+            let batch = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[end..<end + size]))
+            if batch.baseOffset >= endOffset { break }
+            next = batch.nextOffset
             end += size
         }
         return SegmentSlice(segment: self, storage: s, range: start..<end, nextOffset: next)

@@ -482,7 +482,7 @@ public final class PartitionLog: @unchecked Sendable {
             throw .offsetOutOfRange(requested: offset, logStartOffset: start, logEndOffset: end)
         }
         while i < segments.count {
-            if let slice = try segments[i].read(from: offset, maxBytes: max(1, maxBytes)) {
+            if let slice = try segments[i].read(from: offset, maxBytes: max(1, maxBytes), endOffset: end), !slice.range.isEmpty {
                 return LogReadResult(slice: slice, nextOffset: slice.nextOffset, logEndOffset: end)
             }
             i += 1

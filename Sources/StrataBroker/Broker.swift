@@ -161,6 +161,9 @@ public final class Broker: @unchecked Sendable {
     public let metadata: MetadataStore
     /// Idempotent producers' sequence state, shared by every way of producing.
     public let producers = ProducerStateTable()
+    /// Kafka's classic consumer-group coordinator (the Kafka server's JoinGroup/SyncGroup/...),
+    /// ticking while the broker is open for writing.
+    public let groups = GroupCoordinator()
     let consumerOffsetsMirrorFailures = Atomic<Int>(0)
     /// Partition directories found on disk that no topic in the metadata claims (left alone).
     public private(set) var orphanPartitions: [String] = []
@@ -250,6 +253,7 @@ public final class Broker: @unchecked Sendable {
             guard let (t, p) = LogManager.splitPartitionDirectory(name), let r = records[t] else { return true }
             return p >= r.partitions
         }
+        broker.groups.start()
         if options.retentionCheckIntervalMs > 0 {
             let worker = PeriodicWorker(intervalMs: options.retentionCheckIntervalMs) { [weak broker] in
                 _ = broker?.runRetention()
@@ -297,6 +301,7 @@ public final class Broker: @unchecked Sendable {
 
     /// Closes every log cleanly (writing the clean-shutdown marker) and wakes parked fetches.
     public func close() throws {
+        groups.stop()
         retentionWorker?.stop()
         retentionWorker = nil
         cleanerWorker?.stop()

@@ -295,7 +295,6 @@ public final class KafkaServer: @unchecked Sendable {
     public let broker: Broker
     public let group: MultiThreadedEventLoopGroup
     let threadPool: NIOThreadPool
-    let coordinator = GroupCoordinator()
     private var channel: Channel?
     public private(set) var port: Int = 0
     public private(set) var host: String = ""
@@ -311,8 +310,7 @@ public final class KafkaServer: @unchecked Sendable {
     public func start(host: String, port: Int, advertisedHost: String? = nil, advertisedPort: Int? = nil,
                       limits: ConnectionLimits = ConnectionLimits(), log: @escaping @Sendable (String) -> Void = { _ in }) throws {
         threadPool.start()
-        coordinator.start(on: group.next())
-        let requests = KafkaRequestHandler(broker: broker, coordinator: coordinator, threadPool: threadPool,
+        let requests = KafkaRequestHandler(broker: broker, threadPool: threadPool,
                                            advertisedHost: advertisedHost ?? host, advertisedPort: advertisedPort ?? port, log: log)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -337,7 +335,9 @@ public final class KafkaServer: @unchecked Sendable {
 
     /// Stops accepting, closes connections, and stops the worker threads. The broker is not closed.
     public func shutdown() throws {
-        coordinator.stop()
+        // Parked joins and syncs answer now (the coordinator belongs to the broker, which the
+        // caller closes next).
+        broker.groups.stop()
         try channel?.close().wait()
         // Parked fetches answer now (empty) instead of when their max_wait ends, and produce work
         // drains, while the event loops are still there to take their responses.

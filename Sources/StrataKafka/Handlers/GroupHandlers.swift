@@ -2,6 +2,9 @@ import NIOCore
 import StrataBroker
 
 extension KafkaRequestHandler {
+    /// The broker's group coordinator (shared with embedded users of the broker).
+    var coordinator: GroupCoordinator { broker.groups }
+
     func findCoordinator(_ request: FindCoordinatorRequest) -> FindCoordinatorResponse {
         // This node coordinates every group (and would every transaction).
         FindCoordinatorResponse(coordinators: request.keys.map { .init(key: $0, nodeId: nodeId, host: advertisedHost, port: advertisedPort) })
@@ -11,11 +14,12 @@ extension KafkaRequestHandler {
         let promise = eventLoop.makePromise(of: GroupCoordinator.JoinResult.self)
         coordinator.join(groupId: request.groupId, memberId: request.memberId, instanceId: request.groupInstanceId, clientId: clientId,
                          clientHost: clientHost, sessionTimeoutMs: Int64(request.sessionTimeoutMs), rebalanceTimeoutMs: Int64(request.rebalanceTimeoutMs),
-                         protocolType: request.protocolType, protocols: request.protocols, version: v, promise: promise)
+                         protocolType: request.protocolType, protocols: request.protocols, requiresKnownMemberId: v >= 4,
+                         completion: { promise.succeed($0) })
         let flexible = ApiKey.joinGroup.isFlexible(v)
         let protocolType = request.protocolType
         return promise.futureResult.map { res in
-            JoinGroupResponse(errorCode: res.error, generationId: res.generation, protocolType: res.error == .none ? protocolType : nil,
+            JoinGroupResponse(errorCode: ErrorCode(res.error), generationId: res.generation, protocolType: res.error == .none ? protocolType : nil,
                               protocolName: res.error == .none ? res.protocolName : nil, leader: res.leader, memberId: res.memberId,
                               members: res.members).encoded(version: v, flexible: flexible)
         }
@@ -24,7 +28,8 @@ extension KafkaRequestHandler {
     func syncGroup(_ request: SyncGroupRequest, _ v: Int16, eventLoop: EventLoop) -> EventLoopFuture<ByteBuffer?> {
         let promise = eventLoop.makePromise(of: (ErrorCode, [UInt8]).self)
         coordinator.sync(groupId: request.groupId, generation: request.generationId, memberId: request.memberId,
-                         assignments: request.assignments.map { ($0.memberId, $0.assignment) }, promise: promise)
+                         assignments: request.assignments.map { ($0.memberId, $0.assignment) },
+                         completion: { error, assignment in promise.succeed((ErrorCode(error), assignment)) })
         let flexible = ApiKey.syncGroup.isFlexible(v)
         let described = coordinator.describe(request.groupId)
         return promise.futureResult.map { error, assignment in
@@ -34,20 +39,20 @@ extension KafkaRequestHandler {
     }
 
     func heartbeat(_ request: HeartbeatRequest) -> ErrorOnlyResponse {
-        ErrorOnlyResponse(errorCode: coordinator.heartbeat(groupId: request.groupId, generation: request.generationId, memberId: request.memberId))
+        ErrorOnlyResponse(errorCode: ErrorCode(coordinator.heartbeat(groupId: request.groupId, generation: request.generationId, memberId: request.memberId)))
     }
 
     func leaveGroup(_ request: LeaveGroupRequest) -> LeaveGroupResponse {
         let results = coordinator.leave(groupId: request.groupId, memberIds: request.memberIds)
         // v0-2 carry one member and its error at the top level; v3+ a list.
-        return LeaveGroupResponse(errorCode: request.memberIds.count == 1 ? (results.first?.1 ?? .none) : .none,
-                                  members: results.map { ($0.0, $0.1) })
+        return LeaveGroupResponse(errorCode: request.memberIds.count == 1 ? ErrorCode(results.first?.1 ?? .none) : .none,
+                                  members: results.map { ($0.0, ErrorCode($0.1)) })
     }
 
     func offsetCommit(_ request: OffsetCommitRequest) -> PartitionErrorsResponse {
         let group = request.groupId
         var error = group.isEmpty ? ErrorCode.invalidGroupId
-            : coordinator.validateCommit(groupId: group, generation: request.generationId, memberId: request.memberId)
+            : ErrorCode(coordinator.validateCommit(groupId: group, generation: request.generationId, memberId: request.memberId))
         var perPartition: [String: [Int32: ErrorCode]] = [:]
         if error == .none {
             var commits: [(topic: String, partition: Int32, offset: Int64)] = []

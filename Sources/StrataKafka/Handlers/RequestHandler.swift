@@ -20,7 +20,6 @@ struct RequestHeader {
 /// in `Handlers/`; no byte layouts live here.
 final class KafkaRequestHandler: Sendable {
     let broker: Broker
-    let coordinator: GroupCoordinator
     let threadPool: NIOThreadPool
     let nodeId: Int32 = 1
     /// (host, port) clients are told to connect to; set once the listener is bound.
@@ -32,11 +31,10 @@ final class KafkaRequestHandler: Sendable {
     let log: @Sendable (String) -> Void
     private let reported = NIOLockedValueBox(Set<String>())
 
-    init(broker: Broker, coordinator: GroupCoordinator, threadPool: NIOThreadPool, advertisedHost: String, advertisedPort: Int,
+    init(broker: Broker, threadPool: NIOThreadPool, advertisedHost: String, advertisedPort: Int,
          log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.log = log
         self.broker = broker
-        self.coordinator = coordinator
         self.threadPool = threadPool
         self.advertised = NIOLockedValueBox((advertisedHost, Int32(clamping: advertisedPort)))
         self.clusterId = (try? broker.metadata.clusterId()) ?? "strata"

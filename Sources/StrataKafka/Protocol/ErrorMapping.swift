@@ -51,6 +51,20 @@ extension ErrorCode {
         }
     }
 
+    init(_ error: GroupError) {
+        switch error {
+        case .none: self = .none
+        case .unknownMemberId: self = .unknownMemberId
+        case .illegalGeneration: self = .illegalGeneration
+        case .rebalanceInProgress: self = .rebalanceInProgress
+        case .invalidSessionTimeout: self = .invalidSessionTimeout
+        case .inconsistentGroupProtocol: self = .inconsistentGroupProtocol
+        case .invalidGroupId: self = .invalidGroupId
+        case .memberIdRequired: self = .memberIdRequired
+        case .coordinatorNotAvailable: self = .coordinatorNotAvailable
+        }
+    }
+
     /// Any error a broker call threw.
     init(any error: Error) {
         switch error {

@@ -1,29 +1,40 @@
-import NIOConcurrencyHelpers
-import NIOCore
-import StrataCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import StrataCore
+import Synchronization
+
+/// Why a group call was refused; the Kafka layer maps each to its error code (ErrorMapping).
+public enum GroupError: Sendable, Equatable {
+    case none, unknownMemberId, illegalGeneration, rebalanceInProgress, invalidSessionTimeout,
+         inconsistentGroupProtocol, invalidGroupId, memberIdRequired, coordinatorNotAvailable
+}
 
 /// Kafka's classic consumer-group protocol (JoinGroup / SyncGroup / Heartbeat / LeaveGroup) for one
-/// node. Members, generations and assignments live in memory (clients rejoin after a restart);
-/// committed offsets live in LMDB through the broker.
+/// node, owned by the broker so that the Kafka server and embedded users share one coordinator.
+/// Members, generations and assignments live in memory (clients rejoin after a restart);
+/// committed offsets live in LMDB through the broker. Time comes from an injected clock
+/// (`nowMs`), and a background worker calls `tick()` to expire sessions and end rebalances; tests
+/// drive both by hand.
 ///
 /// States: Empty → PreparingRebalance (joins collected until every known member has rejoined or
 /// the rebalance timeout passes) → CompletingRebalance (the leader's SyncGroup brings the
 /// assignments) → Stable. The broker only elects a protocol all members support and relays the
 /// leader's opaque assignments.
-final class GroupCoordinator: @unchecked Sendable {
-    enum State: String { case empty = "Empty", preparingRebalance = "PreparingRebalance", completingRebalance = "CompletingRebalance", stable = "Stable", dead = "Dead" }
+public final class GroupCoordinator: Sendable {
+    public enum State: String, Sendable { case empty = "Empty", preparingRebalance = "PreparingRebalance", completingRebalance = "CompletingRebalance", stable = "Stable", dead = "Dead" }
 
-    struct JoinResult {
-        var error: ErrorCode
-        var generation: Int32 = -1
-        var protocolName: String = ""
-        var leader: String = ""
-        var memberId: String
-        var members: [(id: String, instanceId: String?, metadata: [UInt8])] = []
+    public struct JoinResult: Sendable {
+        public var error: GroupError
+        public var generation: Int32 = -1
+        public var protocolName: String = ""
+        public var leader: String = ""
+        public var memberId: String
+        public var members: [(id: String, instanceId: String?, metadata: [UInt8])] = []
     }
+
+    public typealias JoinCompletion = @Sendable (JoinResult) -> Void
+    public typealias SyncCompletion = @Sendable (GroupError, [UInt8]) -> Void
 
     final class Member {
         let id: String
@@ -35,8 +46,8 @@ final class GroupCoordinator: @unchecked Sendable {
         var protocols: [(name: String, metadata: [UInt8])]
         var assignment: [UInt8] = []
         var lastSeenMs: Int64
-        var joinPromise: EventLoopPromise<JoinResult>?
-        var syncPromise: EventLoopPromise<(ErrorCode, [UInt8])>?
+        var joinPromise: JoinCompletion?
+        var syncPromise: SyncCompletion?
         var joined = false
 
         init(id: String, clientId: String, clientHost: String, sessionTimeoutMs: Int64, rebalanceTimeoutMs: Int64,
@@ -65,34 +76,52 @@ final class GroupCoordinator: @unchecked Sendable {
         func member(_ id: String) -> Member? { members.first { $0.id == id } }
     }
 
-    static let minSessionTimeoutMs: Int64 = 1000
-    static let maxSessionTimeoutMs: Int64 = 1_800_000
-    static let maxMembersPerGroup = 1000
-    static let maxGroups = 10_000
+    public static let minSessionTimeoutMs: Int64 = 1000
+    public static let maxSessionTimeoutMs: Int64 = 1_800_000
+    public static let maxMembersPerGroup = 1000
+    public static let maxGroups = 10_000
 
-    private let lock = NIOLock()
-    private var groups: [String: Group] = [:]
-    private var timer: RepeatedTask?
-    private var memberCounter = 0
+    /// Everything mutable, behind one lock. Groups and members are reference types that never
+    /// leave it (callers get copies: JoinResult, GroupDescription).
+    private struct Registry {
+        var groups: [String: Group] = [:]
+        var memberCounter = 0
+    }
+    private let registry = Mutex(Registry())
+    private let nowMs: @Sendable () -> Int64
+    private let timer = Mutex<PeriodicWorker?>(nil)
 
-    /// Completions are collected under the lock and run after it: completing a promise can run its
-    /// callbacks inline, and they must not re-enter the coordinator while it is locked.
-    private typealias Completion = () -> Void
-
-    func start(on eventLoop: EventLoop) {
-        timer = eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { [weak self] _ in
-            self?.tick()
-        }
+    /// `nowMs`: the clock (monotonic milliseconds); tests inject their own.
+    public init(nowMs: @escaping @Sendable () -> Int64 = { monotonicMillis() }) {
+        self.nowMs = nowMs
     }
 
-    func stop() {
-        timer?.cancel()
-        let completions: [Completion] = lock.withLock {
+    /// Completions are collected under the lock and run after it: a completion can run code
+    /// inline that re-enters the coordinator, which must not happen while it is locked.
+    private typealias Completion = @Sendable () -> Void
+
+    /// Starts the background tick (every 100 ms): session expiry and rebalance deadlines.
+    public func start() {
+        let worker = PeriodicWorker(intervalMs: 100) { [weak self] in self?.tick() }
+        timer.withLock { old in
+            old?.stop()
+            old = worker
+        }
+        worker.start()
+    }
+
+    /// Stops the tick and answers every parked join and sync with COORDINATOR_NOT_AVAILABLE.
+    public func stop() {
+        timer.withLock { t in
+            t?.stop()
+            t = nil
+        }
+        let completions: [Completion] = registry.withLock { r in
             var out: [Completion] = []
-            for group in groups.values {
+            for group in r.groups.values {
                 for m in group.members {
-                    if let p = m.joinPromise { let id = m.id; out.append { p.succeed(JoinResult(error: .coordinatorNotAvailable, memberId: id)) } }
-                    if let p = m.syncPromise { out.append { p.succeed((.coordinatorNotAvailable, [])) } }
+                    if let p = m.joinPromise { let id = m.id; out.append { p(JoinResult(error: .coordinatorNotAvailable, memberId: id)) } }
+                    if let p = m.syncPromise { out.append { p(.coordinatorNotAvailable, []) } }
                     m.joinPromise = nil
                     m.syncPromise = nil
                 }
@@ -104,22 +133,24 @@ final class GroupCoordinator: @unchecked Sendable {
 
     // MARK: JoinGroup
 
-    func join(groupId: String, memberId: String, instanceId: String?, clientId: String, clientHost: String,
-              sessionTimeoutMs: Int64, rebalanceTimeoutMs: Int64, protocolType: String,
-              protocols: [(name: String, metadata: [UInt8])], version: Int16, promise: EventLoopPromise<JoinResult>) {
-        let now = monotonicMillis()
+    /// JoinGroup. `completion` runs once the join phase ends for this member (or at once when
+    /// the request is refused); `requiresKnownMemberId` is KIP-394 (JoinGroup v4+).
+    public func join(groupId: String, memberId: String, instanceId: String?, clientId: String, clientHost: String,
+                     sessionTimeoutMs: Int64, rebalanceTimeoutMs: Int64, protocolType: String,
+                     protocols: [(name: String, metadata: [UInt8])], requiresKnownMemberId: Bool, completion promise: @escaping JoinCompletion) {
+        let now = nowMs()
         var completions: [Completion] = []
-        let immediate: JoinResult? = lock.withLock {
+        let immediate: JoinResult? = registry.withLock { r in
             guard !groupId.isEmpty else { return JoinResult(error: .invalidGroupId, memberId: memberId) }
             guard (Self.minSessionTimeoutMs...Self.maxSessionTimeoutMs).contains(sessionTimeoutMs) else {
                 return JoinResult(error: .invalidSessionTimeout, memberId: memberId)
             }
             guard !protocols.isEmpty, !protocolType.isEmpty else { return JoinResult(error: .inconsistentGroupProtocol, memberId: memberId) }
-            if groups[groupId] == nil {
-                guard groups.count < Self.maxGroups else { return JoinResult(error: .coordinatorNotAvailable, memberId: memberId) }
-                groups[groupId] = Group(id: groupId)
+            if r.groups[groupId] == nil {
+                guard r.groups.count < Self.maxGroups else { return JoinResult(error: .coordinatorNotAvailable, memberId: memberId) }
+                r.groups[groupId] = Group(id: groupId)
             }
-            let group = groups[groupId]!
+            let group = r.groups[groupId]!
             if let type = group.protocolType, !group.members.isEmpty {
                 let names = Set(protocols.map(\.name))
                 let common = group.members.allSatisfy { m in m.protocols.contains { names.contains($0.name) } }
@@ -127,9 +158,9 @@ final class GroupCoordinator: @unchecked Sendable {
             }
             var id = memberId
             if id.isEmpty {
-                memberCounter += 1
-                id = "\(clientId.isEmpty ? "member" : clientId)-\(memberCounter)-\(UInt32.random(in: 0...UInt32.max))"
-                if version >= 4 {
+                r.memberCounter += 1
+                id = "\(clientId.isEmpty ? "member" : clientId)-\(r.memberCounter)-\(UInt32.random(in: 0...UInt32.max))"
+                if requiresKnownMemberId {
                     // KIP-394: hand out the id and make the client come back with it. Ids that are
                     // never used are bounded: past the limit the oldest are forgotten wholesale
                     // (such a client gets UNKNOWN_MEMBER_ID and starts over).
@@ -147,7 +178,7 @@ final class GroupCoordinator: @unchecked Sendable {
                 member.protocols = protocols
                 member.sessionTimeoutMs = sessionTimeoutMs
                 member.rebalanceTimeoutMs = rebalanceTimeoutMs
-                if let old = member.joinPromise { completions.append { old.succeed(JoinResult(error: .rebalanceInProgress, memberId: id)) } }
+                if let old = member.joinPromise { let memberId = id; completions.append { old(JoinResult(error: .rebalanceInProgress, memberId: memberId)) } }
             } else {
                 guard group.members.count < Self.maxMembersPerGroup else { return JoinResult(error: .coordinatorNotAvailable, memberId: id) }
                 member = Member(id: id, clientId: clientId, clientHost: clientHost, sessionTimeoutMs: sessionTimeoutMs,
@@ -164,14 +195,14 @@ final class GroupCoordinator: @unchecked Sendable {
             return nil
         }
         completions.forEach { $0() }
-        if let immediate { promise.succeed(immediate) }
+        if let immediate { promise(immediate) }
     }
 
     private func prepareRebalance(_ group: Group, now: Int64, completions: inout [Completion]) {
         Self.trace("\(group.id) prepareRebalance from \(group.state) gen \(group.generation) members \(group.members.map(\.id))")
         if group.state == .completingRebalance {
             for m in group.members {
-                if let p = m.syncPromise { completions.append { p.succeed((.rebalanceInProgress, [])) } }
+                if let p = m.syncPromise { completions.append { p(.rebalanceInProgress, []) } }
                 m.syncPromise = nil
             }
         }
@@ -191,7 +222,7 @@ final class GroupCoordinator: @unchecked Sendable {
     private func completeJoin(_ group: Group, now: Int64, completions: inout [Completion]) {
         Self.trace("\(group.id) completeJoin gen \(group.generation + 1) joined \(group.members.filter(\.joined).map(\.id)) dropped \(group.members.filter { !$0.joined }.map(\.id))")
         let gone = group.members.filter { !$0.joined }
-        for m in gone { if let p = m.syncPromise { completions.append { p.succeed((.rebalanceInProgress, [])) } } }
+        for m in gone { if let p = m.syncPromise { completions.append { p(.rebalanceInProgress, []) } } }
         group.members.removeAll { !$0.joined }
         group.generation &+= 1
         guard !group.members.isEmpty else {
@@ -221,25 +252,27 @@ final class GroupCoordinator: @unchecked Sendable {
             m.joinPromise = nil
             let result = JoinResult(error: .none, generation: group.generation, protocolName: group.protocolName!, leader: group.leader!,
                                     memberId: m.id, members: m.id == group.leader ? membersForLeader : [])
-            completions.append { p.succeed(result) }
+            completions.append { p(result) }
         }
     }
 
     // MARK: SyncGroup
 
-    func sync(groupId: String, generation: Int32, memberId: String, assignments: [(String, [UInt8])],
-              promise: EventLoopPromise<(ErrorCode, [UInt8])>) {
+    /// SyncGroup. `completion` runs when the leader's assignment is there (or at once).
+    public func sync(groupId: String, generation: Int32, memberId: String, assignments: [(String, [UInt8])],
+                     completion promise: @escaping SyncCompletion) {
         var completions: [Completion] = []
-        let immediate: (ErrorCode, [UInt8])? = lock.withLock {
-            guard let group = groups[groupId], let member = group.member(memberId) else { return (.unknownMemberId, []) }
+        let now = nowMs()
+        let immediate: (GroupError, [UInt8])? = registry.withLock { r in
+            guard let group = r.groups[groupId], let member = group.member(memberId) else { return (.unknownMemberId, []) }
             guard generation == group.generation else { return (.illegalGeneration, []) }
-            member.lastSeenMs = monotonicMillis()
+            member.lastSeenMs = now
             switch group.state {
             case .preparingRebalance: return (.rebalanceInProgress, [])
             case .stable: return (.none, member.assignment)
             case .empty, .dead: return (.unknownMemberId, [])
             case .completingRebalance:
-                if let old = member.syncPromise { completions.append { old.succeed((.rebalanceInProgress, [])) } }
+                if let old = member.syncPromise { completions.append { old(.rebalanceInProgress, []) } }
                 member.syncPromise = promise
                 if memberId == group.leader {
                     for (id, assignment) in assignments { group.member(id)?.assignment = assignment }
@@ -248,48 +281,49 @@ final class GroupCoordinator: @unchecked Sendable {
                         guard let p = m.syncPromise else { continue }
                         m.syncPromise = nil
                         let a = m.assignment
-                        completions.append { p.succeed((.none, a)) }
+                        completions.append { p(.none, a) }
                     }
                 }
                 return nil
             }
         }
         completions.forEach { $0() }
-        if let immediate { promise.succeed(immediate) }
+        if let immediate { promise(immediate.0, immediate.1) }
     }
 
     // MARK: Heartbeat, LeaveGroup, commits
 
-    func heartbeat(groupId: String, generation: Int32, memberId: String) -> ErrorCode {
-        lock.withLock {
-            guard let group = groups[groupId], let member = group.member(memberId) else { return .unknownMemberId }
+    public func heartbeat(groupId: String, generation: Int32, memberId: String) -> GroupError {
+        let now = nowMs()
+        return registry.withLock { r in
+            guard let group = r.groups[groupId], let member = group.member(memberId) else { return .unknownMemberId }
             guard generation == group.generation else { return .illegalGeneration }
-            member.lastSeenMs = monotonicMillis()
+            member.lastSeenMs = now
             return group.state == .preparingRebalance ? .rebalanceInProgress : .none
         }
     }
 
-    func leave(groupId: String, memberIds: [String]) -> [(String, ErrorCode)] {
+    public func leave(groupId: String, memberIds: [String]) -> [(String, GroupError)] {
         var completions: [Completion] = []
-        let result: [(String, ErrorCode)] = lock.withLock {
-            guard let group = groups[groupId] else { return memberIds.map { ($0, .unknownMemberId) } }
-            var out: [(String, ErrorCode)] = []
+        let now = nowMs()
+        let result: [(String, GroupError)] = registry.withLock { r in
+            guard let group = r.groups[groupId] else { return memberIds.map { ($0, .unknownMemberId) } }
+            var out: [(String, GroupError)] = []
             for id in memberIds {
                 guard let m = group.member(id) else { out.append((id, .unknownMemberId)); continue }
-                if let p = m.joinPromise { completions.append { p.succeed(JoinResult(error: .unknownMemberId, memberId: id)) } }
-                if let p = m.syncPromise { completions.append { p.succeed((.unknownMemberId, [])) } }
+                if let p = m.joinPromise { completions.append { p(JoinResult(error: .unknownMemberId, memberId: id)) } }
+                if let p = m.syncPromise { completions.append { p(.unknownMemberId, []) } }
                 group.members.removeAll { $0.id == id }
                 out.append((id, .none))
             }
-            membersChanged(group, completions: &completions)
+            membersChanged(group, now: now, completions: &completions)
             return out
         }
         completions.forEach { $0() }
         return result
     }
 
-    private func membersChanged(_ group: Group, completions: inout [Completion]) {
-        let now = monotonicMillis()
+    private func membersChanged(_ group: Group, now: Int64, completions: inout [Completion]) {
         if group.members.isEmpty {
             group.state = .empty
             group.leader = nil
@@ -302,15 +336,16 @@ final class GroupCoordinator: @unchecked Sendable {
 
     /// Whether an OffsetCommit from (generation, member) may be stored. Generation -1 with no
     /// member id is a "simple" commit, allowed for a group without members.
-    func validateCommit(groupId: String, generation: Int32, memberId: String) -> ErrorCode {
-        lock.withLock {
-            guard let group = groups[groupId], !group.members.isEmpty else {
+    public func validateCommit(groupId: String, generation: Int32, memberId: String) -> GroupError {
+        let now = nowMs()
+        return registry.withLock { r in
+            guard let group = r.groups[groupId], !group.members.isEmpty else {
                 return generation < 0 ? .none : (memberId.isEmpty ? .none : .unknownMemberId)
             }
             if generation < 0 && memberId.isEmpty { return .none }  // manual commits beside a group, as Kafka allows for admin tools
             guard let member = group.member(memberId) else { return .unknownMemberId }
             guard generation == group.generation else { return .illegalGeneration }
-            member.lastSeenMs = monotonicMillis()
+            member.lastSeenMs = now
             // Kafka's ClassicGroup: while a rebalance is being prepared the generation has not
             // moved, and members commit what they consumed in it (a consumer closing, or one
             // whose partitions are about to be revoked): accepted. Only between the join and the
@@ -322,16 +357,16 @@ final class GroupCoordinator: @unchecked Sendable {
     // MARK: Timers
 
     /// Expires members that stopped heartbeating and finishes rebalances whose deadline passed.
-    func tick() {
-        let now = monotonicMillis()
+    public func tick() {
+        let now = nowMs()
         var completions: [Completion] = []
-        lock.withLock {
-            for group in groups.values {
+        registry.withLock { r in
+            for group in r.groups.values {
                 let expired = group.members.filter { $0.joinPromise == nil && now - $0.lastSeenMs > $0.sessionTimeoutMs }
                 if !expired.isEmpty {
-                    for m in expired { if let p = m.syncPromise { completions.append { p.succeed((.unknownMemberId, [])) } } }
+                    for m in expired { if let p = m.syncPromise { completions.append { p(.unknownMemberId, []) } } }
                     group.members.removeAll { m in expired.contains { $0 === m } }
-                    membersChanged(group, completions: &completions)
+                    membersChanged(group, now: now, completions: &completions)
                 }
                 if group.state == .preparingRebalance && now >= group.rebalanceDeadlineMs {
                     completeJoin(group, now: now, completions: &completions)
@@ -343,17 +378,17 @@ final class GroupCoordinator: @unchecked Sendable {
 
     // MARK: Describe
 
-    struct GroupDescription {
-        let id: String
-        let state: String
-        let protocolType: String
-        let protocolName: String
-        let members: [(id: String, instanceId: String?, clientId: String, host: String, metadata: [UInt8], assignment: [UInt8])]
+    public struct GroupDescription: Sendable {
+        public let id: String
+        public let state: String
+        public let protocolType: String
+        public let protocolName: String
+        public let members: [(id: String, instanceId: String?, clientId: String, host: String, metadata: [UInt8], assignment: [UInt8])]
     }
 
-    func describe(_ groupId: String) -> GroupDescription? {
-        lock.withLock {
-            guard let g = groups[groupId] else { return nil }
+    public func describe(_ groupId: String) -> GroupDescription? {
+        registry.withLock { r in
+            guard let g = r.groups[groupId] else { return nil }
             return GroupDescription(
                 id: g.id, state: g.state.rawValue, protocolType: g.protocolType ?? "", protocolName: g.protocolName ?? "",
                 members: g.members.map { m in
@@ -363,13 +398,13 @@ final class GroupCoordinator: @unchecked Sendable {
     }
 
     /// Drops an empty group's entry (DeleteGroups); a group with members is kept.
-    func forget(groupId: String) {
-        lock.withLock {
-            if let g = groups[groupId], g.members.isEmpty { groups[groupId] = nil }
+    public func forget(groupId: String) {
+        registry.withLock { r in
+            if let g = r.groups[groupId], g.members.isEmpty { r.groups[groupId] = nil }
         }
     }
 
-    func groupList() -> [(id: String, protocolType: String)] {
-        lock.withLock { groups.values.map { ($0.id, $0.protocolType ?? "consumer") } }
+    public func groupList() -> [(id: String, protocolType: String)] {
+        registry.withLock { r in r.groups.values.map { ($0.id, $0.protocolType ?? "consumer") } }
     }
 }

@@ -350,20 +350,31 @@ public final class Broker: @unchecked Sendable {
         for state in topics.withLock({ Array($0.values) }) where state.config.cleanupPolicy.contains("compact") {
             for (p, log) in state.onlineLogs {
                 let name = "\(state.name)-\(p)"
-                let ratio = dirtyRatio(name: name, log: log)
-                if ratio >= state.config.minCleanableDirtyRatio && ratio > 0 && ratio > (best?.ratio ?? -1) {
+                var ratio = dirtyRatio(name: name, log: log)
+                // max.compaction.lag.ms: a dirty record older than the lag makes the partition
+                // due whatever its dirty ratio (ranked first).
+                if ratio > 0, state.config.maxCompactionLagMs < .max, overdue(name: name, log: log, lagMs: state.config.maxCompactionLagMs, nowMs: nowMs) {
+                    ratio = 1 + ratio
+                }
+                if ratio > 0 && (ratio >= state.config.minCleanableDirtyRatio || ratio > 1) && ratio > (best?.ratio ?? -1) {
                     best = (name, log, state.config, ratio)
                 }
             }
         }
         guard let best else { return nil }
-        let end = best.log.logEndOffset
+        var end = best.log.logEndOffset
+        // Segments min.compaction.lag.ms keeps out of this pass stay dirty for the next ones.
+        if best.config.minCompactionLagMs > 0, let infos = try? best.log.segmentInfos(),
+           let young = infos.dropLast().first(where: { nowMs.saturatingSubtract($0.largestTimestamp) < best.config.minCompactionLagMs }) {
+            end = min(end, young.baseOffset)
+        }
         let (topic, partition) = LogManager.splitPartitionDirectory(best.name)!
         var record = (try? metadata.cleanerRecord(topic: topic, partition: partition)) ?? nil ?? MetadataStore.CleanerRecord()
         do {
             try best.log.flush()
             let report = try best.log.compact(strategy: best.config.compactionStrategy, deleteRetentionMs: best.config.deleteRetentionMs,
-                                              nowMs: nowMs, maxBytesPerSecond: options.cleanerMaxBytesPerSecond)
+                                              nowMs: nowMs, maxBytesPerSecond: options.cleanerMaxBytesPerSecond,
+                                              minCompactionLagMs: best.config.minCompactionLagMs)
             cleanedUpTo.withLock { $0[best.name] = end }
             cleanerState.withLock { s in
                 s.passes += 1
@@ -385,6 +396,13 @@ public final class Broker: @unchecked Sendable {
             try? metadata.putCleanerRecord(topic: topic, partition: partition, record)
             return nil
         }
+    }
+
+    /// Whether a closed, not yet compacted segment holds records older than `lagMs`.
+    private func overdue(name: String, log: PartitionLog, lagMs: Int64, nowMs: Int64) -> Bool {
+        guard let infos = try? log.segmentInfos(), infos.count > 1 else { return false }
+        let cleaned = cleanedUpTo.withLock { $0[name] } ?? 0
+        return infos.dropLast().contains { $0.nextOffset > cleaned && nowMs.saturatingSubtract($0.largestTimestamp) > lagMs }
     }
 
     private func dirtyRatio(name: String, log: PartitionLog) -> Double {

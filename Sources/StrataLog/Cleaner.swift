@@ -111,9 +111,10 @@ extension PartitionLog {
     /// `maxBytesPerSecond` (log.cleaner.io.max.bytes.per.second) throttles the bytes read, so a
     /// pass does not starve producers and consumers of disk bandwidth (0: unlimited).
     public func compact(strategy: CompactionStrategy = .keyLatest, deleteRetentionMs: Int64 = 86_400_000, nowMs: Int64 = wallClockMillis(),
-                        maxKeys: Int = 5_000_000, maxBytesPerSecond: Int = 0, dryRun: Bool = false) throws -> CompactionReport {
+                        maxKeys: Int = 5_000_000, maxBytesPerSecond: Int = 0, dryRun: Bool = false,
+                        minCompactionLagMs: Int64 = 0) throws -> CompactionReport {
         try compact(strategy: strategy, deleteRetentionMs: deleteRetentionMs, nowMs: nowMs, maxKeys: maxKeys,
-                    maxBytesPerSecond: maxBytesPerSecond, dryRun: dryRun, crashPoint: .none)
+                    maxBytesPerSecond: maxBytesPerSecond, dryRun: dryRun, crashPoint: .none, minCompactionLagMs: minCompactionLagMs)
     }
 
     func compact(deleteRetentionMs: Int64, nowMs: Int64, maxKeys: Int, dryRun: Bool, crashPoint: CompactionCrashPoint) throws -> CompactionReport {
@@ -122,7 +123,7 @@ extension PartitionLog {
     }
 
     func compact(strategy: CompactionStrategy, deleteRetentionMs: Int64, nowMs: Int64, maxKeys: Int, maxBytesPerSecond: Int,
-                 dryRun: Bool, crashPoint: CompactionCrashPoint) throws -> CompactionReport {
+                 dryRun: Bool, crashPoint: CompactionCrashPoint, minCompactionLagMs: Int64 = 0) throws -> CompactionReport {
         guard !readOnlyOpen else { throw LogError.readOnly(reason: "\(directory) is opened read-only") }
         let started = DispatchFreeClock.now()
         var report = CompactionReport()
@@ -131,7 +132,12 @@ extension PartitionLog {
         let all = segmentList.withLock { $0 }
         // Closed segments entirely below the recovery point: on disk for sure, never re-validated.
         var candidates: [LogSegment] = []
-        for (i, segment) in all.enumerated().dropLast() where all[i + 1].baseOffset <= recoveryPoint { candidates.append(segment) }
+        // min.compaction.lag.ms: the cleanable prefix ends at the first segment holding a record
+        // younger than the lag (Kafka's first uncleanable offset).
+        for (i, segment) in all.enumerated().dropLast() where all[i + 1].baseOffset <= recoveryPoint {
+            if minCompactionLagMs > 0, nowMs.saturatingSubtract(try segment.largestTimestamp()) < minCompactionLagMs { break }
+            candidates.append(segment)
+        }
 
         // Pass 1: key → latest offset.
         var latest: [KeyDigest: Int64] = [:]

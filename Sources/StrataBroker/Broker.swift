@@ -90,6 +90,12 @@ public struct TopicDescription: Sendable {
 ///
 /// One process owns a data directory for writing (`open`); any number of others may read it
 /// alongside (`openReadOnly`), seeing new data on `refresh` / fetch.
+///
+/// `@unchecked Sendable`, and why that is sound: every piece of state shared between threads is a
+/// `let` of a Sendable type (Mutex, Atomic, the stores and logs, which synchronise themselves).
+/// The few `var`s — `orphanPartitions`, `offsetCommitsAllowed` and the two background workers —
+/// are written only inside `open`/`openReadOnly` before the instance is returned to anyone, and the
+/// workers once more in `close()`, which the owner calls once after its users are done.
 public final class Broker: @unchecked Sendable {
     public struct Options: Sendable {
         public var defaultTopicConfig = TopicConfig()

@@ -291,6 +291,10 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
 extension KafkaConnectionHandler: Sendable {}
 
 /// `strata serve`'s Kafka listener.
+///
+/// `@unchecked Sendable`: `channel`, `port` and `host` are written only by `start` and `shutdown`,
+/// which the owner calls once each, in that order, from one thread; everything the event loops
+/// share is a `let` (the broker, the loop group, the thread pool).
 public final class KafkaServer: @unchecked Sendable {
     public let broker: Broker
     public let group: MultiThreadedEventLoopGroup

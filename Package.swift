@@ -97,3 +97,23 @@ if Context.environment["STRATA_BENCHMARKS"] != nil {
             path: "Benchmarks/QueryBench",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]))
 }
+
+// Fuzz targets (libFuzzer), added only when asked for: they are built with `--sanitize fuzzer
+// --sanitize address` into their own scratch path by tools/fuzz.sh (`STRATA_FUZZ=1`), never by
+// `swift build`/`swift test`. Sources under Fuzz/, seed corpora under Tests/FuzzCorpus/; see
+// docs/fuzzing.md.
+if Context.environment["STRATA_FUZZ"] != nil {
+    package.targets.append(
+        .executableTarget(
+            name: "FuzzKafkaRequest",
+            dependencies: [
+                "StrataKafka", "StrataBroker", "StrataLog", "StrataCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Fuzz/KafkaRequest"))
+    package.targets.append(
+        .executableTarget(name: "FuzzBatchAppend", dependencies: ["StrataLog", "StrataCore"], path: "Fuzz/BatchAppend"))
+    package.targets.append(
+        .executableTarget(name: "FuzzRecordDecode", dependencies: ["StrataLog", "CStrataScan"], path: "Fuzz/RecordDecode"))
+}

@@ -99,6 +99,25 @@ func quoted(_ text: String?, limit: Int = 128) -> String {
     return out + "\""
 }
 
+/// Reads the header of one request frame (what follows its size prefix) and returns it with a
+/// reader at the start of the body, set to the version's encoding. The fuzz target
+/// Fuzz/KafkaRequest enters here too, as a connection does.
+func parseRequestHeader(_ frameIn: ByteBuffer) throws -> (RequestHeader, KafkaReader) {
+    var frame = frameIn
+    guard let apiKey = frame.readInteger(as: Int16.self), let version = frame.readInteger(as: Int16.self),
+          let correlation = frame.readInteger(as: Int32.self) else { throw ProtocolError("truncated request header") }
+    var r = KafkaReader(frame)
+    // The client id is an int16-length string in every header version; flexible versions
+    // (header v2) follow it with tagged fields, and their bodies use compact encodings.
+    let clientId = try r.classicNullableString()
+    let header = RequestHeader(apiKey: apiKey, apiVersion: version, correlationId: correlation, clientId: clientId)
+    if let api = ApiKey(rawValue: apiKey), api.advertised.contains(version), api.isFlexible(version) {
+        r.flexible = true
+        try r.taggedFields()
+    }
+    return (header, r)
+}
+
 /// One connection: parses headers, dispatches, and writes responses in request order (Kafka
 /// clients match responses by order as well as correlation id).
 ///
@@ -184,25 +203,13 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func start(_ context: ChannelHandlerContext, _ frameIn: ByteBuffer, isFetch: Bool) {
-        var frame = frameIn
+    private func start(_ context: ChannelHandlerContext, _ frame: ByteBuffer, isFetch: Bool) {
         let sequence = nextSequence
         nextSequence += 1
         let header: RequestHeader
         var reader: KafkaReader
         do {
-            guard let apiKey = frame.readInteger(as: Int16.self), let version = frame.readInteger(as: Int16.self),
-                  let correlation = frame.readInteger(as: Int32.self) else { throw ProtocolError("truncated request header") }
-            var r = KafkaReader(frame)
-            // The client id is an int16-length string in every header version; flexible versions
-            // (header v2) follow it with tagged fields, and their bodies use compact encodings.
-            let clientId = try r.classicNullableString()
-            header = RequestHeader(apiKey: apiKey, apiVersion: version, correlationId: correlation, clientId: clientId)
-            if let api = ApiKey(rawValue: apiKey), api.advertised.contains(version), api.isFlexible(version) {
-                r.flexible = true
-                try r.taggedFields()
-            }
-            reader = r
+            (header, reader) = try parseRequestHeader(frame)
         } catch {
             fail(context, "\(error)")
             return

@@ -188,6 +188,12 @@ public struct RecordBatch {
             let key = try r.readNullableBytes(length: try r.readVarint())
             let value = try r.readNullableBytes(length: try r.readVarint())
             let headerCount = try r.readVarint()
+            // Each header takes at least two bytes (two varint lengths): a larger count is a lie,
+            // and reserving it would allocate gigabytes (found by Fuzz/RecordDecode). Negative
+            // counts are refused as the validator and CStrataScan's decoder refuse them.
+            guard headerCount >= 0, Int(headerCount) <= r.remaining / 2 else {
+                throw RecordBatchError.malformedRecord("record \(i) header count \(headerCount)")
+            }
             var headers: [(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?)] = []
             if headerCount > 0 {
                 headers.reserveCapacity(Int(headerCount))
@@ -198,7 +204,9 @@ public struct RecordBatch {
                     headers.append((hk, try r.readNullableBytes(length: try r.readVarint())))
                 }
             }
-            try body(Record(offset: base + Int64(offsetDelta), timestamp: baseTs &+ tsDelta, key: key, value: value, headers: headers))
+            // Wrapping, as in firstRecord: baseOffset is outside the CRC and these bytes may come
+            // from anywhere; Int64.max plus a delta must not trap (found with Fuzz/RecordDecode).
+            try body(Record(offset: base &+ Int64(offsetDelta), timestamp: baseTs &+ tsDelta, key: key, value: value, headers: headers))
             try reader.skip(Int(length))
         }
     }

@@ -113,7 +113,9 @@ if Context.environment["STRATA_FUZZ"] != nil {
             ],
             path: "Fuzz/KafkaRequest"))
     package.targets.append(
-        .executableTarget(name: "FuzzBatchAppend", dependencies: ["StrataLog", "StrataCore"], path: "Fuzz/BatchAppend"))
+        .executableTarget(name: "FuzzBatchAppend", dependencies: ["StrataLog", "StrataCore"], path: "Fuzz/BatchAppend",
+                          exclude: ["fuzz.dict"]))
     package.targets.append(
-        .executableTarget(name: "FuzzRecordDecode", dependencies: ["StrataLog", "CStrataScan"], path: "Fuzz/RecordDecode"))
+        .executableTarget(name: "FuzzRecordDecode", dependencies: ["StrataLog", "CStrataScan"], path: "Fuzz/RecordDecode",
+                          exclude: ["fuzz.dict"]))
 }

@@ -82,10 +82,12 @@ for t in "${targets[@]}"; do
   rm -f "$dir/artifacts/"*
   log="$dir/fuzz.log"
   seeds="$root/Tests/FuzzCorpus/$t"
+  dict=()
+  [ -f "$root/Fuzz/${product[$t]#Fuzz}/fuzz.dict" ] && dict=(-dict="$root/Fuzz/${product[$t]#Fuzz}/fuzz.dict")
   # shellcheck disable=SC2086
   STRATA_FUZZ_DATA="$dir/data" SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="detect_leaks=${leaks[$t]}" timeout -k 30 $((seconds + 300)) \
     "${sandbox[@]}" "$bin/${product[$t]}" -max_total_time="$seconds" -max_len=1048576 -timeout=60 -rss_limit_mb=4096 \
-      -print_final_stats=1 -artifact_prefix="$dir/artifacts/" ${FUZZ_ARGS:-} "$dir/corpus" "$seeds" >"$log" 2>&1
+      -print_final_stats=1 -artifact_prefix="$dir/artifacts/" "${dict[@]}" ${FUZZ_ARGS:-} "$dir/corpus" "$seeds" >"$log" 2>&1
   rc=$?
   rm -rf "${dir:?}/data/"*
   runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
@@ -100,7 +102,7 @@ for t in "${targets[@]}"; do
     failed=$((failed + 1))
     echo "fuzz: $t FAILED (exit $rc): ${runs:-?} executions, ${rate:-?} exec/s, ${cov:-no coverage line}"
     for a in "${artifacts[@]}"; do echo "  input: $a"; done
-    echo "  reproduce: STRATA_FUZZ_DATA=\$(mktemp -d) ASAN_OPTIONS=detect_leaks=${leaks[$t]} $bin/${product[$t]} ${artifacts[0]:-<input>}"
+    echo "  reproduce: STRATA_FUZZ_DATA=\$(mktemp -d) SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=${leaks[$t]} $bin/${product[$t]} ${artifacts[0]:-<input>}"
     echo "  log: $log"
     # The report: libFuzzer's or ASan's, from its first line to its summary, names demangled.
     awk '/^==[0-9]+==|^INFO: a leak|Fatal error|ERROR: libFuzzer|^SUMMARY/ { on = 1 } on { print "  " $0 } /^SUMMARY/ { exit }' "$log" \

@@ -30,7 +30,8 @@ private let seedTopics: [(name: String, partitions: Int32, configs: [String: Str
 ]
 private let resetEvery = 4096
 private let maxTopics = 64
-private let maxPartitions: Int32 = 2048
+private let maxPartitions: Int32 = 512
+private let verbose = ProcessInfo.processInfo.environment["STRATA_FUZZ_VERBOSE"] != nil
 
 private final class Harness: @unchecked Sendable {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -43,6 +44,7 @@ private final class Harness: @unchecked Sendable {
     var coordinator: GroupCoordinator!
     var handler: KafkaRequestHandler!
     var runs = 0
+    var retryResetAt = 0
     /// Futures handed out and not completed yet (parked Fetch and JoinGroup answers).
     let outstanding = Atomic<Int>(0)
 
@@ -66,9 +68,9 @@ private final class Harness: @unchecked Sendable {
             // CreateTopics of thousands of partitions does not need gigabytes. tools/fuzz.sh also
             // runs this target on a size-limited tmpfs: a full disk is one more error path.
             var options = Broker.Options()
-            options.defaultTopicConfig.log.segmentIndexBytes = 64 << 10
-            options.defaultTopicConfig.log.segmentBytes = 1 << 20
-            options.defaultTopicConfig.log.maxMessageBytes = 1 << 20
+            options.defaultTopicConfig.log.segmentIndexBytes = 16 << 10
+            options.defaultTopicConfig.log.segmentBytes = 256 << 10
+            options.defaultTopicConfig.log.maxMessageBytes = 256 << 10
             broker = try Broker.open(dataDirectory: dir, options: options)
             for t in seedTopics { try broker.createTopic(t.name, partitions: t.partitions, configs: t.configs) }
         } catch {
@@ -98,17 +100,24 @@ private final class Harness: @unchecked Sendable {
 
     func resetIfDue() {
         runs += 1
-        guard runs % resetEvery == 0 || tooBig() else { return }
+        guard runs % resetEvery == 0 || (runs >= retryResetAt && tooBig()) else { return }
         // Nothing may still be using the broker when it closes.
         for _ in 0..<500 where outstanding.load(ordering: .acquiring) > 0 {
             releaseParked()
             usleep(10_000)
         }
-        guard outstanding.load(ordering: .acquiring) == 0 else { return }
+        guard outstanding.load(ordering: .acquiring) == 0 else {
+            retryResetAt = runs + 256  // not while an answer is still pending; try again later
+            if verbose { print("fuzz harness: reset put off after \(runs) inputs: \(outstanding.load(ordering: .acquiring)) answers pending") }
+            return
+        }
+        let started = monotonicMillis()
+        let topics = broker.topicNames().count
         coordinator.stop()
         do { try broker.close() } catch { fatalError("fuzz harness: broker close failed: \(error)") }
         try? FileManager.default.removeItem(atPath: dir)
         openBroker()
+        if verbose { print("fuzz harness: broker reset after \(runs) inputs (\(topics) topics) in \(monotonicMillis() - started) ms") }
     }
 
     func run(_ data: UnsafeRawBufferPointer) {
@@ -135,9 +144,19 @@ private final class Harness: @unchecked Sendable {
             _ = self.outstanding.add(-1, ordering: .acquiringAndReleasing)
             done.signal()
         }
-        if done.wait(timeout: .now() + .milliseconds(50)) == .timedOut {
+        // A parked answer (a Fetch waiting for data, a JoinGroup for the rebalance) is released
+        // after 10 ms, and again every 5 ms for 5 s: a Fetch may park only after a release (its
+        // task had not run yet), and would then wait up to max_wait_ms. Waiting longer first
+        // costs throughput: such requests become a good part of the corpus.
+        var waited = done.wait(timeout: .now() + .milliseconds(10))
+        var releases = 0
+        while waited == .timedOut && releases < 1000 {
             releaseParked()
-            _ = done.wait(timeout: .now() + .seconds(5))
+            waited = done.wait(timeout: .now() + .milliseconds(5))
+            releases += 1
+        }
+        if verbose && releases > 0 {
+            print("fuzz harness: api \(Int(data[0]) << 8 | Int(data[1])) v\(data[3]) answered after \(releases) releases\(waited == .timedOut ? " (none after 5 s)" : "")")
         }
     }
 }

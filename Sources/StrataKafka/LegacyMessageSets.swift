@@ -53,50 +53,27 @@ extension KafkaRequestHandler {
     }
 
     private func readLegacyFetch(_ request: FetchRequest, magic: Int8, budget: Int) -> (FetchResponse, waitable: Bool) {
-        var total = 0
-        var waitable = true
-        let topics: [FetchResponse.Topic] = request.topics.map { topic in
-            let downConversionDisabled = broker.topicConfig(topic.name)?.values["message.downconversion.enable"]?.lowercased() == "false"
-            return FetchResponse.Topic(name: topic.name, partitions: topic.partitions.map { fp in
-                var part = FetchResponse.Partition(index: fp.index)
-                do {
-                    let log = try broker.log(topic: topic.name, partition: fp.index)
-                    part.highWatermark = log.logEndOffset
-                    part.logStartOffset = log.logStartOffset
-                    if downConversionDisabled {
-                        // Kafka 3.x: a topic that disables down-conversion refuses old fetch versions.
-                        part.errorCode = .unsupportedVersion
-                    } else if fp.fetchOffset < part.logStartOffset || fp.fetchOffset > part.highWatermark {
-                        part.errorCode = .offsetOutOfRange
-                    } else if fp.fetchOffset < part.highWatermark {
-                        let partitionLimit = min(Int(fp.maxBytes), budget - total)
-                        let limit = total == 0 ? max(1, partitionLimit) : partitionLimit
-                        var messages: [UInt8] = []
-                        var from = fp.fetchOffset
-                        // Batches that yield no message (control batches, records compacted away)
-                        // are read past, so the consumer's next fetch offset always moves forward.
-                        while limit > 0 && messages.isEmpty && from < part.highWatermark {
-                            guard let slice = try log.read(from: from, maxBytes: limit).slice else { break }
-                            let converted = try withExtendedLifetime(slice) {
-                                try LegacyMessageSet.downConvert(slice.bytes, fromOffset: from, toMagic: magic, maxBytes: limit, into: &messages)
-                            }
-                            guard converted.messages == 0 else { break }
-                            guard slice.nextOffset > from else { break }
-                            from = slice.nextOffset
-                        }
-                        if !messages.isEmpty {
-                            part.messageSet = messages
-                            total += messages.count
-                        }
-                    }
-                } catch {
-                    part.errorCode = ErrorCode(any: error)
-                    if part.errorCode == .kafkaStorageError { reportStorageProblem(topic.name, fp.index, error) }
-                }
-                if part.errorCode != .none { waitable = false }
-                return part
-            })
+        // Kafka 3.x: a topic that disables down-conversion refuses old fetch versions.
+        let refuse: (String) -> ErrorCode? = { topic in
+            self.broker.topicConfig(topic)?.values["message.downconversion.enable"]?.lowercased() == "false" ? .unsupportedVersion : nil
         }
-        return (FetchResponse(topics: topics), waitable)
+        return readFetchPartitions(request, budget: budget, refuse: refuse) { log, fp, limit, part in
+            var messages: [UInt8] = []
+            var from = fp.fetchOffset
+            // Batches that yield no message (control batches, records compacted away) are read
+            // past, so the consumer's next fetch offset always moves forward.
+            while messages.isEmpty && from < part.highWatermark {
+                guard let slice = try log.read(from: from, maxBytes: limit).slice else { break }
+                let converted = try withExtendedLifetime(slice) {
+                    try LegacyMessageSet.downConvert(slice.bytes, fromOffset: from, toMagic: magic, maxBytes: limit, into: &messages)
+                }
+                guard converted.messages == 0 else { break }
+                guard slice.nextOffset > from else { break }
+                from = slice.nextOffset
+            }
+            guard !messages.isEmpty else { return 0 }
+            part.messageSet = messages
+            return messages.count
+        }
     }
 }

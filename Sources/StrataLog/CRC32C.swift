@@ -19,6 +19,32 @@ public enum CRC32C {
     }
 
     public static func software(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+        slicing.checksum(bytes, continuing: crc)
+    }
+
+    /// Reflected polynomial 0x82F63B78.
+    static let slicing = SlicingBy8CRC(reflectedPolynomial: 0x82F6_3B78)
+}
+
+/// A table-driven CRC-32 of any reflected polynomial, slicing by 8 (8 tables of 256 entries):
+/// CRC-32C's software path and CRC-32 (IEEE) of the old message formats.
+struct SlicingBy8CRC: Sendable {
+    let table: [UInt32]
+
+    init(reflectedPolynomial polynomial: UInt32) {
+        var t = [UInt32](repeating: 0, count: 8 * 256)
+        for i in 0..<256 {
+            var c = UInt32(i)
+            for _ in 0..<8 { c = (c & 1) != 0 ? (c >> 1) ^ polynomial : c >> 1 }
+            t[i] = c
+        }
+        for i in 0..<256 {
+            for k in 1..<8 { t[k * 256 + i] = (t[(k - 1) * 256 + i] >> 8) ^ t[Int(t[(k - 1) * 256 + i] & 0xFF)] }
+        }
+        table = t
+    }
+
+    func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
         var c = ~crc
         var i = 0
         let n = bytes.count
@@ -40,18 +66,4 @@ public enum CRC32C {
         }
         return ~c
     }
-
-    /// 8 tables of 256 entries for slicing-by-8, reflected polynomial 0x82F63B78.
-    static let table: [UInt32] = {
-        var t = [UInt32](repeating: 0, count: 8 * 256)
-        for i in 0..<256 {
-            var c = UInt32(i)
-            for _ in 0..<8 { c = (c & 1) != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
-            t[i] = c
-        }
-        for i in 0..<256 {
-            for k in 1..<8 { t[k * 256 + i] = (t[(k - 1) * 256 + i] >> 8) ^ t[Int(t[(k - 1) * 256 + i] & 0xFF)] }
-        }
-        return t
-    }()
 }

@@ -313,40 +313,10 @@ public enum LegacyMessageSetError: Error, Equatable, CustomStringConvertible, Se
 /// message format v0 and v1. Slicing-by-8 like `CRC32C.software`.
 public enum CRC32 {
     public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
-        var c = ~crc
-        var i = 0
-        let n = bytes.count
-        table.withUnsafeBufferPointer { t in
-            while n - i >= 8 {
-                let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))
-                let lo = UInt32(truncatingIfNeeded: word) ^ c
-                let hi = UInt32(truncatingIfNeeded: word >> 32)
-                c = t[7 * 256 + Int(lo & 0xFF)] ^ t[6 * 256 + Int((lo >> 8) & 0xFF)]
-                    ^ t[5 * 256 + Int((lo >> 16) & 0xFF)] ^ t[4 * 256 + Int(lo >> 24)]
-                    ^ t[3 * 256 + Int(hi & 0xFF)] ^ t[2 * 256 + Int((hi >> 8) & 0xFF)]
-                    ^ t[1 * 256 + Int((hi >> 16) & 0xFF)] ^ t[0 * 256 + Int(hi >> 24)]
-                i += 8
-            }
-            while i < n {
-                c = t[Int((c ^ UInt32(bytes[i])) & 0xFF)] ^ (c >> 8)
-                i += 1
-            }
-        }
-        return ~c
+        slicing.checksum(bytes, continuing: crc)
     }
 
-    static let table: [UInt32] = {
-        var t = [UInt32](repeating: 0, count: 8 * 256)
-        for i in 0..<256 {
-            var c = UInt32(i)
-            for _ in 0..<8 { c = (c & 1) != 0 ? (c >> 1) ^ 0xEDB8_8320 : c >> 1 }
-            t[i] = c
-        }
-        for i in 0..<256 {
-            for k in 1..<8 { t[k * 256 + i] = (t[(k - 1) * 256 + i] >> 8) ^ t[Int(t[(k - 1) * 256 + i] & 0xFF)] }
-        }
-        return t
-    }()
+    static let slicing = SlicingBy8CRC(reflectedPolynomial: 0xEDB8_8320)
 }
 
 /// The LZ4 frame header fix-up for Kafka's magic-0 LZ4 framing (KAFKA-3160, KIP-57).

@@ -38,24 +38,37 @@ extension KafkaRequestHandler {
     /// within each partition's and the response's max_bytes; the first partition with data always
     /// gets one whole batch even past both (KIP-74), so a consumer always makes progress.
     private func readFetch(_ request: FetchRequest, budget: Int) -> (FetchResponse, waitable: Bool) {
+        readFetchPartitions(request, budget: budget) { log, fp, limit, part in
+            guard let slice = try log.read(from: fp.fetchOffset, maxBytes: limit).slice else { return 0 }
+            part.records = slice
+            return slice.count
+        }
+    }
+
+    /// The frame of every fetch (current and old versions): per partition, the offsets, the
+    /// range check, the byte limit left in the response, errors mapped and logged; `fill` reads
+    /// up to `limit` bytes into the partition and says how many it used. `refuse` may answer a
+    /// topic with an error instead. A response with any error does not wait for data.
+    func readFetchPartitions(_ request: FetchRequest, budget: Int, refuse: (String) -> ErrorCode? = { _ in nil },
+                             fill: (PartitionLog, FetchRequest.Partition, Int, inout FetchResponse.Partition) throws -> Int) -> (FetchResponse, waitable: Bool) {
         var total = 0
         var waitable = true
         let topics: [FetchResponse.Topic] = request.topics.map { topic in
-            FetchResponse.Topic(name: topic.name, partitions: topic.partitions.map { fp in
+            let refused = refuse(topic.name)
+            return FetchResponse.Topic(name: topic.name, partitions: topic.partitions.map { fp in
                 var part = FetchResponse.Partition(index: fp.index)
                 do {
                     let log = try broker.log(topic: topic.name, partition: fp.index)
                     part.highWatermark = log.logEndOffset
                     part.logStartOffset = log.logStartOffset
-                    if fp.fetchOffset < part.logStartOffset || fp.fetchOffset > part.highWatermark {
+                    if let refused {
+                        part.errorCode = refused
+                    } else if fp.fetchOffset < part.logStartOffset || fp.fetchOffset > part.highWatermark {
                         part.errorCode = .offsetOutOfRange
                     } else if fp.fetchOffset < part.highWatermark {
                         let partitionLimit = min(Int(fp.maxBytes), budget - total)
                         let limit = total == 0 ? max(1, partitionLimit) : partitionLimit
-                        if limit > 0, let slice = try log.read(from: fp.fetchOffset, maxBytes: limit).slice {
-                            part.records = slice
-                            total += slice.count
-                        }
+                        if limit > 0 { total += try fill(log, fp, limit, &part) }
                     }
                 } catch {
                     part.errorCode = ErrorCode(any: error)

@@ -394,23 +394,29 @@ struct ElectLeadersRequest: KafkaRequestBody {
     }
 }
 
+/// ElectLeaders' and AlterPartitionReassignments' tail: per topic, per partition an error code
+/// and message; then the response's tagged fields.
+func writePartitionResults(_ w: inout KafkaWriter, _ results: [(name: String, partitions: [(index: Int32, errorCode: ErrorCode, message: String?)])]) {
+    w.array(results) { w, t in
+        w.string(t.name)
+        w.array(t.partitions) { w, p in
+            w.int32(p.index)
+            w.int16(p.errorCode.rawValue)
+            w.nullableString(p.message)
+            w.taggedFields()
+        }
+        w.taggedFields()
+    }
+    w.taggedFields()
+}
+
 struct ElectLeadersResponse: KafkaResponseBody {
     var results: [(name: String, partitions: [(index: Int32, errorCode: ErrorCode, message: String?)])]
 
     func write(_ w: inout KafkaWriter, version v: Int16) {
         w.int32(0)
         if v >= 1 { w.int16(0) }
-        w.array(results) { w, t in
-            w.string(t.name)
-            w.array(t.partitions) { w, p in
-                w.int32(p.index)
-                w.int16(p.errorCode.rawValue)
-                w.nullableString(p.message)
-                w.taggedFields()
-            }
-            w.taggedFields()
-        }
-        w.taggedFields()
+        writePartitionResults(&w, results)
     }
 }
 
@@ -442,17 +448,7 @@ struct AlterPartitionReassignmentsResponse: KafkaResponseBody {
         w.int32(0)
         w.int16(0)
         w.nullableString(nil)
-        w.array(results) { w, t in
-            w.string(t.name)
-            w.array(t.partitions) { w, p in
-                w.int32(p.index)
-                w.int16(p.errorCode.rawValue)
-                w.nullableString(p.message)
-                w.taggedFields()
-            }
-            w.taggedFields()
-        }
-        w.taggedFields()
+        writePartitionResults(&w, results)
     }
 }
 

@@ -617,11 +617,13 @@ TESTS = [test_kcat_keyed_json, test_kcat_compression, test_confluent_kafka, test
          test_sigkill_keeps_every_acknowledged_event]
 
 
-def main():
-    only = sys.argv[1:]
+def run_suite(label, tests, argv):
+    """Runs each test (those named in argv, or all) against a fresh server run as run_as()'s user;
+    prints PASS/FAIL lines and ends with 'LABEL: N passed, N failed'; exits non-zero on a failure."""
+    only = argv[1:]
     passed = failed = 0
-    print("compat: " + run_as().describe(), flush=True)
-    for test in TESTS:
+    print("%s: %s" % (label, run_as().describe()), flush=True)
+    for test in tests:
         if only and test.__name__ not in only:
             continue
         srv = Server()
@@ -637,10 +639,15 @@ def main():
             failed += 1
             print("FAIL %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)
             traceback.print_exc()
+            print("  last server lines:\n    " + "\n    ".join(list(srv.tail)[-10:]), flush=True)
         finally:
             srv.cleanup()
-    print("compat: %d passed, %d failed" % (passed, failed))
+    print("%s: %d passed, %d failed" % (label, passed, failed))
     sys.exit(1 if failed else 0)
+
+
+def main():
+    run_suite("compat", TESTS, sys.argv)
 
 
 if __name__ == "__main__":

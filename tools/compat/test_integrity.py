@@ -10,10 +10,9 @@ import struct
 import sys
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_clients import Server, admin_create, run_as  # noqa: E402
+from test_clients import admin_create, run_suite  # noqa: E402
 
 
 def _produce_ordered(srv, topic, idempotent):
@@ -285,28 +284,7 @@ TESTS = [test_pipelined_acks_all_appends_stay_in_order, test_pipelined_idempoten
 
 
 def main():
-    only = sys.argv[1:]
-    passed = failed = 0
-    print("integrity: " + run_as().describe(), flush=True)
-    for test in TESTS:
-        if only and test.__name__ not in only:
-            continue
-        srv = Server()
-        started = time.time()
-        try:
-            srv.start()
-            test(srv)
-            passed += 1
-            print("PASS %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)
-            traceback.print_exc()
-            print("  last server lines:\n    " + "\n    ".join(list(srv.tail)[-10:]), flush=True)
-        finally:
-            srv.cleanup()
-    print("integrity: %d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    run_suite("integrity", TESTS, sys.argv)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ private final class Harness: @unchecked Sendable {
     var generation = 0
     var dir = ""
     var broker: Broker!
-    var coordinator: GroupCoordinator!
     var handler: KafkaRequestHandler!
     var runs = 0
     var retryResetAt = 0
@@ -76,17 +75,14 @@ private final class Harness: @unchecked Sendable {
         } catch {
             fatalError("fuzz harness: cannot open a broker in \(dir): \(error)")
         }
-        coordinator = GroupCoordinator()
-        coordinator.start(on: loop)
-        handler = KafkaRequestHandler(broker: broker, coordinator: coordinator, threadPool: pool,
-                                      advertisedHost: "127.0.0.1", advertisedPort: 9092)
+        handler = KafkaRequestHandler(broker: broker, threadPool: pool, advertisedHost: "127.0.0.1", advertisedPort: 9092)
     }
 
     /// Answers what is parked (JoinGroup, SyncGroup, long-polling Fetch) at once.
     func releaseParked() {
         broker.wakeParkedFetches()
-        coordinator.stop()
-        coordinator.start(on: loop)
+        broker.groups.stop()  // answers parked joins and syncs; its tick starts again
+        broker.groups.start()
     }
 
     /// Too many topics or partitions (each costs files and mappings), or the disk filling up.
@@ -113,7 +109,6 @@ private final class Harness: @unchecked Sendable {
         }
         let started = monotonicMillis()
         let topics = broker.topicNames().count
-        coordinator.stop()
         do { try broker.close() } catch { fatalError("fuzz harness: broker close failed: \(error)") }
         try? FileManager.default.removeItem(atPath: dir)
         openBroker()

@@ -5,6 +5,8 @@ import Glibc
 /// A mutex with a condition variable, for the few places where threads must sleep until
 /// another thread changes state (group commit, background flusher). The pthread objects live
 /// on the heap because they must not move.
+/// `@unchecked Sendable`: its only state is the heap-allocated pthread mutex and condition,
+/// which exist to be shared between threads and are touched only through pthread calls.
 public final class ConditionLock: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let cond: UnsafeMutablePointer<pthread_cond_t>

@@ -4,6 +4,8 @@ import Glibc
 
 /// A background OS thread that runs `body` every `intervalMs` until stopped. Stopping wakes it at
 /// once and waits for the current run to finish.
+/// `@unchecked Sendable`: `stopping` is read and written only under `lock`; `thread` is written by
+/// `start` and `stop`, which the owner calls from one thread, never concurrently.
 public final class PeriodicWorker: @unchecked Sendable {
     private let lock = ConditionLock()
     private var stopping = false

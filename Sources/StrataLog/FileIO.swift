@@ -191,6 +191,8 @@ enum FileIO {
 
 /// A memory mapping, unmapped when the last reference goes away. Segments hand out slices that
 /// retain their segment, so a mapping outlives every reader that still looks at it.
+/// `@unchecked Sendable`: the base pointer and length never change after init; the bytes behind
+/// them are synchronised by their users (the partition's writer lock and published offsets).
 final class Mapping: @unchecked Sendable {
     let base: UnsafeMutableRawPointer?
     let length: Int

@@ -10,6 +10,9 @@ import Synchronization
 /// The active segment's index is preallocated to `maxBytes` with fallocate and mapped writable;
 /// on roll or close it is trimmed to its entries. Entries are published to readers through
 /// `entryCount` (release/acquire), and written entries never change, so lookups take no lock.
+/// `@unchecked Sendable`: one writer (under its partition's writer lock) appends entries and then
+/// publishes `entryCount` with release; readers load it with acquire and read only entries below
+/// it, which never change again.
 final class IndexFile: @unchecked Sendable {
     let path: String
     let entrySize: Int
@@ -148,6 +151,7 @@ final class IndexFile: @unchecked Sendable {
 /// Sparse map from offset to file position in a segment's `.log`. Entry: relative offset u32,
 /// position u32, big-endian (Kafka's layout). An entry points at the start of a batch whose
 /// baseOffset is `segmentBase + relativeOffset`.
+/// `@unchecked Sendable`: a `let` IndexFile and base offset (see IndexFile).
 final class OffsetIndex: @unchecked Sendable {
     static let entrySize = 8
     let baseOffset: Int64
@@ -214,6 +218,7 @@ final class OffsetIndex: @unchecked Sendable {
 /// An entry (T, O) means every record before offset O has a timestamp below T. Timestamps are
 /// kept strictly increasing, so the last entry holds the segment's largest timestamp once the
 /// segment is sealed (the roll appends a final entry).
+/// `@unchecked Sendable`: a `let` IndexFile and base offset (see IndexFile).
 final class TimeIndex: @unchecked Sendable {
     static let entrySize = 12
     let baseOffset: Int64

@@ -24,6 +24,8 @@ public enum TopicName {
 
 /// The writer's exclusive lock on a data directory (`<data>/.lock`, flock). A second writer gets
 /// `.locked` naming the pid that holds it; read-only openers take no lock.
+/// `@unchecked Sendable`: `fd` is written in init and by `takeDescriptor`, which the opening
+/// thread calls once before the lock is shared.
 public final class DataDirectoryLock: @unchecked Sendable {
     private var fd: Int32
 
@@ -62,6 +64,9 @@ public final class DataDirectoryLock: @unchecked Sendable {
 /// Owns the `logs/` directory of a data dir: every partition log, the clean-shutdown marker, the
 /// writer lock on the data dir, and the background flusher for `.interval` (and roll flushes in
 /// `.os`) mode.
+/// `@unchecked Sendable`: the logs are in a `Mutex`; `flusherNextDue` is touched only by the flusher
+/// thread; `flusherThread` and `lockFD` are written by `open` before the instance is shared and by
+/// `close`/deinit, which the owner runs once.
 public final class LogManager: @unchecked Sendable {
     public static let cleanShutdownFileName = ".clean-shutdown"
     public static let lockFileName = ".lock"
@@ -253,6 +258,8 @@ public final class LogManager: @unchecked Sendable {
 
     /// Shared by the manager and its flusher thread. The thread holds the manager only weakly, so
     /// a manager dropped without `close` (a simulated crash in tests) is still freed.
+    /// `@unchecked Sendable`: `stopping` is read and written under `lock`; `manager` is set once,
+    /// before the flusher thread is created (pthread_create orders it), and only read after.
     private final class FlusherControl: @unchecked Sendable {
         let lock = ConditionLock()
         var stopping = false

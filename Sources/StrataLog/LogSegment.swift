@@ -117,6 +117,9 @@ struct BatchScan {
 /// the mapping and publish the new end through `committedSize`. Readers take slices of the mapping
 /// that retain the segment, so its mapping lives until the last reader is done, even after the
 /// segment was rolled or deleted. Closed segments found at load are mapped read-only on first use.
+/// `@unchecked Sendable`: its mutable state (indexing state, capacity, the active flag) changes
+/// only in the single writer, under its partition's writer lock; readers use the atomics
+/// (`committedSize`, published offsets and timestamps) and the storage behind `storageLock`.
 final class LogSegment: @unchecked Sendable {
     let baseOffset: Int64
     let directory: String
@@ -143,6 +146,8 @@ final class LogSegment: @unchecked Sendable {
     /// Read-only mode, for the segment another process may still be appending to.
     private var follower: Follower?
 
+    /// `@unchecked Sendable`: references fixed at init (mapping, indexes, descriptor), each
+    /// synchronised as its own type documents.
     final class Storage: @unchecked Sendable {
         let mapping: Mapping
         let offsetIndex: OffsetIndex
@@ -668,6 +673,8 @@ final class LogSegment: @unchecked Sendable {
 
 /// A zero-copy view of whole batches inside a segment's mapping. Holding it keeps the mapping
 /// alive; the bytes are valid exactly as long as the slice.
+/// `@unchecked Sendable`: immutable; it retains the segment and storage whose bytes it views,
+/// and those bytes (below a published end) never change while a slice exists.
 public struct SegmentSlice: @unchecked Sendable {
     let segment: LogSegment
     let storage: LogSegment.Storage

@@ -48,6 +48,10 @@ public struct RecoveryReport: Sendable {
 /// Readers never block the writer: they copy the segment list (under a lock held for a pointer
 /// copy) and read bytes below the published end offsets. `logEndOffset` is published only after
 /// the bytes are in the mapping, so a reader never sees a half-written batch.
+/// `@unchecked Sendable`: appends go through the `writer` Mutex, the segment list through its
+/// Mutex, offsets through atomics; the group-commit fields (`flushInProgress`, `flushFailure`,
+/// checkpoint times) are read and written only while holding `flushLock`, or by the one flusher
+/// that set `flushInProgress` under it.
 public final class PartitionLog: @unchecked Sendable {
     public let directory: String
     public let config: LogConfig

@@ -22,6 +22,8 @@ public struct MetadataError: Error, CustomStringConvertible, Sendable, Equatable
 ///
 /// Transactions run inside synchronous closures only: an LMDB transaction is bound to a thread and
 /// must never span an `await`.
+/// `@unchecked Sendable`: the LMDB environment is safe to share across threads (MDB_NOTLS, write
+/// transactions serialised by `writeLock`); `databases` is filled in init and only read after.
 public final class MetadataEnvironment: @unchecked Sendable {
     public let path: String
     public let readOnly: Bool

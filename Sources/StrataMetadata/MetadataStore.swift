@@ -51,6 +51,8 @@ public struct OffsetCommit: Sendable, Equatable {
 ///
 /// Offset commits are group-committed: concurrent `commitOffsets` calls are merged into one LMDB
 /// transaction (one sync), so thousands of commits per second do not mean thousands of fsyncs.
+/// `@unchecked Sendable`: the group-commit queue (`pending`, the sequences, `committing`) is read
+/// and written only under `commitLock`; everything else is a `let` of a thread-safe type.
 public final class MetadataStore: @unchecked Sendable {
     public let environment: MetadataEnvironment
     public static let formatVersion = "1"

@@ -23,6 +23,10 @@ targets_all=(kafka-request batch-append record-decode)
 declare -A product=([kafka-request]=FuzzKafkaRequest [batch-append]=FuzzBatchAppend [record-decode]=FuzzRecordDecode)
 # The two stateful targets keep a broker / log across inputs: what they hold is not a leak.
 declare -A leaks=([kafka-request]=0 [batch-append]=0 [record-decode]=1)
+# Size of each target's private tmpfs. Small for the broker: a CreateTopics of 10,000 partitions
+# then fails with ENOSPC after a few hundred (an error path too) instead of creating thousands
+# of files first, which would take most of the run.
+declare -A disk=([kafka-request]=256m [batch-append]=1g [record-decode]=64m)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${targets_all[@]}")
 for t in "${targets[@]}"; do
@@ -62,12 +66,13 @@ done
 echo "fuzz: built ${#targets[@]} target(s) in $((SECONDS - build_start)) s; ${seconds} s each"
 
 # --- Run ------------------------------------------------------------------------------------
-# Each target's scratch data (broker, logs) lives on a private tmpfs of 2 GiB in its own mount
-# namespace, so that no input can fill the machine's disk or memory: a full disk is just one
-# more error path. Without user namespaces, a plain directory is used.
+# Each target's scratch data (broker, logs) lives on a private tmpfs (size above) in its own
+# mount namespace, so that no input can fill the machine's disk or memory: a full disk is just
+# one more error path. Without user namespaces, a plain directory is used.
 sandbox=()
 if unshare --user --map-root-user --mount true 2>/dev/null; then
-  sandbox=(unshare --user --map-root-user --mount sh -c 'mount -t tmpfs -o size=2g strata-fuzz "$STRATA_FUZZ_DATA" && exec "$@"' sh)
+  sandbox=(unshare --user --map-root-user --mount
+           sh -c 'mount -t tmpfs -o size="$STRATA_FUZZ_DISK" strata-fuzz "$STRATA_FUZZ_DATA" && exec "$@"' sh)
 else
   echo "fuzz: no user namespaces here: the targets' scratch data goes to an unbounded directory" >&2
 fi
@@ -85,7 +90,7 @@ for t in "${targets[@]}"; do
   dict=()
   [ -f "$root/Fuzz/${product[$t]#Fuzz}/fuzz.dict" ] && dict=(-dict="$root/Fuzz/${product[$t]#Fuzz}/fuzz.dict")
   # shellcheck disable=SC2086
-  STRATA_FUZZ_DATA="$dir/data" SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="detect_leaks=${leaks[$t]}" timeout -k 30 $((seconds + 300)) \
+  STRATA_FUZZ_DATA="$dir/data" STRATA_FUZZ_DISK="${disk[$t]}" SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="detect_leaks=${leaks[$t]}" timeout -k 30 $((seconds + 300)) \
     "${sandbox[@]}" "$bin/${product[$t]}" -max_total_time="$seconds" -max_len=1048576 -timeout=60 -rss_limit_mb=4096 \
       -print_final_stats=1 -artifact_prefix="$dir/artifacts/" "${dict[@]}" ${FUZZ_ARGS:-} "$dir/corpus" "$seeds" >"$log" 2>&1
   rc=$?

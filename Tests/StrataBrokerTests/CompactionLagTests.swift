@@ -25,10 +25,11 @@ import StrataLog
         let base = ["cleanup.policy": "compact", "segment.bytes": "2048"]
         try broker.createTopic("young", partitions: 1, configs: base.merging(["min.compaction.lag.ms": "3600000"]) { $1 })
         try Self.fill(broker, "young", timestamp: now)
-        #expect(broker.runCleaner(nowMs: now)?.report.bytesBefore ?? 0 == (broker.runCleaner(nowMs: now)?.report.bytesAfter ?? 0),
-                "records younger than min.compaction.lag.ms stay")
+        // Records younger than min.compaction.lag.ms stay, pass after pass.
         let before = try broker.log(topic: "young", partition: 0).sizeInBytes
-        _ = broker.runCleaner(nowMs: now)
+        for _ in 0..<2 {
+            if let pass = broker.runCleaner(nowMs: now) { #expect(pass.report.bytesAfter == pass.report.bytesBefore) }
+        }
         #expect(try broker.log(topic: "young", partition: 0).sizeInBytes == before)
         // Two hours later the same records are old enough.
         _ = broker.runCleaner(nowMs: now + 7_200_000)

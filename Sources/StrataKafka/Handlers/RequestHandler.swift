@@ -110,8 +110,7 @@ final class KafkaRequestHandler: Sendable {
         ApiVersionsResponse(errorCode: error, apis: ApiKey.allCases.map { .init(key: $0.rawValue, min: $0.advertised.lowerBound, max: $0.advertised.upperBound) })
     }
 
-    /// (topic, partition) pairs of a request that name a topic this broker has, with the ones it
-    /// does not answered by `unknown`.
+    /// Whether `topic` exists here and has `partition`.
     func partitionExists(_ topic: String, _ partition: Int32) -> Bool {
         broker.partitionCount(topic).map { partition >= 0 && partition < $0 } ?? false
     }

@@ -130,8 +130,8 @@ struct KafkaReader {
             guard n >= 0 else { throw ProtocolError("bad array length \(n)") }
             count = Int(n)
         }
-        guard count.multipliedReportingOverflow(by: max(1, minElementBytes)).partialValue <= remaining,
-              !count.multipliedReportingOverflow(by: max(1, minElementBytes)).overflow else {
+        let (needed, overflow) = count.multipliedReportingOverflow(by: max(1, minElementBytes))
+        guard !overflow, needed <= remaining else {
             throw ProtocolError("bad array length \(count)")
         }
         return count

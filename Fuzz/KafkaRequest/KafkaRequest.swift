@@ -75,7 +75,7 @@ private final class Harness: @unchecked Sendable {
         } catch {
             fatalError("fuzz harness: cannot open a broker in \(dir): \(error)")
         }
-        handler = KafkaRequestHandler(broker: broker, threadPool: pool, advertisedHost: "127.0.0.1", advertisedPort: 9092)
+        handler = KafkaRequestHandler(broker: broker, threadPool: pool, validationPool: pool, advertisedHost: "127.0.0.1", advertisedPort: 9092)
     }
 
     /// Answers what is parked (JoinGroup, SyncGroup, long-polling Fetch) at once.
@@ -126,7 +126,7 @@ private final class Harness: @unchecked Sendable {
         let future: EventLoopFuture<ByteBuffer?> = loop.flatSubmit {
             do {
                 var (header, reader) = try parseRequestHeader(frame)
-                return try handler.handle(header, &reader, eventLoop: self.loop, clientHost: "127.0.0.1")
+                return try handler.handle(header, &reader, eventLoop: self.loop, clientHost: "127.0.0.1", appends: AppendOrder())
             } catch {
                 return self.loop.makeFailedFuture(error)  // the connection would be closed: fine
             }

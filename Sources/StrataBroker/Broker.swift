@@ -259,6 +259,9 @@ public final class Broker: @unchecked Sendable {
             guard let (t, p) = LogManager.splitPartitionDirectory(name), let r = records[t] else { return true }
             return p >= r.partitions
         }
+        broker.groups.setGroupStore { [weak broker] group, stored in
+            broker?.mirrorGroupToConsumerOffsets(group: group, stored)
+        }
         broker.groups.start()
         if options.retentionCheckIntervalMs > 0 {
             let worker = PeriodicWorker(intervalMs: options.retentionCheckIntervalMs) { [weak broker] in
@@ -660,9 +663,22 @@ public final class Broker: @unchecked Sendable {
     @discardableResult
     public func appendBatch(topic: String, partition: Int32, batch: UnsafeRawBufferPointer, acks: Acks = .all,
                             valuesValidatedAsJSON: Bool = false) throws -> AppendInfo {
-        try requireWritable()
+        let prepared = try prepareAppend(topic: topic, partition: partition, batch: batch, valuesValidatedAsJSON: valuesValidatedAsJSON)
+        return try appendPrepared(topic: topic, partition: partition, batch: batch, prepared, acks: acks)
+    }
+
+    /// The first half of `appendBatch`, which does not depend on the log's state and may run on any
+    /// thread, in any order: the topic's checks (JSON values), Kafka's LogValidator, re-encoding
+    /// for `compression.type`. `appendPrepared` then appends in the order the caller needs.
+    public func prepareAppend(topic: String, partition: Int32, batch: UnsafeRawBufferPointer,
+                              valuesValidatedAsJSON: Bool = false) throws -> PreparedBatch {
         let state = try stateOrCreate(topic)
         guard partition >= 0, Int(partition) < state.partitions.count else { throw BrokerError.unknownPartition(topic: topic, partition: partition) }
+        let log: PartitionLog
+        switch state.partitions[Int(partition)] {
+        case .online(let l): log = l
+        case .offline(let why): throw BrokerError.partitionOffline(topic: state.name, partition: partition, reason: why)
+        }
         if state.config.requiresJSON && !valuesValidatedAsJSON {
             let view = RecordBatch(unchecked: batch)
             do throws(RecordBatchError) { try view.validate(maxBatchBytes: state.config.log.maxMessageBytes, strictRecords: true) } catch {
@@ -679,7 +695,18 @@ public final class Broker: @unchecked Sendable {
             }
             if let failure { throw failure }
         }
-        // Idempotent producers: a retried batch is answered with its first offset, a gap refused.
+        do throws(LogError) { return try log.prepare(batch, policy: state.config.appendPolicy) } catch { throw BrokerError.log(error) }
+    }
+
+    /// The second half of `appendBatch`: idempotent producers' sequence check (a retried batch is
+    /// answered with its first offset, a gap refused), offsets assigned, the batch stored, waiting
+    /// fetches woken. `batch` is the one given to `prepareAppend`.
+    @discardableResult
+    public func appendPrepared(topic: String, partition: Int32, batch: UnsafeRawBufferPointer, _ prepared: PreparedBatch,
+                               acks: Acks = .all) throws -> AppendInfo {
+        try requireWritable()
+        let state = try stateOrCreate(topic)
+        guard partition >= 0, Int(partition) < state.partitions.count else { throw BrokerError.unknownPartition(topic: topic, partition: partition) }
         let view = RecordBatch(unchecked: batch)
         let idempotent = batch.count >= RecordBatch.headerSize && view.producerId >= 0
         if idempotent {
@@ -694,7 +721,7 @@ public final class Broker: @unchecked Sendable {
                 break
             }
         }
-        let info = try append(state, partition: partition, batch: batch, acks: acks)
+        let info = try append(state, partition: partition, acks: acks) { log throws(LogError) in try log.appendPrepared(batch, prepared) }
         if idempotent {
             producers.record(producerId: view.producerId, epoch: view.producerEpoch, topic: topic, partition: partition,
                              firstSequence: view.baseSequence, lastSequence: view.baseSequence &+ view.lastOffsetDelta, baseOffset: info.baseOffset)
@@ -703,34 +730,21 @@ public final class Broker: @unchecked Sendable {
     }
 
     private func append(_ state: TopicState, partition: Int32, batch: UnsafeRawBufferPointer, acks: Acks) throws(BrokerError) -> AppendInfo {
+        let policy = state.config.appendPolicy
+        return try append(state, partition: partition, acks: acks) { log throws(LogError) in try log.appendWithoutFlush(batch, policy: policy) }
+    }
+
+    /// Runs one append on the partition's log, wakes its waiting fetches, and waits for durability
+    /// when acks=all asks for it on a `sync` topic.
+    private func append(_ state: TopicState, partition: Int32, acks: Acks,
+                        _ write: (PartitionLog) throws(LogError) -> AppendInfo) throws(BrokerError) -> AppendInfo {
         let log: PartitionLog
         switch state.partitions[Int(partition)] {
         case .online(let l): log = l
         case .offline(let why): throw .partitionOffline(topic: state.name, partition: partition, reason: why)
         }
-        if let codec = state.config.recompression, batch.count >= RecordBatch.headerSize,
-           RecordBatch(unchecked: batch).compression != codec {
-            // compression.type names a codec: the batch is stored re-encoded (Kafka recompresses
-            // on the leader too). A batch that is not even structurally sound is left to the
-            // validator below, which says precisely what is wrong with it.
-            do throws(RecordBatchError) {
-                try RecordBatch(unchecked: batch).validate(maxBatchBytes: log.config.maxMessageBytes, strictRecords: false)
-            } catch {
-                throw .log(.invalidBatch(error))
-            }
-            let reencoded: [UInt8]
-            do throws(RecordBatchError) { reencoded = try RecordBatch.reencoded(batch, codec: codec) } catch { throw .log(.invalidBatch(error)) }
-            let outcome = reencoded.withUnsafeBytes { p -> Result<AppendInfo, BrokerError> in
-                do throws(BrokerError) { return .success(try appendEncoded(state, log: log, partition: partition, batch: p, acks: acks)) } catch { return .failure(error) }
-            }
-            return try outcome.get()
-        }
-        return try appendEncoded(state, log: log, partition: partition, batch: batch, acks: acks)
-    }
-
-    private func appendEncoded(_ state: TopicState, log: PartitionLog, partition: Int32, batch: UnsafeRawBufferPointer, acks: Acks) throws(BrokerError) -> AppendInfo {
         do throws(LogError) {
-            let info = try log.appendWithoutFlush(batch, policy: state.config.appendPolicy)
+            let info = try write(log)
             waiters.notify(topic: state.name, partition: partition)
             if acks == .all && log.config.flushMode == .sync { try log.flush(upTo: info.lastOffset + 1) }
             return info
@@ -863,6 +877,17 @@ public final class Broker: @unchecked Sendable {
         let deleted = try metadata.deleteCommittedOffsets(group: group, partitions: partitions)
         mirrorToConsumerOffsets(group: group, targets.map { ($0.topic, $0.partition, nil) })
         return deleted
+    }
+
+    /// Deletes an empty group (DeleteGroups): its committed offsets, its coordinator entry and, in
+    /// `__consumer_offsets`, its group record. Returns whether there was anything to delete.
+    /// A group with live members is left alone and reported by the caller (NON_EMPTY_GROUP).
+    public func deleteGroup(_ group: String) throws -> Bool {
+        let known = groups.describe(group) != nil
+        let deleted = try deleteCommittedOffsets(group: group)
+        groups.forget(groupId: group)
+        if known && offsetCommitsAllowed { mirrorGroupToConsumerOffsets(group: group, nil) }
+        return known || deleted > 0
     }
 
     public func committedOffset(group: String, topic: String, partition: Int32) throws -> Int64? {

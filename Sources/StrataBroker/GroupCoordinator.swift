@@ -33,6 +33,27 @@ public final class GroupCoordinator: Sendable {
         public var members: [(id: String, instanceId: String?, metadata: [UInt8])] = []
     }
 
+    /// A group's state as Kafka stores it (GroupMetadataValue): what `__consumer_offsets` carries
+    /// after each completed rebalance and when the group empties.
+    public struct StoredGroup: Sendable {
+        public struct Member: Sendable {
+            public var memberId: String
+            public var instanceId: String?
+            public var clientId: String
+            public var clientHost: String
+            public var rebalanceTimeoutMs: Int64
+            public var sessionTimeoutMs: Int64
+            public var subscription: [UInt8]
+            public var assignment: [UInt8]
+        }
+        public var protocolType: String
+        public var generation: Int32
+        public var protocolName: String?
+        public var leader: String?
+        public var members: [Member]
+    }
+    public typealias GroupStore = @Sendable (_ groupId: String, _ state: StoredGroup) -> Void
+
     public typealias JoinCompletion = @Sendable (JoinResult) -> Void
     public typealias SyncCompletion = @Sendable (GroupError, [UInt8]) -> Void
 
@@ -90,6 +111,7 @@ public final class GroupCoordinator: Sendable {
     private let registry = Mutex(Registry())
     private let nowMs: @Sendable () -> Int64
     private let timer = Mutex<PeriodicWorker?>(nil)
+    private let groupStore = Mutex<GroupStore?>(nil)
 
     /// `nowMs`: the clock (monotonic milliseconds); tests inject their own.
     public init(nowMs: @escaping @Sendable () -> Int64 = { monotonicMillis() }) {
@@ -99,6 +121,27 @@ public final class GroupCoordinator: Sendable {
     /// Completions are collected under the lock and run after it: a completion can run code
     /// inline that re-enters the coordinator, which must not happen while it is locked.
     private typealias Completion = @Sendable () -> Void
+
+    /// Sets what receives each stored group state (the broker mirrors it to `__consumer_offsets`).
+    /// It runs after the coordinator's lock is released.
+    public func setGroupStore(_ store: GroupStore?) {
+        groupStore.withLock { $0 = store }
+    }
+
+    /// A completion that hands `group`'s current state to the group store; built under the lock.
+    private func storeCompletion(_ group: Group) -> Completion {
+        let stored = StoredGroup(
+            protocolType: group.protocolType ?? "consumer", generation: group.generation,
+            protocolName: group.protocolName, leader: group.leader,
+            members: group.members.map { m in
+                StoredGroup.Member(memberId: m.id, instanceId: m.instanceId, clientId: m.clientId, clientHost: m.clientHost,
+                                   rebalanceTimeoutMs: m.rebalanceTimeoutMs, sessionTimeoutMs: m.sessionTimeoutMs,
+                                   subscription: m.protocols.first { $0.name == group.protocolName }?.metadata ?? [],
+                                   assignment: m.assignment)
+            })
+        let id = group.id
+        return { self.groupStore.withLock { $0 }?(id, stored) }
+    }
 
     /// Starts the background tick (every 100 ms): session expiry and rebalance deadlines.
     public func start() {
@@ -229,6 +272,7 @@ public final class GroupCoordinator: Sendable {
             group.state = .empty
             group.leader = nil
             group.protocolName = nil
+            completions.append(storeCompletion(group))
             return
         }
         // Protocol election: candidates every member supports; each member votes for its first
@@ -277,6 +321,7 @@ public final class GroupCoordinator: Sendable {
                 if memberId == group.leader {
                     for (id, assignment) in assignments { group.member(id)?.assignment = assignment }
                     group.state = .stable
+                    completions.append(storeCompletion(group))
                     for m in group.members {
                         guard let p = m.syncPromise else { continue }
                         m.syncPromise = nil
@@ -327,7 +372,9 @@ public final class GroupCoordinator: Sendable {
         if group.members.isEmpty {
             group.state = .empty
             group.leader = nil
+            group.protocolName = nil
             group.generation &+= 1
+            completions.append(storeCompletion(group))
             return
         }
         if group.state != .preparingRebalance { prepareRebalance(group, now: now, completions: &completions) }

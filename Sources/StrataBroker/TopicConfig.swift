@@ -44,6 +44,7 @@ public struct TopicConfig: Sendable, Equatable {
         p.timestampBeforeMaxMs = timestampBeforeMaxMs
         p.timestampAfterMaxMs = timestampAfterMaxMs
         p.requireKeys = isCompacted
+        p.recompression = recompression
         return p
     }
 

@@ -147,6 +147,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
     private var closed = false
     private var lastRequestMs: Int64 = 0
     private var idleTimer: RepeatedTask?
+    private let appends = AppendOrder()
 
     init(handler: KafkaRequestHandler, limits: ConnectionLimits, log: @escaping @Sendable (String) -> Void) {
         self.handler = handler
@@ -216,7 +217,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
         }
         let future: EventLoopFuture<ByteBuffer?>
         do {
-            future = try handler.handle(header, &reader, eventLoop: context.eventLoop, clientHost: clientHost)
+            future = try handler.handle(header, &reader, eventLoop: context.eventLoop, clientHost: clientHost, appends: appends)
         } catch {
             fail(context, "request \(header.apiKey) v\(header.apiVersion) from client \(quoted(header.clientId)): \(error)")
             return
@@ -306,6 +307,7 @@ public final class KafkaServer: @unchecked Sendable {
     public let broker: Broker
     public let group: MultiThreadedEventLoopGroup
     let threadPool: NIOThreadPool
+    let validationPool: NIOThreadPool
     private var channel: Channel?
     public private(set) var port: Int = 0
     public private(set) var host: String = ""
@@ -314,6 +316,7 @@ public final class KafkaServer: @unchecked Sendable {
         self.broker = broker
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         threadPool = NIOThreadPool(numberOfThreads: 8)
+        validationPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
     }
 
     /// Binds and starts serving. `port` 0 picks a free port (see `port`). The advertised address
@@ -321,7 +324,8 @@ public final class KafkaServer: @unchecked Sendable {
     public func start(host: String, port: Int, advertisedHost: String? = nil, advertisedPort: Int? = nil,
                       limits: ConnectionLimits = ConnectionLimits(), log: @escaping @Sendable (String) -> Void = { _ in }) throws {
         threadPool.start()
-        let requests = KafkaRequestHandler(broker: broker, threadPool: threadPool,
+        validationPool.start()
+        let requests = KafkaRequestHandler(broker: broker, threadPool: threadPool, validationPool: validationPool,
                                            advertisedHost: advertisedHost ?? host, advertisedPort: advertisedPort ?? port, log: log)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -353,6 +357,7 @@ public final class KafkaServer: @unchecked Sendable {
         // Parked fetches answer now (empty) instead of when their max_wait ends, and produce work
         // drains, while the event loops are still there to take their responses.
         broker.wakeParkedFetches()
+        try validationPool.syncShutdownGracefully()
         try threadPool.syncShutdownGracefully()
         usleep(50_000)
         try group.syncShutdownGracefully()

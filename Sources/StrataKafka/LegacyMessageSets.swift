@@ -12,27 +12,16 @@ extension KafkaRequestHandler {
 
     /// One partition of a Produce v0-v2 request: a magic 0/1 message set is validated (CRC-32 of
     /// every message, lengths, Kafka's LogValidator rules) and up-converted to one RecordBatch v2,
-    /// which is then appended exactly like a v3+ batch (`append`: topic policy, acks,
-    /// durability). A RecordBatch v2 (magic 2), which Kafka accepts in these versions too, goes
-    /// to `append` as sent.
-    func appendLegacy(topic: String, partition: Int32, records: ByteBuffer?, acks: Int16) -> (ProduceResponse.Partition, Int64) {
-        func failed(_ code: ErrorCode, _ message: String? = nil) -> (ProduceResponse.Partition, Int64) {
-            (ProduceResponse.Partition(index: partition, errorCode: code, errorMessage: message), 0)
-        }
-        guard acks == -1 || acks == 0 || acks == 1 else { return failed(.invalidRequiredAcks) }
-        if TopicName.problem(topic) != nil { return failed(.invalidTopicException) }
-        guard partitionExists(topic, partition) else { return failed(.unknownTopicOrPartition) }
-        guard let records, records.readableBytes > 0 else { return failed(.corruptMessage, "no records") }
+    /// which is then appended exactly like a v3+ batch (ProduceHandler: topic policy, acks,
+    /// durability). A RecordBatch v2 (magic 2), which Kafka accepts in these versions too, is
+    /// returned as sent.
+    func upConverted(_ records: ByteBuffer) -> Result<ByteBuffer, LegacyMessageSetError> {
         if records.readableBytes > LegacyMessageSet.magicOffset,
            records.getInteger(at: records.readerIndex + LegacyMessageSet.magicOffset, as: Int8.self) == RecordBatch.currentMagic {
-            return append(topic: topic, partition: partition, records: records, acks: acks)
+            return .success(records)
         }
-        let converted = records.withUnsafeReadableBytes { bytes in
-            Result { () throws(LegacyMessageSetError) in try LegacyMessageSet.upConvert(bytes) }
-        }
-        switch converted {
-        case .failure(let error): return failed(ErrorCode(error), error.description)
-        case .success(let up): return append(topic: topic, partition: partition, records: ByteBuffer(bytes: up.batch), acks: acks)
+        return records.withUnsafeReadableBytes { bytes in
+            Result { () throws(LegacyMessageSetError) in ByteBuffer(bytes: try LegacyMessageSet.upConvert(bytes).batch) }
         }
     }
 

@@ -17,6 +17,8 @@ public struct AppendPolicy: Sendable, Equatable {
     public var timestampAfterMaxMs: Int64 = .max
     /// Compacted topics: a record without a key could never be compacted away.
     public var requireKeys = false
+    /// compression.type naming a codec: batches are stored re-encoded with it (nil: as sent).
+    public var recompression: CompressionCodec?
 
     public init() {}
 }
@@ -145,7 +147,42 @@ extension RecordBatch {
     }
 }
 
+/// A produced batch that passed validation, in the form it will be stored: everything an append
+/// does that does not depend on the log's state (CRC, the record walk, decompression,
+/// re-encoding, header rewrite), so it can run on any thread while appends stay in order.
+public struct PreparedBatch: Sendable {
+    /// The bytes to store instead of those sent (header rewritten or re-encoded); nil: as sent.
+    public let replacement: [UInt8]?
+    /// lastOffsetDelta of the stored batch (recordCount - 1, checked).
+    public let lastOffsetDelta: Int64
+    public let maxTimestamp: Int64
+    /// Size of the stored batch.
+    public let storedBytes: Int
+}
+
 extension RecordBatch {
+    /// Validates `bytes` for appending (`validateForAppend`) and produces what is stored:
+    /// re-encoded with `policy.recompression` when it names another codec, header and CRC
+    /// rewritten when the header's summary was wrong or LogAppendTime applies. A re-encoded batch
+    /// is held to `maxBatchBytes` again (Kafka re-checks sizes that re-compression changed).
+    public static func prepareForAppend(_ bytes: UnsafeRawBufferPointer, maxBatchBytes: Int, policy: AppendPolicy,
+                                        nowMs: Int64) throws(RecordBatchError) -> PreparedBatch {
+        let view = RecordBatch(unchecked: bytes)
+        let validated = try view.validateForAppend(maxBatchBytes: maxBatchBytes, policy: policy, nowMs: nowMs)
+        var replacement: [UInt8]?
+        if let codec = policy.recompression, view.compression != codec {
+            let encoded = try reencoded(bytes, codec: codec)
+            guard encoded.count <= maxBatchBytes else { throw .tooLarge(size: encoded.count, max: maxBatchBytes) }
+            replacement = encoded
+        }
+        if validated.headerNeedsRewrite {
+            replacement = replacement.map { encoded in encoded.withUnsafeBytes { rewritingHeader($0, validated: validated, timestampType: policy.timestampType) } }
+                ?? rewritingHeader(bytes, validated: validated, timestampType: policy.timestampType)
+        }
+        return PreparedBatch(replacement: replacement, lastOffsetDelta: Int64(validated.recordCount - 1),
+                             maxTimestamp: validated.maxTimestamp, storedBytes: replacement?.count ?? bytes.count)
+    }
+
     /// The same batch with its records encoded with `codec` (compression.type on a topic): the
     /// header is kept, the payload decompressed and compressed again, attributes, length and CRC
     /// rewritten. The records themselves are unchanged byte for byte.

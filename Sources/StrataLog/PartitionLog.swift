@@ -203,27 +203,33 @@ public final class PartitionLog: @unchecked Sendable {
     /// Appends without waiting for durability, whatever the flush mode.
     public func appendWithoutFlush(_ batch: UnsafeRawBufferPointer, policy: AppendPolicy = AppendPolicy(),
                                    nowMs: Int64 = wallClockMillis()) throws(LogError) -> AppendInfo {
-        let view = RecordBatch(unchecked: batch)
-        // Validation (the CRC and record walk are the expensive part) runs outside the writer
-        // lock, so concurrent producers validate in parallel.
-        let validated: ValidatedBatch
+        try appendPrepared(batch, prepare(batch, policy: policy, nowMs: nowMs))
+    }
+
+    /// Validates (and re-encodes where the policy says) without touching the log: the expensive
+    /// part of an append, so concurrent producers, or the pipelined requests of one, validate in
+    /// parallel and only `appendPrepared` runs in order.
+    public func prepare(_ batch: UnsafeRawBufferPointer, policy: AppendPolicy = AppendPolicy(),
+                        nowMs: Int64 = wallClockMillis()) throws(LogError) -> PreparedBatch {
         do throws(RecordBatchError) {
-            validated = try view.validateForAppend(maxBatchBytes: config.maxMessageBytes, policy: policy, nowMs: nowMs)
+            return try RecordBatch.prepareForAppend(batch, maxBatchBytes: config.maxMessageBytes, policy: policy, nowMs: nowMs)
         } catch {
             throw .invalidBatch(error)
         }
-        if validated.headerNeedsRewrite {
-            // The stored header says what the records say (rare: a client's wrong summary, or
-            // LogAppendTime); the copy costs one more CRC pass.
-            let rewritten = RecordBatch.rewritingHeader(batch, validated: validated, timestampType: policy.timestampType)
-            let outcome = rewritten.withUnsafeBytes { p -> Result<AppendInfo, LogError> in
-                do throws(LogError) {
-                    return .success(try appendValidated(p, lastOffsetDelta: Int64(validated.recordCount - 1), maxTimestamp: validated.maxTimestamp))
-                } catch { return .failure(error) }
-            }
-            return try outcome.get()
+    }
+
+    /// Appends a batch `prepare` accepted (`batch` is the one given to `prepare`; its replacement,
+    /// if any, is what is stored), assigning the next offsets. Does not wait for durability.
+    public func appendPrepared(_ batch: UnsafeRawBufferPointer, _ prepared: PreparedBatch) throws(LogError) -> AppendInfo {
+        guard let replacement = prepared.replacement else {
+            return try appendValidated(batch, lastOffsetDelta: prepared.lastOffsetDelta, maxTimestamp: prepared.maxTimestamp)
         }
-        return try appendValidated(batch, lastOffsetDelta: Int64(view.lastOffsetDelta), maxTimestamp: validated.maxTimestamp)
+        let outcome = replacement.withUnsafeBytes { p -> Result<AppendInfo, LogError> in
+            do throws(LogError) {
+                return .success(try appendValidated(p, lastOffsetDelta: prepared.lastOffsetDelta, maxTimestamp: prepared.maxTimestamp))
+            } catch { return .failure(error) }
+        }
+        return try outcome.get()
     }
 
     private func appendValidated(_ batch: UnsafeRawBufferPointer, lastOffsetDelta delta: Int64, maxTimestamp: Int64) throws(LogError) -> AppendInfo {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import StrataCore
 @testable import StrataBroker
@@ -137,6 +138,66 @@ func json(_ i: Int, user: String? = nil) -> [UInt8] {
         try reopened.createTopic("events", partitions: 1)
         #expect(try reopened.describeTopic("events").partitions[0].logEndOffset == 0, "a re-created topic starts empty")
         try reopened.close()
+    }
+
+    /// Kafka tools read groups from `__consumer_offsets` (GroupMetadata key v2 / value v3): a
+    /// completed rebalance stores the generation, leader and members; the group emptying stores
+    /// it without members; DeleteGroups writes its tombstone.
+    @Test func groupStatesAreMirroredToConsumerOffsets() throws {
+        let dir = TempDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        let joined = Mutex<GroupCoordinator.JoinResult?>(nil)
+        broker.groups.join(groupId: "readers", memberId: "", instanceId: "reader-1", clientId: "app", clientHost: "/127.0.0.1",
+                           sessionTimeoutMs: 10_000, rebalanceTimeoutMs: 20_000, protocolType: "consumer",
+                           protocols: [(name: "range", metadata: [9, 8, 7])], requiresKnownMemberId: false) { r in joined.withLock { $0 = r } }
+        let join = try #require(joined.withLock { $0 })
+        #expect(join.error == .none)
+        let synced = Mutex<GroupError?>(nil)
+        broker.groups.sync(groupId: "readers", generation: join.generation, memberId: join.memberId,
+                           assignments: [(join.memberId, [1, 2, 3])]) { e, _ in synced.withLock { $0 = e } }
+        #expect(synced.withLock { $0 } == GroupError.none)
+        _ = broker.groups.leave(groupId: "readers", memberIds: [join.memberId])
+        #expect(try broker.deleteGroup("readers"))
+        #expect(try !broker.deleteGroup("never-existed"))
+
+        let p = ConsumerOffsetsTopic.partition(forGroup: "readers", partitions: 50)
+        let log = try broker.log(topic: "__consumer_offsets", partition: p)
+        let records = try Broker.records(in: try log.read(from: 0, maxBytes: 1 << 20).slice!, topic: "__consumer_offsets", partition: p, from: 0)
+        #expect(records.map(\.key) == Array(repeating: ConsumerOffsetsTopic.groupKey("readers"), count: 3))
+        #expect(Array(records[0].key!.prefix(2)) == [0, 2], "key version 2: GroupMetadataKey")
+
+        // Stable: value v3 with one member, its subscription and assignment.
+        var r = BigEndianReader(try #require(records[0].value))
+        #expect(r.int16() == 3)
+        #expect(r.string() == "consumer")
+        #expect(r.int32() == join.generation)
+        #expect(r.string() == "range")
+        #expect(r.string() == join.memberId, "leader")
+        _ = r.int64()
+        #expect(r.int32() == 1)
+        #expect(r.string() == join.memberId)
+        #expect(r.string() == "reader-1")
+        #expect(r.string() == "app")
+        #expect(r.string() == "/127.0.0.1")
+        #expect(r.int32() == 20_000)
+        #expect(r.int32() == 10_000)
+        #expect(r.bytes() == [9, 8, 7])
+        #expect(r.bytes() == [1, 2, 3])
+        #expect(r.atEnd)
+
+        // Empty: a new generation, no protocol, no leader, no members.
+        var e = BigEndianReader(try #require(records[1].value))
+        #expect(e.int16() == 3)
+        #expect(e.string() == "consumer")
+        #expect(e.int32() == join.generation + 1)
+        #expect(e.string() == nil)
+        #expect(e.string() == nil)
+        _ = e.int64()
+        #expect(e.int32() == 0)
+        #expect(e.atEnd)
+
+        #expect(records[2].value == nil, "DeleteGroups: tombstone")
+        try broker.close()
     }
 
     @Test(arguments: ["../x", "a/b", String(repeating: "t", count: 250), "", ".", ".."])
@@ -430,5 +491,36 @@ func json(_ i: Int, user: String? = nil) -> [UInt8] {
         #expect(throws: BrokerError.self) { try broker.log(topic: "d", partition: 1) }
         try broker.produce(topic: "d", records: [ProducerRecord(value: json(1), timestamp: 1)], partition: 0)
         try broker.close()
+    }
+}
+
+/// Reads the big-endian fields of Kafka's internal records (int16-length strings, -1 for null).
+struct BigEndianReader {
+    private let data: [UInt8]
+    private var at = 0
+    init(_ bytes: [UInt8]) { self.data = bytes }
+    var atEnd: Bool { at == data.count }
+    /// The next `width` bytes as an unsigned big-endian number (all ones past the end).
+    private mutating func raw(_ width: Int) -> UInt64 {
+        guard at + width <= data.count else { at = data.count; return .max }
+        var v: UInt64 = 0
+        for b in data[at..<at + width] { v = v << 8 | UInt64(b) }
+        at += width
+        return v
+    }
+    mutating func int16() -> Int16 { Int16(bitPattern: UInt16(truncatingIfNeeded: raw(2))) }
+    mutating func int32() -> Int32 { Int32(bitPattern: UInt32(truncatingIfNeeded: raw(4))) }
+    mutating func int64() -> Int64 { Int64(bitPattern: raw(8)) }
+    mutating func string() -> String? {
+        let n = Int(int16())
+        guard n >= 0, at + n <= data.count else { return nil }
+        defer { at += n }
+        return String(decoding: data[at..<at + n], as: UTF8.self)
+    }
+    mutating func bytes() -> [UInt8]? {
+        let n = Int(int32())
+        guard n >= 0, at + n <= data.count else { return nil }
+        defer { at += n }
+        return Array(data[at..<at + n])
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import StrataBroker
 @testable import StrataKafka
+import StrataLog
 
 /// Raw-socket tests of the Kafka listener: framing, the ApiVersions handshake, and hostile input.
 /// (Real clients are exercised by tools/compat/test_clients.py.)
@@ -27,19 +28,28 @@ import Testing
             try? FileManager.default.removeItem(atPath: dir)
         }
 
-        /// Sends `bytes` on a new connection; returns what comes back before EOF or 15 s of silence.
-        func exchange(_ bytes: [UInt8]) throws -> [UInt8] {
+        /// A connection to the server; reads time out after 15 s of silence (generous: the suite
+        /// runs beside heavy tests on 2 cores; a complete response returns at once).
+        func connect() throws -> Int32 {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { Glibc.close(fd) }
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_port = UInt16(server.port).bigEndian
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-            guard rc == 0 else { throw CocoaError(.fileReadUnknown) }
-            // Generous: the suite runs beside heavy tests on 2 cores; a complete response returns at once.
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            guard rc == 0 else {
+                Glibc.close(fd)
+                throw CocoaError(.fileReadUnknown)
+            }
             var timeout = timeval(tv_sec: 15, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            return fd
+        }
+
+        /// Sends `bytes` on a new connection; returns what comes back before EOF or 15 s of silence.
+        func exchange(_ bytes: [UInt8]) throws -> [UInt8] {
+            let fd = try connect()
+            defer { Glibc.close(fd) }
             _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             var out: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 65536)
@@ -128,4 +138,84 @@ import Testing
         #expect(f.broker.topicNames().isEmpty)
         #expect(!FileManager.default.fileExists(atPath: f.dir + "/x"))
     }
+    /// Pipelined Produce requests on one connection, small ones (appended on the event loop) mixed
+    /// with large ones (validated on the pool while later requests arrive), acks=1 and acks=all to
+    /// a `sync` topic, plain and idempotent: every request is appended in the order it was sent
+    /// (one record per request: the i-th request gets offset i), and no idempotent batch is
+    /// refused as out of order.
+    @Test(arguments: [false, true]) func pipelinedProducesAppendInRequestOrder(idempotent: Bool) throws {
+        let f = try Fixture()
+        defer { try? f.close() }
+        try f.broker.createTopic("ordered", partitions: 1, configs: ["flush.mode": "sync"])
+        let count = 60
+        var frames: [UInt8] = []
+        for i in 0..<count {
+            let size = i % 3 == 0 ? 300_000 : 100
+            var value = Array("\(i):".utf8)
+            value += [UInt8](repeating: UInt8(ascii: "x"), count: size)
+            let batch = RecordBatchBuilder.build([ProducerRecord(value: value, timestamp: 1_700_000_000_000 + Int64(i))],
+                                                 producerId: idempotent ? 7 : -1, producerEpoch: idempotent ? 0 : -1,
+                                                 baseSequence: idempotent ? Int32(i) : -1)
+            var body: [UInt8] = []
+            func be<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.bigEndian) { body.append(contentsOf: $0) } }
+            be(Int16(-1)); be(Int16(i % 2 == 0 ? -1 : 1)); be(Int32(30_000))
+            be(Int32(1)); be(Int16(7)); body += Array("ordered".utf8)
+            be(Int32(1)); be(Int32(0)); be(Int32(batch.count)); body += batch
+            frames += Self.frame(apiKey: 0, version: 8, correlation: Int32(i), body: body)
+        }
+        let fd = try f.connect()
+        defer { Glibc.close(fd) }
+        let all = frames
+        let sender = Thread {
+            var sent = 0
+            while sent < all.count {
+                let n = all.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+                if n <= 0 { return }
+                sent += n
+            }
+        }
+        sender.start()
+        var pending: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        for i in 0..<count {
+            var frame: [UInt8] = []
+            while frame.isEmpty {
+                if pending.count >= 4 {
+                    let size = Int(Int32(bigEndian: pending.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }))
+                    if pending.count >= 4 + size {
+                        frame = Array(pending[4..<(4 + size)])
+                        pending.removeFirst(4 + size)
+                        break
+                    }
+                }
+                let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                try #require(n > 0, "response \(i) of \(count) arrived")
+                pending += chunk[0..<n]
+            }
+            // correlation | topics[1] name(7) | partitions[1] index error baseOffset ...
+            func int<T: FixedWidthInteger>(_: T.Type, at o: Int) -> T { frame.withUnsafeBytes { T(bigEndian: $0.loadUnaligned(fromByteOffset: o, as: T.self)) } }
+            #expect(int(Int32.self, at: 0) == Int32(i), "responses come back in request order")
+            let partitionAt = 4 + 4 + 2 + 7 + 4
+            #expect(int(Int16.self, at: partitionAt + 4) == 0, "request \(i) appended without error")
+            #expect(int(Int64.self, at: partitionAt + 6) == Int64(i), "request \(i) got offset \(i)")
+        }
+        let log = try f.broker.log(topic: "ordered", partition: 0)
+        #expect(log.logEndOffset == Int64(count))
+        var offset: Int64 = 0
+        while offset < Int64(count) {
+            let read = try log.read(from: offset, maxBytes: 1 << 20)
+            var progressed = false
+            try read.slice?.forEachBatch { batch in
+                try batch.forEachRecord { record in
+                    let value = record.value.map { String(decoding: $0.prefix(8), as: UTF8.self) } ?? ""
+                    #expect(record.offset == offset)
+                    #expect(value.hasPrefix("\(offset):"), "offset \(offset) holds request \(offset)'s record")
+                    offset += 1
+                    progressed = true
+                }
+            }
+            try #require(progressed)
+        }
+    }
 }
+

@@ -124,11 +124,8 @@ extension KafkaRequestHandler {
     func deleteGroups(_ request: DeleteGroupsRequest) -> DeleteGroupsResponse {
         DeleteGroupsResponse(results: request.groups.map { group in
             if let d = coordinator.describe(group), !d.members.isEmpty { return (group, .nonEmptyGroup) }
-            let known = coordinator.describe(group) != nil
             do {
-                let deleted = try broker.deleteCommittedOffsets(group: group)
-                coordinator.forget(groupId: group)
-                return (group, deleted > 0 || known ? .none : .groupIdNotFound)
+                return (group, try broker.deleteGroup(group) ? .none : .groupIdNotFound)
             } catch {
                 return (group, ErrorCode(any: error))
             }

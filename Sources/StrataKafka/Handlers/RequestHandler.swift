@@ -20,7 +20,11 @@ struct RequestHeader {
 /// in `Handlers/`; no byte layouts live here.
 final class KafkaRequestHandler: Sendable {
     let broker: Broker
+    /// Blocking waits (durability for acks=all, coordinator waits).
     let threadPool: NIOThreadPool
+    /// CPU work taken off the event loops (validating large produce requests): as many threads
+    /// as cores, never blocked by a wait.
+    let validationPool: NIOThreadPool
     let nodeId: Int32 = 1
     /// (host, port) clients are told to connect to; set once the listener is bound.
     let advertised: NIOLockedValueBox<(host: String, port: Int32)>
@@ -31,11 +35,12 @@ final class KafkaRequestHandler: Sendable {
     let log: @Sendable (String) -> Void
     private let reported = NIOLockedValueBox(Set<String>())
 
-    init(broker: Broker, threadPool: NIOThreadPool, advertisedHost: String, advertisedPort: Int,
+    init(broker: Broker, threadPool: NIOThreadPool, validationPool: NIOThreadPool, advertisedHost: String, advertisedPort: Int,
          log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.log = log
         self.broker = broker
         self.threadPool = threadPool
+        self.validationPool = validationPool
         self.advertised = NIOLockedValueBox((advertisedHost, Int32(clamping: advertisedPort)))
         self.clusterId = (try? broker.metadata.clusterId()) ?? "strata"
     }
@@ -53,7 +58,9 @@ final class KafkaRequestHandler: Sendable {
 
     /// The response body (after the frame header), nil when no response must be sent (acks=0).
     /// `body` is positioned after the request header and set to the version's encoding.
-    func handle(_ header: RequestHeader, _ body: inout KafkaReader, eventLoop: EventLoop, clientHost: String) throws -> EventLoopFuture<ByteBuffer?> {
+    /// `appends` is the connection's (see AppendOrder).
+    func handle(_ header: RequestHeader, _ body: inout KafkaReader, eventLoop: EventLoop, clientHost: String,
+                appends: AppendOrder) throws -> EventLoopFuture<ByteBuffer?> {
         guard let api = ApiKey(rawValue: header.apiKey) else { throw ProtocolError("unknown API key \(header.apiKey)") }
         let v = header.apiVersion
         if api == .apiVersions && !api.advertised.contains(v) {
@@ -72,7 +79,7 @@ final class KafkaRequestHandler: Sendable {
             _ = try ApiVersionsRequest.read(&body, version: v)
             return reply(apiVersions(error: .none))
         case .metadata: return reply(metadata(try .read(&body, version: v), v))
-        case .produce: return produce(try .read(&body, version: v), v, eventLoop: eventLoop)
+        case .produce: return produce(try .read(&body, version: v), v, eventLoop: eventLoop, order: appends)
         case .fetch:  // v0-v3: magic 0/1 message sets (LegacyMessageSets.swift)
             return v < 4 ? legacyFetch(try .read(&body, version: v), v, eventLoop: eventLoop) : fetch(try .read(&body, version: v), v, eventLoop: eventLoop)
         case .listOffsets: return reply(listOffsets(try .read(&body, version: v), v))

@@ -50,16 +50,17 @@ enum FileIO {
         return stat(path, &st) == 0
     }
 
-    /// Reserves real blocks so that a later write through a mapping cannot hit ENOSPC (which
-    /// would be a SIGBUS): a full disk is reported here, when a segment is created.
-    static func reserve(fd: Int32, bytes: Int, path: String) throws(LogError) {
-        try fault(.allocate, path, "fallocate \(bytes) bytes")
-        if cplatform_fallocate(fd, 0, 0, Int64(bytes)) != 0 {
+    /// Reserves real blocks for `[offset, offset + bytes)`, extending the file, so that a later
+    /// write through a mapping cannot hit ENOSPC (which would be a SIGBUS): a full disk is
+    /// reported here, before anything is written.
+    static func reserve(fd: Int32, from offset: Int = 0, bytes: Int, path: String) throws(LogError) {
+        try fault(.allocate, path, "fallocate \(bytes) bytes at \(offset)")
+        if cplatform_fallocate(fd, 0, Int64(offset), Int64(bytes)) != 0 {
             let e = errno
             // Filesystems without fallocate (tmpfs on old kernels, some FUSE) fall back to
             // posix_fallocate, which writes zeros but still fails cleanly on ENOSPC.
             if e == EOPNOTSUPP || e == ENOSYS {
-                let rc = posix_fallocate(fd, 0, off_t(bytes))
+                let rc = posix_fallocate(fd, off_t(offset), off_t(bytes))
                 guard rc == 0 else { throw LogError.io(operation: "posix_fallocate", path: path, errno: rc) }
             } else {
                 throw LogError.io(operation: "fallocate \(bytes) bytes", path: path, errno: e)

@@ -7,8 +7,9 @@ import Synchronization
 /// no checksum: an index is a cache of its `.log` and is rebuilt whenever it is missing or fails
 /// its sanity check (as in Kafka).
 ///
-/// The active segment's index is preallocated to `maxBytes` with fallocate and mapped writable;
-/// on roll or close it is trimmed to its entries. Entries are published to readers through
+/// The active segment's index is mapped writable for `maxBytes` while its file grows by
+/// fallocate in steps (doubling from 4 KiB up to 1 MiB) just ahead of the entries, so an idle
+/// segment's index takes one page; on roll or close it is trimmed to its entries. Entries are published to readers through
 /// `entryCount` (release/acquire), and written entries never change, so lookups take no lock.
 /// `@unchecked Sendable`: one writer (under its partition's writer lock) appends entries and then
 /// publishes `entryCount` with release; readers load it with acquire and read only entries below
@@ -20,18 +21,47 @@ final class IndexFile: @unchecked Sendable {
     private let mapping: Mapping
     private var fd: Int32
     private let count: Atomic<Int>
+    /// Entries the file has blocks for (writer only): appends stay below it.
+    private var reservedEntries: Int
 
     var entryCount: Int { count.load(ordering: .acquiring) }
     var isFull: Bool { entryCount >= maxEntries }
     var sizeInBytes: Int { entryCount * entrySize }
 
-    private init(path: String, entrySize: Int, maxEntries: Int, mapping: Mapping, fd: Int32, entryCount: Int) {
+    private init(path: String, entrySize: Int, maxEntries: Int, mapping: Mapping, fd: Int32, entryCount: Int, reservedEntries: Int) {
         self.path = path
         self.entrySize = entrySize
         self.maxEntries = maxEntries
         self.mapping = mapping
         self.fd = fd
         self.count = Atomic(entryCount)
+        self.reservedEntries = reservedEntries
+    }
+
+    static let minimumReserveStep = 4096
+    static let maximumReserveStep = 1 << 20
+
+    /// Whether one more entry has room reserved.
+    var canAppend: Bool { entryCount < min(reservedEntries, maxEntries) }
+
+    /// Makes sure the file has blocks for `entries` entries (capped at `maxEntries`), growing it
+    /// by one step. Writer only.
+    func reserveRoom(forEntries entries: Int) throws(LogError) {
+        let wanted = min(entries, maxEntries)
+        guard wanted > reservedEntries, fd >= 0 else { return }
+        reservedEntries = try Self.grow(fd: fd, path: path, entrySize: entrySize, maxEntries: maxEntries,
+                                        from: reservedEntries, to: wanted)
+    }
+
+    /// Reserves from `from` entries to at least `to`: one step past the current size, doubling
+    /// from 4 KiB to 1 MiB, in whole pages, never past `maxEntries`. Returns the entries reserved.
+    private static func grow(fd: Int32, path: String, entrySize: Int, maxEntries: Int, from: Int, to: Int) throws(LogError) -> Int {
+        let current = from * entrySize
+        let step = min(max(current, minimumReserveStep), maximumReserveStep)
+        let page = 4096
+        let target = min(maxEntries * entrySize, (max(to * entrySize, current + step) + page - 1) / page * page)
+        try FileIO.reserve(fd: fd, from: current, bytes: target - current, path: path)
+        return target / entrySize
     }
 
     deinit {
@@ -39,8 +69,12 @@ final class IndexFile: @unchecked Sendable {
     }
 
     /// Opens (creating if needed) an index for appending. `validEntries` entries at the start of
-    /// the file are kept; everything after them is zeroed space for new entries.
-    static func openWritable(path: String, entrySize: Int, maxBytes: Int, validEntries: Int) throws(LogError) -> IndexFile {
+    /// the file are kept; everything after them is zeroed space for new entries. The file gets
+    /// blocks for two more entries (the next one and the time index's seal slot); the mapping
+    /// covers `maxBytes`, of which only the reserved part is ever touched.
+    /// With `tolerateFullDisk` (a segment reopened with data) a full disk leaves the index full
+    /// instead of failing; a new segment's index fails.
+    static func openWritable(path: String, entrySize: Int, maxBytes: Int, validEntries: Int, tolerateFullDisk: Bool = true) throws(LogError) -> IndexFile {
         // A rebuilt index may hold more entries than the configured size allows (the setting was
         // lowered since it was written); keep room for them, plus the time index's reserved slot.
         var maxEntries = max(maxBytes / entrySize, validEntries + 2)
@@ -48,13 +82,14 @@ final class IndexFile: @unchecked Sendable {
         do throws(LogError) {
             // Zero the tail so stale bytes past the valid entries can never be mistaken for entries.
             try FileIO.truncate(fd: fd, to: validEntries * entrySize, path: path)
+            var reserved = validEntries
             do throws(LogError) {
-                try FileIO.reserve(fd: fd, bytes: maxEntries * entrySize, path: path)
+                reserved = try grow(fd: fd, path: path, entrySize: entrySize, maxEntries: maxEntries, from: validEntries, to: validEntries + 2)
             } catch {
-                // A full disk at open: keep only the two slots past the entries (the time index's
-                // seal entry), if the blocks the file already has hold them; the index is then
-                // full and the segment rolls at its next append, which fails until space returns.
-                guard case .io(_, _, let e) = error, e == ENOSPC || e == EDQUOT else { throw error }
+                // A full disk at open: keep the two slots past the entries (the time index's seal
+                // entry) if the blocks the file already has hold them; the index is then full and
+                // the segment rolls at its next append, which fails until space returns.
+                guard tolerateFullDisk, case .io(_, _, let e) = error, e == ENOSPC || e == EDQUOT else { throw error }
                 let needed = (validEntries + 2) * entrySize
                 var st = stat()
                 if fstat(fd, &st) == 0, Int(st.st_blocks) * 512 >= needed {
@@ -63,9 +98,11 @@ final class IndexFile: @unchecked Sendable {
                 } else {
                     maxEntries = validEntries  // no room at all: full from the start
                 }
+                reserved = maxEntries
             }
             let mapping = try Mapping(fd: fd, length: maxEntries * entrySize, writable: true, path: path)
-            return IndexFile(path: path, entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, fd: fd, entryCount: validEntries)
+            return IndexFile(path: path, entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, fd: fd,
+                             entryCount: validEntries, reservedEntries: reserved)
         } catch {
             close(fd)
             throw error
@@ -81,7 +118,8 @@ final class IndexFile: @unchecked Sendable {
             throw LogError.corrupt(path: path, reason: "size \(size) is not a multiple of the entry size \(entrySize)")
         }
         let mapping = try Mapping(fd: fd, length: size, writable: false, path: path)
-        return IndexFile(path: path, entrySize: entrySize, maxEntries: size / entrySize, mapping: mapping, fd: -1, entryCount: size / entrySize)
+        return IndexFile(path: path, entrySize: entrySize, maxEntries: size / entrySize, mapping: mapping, fd: -1,
+                         entryCount: size / entrySize, reservedEntries: size / entrySize)
     }
 
     /// An index held in private memory, never written to disk: what a read-only opener uses when
@@ -93,7 +131,8 @@ final class IndexFile: @unchecked Sendable {
         if !entries.isEmpty {
             entries.withUnsafeBytes { mapping.mutableBytes(0..<entries.count).copyMemory(from: $0) }
         }
-        return IndexFile(path: "(memory)", entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, fd: -1, entryCount: count)
+        return IndexFile(path: "(memory)", entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, fd: -1,
+                         entryCount: count, reservedEntries: maxEntries)
     }
 
     /// Writes a complete index file (used by rebuilds), replacing any previous one atomically.
@@ -113,7 +152,7 @@ final class IndexFile: @unchecked Sendable {
     /// Appends one entry; single writer only.
     func append(_ fill: (UnsafeMutableRawBufferPointer) -> Void) {
         let n = count.load(ordering: .relaxed)
-        precondition(n < maxEntries, "append to a full index \(path)")
+        precondition(n < maxEntries && n < reservedEntries, "append to a full index or past its reserved blocks: \(path)")
         fill(mapping.mutableBytes(n * entrySize..<(n + 1) * entrySize))
         count.store(n + 1, ordering: .releasing)
     }
@@ -250,7 +289,7 @@ final class TimeIndex: @unchecked Sendable {
             guard timestamp > last.timestamp else { return }
             precondition(offset >= last.offset, "time index offsets must not decrease")
         }
-        guard final ? !file.isFull : !isFull else { return }
+        guard final ? !file.isFull : !isFull, file.canAppend else { return }
         file.append { p in
             p.storeBytes(of: timestamp.bigEndian, toByteOffset: 0, as: Int64.self)
             p.storeBytes(of: UInt32(offset - baseOffset).bigEndian, toByteOffset: 8, as: UInt32.self)

@@ -22,6 +22,10 @@ public struct LogConfig: Sendable, Equatable {
     public var indexIntervalBytes: Int = 4096
     /// segment.index.bytes: preallocated size of each index; a full index rolls the segment.
     public var segmentIndexBytes: Int = 10 * 1024 * 1024
+    /// segment.reserve.step.bytes (Strata): the active segment's file grows by fallocate in
+    /// steps that double from 64 KiB up to this, so disk is reserved as data arrives (an idle
+    /// partition takes a few KiB) and a full disk is an error before a write, never a SIGBUS.
+    public var reserveStepBytes: Int = 8 * 1024 * 1024
     /// max.message.bytes: largest batch accepted (Kafka's default).
     public var maxMessageBytes: Int = 1_048_588
     /// flush.mode: see `FlushMode`.
@@ -40,6 +44,9 @@ public struct LogConfig: Sendable, Equatable {
         }
         guard maxMessageBytes >= RecordBatch.headerSize, maxMessageBytes <= segmentBytes else {
             throw .invalidConfig("max.message.bytes must be in [\(RecordBatch.headerSize), segment.bytes=\(segmentBytes)], got \(maxMessageBytes)")
+        }
+        guard reserveStepBytes >= 4096, reserveStepBytes <= 1 << 30 else {
+            throw .invalidConfig("segment.reserve.step.bytes must be in [4096, \(1 << 30)], got \(reserveStepBytes)")
         }
         guard indexIntervalBytes >= 0 else { throw .invalidConfig("index.interval.bytes must be >= 0") }
         guard segmentIndexBytes >= TimeIndex.entrySize * 2 else {

@@ -113,8 +113,9 @@ struct BatchScan {
 
 /// One segment: a `.log` of RecordBatch v2 bytes plus its `.index` and `.timeindex`.
 ///
-/// The active segment's log is fallocated to `segmentBytes` and mapped writable; appends copy into
-/// the mapping and publish the new end through `committedSize`. Readers take slices of the mapping
+/// The active segment's log is mapped writable for `segmentBytes` while its file grows by
+/// fallocate in steps just ahead of the data (`reserveRoom`); appends copy into the mapping (or
+/// pwrite) and publish the new end through `committedSize`. Readers take slices of the mapping
 /// that retain the segment, so its mapping lives until the last reader is done, even after the
 /// segment was rolled or deleted. Closed segments found at load are mapped read-only on first use.
 /// `@unchecked Sendable`: its mutable state (indexing state, capacity, the active flag) changes
@@ -136,7 +137,10 @@ final class LogSegment: @unchecked Sendable {
 
     /// Written only by the partition's single writer.
     private var indexing: IndexingState
+    /// Most bytes this segment may hold (the mapping's length).
     private var capacity: Int
+    /// Bytes the file has blocks for (its size while active): appends stay below it.
+    private var reserved: Int
     private(set) var isActive: Bool
     private let createdMs: Int64
     /// segment.ms less this segment's jitter.
@@ -180,6 +184,7 @@ final class LogSegment: @unchecked Sendable {
         self.storageLock = Mutex(storage)
         self.indexing = indexing
         self.capacity = capacity
+        self.reserved = size
         self.isActive = active
         self.createdMs = monotonicMillis()
         // segment.jitter.ms: Kafka's rule, a random amount below min(jitter, segment.ms).
@@ -201,16 +206,15 @@ final class LogSegment: @unchecked Sendable {
 
     // MARK: Creation and loading
 
-    /// Creates a new, empty active segment. Reserving `segmentBytes` up front makes a full disk an
-    /// error here rather than a SIGBUS on a later write into the mapping.
+    /// Creates a new, empty active segment. Its log file is empty until the first append
+    /// reserves room (`reserveRoom`); its indexes hold one page each.
     static func create(directory: String, baseOffset: Int64, config: LogConfig) throws(LogError) -> LogSegment {
         let path = SegmentName.logPath(directory, baseOffset)
         let fd = try FileIO.open(path, flags: O_RDWR | O_CREAT | O_TRUNC)
         do {
-            try FileIO.reserve(fd: fd, bytes: config.segmentBytes, path: path)
             let storage = try openWritableStorage(
                 directory: directory, baseOffset: baseOffset, fd: fd, capacity: config.segmentBytes, config: config,
-                offsetEntries: 0, timeEntries: 0)
+                offsetEntries: 0, timeEntries: 0, tolerateFullDisk: false)
             return LogSegment(
                 baseOffset: baseOffset, directory: directory, config: config, storage: storage, size: 0,
                 nextOffset: baseOffset, maxTimestamp: -1, indexing: IndexingState(segmentBase: baseOffset),
@@ -240,19 +244,11 @@ final class LogSegment: @unchecked Sendable {
         let path = SegmentName.logPath(directory, baseOffset)
         let fd = try FileIO.open(path, flags: O_RDWR | O_CREAT)
         do throws(LogError) {
-            // Drop anything past the valid prefix, then reserve room for appends again.
+            // Drop anything past the valid prefix; room for appends is reserved as they come,
+            // so a full disk at open only makes the next append fail with ENOSPC (until space
+            // returns: no restart needed) while the data is served.
             try FileIO.truncate(fd: fd, to: scan.validBytes, path: path)
-            var capacity = max(config.segmentBytes, scan.validBytes)
-            do throws(LogError) {
-                try FileIO.reserve(fd: fd, bytes: capacity, path: path)
-            } catch {
-                // A full disk at open: the data is served, and the segment takes no more (its
-                // capacity is what it holds), so the next append rolls, which fails with ENOSPC
-                // until space returns and then succeeds: no restart needed. (An empty segment
-                // has nothing to serve and no room: the error stands.)
-                guard case .io(_, _, let e) = error, e == ENOSPC || e == EDQUOT, scan.validBytes > 0 else { throw error }
-                capacity = scan.validBytes
-            }
+            let capacity = max(config.segmentBytes, scan.validBytes)
             var counts = indexesValid
             if counts == nil {
                 try IndexFile.writeFile(path: SegmentName.offsetIndexPath(directory, baseOffset),
@@ -275,16 +271,16 @@ final class LogSegment: @unchecked Sendable {
     }
 
     private static func openWritableStorage(directory: String, baseOffset: Int64, fd: Int32, capacity: Int, config: LogConfig,
-                                            offsetEntries: Int, timeEntries: Int) throws(LogError) -> Storage
+                                            offsetEntries: Int, timeEntries: Int, tolerateFullDisk: Bool = true) throws(LogError) -> Storage
     {
         let path = SegmentName.logPath(directory, baseOffset)
         let mapping = try Mapping(fd: fd, length: capacity, writable: true, path: path)
         let offsetFile = try IndexFile.openWritable(
             path: SegmentName.offsetIndexPath(directory, baseOffset), entrySize: OffsetIndex.entrySize,
-            maxBytes: config.segmentIndexBytes, validEntries: offsetEntries)
+            maxBytes: config.segmentIndexBytes, validEntries: offsetEntries, tolerateFullDisk: tolerateFullDisk)
         let timeFile = try IndexFile.openWritable(
             path: SegmentName.timeIndexPath(directory, baseOffset), entrySize: TimeIndex.entrySize,
-            maxBytes: config.segmentIndexBytes, validEntries: timeEntries)
+            maxBytes: config.segmentIndexBytes, validEntries: timeEntries, tolerateFullDisk: tolerateFullDisk)
         return Storage(mapping: mapping, offsetIndex: OffsetIndex(baseOffset: baseOffset, file: offsetFile),
                        timeIndex: TimeIndex(baseOffset: baseOffset, file: timeFile), fd: fd)
     }
@@ -447,8 +443,33 @@ final class LogSegment: @unchecked Sendable {
     /// Whether a batch of `batchSize` bytes whose offsets end at `lastOffset` and whose largest
     /// timestamp is `maxTimestamp` must go to a new segment. Kafka's rules: size, age, a full
     /// index, relative-offset overflow.
-    /// Whether a batch of `batchSize` bytes fits what is reserved.
+    /// Whether a batch of `batchSize` bytes fits the segment.
     func hasRoom(for batchSize: Int) -> Bool { size + batchSize <= capacity }
+
+    static let minimumReserveStep = 64 * 1024
+
+    /// Gives the files real blocks for one more batch of `batchSize` bytes and its index entries,
+    /// before anything is written: the log grows by one step (doubling from 64 KiB up to
+    /// `reserveStepBytes`, whole pages, never past the capacity), so disk follows the data and a
+    /// full disk is an error here (ENOSPC, nothing changed), never a SIGBUS in the mapping.
+    /// Writer only; the caller checked `hasRoom`.
+    func reserveRoom(for batchSize: Int) throws(LogError) {
+        let s = try storage()
+        let needed = size + batchSize
+        if needed > reserved {
+            let step = min(max(reserved, Self.minimumReserveStep), config.reserveStepBytes)
+            let page = 4096
+            let target = min(capacity, (max(needed, reserved + step) + page - 1) / page * page)
+            try FileIO.reserve(fd: s.fd, from: reserved, bytes: target - reserved, path: logPath)
+            reserved = target
+        }
+        try s.offsetIndex.file.reserveRoom(forEntries: s.offsetIndex.entryCount + 1)
+        // Plus the slot the seal's final entry takes.
+        try s.timeIndex.file.reserveRoom(forEntries: s.timeIndex.entryCount + 2)
+    }
+
+    /// Bytes of disk the log file holds reserved (its size while active).
+    var reservedBytes: Int { reserved }
 
     func shouldRoll(batchSize: Int, lastOffset: Int64, maxTimestamp: Int64, nowMs: Int64) -> String? {
         let current = size
@@ -471,7 +492,7 @@ final class LogSegment: @unchecked Sendable {
         precondition(isActive, "append to a closed segment")
         let s = try storage()
         let position = committedSize.load(ordering: .relaxed)
-        precondition(position + batch.count <= capacity, "batch does not fit the segment; roll first (hasRoom)")
+        precondition(position + batch.count <= reserved, "batch does not fit the reserved blocks; reserveRoom first")
         if batch.count >= LogSegment.writeSyscallThreshold {
             try writeThroughKernel(batch: batch, baseOffset: assigned, at: position, fd: s.fd)
         } else {
@@ -481,7 +502,9 @@ final class LogSegment: @unchecked Sendable {
         }
         let entries = indexing.observe(baseOffset: assigned, maxTimestamp: maxTimestamp, position: position, size: batch.count,
                                        indexIntervalBytes: config.indexIntervalBytes)
-        if let e = entries.offset { s.offsetIndex.append(offset: e.offset, position: e.position) }
+        // No room for an entry only after a full disk at open (the index is then full and the
+        // next append rolls): a sparse index may skip one.
+        if let e = entries.offset, s.offsetIndex.file.canAppend { s.offsetIndex.append(offset: e.offset, position: e.position) }
         if let t = entries.time { s.timeIndex.maybeAppend(timestamp: t.timestamp, offset: t.offset) }
         publishedMaxTimestamp.store(indexing.maxTimestamp, ordering: .relaxed)
         publishedNextOffset.store(lastOffset + 1, ordering: .relaxed)
@@ -542,6 +565,7 @@ final class LogSegment: @unchecked Sendable {
         try FileIO.truncate(fd: s.fd, to: size, path: logPath)
         s.mapping.makeReadOnly()
         capacity = size
+        reserved = size
         isActive = false
     }
 

@@ -245,6 +245,8 @@ public final class PartitionLog: @unchecked Sendable {
             guard state.active.hasRoom(for: batch.count) else {
                 throw LogError.io(operation: "append \(batch.count) bytes: no room reserved in the active segment", path: directory, errno: ENOSPC)
             }
+            // A full disk here is an error for this append only: nothing was written.
+            try state.active.reserveRoom(for: batch.count)
             do throws(LogError) {
                 try state.active.append(batch: batch, baseOffset: base, lastOffset: base + delta, maxTimestamp: maxTimestamp)
             } catch {

@@ -24,6 +24,8 @@ import Testing
     @Test func aFullDiskAtRollIsAnErrorAndAppendsNothing() throws {
         let dir = TempDirectory()
         let (log, _) = try PartitionLog.open(directory: dir.path, config: .small(segmentBytes: 4096, flushMode: .os))
+        // The first append reserves the whole (small) segment; the next reservation is the roll's.
+        try log.append(makeBatch(first: 0, count: 2, valueSize: 100))
         FileIO.inject(.fallocateENOSPC, under: dir.path)  // taken by the first roll
         var failure: LogError?
         for _ in 0..<100 {
@@ -49,5 +51,50 @@ import Testing
         #expect(try readAll(log).count == Int(end) + 2)
         #expect(log.verify().isEmpty)
         try log.close()
+    }
+
+    /// The active segment's file grows in steps as data arrives; a full disk at a step is an
+    /// error for that append only (nothing written, the partition stays writable), and the same
+    /// append succeeds once space is back.
+    @Test func aFullDiskAtAReservationStepIsAnErrorForThatAppendOnly() throws {
+        let dir = TempDirectory()
+        var config = LogConfig.small(segmentBytes: 4 << 20, flushMode: .os)
+        config.reserveStepBytes = 256 * 1024
+        let (log, _) = try PartitionLog.open(directory: dir.path, config: config)
+        let logFile = dir.path + "/" + SegmentName.base(0) + ".log"
+        func fileSize() -> Int { FileIO.fileSize(path: logFile) ?? -1 }
+        #expect(fileSize() == 0, "an empty partition reserves no log space")
+        try log.append(makeBatch(first: 0, count: 2, valueSize: 100))
+        let firstStep = fileSize()
+        #expect(firstStep == 64 * 1024, "the first step is 64 KiB, not the segment")
+        FileIO.inject(.fallocateENOSPC, under: dir.path)
+        var failure: LogError?
+        for _ in 0..<2000 {
+            let endBefore = log.logEndOffset
+            do {
+                try log.append(makeBatch(first: Int(endBefore), count: 2, valueSize: 100))
+            } catch {
+                failure = error
+                #expect(log.logEndOffset == endBefore, "nothing appended")
+                break
+            }
+        }
+        guard case .io(let op, _, let e)? = failure else { Issue.record("no ENOSPC seen: \(String(describing: failure))"); return }
+        #expect(e == 28 && op.hasPrefix("fallocate"))
+        #expect(!log.isReadOnly, "a failed reservation does not fence the partition")
+        #expect(log.segmentCount == 1)
+        #expect(fileSize() == firstStep, "the failed step left the file as it was")
+        let end = log.logEndOffset
+        for i in 0..<200 { try log.append(makeBatch(first: Int(end) + 2 * i, count: 2, valueSize: 100)) }
+        let grown = fileSize()
+        let maximumAfterThreeSteps = 64 * 1024 + 128 * 1024 + 256 * 1024
+        #expect(grown > firstStep, "grown in steps")
+        #expect(grown <= maximumAfterThreeSteps, "steps double from 64 KiB and stop at the configured step")
+        #expect(grown >= log.sizeInBytes)
+        #expect(try readAll(log).count == Int(end) + 400)
+        #expect(log.verify().isEmpty)
+        let dataBytes = log.sizeInBytes
+        try log.close()
+        #expect(fileSize() == dataBytes, "a clean close trims the reservation")
     }
 }

@@ -166,6 +166,7 @@ import StrataCore
         let dir = TempDirectory()
         let segment = try LogSegment.create(directory: dir.path, baseOffset: 0, config: .small())
         try makeBatch(first: 0, count: 1).withUnsafeBytes { p in
+            try segment.reserveRoom(for: p.count)
             try segment.append(batch: p, baseOffset: 0, lastOffset: 0, maxTimestamp: 0)
         }
         #expect(segment.shouldRoll(batchSize: 100, lastOffset: Int64(Int32.max), maxTimestamp: 0, nowMs: monotonicMillis()) == nil)
@@ -231,6 +232,7 @@ import StrataCore
         let dir = TempDirectory()
         let segment = try LogSegment.create(directory: dir.path, baseOffset: 0, config: .small())
         let batch = makeBatch(first: 0, count: 5)
+        try segment.reserveRoom(for: batch.count)
         try batch.withUnsafeBytes { try segment.append(batch: $0, baseOffset: 0, lastOffset: 4, maxTimestamp: 0) }
         let slice = try #require(try segment.read(from: 0, maxBytes: 1 << 20))
         try segment.markDeleted()

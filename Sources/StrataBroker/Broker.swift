@@ -111,6 +111,10 @@ public final class Broker: @unchecked Sendable {
         /// offsets.topic.num.partitions: partitions of `__consumer_offsets`, where commits are
         /// mirrored as Kafka writes them (0: no mirror).
         public var offsetsTopicPartitions: Int32 = 50
+        /// group.initial.rebalance.delay.ms: how long an empty consumer group's first join waits
+        /// for more members (Kafka's default: 3 s), so consumers started together share the first
+        /// generation instead of rebalancing at once.
+        public var initialRebalanceDelayMs: Int64 = 3000
         /// The broker settings given explicitly (`serve --config`), by Kafka name, for
         /// DescribeConfigs (STATIC_BROKER_CONFIG vs DEFAULT_CONFIG).
         public var settings: [String: String] = [:]
@@ -169,7 +173,7 @@ public final class Broker: @unchecked Sendable {
     public let producers = ProducerStateTable()
     /// Kafka's classic consumer-group coordinator (the Kafka server's JoinGroup/SyncGroup/...),
     /// ticking while the broker is open for writing.
-    public let groups = GroupCoordinator()
+    public let groups: GroupCoordinator
     let consumerOffsetsMirrorFailures = Atomic<Int>(0)
     /// Partition directories found on disk that no topic in the metadata claims (left alone).
     public private(set) var orphanPartitions: [String] = []
@@ -214,6 +218,7 @@ public final class Broker: @unchecked Sendable {
         self.logManager = logManager
         self.metadata = metadata
         self.topics = Mutex(topics)
+        self.groups = GroupCoordinator(initialRebalanceDelayMs: options.initialRebalanceDelayMs)
     }
 
     // MARK: Opening

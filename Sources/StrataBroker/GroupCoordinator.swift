@@ -93,6 +93,10 @@ public final class GroupCoordinator: Sendable {
         var members: [Member] = []
         var pendingMemberIds: Set<String> = []
         var rebalanceDeadlineMs: Int64 = 0
+        /// While the first generation of an empty group gathers its members (Kafka's
+        /// InitialDelayedJoin): the join does not complete before this, even when every member
+        /// known so far has joined. 0: no delay pending.
+        var initialJoinDeadlineMs: Int64 = 0
         init(id: String) { self.id = id }
         func member(_ id: String) -> Member? { members.first { $0.id == id } }
     }
@@ -113,8 +117,16 @@ public final class GroupCoordinator: Sendable {
     private let timer = Mutex<PeriodicWorker?>(nil)
     private let groupStore = Mutex<GroupStore?>(nil)
 
+    /// group.initial.rebalance.delay.ms: how long an empty group's first join waits for more
+    /// members before it completes, each new member extending the wait by as much (up to the
+    /// rebalance timeout), as Kafka does. Without it, consumers started together get a
+    /// generation of one member and then a rebalance, whose revocation callbacks they did not
+    /// expect (librdkafka's test 0118 commits in one and fails).
+    public let initialRebalanceDelayMs: Int64
+
     /// `nowMs`: the clock (monotonic milliseconds); tests inject their own.
-    public init(nowMs: @escaping @Sendable () -> Int64 = { monotonicMillis() }) {
+    public init(initialRebalanceDelayMs: Int64 = 0, nowMs: @escaping @Sendable () -> Int64 = { monotonicMillis() }) {
+        self.initialRebalanceDelayMs = max(0, initialRebalanceDelayMs)
         self.nowMs = nowMs
     }
 
@@ -232,9 +244,18 @@ public final class GroupCoordinator: Sendable {
             member.lastSeenMs = now
             member.joinPromise = promise
             group.protocolType = protocolType
-            if group.state != .preparingRebalance { prepareRebalance(group, now: now, completions: &completions) }
+            if group.state != .preparingRebalance {
+                let firstJoin = group.state == .empty
+                prepareRebalance(group, now: now, completions: &completions)
+                if firstJoin && initialRebalanceDelayMs > 0 { group.initialJoinDeadlineMs = now + initialRebalanceDelayMs }
+            } else if group.initialJoinDeadlineMs > 0 {
+                // Another member in the initial window: wait as long again, within the rebalance timeout.
+                group.initialJoinDeadlineMs = min(now + initialRebalanceDelayMs, group.rebalanceDeadlineMs)
+            }
             member.joined = true
-            if group.members.allSatisfy(\.joined) { completeJoin(group, now: now, completions: &completions) }
+            if group.members.allSatisfy(\.joined) && now >= group.initialJoinDeadlineMs {
+                completeJoin(group, now: now, completions: &completions)
+            }
             return nil
         }
         completions.forEach { $0() }
@@ -267,6 +288,7 @@ public final class GroupCoordinator: Sendable {
         let gone = group.members.filter { !$0.joined }
         for m in gone { if let p = m.syncPromise { completions.append { p(.rebalanceInProgress, []) } } }
         group.members.removeAll { !$0.joined }
+        group.initialJoinDeadlineMs = 0
         group.generation &+= 1
         guard !group.members.isEmpty else {
             group.state = .empty
@@ -373,12 +395,13 @@ public final class GroupCoordinator: Sendable {
             group.state = .empty
             group.leader = nil
             group.protocolName = nil
+            group.initialJoinDeadlineMs = 0
             group.generation &+= 1
             completions.append(storeCompletion(group))
             return
         }
         if group.state != .preparingRebalance { prepareRebalance(group, now: now, completions: &completions) }
-        if group.members.allSatisfy(\.joined) { completeJoin(group, now: now, completions: &completions) }
+        if group.members.allSatisfy(\.joined) && now >= group.initialJoinDeadlineMs { completeJoin(group, now: now, completions: &completions) }
     }
 
     /// Whether an OffsetCommit from (generation, member) may be stored. Generation -1 with no
@@ -386,6 +409,7 @@ public final class GroupCoordinator: Sendable {
     public func validateCommit(groupId: String, generation: Int32, memberId: String) -> GroupError {
         let now = nowMs()
         return registry.withLock { r in
+            Self.trace("\(groupId) commit gen \(generation) member '\(memberId)' in state \(r.groups[groupId].map { "\($0.state) gen \($0.generation) members \($0.members.map(\.id))" } ?? "none")")
             guard let group = r.groups[groupId], !group.members.isEmpty else {
                 return generation < 0 ? .none : (memberId.isEmpty ? .none : .unknownMemberId)
             }
@@ -415,7 +439,10 @@ public final class GroupCoordinator: Sendable {
                     group.members.removeAll { m in expired.contains { $0 === m } }
                     membersChanged(group, now: now, completions: &completions)
                 }
-                if group.state == .preparingRebalance && now >= group.rebalanceDeadlineMs {
+                if group.state == .preparingRebalance
+                    && (now >= group.rebalanceDeadlineMs
+                        || (group.initialJoinDeadlineMs > 0 && now >= group.initialJoinDeadlineMs && group.members.allSatisfy(\.joined)))
+                {
                     completeJoin(group, now: now, completions: &completions)
                 }
             }

@@ -21,11 +21,12 @@ struct Serve: ParsableCommand {
     @Option(help: "Address clients are told to connect to (Metadata, FindCoordinator); default: --listen.")
     var advertised: String?
 
-    @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: num.partitions (default 1), auto.create.topics.enable (default true), default.replication.factor (1), log.retention.check.interval.ms (default 300000), log.cleaner.backoff.ms (default 15000), log.cleaner.io.max.bytes.per.second (default 0: unlimited), and Kafka's topic-config defaults (log.retention.ms, log.retention.hours, log.segment.bytes, log.roll.ms, log.cleanup.policy, compression.type, message.max.bytes, log.message.timestamp.type, ...).")
+    @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: num.partitions (default 1), auto.create.topics.enable (default true), default.replication.factor (1), log.retention.check.interval.ms (default 300000), log.cleaner.backoff.ms (default 15000), log.cleaner.io.max.bytes.per.second (default 0: unlimited), group.initial.rebalance.delay.ms (default 3000), and Kafka's topic-config defaults (log.retention.ms, log.retention.hours, log.segment.bytes, log.roll.ms, log.cleanup.policy, compression.type, message.max.bytes, log.message.timestamp.type, ...).")
     var configs: [String] = []
 
     static let brokerSettings = ["num.partitions", "auto.create.topics.enable", "default.replication.factor", "offsets.topic.num.partitions",
-                                 "log.retention.check.interval.ms", "log.cleaner.backoff.ms", "log.cleaner.io.max.bytes.per.second"]
+                                 "log.retention.check.interval.ms", "log.cleaner.backoff.ms", "log.cleaner.io.max.bytes.per.second",
+                                 "group.initial.rebalance.delay.ms"]
 
     static func split(_ address: String) throws -> (String, Int) {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
@@ -58,6 +59,9 @@ struct Serve: ParsableCommand {
             case "log.cleaner.io.max.bytes.per.second":
                 guard let v = Int(value), v >= 0 else { throw ValidationError("\(key) must be a number >= 0") }
                 brokerOptions.cleanerMaxBytesPerSecond = v
+            case "group.initial.rebalance.delay.ms":
+                guard let ms = Int64(value), ms >= 0, ms <= 300_000 else { throw ValidationError("\(key) must be a number of milliseconds in 0...300000") }
+                brokerOptions.initialRebalanceDelayMs = ms
             case "log.retention.check.interval.ms", "log.cleaner.backoff.ms":
                 guard let ms = Int64(value), ms >= 0 else { throw ValidationError("\(key) must be a number of milliseconds >= 0") }
                 if key == "log.cleaner.backoff.ms" { brokerOptions.cleanerBackoffMs = ms } else { brokerOptions.retentionCheckIntervalMs = ms }

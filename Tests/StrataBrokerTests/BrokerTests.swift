@@ -145,7 +145,9 @@ func json(_ i: Int, user: String? = nil) -> [UInt8] {
     /// it without members; DeleteGroups writes its tombstone.
     @Test func groupStatesAreMirroredToConsumerOffsets() throws {
         let dir = TempDir()
-        let broker = try Broker.open(dataDirectory: dir.path)
+        var options = Broker.Options()
+        options.initialRebalanceDelayMs = 0  // the join completes at once
+        let broker = try Broker.open(dataDirectory: dir.path, options: options)
         let joined = Mutex<GroupCoordinator.JoinResult?>(nil)
         broker.groups.join(groupId: "readers", memberId: "", instanceId: "reader-1", clientId: "app", clientHost: "/127.0.0.1",
                            sessionTimeoutMs: 10_000, rebalanceTimeoutMs: 20_000, protocolType: "consumer",

@@ -56,4 +56,34 @@ import Testing
         #expect(c.describe("g")?.members.map(\.id).contains(bId) == false)
         #expect(c.heartbeat(groupId: "g", generation: 2, memberId: bId) == GroupError.unknownMemberId)
     }
+
+    /// Kafka's InitialDelayedJoin: consumers started together share the first generation. The
+    /// first join of an empty group waits `initialRebalanceDelayMs`; a member arriving in that
+    /// window extends it by as much; the join completes on the tick after the window.
+    @Test func anEmptyGroupsFirstJoinWaitsForMoreMembers() {
+        let clock = Clock()
+        let c = GroupCoordinator(initialRebalanceDelayMs: 3000, nowMs: { clock.now.load(ordering: .relaxed) })
+        let a = Box<GroupCoordinator.JoinResult>()
+        join(c, "", into: a)
+        #expect(a.get == nil, "the first member waits for others")
+        clock.advance(2000)
+        c.tick()
+        #expect(a.get == nil)
+        let b = Box<GroupCoordinator.JoinResult>()
+        join(c, "", into: b)  // window now ends at 2000 + 3000
+        clock.advance(2000)
+        c.tick()
+        #expect(a.get == nil && b.get == nil, "B's arrival extended the window")
+        clock.advance(1001)
+        c.tick()
+        #expect(a.get?.generation == 1 && b.get?.generation == 1, "both in the first generation")
+        #expect(c.describe("g")?.members.count == 2)
+        // Later rebalances of a non-empty group are not delayed: A rejoins, B rejoins, done.
+        let a2 = Box<GroupCoordinator.JoinResult>()
+        let b2 = Box<GroupCoordinator.JoinResult>()
+        join(c, a.get!.memberId, into: a2)
+        join(c, b.get!.memberId, into: b2)
+        #expect(a2.get?.generation == 2 && b2.get?.generation == 2)
+    }
 }
+

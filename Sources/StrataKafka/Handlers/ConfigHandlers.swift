@@ -48,6 +48,7 @@ extension KafkaRequestHandler {
             ("log.retention.check.interval.ms", String(o.retentionCheckIntervalMs), 5, "retention runs this often"),
             ("log.cleaner.backoff.ms", String(o.cleanerBackoffMs), 5, "the cleaner looks for work this often"),
             ("offsets.topic.num.partitions", String(o.offsetsTopicPartitions), 3, "__consumer_offsets partitions"),
+            ("group.initial.rebalance.delay.ms", String(o.initialRebalanceDelayMs), 3, "an empty group's first join waits this long for more members"),
             ("message.max.bytes", String(o.defaultTopicConfig.log.maxMessageBytes), 3, "largest batch (max.message.bytes default)"),
         ]
         // The broker-level defaults of topic configs (log.retention.ms, ...).

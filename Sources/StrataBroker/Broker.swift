@@ -22,6 +22,8 @@ public enum BrokerError: Error, CustomStringConvertible, Sendable {
     case outOfOrderSequence(String)
     /// The partition's files are damaged or missing; it is offline until repaired.
     case partitionOffline(topic: String, partition: Int32, reason: String)
+    /// Beyond a limit this broker sets on what a topic may cost (POLICY_VIOLATION).
+    case policyViolation(String)
 
     public var description: String {
         switch self {
@@ -37,6 +39,7 @@ public enum BrokerError: Error, CustomStringConvertible, Sendable {
         case .readOnly(let why): return why
         case .partitionOffline(let t, let p, let why): return "partition \(t)-\(p) is offline: \(why)"
         case .outOfOrderSequence(let why): return why
+        case .policyViolation(let why): return why
         }
     }
 }
@@ -107,7 +110,19 @@ public final class Broker: @unchecked Sendable {
         public var cleanerBackoffMs: Int64 = 15_000
         /// log.cleaner.io.max.bytes.per.second: the cleaner's read budget (0: unlimited).
         public var cleanerMaxBytesPerSecond = 0
+        /// The most partitions any topic may have, whatever the settings.
         public static let maxPartitions: Int32 = 10_000
+        /// max.partitions.per.topic (Strata): partitions one topic may have (at most `maxPartitions`).
+        public var maxPartitionsPerTopic: Int32 = 10_000
+        /// max.partitions (Strata): partitions this broker holds in all, `__consumer_offsets`
+        /// included. Each costs one descriptor (its active log) and three mappings
+        /// (docs/architecture.md, resource costs), so this is what keeps a CreateTopics from
+        /// exhausting the process's descriptors or `vm.max_map_count`.
+        public var maxPartitionsPerBroker = 12_000
+        /// max.segment.bytes (Strata): the largest segment.bytes a topic may set. An active
+        /// segment is mapped at its full size (address space, not memory or disk: the file
+        /// grows in steps as data arrives).
+        public var maxSegmentBytes = 1 << 30
         /// offsets.topic.num.partitions: partitions of `__consumer_offsets`, where commits are
         /// mirrored as Kafka writes them (0: no mirror).
         public var offsetsTopicPartitions: Int32 = 50
@@ -452,13 +467,11 @@ public final class Broker: @unchecked Sendable {
         try requireWritable()
         if let why = TopicName.problem(name) { throw BrokerError.invalidTopicName(why) }
         let count = partitions ?? options.defaultPartitions
-        guard count >= 1, count <= Options.maxPartitions else {
-            throw BrokerError.invalidPartitions("partitions must be in 1...\(Options.maxPartitions), got \(count)")
-        }
         let config: TopicConfig
         do { config = try TopicConfig.parse(configs, over: options.defaultTopicConfig) } catch { throw BrokerError.invalidConfig(error) }
         try adminLock.withLock { _ in
             if topics.withLock({ $0[name] }) != nil { throw BrokerError.topicExists(name) }
+            try checkLimits(newTopicPartitions: count, adding: count, config: config)
             let record = TopicRecord(name: name, partitions: count, configs: configs, createdMs: wallClockMillis())
             // Partition directories first, then the metadata: a crash in between leaves orphan
             // directories (reported, and reused by the next creation of the name), never a topic
@@ -476,6 +489,29 @@ public final class Broker: @unchecked Sendable {
     }
 
     public func topicNames() -> [String] { topics.withLock { Array($0.keys) }.sorted() }
+
+    /// Partitions of every topic.
+    public var totalPartitions: Int { topics.withLock { $0.values.reduce(0) { $0 + Int($1.record.partitions) } } }
+
+    /// Refuses a topic (or a change to one) beyond this broker's limits: a topic of
+    /// `newTopicPartitions` partitions, `adding` of them new, with `config` (nil: unchanged).
+    /// Partition counts outside 1...maxPartitionsPerTopic are INVALID_PARTITIONS; the broker
+    /// total and segment.bytes are POLICY_VIOLATION, as Kafka's create-topic policies answer.
+    public func checkLimits(newTopicPartitions: Int32, adding: Int32, config: TopicConfig?) throws(BrokerError) {
+        let perTopic = min(options.maxPartitionsPerTopic, Options.maxPartitions)
+        guard newTopicPartitions >= 1, newTopicPartitions <= perTopic else {
+            throw .invalidPartitions("partitions must be in 1...\(perTopic) (max.partitions.per.topic), got \(newTopicPartitions)")
+        }
+        if adding > 0 {
+            let total = totalPartitions
+            guard total + Int(adding) <= options.maxPartitionsPerBroker else {
+                throw .policyViolation("this broker holds \(total) partitions; \(adding) more would pass its limit of \(options.maxPartitionsPerBroker) (max.partitions)")
+            }
+        }
+        if let config, config.log.segmentBytes > options.maxSegmentBytes {
+            throw .policyViolation("segment.bytes \(config.log.segmentBytes) is above this broker's limit of \(options.maxSegmentBytes) (max.segment.bytes)")
+        }
+    }
 
     public func partitionCount(_ topic: String) -> Int32? { topics.withLock { $0[topic]?.record.partitions } }
 
@@ -534,6 +570,7 @@ public final class Broker: @unchecked Sendable {
             do throws(TopicConfig.Problem) { config = try TopicConfig.parse(merged, over: options.defaultTopicConfig) } catch {
                 throw BrokerError.invalidConfig(error)
             }
+            try checkLimits(newTopicPartitions: state.record.partitions, adding: 0, config: config)
             var record = state.record
             record.configs = merged
             try metadata.putTopic(record)
@@ -551,9 +588,10 @@ public final class Broker: @unchecked Sendable {
         try adminLock.withLock { _ in
             guard let state = topics.withLock({ $0[name] }) else { throw BrokerError.unknownTopic(name) }
             let current = state.record.partitions
-            guard total > current, total <= Options.maxPartitions else {
-                throw BrokerError.invalidPartitions("topic '\(name)' has \(current) partitions; the new count must be in \(current + 1)...\(Options.maxPartitions)")
+            guard total > current else {
+                throw BrokerError.invalidPartitions("topic '\(name)' has \(current) partitions; the new count must be more")
             }
+            try checkLimits(newTopicPartitions: total, adding: total - current, config: nil)
             var record = state.record
             record.partitions = total
             // Directories first, then the metadata (as in createTopic).

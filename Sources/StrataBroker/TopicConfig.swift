@@ -126,19 +126,20 @@ public struct TopicConfig: Sendable, Equatable {
         .init(name: "min.cleanable.dirty.ratio", kind: .ratio, defaultValue: "0.5", brokerDefault: "log.cleaner.min.cleanable.ratio", effect: .applied, doc: "share of uncompacted closed bytes that triggers compaction (0...1)"),
         .init(name: "min.compaction.lag.ms", kind: .long(0...Int64.max), defaultValue: "0", brokerDefault: "log.cleaner.min.compaction.lag.ms", effect: .applied, doc: "records younger than this are not compacted, ms"),
         .init(name: "min.insync.replicas", kind: .long(1...Int64(Int32.max)), defaultValue: "1", brokerDefault: "min.insync.replicas", effect: .noEffectOnOneNode, doc: "replication"),
-        .init(name: "preallocate", kind: .bool, defaultValue: "false", brokerDefault: "log.preallocate", effect: .governedBy("segments are always preallocated"), doc: "preallocate segment files"),
+        .init(name: "preallocate", kind: .bool, defaultValue: "false", brokerDefault: "log.preallocate", effect: .governedBy("segment files are reserved in steps ahead of the data (segment.reserve.step.bytes)"), doc: "preallocate segment files"),
         .init(name: "remote.log.copy.disable", kind: .bool, defaultValue: "false", brokerDefault: nil, effect: .noEffectOnOneNode, doc: "tiered storage"),
         .init(name: "remote.log.delete.on.disable", kind: .bool, defaultValue: "false", brokerDefault: nil, effect: .noEffectOnOneNode, doc: "tiered storage"),
         .init(name: "remote.storage.enable", kind: .choice(["false"]), defaultValue: "false", brokerDefault: nil, effect: .noEffectOnOneNode, doc: "tiered storage (not available: only false)"),
         .init(name: "retention.bytes", kind: .long(-1...Int64.max), defaultValue: "-1", brokerDefault: "log.retention.bytes", effect: .applied, doc: "bytes to keep per partition (-1: unlimited)"),
         .init(name: "retention.ms", kind: .long(-1...Int64.max), defaultValue: "604800000", brokerDefault: "log.retention.ms", effect: .applied, doc: "time to keep data, ms (-1: forever)"),
         .init(name: "segment.bytes", kind: .long(1024...Int64(Int32.max)), defaultValue: "134217728", brokerDefault: "log.segment.bytes", effect: .applied, doc: "segment size that triggers a roll"),
-        .init(name: "segment.index.bytes", kind: .long(24...Int64(Int32.max)), defaultValue: "10485760", brokerDefault: "log.index.size.max.bytes", effect: .applied, doc: "preallocated index size; a full index rolls the segment"),
+        .init(name: "segment.index.bytes", kind: .long(24...Int64(Int32.max)), defaultValue: "10485760", brokerDefault: "log.index.size.max.bytes", effect: .applied, doc: "most bytes of each index (reserved in steps); a full index rolls the segment"),
         .init(name: "segment.jitter.ms", kind: .long(0...Int64.max), defaultValue: "0", brokerDefault: "log.roll.jitter.ms", effect: .applied, doc: "random amount subtracted from segment.ms per segment, ms"),
         .init(name: "segment.ms", kind: .long(1...Int64.max), defaultValue: "604800000", brokerDefault: "log.roll.ms", effect: .applied, doc: "segment age that triggers a roll, ms"),
         .init(name: "unclean.leader.election.enable", kind: .bool, defaultValue: "false", brokerDefault: "unclean.leader.election.enable", effect: .noEffectOnOneNode, doc: "replication"),
         // Strata's own.
         .init(name: "flush.mode", kind: .choice(["sync", "interval", "os"]), defaultValue: "sync", brokerDefault: "log.flush.mode", effect: .applied, doc: "sync | interval | os (see docs/durability.md)"),
+        .init(name: "segment.reserve.step.bytes", kind: .long(4096...1 << 30), defaultValue: "8388608", brokerDefault: "log.segment.reserve.step.bytes", effect: .applied, doc: "largest step by which the active segment's file grows ahead of its data (fallocate)"),
         .init(name: "value.format", kind: .choice(["raw", "json"]), defaultValue: "raw", brokerDefault: nil, effect: .applied, doc: "raw | json"),
         .init(name: "compaction.strategy", kind: .choice(["key-latest", "key-latest-windowed", "size-tiered"]), defaultValue: "key-latest", brokerDefault: nil, effect: .applied, doc: "key-latest | key-latest-windowed | size-tiered"),
         .init(name: "compaction.window.ms", kind: .long(1...Int64.max), defaultValue: "3600000", brokerDefault: nil, effect: .applied, doc: "window of key-latest-windowed, ms"),
@@ -209,6 +210,7 @@ public struct TopicConfig: Sendable, Equatable {
             case "flush.ms": c.log.flushMs = long
             case "index.interval.bytes": c.log.indexIntervalBytes = Int(long)
             case "segment.index.bytes": c.log.segmentIndexBytes = Int(long)
+            case "segment.reserve.step.bytes": c.log.reserveStepBytes = Int(long)
             case "flush.mode": c.log.flushMode = FlushMode(rawValue: value) ?? .sync
             case "cleanup.policy": c.cleanupPolicy = value
             case "delete.retention.ms": c.deleteRetentionMs = long

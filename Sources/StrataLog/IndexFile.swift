@@ -19,7 +19,10 @@ final class IndexFile: @unchecked Sendable {
     let entrySize: Int
     let maxEntries: Int
     private let mapping: Mapping
-    private var fd: Int32
+    /// Whether this is an active segment's index (grown, trimmed and synced by its writer). It
+    /// holds no descriptor: the mapping keeps the file, and the rare growth step or seal opens
+    /// the path for the moment it needs one, so a partition costs one descriptor (its log).
+    private var isWritable: Bool
     private let count: Atomic<Int>
     /// Entries the file has blocks for (writer only): appends stay below it.
     private var reservedEntries: Int
@@ -28,12 +31,12 @@ final class IndexFile: @unchecked Sendable {
     var isFull: Bool { entryCount >= maxEntries }
     var sizeInBytes: Int { entryCount * entrySize }
 
-    private init(path: String, entrySize: Int, maxEntries: Int, mapping: Mapping, fd: Int32, entryCount: Int, reservedEntries: Int) {
+    private init(path: String, entrySize: Int, maxEntries: Int, mapping: Mapping, writable: Bool, entryCount: Int, reservedEntries: Int) {
         self.path = path
         self.entrySize = entrySize
         self.maxEntries = maxEntries
         self.mapping = mapping
-        self.fd = fd
+        self.isWritable = writable
         self.count = Atomic(entryCount)
         self.reservedEntries = reservedEntries
     }
@@ -48,7 +51,9 @@ final class IndexFile: @unchecked Sendable {
     /// by one step. Writer only.
     func reserveRoom(forEntries entries: Int) throws(LogError) {
         let wanted = min(entries, maxEntries)
-        guard wanted > reservedEntries, fd >= 0 else { return }
+        guard wanted > reservedEntries, isWritable else { return }
+        let fd = try FileIO.open(path, flags: O_RDWR)
+        defer { close(fd) }
         reservedEntries = try Self.grow(fd: fd, path: path, entrySize: entrySize, maxEntries: maxEntries,
                                         from: reservedEntries, to: wanted)
     }
@@ -64,10 +69,6 @@ final class IndexFile: @unchecked Sendable {
         return target / entrySize
     }
 
-    deinit {
-        if fd >= 0 { close(fd) }
-    }
-
     /// Opens (creating if needed) an index for appending. `validEntries` entries at the start of
     /// the file are kept; everything after them is zeroed space for new entries. The file gets
     /// blocks for two more entries (the next one and the time index's seal slot); the mapping
@@ -79,7 +80,8 @@ final class IndexFile: @unchecked Sendable {
         // lowered since it was written); keep room for them, plus the time index's reserved slot.
         var maxEntries = max(maxBytes / entrySize, validEntries + 2)
         let fd = try FileIO.open(path, flags: O_RDWR | O_CREAT)
-        do throws(LogError) {
+        defer { close(fd) }
+        do {
             // Zero the tail so stale bytes past the valid entries can never be mistaken for entries.
             try FileIO.truncate(fd: fd, to: validEntries * entrySize, path: path)
             var reserved = validEntries
@@ -101,11 +103,8 @@ final class IndexFile: @unchecked Sendable {
                 reserved = maxEntries
             }
             let mapping = try Mapping(fd: fd, length: maxEntries * entrySize, writable: true, path: path)
-            return IndexFile(path: path, entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, fd: fd,
+            return IndexFile(path: path, entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, writable: true,
                              entryCount: validEntries, reservedEntries: reserved)
-        } catch {
-            close(fd)
-            throw error
         }
     }
 
@@ -118,7 +117,7 @@ final class IndexFile: @unchecked Sendable {
             throw LogError.corrupt(path: path, reason: "size \(size) is not a multiple of the entry size \(entrySize)")
         }
         let mapping = try Mapping(fd: fd, length: size, writable: false, path: path)
-        return IndexFile(path: path, entrySize: entrySize, maxEntries: size / entrySize, mapping: mapping, fd: -1,
+        return IndexFile(path: path, entrySize: entrySize, maxEntries: size / entrySize, mapping: mapping, writable: false,
                          entryCount: size / entrySize, reservedEntries: size / entrySize)
     }
 
@@ -131,7 +130,7 @@ final class IndexFile: @unchecked Sendable {
         if !entries.isEmpty {
             entries.withUnsafeBytes { mapping.mutableBytes(0..<entries.count).copyMemory(from: $0) }
         }
-        return IndexFile(path: "(memory)", entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, fd: -1,
+        return IndexFile(path: "(memory)", entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, writable: false,
                          entryCount: count, reservedEntries: maxEntries)
     }
 
@@ -171,19 +170,20 @@ final class IndexFile: @unchecked Sendable {
     }
 
     func sync() throws(LogError) {
-        guard fd >= 0 else { return }
+        guard isWritable else { return }
         try mapping.sync(0..<sizeInBytes, path: path)
     }
 
     /// Cuts the file to its entries and drops write access: the segment is no longer active.
     func seal() throws(LogError) {
-        guard fd >= 0 else { return }
+        guard isWritable else { return }
         try mapping.sync(0..<sizeInBytes, path: path)
+        let fd = try FileIO.open(path, flags: O_RDWR)
+        defer { close(fd) }
         try FileIO.truncate(fd: fd, to: sizeInBytes, path: path)
         try FileIO.datasync(fd: fd, path: path)
         mapping.makeReadOnly()
-        close(fd)
-        fd = -1
+        isWritable = false
     }
 }
 

@@ -23,7 +23,7 @@ public struct LogConfig: Sendable, Equatable {
     /// segment.index.bytes: preallocated size of each index; a full index rolls the segment.
     public var segmentIndexBytes: Int = 10 * 1024 * 1024
     /// segment.reserve.step.bytes (Strata): the active segment's file grows by fallocate in
-    /// steps that double from 64 KiB up to this, so disk is reserved as data arrives (an idle
+    /// steps that double from 4 KiB up to this, so disk is reserved as data arrives (an idle
     /// partition takes a few KiB) and a full disk is an error before a write, never a SIGBUS.
     public var reserveStepBytes: Int = 8 * 1024 * 1024
     /// max.message.bytes: largest batch accepted (Kafka's default).

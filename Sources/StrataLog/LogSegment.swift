@@ -134,6 +134,10 @@ final class LogSegment: @unchecked Sendable {
     private let publishedMaxTimestamp: Atomic<Int64>
     private let storageLock: Mutex<Storage?>
     private let deleted = Atomic<Bool>(false)
+    /// Set (release) at the end of `seal`: the flusher may then close the log's descriptor.
+    private let sealed = Atomic<Bool>(false)
+    /// When the segment's storage was last used, in `MappedSegments` ticks (its LRU order).
+    let lastUsedTick = Atomic<UInt64>(0)
 
     /// Written only by the partition's single writer.
     private var indexing: IndexingState
@@ -142,6 +146,8 @@ final class LogSegment: @unchecked Sendable {
     /// Bytes the file has blocks for (its size while active): appends stay below it.
     private var reserved: Int
     private(set) var isActive: Bool
+    /// A closed segment found at load, mapped on first use (never active, never followed).
+    private let createdUnmapped: Bool
     private let createdMs: Int64
     /// segment.ms less this segment's jitter.
     private let rollAfterMs: Int64
@@ -156,8 +162,12 @@ final class LogSegment: @unchecked Sendable {
         let mapping: Mapping
         let offsetIndex: OffsetIndex
         let timeIndex: TimeIndex
-        /// Open (read-write) while the segment may still need a flush; -1 after load read-only.
-        var fd: Int32
+        /// Open (read-write) while the segment is active or its data may still need a sync; -1
+        /// for a segment loaded read-only. The writer uses it freely while the segment is active;
+        /// after the seal only `syncAndRelease` touches it, under `descriptorClosed`'s lock.
+        let fd: Int32
+        /// Set once the descriptor is closed (the sealed segment's data synced).
+        let descriptorClosed = Mutex(false)
 
         init(mapping: Mapping, offsetIndex: OffsetIndex, timeIndex: TimeIndex, fd: Int32) {
             self.mapping = mapping
@@ -166,7 +176,24 @@ final class LogSegment: @unchecked Sendable {
             self.fd = fd
         }
 
-        deinit { if fd >= 0 { close(fd) } }
+        /// fdatasync; with `release` (the segment is sealed, so nothing writes it again) the
+        /// descriptor is closed after the sync, and later syncs are no-ops: the data is on disk.
+        func sync(path: String, release: Bool) throws(LogError) {
+            guard fd >= 0 else { return }
+            try descriptorClosed.withLock { (closed: inout Bool) throws(LogError) in
+                guard !closed else { return }
+                try FileIO.datasync(fd: fd, path: path)
+                if release {
+                    close(fd)
+                    closed = true
+                }
+            }
+        }
+
+        /// Whether it holds a descriptor (an active segment, or a sealed one not yet synced).
+        var holdsDescriptor: Bool { fd >= 0 && !descriptorClosed.withLock { $0 } }
+
+        deinit { if fd >= 0 && !descriptorClosed.withLock({ $0 }) { close(fd) } }
     }
 
     private init(baseOffset: Int64, directory: String, config: LogConfig, storage: Storage?, size: Int,
@@ -182,6 +209,7 @@ final class LogSegment: @unchecked Sendable {
         self.publishedNextOffset = Atomic(nextOffset)
         self.publishedMaxTimestamp = Atomic(maxTimestamp)
         self.storageLock = Mutex(storage)
+        self.createdUnmapped = storage == nil
         self.indexing = indexing
         self.capacity = capacity
         self.reserved = size
@@ -289,13 +317,34 @@ final class LogSegment: @unchecked Sendable {
     /// missing or fail their sanity check are rebuilt from the log (which is trusted here: it is
     /// below the recovery point or was validated at load).
     func storage() throws(LogError) -> Storage {
-        try storageLock.withLock { (s: inout Storage?) throws(LogError) -> Storage in
+        lastUsedTick.store(MappedSegments.shared.tick(), ordering: .relaxed)
+        var loadedNow = false
+        let storage = try storageLock.withLock { (s: inout Storage?) throws(LogError) -> Storage in
             if let s { return s }
             let loaded = try loadReadOnly()
             s = loaded
+            loadedNow = true
             return loaded
         }
+        if loadedNow { MappedSegments.shared.add(self) }
+        return storage
     }
+
+    /// Drops the mapping of a closed segment that holds no descriptor (MappedSegments' eviction).
+    /// Readers holding slices keep theirs; the next use maps the files again. An active segment,
+    /// a sealed one still waiting for its sync, a deleted one or a read-only follower is kept.
+    /// Returns whether it was unmapped.
+    func unmapIfIdle() -> Bool {
+        guard sealed.load(ordering: .acquiring) || createdUnmapped, !deleted.load(ordering: .acquiring) else { return false }
+        return storageLock.withLock { s in
+            guard let current = s, !current.holdsDescriptor else { return false }
+            s = nil
+            return true
+        }
+    }
+
+    /// Whether the segment is mapped now (tests and `strata inspect`).
+    var isMapped: Bool { storageLock.withLock { $0 != nil } }
 
     private func loadReadOnly() throws(LogError) -> Storage {
         let fd = try FileIO.open(logPath, flags: O_RDONLY)
@@ -446,10 +495,10 @@ final class LogSegment: @unchecked Sendable {
     /// Whether a batch of `batchSize` bytes fits the segment.
     func hasRoom(for batchSize: Int) -> Bool { size + batchSize <= capacity }
 
-    static let minimumReserveStep = 64 * 1024
+    static let minimumReserveStep = 4096
 
     /// Gives the files real blocks for one more batch of `batchSize` bytes and its index entries,
-    /// before anything is written: the log grows by one step (doubling from 64 KiB up to
+    /// before anything is written: the log grows by one step (doubling from 4 KiB up to
     /// `reserveStepBytes`, whole pages, never past the capacity), so disk follows the data and a
     /// full disk is an error here (ENOSPC, nothing changed), never a SIGBUS in the mapping.
     /// Writer only; the caller checked `hasRoom`.
@@ -545,10 +594,16 @@ final class LogSegment: @unchecked Sendable {
     }
 
     /// Flushes the log bytes (and, once sealed, the indexes) to stable storage.
+    /// Syncs the log's data. Once the segment is sealed (the flag read before the sync, so the
+    /// sync covers every byte) its descriptor is closed, and it may be unmapped under the budget
+    /// of `MappedSegments`: a rolled segment then costs no descriptor.
     func flush() throws(LogError) {
-        let s = try storage()
-        guard s.fd >= 0 else { return }
-        try FileIO.datasync(fd: s.fd, path: logPath)
+        let wasSealed = sealed.load(ordering: .acquiring)
+        // Unmapped (or never mapped) means no descriptor and nothing unsynced: only a segment
+        // that was active since load holds one.
+        guard let s = storageLock.withLock({ $0 }), s.holdsDescriptor else { return }
+        try s.sync(path: logPath, release: wasSealed)
+        if wasSealed { MappedSegments.shared.add(self) }
     }
 
     /// The segment stops being active: a final time index entry records its max timestamp, the
@@ -567,6 +622,7 @@ final class LogSegment: @unchecked Sendable {
         capacity = size
         reserved = size
         isActive = false
+        sealed.store(true, ordering: .releasing)
     }
 
     /// Clean close of the active segment: seal plus a data sync, so the files on disk are exactly

@@ -66,7 +66,7 @@ import Testing
         #expect(fileSize() == 0, "an empty partition reserves no log space")
         try log.append(makeBatch(first: 0, count: 2, valueSize: 100))
         let firstStep = fileSize()
-        #expect(firstStep == 64 * 1024, "the first step is 64 KiB, not the segment")
+        #expect(firstStep == 4096, "the first step is a page, not the segment")
         FileIO.inject(.fallocateENOSPC, under: dir.path)
         var failure: LogError?
         for _ in 0..<2000 {
@@ -87,11 +87,17 @@ import Testing
         let end = log.logEndOffset
         for i in 0..<200 { try log.append(makeBatch(first: Int(end) + 2 * i, count: 2, valueSize: 100)) }
         let grown = fileSize()
-        let maximumAfterThreeSteps = 64 * 1024 + 128 * 1024 + 256 * 1024
         #expect(grown > firstStep, "grown in steps")
-        #expect(grown <= maximumAfterThreeSteps, "steps double from 64 KiB and stop at the configured step")
         #expect(grown >= log.sizeInBytes)
-        #expect(try readAll(log).count == Int(end) + 400)
+        #expect(grown <= 2 * log.sizeInBytes + 4096, "doubling steps: never more than the data again")
+        // Past the configured step the file stays at most one step (256 KiB here) ahead.
+        var next = Int(end) + 400
+        while log.sizeInBytes < 1 << 20 {
+            try log.append(makeBatch(first: next, count: 2, valueSize: 1000))
+            next += 2
+        }
+        #expect(fileSize() - log.sizeInBytes <= 256 * 1024 + 4096, "at most one configured step ahead")
+        #expect(try readAll(log).count == next)
         #expect(log.verify().isEmpty)
         let dataBytes = log.sizeInBytes
         try log.close()

@@ -30,17 +30,17 @@ extension KafkaRequestHandler {
             } else if spec.replicationFactor != -1 && spec.replicationFactor != 1 {
                 error = .invalidReplicationFactor
                 message = "a single Strata node keeps one replica; replication factor must be 1 or -1"
-            } else if spec.numPartitions != -1 && (spec.numPartitions < 1 || spec.numPartitions > Broker.Options.maxPartitions) {
-                error = .invalidPartitions
-                message = "partitions must be in 1...\(Broker.Options.maxPartitions)"
             } else if broker.partitionCount(spec.name) != nil {
                 error = .topicAlreadyExists
                 message = "topic '\(spec.name)' already exists"
             } else {
                 do {
-                    _ = try TopicConfig.parse(configs, over: broker.options.defaultTopicConfig)
-                    if !request.validateOnly {
-                        let partitions = !spec.assignments.isEmpty ? Int32(spec.assignments.count) : (spec.numPartitions == -1 ? nil : spec.numPartitions)
+                    let config = try TopicConfig.parse(configs, over: broker.options.defaultTopicConfig)
+                    let partitions = !spec.assignments.isEmpty ? Int32(spec.assignments.count) : (spec.numPartitions == -1 ? nil : spec.numPartitions)
+                    if request.validateOnly {
+                        let count = partitions ?? broker.options.defaultPartitions
+                        try broker.checkLimits(newTopicPartitions: count, adding: count, config: config)
+                    } else {
                         try broker.createTopic(spec.name, partitions: partitions, configs: configs)
                     }
                 } catch let problem as TopicConfig.Problem {
@@ -88,11 +88,14 @@ extension KafkaRequestHandler {
             if let a = t.assignments, a.count != Int(t.count - current) || a.contains(where: { $0 != [nodeId] }) {
                 return (t.name, .invalidReplicaAssignment, "this cluster has one broker (\(nodeId)): give each new partition exactly [\(nodeId)]")
             }
-            guard t.count > current, t.count <= Broker.Options.maxPartitions else {
-                return (t.name, .invalidPartitions, "topic '\(t.name)' has \(current) partitions; the new count must be in \(current + 1)...\(Broker.Options.maxPartitions)")
+            guard t.count > current else {
+                return (t.name, .invalidPartitions, "topic '\(t.name)' has \(current) partitions; the new count must be more")
             }
-            if request.validateOnly { return (t.name, .none, nil) }
             do {
+                if request.validateOnly {
+                    try broker.checkLimits(newTopicPartitions: t.count, adding: t.count - current, config: nil)
+                    return (t.name, .none, nil)
+                }
                 try broker.addPartitions(t.name, total: t.count)
                 return (t.name, .none, nil)
             } catch {

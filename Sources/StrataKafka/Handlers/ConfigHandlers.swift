@@ -49,6 +49,10 @@ extension KafkaRequestHandler {
             ("log.cleaner.backoff.ms", String(o.cleanerBackoffMs), 5, "the cleaner looks for work this often"),
             ("offsets.topic.num.partitions", String(o.offsetsTopicPartitions), 3, "__consumer_offsets partitions"),
             ("group.initial.rebalance.delay.ms", String(o.initialRebalanceDelayMs), 3, "an empty group's first join waits this long for more members"),
+            ("max.partitions", String(o.maxPartitionsPerBroker), 3, "partitions this broker holds in all (Strata)"),
+            ("max.partitions.per.topic", String(o.maxPartitionsPerTopic), 3, "partitions one topic may have (Strata)"),
+            ("max.segment.bytes", String(o.maxSegmentBytes), 5, "largest segment.bytes a topic may set (Strata)"),
+            ("log.max.open.segments", String(MappedSegments.shared.budget), 3, "closed segments kept mapped (Strata)"),
             ("message.max.bytes", String(o.defaultTopicConfig.log.maxMessageBytes), 3, "largest batch (max.message.bytes default)"),
         ]
         // The broker-level defaults of topic configs (log.retention.ms, ...).

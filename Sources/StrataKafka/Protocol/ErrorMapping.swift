@@ -38,6 +38,7 @@ extension ErrorCode {
         case .readOnly: self = .kafkaStorageError
         case .partitionOffline: self = .kafkaStorageError
         case .outOfOrderSequence: self = .outOfOrderSequenceNumber
+        case .policyViolation: self = .policyViolation
         }
     }
 

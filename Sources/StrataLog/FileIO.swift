@@ -98,6 +98,7 @@ enum FileIO {
     }
 
     static func mkdirs(_ path: String) throws(LogError) {
+        if exists(path) { return }  // the common case: one stat, not one per component
         var current = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             current += "/" + component

@@ -26,6 +26,9 @@ final class IndexFile: @unchecked Sendable {
     private let count: Atomic<Int>
     /// Entries the file has blocks for (writer only): appends stay below it.
     private var reservedEntries: Int
+    /// The file differs from what was last synced (entries appended, grown, cut): the seal must
+    /// trim and sync it. Writer only.
+    private var changed = false
 
     var entryCount: Int { count.load(ordering: .acquiring) }
     var isFull: Bool { entryCount >= maxEntries }
@@ -54,6 +57,7 @@ final class IndexFile: @unchecked Sendable {
         guard wanted > reservedEntries, isWritable else { return }
         let fd = try FileIO.open(path, flags: O_RDWR)
         defer { close(fd) }
+        changed = true
         reservedEntries = try Self.grow(fd: fd, path: path, entrySize: entrySize, maxEntries: maxEntries,
                                         from: reservedEntries, to: wanted)
     }
@@ -70,42 +74,29 @@ final class IndexFile: @unchecked Sendable {
     }
 
     /// Opens (creating if needed) an index for appending. `validEntries` entries at the start of
-    /// the file are kept; everything after them is zeroed space for new entries. The file gets
-    /// blocks for two more entries (the next one and the time index's seal slot); the mapping
-    /// covers `maxBytes`, of which only the reserved part is ever touched.
-    /// With `tolerateFullDisk` (a segment reopened with data) a full disk leaves the index full
-    /// instead of failing; a new segment's index fails.
-    static func openWritable(path: String, entrySize: Int, maxBytes: Int, validEntries: Int, tolerateFullDisk: Bool = true) throws(LogError) -> IndexFile {
+    /// the file are kept; everything after them is cut, so stale bytes can never be mistaken for
+    /// entries. Nothing is reserved here: the first append's `reserveRoom` grows the file, so
+    /// reopening an idle partition changes none of its files (and its close syncs none), and a
+    /// full disk is an error of the append that needs space. The mapping covers `maxBytes`, of
+    /// which only the reserved part is ever touched. `synced`: the entries on disk are durable
+    /// (false for an index just rewritten by recovery, which the seal then syncs).
+    static func openWritable(path: String, entrySize: Int, maxBytes: Int, validEntries: Int, synced: Bool = true) throws(LogError) -> IndexFile {
         // A rebuilt index may hold more entries than the configured size allows (the setting was
-        // lowered since it was written); keep room for them, plus the time index's reserved slot.
-        var maxEntries = max(maxBytes / entrySize, validEntries + 2)
+        // lowered since it was written); keep room for them, plus the time index's seal slot.
+        let maxEntries = max(maxBytes / entrySize, validEntries + 2)
         let fd = try FileIO.open(path, flags: O_RDWR | O_CREAT)
         defer { close(fd) }
-        do {
-            // Zero the tail so stale bytes past the valid entries can never be mistaken for entries.
+        let size = try FileIO.fileSize(fd: fd, path: path)
+        var changed = !synced
+        if size != validEntries * entrySize {
             try FileIO.truncate(fd: fd, to: validEntries * entrySize, path: path)
-            var reserved = validEntries
-            do throws(LogError) {
-                reserved = try grow(fd: fd, path: path, entrySize: entrySize, maxEntries: maxEntries, from: validEntries, to: validEntries + 2)
-            } catch {
-                // A full disk at open: keep the two slots past the entries (the time index's seal
-                // entry) if the blocks the file already has hold them; the index is then full and
-                // the segment rolls at its next append, which fails until space returns.
-                guard tolerateFullDisk, case .io(_, _, let e) = error, e == ENOSPC || e == EDQUOT else { throw error }
-                let needed = (validEntries + 2) * entrySize
-                var st = stat()
-                if fstat(fd, &st) == 0, Int(st.st_blocks) * 512 >= needed {
-                    try FileIO.truncate(fd: fd, to: needed, path: path)
-                    maxEntries = validEntries + 2
-                } else {
-                    maxEntries = validEntries  // no room at all: full from the start
-                }
-                reserved = maxEntries
-            }
-            let mapping = try Mapping(fd: fd, length: maxEntries * entrySize, writable: true, path: path)
-            return IndexFile(path: path, entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, writable: true,
-                             entryCount: validEntries, reservedEntries: reserved)
+            changed = true
         }
+        let mapping = try Mapping(fd: fd, length: maxEntries * entrySize, writable: true, path: path)
+        let file = IndexFile(path: path, entrySize: entrySize, maxEntries: maxEntries, mapping: mapping, writable: true,
+                             entryCount: validEntries, reservedEntries: validEntries)
+        file.changed = changed
+        return file
     }
 
     /// Maps a trimmed index read-only. Fails with `.corrupt` when the size is not a whole number of entries.
@@ -134,6 +125,16 @@ final class IndexFile: @unchecked Sendable {
                          entryCount: count, reservedEntries: maxEntries)
     }
 
+    /// Whether the file at `path` exists and its first bytes are `entries`.
+    static func begins(path: String, with entries: [UInt8]) -> Bool {
+        guard let fd = try? FileIO.open(path, flags: O_RDONLY) else { return false }
+        defer { close(fd) }
+        guard !entries.isEmpty else { return true }
+        var existing = [UInt8](repeating: 0, count: entries.count)
+        let n = existing.withUnsafeMutableBytes { p in (try? FileIO.read(fd: fd, into: p, at: 0, path: path)) ?? -1 }
+        return n == entries.count && existing == entries
+    }
+
     /// Writes a complete index file (used by rebuilds), replacing any previous one atomically.
     static func writeFile(path: String, entries: [UInt8]) throws(LogError) {
         let tmp = path + ".tmp"
@@ -153,6 +154,7 @@ final class IndexFile: @unchecked Sendable {
         let n = count.load(ordering: .relaxed)
         precondition(n < maxEntries && n < reservedEntries, "append to a full index or past its reserved blocks: \(path)")
         fill(mapping.mutableBytes(n * entrySize..<(n + 1) * entrySize))
+        changed = true
         count.store(n + 1, ordering: .releasing)
     }
 
@@ -177,6 +179,12 @@ final class IndexFile: @unchecked Sendable {
     /// Cuts the file to its entries and drops write access: the segment is no longer active.
     func seal() throws(LogError) {
         guard isWritable else { return }
+        guard changed else {
+            // Untouched since it was opened (an idle partition): nothing to trim or sync.
+            mapping.makeReadOnly()
+            isWritable = false
+            return
+        }
         try mapping.sync(0..<sizeInBytes, path: path)
         let fd = try FileIO.open(path, flags: O_RDWR)
         defer { close(fd) }

@@ -27,8 +27,9 @@ struct LogLoader {
 
     mutating func load() throws(LogError) -> Loaded {
         try FileIO.mkdirs(directory)
-        try removeTempFilesAndCompleteSwaps()
-        var bases = try segmentBaseOffsets()
+        let listing = try FileIO.listDirectory(directory)
+        let changed = try removeTempFilesAndCompleteSwaps(listing)
+        var bases = try segmentBaseOffsets(changed ? nil : listing)
         try sanityCheck(bases)
         let checkpoint = Checkpoint.read(directory: directory)
         if checkpoint == nil && !bases.isEmpty && FileIO.exists(directory + "/" + Checkpoint.fileName) {
@@ -51,7 +52,7 @@ struct LogLoader {
             } else {
                 // The tail did not look like a clean close after all: validate the last segment.
                 report.warnings.append("segment \(SegmentName.base(bases[last])) failed its tail check; validating it")
-                segments.append(contentsOf: try recover(bases: [bases[last]], previousNextOffset: nil, remainingBases: &bases))
+                segments.append(contentsOf: try recover(bases: [bases[last]], previousNextOffset: nil, durableBelow: 0, remainingBases: &bases))
             }
         } else {
             let recoveryPoint = checkpoint?.recoveryPoint ?? 0
@@ -62,7 +63,8 @@ struct LogLoader {
                 segments.append(.lazy(directory: directory, baseOffset: base, config: config))
             }
             let toRecover = Array(bases[firstUnflushed...])
-            segments.append(contentsOf: try recover(bases: toRecover, previousNextOffset: nil, remainingBases: &bases))
+            segments.append(contentsOf: try recover(bases: toRecover, previousNextOffset: nil, durableBelow: checkpoint?.recoveryPoint ?? 0,
+                                                    remainingBases: &bases))
         }
 
         let logEnd = segments.last!.nextOffset
@@ -88,14 +90,17 @@ struct LogLoader {
     /// `.cleaned` and `.tmp` files are half-written outputs: delete. `.deleted` files were already
     /// dropped from the log: delete. A `.swap` is a complete replacement written by the cleaner
     /// before it swapped in: if its batches validate, it replaces the segments it covers.
-    private mutating func removeTempFilesAndCompleteSwaps() throws(LogError) {
-        let names = try FileIO.listDirectory(directory)
+    /// Returns whether anything changed (then the listing must be read again).
+    private mutating func removeTempFilesAndCompleteSwaps(_ names: [String]) throws(LogError) -> Bool {
+        var changed = false
         for name in names where name.hasSuffix(SegmentName.cleanedSuffix) || name.hasSuffix(SegmentName.deletedSuffix) || name.hasSuffix(".tmp") {
             try FileIO.unlink(directory + "/" + name)
             report.tempFilesRemoved += 1
+            changed = true
         }
         for name in names where name.hasSuffix(SegmentName.logSuffix + SegmentName.swapSuffix) {
             let stem = String(name.dropLast(SegmentName.swapSuffix.count))
+            changed = true
             guard let base = SegmentName.parse(stem, suffix: SegmentName.logSuffix) else {
                 try FileIO.unlink(directory + "/" + name)
                 continue
@@ -125,12 +130,15 @@ struct LogLoader {
             }
             report.swapsCompleted += 1
         }
-        try FileIO.syncDirectory(directory)
+        // Only when a file was removed or renamed: a clean directory costs no sync.
+        if changed { try FileIO.syncDirectory(directory) }
+        return changed
     }
 
     /// Sorted base offsets of the `.log` files; index files without a log are removed.
-    private mutating func segmentBaseOffsets() throws(LogError) -> [Int64] {
-        let names = try FileIO.listDirectory(directory)
+    private mutating func segmentBaseOffsets(_ listing: [String]? = nil) throws(LogError) -> [Int64] {
+        let names: [String]
+        if let listing { names = listing } else { names = try FileIO.listDirectory(directory) }
         var bases = Set<Int64>()
         for name in names { if let b = SegmentName.parse(name, suffix: SegmentName.logSuffix) { bases.insert(b) } }
         for name in names {
@@ -183,8 +191,13 @@ struct LogLoader {
     /// Validates `bases` in order, batch by batch. At the first invalid batch the segment is cut
     /// there and every later segment deleted; indexes of recovered segments are rewritten.
     /// Returns the resulting segments (the last one opened for appends).
-    private mutating func recover(bases: [Int64], previousNextOffset: Int64?, remainingBases: inout [Int64]) throws(LogError) -> [LogSegment] {
+    /// Offsets below `durableBelow` (the checkpointed recovery point) are known to be synced: a
+    /// segment that ends there is not synced again, and the directory is synced only when a file
+    /// was created, renamed or deleted, so a restart after a crash with nothing to recover costs
+    /// no sync per partition.
+    private mutating func recover(bases: [Int64], previousNextOffset: Int64?, durableBelow: Int64, remainingBases: inout [Int64]) throws(LogError) -> [LogSegment] {
         var result: [LogSegment] = []
+        var directoryChanged = false
         var expectedNext = previousNextOffset
         for (i, base) in bases.enumerated() {
             let path = SegmentName.logPath(directory, base)
@@ -220,6 +233,7 @@ struct LogLoader {
                 close(fd)
                 try deleteSegmentFiles(base)
                 report.segmentsDeleted += 1
+                directoryChanged = true
                 for later in bases[(i + 1)...] { try deleteSegmentFiles(later); report.segmentsDeleted += 1 }
                 let previous = result.removeLast()
                 let reopened = try reopenAsActive(previous.baseOffset, expectedNext: previous.baseOffset)
@@ -231,26 +245,39 @@ struct LogLoader {
                 for later in bases[(i + 1)...] {
                     try deleteSegmentFiles(later)
                     report.segmentsDeleted += 1
+                    directoryChanged = true
                 }
                 var s = scan
                 if scan.batchCount == 0 { s.nextOffset = base }
-                result.append(try LogSegment.openActive(directory: directory, baseOffset: base, config: config, scan: s, indexesValid: nil))
+                let intact = LogSegment.indexCountsMatching(directory: directory, baseOffset: base, scan: s)
+                if intact == nil { directoryChanged = true }  // the indexes are rewritten (renamed into place)
+                result.append(try LogSegment.openActive(directory: directory, baseOffset: base, config: config, scan: s, indexesValid: intact))
                 break
             }
             // A closed segment that validated completely: make sure its size and indexes match.
             defer { close(fd) }
             if scan.validBytes != size { try FileIO.truncate(fd: fd, to: scan.validBytes, path: path) }
-            try IndexFile.writeFile(path: SegmentName.offsetIndexPath(directory, base), entries: OffsetIndex.encode(scan.offsetEntries, baseOffset: base))
-            try IndexFile.writeFile(path: SegmentName.timeIndexPath(directory, base), entries: TimeIndex.encode(scan.sealedTimeEntries, baseOffset: base))
-            try FileIO.datasync(fd: fd, path: path)
+            let offsetEntries = OffsetIndex.encode(scan.offsetEntries, baseOffset: base)
+            let timeEntries = TimeIndex.encode(scan.sealedTimeEntries, baseOffset: base)
+            let offsetPath = SegmentName.offsetIndexPath(directory, base)
+            let timePath = SegmentName.timeIndexPath(directory, base)
+            if FileIO.fileSize(path: offsetPath) != offsetEntries.count || !IndexFile.begins(path: offsetPath, with: offsetEntries) {
+                try IndexFile.writeFile(path: offsetPath, entries: offsetEntries)
+                directoryChanged = true
+            }
+            if FileIO.fileSize(path: timePath) != timeEntries.count || !IndexFile.begins(path: timePath, with: timeEntries) {
+                try IndexFile.writeFile(path: timePath, entries: timeEntries)
+                directoryChanged = true
+            }
+            if scan.nextOffset > durableBelow { try FileIO.datasync(fd: fd, path: path) }
             result.append(.lazy(directory: directory, baseOffset: base, config: config, nextOffset: scan.nextOffset))
             expectedNext = scan.nextOffset
         }
         remainingBases = result.map(\.baseOffset)
         // Recovered bytes may still be only in the page cache (after a process crash): sync them
         // before the recovery point moves past them.
-        for segment in result { try segment.flush() }
-        try FileIO.syncDirectory(directory)
+        for segment in result where segment.nextOffset > durableBelow { try segment.flush() }
+        if directoryChanged { try FileIO.syncDirectory(directory) }
         return result
     }
 

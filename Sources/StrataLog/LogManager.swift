@@ -85,6 +85,18 @@ public final class LogManager: @unchecked Sendable {
     /// Opens the data directory for writing: takes its lock (a second writer gets `.locked`),
     /// loads every partition (scanning only unflushed tails unless the last stop was unclean),
     /// then removes the clean-shutdown marker so a crash from here on is seen as one.
+    /// What the threads opening partitions hand back, by index in the sorted listing.
+    private final class OpenResults: Sendable {
+        let byIndex = Mutex<[Int: Result<(PartitionLog, RecoveryReport), LogError>]>([:])
+    }
+
+    private final class CloseErrors: Sendable {
+        let first = Mutex<LogError?>(nil)
+    }
+
+    /// Threads that open partitions at start (Kafka's num.recovery.threads.per.data.dir).
+    public static let recoveryThreads = 8
+
     public static func open(dataDirectory: String, defaultConfig: LogConfig = LogConfig(), lock: DataDirectoryLock? = nil,
                             configForTopic: (String) -> LogConfig? = { _ in nil }) throws(LogError) -> LogManager {
         try defaultConfig.validate()
@@ -98,6 +110,7 @@ public final class LogManager: @unchecked Sendable {
         var reports: [String: RecoveryReport] = [:]
         var offline: [String: String] = [:]
         do {
+            var found: [String] = []
             for name in try FileIO.listDirectory(dataDirectory + "/logs").sorted() {
                 if name.hasSuffix(deletedDirectorySuffix) {
                     // A topic deletion that did not finish: finish it.
@@ -105,15 +118,32 @@ public final class LogManager: @unchecked Sendable {
                     continue
                 }
                 guard let (topic, _) = splitPartitionDirectory(name), TopicName.problem(topic) == nil else { continue }
-                let config = configForTopic(topic) ?? defaultConfig
+                found.append(name)
+            }
+            // Partitions open on several threads (Kafka's num.recovery.threads.per.data.dir):
+            // opening is mostly waiting on the disk (directory syncs, checkpoints, index files),
+            // and with 10,000 partitions one thread would take seconds.
+            let names = found
+            let configs = names.map { configForTopic(splitPartitionDirectory($0)!.0) ?? defaultConfig }
+            let results = OpenResults()
+            ParallelLoop.run(count: names.count, threads: recoveryThreads) { i in
                 // One damaged partition must not stop the others: it is kept offline, with the
                 // reason, and everything else loads.
+                let result: Result<(PartitionLog, RecoveryReport), LogError>
                 do throws(LogError) {
-                    let (log, report) = try PartitionLog.open(directory: dataDirectory + "/logs/" + name, config: config, cleanShutdown: clean)
-                    logs[name] = log
-                    reports[name] = report
+                    result = .success(try PartitionLog.open(directory: dataDirectory + "/logs/" + names[i], config: configs[i], cleanShutdown: clean))
                 } catch {
-                    offline[name] = error.description
+                    result = .failure(error)
+                }
+                results.byIndex.withLock { $0[i] = result }
+            }
+            for (i, result) in results.byIndex.withLock({ $0 }) {
+                switch result {
+                case .success(let (log, report)):
+                    logs[names[i]] = log
+                    reports[names[i]] = report
+                case .failure(let error):
+                    offline[names[i]] = error.description
                 }
             }
             if clean {
@@ -236,12 +266,13 @@ public final class LogManager: @unchecked Sendable {
     public func close() throws(LogError) {
         if readOnly { return }
         stopFlusherThread()
-        let all = logs.withLock { $0 }
-        var firstError: LogError?
-        for (_, log) in all.sorted(by: { $0.key < $1.key }) {
-            do throws(LogError) { try log.close() } catch { if firstError == nil { firstError = error } }
+        let all = logs.withLock { $0 }.sorted(by: { $0.key < $1.key }).map(\.value)
+        // Each close syncs a few files: on several threads, as at open.
+        let errors = CloseErrors()
+        ParallelLoop.run(count: all.count, threads: Self.recoveryThreads) { i in
+            do throws(LogError) { try all[i].close() } catch { errors.first.withLock { if $0 == nil { $0 = error } } }
         }
-        if let firstError { throw firstError }
+        if let firstError = errors.first.withLock({ $0 }) { throw firstError }
         let marker = dataDirectory + "/" + Self.cleanShutdownFileName
         let fd = try FileIO.open(marker, flags: O_WRONLY | O_CREAT | O_TRUNC)
         _ = fsync(fd)

@@ -136,6 +136,11 @@ final class LogSegment: @unchecked Sendable {
     private let deleted = Atomic<Bool>(false)
     /// Set (release) at the end of `seal`: the flusher may then close the log's descriptor.
     private let sealed = Atomic<Bool>(false)
+    /// Changes to the log file since it was opened (appends, a cut tail): counted by the writer
+    /// before the new end is published; `syncedWrites` is the count the last sync covered, so
+    /// a flush of a segment nothing changed is no syscall at all.
+    private let writes = Atomic<Int>(0)
+    private let syncedWrites = Atomic<Int>(0)
     /// When the segment's storage was last used, in `MappedSegments` ticks (its LRU order).
     let lastUsedTick = Atomic<UInt64>(0)
 
@@ -178,11 +183,11 @@ final class LogSegment: @unchecked Sendable {
 
         /// fdatasync; with `release` (the segment is sealed, so nothing writes it again) the
         /// descriptor is closed after the sync, and later syncs are no-ops: the data is on disk.
-        func sync(path: String, release: Bool) throws(LogError) {
+        func sync(path: String, release: Bool, skipSync: Bool = false) throws(LogError) {
             guard fd >= 0 else { return }
             try descriptorClosed.withLock { (closed: inout Bool) throws(LogError) in
                 guard !closed else { return }
-                try FileIO.datasync(fd: fd, path: path)
+                if !skipSync { try FileIO.datasync(fd: fd, path: path) }
                 if release {
                     close(fd)
                     closed = true
@@ -242,7 +247,7 @@ final class LogSegment: @unchecked Sendable {
         do {
             let storage = try openWritableStorage(
                 directory: directory, baseOffset: baseOffset, fd: fd, capacity: config.segmentBytes, config: config,
-                offsetEntries: 0, timeEntries: 0, tolerateFullDisk: false)
+                offsetEntries: 0, timeEntries: 0)
             return LogSegment(
                 baseOffset: baseOffset, directory: directory, config: config, storage: storage, size: 0,
                 nextOffset: baseOffset, maxTimestamp: -1, indexing: IndexingState(segmentBase: baseOffset),
@@ -274,8 +279,10 @@ final class LogSegment: @unchecked Sendable {
         do throws(LogError) {
             // Drop anything past the valid prefix; room for appends is reserved as they come,
             // so a full disk at open only makes the next append fail with ENOSPC (until space
-            // returns: no restart needed) while the data is served.
-            try FileIO.truncate(fd: fd, to: scan.validBytes, path: path)
+            // returns: no restart needed) while the data is served. A file that already ends
+            // there (a clean close) is left as it is: reopening an idle partition writes nothing.
+            let sizeOnDisk = try FileIO.fileSize(fd: fd, path: path)
+            if sizeOnDisk != scan.validBytes { try FileIO.truncate(fd: fd, to: scan.validBytes, path: path) }
             let capacity = max(config.segmentBytes, scan.validBytes)
             var counts = indexesValid
             if counts == nil {
@@ -287,28 +294,42 @@ final class LogSegment: @unchecked Sendable {
             }
             let storage = try openWritableStorage(
                 directory: directory, baseOffset: baseOffset, fd: fd, capacity: capacity, config: config,
-                offsetEntries: counts!.offset, timeEntries: counts!.time)
-            return LogSegment(
+                offsetEntries: counts!.offset, timeEntries: counts!.time, indexesSynced: indexesValid != nil)
+            let segment = LogSegment(
                 baseOffset: baseOffset, directory: directory, config: config, storage: storage, size: scan.validBytes,
                 nextOffset: scan.nextOffset, maxTimestamp: scan.indexing.maxTimestamp, indexing: scan.indexing,
                 capacity: capacity, active: true)
+            // A cut tail changed the file: the next flush syncs it even if nothing is appended.
+            if sizeOnDisk != scan.validBytes { segment.writes.store(1, ordering: .relaxed) }
+            return segment
         } catch {
             close(fd)
             throw error
         }
     }
 
+    /// The entry counts of this segment's index files when they already begin with exactly the
+    /// entries `scan` computed (a crash that left them intact: the common case), so recovery need
+    /// not rewrite them (a rename and a directory sync each, times thousands of partitions).
+    static func indexCountsMatching(directory: String, baseOffset: Int64, scan: BatchScan) -> (offset: Int, time: Int)? {
+        let offsetEntries = OffsetIndex.encode(scan.offsetEntries, baseOffset: baseOffset)
+        let timeEntries = TimeIndex.encode(scan.timeEntries, baseOffset: baseOffset)
+        guard IndexFile.begins(path: SegmentName.offsetIndexPath(directory, baseOffset), with: offsetEntries),
+              IndexFile.begins(path: SegmentName.timeIndexPath(directory, baseOffset), with: timeEntries) else { return nil }
+        return (scan.offsetEntries.count, scan.timeEntries.count)
+    }
+
     private static func openWritableStorage(directory: String, baseOffset: Int64, fd: Int32, capacity: Int, config: LogConfig,
-                                            offsetEntries: Int, timeEntries: Int, tolerateFullDisk: Bool = true) throws(LogError) -> Storage
+                                            offsetEntries: Int, timeEntries: Int, indexesSynced: Bool = true) throws(LogError) -> Storage
     {
         let path = SegmentName.logPath(directory, baseOffset)
         let mapping = try Mapping(fd: fd, length: capacity, writable: true, path: path)
         let offsetFile = try IndexFile.openWritable(
             path: SegmentName.offsetIndexPath(directory, baseOffset), entrySize: OffsetIndex.entrySize,
-            maxBytes: config.segmentIndexBytes, validEntries: offsetEntries, tolerateFullDisk: tolerateFullDisk)
+            maxBytes: config.segmentIndexBytes, validEntries: offsetEntries, synced: indexesSynced)
         let timeFile = try IndexFile.openWritable(
             path: SegmentName.timeIndexPath(directory, baseOffset), entrySize: TimeIndex.entrySize,
-            maxBytes: config.segmentIndexBytes, validEntries: timeEntries, tolerateFullDisk: tolerateFullDisk)
+            maxBytes: config.segmentIndexBytes, validEntries: timeEntries, synced: indexesSynced)
         return Storage(mapping: mapping, offsetIndex: OffsetIndex(baseOffset: baseOffset, file: offsetFile),
                        timeIndex: TimeIndex(baseOffset: baseOffset, file: timeFile), fd: fd)
     }
@@ -555,6 +576,7 @@ final class LogSegment: @unchecked Sendable {
         // next append rolls): a sparse index may skip one.
         if let e = entries.offset, s.offsetIndex.file.canAppend { s.offsetIndex.append(offset: e.offset, position: e.position) }
         if let t = entries.time { s.timeIndex.maybeAppend(timestamp: t.timestamp, offset: t.offset) }
+        writes.wrappingAdd(1, ordering: .releasing)
         publishedMaxTimestamp.store(indexing.maxTimestamp, ordering: .relaxed)
         publishedNextOffset.store(lastOffset + 1, ordering: .relaxed)
         committedSize.store(position + batch.count, ordering: .releasing)
@@ -602,7 +624,9 @@ final class LogSegment: @unchecked Sendable {
         // Unmapped (or never mapped) means no descriptor and nothing unsynced: only a segment
         // that was active since load holds one.
         guard let s = storageLock.withLock({ $0 }), s.holdsDescriptor else { return }
-        try s.sync(path: logPath, release: wasSealed)
+        let written = writes.load(ordering: .acquiring)
+        try s.sync(path: logPath, release: wasSealed, skipSync: written == syncedWrites.load(ordering: .relaxed))
+        syncedWrites.store(written, ordering: .relaxed)
         if wasSealed { MappedSegments.shared.add(self) }
     }
 
@@ -613,11 +637,18 @@ final class LogSegment: @unchecked Sendable {
         guard isActive else { return }
         let s = try storage()
         if indexing.maxTimestamp >= 0 || size > 0 {
+            // The final entry (the segment's max timestamp) needs a slot only when it is new.
+            if s.timeIndex.lastEntry.map({ indexing.maxTimestamp > $0.timestamp }) ?? true {
+                try s.timeIndex.file.reserveRoom(forEntries: s.timeIndex.file.entryCount + 1)
+            }
             s.timeIndex.maybeAppend(timestamp: indexing.maxTimestamp, offset: indexing.offsetOfMaxTimestamp, final: true)
         }
         try s.offsetIndex.file.seal()
         try s.timeIndex.file.seal()
-        try FileIO.truncate(fd: s.fd, to: size, path: logPath)
+        if reserved != size {
+            try FileIO.truncate(fd: s.fd, to: size, path: logPath)
+            writes.wrappingAdd(1, ordering: .releasing)
+        }
         s.mapping.makeReadOnly()
         capacity = size
         reserved = size

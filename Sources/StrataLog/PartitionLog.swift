@@ -74,6 +74,9 @@ public final class PartitionLog: @unchecked Sendable {
     private var flushFailure: LogError?
     private var lastCheckpointMs: Int64 = 0
     private var checkpointedRecoveryPoint: Int64 = 0
+    /// The log start offset of the last checkpoint written or read (-1: unknown, write one).
+    /// Atomic: the flusher, retention and close each write a checkpoint.
+    private let checkpointedLogStart = Atomic<Int64>(-1)
 
     public var logEndOffset: Int64 { endOffset.load(ordering: .acquiring) }
     public var highWatermark: Int64 { logEndOffset }
@@ -113,9 +116,13 @@ public final class PartitionLog: @unchecked Sendable {
             // an optimisation of the next recovery; the next flush writes it again.
             do throws(LogError) {
                 try Checkpoint(recoveryPoint: loaded.recoveryPoint, logStartOffset: loaded.logStartOffset).write(directory: directory)
+                log.checkpointedLogStart.store(loaded.logStartOffset, ordering: .relaxed)
             } catch {
                 loader.report.warnings.append("checkpoint not written (\(error)); retried at the next flush")
+                log.checkpointedRecoveryPoint = -1
             }
+        } else {
+            log.checkpointedLogStart.store(loaded.logStartOffset, ordering: .relaxed)
         }
         var report = loader.report
         report.segments = loaded.segments.count
@@ -240,7 +247,7 @@ public final class PartitionLog: @unchecked Sendable {
             let base = endOffset.load(ordering: .relaxed)
             if let _ = state.active.shouldRoll(batchSize: batch.count, lastOffset: base + delta, maxTimestamp: maxTimestamp,
                                                nowMs: monotonicMillis()) {
-                try roll(&state, newBaseOffset: base)
+                try roll(&state, newBaseOffset: base, firstBatchBytes: batch.count)
             }
             guard state.active.hasRoom(for: batch.count) else {
                 throw LogError.io(operation: "append \(batch.count) bytes: no room reserved in the active segment", path: directory, errno: ENOSPC)
@@ -259,10 +266,17 @@ public final class PartitionLog: @unchecked Sendable {
         }
     }
 
-    /// Starts a new segment at `newBaseOffset`. The new file is created (and its name made durable)
-    /// before the old one is sealed, so a failure to create (full disk) leaves the old one active.
-    private func roll(_ state: inout WriterState, newBaseOffset: Int64) throws(LogError) {
+    /// Starts a new segment at `newBaseOffset`. The new file is created, given room for the batch
+    /// that rolls it, and its name made durable before the old one is sealed, so a failure to
+    /// create or reserve (full disk) removes it and leaves the old one active.
+    private func roll(_ state: inout WriterState, newBaseOffset: Int64, firstBatchBytes: Int = 0) throws(LogError) {
         let next = try LogSegment.create(directory: directory, baseOffset: newBaseOffset, config: config)
+        do throws(LogError) {
+            try next.reserveRoom(for: firstBatchBytes)
+        } catch {
+            next.deleteFilesNow()
+            throw error
+        }
         do {
             try FileIO.syncDirectory(directory)
             try state.active.seal()
@@ -338,8 +352,9 @@ public final class PartitionLog: @unchecked Sendable {
     private func maybeCheckpoint(recoveryPoint: Int64, force: Bool) throws(LogError) {
         let now = monotonicMillis()
         guard force || now - lastCheckpointMs >= config.checkpointIntervalMs else { return }
+        let start = logStartOffset
         do throws(LogError) {
-            try Checkpoint(recoveryPoint: recoveryPoint, logStartOffset: logStartOffset).write(directory: directory)
+            try Checkpoint(recoveryPoint: recoveryPoint, logStartOffset: start).write(directory: directory)
         } catch {
             checkpointTrouble.withLock { t in
                 t.failures += 1
@@ -350,6 +365,7 @@ public final class PartitionLog: @unchecked Sendable {
         checkpointTrouble.withLock { $0.lastError = nil }
         lastCheckpointMs = now
         checkpointedRecoveryPoint = recoveryPoint
+        checkpointedLogStart.store(start, ordering: .relaxed)
     }
 
     /// Checkpoint writes that failed (transiently: retried at the next flush).
@@ -384,7 +400,14 @@ public final class PartitionLog: @unchecked Sendable {
             state.closed = true
             try flush(upTo: endOffset.load(ordering: .relaxed))
             try state.active.closeCleanly()
-            try Checkpoint(recoveryPoint: endOffset.load(ordering: .relaxed), logStartOffset: logStartOffset).write(directory: directory)
+            // An idle partition's checkpoint already says this: closing it costs no write or sync.
+            let end = endOffset.load(ordering: .relaxed)
+            let start = logStartOffset
+            if end != checkpointedRecoveryPoint || start != checkpointedLogStart.load(ordering: .relaxed) {
+                try Checkpoint(recoveryPoint: end, logStartOffset: start).write(directory: directory)
+                checkpointedRecoveryPoint = end
+                checkpointedLogStart.store(start, ordering: .relaxed)
+            }
         }
     }
 
@@ -462,6 +485,7 @@ public final class PartitionLog: @unchecked Sendable {
             }
             startOffset.store(max(newLogStartOffset, logStartOffset), ordering: .releasing)
             try Checkpoint(recoveryPoint: min(recoveryPoint, logEndOffset), logStartOffset: logStartOffset).write(directory: directory)
+            checkpointedLogStart.store(-1, ordering: .relaxed)  // written beside the flusher's record of it: the close writes one again
         }
     }
 

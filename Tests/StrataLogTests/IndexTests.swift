@@ -6,6 +6,7 @@ import Testing
         let dir = TempDirectory()
         let base: Int64 = 1000
         let file = try IndexFile.openWritable(path: dir.file("x.index"), entrySize: OffsetIndex.entrySize, maxBytes: 8 * 100, validEntries: 0)
+        try file.reserveRoom(forEntries: 100)
         let index = OffsetIndex(baseOffset: base, file: file)
         // Empty index: every lookup answers (base, 0), the start of the segment.
         #expect(index.lookup(base + 5).offset == base)
@@ -28,6 +29,7 @@ import Testing
     @Test func timeIndexStaysMonotonicAndLooksUpFloor() throws {
         let dir = TempDirectory()
         let file = try IndexFile.openWritable(path: dir.file("x.timeindex"), entrySize: TimeIndex.entrySize, maxBytes: 12 * 10, validEntries: 0)
+        try file.reserveRoom(forEntries: 10)
         let index = TimeIndex(baseOffset: 0, file: file)
         index.maybeAppend(timestamp: 100, offset: 0)
         index.maybeAppend(timestamp: 100, offset: 5)  // not above last: skipped
@@ -52,6 +54,8 @@ import Testing
         let path = dir.file("y.index")
         let file = try IndexFile.openWritable(path: path, entrySize: 8, maxBytes: 8 * 1000, validEntries: 0)
         let index = OffsetIndex(baseOffset: 0, file: file)
+        #expect(FileIO.fileSize(path: path) == 0, "nothing reserved before the first entry")
+        try file.reserveRoom(forEntries: 7)
         #expect(FileIO.fileSize(path: path) == 4096, "one page reserved, not the maximum")
         for i in 1...7 { index.append(offset: Int64(i * 3), position: i * 100) }
         try file.seal()

@@ -84,4 +84,35 @@ import Testing
         #expect(used / 50 <= 32 * 1024, "\(used / 50) bytes per partition holding one small batch")
         for log in logs { try log.close() }
     }
+
+    /// Reopening and closing a partition nothing was written to changes none of its files (no
+    /// reservation, trim, checkpoint or sync): a broker of thousands of idle partitions starts
+    /// and stops without touching them.
+    @Test func anIdlePartitionsReopenAndCloseChangeNoFile() throws {
+        let dir = TempDirectory()
+        do {
+            let (log, _) = try PartitionLog.open(directory: dir.path, config: LogConfig())
+            for i in 0..<20 { try log.append(makeBatch(first: i * 3, count: 3)) }
+            try log.close()
+        }
+        func snapshot() -> [String: String] {
+            var files: [String: String] = [:]
+            for name in listing(dir.path) {
+                var st = stat()
+                if lstat(dir.path + "/" + name, &st) == 0 {
+                    files[name] = "\(st.st_size) \(st.st_blocks) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ino)"
+                }
+            }
+            return files
+        }
+        let before = snapshot()
+        for _ in 0..<2 {
+            let (log, report) = try PartitionLog.open(directory: dir.path, config: LogConfig(), cleanShutdown: true)
+            #expect(report.warnings.isEmpty)
+            #expect(log.logEndOffset == 60)
+            try log.close()
+        }
+        #expect(snapshot() == before, "files changed by an idle reopen and close")
+    }
 }
+

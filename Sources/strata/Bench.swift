@@ -41,6 +41,18 @@ struct Bench: ParsableCommand {
         return Array(s.utf8)
     }
 
+    /// Creates `topic` with `partitions` partitions unless it exists (then it must have that many).
+    static func ensureTopic(_ client: KafkaClient, _ topic: String, partitions: Int) throws {
+        let existing = try client.topics().first { $0.name == topic }
+        if let existing {
+            guard existing.partitions >= partitions else { throw CLIError("topic '\(topic)' has \(existing.partitions) partitions, fewer than --partitions \(partitions)") }
+            return
+        }
+        if let error = try client.createTopic(topic, partitions: Int32(partitions), configs: [:]) {
+            throw CLIError("cannot create topic '\(topic)': \(error)")
+        }
+    }
+
     static func percentiles(_ samples: [Double]) -> String {
         guard !samples.isEmpty else { return "no samples" }
         let s = samples.sorted()
@@ -56,11 +68,13 @@ struct Bench: ParsableCommand {
         @Option(help: "Events per batch (one Produce request each).") var batch: Int = 1000
         @Option(help: "Requests in flight on the connection.") var inflight: Int = 8
         @Option(help: "0, 1 or all.") var acks: String = "1"
+        @Option(help: "Partitions to spread the batches over, round-robin (the topic is created with them if missing).") var partitions: Int = 1
 
         func run() throws {
             let acks = try Bench.acksValue(self.acks)
+            guard partitions >= 1, partitions <= 10_000 else { throw ValidationError("--partitions must be in 1...10000") }
             let client = try target.connect("strata-bench-produce")
-            _ = try client.partitionCount(topic: target.topic)
+            try Bench.ensureTopic(client, target.topic, partitions: partitions)
             // Batches are built before the clock starts: this measures the broker, not the encoder.
             let batchCount = (events + batch - 1) / batch
             let templates = (0..<min(batchCount, 16)).map { b in
@@ -73,7 +87,7 @@ struct Bench: ParsableCommand {
             let started = nowSeconds()
             for b in 0..<batchCount {
                 let payload = templates[b % templates.count]
-                let id = try client.sendProduce(topic: target.topic, partition: 0, batch: payload, acks: acks)
+                let id = try client.sendProduce(topic: target.topic, partition: Int32(b % partitions), batch: payload, acks: acks)
                 bytes += payload.count
                 if acks == 0 { continue }
                 sentAt[id] = nowSeconds()
@@ -89,7 +103,7 @@ struct Bench: ParsableCommand {
             }
             let seconds = nowSeconds() - started
             let n = batchCount * batch
-            print("produce: \(n) events, \(bytes / 1_000_000) MB in \((seconds * 1000).rounded() / 1000) s: \(formatRate(Double(n), seconds: seconds)) events/s, \(Int(Double(bytes) / seconds / 1e6)) MB/s; acks=\(acks), batch \(batch), in flight \(inflight)")
+            print("produce: \(n) events, \(bytes / 1_000_000) MB in \((seconds * 1000).rounded() / 1000) s: \(formatRate(Double(n), seconds: seconds)) events/s, \(Int(Double(bytes) / seconds / 1e6)) MB/s; acks=\(acks), batch \(batch), in flight \(inflight), \(partitions) partition(s)")
             if acks != 0 { print("produce request latency: \(Bench.percentiles(latencies))") }
         }
 
@@ -105,33 +119,43 @@ struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "consume")
         @OptionGroup var target: Target
         @Option(help: "Bytes per Fetch.") var fetchBytes: Int32 = 4 << 20
+        @Option(help: "Partitions to read, round-robin, each to its end.") var partitions: Int = 1
 
         func run() throws {
+            guard partitions >= 1, partitions <= 10_000 else { throw ValidationError("--partitions must be in 1...10000") }
             let client = try target.connect("strata-bench-consume")
-            var offset: Int64 = 0
+            var offsets = [Int64](repeating: 0, count: partitions)
+            var done = [Bool](repeating: false, count: partitions)
+            var remaining = partitions
             var records = 0
             var bytes = 0
             let started = nowSeconds()
-            while true {
-                let (error, hw, batches) = try client.fetch(topic: target.topic, partition: 0, offset: offset, maxBytes: fetchBytes, maxWaitMs: 0)
-                guard error == 0 else { throw CLIError("fetch failed with Kafka error \(error)") }
-                if batches.readableBytes == 0 { if offset >= hw { break } else { continue } }
-                bytes += batches.readableBytes
-                batches.withUnsafeReadableBytes { p in
-                    var position = 0
-                    while position < p.count, let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: p[position...])), position + size <= p.count {
-                        let b = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: p[position..<position + size]))
-                        if b.lastOffset >= offset {
-                            records += Int(b.lastOffset - max(b.baseOffset, offset) + 1)
-                            offset = b.nextOffset
+            while remaining > 0 {
+                for p in 0..<partitions where !done[p] {
+                    var offset = offsets[p]
+                    let (error, hw, batches) = try client.fetch(topic: target.topic, partition: Int32(p), offset: offset, maxBytes: fetchBytes, maxWaitMs: 0)
+                    guard error == 0 else { throw CLIError("fetch of partition \(p) failed with Kafka error \(error)") }
+                    bytes += batches.readableBytes
+                    batches.withUnsafeReadableBytes { b in
+                        var position = 0
+                        while position < b.count, let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: b[position...])), position + size <= b.count {
+                            let batch = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: b[position..<position + size]))
+                            if batch.lastOffset >= offset {
+                                records += Int(batch.lastOffset - max(batch.baseOffset, offset) + 1)
+                                offset = batch.nextOffset
+                            }
+                            position += size
                         }
-                        position += size
+                    }
+                    offsets[p] = offset
+                    if offset >= hw {
+                        done[p] = true
+                        remaining -= 1
                     }
                 }
-                if offset >= hw { break }
             }
             let seconds = nowSeconds() - started
-            print("consume: \(records) events, \(bytes / 1_000_000) MB in \((seconds * 1000).rounded() / 1000) s: \(formatRate(Double(records), seconds: seconds)) events/s, \(Int(Double(bytes) / seconds / 1e6)) MB/s")
+            print("consume: \(records) events, \(bytes / 1_000_000) MB in \((seconds * 1000).rounded() / 1000) s: \(formatRate(Double(records), seconds: seconds)) events/s, \(Int(Double(bytes) / seconds / 1e6)) MB/s, \(partitions) partition(s)")
         }
     }
 

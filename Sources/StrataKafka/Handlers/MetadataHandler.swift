@@ -7,6 +7,9 @@ extension KafkaRequestHandler {
     /// names (`__` prefix: Kafka's own topics are never made as user topics).
     func metadata(_ request: MetadataRequest, _ v: Int16) -> MetadataResponse {
         let names = request.topics ?? broker.topicNames()
+        // Read once per request, not per topic: a Metadata request for every topic of a broker
+        // with 10,000 partitions stays linear.
+        let offline = Set(broker.offlinePartitions.keys)
         let topics: [MetadataResponse.Topic] = names.map { name in
             var error = ErrorCode.none
             var partitions: Int32 = 0
@@ -21,12 +24,11 @@ extension KafkaRequestHandler {
             } else {
                 error = .unknownTopicOrPartition
             }
-            let offline = Set(broker.offlinePartitions.keys)
             return MetadataResponse.Topic(
                 errorCode: error, name: name, topicId: broker.topicId(name) ?? [UInt8](repeating: 0, count: 16), isInternal: Broker.isInternalTopic(name),
                 partitions: (0..<partitions).map { p in
                     // An offline partition has no leader to offer (Kafka: LEADER_NOT_AVAILABLE).
-                    let down = offline.contains(LogManager.partitionDirectoryName(topic: name, partition: p))
+                    let down = !offline.isEmpty && offline.contains(LogManager.partitionDirectoryName(topic: name, partition: p))
                     return MetadataResponse.Partition(errorCode: down ? .kafkaStorageError : .none, index: p, leader: down ? -1 : nodeId,
                                                       replicas: [nodeId], isr: down ? [] : [nodeId])
                 })

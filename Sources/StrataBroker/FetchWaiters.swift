@@ -9,7 +9,12 @@ final class FetchWaiters: Sendable {
             var timer: Task<Void, Never>?
         }
         private let state: Mutex<State>
-        init(_ c: CheckedContinuation<Void, Never>) { state = Mutex(State(continuation: c, timer: nil)) }
+        /// Every partition it waits on (a multi-partition Fetch waits on several).
+        let keys: [Key]
+        init(_ c: CheckedContinuation<Void, Never>, keys: [Key]) {
+            state = Mutex(State(continuation: c, timer: nil))
+            self.keys = keys
+        }
         /// Resumes once (later calls do nothing) and cancels the timeout timer, so that woken
         /// waits leave no sleeping timer tasks behind.
         func resume() {
@@ -31,7 +36,7 @@ final class FetchWaiters: Sendable {
         }
     }
 
-    private struct Key: Hashable { let topic: String; let partition: Int32 }
+    fileprivate struct Key: Hashable { let topic: String; let partition: Int32 }
     private let waiters = Mutex<[Key: [ObjectIdentifier: Waiter]]>([:])
     /// Bounded: a parked fetch costs a continuation and a timer task.
     static let maxWaitersPerPartition = 10_000
@@ -56,7 +61,7 @@ final class FetchWaiters: Sendable {
         let current = Mutex<Waiter?>(nil)
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let waiter = Waiter(continuation)
+                let waiter = Waiter(continuation, keys: keys)
                 let id = ObjectIdentifier(waiter)
                 let registered = waiters.withLock { all -> Bool in
                     for key in keys where all[key, default: [:]].count >= Self.maxWaitersPerPartition { return false }
@@ -99,11 +104,14 @@ final class FetchWaiters: Sendable {
         let key = Key(topic: topic, partition: partition)
         let woken = waiters.withLock { all -> [ObjectIdentifier: Waiter]? in
             guard let woken = all.removeValue(forKey: key) else { return nil }
-            // A multi-partition waiter is registered under other keys too: drop those entries.
-            for (otherKey, var entries) in all {
-                var changed = false
-                for id in woken.keys where entries[id] != nil { entries[id] = nil; changed = true }
-                if changed { all[otherKey] = entries.isEmpty ? nil : entries }
+            // A multi-partition waiter is registered under its other keys too: drop just those
+            // entries (never a walk of every partition's waiters: an append costs what its own
+            // partition's waiters cost, however many fetches are parked elsewhere).
+            for (id, waiter) in woken where waiter.keys.count > 1 {
+                for other in waiter.keys where other != key {
+                    all[other]?[id] = nil
+                    if all[other]?.isEmpty == true { all[other] = nil }
+                }
             }
             return woken
         }

@@ -6,12 +6,13 @@ import Synchronization
 import StrataLog
 import StrataMetadata
 import StrataCore
+import StrataBroker
 
 /// Tools for tests and benchmarks; not part of the stable CLI surface.
 struct DebugCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "debug", abstract: "Test and benchmark helpers.", shouldDisplay: false,
-        subcommands: [AppendAcks.self, BenchAppend.self, BenchCommits.self, BenchCompact.self])
+        subcommands: [AppendAcks.self, BenchAppend.self, BenchCommits.self, BenchCompact.self, BenchWakeup.self])
 
     /// Appends from several threads and prints "ack <base> <last> <thread> <seq>" to stdout after
     /// each append returns. A crash test kills this process with SIGKILL and checks that every
@@ -191,5 +192,115 @@ final class ThreadGroup: @unchecked Sendable {
     func join() {
         for t in threads { pthread_join(t, nil) }
         threads.removeAll()
+    }
+}
+
+extension DebugCommand {
+    /// Broker-side wake-up latency of parked long-poll fetches: `waiters` fetches parked over
+    /// `partitions` partitions of an embedded broker (no network), one append at a time to one
+    /// partition, timed from the append's return (the records are visible) to each of that
+    /// partition's fetches having its records. Then the cost of an append to a partition nobody
+    /// waits on, with every fetch parked and with none, in the same run.
+    struct BenchWakeup: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "bench-wakeup")
+        @Option var dir: String = "/tmp/strata-bench-wakeup"
+        @Option var partitions: Int = 1000
+        @Option var waiters: Int = 10_000
+        @Option var samples: Int = 300
+
+        /// What the waiting tasks and the driver share.
+        final class Board: Sendable {
+            /// When each woken fetch had its records, since the driver last took them.
+            let wakes = Mutex<[UInt64]>([])
+            let woken = Atomic<Int>(0)
+            let parked = Atomic<Int>(0)
+            let stop = Atomic<Bool>(false)
+        }
+
+        static func nanos() -> UInt64 {
+            var ts = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &ts)
+            return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        }
+
+        func run() throws {
+            guard partitions >= 1, partitions <= 10_000, waiters >= partitions, samples >= 1 else {
+                throw ValidationError("need 1 <= partitions <= 10000, waiters >= partitions, samples >= 1")
+            }
+            _ = system("rm -rf '\(dir)'")
+            var options = Broker.Options()
+            options.offsetsTopicPartitions = 0
+            var topicConfig = TopicConfig()
+            topicConfig.log.flushMode = .os
+            options.defaultTopicConfig = topicConfig
+            let broker = try Broker.open(dataDirectory: dir, options: options)
+            try broker.createTopic("wake", partitions: Int32(partitions), configs: ["flush.mode": "os"])
+            try broker.createTopic("idle", partitions: 1, configs: ["flush.mode": "os"])
+            let record = [ProducerRecord(value: Array("{\"wake\":1}".utf8), timestamp: wallClockMillis())]
+            func appendNanos(_ topic: String, _ partition: Int32) throws -> UInt64 {
+                let t0 = Self.nanos()
+                _ = try broker.produce(topic: topic, records: record, partition: partition, acks: .leader)
+                return Self.nanos() - t0
+            }
+            for _ in 0..<200 { _ = try appendNanos("idle", 0) }
+            let quiet = try (0..<samples).map { _ in Double(try appendNanos("idle", 0)) / 1e6 }
+
+            let board = Board()
+            for w in 0..<waiters {
+                let p = Int32(w % partitions)
+                Task {
+                    var offset: Int64 = 0
+                    while !board.stop.load(ordering: .relaxed) {
+                        board.parked.add(1, ordering: .relaxed)
+                        guard let result = try? await broker.fetch(topic: "wake", partition: p, offset: offset, maxWaitMs: 600_000) else { return }
+                        let now = Self.nanos()
+                        if result.nextOffset > offset {
+                            board.wakes.withLock { $0.append(now) }
+                            offset = result.nextOffset
+                            board.woken.add(1, ordering: .releasing)
+                        }
+                    }
+                }
+            }
+            while board.parked.load(ordering: .relaxed) < waiters { usleep(10_000) }
+            usleep(500_000)  // every fetch past its registration
+            let perPartition = waiters / partitions
+            let extra = waiters % partitions
+            var appendTimes: [Double] = []
+            var fromStart: [Double] = []
+            var fromReturn: [Double] = []
+            for k in 0..<samples {
+                let p = (k &* 7919) % partitions
+                let expected = board.woken.load(ordering: .acquiring) + perPartition + (p < extra ? 1 : 0)
+                let t0 = Self.nanos()
+                _ = try broker.produce(topic: "wake", records: record, partition: Int32(p), acks: .leader)
+                let t1 = Self.nanos()
+                appendTimes.append(Double(t1 - t0) / 1e6)
+                while board.woken.load(ordering: .acquiring) < expected { sched_yield() }
+                for wake in board.wakes.withLock({ w in defer { w.removeAll() }; return w }) {
+                    fromStart.append(Double(wake &- t0) / 1e6)
+                    fromReturn.append(wake > t1 ? Double(wake - t1) / 1e6 : 0)  // woken before the append call returned: 0
+                }
+            }
+            let busy = try (0..<samples).map { _ in Double(try appendNanos("idle", 0)) / 1e6 }
+            board.stop.store(true, ordering: .relaxed)
+            func summary(_ values: [Double]) -> String {
+                let s = values.sorted()
+                func ms(_ v: Double) -> String { String((v * 1000).rounded() / 1000) }
+                func at(_ q: Double) -> String {
+                    let i = min(s.count - 1, Int(q * Double(s.count)))
+                    return ms(s[i])
+                }
+                return "p50 \(at(0.5)) ms, p90 \(at(0.9)) ms, p99 \(at(0.99)) ms, max \(ms(s.last ?? 0)) ms (\(s.count))"
+            }
+            print("wakeup (embedded broker): \(waiters) parked fetches over \(partitions) partitions")
+            print("wakeup: append called -> a waiting fetch has its records:   \(summary(fromStart))")
+            print("wakeup: append returned -> a waiting fetch has its records: \(summary(fromReturn))")
+            print("wakeup: the append itself (to a partition with waiters):     \(summary(appendTimes))")
+            print("wakeup: append to a partition nobody waits on, \(waiters) parked: \(summary(busy))")
+            print("wakeup: the same with nothing parked (same run):             \(summary(quiet))")
+            fflush(nil)  // every output stream: print buffers stdout, and _exit skips the flush
+            _exit(0)  // the parked tasks hold the broker; nothing here needs a clean close
+        }
     }
 }

@@ -301,6 +301,36 @@ func json(_ i: Int, user: String? = nil) -> [UInt8] {
         try broker.close()
     }
 
+    /// A wait on several partitions (a multi-partition Fetch) wakes on an append to any of them
+    /// and leaves no registration behind on the others; a wait on one partition wakes only on
+    /// its own.
+    @Test func multiPartitionWaitsWakeOnAnyOfTheirPartitionsOnly() async throws {
+        let dir = TempDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        try broker.createTopic("t", partitions: 3)
+        final class Woke: Sendable { let names = Mutex<[String]>([]) }
+        let box = Woke()
+        let both = Task {
+            await broker.waitForData([("t", 0, 0), ("t", 1, 0)], timeoutMs: 300_000)
+            box.names.withLock { $0.append("both") }
+        }
+        let second = Task {
+            await broker.waitForData([("t", 1, 0)], timeoutMs: 300_000)
+            box.names.withLock { $0.append("second") }
+        }
+        try await Task.sleep(nanoseconds: 100_000_000)
+        try broker.produce(topic: "t", records: [ProducerRecord(value: json(1), timestamp: 0)], partition: 2, acks: .leader)
+        try await Task.sleep(nanoseconds: 100_000_000)
+        #expect(box.names.withLock { $0 }.isEmpty, "an append to another partition wakes nobody")
+        try broker.produce(topic: "t", records: [ProducerRecord(value: json(1), timestamp: 0)], partition: 0, acks: .leader)
+        await both.value
+        #expect(box.names.withLock { $0 } == ["both"], "only the wait that includes partition 0")
+        try broker.produce(topic: "t", records: [ProducerRecord(value: json(2), timestamp: 0)], partition: 1, acks: .leader)
+        await second.value
+        #expect(box.names.withLock { $0 } == ["both", "second"])
+        try broker.close()
+    }
+
     @Test func subscriptionDeliversExistingAndNewRecords() async throws {
         let dir = TempDir()
         let broker = try Broker.open(dataDirectory: dir.path)

@@ -12,7 +12,7 @@ import StrataBroker
 struct DebugCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "debug", abstract: "Test and benchmark helpers.", shouldDisplay: false,
-        subcommands: [AppendAcks.self, BenchAppend.self, BenchCommits.self, BenchCompact.self, BenchWakeup.self])
+        subcommands: [AppendAcks.self, BenchAppend.self, BenchCommits.self, BenchCompact.self, BenchWakeup.self, BenchOpen.self])
 
     /// Appends from several threads and prints "ack <base> <last> <thread> <seq>" to stdout after
     /// each append returns. A crash test kills this process with SIGKILL and checks that every
@@ -301,6 +301,63 @@ extension DebugCommand {
             print("wakeup: the same with nothing parked (same run):             \(summary(quiet))")
             fflush(nil)  // every output stream: print buffers stdout, and _exit skips the flush
             _exit(0)  // the parked tasks hold the broker; nothing here needs a clean close
+        }
+    }
+}
+
+extension DebugCommand {
+    /// Startup cost of a large data directory: `topics` x `partitions` partitions of `segments`
+    /// segments each (4 KiB segments, one ~3 KB record each), then Broker.open timed after a
+    /// clean stop and after an unclean one with nothing to recover (the clean-shutdown marker
+    /// removed, as SIGKILL leaves it, with every checkpoint current).
+    struct BenchOpen: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "bench-open")
+        @Option var dir: String = "/tmp/strata-bench-open"
+        @Option var topics: Int = 100
+        @Option var partitions: Int = 100
+        @Option var segments: Int = 10
+        @Option var runs: Int = 3
+        @Flag(help: "Reuse the data directory a previous run left (--keep), instead of writing it again.") var reuse = false
+        @Flag(help: "Leave the data directory for a later --reuse.") var keep = false
+
+        func run() throws {
+            guard topics >= 1, partitions >= 1, segments >= 1, runs >= 1 else { throw ValidationError("counts must be >= 1") }
+            var options = Broker.Options()
+            options.offsetsTopicPartitions = 0
+            options.maxPartitionsPerBroker = max(options.maxPartitionsPerBroker, topics * partitions)
+            let started = BenchWakeup.nanos()
+            if !reuse {
+                _ = system("rm -rf '\(dir)'")
+                let broker = try Broker.open(dataDirectory: dir, options: options)
+                let value = Array(("{\"pad\":\"" + String(repeating: "x", count: 3000) + "\"}").utf8)
+                for t in 0..<topics {
+                    let name = "open\(t)"
+                    try broker.createTopic(name, partitions: Int32(partitions), configs: ["segment.bytes": "4096", "flush.mode": "os"])
+                    for p in 0..<partitions {
+                        for _ in 0..<segments {
+                            _ = try broker.produce(topic: name, records: [ProducerRecord(value: value, timestamp: wallClockMillis())],
+                                                   partition: Int32(p), acks: .leader)
+                        }
+                    }
+                }
+                try broker.close()
+                let built = Double(BenchWakeup.nanos() - started) / 1e9
+                print("bench-open: \(topics * partitions) partitions, \(topics * partitions * segments) segments written in \((built * 10).rounded() / 10) s")
+            }
+            func timeOpen(clean: Bool) throws -> Double {
+                if !clean { _ = unlink(dir + "/" + LogManager.cleanShutdownFileName) }
+                let t0 = BenchWakeup.nanos()
+                let broker = try Broker.open(dataDirectory: dir, options: options)
+                let ms = Double(BenchWakeup.nanos() - t0) / 1e6
+                try broker.close()
+                return ms
+            }
+            for _ in 0..<runs {
+                let clean = try timeOpen(clean: true)
+                let unclean = try timeOpen(clean: false)
+                print("bench-open: open after a clean stop \(clean.rounded()) ms; after an unclean stop with nothing to recover \(unclean.rounded()) ms")
+            }
+            if !keep { _ = system("rm -rf '\(dir)'") }
         }
     }
 }

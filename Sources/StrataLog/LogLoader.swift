@@ -161,37 +161,7 @@ struct LogLoader {
     /// entries. Walks only from the last offset index entry to the end (a few KiB) to find the
     /// next offset; returns nil when anything there looks wrong.
     private mutating func openActiveAfterCleanShutdown(base: Int64) throws(LogError) -> LogSegment? {
-        let path = SegmentName.logPath(directory, base)
-        let fd = try FileIO.open(path, flags: O_RDONLY)
-        defer { close(fd) }
-        let size = try FileIO.fileSize(fd: fd, path: path)
-        let mapping = try Mapping(fd: fd, length: size, writable: false, path: path)
-        guard let offsetFile = try? IndexFile.openReadOnly(path: SegmentName.offsetIndexPath(directory, base), entrySize: OffsetIndex.entrySize),
-              let timeFile = try? IndexFile.openReadOnly(path: SegmentName.timeIndexPath(directory, base), entrySize: TimeIndex.entrySize)
-        else { return nil }
-        let offsetIndex = OffsetIndex(baseOffset: base, file: offsetFile)
-        let timeIndex = TimeIndex(baseOffset: base, file: timeFile)
-        guard offsetIndex.sanityCheck(logSize: size) == nil else { return nil }
-        let startEntry = offsetIndex.entryCount > 0 ? offsetIndex.entry(offsetIndex.entryCount - 1) : (offset: base, position: 0)
-        let bytes = mapping.bytes(0..<size)
-        var scan = BatchScan.walk(bytes, from: startEntry.position, segmentBase: base, nextOffset: startEntry.offset, verify: false,
-                                  indexIntervalBytes: config.indexIntervalBytes, collectIndexEntries: false)
-        guard scan.stopReason == nil else { return nil }
-        if size > 0 {
-            guard scan.batchCount > 0, let lastTime = timeIndex.lastEntry,
-                  timeIndex.sanityCheck(nextOffset: scan.nextOffset) == nil else { return nil }
-            // Continue indexing where the live writer stopped: the sealed time index's last entry is
-            // the segment's max timestamp, and the bytes since the last offset entry are the walk's.
-            scan.indexing.maxTimestamp = lastTime.timestamp
-            scan.indexing.offsetOfMaxTimestamp = lastTime.offset
-            scan.indexing.firstBatchMaxTimestamp = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[0..<RecordBatch.headerSize])).maxTimestamp
-            scan.indexing.bytesSinceLastIndexEntry = size - startEntry.position
-        } else {
-            scan.nextOffset = base
-        }
-        scan.validBytes = size
-        return try LogSegment.openActive(directory: directory, baseOffset: base, config: config, scan: scan,
-                                         indexesValid: (offsetIndex.entryCount, timeIndex.entryCount))
+        try LogSegment.reopenAfterCleanClose(directory: directory, baseOffset: base, config: config)
     }
 
     /// Validates `bases` in order, batch by batch. At the first invalid batch the segment is cut

@@ -271,6 +271,58 @@ final class LogSegment: @unchecked Sendable {
     /// Opens the last segment for appending. `scan` describes its valid prefix (from recovery, or
     /// from a tail walk after a clean shutdown) and `indexesValid` says whether the index files on
     /// disk already match it; otherwise they are rewritten from the scan.
+    /// After a clean shutdown the last segment was trimmed to its batches and its indexes to their
+    /// entries: its files are opened and mapped for appending once, checked through those very
+    /// mappings (index sanity, a walk from the last offset entry to the end: a few KiB), and kept.
+    /// Returns nil when anything looks wrong (the caller then validates the segment). One open
+    /// and one mapping per file, not a read-only pass and then a writable one: with thousands of
+    /// partitions opening on several threads, every extra map and unmap is contention on the
+    /// process's address space.
+    static func reopenAfterCleanClose(directory: String, baseOffset base: Int64, config: LogConfig) throws(LogError) -> LogSegment? {
+        let path = SegmentName.logPath(directory, base)
+        let offsetPath = SegmentName.offsetIndexPath(directory, base)
+        let timePath = SegmentName.timeIndexPath(directory, base)
+        guard let offsetSize = FileIO.fileSize(path: offsetPath), offsetSize % OffsetIndex.entrySize == 0,
+              let timeSize = FileIO.fileSize(path: timePath), timeSize % TimeIndex.entrySize == 0 else { return nil }
+        let fd = try FileIO.open(path, flags: O_RDWR)
+        var keepDescriptor = false
+        defer { if !keepDescriptor { close(fd) } }
+        let size = try FileIO.fileSize(fd: fd, path: path)
+        let capacity = max(config.segmentBytes, size)
+        let mapping = try Mapping(fd: fd, length: capacity, writable: true, path: path)
+        guard let offsetFile = try? IndexFile.openWritable(path: offsetPath, entrySize: OffsetIndex.entrySize, maxBytes: config.segmentIndexBytes,
+                                                           validEntries: offsetSize / OffsetIndex.entrySize),
+              let timeFile = try? IndexFile.openWritable(path: timePath, entrySize: TimeIndex.entrySize, maxBytes: config.segmentIndexBytes,
+                                                         validEntries: timeSize / TimeIndex.entrySize)
+        else { return nil }
+        let offsetIndex = OffsetIndex(baseOffset: base, file: offsetFile)
+        let timeIndex = TimeIndex(baseOffset: base, file: timeFile)
+        guard offsetIndex.sanityCheck(logSize: size) == nil else { return nil }
+        let startEntry = offsetIndex.entryCount > 0 ? offsetIndex.entry(offsetIndex.entryCount - 1) : (offset: base, position: 0)
+        let bytes = mapping.bytes(0..<size)
+        var scan = BatchScan.walk(bytes, from: startEntry.position, segmentBase: base, nextOffset: startEntry.offset, verify: false,
+                                  indexIntervalBytes: config.indexIntervalBytes, collectIndexEntries: false)
+        guard scan.stopReason == nil else { return nil }
+        if size > 0 {
+            guard scan.batchCount > 0, let lastTime = timeIndex.lastEntry,
+                  timeIndex.sanityCheck(nextOffset: scan.nextOffset) == nil else { return nil }
+            // Continue indexing where the live writer stopped: the sealed time index's last entry is
+            // the segment's max timestamp, and the bytes since the last offset entry are the walk's.
+            scan.indexing.maxTimestamp = lastTime.timestamp
+            scan.indexing.offsetOfMaxTimestamp = lastTime.offset
+            scan.indexing.firstBatchMaxTimestamp = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[0..<RecordBatch.headerSize])).maxTimestamp
+            scan.indexing.bytesSinceLastIndexEntry = size - startEntry.position
+        } else {
+            scan.nextOffset = base
+        }
+        keepDescriptor = true
+        let storage = Storage(mapping: mapping, offsetIndex: offsetIndex, timeIndex: timeIndex, fd: fd)
+        return LogSegment(
+            baseOffset: base, directory: directory, config: config, storage: storage, size: size,
+            nextOffset: scan.nextOffset, maxTimestamp: scan.indexing.maxTimestamp, indexing: scan.indexing,
+            capacity: capacity, active: true)
+    }
+
     static func openActive(directory: String, baseOffset: Int64, config: LogConfig, scan: BatchScan,
                            indexesValid: (offset: Int, time: Int)?) throws(LogError) -> LogSegment
     {

@@ -63,10 +63,13 @@ private final class Harness: @unchecked Sendable {
         generation += 1
         dir = root + "/\(generation)"
         do {
-            // Small preallocated indexes (10 MiB each by default, two per partition), so that a
-            // CreateTopics of thousands of partitions does not need gigabytes. tools/fuzz.sh also
-            // runs this target on a size-limited tmpfs: a full disk is one more error path.
+            // Small segments and indexes: each partition maps them at full size (address space),
+            // and a CreateTopics of thousands of partitions stays cheap. tools/fuzz.sh also runs
+            // this target on a size-limited tmpfs: a full disk is one more error path. No initial
+            // rebalance delay: a JoinGroup to an empty group completes at once, as it did, instead
+            // of parking until the harness releases it.
             var options = Broker.Options()
+            options.initialRebalanceDelayMs = 0
             options.defaultTopicConfig.log.segmentIndexBytes = 16 << 10
             options.defaultTopicConfig.log.segmentBytes = 256 << 10
             options.defaultTopicConfig.log.maxMessageBytes = 256 << 10

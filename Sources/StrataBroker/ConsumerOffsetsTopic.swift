@@ -14,8 +14,8 @@ enum ConsumerOffsetsTopic {
     static let name = "__consumer_offsets"
     /// offsets.topic.num.partitions (Kafka's default; `Broker.Options.offsetsTopicPartitions`).
     static let defaultPartitions: Int32 = 50
-    /// Compacted; small segments and indexes, because Strata preallocates the active segment of
-    /// every partition (50 × the 128 MiB default would reserve 7 GB for a few commits).
+    /// Compacted; small segments and indexes: each partition's active segment is mapped at its
+    /// full size (50 × the 128 MiB default would be 7 GB of address space for a few commits).
     static let configs = ["cleanup.policy": "compact", "segment.bytes": "1048576", "segment.index.bytes": "65536", "flush.mode": "os"]
 
     /// Java's `String.hashCode` over UTF-16 code units, then Kafka's `Utils.abs` and modulo.

@@ -20,7 +20,8 @@ public struct LogConfig: Sendable, Equatable {
     public var segmentJitterMs: Int64 = 0
     /// index.interval.bytes: bytes of batches between two sparse index entries.
     public var indexIntervalBytes: Int = 4096
-    /// segment.index.bytes: preallocated size of each index; a full index rolls the segment.
+    /// segment.index.bytes: most bytes of each index (mapped at this size, reserved in steps); a
+    /// full index rolls the segment.
     public var segmentIndexBytes: Int = 10 * 1024 * 1024
     /// segment.reserve.step.bytes (Strata): the active segment's file grows by fallocate in
     /// steps that double from 4 KiB up to this, so disk is reserved as data arrives (an idle

@@ -274,7 +274,7 @@ struct LogLoader {
         }
     }
 
-    /// True when the bytes after the valid prefix are zeros (the preallocated, never-written tail of
+    /// True when the bytes after the valid prefix are zeros (the reserved, never-written tail of
     /// an active segment) rather than damage. Only the first 64 KiB are looked at: a torn write
     /// leaves its garbage right at the end of the valid data.
     static func isZeroTail(fd: Int32, from: Int, size: Int) -> Bool {

@@ -169,7 +169,7 @@ final class LogSegment: @unchecked Sendable {
         let timeIndex: TimeIndex
         /// Open (read-write) while the segment is active or its data may still need a sync; -1
         /// for a segment loaded read-only. The writer uses it freely while the segment is active;
-        /// after the seal only `syncAndRelease` touches it, under `descriptorClosed`'s lock.
+        /// after the seal only `sync(path:release:skipSync:)` touches it, under `descriptorClosed`'s lock.
         let fd: Int32
         /// Set once the descriptor is closed (the sealed segment's data synced).
         let descriptorClosed = Mutex(false)
@@ -473,7 +473,7 @@ final class LogSegment: @unchecked Sendable {
 
     /// State of a read-only view of a segment that may still grow. New bytes are discovered with
     /// pread, never by touching the mapping past what was validated: the writer may truncate the
-    /// file's preallocated tail at any moment, and a mapped access past the end would be a SIGBUS.
+    /// file's reserved tail at any moment, and a mapped access past the end would be a SIGBUS.
     private final class Follower {
         let fd: Int32
         var indexing: IndexingState

@@ -44,8 +44,8 @@ EXPECTED = os.environ.get("STRATA_LIBRDKAFKA_EXPECTED") or os.path.join(ROOT, "d
 TIMEOUT = float(os.environ.get("STRATA_LIBRDKAFKA_TIMEOUT", "120"))
 BUDGET = float(os.environ.get("STRATA_LIBRDKAFKA_BUDGET", "2400"))  # the whole run; tests after it are not run (fail)
 # librdkafka's tests expect Kafka's test clusters (4 partitions per auto-created topic). Small
-# segments and indexes: the suite creates hundreds of partitions, and each preallocates one segment
-# and two indexes (128 + 2 x 10 MiB by default would fill tens of GB of disk).
+# segments and indexes, as before disk was reserved in steps: they keep the address space of the
+# hundreds of partitions the suite creates small and make its segments roll.
 BROKER_CONFIG = ["--config", "num.partitions=4", "--config", "log.segment.bytes=8388608", "--config", "log.index.size.max.bytes=1048576"]
 # The expected results are for quick mode (-Q) and the runner's default broker version (2.4.0.0,
 # which some tests read to pick their expectations); these two change both, for exploring.

@@ -70,6 +70,9 @@ private final class Harness: @unchecked Sendable {
             // of parking until the harness releases it.
             var options = Broker.Options()
             options.initialRebalanceDelayMs = 0
+            // A CreateTopics beyond this is refused (POLICY_VIOLATION: one more error path)
+            // instead of spending the execution on thousands of partition directories.
+            options.maxPartitionsPerBroker = 2_000
             options.defaultTopicConfig.log.segmentIndexBytes = 16 << 10
             options.defaultTopicConfig.log.segmentBytes = 256 << 10
             options.defaultTopicConfig.log.maxMessageBytes = 256 << 10

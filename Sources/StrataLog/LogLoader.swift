@@ -30,7 +30,7 @@ struct LogLoader {
         let listing = try FileIO.listDirectory(directory)
         let changed = try removeTempFilesAndCompleteSwaps(listing)
         var bases = try segmentBaseOffsets(changed ? nil : listing)
-        try sanityCheck(bases)
+        let sizes = try sanityCheck(bases)
         let checkpoint = Checkpoint.read(directory: directory)
         if checkpoint == nil && !bases.isEmpty && FileIO.exists(directory + "/" + Checkpoint.fileName) {
             report.warnings.append("checkpoint \(Checkpoint.fileName) is corrupt; re-validating the whole log")
@@ -46,7 +46,7 @@ struct LogLoader {
         var segments: [LogSegment] = []
         let last = bases.count - 1
         if cleanShutdown {
-            for base in bases.dropLast() { segments.append(.lazy(directory: directory, baseOffset: base, config: config)) }
+            for base in bases.dropLast() { segments.append(.lazy(directory: directory, baseOffset: base, config: config, knownSize: sizes[base])) }
             if let active = try openActiveAfterCleanShutdown(base: bases[last]) {
                 segments.append(active)
             } else {
@@ -60,7 +60,7 @@ struct LogLoader {
             var firstUnflushed = 0
             for (i, base) in bases.enumerated() where base <= recoveryPoint { firstUnflushed = i }
             for base in bases[..<firstUnflushed] {
-                segments.append(.lazy(directory: directory, baseOffset: base, config: config))
+                segments.append(.lazy(directory: directory, baseOffset: base, config: config, knownSize: sizes[base]))
             }
             let toRecover = Array(bases[firstUnflushed...])
             segments.append(contentsOf: try recover(bases: toRecover, previousNextOffset: nil, durableBelow: checkpoint?.recoveryPoint ?? 0,
@@ -73,24 +73,29 @@ struct LogLoader {
         return Loaded(segments: segments, logStartOffset: logStart, recoveryPoint: logEnd, checkpoint: checkpoint)
     }
 
+    private static let effectiveUID = geteuid()
+
     /// Every segment the listing names must be a regular file this process can read and write.
     /// Closed segments are opened lazily, so without this a damaged one (a directory in its place,
     /// mode 000) would only surface at the first read of its offsets, as a mysterious error; here
-    /// it takes the partition offline at load, with the file named.
-    private static let effectiveUID = geteuid()
-
-    private func sanityCheck(_ bases: [Int64]) throws(LogError) {
+    /// it takes the partition offline at load, with the file named. Returns each segment's size
+    /// (the lazy segments' sizes: one stat per segment, not two).
+    private func sanityCheck(_ bases: [Int64]) throws(LogError) -> [Int64: Int] {
+        var sizes: [Int64: Int] = [:]
+        sizes.reserveCapacity(bases.count)
         for base in bases {
             let path = SegmentName.logPath(directory, base)
             var st = stat()
             guard stat(path, &st) == 0 else { throw LogError.fromErrno("stat segment", path) }
             guard (st.st_mode & S_IFMT) == S_IFREG else { throw LogError.corrupt(path: path, reason: "a segment must be a regular file") }
             // The common case answered from the stat (this process owns the file and may read
-            // and write it), sparing one syscall per segment: 100,000 segments load in a second.
+            // and write it), sparing one syscall per segment.
             // Anything else asks the kernel, which knows about groups, ACLs and capabilities.
             let ownedReadWrite = st.st_uid == Self.effectiveUID && (st.st_mode & 0o600) == 0o600
             guard ownedReadWrite || access(path, R_OK | W_OK) == 0 else { throw LogError.fromErrno("open segment for reading and writing", path) }
+            sizes[base] = Int(st.st_size)
         }
+        return sizes
     }
 
     /// `.cleaned` and `.tmp` files are half-written outputs: delete. `.deleted` files were already

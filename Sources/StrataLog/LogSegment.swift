@@ -260,8 +260,10 @@ final class LogSegment: @unchecked Sendable {
     }
 
     /// A closed segment found at load; nothing is opened until it is read.
-    static func lazy(directory: String, baseOffset: Int64, config: LogConfig, nextOffset: Int64? = nil, readOnlyMode: Bool = false) -> LogSegment {
-        let size = FileIO.fileSize(path: SegmentName.logPath(directory, baseOffset)) ?? 0
+    /// `knownSize`: the log file's size when the caller just stat'ed it (a load), sparing a stat.
+    static func lazy(directory: String, baseOffset: Int64, config: LogConfig, nextOffset: Int64? = nil, readOnlyMode: Bool = false,
+                     knownSize: Int? = nil) -> LogSegment {
+        let size = knownSize ?? FileIO.fileSize(path: SegmentName.logPath(directory, baseOffset)) ?? 0
         return LogSegment(
             baseOffset: baseOffset, directory: directory, config: config, storage: nil, size: size,
             nextOffset: nextOffset ?? -1, maxTimestamp: Int64.min, indexing: IndexingState(segmentBase: baseOffset),

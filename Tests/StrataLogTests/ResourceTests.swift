@@ -116,3 +116,16 @@ import Testing
     }
 }
 
+
+@Suite struct SegmentNameTests {
+    @Test func namesParseExactlyAsKafkaWritesThem() {
+        #expect(SegmentName.parse(SegmentName.base(42) + ".log", suffix: ".log") == 42)
+        #expect(SegmentName.parse(SegmentName.base(Int64.max) + ".timeindex", suffix: ".timeindex") == Int64.max)
+        #expect(SegmentName.parse(SegmentName.base(7) + ".index", suffix: ".log") == nil, "another suffix")
+        #expect(SegmentName.parse("0000000000000000042.log", suffix: ".log") == nil, "19 digits")
+        #expect(SegmentName.parse("0000000000000000004x.log", suffix: ".log") == nil, "not a digit")
+        #expect(SegmentName.parse("99999999999999999999.log", suffix: ".log") == nil, "past Int64")
+        #expect(SegmentName.parse("00000000000000000042.log.swap", suffix: ".log") == nil)
+        #expect(SegmentName.parse("００000000000000000042.log", suffix: ".log") == nil, "non-ASCII digits")
+    }
+}

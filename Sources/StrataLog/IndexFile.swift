@@ -9,8 +9,9 @@ import Synchronization
 ///
 /// The active segment's index is mapped writable for `maxBytes` while its file grows by
 /// fallocate in steps (doubling from 4 KiB up to 1 MiB) just ahead of the entries, so an idle
-/// segment's index takes one page; on roll or close it is trimmed to its entries. Entries are published to readers through
-/// `entryCount` (release/acquire), and written entries never change, so lookups take no lock.
+/// segment's index takes no blocks; on roll or close it is trimmed to its entries. Entries are
+/// published to readers through `entryCount` (release/acquire), and written entries never
+/// change, so lookups take no lock.
 /// `@unchecked Sendable`: one writer (under its partition's writer lock) appends entries and then
 /// publishes `entryCount` with release; readers load it with acquire and read only entries below
 /// it, which never change again.

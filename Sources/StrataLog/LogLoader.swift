@@ -47,7 +47,7 @@ struct LogLoader {
         let last = bases.count - 1
         if cleanShutdown {
             for base in bases.dropLast() { segments.append(.lazy(directory: directory, baseOffset: base, config: config, knownSize: sizes[base])) }
-            if let active = try openActiveAfterCleanShutdown(base: bases[last]) {
+            if let active = try LogSegment.reopenAfterCleanClose(directory: directory, baseOffset: bases[last], config: config) {
                 segments.append(active)
             } else {
                 // The tail did not look like a clean close after all: validate the last segment.
@@ -162,12 +162,6 @@ struct LogLoader {
         return bases.sorted()
     }
 
-    /// After a clean shutdown the last segment was trimmed to its batches and its indexes to their
-    /// entries. Walks only from the last offset index entry to the end (a few KiB) to find the
-    /// next offset; returns nil when anything there looks wrong.
-    private mutating func openActiveAfterCleanShutdown(base: Int64) throws(LogError) -> LogSegment? {
-        try LogSegment.reopenAfterCleanClose(directory: directory, baseOffset: base, config: config)
-    }
 
     /// Validates `bases` in order, batch by batch. At the first invalid batch the segment is cut
     /// there and every later segment deleted; indexes of recovered segments are rewritten.

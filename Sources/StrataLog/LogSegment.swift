@@ -270,9 +270,6 @@ final class LogSegment: @unchecked Sendable {
             capacity: size, active: false, readOnlyMode: readOnlyMode)
     }
 
-    /// Opens the last segment for appending. `scan` describes its valid prefix (from recovery, or
-    /// from a tail walk after a clean shutdown) and `indexesValid` says whether the index files on
-    /// disk already match it; otherwise they are rewritten from the scan.
     /// After a clean shutdown the last segment was trimmed to its batches and its indexes to their
     /// entries: its files are opened and mapped for appending once, checked through those very
     /// mappings (index sanity, a walk from the last offset entry to the end: a few KiB), and kept.
@@ -325,6 +322,9 @@ final class LogSegment: @unchecked Sendable {
             capacity: capacity, active: true)
     }
 
+    /// Opens the last segment for appending. `scan` describes its valid prefix (from recovery) and
+    /// `indexesValid` says whether the index files on disk already match it; otherwise they are
+    /// rewritten from the scan.
     static func openActive(directory: String, baseOffset: Int64, config: LogConfig, scan: BatchScan,
                            indexesValid: (offset: Int, time: Int)?) throws(LogError) -> LogSegment
     {
@@ -392,7 +392,9 @@ final class LogSegment: @unchecked Sendable {
     /// missing or fail their sanity check are rebuilt from the log (which is trusted here: it is
     /// below the recovery point or was validated at load).
     func storage() throws(LogError) -> Storage {
-        lastUsedTick.store(MappedSegments.shared.tick(), ordering: .relaxed)
+        // Recency matters only to segments MappedSegments may unmap (closed ones); the active
+        // segment's appends and reads skip the shared counter.
+        if createdUnmapped || sealed.load(ordering: .relaxed) { lastUsedTick.store(MappedSegments.shared.tick(), ordering: .relaxed) }
         var loadedNow = false
         let storage = try storageLock.withLock { (s: inout Storage?) throws(LogError) -> Storage in
             if let s { return s }
@@ -418,7 +420,7 @@ final class LogSegment: @unchecked Sendable {
         }
     }
 
-    /// Whether the segment is mapped now (tests and `strata inspect`).
+    /// Whether the segment is mapped now (tests).
     var isMapped: Bool { storageLock.withLock { $0 != nil } }
 
     private func loadReadOnly() throws(LogError) -> Storage {
@@ -592,9 +594,6 @@ final class LogSegment: @unchecked Sendable {
         try s.timeIndex.file.reserveRoom(forEntries: s.timeIndex.entryCount + 2)
     }
 
-    /// Bytes of disk the log file holds reserved (its size while active).
-    var reservedBytes: Int { reserved }
-
     func shouldRoll(batchSize: Int, lastOffset: Int64, maxTimestamp: Int64, nowMs: Int64) -> String? {
         let current = size
         guard current > 0 else { return nil }
@@ -626,8 +625,8 @@ final class LogSegment: @unchecked Sendable {
         }
         let entries = indexing.observe(baseOffset: assigned, maxTimestamp: maxTimestamp, position: position, size: batch.count,
                                        indexIntervalBytes: config.indexIntervalBytes)
-        // No room for an entry only after a full disk at open (the index is then full and the
-        // next append rolls): a sparse index may skip one.
+        // `reserveRoom` made room for this entry; a full index (which rolls the segment at the
+        // next append) skips it rather than trap: the index is sparse.
         if let e = entries.offset, s.offsetIndex.file.canAppend { s.offsetIndex.append(offset: e.offset, position: e.position) }
         if let t = entries.time { s.timeIndex.maybeAppend(timestamp: t.timestamp, offset: t.offset) }
         writes.wrappingAdd(1, ordering: .releasing)
@@ -669,8 +668,7 @@ final class LogSegment: @unchecked Sendable {
         }
     }
 
-    /// Flushes the log bytes (and, once sealed, the indexes) to stable storage.
-    /// Syncs the log's data. Once the segment is sealed (the flag read before the sync, so the
+    /// Syncs the log's data (the indexes are synced by the seal). Once the segment is sealed (the flag read before the sync, so the
     /// sync covers every byte) its descriptor is closed, and it may be unmapped under the budget
     /// of `MappedSegments`: a rolled segment then costs no descriptor.
     func flush() throws(LogError) {

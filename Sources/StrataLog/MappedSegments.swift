@@ -34,9 +34,6 @@ public final class MappedSegments: Sendable {
         set { budgetValue.store(max(16, newValue), ordering: .relaxed) }
     }
 
-    /// Closed segments registered as mapped now (an upper bound: some may have been dropped).
-    public var mappedCount: Int { registry.withLock { $0.count } }
-
     /// Segments unmapped to stay within the budget since the process started.
     public var evictionCount: Int { evictions.load(ordering: .relaxed) }
 

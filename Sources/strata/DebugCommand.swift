@@ -198,8 +198,8 @@ final class ThreadGroup: @unchecked Sendable {
 extension DebugCommand {
     /// Broker-side wake-up latency of parked long-poll fetches: `waiters` fetches parked over
     /// `partitions` partitions of an embedded broker (no network), one append at a time to one
-    /// partition, timed from the append's return (the records are visible) to each of that
-    /// partition's fetches having its records. Then the cost of an append to a partition nobody
+    /// partition, timed from the append's call and from its return (the records are visible) to
+    /// each of that partition's fetches having its records. Then the cost of an append to a partition nobody
     /// waits on, with every fetch parked and with none, in the same run.
     struct BenchWakeup: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "bench-wakeup")
@@ -211,16 +211,10 @@ extension DebugCommand {
         /// What the waiting tasks and the driver share.
         final class Board: Sendable {
             /// When each woken fetch had its records, since the driver last took them.
-            let wakes = Mutex<[UInt64]>([])
+            let wakes = Mutex<[Double]>([])
             let woken = Atomic<Int>(0)
             let parked = Atomic<Int>(0)
             let stop = Atomic<Bool>(false)
-        }
-
-        static func nanos() -> UInt64 {
-            var ts = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &ts)
-            return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
         }
 
         func run() throws {
@@ -237,13 +231,13 @@ extension DebugCommand {
             try broker.createTopic("wake", partitions: Int32(partitions), configs: ["flush.mode": "os"])
             try broker.createTopic("idle", partitions: 1, configs: ["flush.mode": "os"])
             let record = [ProducerRecord(value: Array("{\"wake\":1}".utf8), timestamp: wallClockMillis())]
-            func appendNanos(_ topic: String, _ partition: Int32) throws -> UInt64 {
-                let t0 = Self.nanos()
+            func appendMillis(_ topic: String, _ partition: Int32) throws -> Double {
+                let t0 = nowSeconds()
                 _ = try broker.produce(topic: topic, records: record, partition: partition, acks: .leader)
-                return Self.nanos() - t0
+                return (nowSeconds() - t0) * 1000
             }
-            for _ in 0..<200 { _ = try appendNanos("idle", 0) }
-            let quiet = try (0..<samples).map { _ in Double(try appendNanos("idle", 0)) / 1e6 }
+            for _ in 0..<200 { _ = try appendMillis("idle", 0) }
+            let quiet = try (0..<samples).map { _ in try appendMillis("idle", 0) }
 
             let board = Board()
             for w in 0..<waiters {
@@ -253,7 +247,7 @@ extension DebugCommand {
                     while !board.stop.load(ordering: .relaxed) {
                         board.parked.add(1, ordering: .relaxed)
                         guard let result = try? await broker.fetch(topic: "wake", partition: p, offset: offset, maxWaitMs: 600_000) else { return }
-                        let now = Self.nanos()
+                        let now = nowSeconds()
                         if result.nextOffset > offset {
                             board.wakes.withLock { $0.append(now) }
                             offset = result.nextOffset
@@ -272,27 +266,19 @@ extension DebugCommand {
             for k in 0..<samples {
                 let p = (k &* 7919) % partitions
                 let expected = board.woken.load(ordering: .acquiring) + perPartition + (p < extra ? 1 : 0)
-                let t0 = Self.nanos()
+                let t0 = nowSeconds()
                 _ = try broker.produce(topic: "wake", records: record, partition: Int32(p), acks: .leader)
-                let t1 = Self.nanos()
-                appendTimes.append(Double(t1 - t0) / 1e6)
+                let t1 = nowSeconds()
+                appendTimes.append((t1 - t0) * 1000)
                 while board.woken.load(ordering: .acquiring) < expected { sched_yield() }
                 for wake in board.wakes.withLock({ w in defer { w.removeAll() }; return w }) {
-                    fromStart.append(Double(wake &- t0) / 1e6)
-                    fromReturn.append(wake > t1 ? Double(wake - t1) / 1e6 : 0)  // woken before the append call returned: 0
+                    fromStart.append((wake - t0) * 1000)
+                    fromReturn.append(max(0, wake - t1) * 1000)  // woken before the append call returned: 0
                 }
             }
-            let busy = try (0..<samples).map { _ in Double(try appendNanos("idle", 0)) / 1e6 }
+            let busy = try (0..<samples).map { _ in try appendMillis("idle", 0) }
             board.stop.store(true, ordering: .relaxed)
-            func summary(_ values: [Double]) -> String {
-                let s = values.sorted()
-                func ms(_ v: Double) -> String { String((v * 1000).rounded() / 1000) }
-                func at(_ q: Double) -> String {
-                    let i = min(s.count - 1, Int(q * Double(s.count)))
-                    return ms(s[i])
-                }
-                return "p50 \(at(0.5)) ms, p90 \(at(0.9)) ms, p99 \(at(0.99)) ms, max \(ms(s.last ?? 0)) ms (\(s.count))"
-            }
+            let summary = Bench.percentiles
             print("wakeup (embedded broker): \(waiters) parked fetches over \(partitions) partitions")
             print("wakeup: append called -> a waiting fetch has its records:   \(summary(fromStart))")
             print("wakeup: append returned -> a waiting fetch has its records: \(summary(fromReturn))")
@@ -325,7 +311,7 @@ extension DebugCommand {
             var options = Broker.Options()
             options.offsetsTopicPartitions = 0
             options.maxPartitionsPerBroker = max(options.maxPartitionsPerBroker, topics * partitions)
-            let started = BenchWakeup.nanos()
+            let started = nowSeconds()
             if !reuse {
                 _ = system("rm -rf '\(dir)'")
                 let broker = try Broker.open(dataDirectory: dir, options: options)
@@ -341,14 +327,14 @@ extension DebugCommand {
                     }
                 }
                 try broker.close()
-                let built = Double(BenchWakeup.nanos() - started) / 1e9
+                let built = nowSeconds() - started
                 print("bench-open: \(topics * partitions) partitions, \(topics * partitions * segments) segments written in \((built * 10).rounded() / 10) s")
             }
             func timeOpen(clean: Bool) throws -> Double {
                 if !clean { _ = unlink(dir + "/" + LogManager.cleanShutdownFileName) }
-                let t0 = BenchWakeup.nanos()
+                let t0 = nowSeconds()
                 let broker = try Broker.open(dataDirectory: dir, options: options)
-                let ms = Double(BenchWakeup.nanos() - t0) / 1e6
+                let ms = (nowSeconds() - t0) * 1000
                 try broker.close()
                 return ms
             }

@@ -221,6 +221,39 @@ public final class KafkaClient: @unchecked Sendable {
         return p
     }
 
+    /// Fetch v4 of several partitions of one topic in one request, as a consumer with many
+    /// assigned partitions sends it: per partition (index, error, high watermark, raw batches),
+    /// in the order the response lists them.
+    public func fetch(topic: String, positions: [(partition: Int32, offset: Int64)], partitionMaxBytes: Int32, maxBytes: Int32,
+                      maxWaitMs: Int32 = 0) throws -> [(partition: Int32, error: Int16, highWatermark: Int64, batches: ByteBuffer)] {
+        var w = KafkaWriter(capacity: 64 + positions.count * 16)
+        w.int32(-1)
+        w.int32(maxWaitMs)
+        w.int32(1)
+        w.int32(maxBytes)
+        w.int8(0)
+        w.array([topic]) { w, t in
+            w.string(t)
+            w.array(positions) { w, p in
+                w.int32(p.partition)
+                w.int64(p.offset)
+                w.int32(partitionMaxBytes)
+            }
+        }
+        var r = KafkaReader(try request(apiKey: 1, version: 4, body: Self.strip(w)))
+        _ = try r.int32()
+        let topics: [[(partition: Int32, error: Int16, highWatermark: Int64, batches: ByteBuffer)]] = try r.array { r in
+            _ = try r.string()
+            return try r.array { r in
+                let p = try r.int32()
+                let e = try r.int16(); let hw = try r.int64(); _ = try r.int64()
+                _ = try r.nullableArray { r in (try r.int64(), try r.int64()) }
+                return (p, e, hw, try r.bytes())
+            }
+        }
+        return topics.flatMap { $0 }
+    }
+
     /// ListOffsets v1: -2 earliest, -1 latest, else the first offset with timestamp >= T (or -1).
     public func listOffset(topic: String, partition: Int32, timestamp: Int64) throws -> Int64 {
         var w = KafkaWriter(capacity: 64)

@@ -119,24 +119,38 @@ struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "consume")
         @OptionGroup var target: Target
         @Option(help: "Bytes per Fetch.") var fetchBytes: Int32 = 4 << 20
-        @Option(help: "Partitions to read, round-robin, each to its end.") var partitions: Int = 1
+        @Option(help: "Partitions to read, each to its end.") var partitions: Int = 1
+        @Option(help: "Partitions per Fetch request (0: all unfinished ones, as a consumer assigned them all sends it); the order rotates between requests.")
+        var perFetch: Int = 0
+        @Option(help: "Bytes per partition in a multi-partition Fetch.") var partitionFetchBytes: Int32 = 1 << 20
 
         func run() throws {
             guard partitions >= 1, partitions <= 10_000 else { throw ValidationError("--partitions must be in 1...10000") }
+            guard perFetch >= 0 else { throw ValidationError("--per-fetch must be 0 or more") }
             let client = try target.connect("strata-bench-consume")
             var offsets = [Int64](repeating: 0, count: partitions)
-            var done = [Bool](repeating: false, count: partitions)
-            var remaining = partitions
+            var unfinished = Array(0..<partitions)
             var records = 0
             var bytes = 0
+            var requests = 0
+            var rotation = 0
             let started = nowSeconds()
-            while remaining > 0 {
-                for p in 0..<partitions where !done[p] {
+            while !unfinished.isEmpty {
+                let take = perFetch == 0 ? unfinished.count : min(perFetch, unfinished.count)
+                rotation %= unfinished.count
+                let chosen = (0..<take).map { unfinished[(rotation + $0) % unfinished.count] }
+                rotation += take
+                let answers = try client.fetch(topic: target.topic, positions: chosen.map { (Int32($0), offsets[$0]) },
+                                               partitionMaxBytes: partitionFetchBytes, maxBytes: fetchBytes)
+                requests += 1
+                var finished = Set<Int>()
+                for answer in answers {
+                    let p = Int(answer.partition)
+                    guard p >= 0, p < partitions else { throw CLIError("fetch answered partition \(p), which was not asked for") }
+                    guard answer.error == 0 else { throw CLIError("fetch of partition \(p) failed with Kafka error \(answer.error)") }
                     var offset = offsets[p]
-                    let (error, hw, batches) = try client.fetch(topic: target.topic, partition: Int32(p), offset: offset, maxBytes: fetchBytes, maxWaitMs: 0)
-                    guard error == 0 else { throw CLIError("fetch of partition \(p) failed with Kafka error \(error)") }
-                    bytes += batches.readableBytes
-                    batches.withUnsafeReadableBytes { b in
+                    bytes += answer.batches.readableBytes
+                    answer.batches.withUnsafeReadableBytes { b in
                         var position = 0
                         while position < b.count, let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: b[position...])), position + size <= b.count {
                             let batch = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: b[position..<position + size]))
@@ -148,14 +162,12 @@ struct Bench: ParsableCommand {
                         }
                     }
                     offsets[p] = offset
-                    if offset >= hw {
-                        done[p] = true
-                        remaining -= 1
-                    }
+                    if offset >= answer.highWatermark { finished.insert(p) }
                 }
+                if !finished.isEmpty { unfinished.removeAll { finished.contains($0) } }
             }
             let seconds = nowSeconds() - started
-            print("consume: \(records) events, \(bytes / 1_000_000) MB in \((seconds * 1000).rounded() / 1000) s: \(formatRate(Double(records), seconds: seconds)) events/s, \(Int(Double(bytes) / seconds / 1e6)) MB/s, \(partitions) partition(s)")
+            print("consume: \(records) events, \(bytes / 1_000_000) MB in \((seconds * 1000).rounded() / 1000) s: \(formatRate(Double(records), seconds: seconds)) events/s, \(Int(Double(bytes) / seconds / 1e6)) MB/s, \(partitions) partition(s), \(requests) Fetch requests")
         }
     }
 

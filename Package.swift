@@ -18,6 +18,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(name: "CCRC32C"),
@@ -35,10 +38,14 @@ let package = Package(
             dependencies: [
                 "CCRC32C", "CPlatform", "CCompression", "StrataCore",
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         .target(name: "StrataMetadata", dependencies: ["CLMDB", "StrataCore"]),
-        .target(name: "StrataBroker", dependencies: ["StrataLog", "StrataMetadata", "StrataCore"]),
+        .target(
+            name: "StrataBroker",
+            dependencies: ["StrataLog", "StrataMetadata", "StrataCore", .product(name: "CoreMetrics", package: "swift-metrics")]
+        ),
         .target(name: "StrataStreams", dependencies: ["StrataBroker", "StrataMetadata", "StrataLog", "StrataCore"]),
         .executableTarget(name: "strata-streams-bench", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataCore"]),
         .target(name: "StrataQuery", dependencies: ["CSQLite", "CStrataScan", "StrataBroker", "StrataLog", "StrataCore"]),
@@ -49,13 +56,31 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Operations: the HTTP listener (metrics, health, admin JSON) and the log format.
+        .target(
+            name: "StrataOps",
+            dependencies: [
+                "StrataBroker", "StrataLog", "StrataCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(
             name: "strata",
             dependencies: [
-                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore", "StrataKafka", "StrataQuery", "StrataStreams",
+                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore", "StrataKafka", "StrataQuery", "StrataStreams", "StrataOps",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .testTarget(

@@ -405,6 +405,7 @@ public final class Broker: @unchecked Sendable {
                                               nowMs: nowMs, maxBytesPerSecond: options.cleanerMaxBytesPerSecond,
                                               minCompactionLagMs: best.config.minCompactionLagMs)
             cleanedUpTo.withLock { $0[best.name] = end }
+            BrokerMetrics.cleanerDuration.recordNanoseconds(Int64(report.seconds * 1e9))
             cleanerState.withLock { s in
                 s.passes += 1
                 s.bytesReclaimed += report.bytesBefore - report.bytesAfter
@@ -653,6 +654,15 @@ public final class Broker: @unchecked Sendable {
         guard options.autoCreateTopics, !isReadOnly else { throw BrokerError.unknownTopic(topic) }
         do { try createTopic(topic) } catch BrokerError.topicExists(_) {}
         return try state(topic)
+    }
+
+    /// Every partition of every topic, sorted by topic, with its log (nil when offline): for the
+    /// metrics scrape and health checks, which must not look each one up by name.
+    public func forEachPartition(_ body: (_ topic: String, _ partition: Int32, _ log: PartitionLog?) throws -> Void) rethrows {
+        let states = topics.withLock { Array($0.values) }.sorted { $0.name < $1.name }
+        for state in states {
+            for (p, slot) in state.partitions.enumerated() { try body(state.name, Int32(p), slot.log) }
+        }
     }
 
     public func log(topic: String, partition: Int32) throws(BrokerError) -> PartitionLog {

@@ -62,6 +62,14 @@ public func monotonicMillis() -> Int64 {
     return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
 }
 
+/// Nanoseconds on a clock that never jumps, for latency metrics.
+@inline(__always)
+public func monotonicNanos() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}
+
 /// Wall-clock milliseconds since the epoch (record timestamps).
 @inline(__always)
 public func wallClockMillis() -> Int64 {

@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import Logging
 import NIOCore
 import NIOPosix
 import StrataBroker
@@ -133,7 +134,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
 
     let handler: KafkaRequestHandler
     let limits: ConnectionLimits
-    let log: @Sendable (String) -> Void
+    let logger: Logger
+    var metrics: KafkaMetrics { handler.metrics }
     private var nextSequence = 0
     private var nextToWrite = 0
     private var ready: [Int: [ByteBuffer]?] = [:]
@@ -149,15 +151,16 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
     private var idleTimer: RepeatedTask?
     private let appends = AppendOrder()
 
-    init(handler: KafkaRequestHandler, limits: ConnectionLimits, log: @escaping @Sendable (String) -> Void) {
+    init(handler: KafkaRequestHandler, limits: ConnectionLimits, logger: Logger) {
         self.handler = handler
         self.limits = limits
-        self.log = log
+        self.logger = logger
     }
 
     func channelActive(context: ChannelHandlerContext) {
         clientHost = context.remoteAddress?.ipAddress ?? "unknown"
         lastRequestMs = monotonicMillis()
+        metrics.connections.increment()
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let period = TimeAmount.milliseconds(max(1000, min(limits.maxIdleMs / 4, 60_000)))
         idleTimer = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
@@ -174,6 +177,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
         idleTimer?.cancel()
         idleTimer = nil
         held.removeAll()
+        metrics.connections.decrement()
         context.fireChannelInactive()
     }
 
@@ -223,6 +227,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
             return
         }
         inFlight += 1
+        metrics.inFlight.increment()
+        let startedNs = monotonicNanos()
         if isFetch { fetchInFlight = true }
         let correlation = header.correlationId
         let headerTaggedFields = ApiKey(rawValue: header.apiKey).map { $0.advertised.contains(header.apiVersion) && $0.responseHeaderHasTaggedFields(header.apiVersion) } ?? false
@@ -230,6 +236,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
         future.hop(to: context.eventLoop).whenComplete { result in
             let (me, context) = loopBound.value
             if isFetch { me.fetchInFlight = false }
+            me.metrics.inFlight.decrement()
+            me.metrics.answered(header.apiKey, nanoseconds: monotonicNanos() - startedNs)
             switch result {
             case .success(let body):
                 var framed: [ByteBuffer]?
@@ -286,7 +294,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
         guard !closed else { return }
         closed = true
         held.removeAll()
-        log("closing connection from \(clientHost): \(why)")
+        metrics.connectionsClosedOnError.increment()
+        logger.warning("closing connection", metadata: ["client_host": "\(clientHost)", "reason": "\(why)"])
         context.close(promise: nil)
     }
 
@@ -322,11 +331,12 @@ public final class KafkaServer: @unchecked Sendable {
     /// Binds and starts serving. `port` 0 picks a free port (see `port`). The advertised address
     /// (what Metadata and FindCoordinator tell clients to connect to) defaults to the bound one.
     public func start(host: String, port: Int, advertisedHost: String? = nil, advertisedPort: Int? = nil,
-                      limits: ConnectionLimits = ConnectionLimits(), log: @escaping @Sendable (String) -> Void = { _ in }) throws {
+                      limits: ConnectionLimits = ConnectionLimits(), logger: Logger = Logger(label: "strata.kafka")) throws {
         threadPool.start()
         validationPool.start()
         let requests = KafkaRequestHandler(broker: broker, threadPool: threadPool, validationPool: validationPool,
-                                           advertisedHost: advertisedHost ?? host, advertisedPort: advertisedPort ?? port, log: log)
+                                           advertisedHost: advertisedHost ?? host, advertisedPort: advertisedPort ?? port,
+                                           logger: logger, metrics: KafkaMetrics())
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
@@ -337,7 +347,7 @@ public final class KafkaServer: @unchecked Sendable {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: limits.maxRequestBytes,
                                                                           partialFrameTimeout: .milliseconds(limits.partialFrameTimeoutMs))))
-                    try sync.addHandler(KafkaConnectionHandler(handler: requests, limits: limits, log: log))
+                    try sync.addHandler(KafkaConnectionHandler(handler: requests, limits: limits, logger: logger))
                 }
             }
         let channel = try bootstrap.bind(host: host, port: port).wait()

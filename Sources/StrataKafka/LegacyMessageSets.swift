@@ -37,7 +37,8 @@ extension KafkaRequestHandler {
         let budget = request.maxBytes <= 0 ? 52_428_800 : min(Int(request.maxBytes), Self.maxFetchResponseBytes)
         let magic: Int8 = v <= 1 ? 0 : 1
         return longPoll(request, eventLoop: eventLoop, read: { self.readLegacyFetch(request, magic: magic, budget: budget) }) { response in
-            response.encoded(version: v, flexible: false, capacity: 64 + response.recordBytes + request.topics.count * 64)
+            self.delivered(request, response)
+            return response.encoded(version: v, flexible: false, capacity: 64 + response.recordBytes + request.topics.count * 64)
         }
     }
 

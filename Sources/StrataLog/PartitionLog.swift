@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CoreMetrics
 import StrataCore
 import Synchronization
 
@@ -86,6 +87,24 @@ public final class PartitionLog: @unchecked Sendable {
     public var isReadOnly: Bool { readOnlyFlag.load(ordering: .acquiring) }
     /// fdatasync rounds performed so far (each covers every append waiting on it).
     public var flushCount: Int { flushes.load(ordering: .relaxed) }
+
+    /// Bytes and records appended and handed to readers since the partition was opened: the
+    /// broker's per-topic traffic metrics are sums of these, read at scrape time, so the hot
+    /// path pays one relaxed atomic add per batch and nothing per label lookup.
+    public let traffic = Traffic()
+
+    public final class Traffic: Sendable {
+        public let bytesIn = Atomic<Int>(0)
+        public let recordsIn = Atomic<Int>(0)
+        public let bytesOut = Atomic<Int>(0)
+        public let recordsOut = Atomic<Int>(0)
+
+        /// A reader delivered `bytes` of batches covering `records` offsets (Fetch, subscriptions).
+        public func countRead(bytes: Int, records: Int) {
+            bytesOut.add(bytes, ordering: .relaxed)
+            recordsOut.add(max(0, records), ordering: .relaxed)
+        }
+    }
 
     private init(directory: String, config: LogConfig, segments: [LogSegment], logStartOffset: Int64, recoveryPoint: Int64) {
         precondition(!segments.isEmpty)
@@ -262,6 +281,8 @@ public final class PartitionLog: @unchecked Sendable {
                 throw error
             }
             endOffset.store(base + delta + 1, ordering: .releasing)
+            traffic.bytesIn.add(batch.count, ordering: .relaxed)
+            traffic.recordsIn.add(Int(delta + 1), ordering: .relaxed)
             return AppendInfo(baseOffset: base, lastOffset: base + delta, maxTimestamp: maxTimestamp, sizeInBytes: batch.count)
         }
     }
@@ -315,8 +336,12 @@ public final class PartitionLog: @unchecked Sendable {
             flushInProgress = true
             flushLock.unlock()
             let outcome: Result<Int64, LogError>
+            let flushStarted = monotonicNanos()
+            let flushedBefore = flushedOffset.load(ordering: .relaxed)
             do throws(LogError) { outcome = .success(try flushSegments()) } catch { outcome = .failure(error) }
             flushes.add(1, ordering: .relaxed)
+            LogMetrics.flushDuration.recordNanoseconds(Int64(truncatingIfNeeded: monotonicNanos() &- flushStarted))
+            if case .success(let flushed) = outcome { LogMetrics.recordsPerFlush.record(max(0, flushed - flushedBefore)) }
             flushLock.lock()
             flushInProgress = false
             switch outcome {

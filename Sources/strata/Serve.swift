@@ -2,41 +2,174 @@
 import Glibc
 #endif
 import ArgumentParser
-import StrataLog
-import StrataKafka
+import CoreMetrics
+import Logging
+import Prometheus
 import StrataBroker
+import StrataCore
+import StrataKafka
+import StrataLog
+import StrataOps
+import Synchronization
 
-/// Runs Strata on a data directory: loads and recovers every partition, keeps the background
-/// flusher running, and closes cleanly (writing the clean-shutdown marker) on SIGINT/SIGTERM.
-/// The Kafka listener is added by the protocol layer; meanwhile `consume`, `topics list|describe`
-/// and `inspect` read the data directory alongside it.
+/// Runs Strata on a data directory: loads and recovers every partition, serves the Kafka protocol
+/// and the HTTP operations endpoints, keeps the background workers running, and closes cleanly
+/// (writing the clean-shutdown marker) on SIGINT/SIGTERM.
 struct Serve: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Open the data directory, recover it, and run until interrupted.")
+    static let configuration = CommandConfiguration(
+        abstract: "Open the data directory, recover it, and serve Kafka clients until interrupted.",
+        discussion: "Settings come from built-in defaults, STRATA_DATA, --config-file, then flags (each overrides the one before); --print-config shows the result and where each value came from. docs/operations.md lists every setting.")
 
-    @OptionGroup var options: DataOptions
+    @Option(name: .long, help: "Data directory (default ./strata-data, or env STRATA_DATA, or log.dirs in the config file).")
+    var data: String?
 
-    @Option(help: "Kafka listener address HOST:PORT (port 0 picks a free one).")
-    var listen: String = "127.0.0.1:9092"
+    @Option(help: "Kafka listener address HOST:PORT (port 0 picks a free one); default 127.0.0.1:9092.")
+    var listen: String?
 
     @Option(help: "Address clients are told to connect to (Metadata, FindCoordinator); default: --listen.")
     var advertised: String?
 
-    @Option(name: .customLong("config"), help: "Broker setting KEY=VALUE: num.partitions (default 1), auto.create.topics.enable (default true), default.replication.factor (1), log.retention.check.interval.ms (default 300000), log.cleaner.backoff.ms (default 15000), log.cleaner.io.max.bytes.per.second (default 0: unlimited), group.initial.rebalance.delay.ms (default 3000), max.partitions (default 12000, all topics), max.partitions.per.topic (default 10000), max.segment.bytes (default 1073741824), log.max.open.segments (closed segments kept mapped, default 4096), and Kafka's topic-config defaults (log.retention.ms, log.retention.hours, log.segment.bytes, log.roll.ms, log.cleanup.policy, compression.type, message.max.bytes, log.message.timestamp.type, ...).")
+    @Option(help: "HTTP listener for /metrics, /healthz, /readyz and the admin API, HOST:PORT or 'off'; default 127.0.0.1:9644.")
+    var httpListen: String?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
+    var logLevel: String?
+
+    @Option(help: "Log format on stderr: text or json (one event per line; default text).")
+    var logFormat: String?
+
+    @Option(help: "A server.properties-style file of settings (key=value lines); flags override it.")
+    var configFile: String?
+
+    @Option(name: .customLong("config"), help: "Setting KEY=VALUE, as in the config file (repeatable): num.partitions, log.retention.ms, log.segment.bytes, max.partitions, ... (--print-config lists them all).")
     var configs: [String] = []
 
-    static let brokerSettings = ["num.partitions", "auto.create.topics.enable", "default.replication.factor", "offsets.topic.num.partitions",
-                                 "log.retention.check.interval.ms", "log.cleaner.backoff.ms", "log.cleaner.io.max.bytes.per.second",
-                                 "group.initial.rebalance.delay.ms", "max.partitions", "max.partitions.per.topic", "max.segment.bytes",
-                                 "log.max.open.segments"]
+    @Flag(help: "Print the effective configuration (each value with its source) and exit.")
+    var printConfig = false
 
     static func split(_ address: String) throws -> (String, Int) {
+        var address = address
+        let parts = address.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
+        if parts.count == 2 {
+            guard parts[0] == "PLAINTEXT" else { throw ValidationError("'\(address)': only PLAINTEXT listeners are served (TLS and SASL are not yet available)") }
+            address = String(parts[1])
+        }
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
             throw ValidationError("'\(address)' is not HOST:PORT")
         }
         return (String(address[..<colon]), port)
     }
 
+    /// The configuration from defaults, environment, file and flags, in that order.
+    func resolvedConfig() throws -> ServerConfig {
+        var config = ServerConfig()
+        if let env = ProcessEnvironment.value("STRATA_DATA") { try config.set("log.dirs", env, from: .environment("STRATA_DATA")) }
+        if let configFile { try config.load(file: configFile) }
+        for (key, value) in try Topics.parseConfigs(configs) { try config.set(key, value, from: .flag("--config")) }
+        if let data { try config.set("log.dirs", data, from: .flag("--data")) }
+        if let listen { try config.set("listeners", listen, from: .flag("--listen")) }
+        if let advertised { try config.set("advertised.listeners", advertised, from: .flag("--advertised")) }
+        if let httpListen { try config.set("http.listen", httpListen, from: .flag("--http-listen")) }
+        if let logLevel { try config.set("logging.level", logLevel, from: .flag("--log-level")) }
+        if let logFormat { try config.set("logging.format", logFormat, from: .flag("--log-format")) }
+        return config
+    }
+
+    /// Broker.Options from the broker settings; every value checked, errors name the key.
+    static func brokerOptions(_ config: ServerConfig) throws -> Broker.Options {
+        var options = Broker.Options()
+        let settings = config.brokerSettingsGiven
+        options.settings = settings
+        do {
+            options.defaultTopicConfig = try TopicConfig.brokerDefaults(settings)
+        } catch {
+            throw ValidationError("setting \(error)")
+        }
+        for (key, value) in settings where TopicConfig.topicKeyForBrokerKey[key] == nil {
+            switch key {
+            case "log.cleaner.io.max.bytes.per.second":
+                guard let v = Int(value), v >= 0 else { throw ValidationError("\(key) must be a number >= 0") }
+                options.cleanerMaxBytesPerSecond = v
+            case "max.partitions":
+                guard let n = Int(value), n >= 1, n <= 1_000_000 else { throw ValidationError("\(key) must be a number in 1...1000000") }
+                options.maxPartitionsPerBroker = n
+            case "max.partitions.per.topic":
+                guard let n = Int32(value), n >= 1, n <= Broker.Options.maxPartitions else {
+                    throw ValidationError("\(key) must be a number in 1...\(Broker.Options.maxPartitions)")
+                }
+                options.maxPartitionsPerTopic = n
+            case "max.segment.bytes":
+                guard let n = Int(value), n >= 1024, n <= Int(Int32.max) else { throw ValidationError("\(key) must be a number in 1024...\(Int32.max)") }
+                options.maxSegmentBytes = n
+            case "log.max.open.segments":
+                guard let n = Int(value), n >= 16, n <= 1_000_000 else { throw ValidationError("\(key) must be a number in 16...1000000") }
+                MappedSegments.shared.budget = n
+            case "group.initial.rebalance.delay.ms":
+                guard let ms = Int64(value), ms >= 0, ms <= 300_000 else { throw ValidationError("\(key) must be a number of milliseconds in 0...300000") }
+                options.initialRebalanceDelayMs = ms
+            case "log.retention.check.interval.ms", "log.cleaner.backoff.ms":
+                guard let ms = Int64(value), ms >= 0 else { throw ValidationError("\(key) must be a number of milliseconds >= 0") }
+                if key == "log.cleaner.backoff.ms" { options.cleanerBackoffMs = ms } else { options.retentionCheckIntervalMs = ms }
+            case "num.partitions":
+                guard let n = Int32(value), n >= 1, n <= Broker.Options.maxPartitions else {
+                    throw ValidationError("\(key) must be a number in 1...\(Broker.Options.maxPartitions)")
+                }
+                options.defaultPartitions = n
+            case "offsets.topic.num.partitions":
+                guard let n = Int32(value), n >= 1, n <= 1000 else { throw ValidationError("\(key) must be a number in 1...1000") }
+                options.offsetsTopicPartitions = n
+            case "auto.create.topics.enable":
+                guard let b = Bool(value) else { throw ValidationError("\(key) must be true or false") }
+                options.autoCreateTopics = b
+            case "default.replication.factor":
+                // One node keeps one replica: 1 is the only factor that can be honoured.
+                guard value == "1" else { throw ValidationError("\(key): a single Strata node keeps one replica; only 1 is accepted") }
+            default:
+                throw ValidationError("unknown setting '\(key)' (strata serve --print-config lists every setting)")
+            }
+        }
+        return options
+    }
+
     func run() throws {
+        let config = try resolvedConfig()
+        let brokerOptions = try Self.brokerOptions(config)
+        let (host, port) = try Self.split(config["listeners"])
+        let adv = config["advertised.listeners"].isEmpty ? nil : try Self.split(config["advertised.listeners"])
+        let http = config["http.listen"] == "off" ? nil : try Self.split(config["http.listen"])
+        guard let level = Logger.Level(rawValue: config["logging.level"]) else {
+            throw ValidationError("logging.level '\(config["logging.level"])' is not one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard let format = StrataLogHandler.Format(rawValue: config["logging.format"]) else {
+            throw ValidationError("logging.format '\(config["logging.format"])' is not text or json")
+        }
+        guard let maxPartitionSeries = Int(config["metrics.max.partition.series"]), maxPartitionSeries >= 0,
+              let maxLagSeries = Int(config["metrics.max.lag.series"]), maxLagSeries >= 0 else {
+            throw ValidationError("metrics.max.partition.series and metrics.max.lag.series must be numbers >= 0")
+        }
+        let dataDirectory = config["log.dirs"]
+        guard !dataDirectory.isEmpty, !dataDirectory.contains(",") else { throw ValidationError("log.dirs must name one data directory") }
+        if printConfig {
+            print(config.printed())
+            return
+        }
+
+        // Logging and metrics first: handles made later (the listener's, the log engine's) bind
+        // to these backends. Without an HTTP listener nothing could scrape, so metrics stay no-ops.
+        LoggingSystem.bootstrap { label in StrataLogHandler(label: label, level: level, format: format) }
+        let logger = Logger(label: "strata")
+        let registry = PrometheusCollectorRegistry()
+        if http != nil {
+            var factory = PrometheusMetricsFactory(registry: registry)
+            factory.defaultDurationHistogramBuckets = [
+                .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .microseconds(2500), .milliseconds(5),
+                .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+                .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
+            ]
+            factory.valueHistogramBuckets["strata_log_flush_records"] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10_000, 100_000]
+            MetricsSystem.bootstrap(factory)
+        }
+
         // Block the stop signals in every thread; the main thread collects them with sigwait.
         var signals = sigset_t()
         sigemptyset(&signals)
@@ -44,118 +177,116 @@ struct Serve: ParsableCommand {
         sigaddset(&signals, SIGTERM)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
+        raiseDescriptorLimit(for: brokerOptions.maxPartitionsPerBroker, logger: logger)
         let started = nowSeconds()
-        var brokerOptions = Broker.Options()
-        let settings = try Topics.parseConfigs(configs)
-        brokerOptions.settings = settings
-        // Kafka's broker-level topic defaults (log.retention.ms, log.segment.bytes, ...).
+        let broker = try DataOptions(data: dataDirectory).openBroker(options: brokerOptions, reportWarnings: false)
+        logRecovery(broker, openedInMs: Int((nowSeconds() - started) * 1000), logger: logger)
+
+        let server = KafkaServer(broker: broker)
+        let listenerBound = Atomic<Bool>(false)
         do {
-            brokerOptions.defaultTopicConfig = try TopicConfig.brokerDefaults(settings)
+            try server.start(host: host, port: port, advertisedHost: adv?.0, advertisedPort: adv?.1, logger: Logger(label: "strata.kafka"))
+            listenerBound.store(true, ordering: .releasing)
         } catch {
-            throw ValidationError("broker setting \(error)")
+            try? broker.close()
+            throw CLIError("cannot listen on \(host):\(port): \(error)")
         }
-        for (key, value) in settings {
-            if TopicConfig.topicKeyForBrokerKey[key] != nil { continue }
-            switch key {
-            case "log.cleaner.io.max.bytes.per.second":
-                guard let v = Int(value), v >= 0 else { throw ValidationError("\(key) must be a number >= 0") }
-                brokerOptions.cleanerMaxBytesPerSecond = v
-            case "max.partitions":
-                guard let n = Int(value), n >= 1, n <= 1_000_000 else { throw ValidationError("\(key) must be a number in 1...1000000") }
-                brokerOptions.maxPartitionsPerBroker = n
-            case "max.partitions.per.topic":
-                guard let n = Int32(value), n >= 1, n <= Broker.Options.maxPartitions else {
-                    throw ValidationError("\(key) must be a number in 1...\(Broker.Options.maxPartitions)")
-                }
-                brokerOptions.maxPartitionsPerTopic = n
-            case "max.segment.bytes":
-                guard let n = Int(value), n >= 1024, n <= Int(Int32.max) else { throw ValidationError("\(key) must be a number in 1024...\(Int32.max)") }
-                brokerOptions.maxSegmentBytes = n
-            case "log.max.open.segments":
-                guard let n = Int(value), n >= 16, n <= 1_000_000 else { throw ValidationError("\(key) must be a number in 16...1000000") }
-                MappedSegments.shared.budget = n
-            case "group.initial.rebalance.delay.ms":
-                guard let ms = Int64(value), ms >= 0, ms <= 300_000 else { throw ValidationError("\(key) must be a number of milliseconds in 0...300000") }
-                brokerOptions.initialRebalanceDelayMs = ms
-            case "log.retention.check.interval.ms", "log.cleaner.backoff.ms":
-                guard let ms = Int64(value), ms >= 0 else { throw ValidationError("\(key) must be a number of milliseconds >= 0") }
-                if key == "log.cleaner.backoff.ms" { brokerOptions.cleanerBackoffMs = ms } else { brokerOptions.retentionCheckIntervalMs = ms }
-            case "num.partitions":
-                guard let n = Int32(value), n >= 1, n <= Broker.Options.maxPartitions else {
-                    throw ValidationError("\(key) must be a number in 1...\(Broker.Options.maxPartitions)")
-                }
-                brokerOptions.defaultPartitions = n
-            case "offsets.topic.num.partitions":
-                guard let n = Int32(value), n >= 1, n <= 1000 else { throw ValidationError("\(key) must be a number in 1...1000") }
-                brokerOptions.offsetsTopicPartitions = n
-            case "auto.create.topics.enable":
-                guard let b = Bool(value) else { throw ValidationError("\(key) must be true or false") }
-                brokerOptions.autoCreateTopics = b
-            case "default.replication.factor":
-                // One node keeps one replica: 1 is the only factor that can be honoured.
-                guard value == "1" else { throw ValidationError("\(key): a single Strata node keeps one replica; only 1 is accepted") }
-            default:
-                throw ValidationError("unknown broker setting '\(key)' (known: \(Self.brokerSettings.joined(separator: ", ")), and the log.* topic-config defaults)")
+        let brokerOpen = Atomic<Bool>(true)
+        var ops: OpsServer?
+        if let http {
+            let opsServer = OpsServer(
+                broker: broker, registry: registry,
+                collector: BrokerCollector(maxPartitionSeries: maxPartitionSeries, maxLagSeries: maxLagSeries),
+                readiness: .init(kafkaListenerBound: { listenerBound.load(ordering: .acquiring) }, brokerOpen: { brokerOpen.load(ordering: .acquiring) }),
+                logger: Logger(label: "strata.http"))
+            do {
+                let bound = try opsServer.start(host: http.0, port: http.1)
+                logger.info("HTTP listener (metrics, health, admin)", metadata: ["address": "\(http.0):\(bound)"])
+                ops = opsServer
+            } catch {
+                try? server.shutdown()
+                try? broker.close()
+                throw CLIError("cannot listen for HTTP on \(http.0):\(http.1): \(error) (--http-listen off disables it)")
             }
         }
-        // Each partition keeps one descriptor (its active log): take the hard limit, as Kafka's
-        // packaging does, and say so when even that is below what max.partitions needs.
+        if !Self.isLoopback(host) {
+            logger.warning("the Kafka listener accepts unauthenticated, unencrypted clients on a non-loopback address: anyone who can reach it can read, write and delete every topic",
+                           metadata: ["address": "\(host):\(server.port)"])
+        }
+        logger.info("Kafka listener ready. Ctrl-C stops cleanly.", metadata: [
+            "address": "\(host):\(server.port)",
+            "advertised": "\(adv.map { "\($0.0):\($0.1)" } ?? "\(host):\(server.port)")",
+            "data": "\(dataDirectory)",
+        ])
+        var received: Int32 = 0
+        sigwait(&signals, &received)
+        logger.info("closing", metadata: ["signal": "\(received)"])
+        listenerBound.store(false, ordering: .releasing)
+        try? server.shutdown()
+        brokerOpen.store(false, ordering: .releasing)
+        try broker.close()
+        ops?.shutdown()
+        logger.info("clean shutdown")
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host.hasPrefix("127.") || host == "::1"
+    }
+
+    /// Each partition keeps one descriptor (its active log): take the hard limit, as Kafka's
+    /// packaging does, and say so when even that is below what max.partitions needs.
+    private func raiseDescriptorLimit(for maxPartitions: Int, logger: Logger) {
         var limit = rlimit()
-        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
-            if limit.rlim_cur < limit.rlim_max {
-                limit.rlim_cur = limit.rlim_max
-                _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-            }
-            let needed = rlim_t(brokerOptions.maxPartitionsPerBroker + 1024)
-            if limit.rlim_cur < needed {
-                printError("strata: warning: the open-file limit is \(limit.rlim_cur); max.partitions=\(brokerOptions.maxPartitionsPerBroker) needs about \(needed) (one descriptor per partition plus connections): raise it (ulimit -n) or lower max.partitions")
-            }
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         }
-        let broker = try options.openBroker(options: brokerOptions)
+        let needed = rlim_t(maxPartitions + 1024)
+        if limit.rlim_cur < needed {
+            logger.warning("the open-file limit is below what max.partitions needs (one descriptor per partition plus connections): raise it (ulimit -n) or lower max.partitions",
+                           metadata: ["limit": "\(limit.rlim_cur)", "max.partitions": "\(maxPartitions)", "needed": "\(needed)"])
+        }
+    }
+
+    /// One event for the open, one per partition that needed recovery or has something to say
+    /// (at most 50, then a count): a broker of 10,000 partitions must not log 10,000 lines on
+    /// every start.
+    private func logRecovery(_ broker: Broker, openedInMs: Int, logger: Logger) {
         let manager = broker.logManager
-        let elapsed = Int((nowSeconds() - started) * 1000)
-        printError("strata: data directory \(options.data) open in \(elapsed) ms: \(broker.topicNames().count) topic(s), \(manager.partitionNames.count) partition(s)")
-        // One line per partition that needed recovery or has something to say (at most 50, then
-        // a count): a broker of 10,000 partitions must not print 10,000 lines on every start.
+        logger.info("data directory open", metadata: [
+            "data": "\(broker.dataDirectory)", "ms": "\(openedInMs)",
+            "topics": "\(broker.topicNames().count)", "partitions": "\(manager.partitionNames.count)",
+        ])
         var cleanPartitions = 0
         var recoveredPartitions = 0
-        var printed = 0
-        var unprinted = 0
+        var logged = 0
+        var unlogged = 0
         for name in manager.partitionNames {
             guard let report = manager.loadReports[name], let (topic, p) = LogManager.splitPartitionDirectory(name),
                   let log = manager.log(topic: topic, partition: p) else { continue }
             if report.cleanShutdown { cleanPartitions += 1 } else { recoveredPartitions += 1 }
             guard report.segmentsRecovered > 0 || !report.warnings.isEmpty else { continue }
-            guard printed < 50 else { unprinted += 1; continue }
-            printed += 1
-            let mode = report.cleanShutdown ? "clean" : "recovered \(report.segmentsRecovered) segment(s), \(report.bytesValidated) bytes validated"
-            printError("  \(name): offsets [\(log.logStartOffset), \(log.logEndOffset)), \(report.segments) segment(s), \(mode)")
-            for warning in report.warnings { printError("  warning: \(name): \(warning)") }
+            guard logged < 50 else { unlogged += 1; continue }
+            logged += 1
+            let fields: Logger.Metadata = [
+                "topic": "\(topic)", "partition": "\(p)", "log_start_offset": "\(log.logStartOffset)", "log_end_offset": "\(log.logEndOffset)",
+                "segments": "\(report.segments)", "segments_recovered": "\(report.segmentsRecovered)", "bytes_validated": "\(report.bytesValidated)",
+            ]
+            logger.info("partition recovered", metadata: fields)
+            for warning in report.warnings {
+                logger.warning("partition recovery", metadata: ["topic": "\(topic)", "partition": "\(p)", "detail": "\(warning)"])
+            }
         }
-        if unprinted > 0 { printError("  ... and \(unprinted) more partition(s) recovered or with warnings") }
-        if manager.partitionNames.count > 0 {
-            printError("strata: \(cleanPartitions) partition(s) closed cleanly, \(recoveredPartitions) checked after an unclean stop")
+        if unlogged > 0 { logger.info("more partitions recovered or with warnings", metadata: ["count": "\(unlogged)"]) }
+        if !manager.partitionNames.isEmpty {
+            logger.info("partitions loaded", metadata: ["closed_cleanly": "\(cleanPartitions)", "checked_after_unclean_stop": "\(recoveredPartitions)"])
         }
         for (name, why) in broker.offlinePartitions.sorted(by: { $0.key < $1.key }) {
-            printError("  error: partition \(name) is OFFLINE (clients get KAFKA_STORAGE_ERROR; the others serve): \(why)")
+            logger.error("partition OFFLINE: clients get KAFKA_STORAGE_ERROR, the others serve", metadata: ["partition": "\(name)", "reason": "\(why)"])
         }
-        for orphan in broker.orphanPartitions { printError("  warning: \(orphan) is on disk but belongs to no topic; left alone") }
-        let (host, port) = try Self.split(listen)
-        let adv = try advertised.map(Self.split)
-        let server = KafkaServer(broker: broker)
-        do {
-            try server.start(host: host, port: port, advertisedHost: adv?.0, advertisedPort: adv?.1,
-                             log: { printError("strata: \($0)") })
-        } catch {
-            try? broker.close()
-            throw CLIError("cannot listen on \(listen): \(error)")
+        for orphan in broker.orphanPartitions {
+            logger.warning("directory is on disk but belongs to no topic; left alone", metadata: ["directory": "\(orphan)"])
         }
-        printError("strata: Kafka listener on \(host):\(server.port) (advertised \(adv.map { "\($0.0):\($0.1)" } ?? "\(host):\(server.port)")), data \(options.data). Ctrl-C stops cleanly.")
-        var received: Int32 = 0
-        sigwait(&signals, &received)
-        printError("strata: signal \(received), closing")
-        try? server.shutdown()
-        try broker.close()
-        printError("strata: clean shutdown")
     }
 }

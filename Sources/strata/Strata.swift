@@ -16,12 +16,16 @@ struct DataOptions: ParsableArguments {
     @Option(name: .long, help: "Data directory (env STRATA_DATA).")
     var data: String = ProcessEnvironment.value("STRATA_DATA") ?? "./strata-data"
 
+    init() {}
+    init(data: String) { self.data = data }
+
     /// Opens the data directory for writing, with a clear message when another process has it.
-    func openBroker(options: Broker.Options = Broker.Options()) throws -> Broker {
+    /// `reportWarnings` prints recovery warnings (serve logs them itself).
+    func openBroker(options: Broker.Options = Broker.Options(), reportWarnings: Bool = true) throws -> Broker {
         do {
             let broker = try Broker.open(dataDirectory: data, options: options)
             // Recovery findings are worth a line each: a truncated tail means lost, unsynced data.
-            for (name, report) in broker.logManager.loadReports.sorted(by: { $0.key < $1.key }) {
+            for (name, report) in broker.logManager.loadReports.sorted(by: { $0.key < $1.key }) where reportWarnings {
                 for warning in report.warnings { printError("strata: warning: \(name): \(warning)") }
             }
             return broker

@@ -9,6 +9,23 @@ enum ProcessEnvironment {
         var st = stat()
         return stat(path, &st) == 0
     }
+
+    /// A small text file's contents (config files: at most 1 MiB), nil if it cannot be read.
+    static func readFile(_ path: String, maxBytes: Int = 1 << 20) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while bytes.count <= maxBytes {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { return nil }
+            if n == 0 { return String(decoding: bytes, as: UTF8.self) }
+            bytes += chunk[..<n]
+        }
+        return nil
+    }
 }
 
 /// Writes to stderr without buffering surprises.

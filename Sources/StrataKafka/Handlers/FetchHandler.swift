@@ -1,5 +1,6 @@
 import NIOCore
 import StrataBroker
+import StrataCore
 import StrataLog
 
 extension KafkaRequestHandler {
@@ -10,7 +11,22 @@ extension KafkaRequestHandler {
         let budget = request.maxBytes <= 0 ? 52_428_800 : min(Int(request.maxBytes), Self.maxFetchResponseBytes)
         let flexible = ApiKey.fetch.isFlexible(v)
         return longPoll(request, eventLoop: eventLoop, read: { self.readFetch(request, budget: budget) }) { response in
-            response.encoded(version: v, flexible: flexible, capacity: 64 + response.recordBytes + request.topics.count * 64)
+            self.delivered(request, response)
+            return response.encoded(version: v, flexible: flexible, capacity: 64 + response.recordBytes + request.topics.count * 64)
+        }
+    }
+
+    /// Counts what a fetch response hands out (per-partition traffic, errors by code), once, for
+    /// the response actually sent (a long poll may read more than once).
+    func delivered(_ request: FetchRequest, _ response: FetchResponse) {
+        metrics.countErrors(.fetch, response)
+        for (rt, t) in zip(request.topics, response.topics) {
+            for (rp, p) in zip(rt.partitions, t.partitions) {
+                let bytes = (p.records?.count ?? 0) + (p.messageSet?.count ?? 0)
+                guard bytes > 0, let log = try? broker.log(topic: t.name, partition: p.index) else { continue }
+                let through = p.records?.nextOffset ?? rp.fetchOffset
+                log.traffic.countRead(bytes: bytes, records: Int(clamping: through.saturatingSubtract(rp.fetchOffset)))
+            }
         }
     }
 

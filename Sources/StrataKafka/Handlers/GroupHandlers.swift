@@ -19,9 +19,11 @@ extension KafkaRequestHandler {
         let flexible = ApiKey.joinGroup.isFlexible(v)
         let protocolType = request.protocolType
         return promise.futureResult.map { res in
-            JoinGroupResponse(errorCode: ErrorCode(res.error), generationId: res.generation, protocolType: res.error == .none ? protocolType : nil,
-                              protocolName: res.error == .none ? res.protocolName : nil, leader: res.leader, memberId: res.memberId,
-                              members: res.members).encoded(version: v, flexible: flexible)
+            let response = JoinGroupResponse(errorCode: ErrorCode(res.error), generationId: res.generation, protocolType: res.error == .none ? protocolType : nil,
+                                             protocolName: res.error == .none ? res.protocolName : nil, leader: res.leader, memberId: res.memberId,
+                                             members: res.members)
+            self.metrics.countErrors(.joinGroup, response)
+            return response.encoded(version: v, flexible: flexible)
         }
     }
 
@@ -33,8 +35,10 @@ extension KafkaRequestHandler {
         let flexible = ApiKey.syncGroup.isFlexible(v)
         let described = coordinator.describe(request.groupId)
         return promise.futureResult.map { error, assignment in
-            SyncGroupResponse(errorCode: error, protocolType: described?.protocolType, protocolName: described?.protocolName,
-                              assignment: assignment).encoded(version: v, flexible: flexible)
+            let response = SyncGroupResponse(errorCode: error, protocolType: described?.protocolType, protocolName: described?.protocolName,
+                                             assignment: assignment)
+            self.metrics.countErrors(.syncGroup, response)
+            return response.encoded(version: v, flexible: flexible)
         }
     }
 

@@ -65,7 +65,8 @@ extension KafkaRequestHandler {
         }
         let flexible = ApiKey.produce.isFlexible(v)
         let respond: @Sendable (ProduceResponse) -> ByteBuffer? = { response in
-            acks == 0 ? nil : response.encoded(version: v, flexible: flexible)
+            self.metrics.countErrors(.produce, response)
+            return acks == 0 ? nil : response.encoded(version: v, flexible: flexible)
         }
         let broker = self.broker
         return appended.flatMap { appended, durable in

@@ -1,3 +1,4 @@
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -32,12 +33,14 @@ final class KafkaRequestHandler: Sendable {
     var advertisedPort: Int32 { advertised.withLockedValue { $0.port } }
     let clusterId: String
     /// Where storage problems met while serving are reported (the server's log).
-    let log: @Sendable (String) -> Void
+    let logger: Logger
+    let metrics: KafkaMetrics
     private let reported = NIOLockedValueBox(Set<String>())
 
     init(broker: Broker, threadPool: NIOThreadPool, validationPool: NIOThreadPool, advertisedHost: String, advertisedPort: Int,
-         log: @escaping @Sendable (String) -> Void = { _ in }) {
-        self.log = log
+         logger: Logger, metrics: KafkaMetrics) {
+        self.logger = logger
+        self.metrics = metrics
         self.broker = broker
         self.threadPool = threadPool
         self.validationPool = validationPool
@@ -48,12 +51,14 @@ final class KafkaRequestHandler: Sendable {
     /// Logs a storage problem of a partition once per distinct message (clients retry; the log
     /// must name the file once, not flood).
     func reportStorageProblem(_ topic: String, _ partition: Int32, _ error: Error) {
-        let line = "error: partition \(topic)-\(partition): \(error)"
+        let line = "\(topic)-\(partition): \(error)"
         let fresh = reported.withLockedValue { seen in
             guard seen.count < 10_000 else { return false }
             return seen.insert(line).inserted
         }
-        if fresh { log(line) }
+        if fresh {
+            logger.error("partition storage error", metadata: ["topic": "\(topic)", "partition": "\(partition)", "error": "\(error)"])
+        }
     }
 
     /// The response body (after the frame header), nil when no response must be sent (acks=0).
@@ -72,7 +77,8 @@ final class KafkaRequestHandler: Sendable {
         guard api.accepted.contains(v) else { throw ProtocolError("\(api) version \(v) is not served") }
         let flexible = api.isFlexible(v)
         func reply(_ response: some KafkaResponseBody) -> EventLoopFuture<ByteBuffer?> {
-            eventLoop.makeSucceededFuture(response.encoded(version: v, flexible: flexible))
+            metrics.countErrors(api, response)
+            return eventLoop.makeSucceededFuture(response.encoded(version: v, flexible: flexible))
         }
         switch api {
         case .apiVersions:

@@ -10,6 +10,13 @@ protocol KafkaRequestBody {
 /// A response body of one API, encoded for one version.
 protocol KafkaResponseBody {
     func write(_ w: inout KafkaWriter, version v: Int16)
+    /// Calls `body` with every error code the response carries (top level, per topic, per
+    /// partition), for the errors-by-code metric. Responses without errors keep the default.
+    func forEachErrorCode(_ body: (ErrorCode) -> Void)
+}
+
+extension KafkaResponseBody {
+    func forEachErrorCode(_ body: (ErrorCode) -> Void) {}
 }
 
 extension KafkaResponseBody {

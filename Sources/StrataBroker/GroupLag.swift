@@ -2,7 +2,7 @@ import StrataCore
 import StrataLog
 
 /// One committed position of a consumer group and how far behind the log it is.
-public struct GroupPartitionLag: Sendable, Equatable, Codable {
+public struct GroupPartitionLag: Sendable, Equatable {
     public var topic: String
     public var partition: Int32
     /// The committed offset: the next record the group will read.
@@ -18,23 +18,29 @@ public struct GroupPartitionLag: Sendable, Equatable, Codable {
     public var clientId: String?
     public var host: String?
 
-    enum CodingKeys: String, CodingKey {
-        case topic, partition, committed, logEnd = "log_end", lag, lagSeconds = "lag_seconds"
-        case memberId = "member_id", clientId = "client_id", host
+    public init(topic: String, partition: Int32, committed: Int64, logEnd: Int64, lag: Int64, lagSeconds: Double) {
+        self.topic = topic
+        self.partition = partition
+        self.committed = committed
+        self.logEnd = logEnd
+        self.lag = lag
+        self.lagSeconds = lagSeconds
     }
 }
 
 /// A consumer group as `strata groups describe` and the admin API show it.
-public struct GroupReport: Sendable, Codable {
-    public struct Member: Sendable, Codable, Equatable {
+public struct GroupReport: Sendable {
+    public struct Member: Sendable, Equatable {
         public var memberId: String
         public var clientId: String
         public var host: String
         public var assignment: [TopicPartitions]
 
-        enum CodingKeys: String, CodingKey { case memberId = "member_id", clientId = "client_id", host, assignment }
+        public init(memberId: String, clientId: String, host: String, assignment: [TopicPartitions]) {
+            (self.memberId, self.clientId, self.host, self.assignment) = (memberId, clientId, host, assignment)
+        }
     }
-    public struct TopicPartitions: Sendable, Codable, Equatable {
+    public struct TopicPartitions: Sendable, Equatable {
         public var topic: String
         public var partitions: [Int32]
     }
@@ -43,6 +49,10 @@ public struct GroupReport: Sendable, Codable {
     public var state: String
     public var members: [Member]
     public var partitions: [GroupPartitionLag]
+
+    public init(group: String, state: String, members: [Member], partitions: [GroupPartitionLag]) {
+        (self.group, self.state, self.members, self.partitions) = (group, state, members, partitions)
+    }
 }
 
 extension Broker {
@@ -78,6 +88,7 @@ extension Broker {
     public func partitionLag(topic: String, partition: Int32, committed: Int64, nowMs: Int64 = wallClockMillis()) -> GroupPartitionLag {
         var row = GroupPartitionLag(topic: topic, partition: partition, committed: committed, logEnd: -1, lag: 0, lagSeconds: 0)
         guard let log = try? log(topic: topic, partition: partition) else { return row }
+        if isReadOnly { try? log.refresh() }  // a writer next door may have appended since
         let end = log.logEndOffset
         row.logEnd = end
         row.lag = max(0, end.saturatingSubtract(committed))
@@ -105,8 +116,8 @@ extension Broker {
 /// Kafka's ConsumerProtocolAssignment (what a classic consumer group's leader hands each member
 /// in SyncGroup): version, [topic, [partition]], user data. Decoded defensively: it comes from a
 /// client, and anything that does not parse is shown as no assignment.
-enum ConsumerAssignment {
-    static func decode(_ bytes: [UInt8]) -> [GroupReport.TopicPartitions]? {
+public enum ConsumerAssignment {
+    public static func decode(_ bytes: [UInt8]) -> [GroupReport.TopicPartitions]? {
         var at = 0
         func int16() -> Int16? {
             guard at + 2 <= bytes.count else { return nil }

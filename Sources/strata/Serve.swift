@@ -201,9 +201,16 @@ struct Serve: ParsableCommand {
                 logger: Logger(label: "strata.http"))
             do {
                 let bound = try opsServer.start(host: http.0, port: http.1)
-                logger.info("HTTP listener (metrics, health, admin)", metadata: ["address": "\(http.0):\(bound)"])
+                logger.info("HTTP listener on \(http.0):\(bound) (/metrics, /healthz, /readyz, /v1/groups)")
                 ops = opsServer
+            } catch where !config.isSet("http.listen") {
+                // The built-in default address taken (a second server on this machine) costs the
+                // metrics, not the broker; an address the user chose must work or stop the start.
+                opsServer.shutdown()
+                logger.warning("HTTP listener not started: the default address is taken; set --http-listen HOST:PORT (or off)",
+                               metadata: ["address": "\(http.0):\(http.1)", "error": "\(error)"])
             } catch {
+                opsServer.shutdown()
                 try? server.shutdown()
                 try? broker.close()
                 throw CLIError("cannot listen for HTTP on \(http.0):\(http.1): \(error) (--http-listen off disables it)")
@@ -213,11 +220,8 @@ struct Serve: ParsableCommand {
             logger.warning("the Kafka listener accepts unauthenticated, unencrypted clients on a non-loopback address: anyone who can reach it can read, write and delete every topic",
                            metadata: ["address": "\(host):\(server.port)"])
         }
-        logger.info("Kafka listener ready. Ctrl-C stops cleanly.", metadata: [
-            "address": "\(host):\(server.port)",
-            "advertised": "\(adv.map { "\($0.0):\($0.1)" } ?? "\(host):\(server.port)")",
-            "data": "\(dataDirectory)",
-        ])
+        // The wording is relied on: tools and tests read the bound port from "Kafka listener on".
+        logger.info("Kafka listener on \(host):\(server.port) (advertised \(adv.map { "\($0.0):\($0.1)" } ?? "\(host):\(server.port)")), data \(dataDirectory). Ctrl-C stops cleanly.")
         var received: Int32 = 0
         sigwait(&signals, &received)
         logger.info("closing", metadata: ["signal": "\(received)"])
@@ -254,10 +258,7 @@ struct Serve: ParsableCommand {
     /// every start.
     private func logRecovery(_ broker: Broker, openedInMs: Int, logger: Logger) {
         let manager = broker.logManager
-        logger.info("data directory open", metadata: [
-            "data": "\(broker.dataDirectory)", "ms": "\(openedInMs)",
-            "topics": "\(broker.topicNames().count)", "partitions": "\(manager.partitionNames.count)",
-        ])
+        logger.info("data directory \(broker.dataDirectory) open in \(openedInMs) ms: \(broker.topicNames().count) topic(s), \(manager.partitionNames.count) partition(s)")
         var cleanPartitions = 0
         var recoveredPartitions = 0
         var logged = 0
@@ -280,10 +281,10 @@ struct Serve: ParsableCommand {
         }
         if unlogged > 0 { logger.info("more partitions recovered or with warnings", metadata: ["count": "\(unlogged)"]) }
         if !manager.partitionNames.isEmpty {
-            logger.info("partitions loaded", metadata: ["closed_cleanly": "\(cleanPartitions)", "checked_after_unclean_stop": "\(recoveredPartitions)"])
+            logger.info("\(cleanPartitions) partition(s) closed cleanly, \(recoveredPartitions) checked after an unclean stop")
         }
         for (name, why) in broker.offlinePartitions.sorted(by: { $0.key < $1.key }) {
-            logger.error("partition OFFLINE: clients get KAFKA_STORAGE_ERROR, the others serve", metadata: ["partition": "\(name)", "reason": "\(why)"])
+            logger.error("partition \(name) is OFFLINE (clients get KAFKA_STORAGE_ERROR; the others serve)", metadata: ["partition": "\(name)", "reason": "\(why)"])
         }
         for orphan in broker.orphanPartitions {
             logger.warning("directory is on disk but belongs to no topic; left alone", metadata: ["directory": "\(orphan)"])

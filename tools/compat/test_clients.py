@@ -156,6 +156,7 @@ class Server:
         self.args = list(args)
         self.proc = None
         self.port = None
+        self.http_port = None  # the /metrics, /healthz, /readyz listener
         self.output = []  # stderr lines before the listener came up (for error messages)
         self.tail = collections.deque(maxlen=40)  # the last stderr lines (for post-mortems)
         self.log_path = None  # when set, every stderr line is appended to this file
@@ -169,7 +170,8 @@ class Server:
         if self.runas.switched:
             env["HOME"] = self.workdir
         self.output = []
-        self.proc = subprocess.Popen(self.command([STRATA, "serve", "--data", self.data_arg, "--listen", "127.0.0.1:0"] + self.args),
+        self.proc = subprocess.Popen(self.command([STRATA, "serve", "--data", self.data_arg, "--listen", "127.0.0.1:0",
+                                                   "--http-listen", "127.0.0.1:0"] + self.args),
                                      cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         deadline = time.time() + 60
@@ -183,6 +185,9 @@ class Server:
                 raise RuntimeError("strata serve exited: rc=%s: %s" % (rc, "".join(self.output[-5:]).strip()))
             self.output.append(line)
             self.tail.append(line)
+            m = re.search(r"HTTP listener on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.http_port = int(m.group(1))
             m = re.search(r"Kafka listener on 127\.0\.0\.1:(\d+)", line)
             if m:
                 self.port = int(m.group(1))
@@ -215,6 +220,16 @@ class Server:
                 if line.startswith("Uid:"):
                     return int(line.split()[1])
         return None
+
+    def http_get(self, path):
+        """(status, body) of GET path on the server's HTTP listener."""
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.http_port, path), timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
 
     @property
     def bootstrap(self):

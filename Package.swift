@@ -94,7 +94,9 @@ let package = Package(
         .testTarget(
             name: "StrataKafkaTests",
             dependencies: [
-                "StrataKafka", "StrataBroker", "StrataLog", "StrataCore",
+                "StrataKafka", "StrataBroker", "StrataLog", "StrataCore", "StrataOps",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -88,7 +88,7 @@ extension Broker {
     public func partitionLag(topic: String, partition: Int32, committed: Int64, nowMs: Int64 = wallClockMillis()) -> GroupPartitionLag {
         var row = GroupPartitionLag(topic: topic, partition: partition, committed: committed, logEnd: -1, lag: 0, lagSeconds: 0)
         guard let log = try? log(topic: topic, partition: partition) else { return row }
-        if isReadOnly { try? log.refresh() }  // a writer next door may have appended since
+        if isReadOnly { _ = try? log.refresh() }  // a writer next door may have appended since
         let end = log.logEndOffset
         row.logEnd = end
         row.lag = max(0, end.saturatingSubtract(committed))

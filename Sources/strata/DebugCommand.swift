@@ -12,7 +12,7 @@ import StrataBroker
 struct DebugCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "debug", abstract: "Test and benchmark helpers.", shouldDisplay: false,
-        subcommands: [AppendAcks.self, BenchAppend.self, BenchCommits.self, BenchCompact.self, BenchWakeup.self, BenchOpen.self])
+        subcommands: [AppendAcks.self, BenchAppend.self, BenchCommits.self, BenchCompact.self, BenchWakeup.self, BenchOpen.self, BenchMetrics.self])
 
     /// Appends from several threads and prints "ack <base> <last> <thread> <seq>" to stdout after
     /// each append returns. A crash test kills this process with SIGKILL and checks that every

@@ -186,6 +186,8 @@ public final class Broker: @unchecked Sendable {
     public let metadata: MetadataStore
     /// Idempotent producers' sequence state, shared by every way of producing.
     public let producers = ProducerStateTable()
+    /// Failed SASL authentications per client address, shared by every listener.
+    public let authFailures = AuthFailureLimiter()
     /// Kafka's classic consumer-group coordinator (the Kafka server's JoinGroup/SyncGroup/...),
     /// ticking while the broker is open for writing.
     public let groups: GroupCoordinator

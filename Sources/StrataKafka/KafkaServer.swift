@@ -2,6 +2,8 @@ import NIOConcurrencyHelpers
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import StrataBroker
 import StrataCore
 #if canImport(Glibc)
@@ -136,6 +138,16 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
     let limits: ConnectionLimits
     let logger: Logger
     var metrics: KafkaMetrics { handler.metrics }
+    let securityProtocol: SecurityProtocol
+    let saslMechanisms: [String]
+    /// SASL listeners serve nothing but ApiVersions and the SASL exchange until it succeeds.
+    private var authenticated: Bool
+    /// "User:NAME" once authenticated (SASL), the certificate subject (mTLS), else ANONYMOUS.
+    private(set) var principal = "User:ANONYMOUS"
+    private var saslMechanism: String?
+    private var scram: ScramServerExchange?
+    /// A failed authentication's response is the last thing written; then the connection closes.
+    private var closeAfterSequence: Int?
     private var nextSequence = 0
     private var nextToWrite = 0
     private var ready: [Int: [ByteBuffer]?] = [:]
@@ -151,10 +163,19 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
     private var idleTimer: RepeatedTask?
     private let appends = AppendOrder()
 
-    init(handler: KafkaRequestHandler, limits: ConnectionLimits, logger: Logger) {
+    init(handler: KafkaRequestHandler, limits: ConnectionLimits, logger: Logger,
+         securityProtocol: SecurityProtocol = .plaintext, saslMechanisms: [String] = []) {
         self.handler = handler
         self.limits = limits
         self.logger = logger
+        self.securityProtocol = securityProtocol
+        self.saslMechanisms = saslMechanisms
+        self.authenticated = !securityProtocol.usesSASL
+    }
+
+    /// Called once the TLS handshake verified a client certificate (mTLS).
+    func setCertificatePrincipal(_ name: String) {
+        if !securityProtocol.usesSASL { principal = name }
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -221,7 +242,14 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
         }
         let future: EventLoopFuture<ByteBuffer?>
         do {
-            future = try handler.handle(header, &reader, eventLoop: context.eventLoop, clientHost: clientHost, appends: appends)
+            if header.apiKey == ApiKey.saslHandshake.rawValue || header.apiKey == ApiKey.saslAuthenticate.rawValue {
+                future = try sasl(header, &reader, sequence: sequence, context: context)
+            } else if !authenticated && header.apiKey != ApiKey.apiVersions.rawValue {
+                fail(context, "request \(header.apiKey) v\(header.apiVersion) from client \(quoted(header.clientId)) before SASL authentication")
+                return
+            } else {
+                future = try handler.handle(header, &reader, eventLoop: context.eventLoop, clientHost: clientHost, appends: appends)
+            }
         } catch {
             fail(context, "request \(header.apiKey) v\(header.apiVersion) from client \(quoted(header.clientId)): \(error)")
             return
@@ -268,8 +296,19 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
     private func flushReady(_ context: ChannelHandlerContext) {
         var wrote = false
         while let entry = ready.removeValue(forKey: nextToWrite) {
+            let sequence = nextToWrite
             nextToWrite += 1
             inFlight -= 1
+            if sequence == closeAfterSequence, !closed {
+                // The refusal goes out, then the connection closes: nothing after it is served.
+                closed = true
+                held.removeAll()
+                for buffer in entry ?? [] { context.write(wrapOutboundOut(buffer), promise: nil) }
+                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+                    context.close(promise: nil)
+                }
+                return
+            }
             if let buffers = entry, !closed {
                 for buffer in buffers {
                     let size = buffer.readableBytes
@@ -290,6 +329,113 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
         startHeld(context)
     }
 
+    // MARK: SASL
+
+    /// SaslHandshake and SaslAuthenticate (KIP-43, KIP-152): PLAIN and SCRAM-SHA-256/512 against
+    /// the broker's credentials. A refusal answers with its Kafka error and closes the connection,
+    /// as Kafka does; failures are counted per client address and, past the limit, refused
+    /// without checking. Nothing secret (passwords, proofs, nonces) is logged.
+    private func sasl(_ header: RequestHeader, _ reader: inout KafkaReader, sequence: Int, context: ChannelHandlerContext) throws -> EventLoopFuture<ByteBuffer?> {
+        let api = ApiKey(rawValue: header.apiKey)!
+        let v = header.apiVersion
+        guard api.advertised.contains(v) else { throw ProtocolError("\(api) version \(v) is not supported") }
+        let loop = context.eventLoop
+        func respond(_ response: some KafkaResponseBody) -> EventLoopFuture<ByteBuffer?> {
+            metrics.countErrors(api, response)
+            return loop.makeSucceededFuture(response.encoded(version: v, flexible: api.isFlexible(v)))
+        }
+        if api == .saslHandshake {
+            let request = try SaslHandshakeRequest.read(&reader, version: v)
+            guard securityProtocol.usesSASL, !authenticated, saslMechanism == nil else {
+                closeAfterSequence = sequence
+                return respond(SaslHandshakeResponse(errorCode: .illegalSaslState, mechanisms: saslMechanisms))
+            }
+            guard saslMechanisms.contains(request.mechanism) else {
+                closeAfterSequence = sequence
+                logger.warning("SASL mechanism not enabled", metadata: ["client_host": "\(clientHost)", "mechanism": "\(quoted(request.mechanism))"])
+                return respond(SaslHandshakeResponse(errorCode: .unsupportedSaslMechanism, mechanisms: saslMechanisms))
+            }
+            saslMechanism = request.mechanism
+            if let m = ScramMechanism(rawValue: request.mechanism) { scram = ScramServerExchange(mechanism: m) }
+            return respond(SaslHandshakeResponse(errorCode: .none, mechanisms: saslMechanisms))
+        }
+        let request = try SaslAuthenticateRequest.read(&reader, version: v)
+        let host = clientHost
+        let broker = handler.broker
+        func refuse(_ code: ErrorCode, _ why: String, user: String?) -> EventLoopFuture<ByteBuffer?> {
+            closeAfterSequence = sequence
+            if code == .saslAuthenticationFailed { broker.authFailures.failed(host) }
+            logger.warning("SASL authentication failed", metadata: [
+                "client_host": "\(host)", "mechanism": "\(saslMechanism ?? "none")", "user": "\(quoted(user))", "reason": "\(why)",
+            ])
+            return respond(SaslAuthenticateResponse(errorCode: code, errorMessage: why))
+        }
+        guard let mechanism = saslMechanism, !authenticated else {
+            return refuse(.illegalSaslState, "SaslAuthenticate without a SaslHandshake, or after authentication", user: nil)
+        }
+        guard broker.authFailures.allows(host) else {
+            return refuse(.saslAuthenticationFailed, "too many failed authentications from \(host); try again later", user: nil)
+        }
+        if mechanism == "PLAIN" {
+            let credentials: (user: String, password: String)
+            do throws(AuthenticationError) { credentials = try PlainAuthentication.parse(request.authBytes) } catch {
+                return refuse(.saslAuthenticationFailed, error.description, user: nil)
+            }
+            // PBKDF2 takes milliseconds: off the event loop.
+            let loopBound = NIOLoopBound((self, context), eventLoop: loop)
+            return handler.threadPool.runIfActive(eventLoop: loop) {
+                broker.authenticatePlain(user: credentials.user, password: credentials.password)
+            }.flatMap { ok in
+                let (me, _) = loopBound.value
+                guard ok else {
+                    let response = me.plainRefused(sequence: sequence, host: host, user: credentials.user)
+                    me.metrics.countErrors(api, response)
+                    return loop.makeSucceededFuture(response.encoded(version: v, flexible: api.isFlexible(v)))
+                }
+                me.authenticated(as: credentials.user, host: host, mechanism: mechanism)
+                return loop.makeSucceededFuture(SaslAuthenticateResponse(errorCode: .none).encoded(version: v, flexible: api.isFlexible(v)))
+            }
+        }
+        guard var exchange = scram else { return refuse(.illegalSaslState, "no SCRAM exchange in progress", user: nil) }
+        do throws(AuthenticationError) {
+            switch exchange.state {
+            case .awaitingClientFirst:
+                let scramMechanism = exchange.mechanism
+                let serverFirst = try exchange.receiveClientFirst(request.authBytes) { user in
+                    try broker.scramCredential(user: user, mechanism: scramMechanism)
+                }
+                scram = exchange
+                return respond(SaslAuthenticateResponse(errorCode: .none, authBytes: serverFirst))
+            case .awaitingClientFinal:
+                let (user, serverFinal) = try exchange.receiveClientFinal(request.authBytes)
+                scram = nil
+                authenticated(as: user, host: host, mechanism: mechanism)
+                return respond(SaslAuthenticateResponse(errorCode: .none, authBytes: serverFinal))
+            case .done, .failed:
+                return refuse(.illegalSaslState, "the SCRAM exchange is over", user: exchange.user)
+            }
+        } catch {
+            scram = nil
+            return refuse(.saslAuthenticationFailed, error.description, user: exchange.user)
+        }
+    }
+
+    private func plainRefused(sequence: Int, host: String, user: String) -> SaslAuthenticateResponse {
+        closeAfterSequence = sequence
+        handler.broker.authFailures.failed(host)
+        logger.warning("SASL authentication failed", metadata: [
+            "client_host": "\(host)", "mechanism": "PLAIN", "user": "\(quoted(user))", "reason": "invalid user name or password",
+        ])
+        return SaslAuthenticateResponse(errorCode: .saslAuthenticationFailed, errorMessage: "authentication failed: invalid user name or password")
+    }
+
+    private func authenticated(as user: String, host: String, mechanism: String) {
+        authenticated = true
+        principal = "User:" + user
+        handler.broker.authFailures.succeeded(host)
+        logger.debug("SASL authenticated", metadata: ["client_host": "\(host)", "mechanism": "\(mechanism)", "principal": "\(quoted(principal))"])
+    }
+
     private func fail(_ context: ChannelHandlerContext, _ why: String) {
         guard !closed else { return }
         closed = true
@@ -307,19 +453,25 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
 @available(*, unavailable)
 extension KafkaConnectionHandler: Sendable {}
 
-/// `strata serve`'s Kafka listener.
+/// `strata serve`'s Kafka listeners: one or more, each PLAINTEXT, SSL, SASL_PLAINTEXT or
+/// SASL_SSL, sharing the broker, the event loops and the worker pools.
 ///
-/// `@unchecked Sendable`: `channel`, `port` and `host` are written only by `start` and `shutdown`,
-/// which the owner calls once each, in that order, from one thread; everything the event loops
-/// share is a `let` (the broker, the loop group, the thread pool).
+/// `@unchecked Sendable`: `channels`, `bound`, `port` and `host` are written only by `start` and
+/// `shutdown`, which the owner calls once each, in that order, from one thread; the TLS context
+/// is behind a lock (SIGHUP replaces it); everything else the event loops share is a `let`.
 public final class KafkaServer: @unchecked Sendable {
     public let broker: Broker
     public let group: MultiThreadedEventLoopGroup
     let threadPool: NIOThreadPool
     let validationPool: NIOThreadPool
-    private var channel: Channel?
+    private var channels: [Channel] = []
+    /// The listeners as bound (port 0 replaced by the port picked).
+    public private(set) var bound: [Listener] = []
+    /// The first listener's port and host.
     public private(set) var port: Int = 0
     public private(set) var host: String = ""
+    private let tlsContext = NIOLockedValueBox<NIOSSLContext?>(nil)
+    private var security = SecuritySettings()
 
     public init(broker: Broker, eventLoopThreads: Int = System.coreCount) {
         self.broker = broker
@@ -328,15 +480,56 @@ public final class KafkaServer: @unchecked Sendable {
         validationPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
     }
 
-    /// Binds and starts serving. `port` 0 picks a free port (see `port`). The advertised address
+    /// One PLAINTEXT listener. `port` 0 picks a free port (see `port`). The advertised address
     /// (what Metadata and FindCoordinator tell clients to connect to) defaults to the bound one.
     public func start(host: String, port: Int, advertisedHost: String? = nil, advertisedPort: Int? = nil,
                       limits: ConnectionLimits = ConnectionLimits(), logger: Logger = Logger(label: "strata.kafka")) throws {
+        try start(listeners: [Listener(.plaintext, host: host, port: port, advertisedHost: advertisedHost, advertisedPort: advertisedPort)],
+                  limits: limits, logger: logger)
+    }
+
+    /// Binds every listener and starts serving. TLS listeners need `security.tls`; its files are
+    /// read now (and again by `reloadTLS`).
+    public func start(listeners: [Listener], security: SecuritySettings = SecuritySettings(),
+                      limits: ConnectionLimits = ConnectionLimits(), logger: Logger = Logger(label: "strata.kafka")) throws {
+        guard !listeners.isEmpty else { throw ListenerError("no listener") }
+        self.security = security
+        if listeners.contains(where: { $0.securityProtocol.usesTLS }) {
+            guard let tls = security.tls else { throw ListenerError("an SSL or SASL_SSL listener needs a certificate and key (--tls-cert, --tls-key)") }
+            let context = try tls.makeContext()
+            tlsContext.withLockedValue { $0 = context }
+        }
         threadPool.start()
         validationPool.start()
-        let requests = KafkaRequestHandler(broker: broker, threadPool: threadPool, validationPool: validationPool,
-                                           advertisedHost: advertisedHost ?? host, advertisedPort: advertisedPort ?? port,
-                                           logger: logger, metrics: KafkaMetrics())
+        let metrics = KafkaMetrics()
+        do {
+            for listener in listeners {
+                let requests = KafkaRequestHandler(broker: broker, threadPool: threadPool, validationPool: validationPool,
+                                                   advertisedHost: listener.advertisedHost ?? listener.host,
+                                                   advertisedPort: listener.advertisedPort ?? listener.port,
+                                                   logger: logger, metrics: metrics)
+                let channel = try bind(listener, requests: requests, limits: limits, logger: logger)
+                channels.append(channel)
+                var actual = listener
+                actual.port = channel.localAddress?.port ?? listener.port
+                if listener.advertisedPort == nil {
+                    let boundPort = Int32(actual.port)
+                    requests.advertised.withLockedValue { $0.port = boundPort }
+                }
+                bound.append(actual)
+            }
+        } catch {
+            for channel in channels { try? channel.close().wait() }
+            channels = []
+            throw error
+        }
+        port = bound[0].port
+        host = bound[0].host
+    }
+
+    private func bind(_ listener: Listener, requests: KafkaRequestHandler, limits: ConnectionLimits, logger: Logger) throws -> Channel {
+        let tls = listener.securityProtocol.usesTLS ? tlsContext : nil
+        let mechanisms = security.saslMechanisms
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
@@ -345,17 +538,26 @@ public final class KafkaServer: @unchecked Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    let connection = KafkaConnectionHandler(handler: requests, limits: limits, logger: logger,
+                                                            securityProtocol: listener.securityProtocol, saslMechanisms: mechanisms)
+                    if let tls, let context = tls.withLockedValue({ $0 }) {
+                        try sync.addHandler(NIOSSLServerHandler(context: context))
+                        try sync.addHandler(TLSPrincipalHandler(connection: connection))
+                    }
                     try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: limits.maxRequestBytes,
                                                                           partialFrameTimeout: .milliseconds(limits.partialFrameTimeoutMs))))
-                    try sync.addHandler(KafkaConnectionHandler(handler: requests, limits: limits, logger: logger))
+                    try sync.addHandler(connection)
                 }
             }
-        let channel = try bootstrap.bind(host: host, port: port).wait()
-        self.channel = channel
-        self.port = channel.localAddress?.port ?? port
-        self.host = host
-        let boundPort = Int32(self.port)
-        if advertisedPort == nil { requests.advertised.withLockedValue { $0.port = boundPort } }
+        return try bootstrap.bind(host: listener.host, port: listener.port).wait()
+    }
+
+    /// Re-reads the certificate, key and CA files (SIGHUP): new connections use them, open ones
+    /// keep theirs. A failure leaves the current ones in place.
+    public func reloadTLS() throws {
+        guard let tls = security.tls else { return }
+        let context = try tls.makeContext()
+        tlsContext.withLockedValue { $0 = context }
     }
 
     /// Stops accepting, closes connections, and stops the worker threads. The broker is not closed.
@@ -363,7 +565,7 @@ public final class KafkaServer: @unchecked Sendable {
         // Parked joins and syncs answer now (the coordinator belongs to the broker, which the
         // caller closes next).
         broker.groups.stop()
-        try channel?.close().wait()
+        for channel in channels { try channel.close().wait() }
         // Parked fetches answer now (empty) instead of when their max_wait ends, and produce work
         // drains, while the event loops are still there to take their responses.
         broker.wakeParkedFetches()
@@ -374,3 +576,24 @@ public final class KafkaServer: @unchecked Sendable {
     }
 }
 
+
+/// After the TLS handshake, hands the verified client certificate's subject to the connection
+/// (mTLS principal). Sits between NIOSSL and the frame decoder; passes everything through.
+final class TLSPrincipalHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let connection: KafkaConnectionHandler
+
+    init(connection: KafkaConnectionHandler) { self.connection = connection }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event,
+           let certificate = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate {
+            connection.setCertificatePrincipal(principal(of: certificate))
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+@available(*, unavailable)
+extension TLSPrincipalHandler: Sendable {}

@@ -29,6 +29,24 @@ struct Serve: ParsableCommand {
     @Option(help: "Address clients are told to connect to (Metadata, FindCoordinator); default: --listen.")
     var advertised: String?
 
+    @Option(help: "Kafka listeners, comma-separated PROTOCOL://HOST:PORT (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), e.g. PLAINTEXT://127.0.0.1:9092,SASL_SSL://0.0.0.0:9093.")
+    var listeners: String?
+
+    @Option(help: "What Metadata advertises for each listener, comma-separated HOST:PORT in the same order; default: the listeners.")
+    var advertisedListeners: String?
+
+    @Option(help: "TLS certificate chain (PEM) of SSL and SASL_SSL listeners.")
+    var tlsCert: String?
+
+    @Option(help: "TLS private key (PEM).")
+    var tlsKey: String?
+
+    @Option(help: "CA certificates (PEM) that sign client certificates; with it, clients must present one (mTLS) unless --tls-client-auth says otherwise.")
+    var tlsCa: String?
+
+    @Option(help: "Client certificates: none, requested or required (default: required with --tls-ca, else none).")
+    var tlsClientAuth: String?
+
     @Option(help: "HTTP listener for /metrics, /healthz, /readyz and the admin API, HOST:PORT or 'off'; default 127.0.0.1:9644.")
     var httpListen: String?
 
@@ -50,10 +68,7 @@ struct Serve: ParsableCommand {
     static func split(_ address: String) throws -> (String, Int) {
         var address = address
         let parts = address.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
-        if parts.count == 2 {
-            guard parts[0] == "PLAINTEXT" else { throw ValidationError("'\(address)': only PLAINTEXT listeners are served (TLS and SASL are not yet available)") }
-            address = String(parts[1])
-        }
+        if parts.count == 2 { address = String(parts[1]) }
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
             throw ValidationError("'\(address)' is not HOST:PORT")
         }
@@ -68,7 +83,13 @@ struct Serve: ParsableCommand {
         for (key, value) in try Topics.parseConfigs(configs) { try config.set(key, value, from: .flag("--config")) }
         if let data { try config.set("log.dirs", data, from: .flag("--data")) }
         if let listen { try config.set("listeners", listen, from: .flag("--listen")) }
+        if let listeners { try config.set("listeners", listeners, from: .flag("--listeners")) }
         if let advertised { try config.set("advertised.listeners", advertised, from: .flag("--advertised")) }
+        if let advertisedListeners { try config.set("advertised.listeners", advertisedListeners, from: .flag("--advertised-listeners")) }
+        if let tlsCert { try config.set("ssl.certificate.location", tlsCert, from: .flag("--tls-cert")) }
+        if let tlsKey { try config.set("ssl.key.location", tlsKey, from: .flag("--tls-key")) }
+        if let tlsCa { try config.set("ssl.ca.location", tlsCa, from: .flag("--tls-ca")) }
+        if let tlsClientAuth { try config.set("ssl.client.auth", tlsClientAuth, from: .flag("--tls-client-auth")) }
         if let httpListen { try config.set("http.listen", httpListen, from: .flag("--http-listen")) }
         if let logLevel { try config.set("logging.level", logLevel, from: .flag("--log-level")) }
         if let logFormat { try config.set("logging.format", logFormat, from: .flag("--log-format")) }
@@ -134,8 +155,8 @@ struct Serve: ParsableCommand {
     func run() throws {
         let config = try resolvedConfig()
         let brokerOptions = try Self.brokerOptions(config)
-        let (host, port) = try Self.split(config["listeners"])
-        let adv = config["advertised.listeners"].isEmpty ? nil : try Self.split(config["advertised.listeners"])
+        let listeners = try Self.listeners(config)
+        let security = try Self.securitySettings(config, listeners: listeners)
         let http = config["http.listen"] == "off" ? nil : try Self.split(config["http.listen"])
         guard let level = Logger.Level(rawValue: config["logging.level"]) else {
             throw ValidationError("logging.level '\(config["logging.level"])' is not one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -175,6 +196,7 @@ struct Serve: ParsableCommand {
         sigemptyset(&signals)
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGHUP)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         raiseDescriptorLimit(for: brokerOptions.maxPartitionsPerBroker, logger: logger)
@@ -185,11 +207,11 @@ struct Serve: ParsableCommand {
         let server = KafkaServer(broker: broker)
         let listenerBound = Atomic<Bool>(false)
         do {
-            try server.start(host: host, port: port, advertisedHost: adv?.0, advertisedPort: adv?.1, logger: Logger(label: "strata.kafka"))
+            try server.start(listeners: listeners, security: security, logger: Logger(label: "strata.kafka"))
             listenerBound.store(true, ordering: .releasing)
         } catch {
             try? broker.close()
-            throw CLIError("cannot listen on \(host):\(port): \(error)")
+            throw CLIError("cannot listen on \(listeners.map(\.description).joined(separator: ",")): \(error)")
         }
         let brokerOpen = Atomic<Bool>(true)
         var ops: OpsServer?
@@ -216,14 +238,35 @@ struct Serve: ParsableCommand {
                 throw CLIError("cannot listen for HTTP on \(http.0):\(http.1): \(error) (--http-listen off disables it)")
             }
         }
-        if !Self.isLoopback(host) {
-            logger.warning("the Kafka listener accepts unauthenticated, unencrypted clients on a non-loopback address: anyone who can reach it can read, write and delete every topic",
-                           metadata: ["address": "\(host):\(server.port)"])
+        let mtls = security.tls.map { $0.clientAuth == .required } ?? false
+        for listener in server.bound where !Self.isLoopback(listener.host) {
+            switch listener.securityProtocol {
+            case .plaintext:
+                logger.warning("the Kafka listener accepts unauthenticated, unencrypted clients on a non-loopback address: anyone who can reach it can read, write and delete every topic",
+                               metadata: ["listener": "\(listener.description)"])
+            case .ssl where !mtls:
+                logger.warning("the SSL listener encrypts but does not authenticate clients (no --tls-ca / ssl.client.auth=required): anyone who can reach it can read, write and delete every topic",
+                               metadata: ["listener": "\(listener.description)"])
+            default: break
+            }
         }
         // The wording is relied on: tools and tests read the bound port from "Kafka listener on".
-        logger.info("Kafka listener on \(host):\(server.port) (advertised \(adv.map { "\($0.0):\($0.1)" } ?? "\(host):\(server.port)")), data \(dataDirectory). Ctrl-C stops cleanly.")
+        for listener in server.bound {
+            let advertised = "\(listener.advertisedHost ?? listener.host):\(listener.advertisedPort ?? listener.port)"
+            let kind = listener.securityProtocol == .plaintext ? "Kafka listener" : "Kafka \(listener.securityProtocol.rawValue) listener"
+            logger.info("\(kind) on \(listener.host):\(listener.port) (advertised \(advertised)), data \(dataDirectory). Ctrl-C stops cleanly.")
+        }
         var received: Int32 = 0
-        sigwait(&signals, &received)
+        while true {
+            sigwait(&signals, &received)
+            guard received == SIGHUP else { break }
+            do {
+                try server.reloadTLS()
+                logger.info("SIGHUP: TLS certificate, key and CA files reloaded (new connections use them)")
+            } catch {
+                logger.error("SIGHUP: TLS files not reloaded; the previous ones stay in use", metadata: ["error": "\(error)"])
+            }
+        }
         logger.info("closing", metadata: ["signal": "\(received)"])
         listenerBound.store(false, ordering: .releasing)
         try? server.shutdown()
@@ -231,6 +274,48 @@ struct Serve: ParsableCommand {
         try broker.close()
         ops?.shutdown()
         logger.info("clean shutdown")
+    }
+
+    /// The listeners from `listeners` and `advertised.listeners` (same order; one HOST:PORT each).
+    static func listeners(_ config: ServerConfig) throws -> [Listener] {
+        var listeners = try config["listeners"].split(separator: ",").map { try Listener.parse($0.trimmedSpaces()) }
+        guard !listeners.isEmpty else { throw ValidationError("listeners: at least one PROTOCOL://HOST:PORT") }
+        guard Set(listeners.map(\.securityProtocol)).count == listeners.count else {
+            throw ValidationError("listeners: one listener per security protocol")
+        }
+        let advertised = config["advertised.listeners"].split(separator: ",").map { $0.trimmedSpaces() }
+        if !advertised.isEmpty {
+            guard advertised.count == listeners.count else {
+                throw ValidationError("advertised.listeners has \(advertised.count) address(es) for \(listeners.count) listener(s): give one per listener, in order")
+            }
+            for (i, text) in advertised.enumerated() {
+                let a = try Listener.parse(text)
+                listeners[i].advertisedHost = a.host
+                listeners[i].advertisedPort = a.port
+            }
+        }
+        return listeners
+    }
+
+    static func securitySettings(_ config: ServerConfig, listeners: [Listener]) throws -> SecuritySettings {
+        let mechanisms = config["sasl.enabled.mechanisms"].split(separator: ",").map { $0.trimmedSpaces().uppercased() }
+        for m in mechanisms where !SecuritySettings.supportedMechanisms.contains(m) {
+            throw ValidationError("sasl.enabled.mechanisms: '\(m)' is not one of \(SecuritySettings.supportedMechanisms.joined(separator: ", "))")
+        }
+        if listeners.contains(where: { $0.securityProtocol.usesSASL }) && mechanisms.isEmpty {
+            throw ValidationError("sasl.enabled.mechanisms is empty but a SASL listener is configured")
+        }
+        var security = SecuritySettings(saslMechanisms: mechanisms)
+        let cert = config["ssl.certificate.location"], key = config["ssl.key.location"], ca = config["ssl.ca.location"]
+        if !cert.isEmpty || !key.isEmpty {
+            guard !cert.isEmpty, !key.isEmpty else { throw ValidationError("TLS needs both a certificate (--tls-cert) and a key (--tls-key)") }
+            let authText = config["ssl.client.auth"].isEmpty ? (ca.isEmpty ? "none" : "required") : config["ssl.client.auth"]
+            guard let auth = TLSSettings.ClientAuth(rawValue: authText) else { throw ValidationError("ssl.client.auth must be none, requested or required") }
+            security.tls = TLSSettings(certificatePath: cert, keyPath: key, caPath: ca.isEmpty ? nil : ca, clientAuth: auth)
+        } else if listeners.contains(where: { $0.securityProtocol.usesTLS }) {
+            throw ValidationError("an SSL or SASL_SSL listener needs --tls-cert and --tls-key (ssl.certificate.location, ssl.key.location)")
+        }
+        return security
     }
 
     static func isLoopback(_ host: String) -> Bool {

@@ -27,9 +27,14 @@ struct ServerConfig {
 
     /// Settings of the server itself (listeners, data directory, HTTP, logging, metrics).
     static let serverSettings: [Setting] = [
-        .init(key: "listeners", defaultValue: "PLAINTEXT://127.0.0.1:9092", help: "Kafka listener, PLAINTEXT://HOST:PORT or HOST:PORT (port 0 picks a free one)"),
-        .init(key: "advertised.listeners", defaultValue: "", help: "address clients are told to connect to (Metadata, FindCoordinator); empty: the listener's"),
+        .init(key: "listeners", defaultValue: "PLAINTEXT://127.0.0.1:9092", help: "Kafka listeners, comma-separated PROTOCOL://HOST:PORT (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL; port 0 picks a free one)"),
+        .init(key: "advertised.listeners", defaultValue: "", help: "what Metadata and FindCoordinator tell clients, one HOST:PORT per listener in order; empty: the listeners'"),
         .init(key: "log.dirs", defaultValue: "./strata-data", help: "the data directory (one; Kafka's log.dir is accepted too)"),
+        .init(key: "sasl.enabled.mechanisms", defaultValue: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512", help: "SASL mechanisms SASL_PLAINTEXT and SASL_SSL listeners accept"),
+        .init(key: "ssl.certificate.location", defaultValue: "", help: "TLS certificate chain (PEM) of SSL and SASL_SSL listeners"),
+        .init(key: "ssl.key.location", defaultValue: "", help: "TLS private key (PEM)"),
+        .init(key: "ssl.ca.location", defaultValue: "", help: "CA certificates (PEM) that sign client certificates (mTLS)"),
+        .init(key: "ssl.client.auth", defaultValue: "", help: "none | requested | required (default: required when ssl.ca.location is set)"),
         .init(key: "http.listen", defaultValue: "127.0.0.1:9644", help: "HTTP listener for /metrics, /healthz, /readyz and /v1/groups, HOST:PORT or off"),
         .init(key: "logging.level", defaultValue: "info", help: "trace | debug | info | notice | warning | error | critical"),
         .init(key: "logging.format", defaultValue: "text", help: "text | json (one event per line on stderr)"),

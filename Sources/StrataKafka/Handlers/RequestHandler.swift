@@ -113,6 +113,9 @@ final class KafkaRequestHandler: Sendable {
         case .describeCluster: return reply(describeCluster(try .read(&body, version: v)))
         case .electLeaders: return reply(electLeaders(try .read(&body, version: v)))
         case .alterPartitionReassignments: return reply(alterPartitionReassignments(try .read(&body, version: v)))
+        case .saslHandshake, .saslAuthenticate:
+            // The connection runs the SASL exchange itself (its state is per connection).
+            throw ProtocolError("\(api) reached the request handler")
         case .listPartitionReassignments:
             _ = try ListPartitionReassignmentsRequest.read(&body, version: v)
             return reply(ListPartitionReassignmentsResponse())

@@ -6,9 +6,9 @@
 enum ApiKey: Int16, CaseIterable {
     case produce = 0, fetch = 1, listOffsets = 2, metadata = 3, offsetCommit = 8, offsetFetch = 9,
          findCoordinator = 10, joinGroup = 11, heartbeat = 12, leaveGroup = 13, syncGroup = 14,
-         describeGroups = 15, listGroups = 16, apiVersions = 18, createTopics = 19, deleteTopics = 20,
+         describeGroups = 15, listGroups = 16, saslHandshake = 17, apiVersions = 18, createTopics = 19, deleteTopics = 20,
          deleteRecords = 21, initProducerId = 22, describeConfigs = 32, alterConfigs = 33,
-         describeLogDirs = 35, createPartitions = 37, deleteGroups = 42, electLeaders = 43,
+         describeLogDirs = 35, saslAuthenticate = 36, createPartitions = 37, deleteGroups = 42, electLeaders = 43,
          incrementalAlterConfigs = 44, alterPartitionReassignments = 45, listPartitionReassignments = 46,
          offsetDelete = 47, describeCluster = 60
 
@@ -28,6 +28,8 @@ enum ApiKey: Int16, CaseIterable {
         case .syncGroup: return 0...5
         case .describeGroups: return 0...5
         case .listGroups: return 0...4
+        case .saslHandshake: return 0...1
+        case .saslAuthenticate: return 0...2
         case .apiVersions: return 0...3
         case .createTopics: return 0...6
         case .deleteTopics: return 0...5
@@ -69,6 +71,8 @@ enum ApiKey: Int16, CaseIterable {
         case .syncGroup: return 4
         case .describeGroups: return 5
         case .listGroups: return 3
+        case .saslHandshake: return nil
+        case .saslAuthenticate: return 2
         case .apiVersions: return 3
         case .createTopics: return 5
         case .deleteTopics: return 4

@@ -52,6 +52,7 @@ enum ErrorCode: Int16 {
     case securityDisabled = 54
     case kafkaStorageError = 56
     case logDirNotFound = 57
+    case saslAuthenticationFailed = 58
     case unknownProducerId = 59
     case reassignmentInProgress = 60
     case nonEmptyGroup = 68

@@ -130,6 +130,10 @@ public final class Broker: @unchecked Sendable {
         /// for more members (Kafka's default: 3 s), so consumers started together share the first
         /// generation instead of rebalancing at once.
         public var initialRebalanceDelayMs: Int64 = 3000
+        /// Failed SASL authentications from one address within `failedAuthenticationWindowMs`
+        /// after which further attempts are refused until the window passes.
+        public var maxFailedAuthentications = 5
+        public var failedAuthenticationWindowMs: Int64 = 60_000
         /// The broker settings given explicitly (`serve --config`), by Kafka name, for
         /// DescribeConfigs (STATIC_BROKER_CONFIG vs DEFAULT_CONFIG).
         public var settings: [String: String] = [:]
@@ -187,7 +191,7 @@ public final class Broker: @unchecked Sendable {
     /// Idempotent producers' sequence state, shared by every way of producing.
     public let producers = ProducerStateTable()
     /// Failed SASL authentications per client address, shared by every listener.
-    public let authFailures = AuthFailureLimiter()
+    public let authFailures: AuthFailureLimiter
     /// Kafka's classic consumer-group coordinator (the Kafka server's JoinGroup/SyncGroup/...),
     /// ticking while the broker is open for writing.
     public let groups: GroupCoordinator
@@ -236,6 +240,7 @@ public final class Broker: @unchecked Sendable {
         self.metadata = metadata
         self.topics = Mutex(topics)
         self.groups = GroupCoordinator(initialRebalanceDelayMs: options.initialRebalanceDelayMs)
+        self.authFailures = AuthFailureLimiter(maxFailures: options.maxFailedAuthentications, windowMs: options.failedAuthenticationWindowMs)
     }
 
     // MARK: Opening

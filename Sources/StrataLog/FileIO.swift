@@ -25,7 +25,8 @@ enum FileIO {
         if let e = StorageFaults.check(operation, path: path) { throw LogError.io(operation: what(), path: path, errno: e) }
     }
 
-    static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(LogError) -> Int32 {
+    /// Files are created 0600 and directories 0700 (before umask): events are not world-readable.
+    static func open(_ path: String, flags: Int32, mode: mode_t = 0o600) throws(LogError) -> Int32 {
         try fault(.open, path, "open")
         if flags & O_CREAT != 0, !exists(path) { try fault(.create, path, "create") }
         let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
@@ -104,7 +105,7 @@ enum FileIO {
             current += "/" + component
             if exists(current) { continue }
             if let e = StorageFaults.check(.mkdir, path: current) { throw LogError.io(operation: "mkdir", path: current, errno: e) }
-            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+            if mkdir(current, 0o700) != 0 && errno != EEXIST {
                 throw LogError.fromErrno("mkdir", current)
             }
         }

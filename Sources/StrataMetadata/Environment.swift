@@ -48,7 +48,7 @@ public final class MetadataEnvironment: @unchecked Sendable {
         self.path = path
         self.readOnly = readOnly
         self.names = databases
-        if !readOnly { mkdir(path, 0o755) }
+        if !readOnly { mkdir(path, 0o700) }  // metadata holds credentials: owner only
         // A truncated data.mdb is mapped and then read past its end: SIGBUS. Check the file
         // against its own meta pages before LMDB maps it.
         try MetadataFileCheck.verify(path: path + "/data.mdb")
@@ -63,7 +63,7 @@ public final class MetadataEnvironment: @unchecked Sendable {
             try MetadataError.check(mdb_env_set_maxreaders(handle, 256), "mdb_env_set_maxreaders")
             // NOTLS: read transactions are not tied to OS threads, so any thread may use any reader.
             let flags = UInt32(MDB_NOTLS) | (readOnly ? UInt32(MDB_RDONLY) : 0)
-            try MetadataError.check(mdb_env_open(handle, path, flags, 0o644), "open LMDB environment \(path)")
+            try MetadataError.check(mdb_env_open(handle, path, flags, 0o600), "open LMDB environment \(path)")
             var dead: Int32 = 0
             mdb_reader_check(handle, &dead)  // clear reader slots of crashed processes
             let opened = try Self.openDatabases(handle, names: databases, readOnly: readOnly)

@@ -214,7 +214,7 @@ enum StateEnvironments {
             var dir = path.hasPrefix("/") ? "" : "."
             for part in path.split(separator: "/", omittingEmptySubsequences: true) {
                 dir += "/" + part
-                mkdir(dir, 0o755)
+                mkdir(dir, 0o700)
             }
             let env = try MetadataEnvironment(path: path, mapSize: mapSize, databases: [AppRuntime.stateDB, AppRuntime.tasksDB])
             all[path] = (env, 1)

@@ -125,6 +125,12 @@ struct Serve: ParsableCommand {
             case "log.max.open.segments":
                 guard let n = Int(value), n >= 16, n <= 1_000_000 else { throw ValidationError("\(key) must be a number in 16...1000000") }
                 MappedSegments.shared.budget = n
+            case "sasl.max.failed.authentications":
+                guard let n = Int(value), n >= 1, n <= 1_000_000 else { throw ValidationError("\(key) must be a number in 1...1000000") }
+                options.maxFailedAuthentications = n
+            case "sasl.failed.authentication.window.ms":
+                guard let ms = Int64(value), ms >= 0, ms <= 86_400_000 else { throw ValidationError("\(key) must be a number of milliseconds in 0...86400000") }
+                options.failedAuthenticationWindowMs = ms
             case "group.initial.rebalance.delay.ms":
                 guard let ms = Int64(value), ms >= 0, ms <= 300_000 else { throw ValidationError("\(key) must be a number of milliseconds in 0...300000") }
                 options.initialRebalanceDelayMs = ms

@@ -56,6 +56,8 @@ struct ServerConfig {
         .init(key: "max.partitions.per.topic", defaultValue: "10000", help: "partitions of one topic"),
         .init(key: "max.segment.bytes", defaultValue: "1073741824", help: "largest segment.bytes a topic may set"),
         .init(key: "log.max.open.segments", defaultValue: "4096", help: "closed segments kept mapped"),
+        .init(key: "sasl.max.failed.authentications", defaultValue: "5", help: "failed SASL authentications from one address before it is refused for a window"),
+        .init(key: "sasl.failed.authentication.window.ms", defaultValue: "60000", help: "that window"),
     ]
 
     /// Kafka's broker-level topic defaults (log.retention.ms, log.segment.bytes, ...), from the

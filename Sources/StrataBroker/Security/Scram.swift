@@ -40,7 +40,10 @@ public enum ScramMechanism: String, Sendable, CaseIterable {
 
     /// A new credential for `password`, with a random 32-byte salt.
     public func credential(password: String, iterations: Int32 = ScramMechanism.defaultIterations) throws -> ScramCredential {
-        let salt = SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }
+        try credential(password: password, salt: SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }, iterations: iterations)
+    }
+
+    func credential(password: String, salt: [UInt8], iterations: Int32) throws -> ScramCredential {
         let salted = try saltedPassword(password, salt: salt, iterations: iterations)
         let clientKey = hmac(key: salted, Array("Client Key".utf8))
         return ScramCredential(mechanism: rawValue, salt: salt, iterations: iterations, storedKey: hash(clientKey),
@@ -79,7 +82,18 @@ public struct ScramServerExchange: Sendable {
     /// Largest SCRAM message accepted (a client-final with a SHA-512 proof is ~200 bytes).
     public static let maxMessageBytes = 1024
 
-    public init(mechanism: ScramMechanism) { self.mechanism = mechanism }
+    /// Fixed only by tests (RFC 7677's vector); otherwise 32 random bytes, base64.
+    private let fixedServerNonce: String?
+
+    public init(mechanism: ScramMechanism) {
+        self.mechanism = mechanism
+        self.fixedServerNonce = nil
+    }
+
+    init(mechanism: ScramMechanism, serverNonce: String) {
+        self.mechanism = mechanism
+        self.fixedServerNonce = serverNonce
+    }
 
     /// `lookup` returns the user's credential for this mechanism. An unknown user gets a made-up
     /// salt and fails at the proof, as Kafka does, so the exchange does not reveal who exists.
@@ -114,7 +128,7 @@ public struct ScramServerExchange: Sendable {
         }
         user = name
         credential = try? lookup(name)
-        let serverNonce = SymmetricKey(size: .bits256).withUnsafeBytes { Base64.encode(Array($0)) }
+        let serverNonce = fixedServerNonce ?? SymmetricKey(size: .bits256).withUnsafeBytes { Base64.encode(Array($0)) }
         nonce = String(clientNonce) + serverNonce
         let salt = credential?.salt ?? mechanism.hash(Array("strata-unknown-user:\(name)".utf8))
         let iterations = credential?.iterations ?? ScramMechanism.defaultIterations

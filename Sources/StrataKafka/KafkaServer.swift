@@ -140,6 +140,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
     var metrics: KafkaMetrics { handler.metrics }
     let securityProtocol: SecurityProtocol
     let saslMechanisms: [String]
+    /// The listener demands a client certificate: its connections are authenticated by it.
+    let certificateRequired: Bool
     /// SASL listeners serve nothing but ApiVersions and the SASL exchange until it succeeds.
     private var authenticated: Bool
     /// "User:NAME" once authenticated (SASL), the certificate subject (mTLS), else ANONYMOUS.
@@ -164,12 +166,13 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
     private let appends = AppendOrder()
 
     init(handler: KafkaRequestHandler, limits: ConnectionLimits, logger: Logger,
-         securityProtocol: SecurityProtocol = .plaintext, saslMechanisms: [String] = []) {
+         securityProtocol: SecurityProtocol = .plaintext, saslMechanisms: [String] = [], certificateRequired: Bool = false) {
         self.handler = handler
         self.limits = limits
         self.logger = logger
         self.securityProtocol = securityProtocol
         self.saslMechanisms = saslMechanisms
+        self.certificateRequired = certificateRequired
         self.authenticated = !securityProtocol.usesSASL
     }
 
@@ -248,7 +251,8 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
                 fail(context, "request \(header.apiKey) v\(header.apiVersion) from client \(quoted(header.clientId)) before SASL authentication")
                 return
             } else {
-                future = try handler.handle(header, &reader, eventLoop: context.eventLoop, clientHost: clientHost, appends: appends)
+                let session = Session(principal: principal, authenticated: securityProtocol.usesSASL || certificateRequired)
+                future = try handler.handle(header, &reader, eventLoop: context.eventLoop, clientHost: clientHost, appends: appends, session: session)
             }
         } catch {
             fail(context, "request \(header.apiKey) v\(header.apiVersion) from client \(quoted(header.clientId)): \(error)")
@@ -507,7 +511,7 @@ public final class KafkaServer: @unchecked Sendable {
                 let requests = KafkaRequestHandler(broker: broker, threadPool: threadPool, validationPool: validationPool,
                                                    advertisedHost: listener.advertisedHost ?? listener.host,
                                                    advertisedPort: listener.advertisedPort ?? listener.port,
-                                                   logger: logger, metrics: metrics)
+                                                   logger: logger, metrics: metrics, superUsers: Set(security.superUsers))
                 let channel = try bind(listener, requests: requests, limits: limits, logger: logger)
                 channels.append(channel)
                 var actual = listener
@@ -530,6 +534,7 @@ public final class KafkaServer: @unchecked Sendable {
     private func bind(_ listener: Listener, requests: KafkaRequestHandler, limits: ConnectionLimits, logger: Logger) throws -> Channel {
         let tls = listener.securityProtocol.usesTLS ? tlsContext : nil
         let mechanisms = security.saslMechanisms
+        let certificateRequired = listener.securityProtocol.usesTLS && security.tls?.clientAuth == .required
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
@@ -539,7 +544,8 @@ public final class KafkaServer: @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     let connection = KafkaConnectionHandler(handler: requests, limits: limits, logger: logger,
-                                                            securityProtocol: listener.securityProtocol, saslMechanisms: mechanisms)
+                                                            securityProtocol: listener.securityProtocol, saslMechanisms: mechanisms,
+                                                            certificateRequired: certificateRequired)
                     if let tls, let context = tls.withLockedValue({ $0 }) {
                         try sync.addHandler(NIOSSLServerHandler(context: context))
                         try sync.addHandler(TLSPrincipalHandler(connection: connection))

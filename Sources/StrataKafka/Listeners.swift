@@ -94,6 +94,9 @@ public struct SecuritySettings: Sendable {
     /// Kafka's sasl.enabled.mechanisms.
     public var saslMechanisms: [String]
     public var tls: TLSSettings?
+    /// Kafka's super.users ("User:admin"): on authenticated listeners, the principals allowed
+    /// to manage users (and, once ACLs exist, everything).
+    public var superUsers: [String] = []
 
     public static let supportedMechanisms = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 

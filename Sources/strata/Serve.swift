@@ -312,6 +312,10 @@ struct Serve: ParsableCommand {
             throw ValidationError("sasl.enabled.mechanisms is empty but a SASL listener is configured")
         }
         var security = SecuritySettings(saslMechanisms: mechanisms)
+        security.superUsers = config["super.users"].split(separator: ";").map { $0.trimmedSpaces() }.filter { !$0.isEmpty }
+        for user in security.superUsers where !user.hasPrefix("User:") {
+            throw ValidationError("super.users: '\(user)' is not a principal (User:NAME, or the certificate subject as User:CN=...)")
+        }
         let cert = config["ssl.certificate.location"], key = config["ssl.key.location"], ca = config["ssl.ca.location"]
         if !cert.isEmpty || !key.isEmpty {
             guard !cert.isEmpty, !key.isEmpty else { throw ValidationError("TLS needs both a certificate (--tls-cert) and a key (--tls-key)") }

@@ -31,6 +31,7 @@ struct ServerConfig {
         .init(key: "advertised.listeners", defaultValue: "", help: "what Metadata and FindCoordinator tell clients, one HOST:PORT per listener in order; empty: the listeners'"),
         .init(key: "log.dirs", defaultValue: "./strata-data", help: "the data directory (one; Kafka's log.dir is accepted too)"),
         .init(key: "sasl.enabled.mechanisms", defaultValue: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512", help: "SASL mechanisms SASL_PLAINTEXT and SASL_SSL listeners accept"),
+        .init(key: "super.users", defaultValue: "", help: "principals allowed to manage users on authenticated listeners, ';'-separated (User:admin;User:ops)"),
         .init(key: "ssl.certificate.location", defaultValue: "", help: "TLS certificate chain (PEM) of SSL and SASL_SSL listeners"),
         .init(key: "ssl.key.location", defaultValue: "", help: "TLS private key (PEM)"),
         .init(key: "ssl.ca.location", defaultValue: "", help: "CA certificates (PEM) that sign client certificates (mTLS)"),

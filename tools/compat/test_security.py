@@ -350,6 +350,66 @@ def test_hostile_sasl_exchanges_leave_the_broker_up(srv):
     assert srv.alive()
 
 
+def test_users_through_the_kafka_admin_api(srv):
+    """AlterUserScramCredentials / DescribeUserScramCredentials with confluent-kafka's AdminClient:
+    on the PLAINTEXT listener (trusted), and on SASL only for super.users."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialDeletion,
+                                       UserScramCredentialUpsertion)
+    admin = AdminClient({"bootstrap.servers": srv.bootstrap})
+    futures = admin.alter_user_scram_credentials([
+        UserScramCredentialUpsertion("carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"carol-pw", b"a-salt-of-carol"),
+        UserScramCredentialUpsertion("dave", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"dave-pw"),
+    ])
+    for f in futures.values():
+        f.result(15)
+    described = admin.describe_user_scram_credentials(["carol", "dave"])
+    carol = described["carol"].result(15)
+    assert [(i.mechanism, i.iterations) for i in carol.scram_credential_infos] == [(ScramMechanism.SCRAM_SHA_512, 8192)], carol
+    every = admin.describe_user_scram_credentials().result(15)
+    assert {"alice", "carol", "dave"} <= set(every), every
+    # The credential the client salted works for a SCRAM login, and PLAIN checks against it.
+    for mech in ["SCRAM-SHA-512", "PLAIN"]:
+        ok, err = refused(srv, "SASL_SSL", {"sasl.mechanisms": mech, "sasl.username": "carol", "sasl.password": "carol-pw"})
+        assert not ok, (mech, err[-300:])
+    # Unknown users, too few iterations, deleting what does not exist: Kafka's errors.
+    try:
+        admin.describe_user_scram_credentials(["nobody-here"])["nobody-here"].result(15)
+        raise AssertionError("an unknown user was described")
+    except KafkaException as e:
+        assert "RESOURCE_NOT_FOUND" in str(e) or "does not exist" in str(e), e
+    bad = admin.alter_user_scram_credentials([UserScramCredentialUpsertion("erin", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 1000), b"pw")])
+    try:
+        bad["erin"].result(15)
+        raise AssertionError("1000 iterations were accepted")
+    except KafkaException as e:
+        assert "UNACCEPTABLE_CREDENTIAL" in str(e) or "iterations" in str(e), e
+    gone = admin.alter_user_scram_credentials([UserScramCredentialDeletion("dave", ScramMechanism.SCRAM_SHA_512)])
+    try:
+        gone["dave"].result(15)
+        raise AssertionError("deleting a missing credential succeeded")
+    except KafkaException as e:
+        assert "RESOURCE_NOT_FOUND" in str(e) or "does not exist" in str(e), e
+    admin.alter_user_scram_credentials([UserScramCredentialDeletion("dave", ScramMechanism.SCRAM_SHA_256)])["dave"].result(15)
+    assert "dave" not in admin.describe_user_scram_credentials().result(15)
+    # On the SASL listener, alice (not a super user) may not manage users; root (one) may.
+    def sasl_admin(user, password):
+        return AdminClient(dict(librdkafka_conf(srv, "SASL_SSL", "SCRAM-SHA-256", user=user, password=password),
+                                **{"bootstrap.servers": "127.0.0.1:%d" % srv.ports["SASL_SSL"]}))
+    alice = sasl_admin("alice", PASSWORD)  # kept: a destroyed client fails its futures
+    try:
+        alice.alter_user_scram_credentials([
+            UserScramCredentialUpsertion("mallory", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"pw")])["mallory"].result(15)
+        raise AssertionError("a user who is not a super user added a user")
+    except KafkaException as e:
+        assert "CLUSTER_AUTHORIZATION_FAILED" in str(e) or "super.users" in str(e), e
+    srv.strata("users", "add", "root", "--password", PASSWORD)
+    root = sasl_admin("root", PASSWORD)
+    root.alter_user_scram_credentials([
+        UserScramCredentialUpsertion("frank", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"frank-pw")])["frank"].result(15)
+    assert "frank" in srv.strata("users", "list").stdout
+
+
 def test_data_and_metadata_files_are_not_world_readable(srv):
     for root, dirs, files in os.walk(srv.data):
         for name in dirs + files:
@@ -360,7 +420,8 @@ def test_data_and_metadata_files_are_not_world_readable(srv):
 TESTS = [test_kcat_over_every_listener_and_mechanism, test_confluent_kafka_over_every_listener_and_mechanism,
          test_kafka_python_and_aiokafka_over_sasl_ssl, test_wrong_credentials_are_refused_and_never_logged,
          test_failure_limit_refuses_an_address_that_keeps_failing, test_certificates_untrusted_expired_or_missing_are_refused,
-         test_hostile_sasl_exchanges_leave_the_broker_up, test_data_and_metadata_files_are_not_world_readable]
+         test_hostile_sasl_exchanges_leave_the_broker_up, test_users_through_the_kafka_admin_api,
+         test_data_and_metadata_files_are_not_world_readable]
 
 # The server each test needs: mTLS required for the certificate test, a low failure limit for
 # the limiter test, a high one where failures are the point.
@@ -369,6 +430,7 @@ SERVERS = {
     "test_failure_limit_refuses_an_address_that_keeps_failing": lambda: SecureServer(extra=["--config", "sasl.max.failed.authentications=3"]),
     "test_wrong_credentials_are_refused_and_never_logged": lambda: SecureServer(extra=["--config", "sasl.max.failed.authentications=50"]),
     "test_hostile_sasl_exchanges_leave_the_broker_up": lambda: SecureServer(extra=["--config", "sasl.max.failed.authentications=1000"]),
+    "test_users_through_the_kafka_admin_api": lambda: SecureServer(extra=["--config", "super.users=User:root"]),
 }
 
 

@@ -43,6 +43,16 @@ public enum ScramMechanism: String, Sendable, CaseIterable {
         try credential(password: password, salt: SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }, iterations: iterations)
     }
 
+    /// The digest length: a salted password (and StoredKey, ServerKey) has this many bytes.
+    public var digestBytes: Int { self == .sha256 ? 32 : 64 }
+
+    /// The credential from a salted password computed elsewhere (AlterUserScramCredentials).
+    public func credential(saltedPassword salted: [UInt8], salt: [UInt8], iterations: Int32) -> ScramCredential {
+        let clientKey = hmac(key: salted, Array("Client Key".utf8))
+        return ScramCredential(mechanism: rawValue, salt: salt, iterations: iterations, storedKey: hash(clientKey),
+                               serverKey: hmac(key: salted, Array("Server Key".utf8)))
+    }
+
     func credential(password: String, salt: [UInt8], iterations: Int32) throws -> ScramCredential {
         let salted = try saltedPassword(password, salt: salt, iterations: iterations)
         let clientKey = hmac(key: salted, Array("Client Key".utf8))

@@ -14,6 +14,14 @@ struct RequestHeader {
     let clientId: String?
 }
 
+/// Who sent a request: the principal and whether its listener authenticated it (SASL, or a
+/// required client certificate). Unauthenticated listeners (PLAINTEXT, SSL without client
+/// certificates) are trusted as a whole, as Kafka without an authorizer trusts them.
+struct Session {
+    var principal = "User:ANONYMOUS"
+    var authenticated = false
+}
+
 /// Answers Kafka requests from the broker: decodes the typed request of each API (`Messages/`),
 /// runs it against the broker, and encodes the typed response. Cheap requests complete on the
 /// connection's event loop; produce appends there too, in request order, and only waits for
@@ -35,11 +43,14 @@ final class KafkaRequestHandler: Sendable {
     /// Where storage problems met while serving are reported (the server's log).
     let logger: Logger
     let metrics: KafkaMetrics
+    /// Principals allowed everything on authenticated listeners (`super.users`).
+    let superUsers: Set<String>
     private let reported = NIOLockedValueBox(Set<String>())
 
     init(broker: Broker, threadPool: NIOThreadPool, validationPool: NIOThreadPool, advertisedHost: String, advertisedPort: Int,
-         logger: Logger, metrics: KafkaMetrics) {
+         logger: Logger, metrics: KafkaMetrics, superUsers: Set<String> = []) {
         self.logger = logger
+        self.superUsers = superUsers
         self.metrics = metrics
         self.broker = broker
         self.threadPool = threadPool
@@ -65,7 +76,7 @@ final class KafkaRequestHandler: Sendable {
     /// `body` is positioned after the request header and set to the version's encoding.
     /// `appends` is the connection's (see AppendOrder).
     func handle(_ header: RequestHeader, _ body: inout KafkaReader, eventLoop: EventLoop, clientHost: String,
-                appends: AppendOrder) throws -> EventLoopFuture<ByteBuffer?> {
+                appends: AppendOrder, session: Session = Session()) throws -> EventLoopFuture<ByteBuffer?> {
         guard let api = ApiKey(rawValue: header.apiKey) else { throw ProtocolError("unknown API key \(header.apiKey)") }
         let v = header.apiVersion
         if api == .apiVersions && !api.advertised.contains(v) {
@@ -113,6 +124,8 @@ final class KafkaRequestHandler: Sendable {
         case .describeCluster: return reply(describeCluster(try .read(&body, version: v)))
         case .electLeaders: return reply(electLeaders(try .read(&body, version: v)))
         case .alterPartitionReassignments: return reply(alterPartitionReassignments(try .read(&body, version: v)))
+        case .describeUserScramCredentials: return reply(describeUserScramCredentials(try .read(&body, version: v), session: session))
+        case .alterUserScramCredentials: return reply(alterUserScramCredentials(try .read(&body, version: v), session: session))
         case .saslHandshake, .saslAuthenticate:
             // The connection runs the SASL exchange itself (its state is per connection).
             throw ProtocolError("\(api) reached the request handler")

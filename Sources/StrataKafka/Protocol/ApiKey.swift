@@ -10,7 +10,7 @@ enum ApiKey: Int16, CaseIterable {
          deleteRecords = 21, initProducerId = 22, describeConfigs = 32, alterConfigs = 33,
          describeLogDirs = 35, saslAuthenticate = 36, createPartitions = 37, deleteGroups = 42, electLeaders = 43,
          incrementalAlterConfigs = 44, alterPartitionReassignments = 45, listPartitionReassignments = 46,
-         offsetDelete = 47, describeCluster = 60
+         offsetDelete = 47, describeUserScramCredentials = 50, alterUserScramCredentials = 51, describeCluster = 60
 
     /// The versions advertised in ApiVersions.
     var advertised: ClosedRange<Int16> {
@@ -45,6 +45,8 @@ enum ApiKey: Int16, CaseIterable {
         case .alterPartitionReassignments: return 0...0
         case .listPartitionReassignments: return 0...0
         case .offsetDelete: return 0...0
+        case .describeUserScramCredentials: return 0...0
+        case .alterUserScramCredentials: return 0...0
         case .describeCluster: return 0...1
         }
     }
@@ -88,6 +90,8 @@ enum ApiKey: Int16, CaseIterable {
         case .alterPartitionReassignments: return 0
         case .listPartitionReassignments: return 0
         case .offsetDelete: return nil
+        case .describeUserScramCredentials: return 0
+        case .alterUserScramCredentials: return 0
         case .describeCluster: return 0
         }
     }

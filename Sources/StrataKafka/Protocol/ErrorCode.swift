@@ -68,4 +68,7 @@ enum ErrorCode: Int16 {
     case fencedInstanceId = 82
     case invalidRecord = 87
     case unstableOffsetCommit = 88
+    case resourceNotFound = 91
+    case duplicateResource = 92
+    case unacceptableCredential = 93
 }

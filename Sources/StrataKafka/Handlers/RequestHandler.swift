@@ -48,7 +48,7 @@ final class KafkaRequestHandler: Sendable {
     private let reported = NIOLockedValueBox(Set<String>())
 
     init(broker: Broker, threadPool: NIOThreadPool, validationPool: NIOThreadPool, advertisedHost: String, advertisedPort: Int,
-         logger: Logger, metrics: KafkaMetrics, superUsers: Set<String> = []) {
+         logger: Logger = Logger(label: "strata.kafka"), metrics: KafkaMetrics = KafkaMetrics(), superUsers: Set<String> = []) {
         self.logger = logger
         self.superUsers = superUsers
         self.metrics = metrics

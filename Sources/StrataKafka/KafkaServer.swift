@@ -308,8 +308,9 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
                 closed = true
                 held.removeAll()
                 for buffer in entry ?? [] { context.write(wrapOutboundOut(buffer), promise: nil) }
-                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
-                    context.close(promise: nil)
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+                    channel.close(promise: nil)
                 }
                 return
             }
@@ -506,12 +507,13 @@ public final class KafkaServer: @unchecked Sendable {
         threadPool.start()
         validationPool.start()
         let metrics = KafkaMetrics()
+        let authorizer = Authorizer(metadata: broker.metadata, superUsers: Set(security.superUsers))
         do {
             for listener in listeners {
                 let requests = KafkaRequestHandler(broker: broker, threadPool: threadPool, validationPool: validationPool,
                                                    advertisedHost: listener.advertisedHost ?? listener.host,
                                                    advertisedPort: listener.advertisedPort ?? listener.port,
-                                                   logger: logger, metrics: metrics, superUsers: Set(security.superUsers))
+                                                   logger: logger, metrics: metrics, superUsers: Set(security.superUsers), authorizer: authorizer)
                 let channel = try bind(listener, requests: requests, limits: limits, logger: logger)
                 channels.append(channel)
                 var actual = listener

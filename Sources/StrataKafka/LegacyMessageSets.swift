@@ -33,19 +33,20 @@ extension KafkaRequestHandler {
     /// response about max_bytes), but the first partition with data always gets at least one
     /// whole message, so an old consumer never stalls on a large message (Kafka v0-v2 would send
     /// a partial message and let the client grow its fetch size).
-    func legacyFetch(_ request: FetchRequest, _ v: Int16, eventLoop: EventLoop) -> EventLoopFuture<ByteBuffer?> {
+    func legacyFetch(_ request: FetchRequest, _ v: Int16, eventLoop: EventLoop, denied: Set<String> = []) -> EventLoopFuture<ByteBuffer?> {
         let budget = request.maxBytes <= 0 ? 52_428_800 : min(Int(request.maxBytes), Self.maxFetchResponseBytes)
         let magic: Int8 = v <= 1 ? 0 : 1
-        return longPoll(request, eventLoop: eventLoop, read: { self.readLegacyFetch(request, magic: magic, budget: budget) }) { response in
+        return longPoll(request, eventLoop: eventLoop, read: { self.readLegacyFetch(request, magic: magic, budget: budget, denied: denied) }) { response in
             self.delivered(request, response)
             return response.encoded(version: v, flexible: false, capacity: 64 + response.recordBytes + request.topics.count * 64)
         }
     }
 
-    private func readLegacyFetch(_ request: FetchRequest, magic: Int8, budget: Int) -> (FetchResponse, waitable: Bool) {
+    private func readLegacyFetch(_ request: FetchRequest, magic: Int8, budget: Int, denied: Set<String>) -> (FetchResponse, waitable: Bool) {
         // Kafka 3.x: a topic that disables down-conversion refuses old fetch versions.
         let refuse: (String) -> ErrorCode? = { topic in
-            self.broker.topicConfig(topic)?.values["message.downconversion.enable"]?.lowercased() == "false" ? .unsupportedVersion : nil
+            if denied.contains(topic) { return .topicAuthorizationFailed }
+            return self.broker.topicConfig(topic)?.values["message.downconversion.enable"]?.lowercased() == "false" ? .unsupportedVersion : nil
         }
         return readFetchPartitions(request, budget: budget, refuse: refuse) { log, fp, limit, part in
             var messages: [UInt8] = []

@@ -71,7 +71,8 @@ def cert(name):
 class SecureServer(Server):
     """A server with every listener kind (PLAINTEXT last: its line ends the start) and a user."""
 
-    def __init__(self, extra=(), client_auth="requested"):
+    def __init__(self, extra=(), client_auth="requested", grant_all=True):
+        self.grant_all = grant_all
         super().__init__(args=["--listeners", "SSL://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0,PLAINTEXT://127.0.0.1:0",
                                "--tls-cert", cert("server.pem"), "--tls-key", cert("server.key"), "--tls-ca", cert("ca.pem"),
                                "--tls-client-auth", client_auth] + list(extra))
@@ -85,6 +86,11 @@ class SecureServer(Server):
                 self.ports[m.group(1)] = int(m.group(2))
         assert set(self.ports) == {"SSL", "SASL_PLAINTEXT", "SASL_SSL"}, self.output
         self.strata("users", "add", "alice", "--password", PASSWORD)
+        if self.grant_all:
+            # ACLs are enforced on authenticated listeners (deny by default): alice may do
+            # everything in the tests that are not about ACLs.
+            for resource in [["--topic", "*"], ["--group", "*"], ["--cluster"]]:
+                self.strata("acls", "add", "--principal", "User:alice", "--operation", "All", *resource)
         return self
 
     def strata(self, *args, check=True):
@@ -410,6 +416,99 @@ def test_users_through_the_kafka_admin_api(srv):
     assert "frank" in srv.strata("users", "list").stdout
 
 
+def test_acls_on_authenticated_listeners(srv):
+    """ACLs from `strata acls` and the Kafka ACL APIs, enforced on SASL listeners: writes to a
+    topic without WRITE fail with TOPIC_AUTHORIZATION_FAILED and append nothing; a consumer
+    without group READ cannot join; a prefixed ACL grants a family of topics; a DENY wins over
+    an ALLOW; Metadata hides topics the principal may not describe; the PLAINTEXT listener on
+    loopback stays trusted."""
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+    from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient, NewTopic,
+                                       ResourcePatternType, ResourceType)
+    plain_admin = AdminClient({"bootstrap.servers": srv.bootstrap})
+    for f in plain_admin.create_topics([NewTopic(t, 1, 1) for t in ["a", "b", "shared-x", "shared-secret"]]).values():
+        f.result(15)
+    p = Producer({"bootstrap.servers": srv.bootstrap})
+    for t in ["shared-x", "shared-secret"]:
+        p.produce(t, value=b'{"seed":1}')
+    assert p.flush(15) == 0
+    srv.strata("users", "add", "root", "--password", PASSWORD)
+    acl = lambda *args: srv.strata("acls", "add", "--principal", "User:alice", *args)
+    acl("--operation", "Write", "--topic", "a")
+    acl("--operation", "Read", "--topic", "shared-", "--prefixed")
+    acl("--operation", "Read", "--topic", "shared-secret", "--deny")
+    acl("--operation", "Read", "--group", "g1")
+    listed = srv.strata("acls", "list").stdout
+    assert "Deny" in listed and "Prefixed" in listed, listed
+    time.sleep(1.2)  # the server re-reads ACLs written by another process within a second
+    alice = dict(librdkafka_conf(srv, "SASL_SSL", "SCRAM-SHA-256"), **{"bootstrap.servers": "127.0.0.1:%d" % srv.ports["SASL_SSL"]})
+
+    def produce(topic):
+        errors = []
+        pr = Producer(dict(alice, **{"message.timeout.ms": 10000}))
+        pr.produce(topic, value=b'{"by":"alice"}', on_delivery=lambda e, m: errors.append(e))
+        pr.flush(15)
+        return errors[0] if errors else "no delivery report"
+
+    assert produce("a") is None
+    err = produce("b")
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+    lo, hi = Consumer({"bootstrap.servers": srv.bootstrap, "group.id": "x"}).get_watermark_offsets(TopicPartition("b", 0), 10)
+    assert hi == 0, "a refused write was appended"
+
+    def consume(topic, group):
+        c = Consumer(dict(alice, **{"group.id": group, "auto.offset.reset": "earliest"}))
+        c.subscribe([topic])
+        deadline = time.time() + 20
+        try:
+            while time.time() < deadline:
+                m = c.poll(0.5)
+                if m is None:
+                    continue
+                if m.error():
+                    if m.error().code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED):
+                        return m.error().code()
+                    continue
+                return "read"
+        finally:
+            c.close()
+        return "nothing"
+
+    assert consume("shared-x", "g1") == "read"
+    assert consume("shared-x", "g2") == KafkaError.GROUP_AUTHORIZATION_FAILED
+    assert consume("shared-secret", "g1") == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # Metadata: a listing shows what alice may describe (WRITE and READ imply DESCRIBE).
+    topics = set(AdminClient(alice).list_topics(timeout=15).topics)
+    assert {"a", "shared-x"} <= topics and "b" not in topics, topics
+    # alice may not create topics or ACLs; root (a super user) may, through the Kafka APIs.
+    alice_admin = AdminClient(alice)
+    try:
+        alice_admin.create_topics([NewTopic("c", 1, 1)])["c"].result(15)
+        raise AssertionError("alice created a topic")
+    except Exception as e:
+        assert "TOPIC_AUTHORIZATION_FAILED" in str(e) or "authoriz" in str(e).lower(), e
+    root = AdminClient(dict(librdkafka_conf(srv, "SASL_SSL", "SCRAM-SHA-256", user="root"), **{"bootstrap.servers": "127.0.0.1:%d" % srv.ports["SASL_SSL"]}))
+    write_b = AclBinding(ResourceType.TOPIC, "b", ResourcePatternType.LITERAL, "User:alice", "*", AclOperation.WRITE, AclPermissionType.ALLOW)
+    root.create_acls([write_b])[write_b].result(15)
+    found = root.describe_acls(AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, "User:alice", None,
+                                                AclOperation.ANY, AclPermissionType.ANY)).result(15)
+    assert len(found) == 5, found
+    assert produce("b") is None
+    flt = AclBindingFilter(ResourceType.TOPIC, "a", ResourcePatternType.LITERAL, "User:alice", None, AclOperation.WRITE, AclPermissionType.ALLOW)
+    assert len(root.delete_acls([flt])[flt].result(15)) == 1
+    err = produce("a")
+    assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+    try:
+        alice_admin.create_acls([write_b])[write_b].result(15)
+        raise AssertionError("alice created an ACL")
+    except Exception as e:
+        assert "CLUSTER_AUTHORIZATION_FAILED" in str(e) or "authoriz" in str(e).lower(), e
+    # The loopback PLAINTEXT listener is trusted as a whole.
+    pp = Producer({"bootstrap.servers": srv.bootstrap})
+    pp.produce("a", value=b'{"local":1}')
+    assert pp.flush(15) == 0
+
+
 def test_data_and_metadata_files_are_not_world_readable(srv):
     for root, dirs, files in os.walk(srv.data):
         for name in dirs + files:
@@ -420,7 +519,7 @@ def test_data_and_metadata_files_are_not_world_readable(srv):
 TESTS = [test_kcat_over_every_listener_and_mechanism, test_confluent_kafka_over_every_listener_and_mechanism,
          test_kafka_python_and_aiokafka_over_sasl_ssl, test_wrong_credentials_are_refused_and_never_logged,
          test_failure_limit_refuses_an_address_that_keeps_failing, test_certificates_untrusted_expired_or_missing_are_refused,
-         test_hostile_sasl_exchanges_leave_the_broker_up, test_users_through_the_kafka_admin_api,
+         test_hostile_sasl_exchanges_leave_the_broker_up, test_users_through_the_kafka_admin_api, test_acls_on_authenticated_listeners,
          test_data_and_metadata_files_are_not_world_readable]
 
 # The server each test needs: mTLS required for the certificate test, a low failure limit for
@@ -430,7 +529,8 @@ SERVERS = {
     "test_failure_limit_refuses_an_address_that_keeps_failing": lambda: SecureServer(extra=["--config", "sasl.max.failed.authentications=3"]),
     "test_wrong_credentials_are_refused_and_never_logged": lambda: SecureServer(extra=["--config", "sasl.max.failed.authentications=50"]),
     "test_hostile_sasl_exchanges_leave_the_broker_up": lambda: SecureServer(extra=["--config", "sasl.max.failed.authentications=1000"]),
-    "test_users_through_the_kafka_admin_api": lambda: SecureServer(extra=["--config", "super.users=User:root"]),
+    "test_users_through_the_kafka_admin_api": lambda: SecureServer(extra=["--config", "super.users=User:root"], grant_all=False),
+    "test_acls_on_authenticated_listeners": lambda: SecureServer(extra=["--config", "super.users=User:root"], grant_all=False),
 }
 
 

@@ -7,10 +7,11 @@ extension KafkaRequestHandler {
     /// Kafka's fetch.max.bytes cap on one response, whatever the request asks.
     static let maxFetchResponseBytes = 64 << 20
 
-    func fetch(_ request: FetchRequest, _ v: Int16, eventLoop: EventLoop) -> EventLoopFuture<ByteBuffer?> {
+    /// `denied`: topics the session may not READ (TOPIC_AUTHORIZATION_FAILED).
+    func fetch(_ request: FetchRequest, _ v: Int16, eventLoop: EventLoop, denied: Set<String> = []) -> EventLoopFuture<ByteBuffer?> {
         let budget = request.maxBytes <= 0 ? 52_428_800 : min(Int(request.maxBytes), Self.maxFetchResponseBytes)
         let flexible = ApiKey.fetch.isFlexible(v)
-        return longPoll(request, eventLoop: eventLoop, read: { self.readFetch(request, budget: budget) }) { response in
+        return longPoll(request, eventLoop: eventLoop, read: { self.readFetch(request, budget: budget, denied: denied) }) { response in
             self.delivered(request, response)
             return response.encoded(version: v, flexible: flexible, capacity: 64 + response.recordBytes + request.topics.count * 64)
         }
@@ -53,8 +54,8 @@ extension KafkaRequestHandler {
     /// Reads every requested partition: whole batches, zero-copy slices of the segment mappings,
     /// within each partition's and the response's max_bytes; the first partition with data always
     /// gets one whole batch even past both (KIP-74), so a consumer always makes progress.
-    private func readFetch(_ request: FetchRequest, budget: Int) -> (FetchResponse, waitable: Bool) {
-        readFetchPartitions(request, budget: budget) { log, fp, limit, part in
+    private func readFetch(_ request: FetchRequest, budget: Int, denied: Set<String>) -> (FetchResponse, waitable: Bool) {
+        readFetchPartitions(request, budget: budget, refuse: { denied.contains($0) ? .topicAuthorizationFailed : nil }) { log, fp, limit, part in
             guard let slice = try log.read(from: fp.fetchOffset, maxBytes: limit).slice else { return 0 }
             part.records = slice
             return slice.count

@@ -37,12 +37,17 @@ extension KafkaRequestHandler {
         var batches: [(range: Range<Int>, prepared: PreparedBatch)] = []
     }
 
-    func produce(_ request: ProduceRequest, _ v: Int16, eventLoop: EventLoop, order: AppendOrder) -> EventLoopFuture<ByteBuffer?> {
+    /// `denied`: topics the session may not WRITE (TOPIC_AUTHORIZATION_FAILED, nothing appended).
+    func produce(_ request: ProduceRequest, _ v: Int16, eventLoop: EventLoop, order: AppendOrder, denied: Set<String> = []) -> EventLoopFuture<ByteBuffer?> {
         let acks = request.acks
         let recordBytes = request.topics.reduce(0) { sum, topic in topic.partitions.reduce(sum) { $0 + ($1.records?.readableBytes ?? 0) } }
         let prepare: @Sendable () -> [[PreparedPartition]] = {
             request.topics.map { topic in
-                topic.partitions.map { self.prepare(topic: topic.name, partition: $0, acks: acks, legacy: v < 3) }
+                topic.partitions.map { p in
+                    denied.contains(topic.name)
+                        ? PreparedPartition(index: p.index, failure: .init(index: p.index, errorCode: .topicAuthorizationFailed))
+                        : self.prepare(topic: topic.name, partition: p, acks: acks, legacy: v < 3)
+                }
             }
         }
         let appended: EventLoopFuture<(ProduceResponse, durable: [(topic: Int, partition: Int, upTo: Int64)])>

@@ -45,12 +45,16 @@ final class KafkaRequestHandler: Sendable {
     let metrics: KafkaMetrics
     /// Principals allowed everything on authenticated listeners (`super.users`).
     let superUsers: Set<String>
+    /// The ACLs of authenticated listeners (nil: nothing is enforced, as in embedded tests).
+    let authorizer: Authorizer?
     private let reported = NIOLockedValueBox(Set<String>())
 
     init(broker: Broker, threadPool: NIOThreadPool, validationPool: NIOThreadPool, advertisedHost: String, advertisedPort: Int,
-         logger: Logger = Logger(label: "strata.kafka"), metrics: KafkaMetrics = KafkaMetrics(), superUsers: Set<String> = []) {
+         logger: Logger = Logger(label: "strata.kafka"), metrics: KafkaMetrics = KafkaMetrics(), superUsers: Set<String> = [],
+         authorizer: Authorizer? = nil) {
         self.logger = logger
         self.superUsers = superUsers
+        self.authorizer = authorizer
         self.metrics = metrics
         self.broker = broker
         self.threadPool = threadPool
@@ -91,41 +95,73 @@ final class KafkaRequestHandler: Sendable {
             metrics.countErrors(api, response)
             return eventLoop.makeSucceededFuture(response.encoded(version: v, flexible: flexible))
         }
+        let access = Access(session: session, host: clientHost, authorizer: authorizer)
         switch api {
         case .apiVersions:
             _ = try ApiVersionsRequest.read(&body, version: v)
             return reply(apiVersions(error: .none))
-        case .metadata: return reply(metadata(try .read(&body, version: v), v))
-        case .produce: return produce(try .read(&body, version: v), v, eventLoop: eventLoop, order: appends)
+        case .metadata: return reply(authorizedMetadata(try .read(&body, version: v), v, access))
+        case .produce:
+            let request = try ProduceRequest.read(&body, version: v)
+            return produce(request, v, eventLoop: eventLoop, order: appends, denied: deniedTopics(request.topics.map(\.name), .write, access))
         case .fetch:  // v0-v3: magic 0/1 message sets (LegacyMessageSets.swift)
-            return v < 4 ? legacyFetch(try .read(&body, version: v), v, eventLoop: eventLoop) : fetch(try .read(&body, version: v), v, eventLoop: eventLoop)
-        case .listOffsets: return reply(listOffsets(try .read(&body, version: v), v))
-        case .initProducerId: return reply(initProducerId(try .read(&body, version: v)))
-        case .findCoordinator: return reply(findCoordinator(try .read(&body, version: v)))
+            let request = try FetchRequest.read(&body, version: v)
+            let denied = deniedTopics(request.topics.map(\.name), .read, access)
+            return v < 4 ? legacyFetch(request, v, eventLoop: eventLoop, denied: denied) : fetch(request, v, eventLoop: eventLoop, denied: denied)
+        case .listOffsets: return reply(authorizedListOffsets(try .read(&body, version: v), v, access))
+        case .initProducerId: return reply(authorizedInitProducerId(try .read(&body, version: v), access))
+        case .findCoordinator: return reply(authorizedFindCoordinator(try .read(&body, version: v), access))
         case .joinGroup:
-            return joinGroup(try .read(&body, version: v), v, clientId: header.clientId ?? "", clientHost: clientHost, eventLoop: eventLoop)
-        case .syncGroup: return syncGroup(try .read(&body, version: v), v, eventLoop: eventLoop)
-        case .heartbeat: return reply(heartbeat(try .read(&body, version: v)))
-        case .leaveGroup: return reply(leaveGroup(try .read(&body, version: v)))
-        case .offsetCommit: return reply(offsetCommit(try .read(&body, version: v)))
-        case .offsetFetch: return reply(offsetFetch(try .read(&body, version: v)))
-        case .describeGroups: return reply(describeGroups(try .read(&body, version: v)))
-        case .listGroups: return reply(listGroups(try .read(&body, version: v)))
-        case .deleteGroups: return reply(deleteGroups(try .read(&body, version: v)))
-        case .offsetDelete: return reply(offsetDelete(try .read(&body, version: v)))
-        case .createTopics: return reply(createTopics(try .read(&body, version: v), v))
-        case .deleteTopics: return reply(deleteTopics(try .read(&body, version: v)))
-        case .deleteRecords: return reply(deleteRecords(try .read(&body, version: v)))
-        case .createPartitions: return reply(createPartitions(try .read(&body, version: v)))
-        case .describeConfigs: return reply(describeConfigs(try .read(&body, version: v), v))
-        case .alterConfigs: return reply(alterConfigs(try AlterConfigsRequest.read(&body, version: v, incremental: false)))
-        case .incrementalAlterConfigs: return reply(alterConfigs(try AlterConfigsRequest.read(&body, version: v, incremental: true)))
-        case .describeLogDirs: return reply(describeLogDirs(try .read(&body, version: v)))
-        case .describeCluster: return reply(describeCluster(try .read(&body, version: v)))
-        case .electLeaders: return reply(electLeaders(try .read(&body, version: v)))
-        case .alterPartitionReassignments: return reply(alterPartitionReassignments(try .read(&body, version: v)))
-        case .describeUserScramCredentials: return reply(describeUserScramCredentials(try .read(&body, version: v), session: session))
-        case .alterUserScramCredentials: return reply(alterUserScramCredentials(try .read(&body, version: v), session: session))
+            let request = try JoinGroupRequest.read(&body, version: v)
+            guard access.group(.read, request.groupId) else {
+                return reply(JoinGroupResponse(errorCode: .groupAuthorizationFailed, protocolType: nil, protocolName: nil, memberId: request.memberId))
+            }
+            return joinGroup(request, v, clientId: header.clientId ?? "", clientHost: clientHost, eventLoop: eventLoop)
+        case .syncGroup:
+            let request = try SyncGroupRequest.read(&body, version: v)
+            guard access.group(.read, request.groupId) else {
+                return reply(SyncGroupResponse(errorCode: .groupAuthorizationFailed, protocolType: nil, protocolName: nil, assignment: []))
+            }
+            return syncGroup(request, v, eventLoop: eventLoop)
+        case .heartbeat:
+            let request = try HeartbeatRequest.read(&body, version: v)
+            return reply(access.group(.read, request.groupId) ? heartbeat(request) : ErrorOnlyResponse(errorCode: .groupAuthorizationFailed))
+        case .leaveGroup:
+            let request = try LeaveGroupRequest.read(&body, version: v)
+            return reply(access.group(.read, request.groupId) ? leaveGroup(request) : LeaveGroupResponse(errorCode: .groupAuthorizationFailed, members: []))
+        case .offsetCommit: return reply(authorizedOffsetCommit(try .read(&body, version: v), access))
+        case .offsetFetch: return reply(authorizedOffsetFetch(try .read(&body, version: v), access))
+        case .describeGroups: return reply(authorizedDescribeGroups(try .read(&body, version: v), access))
+        case .listGroups: return reply(authorizedListGroups(try .read(&body, version: v), access))
+        case .deleteGroups: return reply(authorizedDeleteGroups(try .read(&body, version: v), access))
+        case .offsetDelete: return reply(authorizedOffsetDelete(try .read(&body, version: v), access))
+        case .createTopics: return reply(authorizedCreateTopics(try .read(&body, version: v), v, access))
+        case .deleteTopics: return reply(authorizedDeleteTopics(try .read(&body, version: v), access))
+        case .deleteRecords: return reply(authorizedDeleteRecords(try .read(&body, version: v), access))
+        case .createPartitions: return reply(authorizedCreatePartitions(try .read(&body, version: v), access))
+        case .describeConfigs: return reply(authorizedDescribeConfigs(try .read(&body, version: v), v, access))
+        case .alterConfigs: return reply(authorizedAlterConfigs(try AlterConfigsRequest.read(&body, version: v, incremental: false), access))
+        case .incrementalAlterConfigs: return reply(authorizedAlterConfigs(try AlterConfigsRequest.read(&body, version: v, incremental: true), access))
+        case .describeLogDirs:
+            let request = try DescribeLogDirsRequest.read(&body, version: v)
+            return reply(access.cluster(.describe) ? describeLogDirs(request) : DescribeLogDirsResponse(logDir: "", errorCode: .clusterAuthorizationFailed, topics: []))
+        case .describeCluster:
+            let request = try DescribeClusterRequest.read(&body, version: v)
+            return reply(access.cluster(.describe) ? describeCluster(request)
+                : DescribeClusterResponse(errorCode: .clusterAuthorizationFailed, errorMessage: "not authorized", clusterId: "", controllerId: -1, brokers: []))
+        case .electLeaders:
+            let request = try ElectLeadersRequest.read(&body, version: v)
+            return reply(access.cluster(.alter) ? electLeaders(request)
+                : ElectLeadersResponse(results: (request.topics ?? []).map { t in (t.name, t.partitions.map { ($0, .clusterAuthorizationFailed, "not authorized") }) }))
+        case .alterPartitionReassignments:
+            let request = try AlterPartitionReassignmentsRequest.read(&body, version: v)
+            return reply(access.cluster(.alter) ? alterPartitionReassignments(request)
+                : AlterPartitionReassignmentsResponse(results: request.topics.map { t in (t.name, t.partitions.map { ($0.index, .clusterAuthorizationFailed, "not authorized") }) }))
+        case .describeUserScramCredentials: return reply(describeUserScramCredentials(try .read(&body, version: v), access: access))
+        case .alterUserScramCredentials: return reply(alterUserScramCredentials(try .read(&body, version: v), access: access))
+        case .describeAcls: return reply(describeAcls(try .read(&body, version: v), access))
+        case .createAcls: return reply(createAcls(try .read(&body, version: v), access))
+        case .deleteAcls: return reply(deleteAcls(try .read(&body, version: v), access))
         case .saslHandshake, .saslAuthenticate:
             // The connection runs the SASL exchange itself (its state is per connection).
             throw ProtocolError("\(api) reached the request handler")

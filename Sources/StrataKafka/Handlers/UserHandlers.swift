@@ -3,15 +3,16 @@ import StrataMetadata
 
 /// DescribeUserScramCredentials and AlterUserScramCredentials: SCRAM users through the Kafka
 /// protocol (kafka-configs --alter --add-config 'SCRAM-SHA-256=[password=...]', AdminClient).
-/// Until ACLs exist, an authenticated listener lets only `super.users` manage users; a
+/// On an authenticated listener, `super.users` and principals with DESCRIBE / ALTER on the
+/// cluster manage users; a
 /// PLAINTEXT or unauthenticated-SSL listener is trusted as a whole, as for every other admin API.
 extension KafkaRequestHandler {
-    func mayManageUsers(_ session: Session) -> Bool {
-        !session.authenticated || superUsers.contains(session.principal)
+    func mayManageUsers(_ access: Access, _ op: AclOperation) -> Bool {
+        !access.session.authenticated || superUsers.contains(access.session.principal) || (authorizer != nil && access.cluster(op))
     }
 
-    func describeUserScramCredentials(_ request: DescribeUserScramCredentialsRequest, session: Session) -> DescribeUserScramCredentialsResponse {
-        guard mayManageUsers(session) else {
+    func describeUserScramCredentials(_ request: DescribeUserScramCredentialsRequest, access: Access) -> DescribeUserScramCredentialsResponse {
+        guard mayManageUsers(access, .describe) else {
             return DescribeUserScramCredentialsResponse(errorCode: .clusterAuthorizationFailed, errorMessage: "only super.users may describe users here", results: [])
         }
         let all: [(user: String, mechanism: String, iterations: Int32)]
@@ -35,13 +36,13 @@ extension KafkaRequestHandler {
         })
     }
 
-    func alterUserScramCredentials(_ request: AlterUserScramCredentialsRequest, session: Session) -> AlterUserScramCredentialsResponse {
+    func alterUserScramCredentials(_ request: AlterUserScramCredentialsRequest, access: Access) -> AlterUserScramCredentialsResponse {
         var order: [String] = []
         var errors: [String: (ErrorCode, String)] = [:]
         func fail(_ user: String, _ code: ErrorCode, _ message: String) { if errors[user] == nil { errors[user] = (code, message) } }
         let names = request.deletions.map(\.name) + request.upsertions.map(\.name)
         for name in names where !order.contains(name) { order.append(name) }
-        guard mayManageUsers(session) else {
+        guard mayManageUsers(access, .alter) else {
             return AlterUserScramCredentialsResponse(results: order.map { ($0, .clusterAuthorizationFailed, "only super.users may alter users here") })
         }
         // One change per (user, mechanism): a pair given twice fails that user's changes.

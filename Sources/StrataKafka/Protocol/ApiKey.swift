@@ -7,7 +7,7 @@ enum ApiKey: Int16, CaseIterable {
     case produce = 0, fetch = 1, listOffsets = 2, metadata = 3, offsetCommit = 8, offsetFetch = 9,
          findCoordinator = 10, joinGroup = 11, heartbeat = 12, leaveGroup = 13, syncGroup = 14,
          describeGroups = 15, listGroups = 16, saslHandshake = 17, apiVersions = 18, createTopics = 19, deleteTopics = 20,
-         deleteRecords = 21, initProducerId = 22, describeConfigs = 32, alterConfigs = 33,
+         deleteRecords = 21, initProducerId = 22, describeAcls = 29, createAcls = 30, deleteAcls = 31, describeConfigs = 32, alterConfigs = 33,
          describeLogDirs = 35, saslAuthenticate = 36, createPartitions = 37, deleteGroups = 42, electLeaders = 43,
          incrementalAlterConfigs = 44, alterPartitionReassignments = 45, listPartitionReassignments = 46,
          offsetDelete = 47, describeUserScramCredentials = 50, alterUserScramCredentials = 51, describeCluster = 60
@@ -35,6 +35,7 @@ enum ApiKey: Int16, CaseIterable {
         case .deleteTopics: return 0...5
         case .deleteRecords: return 0...2
         case .initProducerId: return 0...4
+        case .describeAcls, .createAcls, .deleteAcls: return 0...3
         case .describeConfigs: return 0...4
         case .alterConfigs: return 0...2
         case .describeLogDirs: return 0...4
@@ -80,6 +81,7 @@ enum ApiKey: Int16, CaseIterable {
         case .deleteTopics: return 4
         case .deleteRecords: return 2
         case .initProducerId: return 2
+        case .describeAcls, .createAcls, .deleteAcls: return 2
         case .describeConfigs: return 4
         case .alterConfigs: return 2
         case .describeLogDirs: return 2

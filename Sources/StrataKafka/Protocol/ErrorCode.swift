@@ -47,6 +47,7 @@ enum ErrorCode: Int16 {
     case invalidProducerEpoch = 47
     case invalidTxnState = 48
     case invalidProducerIdMapping = 49
+    case transactionalIdAuthorizationFailed = 53
     case invalidTransactionTimeout = 50
     case concurrentTransactions = 51
     case securityDisabled = 54

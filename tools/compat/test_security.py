@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -71,10 +72,15 @@ def cert(name):
 class SecureServer(Server):
     """A server with every listener kind (PLAINTEXT last: its line ends the start) and a user."""
 
-    def __init__(self, extra=(), client_auth="requested", grant_all=True):
+    def __init__(self, extra=(), client_auth="requested", grant_all=True, own_certificate=False):
         self.grant_all = grant_all
+        self.tls_cert, self.tls_key = cert("server.pem"), cert("server.key")
+        if own_certificate:  # a copy the test may overwrite
+            d = tempfile.mkdtemp(prefix="strata-cert-", dir="/tmp")
+            os.chmod(d, 0o755)
+            self.tls_cert, self.tls_key = shutil.copy(self.tls_cert, d), shutil.copy(self.tls_key, d)
         super().__init__(args=["--listeners", "SSL://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0,PLAINTEXT://127.0.0.1:0",
-                               "--tls-cert", cert("server.pem"), "--tls-key", cert("server.key"), "--tls-ca", cert("ca.pem"),
+                               "--tls-cert", self.tls_cert, "--tls-key", self.tls_key, "--tls-ca", cert("ca.pem"),
                                "--tls-client-auth", client_auth] + list(extra))
 
     def start(self):
@@ -164,13 +170,15 @@ def test_confluent_kafka_over_every_listener_and_mechanism(srv):
         assert got == list(range(300)), (proto, mech, len(got))
 
 
-def test_kafka_python_and_aiokafka_over_sasl_ssl(srv):
-    import ssl
+def test_kafka_python_and_aiokafka_over_every_listener(srv):
     from kafka import KafkaConsumer, KafkaProducer
-    for mech in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]:
-        topic = "kp-" + mech.lower()
-        common = dict(bootstrap_servers="127.0.0.1:%d" % srv.ports["SASL_SSL"], security_protocol="SASL_SSL", sasl_mechanism=mech,
-                      sasl_plain_username="alice", sasl_plain_password=PASSWORD, ssl_cafile=cert("ca.pem"), ssl_check_hostname=True)
+    for proto, mech in COMBINATIONS:
+        topic = topic_for(proto, mech, "kp")
+        common = dict(bootstrap_servers="127.0.0.1:%d" % srv.ports[proto], security_protocol=proto)
+        if mech:
+            common.update(sasl_mechanism=mech, sasl_plain_username="alice", sasl_plain_password=PASSWORD)
+        if proto != "SASL_PLAINTEXT":
+            common.update(ssl_cafile=cert("ca.pem"), ssl_check_hostname=True)
         p = KafkaProducer(**common)
         for i in range(50):
             p.send(topic, json.dumps({"i": i}).encode())
@@ -179,17 +187,19 @@ def test_kafka_python_and_aiokafka_over_sasl_ssl(srv):
         c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=5000, **common)
         got = [json.loads(m.value)["i"] for m in c]
         c.close()
-        assert got == list(range(50)), (mech, got[:5], len(got))
+        assert got == list(range(50)), (proto, mech, got[:5], len(got))
 
     import asyncio
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.helpers import create_ssl_context
 
-    async def run(mech):
-        topic = "aio-" + mech.lower()
-        ctx = create_ssl_context(cafile=cert("ca.pem"))
-        common = dict(bootstrap_servers="127.0.0.1:%d" % srv.ports["SASL_SSL"], security_protocol="SASL_SSL", sasl_mechanism=mech,
-                      sasl_plain_username="alice", sasl_plain_password=PASSWORD, ssl_context=ctx)
+    async def run(proto, mech):
+        topic = topic_for(proto, mech, "aio")
+        common = dict(bootstrap_servers="127.0.0.1:%d" % srv.ports[proto], security_protocol=proto)
+        if mech:
+            common.update(sasl_mechanism=mech, sasl_plain_username="alice", sasl_plain_password=PASSWORD)
+        if proto != "SASL_PLAINTEXT":
+            common.update(ssl_context=create_ssl_context(cafile=cert("ca.pem")))
         p = AIOKafkaProducer(**common)
         await p.start()
         for i in range(50):
@@ -205,10 +215,10 @@ def test_kafka_python_and_aiokafka_over_sasl_ssl(srv):
                     got += [json.loads(m.value)["i"] for m in msgs]
         finally:
             await c.stop()
-        assert got == list(range(50)), (mech, len(got))
+        assert got == list(range(50)), (proto, mech, len(got))
 
-    for mech in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]:
-        asyncio.run(run(mech))
+    for proto, mech in COMBINATIONS:
+        asyncio.run(run(proto, mech))
 
 
 def refused(srv, proto, conf_overrides):
@@ -509,6 +519,42 @@ def test_acls_on_authenticated_listeners(srv):
     assert pp.flush(15) == 0
 
 
+def test_sighup_reloads_the_certificate(srv):
+    """A new certificate written over the files and SIGHUP: new connections get it."""
+    import ssl
+
+    def serial():
+        ctx = ssl.create_default_context(cafile=cert("ca.pem"))
+        with socket.create_connection(("127.0.0.1", srv.ports["SSL"]), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                return tls.getpeercert()["serialNumber"]
+
+    before = serial()
+    d = certs()
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "renewed.key", "-out", "renewed.csr", "-subj", "/CN=localhost"],
+                   cwd=d, check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", "renewed.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                    "-out", "renewed.pem", "-days", "30", "-extfile", "san.ext"], cwd=d, check=True, capture_output=True)
+    shutil.copy(os.path.join(d, "renewed.pem"), srv.tls_cert)
+    shutil.copy(os.path.join(d, "renewed.key"), srv.tls_key)
+    os.chmod(srv.tls_cert, 0o644)
+    os.chmod(srv.tls_key, 0o644)
+    srv.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while serial() == before and time.time() < deadline:
+        time.sleep(0.2)
+    assert serial() != before, "the certificate was not reloaded"
+    assert srv.alive()
+    # A broken file on the next SIGHUP keeps the current certificate.
+    with open(srv.tls_key, "w") as f:
+        f.write("not a key\n")
+    current = serial()
+    srv.proc.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert srv.alive() and serial() == current
+    assert "TLS files not reloaded" in srv.log_text() or any("TLS files not reloaded" in l for l in srv.tail)
+
+
 def test_data_and_metadata_files_are_not_world_readable(srv):
     for root, dirs, files in os.walk(srv.data):
         for name in dirs + files:
@@ -517,9 +563,10 @@ def test_data_and_metadata_files_are_not_world_readable(srv):
 
 
 TESTS = [test_kcat_over_every_listener_and_mechanism, test_confluent_kafka_over_every_listener_and_mechanism,
-         test_kafka_python_and_aiokafka_over_sasl_ssl, test_wrong_credentials_are_refused_and_never_logged,
+         test_kafka_python_and_aiokafka_over_every_listener, test_wrong_credentials_are_refused_and_never_logged,
          test_failure_limit_refuses_an_address_that_keeps_failing, test_certificates_untrusted_expired_or_missing_are_refused,
          test_hostile_sasl_exchanges_leave_the_broker_up, test_users_through_the_kafka_admin_api, test_acls_on_authenticated_listeners,
+         test_sighup_reloads_the_certificate,
          test_data_and_metadata_files_are_not_world_readable]
 
 # The server each test needs: mTLS required for the certificate test, a low failure limit for
@@ -530,6 +577,7 @@ SERVERS = {
     "test_wrong_credentials_are_refused_and_never_logged": lambda: SecureServer(extra=["--config", "sasl.max.failed.authentications=50"]),
     "test_hostile_sasl_exchanges_leave_the_broker_up": lambda: SecureServer(extra=["--config", "sasl.max.failed.authentications=1000"]),
     "test_users_through_the_kafka_admin_api": lambda: SecureServer(extra=["--config", "super.users=User:root"], grant_all=False),
+    "test_sighup_reloads_the_certificate": lambda: SecureServer(own_certificate=True),
     "test_acls_on_authenticated_listeners": lambda: SecureServer(extra=["--config", "super.users=User:root"], grant_all=False),
 }
 

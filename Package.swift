@@ -151,6 +151,9 @@ if Context.environment["STRATA_FUZZ"] != nil {
             ],
             path: "Fuzz/KafkaRequest"))
     package.targets.append(
+        .executableTarget(name: "FuzzSaslExchange", dependencies: ["StrataBroker", "StrataMetadata"], path: "Fuzz/SaslExchange",
+                          exclude: ["fuzz.dict"]))
+    package.targets.append(
         .executableTarget(name: "FuzzBatchAppend", dependencies: ["StrataLog", "StrataCore"], path: "Fuzz/BatchAppend",
                           exclude: ["fuzz.dict"]))
     package.targets.append(

@@ -296,9 +296,15 @@ struct Serve: ParsableCommand {
             }
             for (i, text) in advertised.enumerated() {
                 let a = try Listener.parse(text)
+                guard !isWildcard(a.host) else { throw ValidationError("advertised.listeners: '\(text)' is not an address clients can connect to") }
                 listeners[i].advertisedHost = a.host
                 listeners[i].advertisedPort = a.port
             }
+        }
+        // A listener on every interface cannot advertise 0.0.0.0: clients are told this host's
+        // name instead, as Kafka does (set advertised.listeners for anything else).
+        for i in listeners.indices where listeners[i].advertisedHost == nil && isWildcard(listeners[i].host) {
+            listeners[i].advertisedHost = hostName()
         }
         return listeners
     }
@@ -326,6 +332,15 @@ struct Serve: ParsableCommand {
             throw ValidationError("an SSL or SASL_SSL listener needs --tls-cert and --tls-key (ssl.certificate.location, ssl.key.location)")
         }
         return security
+    }
+
+    static func isWildcard(_ host: String) -> Bool { host.isEmpty || host == "0.0.0.0" || host == "::" }
+
+    static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+        let name = String(cString: buffer)
+        return name.isEmpty ? "localhost" : name
     }
 
     static func isLoopback(_ host: String) -> Bool {

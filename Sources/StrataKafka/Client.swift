@@ -14,14 +14,33 @@ public final class KafkaClient: @unchecked Sendable {
     }
 
     private let fd: Int32
+    /// TLS listeners: the bytes go through this instead of `fd` (which is then -1).
+    private let tls: TLSStream?
     private var nextCorrelation: Int32 = 1
     private var readBuffer = [UInt8](repeating: 0, count: 1 << 20)
     private var readStart = 0
     private var readEnd = 0
     public let clientId: String
 
+    /// Connects, then (with `security`) runs TLS and SASL before the first request.
+    public convenience init(host: String, port: Int, clientId: String = "strata-bench", security: ClientSecurity) throws {
+        if let ca = security.tlsCAPath {
+            try self.init(clientId: clientId, tls: try TLSStream(host: host, port: port, caPath: ca))
+        } else {
+            try self.init(host: host, port: port, clientId: clientId)
+        }
+        try authenticate(security)
+    }
+
+    private init(clientId: String, tls: TLSStream) throws {
+        self.clientId = clientId
+        self.tls = tls
+        self.fd = -1
+    }
+
     public init(host: String, port: Int, clientId: String = "strata-bench") throws {
         self.clientId = clientId
+        self.tls = nil
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -47,7 +66,9 @@ public final class KafkaClient: @unchecked Sendable {
         fd = connected
     }
 
-    deinit { Glibc.close(fd) }
+    deinit {
+        if let tls { tls.close() } else { Glibc.close(fd) }
+    }
 
     /// Sends one request; returns its correlation id.
     @discardableResult
@@ -68,6 +89,7 @@ public final class KafkaClient: @unchecked Sendable {
     }
 
     private func writeAll(_ buffer: ByteBuffer) throws {
+        if let tls { return try tls.write(buffer) }
         try buffer.withUnsafeReadableBytes { p in
             var done = 0
             while done < p.count {
@@ -100,7 +122,10 @@ public final class KafkaClient: @unchecked Sendable {
                 readEnd -= readStart
                 readStart = 0
             }
-            let n = readBuffer.withUnsafeMutableBytes { p in recv(fd, p.baseAddress! + readEnd, p.count - readEnd, 0) }
+            let end = readEnd
+            let n = try readBuffer.withUnsafeMutableBytes { p in
+                try tls.map { try $0.read(into: UnsafeMutableRawBufferPointer(rebasing: p[end...])) } ?? recv(fd, p.baseAddress! + end, p.count - end, 0)
+            }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw ClientError("recv: \(String(cString: strerror(errno)))")

@@ -15,14 +15,14 @@ public enum ScramMechanism: String, Sendable, CaseIterable {
     public static let defaultIterations: Int32 = 4096
     public static let maxIterations: Int32 = 16_384
 
-    func hash(_ data: [UInt8]) -> [UInt8] {
+    public func hash(_ data: [UInt8]) -> [UInt8] {
         switch self {
         case .sha256: return Array(SHA256.hash(data: data))
         case .sha512: return Array(SHA512.hash(data: data))
         }
     }
 
-    func hmac(key: [UInt8], _ data: [UInt8]) -> [UInt8] {
+    public func hmac(key: [UInt8], _ data: [UInt8]) -> [UInt8] {
         let k = SymmetricKey(data: key)
         switch self {
         case .sha256: return Array(HMAC<SHA256>.authenticationCode(for: data, using: k))
@@ -31,7 +31,7 @@ public enum ScramMechanism: String, Sendable, CaseIterable {
     }
 
     /// Hi(password, salt, i): PBKDF2 with this mechanism's HMAC.
-    func saltedPassword(_ password: String, salt: [UInt8], iterations: Int32) throws -> [UInt8] {
+    public func saltedPassword(_ password: String, salt: [UInt8], iterations: Int32) throws -> [UInt8] {
         let function: KDF.Insecure.PBKDF2.HashFunction = self == .sha256 ? .sha256 : .sha512
         let key = try KDF.Insecure.PBKDF2.deriveKey(from: Array(password.utf8), salt: salt, using: function,
                                                      outputByteCount: self == .sha256 ? 32 : 64, unsafeUncheckedRounds: Int(iterations))

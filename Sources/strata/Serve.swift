@@ -256,6 +256,10 @@ struct Serve: ParsableCommand {
             default: break
             }
         }
+        let authenticating = server.bound.contains { $0.securityProtocol.usesSASL || ($0.securityProtocol.usesTLS && mtls) }
+        if authenticating, security.superUsers.isEmpty, ((try? broker.metadata.acls()) ?? []).isEmpty {
+            logger.warning("ACLs are enforced on authenticated listeners and there are none (and no super.users): authenticated clients may do nothing yet; add some with 'strata acls add' (docs/security.md)")
+        }
         // The wording is relied on: tools and tests read the bound port from "Kafka listener on".
         for listener in server.bound {
             let advertised = "\(listener.advertisedHost ?? listener.host):\(listener.advertisedPort ?? listener.port)"

@@ -446,7 +446,7 @@ final class KafkaConnectionHandler: ChannelInboundHandler {
         closed = true
         held.removeAll()
         metrics.connectionsClosedOnError.increment()
-        logger.warning("closing connection", metadata: ["client_host": "\(clientHost)", "reason": "\(why)"])
+        logger.warning("closing connection", metadata: ["client_host": "\(clientHost)", "principal": "\(principal)", "listener": "\(securityProtocol.rawValue)", "reason": "\(why)"])
         context.close(promise: nil)
     }
 

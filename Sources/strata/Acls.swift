@@ -1,9 +1,12 @@
 import ArgumentParser
 import StrataBroker
+import StrataKafka
 import StrataMetadata
 
 /// `strata acls`: ACLs of authenticated listeners, in the data directory's LMDB (the server
-/// re-reads them within a second; DescribeAcls/CreateAcls/DeleteAcls do the same over the wire).
+/// re-reads them within a second), or with `--remote` through a running server's
+/// DescribeAcls/CreateAcls/DeleteAcls (any Kafka broker; on an authenticated listener the
+/// principal needs DESCRIBE/ALTER on the cluster, or to be a super user).
 struct Acls: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List, add and remove ACLs (enforced on SASL and client-certificate listeners).",
@@ -39,6 +42,16 @@ struct Acls: ParsableCommand {
         }
     }
 
+    struct Remote: ParsableArguments {
+        @Flag(help: "Work through a running server (the Kafka ACL APIs) at --bootstrap instead of the data directory.") var remote = false
+        @OptionGroup var client: ClientOptions
+    }
+
+    static func exact(_ b: AclBinding) -> AclFilter {
+        AclFilter(resourceType: b.resourceType, resourceName: b.resourceName, patternType: b.patternType, principal: b.principal,
+                  host: b.host, operation: b.operation, permission: b.permission)
+    }
+
     static func describe(_ b: AclBinding) -> [String] {
         [AclPermission(rawValue: b.permission)?.name ?? "?", b.principal, AclOperation(rawValue: b.operation)?.name ?? "?",
          AclResourceType(rawValue: b.resourceType)?.name ?? "?", b.resourceName, AclPatternType(rawValue: b.patternType)?.name ?? "?", b.host]
@@ -46,10 +59,19 @@ struct Acls: ParsableCommand {
 
     struct List: ParsableCommand {
         @OptionGroup var options: DataOptions
+        @OptionGroup var remote: Remote
         @Option(help: "Only this principal's.") var principal: String?
 
         func run() throws {
-            let rows = try Users.store(options).acls().filter { principal == nil || $0.principal == principal }
+            let all: [AclBinding]
+            if remote.remote {
+                all = try remote.client.connect("strata-acls").describeAcls(AclFilter(
+                    resourceType: AclResourceType.any.rawValue, resourceName: nil, patternType: AclPatternType.any.rawValue, principal: principal,
+                    host: nil, operation: AclOperation.any.rawValue, permission: AclPermission.any.rawValue))
+            } else {
+                all = try Users.store(options).acls()
+            }
+            let rows = all.filter { principal == nil || $0.principal == principal }
                 .sorted { Acls.describe($0).lexicographicallyPrecedes(Acls.describe($1)) }
             printTable(["PERMISSION", "PRINCIPAL", "OPERATION", "RESOURCE", "NAME", "PATTERN", "HOST"], rows.map(Acls.describe))
         }
@@ -57,21 +79,40 @@ struct Acls: ParsableCommand {
 
     struct Add: ParsableCommand {
         @OptionGroup var options: DataOptions
+        @OptionGroup var remote: Remote
         @OptionGroup var binding: Binding
 
         func run() throws {
             let bindings = try binding.bindings()
-            try Users.store(options).putAcls(bindings)
+            if remote.remote {
+                let results = try remote.client.connect("strata-acls").createAcls(bindings)
+                if let failed = results.first(where: { $0.error != 0 }) {
+                    throw CLIError("CreateAcls refused: Kafka error \(failed.error)\(failed.message.map { ": \($0)" } ?? "")")
+                }
+            } else {
+                try Users.store(options).putAcls(bindings)
+            }
             printError("added \(bindings.count) ACL(s)")
         }
     }
 
     struct Remove: ParsableCommand {
         @OptionGroup var options: DataOptions
+        @OptionGroup var remote: Remote
         @OptionGroup var binding: Binding
 
         func run() throws {
-            let removed = try Users.store(options).deleteAcls(try binding.bindings())
+            let bindings = try binding.bindings()
+            let removed: [AclBinding]
+            if remote.remote {
+                let results = try remote.client.connect("strata-acls").deleteAcls(bindings.map(Acls.exact))
+                if let failed = results.first(where: { $0.error != 0 }) {
+                    throw CLIError("DeleteAcls refused: Kafka error \(failed.error)\(failed.message.map { ": \($0)" } ?? "")")
+                }
+                removed = results.flatMap(\.deleted)
+            } else {
+                removed = try Users.store(options).deleteAcls(bindings)
+            }
             guard !removed.isEmpty else { throw CLIError("no such ACL") }
             printError("removed \(removed.count) ACL(s)")
         }

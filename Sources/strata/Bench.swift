@@ -16,35 +16,11 @@ struct Bench: ParsableCommand {
         subcommands: [ProduceBench.self, ConsumeBench.self, EndToEnd.self])
 
     struct Target: ParsableArguments {
-        @Option(help: "Broker HOST:PORT.") var bootstrap: String = "127.0.0.1:9092"
         @Option(help: "Topic (created with one partition if missing).") var topic: String = "strata-bench"
-        @Option(help: "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.") var securityProtocol: String = "PLAINTEXT"
-        @Option(help: "CA certificates (PEM) that sign the broker's certificate (SSL, SASL_SSL).") var caFile: String?
-        @Option(help: "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.") var saslMechanism: String = "SCRAM-SHA-256"
-        @Option(help: "SASL user.") var user: String?
-        @Option(help: "SASL password (or env STRATA_BENCH_PASSWORD).") var password: String?
+        @OptionGroup var client: ClientOptions
 
-        func connect(_ id: String) throws -> KafkaClient {
-            let (host, port) = try Serve.split(bootstrap)
-            guard let proto = SecurityProtocol(rawValue: securityProtocol.uppercased()) else {
-                throw ValidationError("--security-protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
-            }
-            if proto == .plaintext { return try KafkaClient(host: host, port: port, clientId: id) }
-            var security = ClientSecurity()
-            if proto.usesTLS {
-                guard let caFile else { throw ValidationError("--ca-file is needed for \(proto.rawValue)") }
-                security.tlsCAPath = caFile
-            }
-            if proto.usesSASL {
-                guard let user, let password = password ?? ProcessEnvironment.value("STRATA_BENCH_PASSWORD") else {
-                    throw ValidationError("--user and --password (or STRATA_BENCH_PASSWORD) are needed for \(proto.rawValue)")
-                }
-                security.saslMechanism = saslMechanism.uppercased()
-                security.user = user
-                security.password = password
-            }
-            return try KafkaClient(host: host, port: port, clientId: id, security: security)
-        }
+        var bootstrap: String { client.bootstrap }
+        func connect(_ id: String) throws -> KafkaClient { try client.connect(id) }
     }
 
     static func acksValue(_ text: String) throws -> Int16 {

@@ -513,6 +513,13 @@ def test_acls_on_authenticated_listeners(srv):
         raise AssertionError("alice created an ACL")
     except Exception as e:
         assert "CLUSTER_AUTHORIZATION_FAILED" in str(e) or "authoriz" in str(e).lower(), e
+    # strata acls --remote through the SASL listener as the super user, and refused for alice.
+    remote = ["--remote", "--bootstrap", "127.0.0.1:%d" % srv.ports["SASL_PLAINTEXT"], "--security-protocol", "SASL_PLAINTEXT"]
+    srv.strata("acls", "add", *remote, "--user", "root", "--password", PASSWORD, "--principal", "User:alice", "--operation", "Describe", "--group", "g1")
+    listed = srv.strata("acls", "list", *remote, "--user", "root", "--password", PASSWORD).stdout
+    assert "Describe" in listed and "g1" in listed, listed
+    r = srv.strata("acls", "add", *remote, "--user", "alice", "--password", PASSWORD, "--principal", "User:alice", "--operation", "All", "--cluster", check=False)
+    assert r.returncode != 0 and "error 31" in r.stderr, r.stderr
     # The loopback PLAINTEXT listener is trusted as a whole.
     pp = Producer({"bootstrap.servers": srv.bootstrap})
     pp.produce("a", value=b'{"local":1}')

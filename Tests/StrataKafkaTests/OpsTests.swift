@@ -62,7 +62,7 @@ import StrataLog
         let old = wallClockMillis() - 30_000
         _ = try broker.produce(topic: "t", records: (0..<10).map { ProducerRecord(key: nil, value: Array("{\"i\":\($0)}".utf8), timestamp: old) }, partition: 0)
         try broker.commitOffsets(group: "g", offsets: [("t", 0, 4)])
-        let ready = Mutex2(true)
+        let ready = LockedBox(true)
         let server = OpsServer(broker: broker, registry: PrometheusCollectorRegistry(), collector: BrokerCollector(),
                                readiness: .init(kafkaListenerBound: { ready.value }, brokerOpen: { true }), logger: Logger(label: "test"))
         let port = try server.start(host: "127.0.0.1", port: 0)
@@ -90,8 +90,8 @@ import StrataLog
     }
 }
 
-/// A Sendable box for a flag the test flips.
-final class Mutex2<T: Sendable>: @unchecked Sendable {
+/// A value the test flips while the server reads it from its own thread.
+final class LockedBox<T: Sendable>: @unchecked Sendable {
     // @unchecked: every access goes through `lock`.
     private let lock = NSLock()
     private var stored: T

@@ -98,7 +98,7 @@ public final class OpsServer: Sendable {
             if !offline.isEmpty {
                 problems.append("\(offline.count) partition(s) offline: " + offline.prefix(20).joined(separator: ", ") + (offline.count > 20 ? ", ..." : ""))
             }
-            let body = "{\"ready\":\(problems.isEmpty),\"problems\":[\(problems.map(AdminJSON.string).joined(separator: ","))]}\n"
+            let body = "{\"ready\":\(problems.isEmpty),\"problems\":[\(problems.map(jsonQuote).joined(separator: ","))]}\n"
             return Response(status: problems.isEmpty ? .ok : .serviceUnavailable, contentType: "application/json", body: body)
         case "/v1/groups":
             do {
@@ -108,18 +108,18 @@ public final class OpsServer: Sendable {
                 }
                 return Response(status: .ok, contentType: "application/json", body: AdminJSON.groupList(list) + "\n")
             } catch {
-                return Response(status: .internalServerError, contentType: "application/json", body: "{\"error\":\(AdminJSON.string("\(error)"))}\n")
+                return Response(status: .internalServerError, contentType: "application/json", body: "{\"error\":\(jsonQuote("\(error)"))}\n")
             }
         default:
             if path.hasPrefix("/v1/groups/") {
                 let name = Self.percentDecoded(String(path.dropFirst("/v1/groups/".count)))
                 do {
                     guard let report = try broker.groupReport(name) else {
-                        return Response(status: .notFound, contentType: "application/json", body: "{\"error\":\(AdminJSON.string("no group '\(name)'"))}\n")
+                        return Response(status: .notFound, contentType: "application/json", body: "{\"error\":\(jsonQuote("no group '\(name)'"))}\n")
                     }
                     return Response(status: .ok, contentType: "application/json", body: AdminJSON.report(report) + "\n")
                 } catch {
-                    return Response(status: .internalServerError, contentType: "application/json", body: "{\"error\":\(AdminJSON.string("\(error)"))}\n")
+                    return Response(status: .internalServerError, contentType: "application/json", body: "{\"error\":\(jsonQuote("\(error)"))}\n")
                 }
             }
             return Response(status: .notFound, contentType: "text/plain", body: "not found: /metrics, /healthz, /readyz, /v1/groups, /v1/groups/NAME\n")

@@ -60,9 +60,9 @@ public struct StrataLogHandler: LogHandler {
             for key in keys { line += " \(key)=\(quotedIfNeeded("\(fields[key]!)"))" }
             return line + "\n"
         case .json:
-            var line = "{\"ts\":\(jsonString(time)),\"level\":\(jsonString(level.rawValue)),\"logger\":\(jsonString(label)),\"msg\":\(jsonString(message))"
+            var line = "{\"ts\":\(jsonQuote(time)),\"level\":\(jsonQuote(level.rawValue)),\"logger\":\(jsonQuote(label)),\"msg\":\(jsonQuote(message))"
             for key in keys where !["ts", "level", "logger", "msg"].contains(key) {
-                line += ",\(jsonString(key)):\(jsonString("\(fields[key]!)"))"
+                line += ",\(jsonQuote(key)):\(jsonQuote("\(fields[key]!)"))"
             }
             return line + "}\n"
         }
@@ -105,24 +105,4 @@ public struct StrataLogHandler: LogHandler {
         return out + "\""
     }
 
-    static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for u in text.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 || u.value == 0x7f {
-                    let hex = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
-    }
 }

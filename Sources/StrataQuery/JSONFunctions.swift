@@ -1,3 +1,4 @@
+import StrataCore
 import CSQLite
 
 // `->>` is parsed by SQLite into a call of the two-argument function named "->>", so an

@@ -41,7 +41,7 @@ struct Groups: ParsableCommand {
             }
             switch format {
             case .json:
-                for r in rows { print("{\"group\":\(AdminJSON.string(r.name)),\"state\":\(AdminJSON.string(r.state)),\"members\":\(r.members)}") }
+                for r in rows { print("{\"group\":\(jsonQuote(r.name)),\"state\":\(jsonQuote(r.state)),\"members\":\(r.members)}") }
             case .table:
                 printTable(["GROUP", "STATE", "MEMBERS"], rows.map { [$0.name, $0.state, String($0.members)] })
                 if target.bootstrap == nil && !rows.isEmpty {

@@ -47,37 +47,41 @@ struct Users: ParsableCommand {
         for m in mechanism.mechanisms { try store.putCredential(user: user, try m.credential(password: password, iterations: iterations)) }
     }
 
-    struct Add: ParsableCommand {
-        @OptionGroup var options: DataOptions
+    /// What `add` and `passwd` take: the user, the password, and the credentials to make.
+    struct Credentials: ParsableArguments {
         @Argument(help: "User name (the principal is User:NAME).") var name: String
         @Option(help: "The password (visible to other local users in the process list: prefer --password-file).") var password: String?
         @Option(help: "Read the password from this file (its first line).") var passwordFile: String?
         @Option(help: "all (default), SCRAM-SHA-256, SCRAM-SHA-512, or PLAIN (stored as SCRAM-SHA-256).") var mechanism: Mechanism = .all
         @Option(help: "SCRAM iterations (4096-16384).") var iterations: Int32 = ScramMechanism.defaultIterations
 
-        func run() throws {
+        /// Stores the credentials; `exists` says whether the user must already exist.
+        func store(_ options: DataOptions, exists: Bool) throws {
             let store = try Users.store(options)
-            if !(try store.credentialList().filter { $0.user == name }.isEmpty) {
-                throw CLIError("user '\(name)' exists: use 'strata users passwd'")
-            }
+            let found = !(try store.credentialList().filter { $0.user == name }.isEmpty)
+            if found && !exists { throw CLIError("user '\(name)' exists: use 'strata users passwd'") }
+            if !found && exists { throw CLIError("no user '\(name)'") }
             try Users.set(name, try Users.password(password, passwordFile: passwordFile), mechanism, iterations: iterations, in: store)
-            printError("added user '\(name)' (\(mechanism.mechanisms.map(\.rawValue).joined(separator: ", ")))")
+        }
+    }
+
+    struct Add: ParsableCommand {
+        @OptionGroup var options: DataOptions
+        @OptionGroup var credentials: Credentials
+
+        func run() throws {
+            try credentials.store(options, exists: false)
+            printError("added user '\(credentials.name)' (\(credentials.mechanism.mechanisms.map(\.rawValue).joined(separator: ", ")))")
         }
     }
 
     struct Passwd: ParsableCommand {
         @OptionGroup var options: DataOptions
-        @Argument(help: "User name.") var name: String
-        @Option(help: "The new password.") var password: String?
-        @Option(help: "Read the new password from this file.") var passwordFile: String?
-        @Option(help: "all (default), SCRAM-SHA-256, SCRAM-SHA-512, or PLAIN.") var mechanism: Mechanism = .all
-        @Option(help: "SCRAM iterations (4096-16384).") var iterations: Int32 = ScramMechanism.defaultIterations
+        @OptionGroup var credentials: Credentials
 
         func run() throws {
-            let store = try Users.store(options)
-            guard !(try store.credentialList().filter { $0.user == name }.isEmpty) else { throw CLIError("no user '\(name)'") }
-            try Users.set(name, try Users.password(password, passwordFile: passwordFile), mechanism, iterations: iterations, in: store)
-            printError("changed the password of '\(name)'")
+            try credentials.store(options, exists: true)
+            printError("changed the password of '\(credentials.name)'")
         }
     }
 

@@ -632,16 +632,17 @@ TESTS = [test_kcat_keyed_json, test_kcat_compression, test_confluent_kafka, test
          test_sigkill_keeps_every_acknowledged_event]
 
 
-def run_suite(label, tests, argv):
-    """Runs each test (those named in argv, or all) against a fresh server run as run_as()'s user;
-    prints PASS/FAIL lines and ends with 'LABEL: N passed, N failed'; exits non-zero on a failure."""
+def run_suite(label, tests, argv, server_for=lambda test: Server()):
+    """Runs each test (those named in argv, or all) against a fresh server run as run_as()'s user
+    (`server_for(test)` makes it); prints PASS/FAIL lines and ends with 'LABEL: N passed, N
+    failed'; exits non-zero on a failure."""
     only = argv[1:]
     passed = failed = 0
     print("%s: %s" % (label, run_as().describe()), flush=True)
     for test in tests:
         if only and test.__name__ not in only:
             continue
-        srv = Server()
+        srv = server_for(test)
         started = time.time()
         try:
             srv.start()

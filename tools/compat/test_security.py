@@ -589,32 +589,5 @@ SERVERS = {
 }
 
 
-def main():
-    import test_clients
-    only = sys.argv[1:]
-    passed = failed = 0
-    print("security: %s" % test_clients.run_as().describe(), flush=True)
-    for test in TESTS:
-        if only and test.__name__ not in only:
-            continue
-        srv = SERVERS.get(test.__name__, SecureServer)()
-        started = time.time()
-        try:
-            srv.start()
-            test(srv)
-            passed += 1
-            print("PASS %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)
-        except Exception:
-            failed += 1
-            print("FAIL %s (%.1fs)" % (test.__name__, time.time() - started), flush=True)
-            import traceback
-            traceback.print_exc()
-            print("  last server lines:\n    " + "\n    ".join(list(srv.tail)[-10:]), flush=True)
-        finally:
-            srv.cleanup()
-    print("security: %d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
-
-
 if __name__ == "__main__":
-    main()
+    run_suite("security", TESTS, sys.argv, server_for=lambda test: SERVERS.get(test.__name__, SecureServer)())

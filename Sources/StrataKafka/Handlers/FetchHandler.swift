@@ -24,9 +24,9 @@ extension KafkaRequestHandler {
         for (rt, t) in zip(request.topics, response.topics) {
             for (rp, p) in zip(rt.partitions, t.partitions) {
                 let bytes = (p.records?.count ?? 0) + (p.messageSet?.count ?? 0)
-                guard bytes > 0, let log = try? broker.log(topic: t.name, partition: p.index) else { continue }
+                guard bytes > 0, let traffic = p.traffic else { continue }
                 let through = p.records?.nextOffset ?? rp.fetchOffset
-                log.traffic.countRead(bytes: bytes, records: Int(clamping: through.saturatingSubtract(rp.fetchOffset)))
+                traffic.countRead(bytes: bytes, records: Int(clamping: through.saturatingSubtract(rp.fetchOffset)))
             }
         }
     }
@@ -76,6 +76,7 @@ extension KafkaRequestHandler {
                 var part = FetchResponse.Partition(index: fp.index)
                 do {
                     let log = try broker.log(topic: topic.name, partition: fp.index)
+                    part.traffic = log.traffic
                     part.highWatermark = log.logEndOffset
                     part.logStartOffset = log.logStartOffset
                     if let refused {

@@ -103,10 +103,10 @@ final class KafkaRequestHandler: Sendable {
         case .metadata: return reply(authorizedMetadata(try .read(&body, version: v), v, access))
         case .produce:
             let request = try ProduceRequest.read(&body, version: v)
-            return produce(request, v, eventLoop: eventLoop, order: appends, denied: deniedTopics(request.topics.map(\.name), .write, access))
+            return produce(request, v, eventLoop: eventLoop, order: appends, denied: deniedTopics(request.topics.lazy.map(\.name), .write, access))
         case .fetch:  // v0-v3: magic 0/1 message sets (LegacyMessageSets.swift)
             let request = try FetchRequest.read(&body, version: v)
-            let denied = deniedTopics(request.topics.map(\.name), .read, access)
+            let denied = deniedTopics(request.topics.lazy.map(\.name), .read, access)
             return v < 4 ? legacyFetch(request, v, eventLoop: eventLoop, denied: denied) : fetch(request, v, eventLoop: eventLoop, denied: denied)
         case .listOffsets: return reply(authorizedListOffsets(try .read(&body, version: v), v, access))
         case .initProducerId: return reply(authorizedInitProducerId(try .read(&body, version: v), access))

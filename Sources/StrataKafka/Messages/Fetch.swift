@@ -58,6 +58,9 @@ struct FetchResponse: KafkaResponseBody {
         var records: SegmentSlice?
         /// v0-v3: the records down-converted to a magic 0/1 message set (LegacyMessageSets.swift).
         var messageSet: [UInt8]?
+        /// The partition's traffic counters, kept from the read so that counting what the
+        /// response delivers needs no second lookup (not encoded).
+        var traffic: PartitionLog.Traffic?
     }
     struct Topic { var name: String; var partitions: [Partition] }
     var topics: [Topic]

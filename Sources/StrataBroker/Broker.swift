@@ -18,8 +18,6 @@ public enum BrokerError: Error, CustomStringConvertible, Sendable {
     case log(LogError)
     case metadata(String)
     case readOnly(String)
-    /// An idempotent producer skipped sequence numbers (OUT_OF_ORDER_SEQUENCE_NUMBER).
-    case outOfOrderSequence(String)
     /// The partition's files are damaged or missing; it is offline until repaired.
     case partitionOffline(topic: String, partition: Int32, reason: String)
     /// Beyond a limit this broker sets on what a topic may cost (POLICY_VIOLATION).
@@ -38,7 +36,6 @@ public enum BrokerError: Error, CustomStringConvertible, Sendable {
         case .metadata(let why): return "metadata: \(why)"
         case .readOnly(let why): return why
         case .partitionOffline(let t, let p, let why): return "partition \(t)-\(p) is offline: \(why)"
-        case .outOfOrderSequence(let why): return why
         case .policyViolation(let why): return why
         }
     }
@@ -134,6 +131,12 @@ public final class Broker: @unchecked Sendable {
         /// after which further attempts are refused until the window passes.
         public var maxFailedAuthentications = 5
         public var failedAuthenticationWindowMs: Int64 = 60_000
+        /// transaction.max.timeout.ms: the longest transaction.timeout.ms a producer may ask for.
+        public var transactionMaxTimeoutMs: Int32 = 900_000
+        /// transactional.id.expiration.ms: idle transactional ids are forgotten after this.
+        public var transactionalIdExpirationMs: Int64 = 604_800_000
+        /// How often the transaction coordinator looks for timed-out transactions (0: never).
+        public var transactionCheckIntervalMs: Int64 = 1000
         /// The broker settings given explicitly (`serve --config`), by Kafka name, for
         /// DescribeConfigs (STATIC_BROKER_CONFIG vs DEFAULT_CONFIG).
         public var settings: [String: String] = [:]
@@ -188,8 +191,9 @@ public final class Broker: @unchecked Sendable {
     public let isReadOnly: Bool
     public let logManager: LogManager
     public let metadata: MetadataStore
-    /// Idempotent producers' sequence state, shared by every way of producing.
-    public let producers = ProducerStateTable()
+    /// The transaction coordinator's records (Transactions.swift); producer sequence state lives
+    /// with each partition's log (`PartitionLog.producerStates`), shared by every way of producing.
+    public let transactions: TransactionTable
     /// Failed SASL authentications per client address, shared by every listener.
     public let authFailures: AuthFailureLimiter
     /// Kafka's classic consumer-group coordinator (the Kafka server's JoinGroup/SyncGroup/...),
@@ -207,6 +211,9 @@ public final class Broker: @unchecked Sendable {
     private let adminLock = Mutex(())
     private var retentionWorker: PeriodicWorker?
     private var cleanerWorker: PeriodicWorker?
+    private var transactionWorker: PeriodicWorker?
+    /// Warnings from finishing transactions at open (for the server's log).
+    public private(set) var transactionRecoveryWarnings: [String] = []
     /// Per partition: the log end offset when it was last compacted (bytes appended since are dirty).
     private let cleanedUpTo = Mutex<[String: Int64]>([:])
 
@@ -241,6 +248,7 @@ public final class Broker: @unchecked Sendable {
         self.topics = Mutex(topics)
         self.groups = GroupCoordinator(initialRebalanceDelayMs: options.initialRebalanceDelayMs)
         self.authFailures = AuthFailureLimiter(maxFailures: options.maxFailedAuthentications, windowMs: options.failedAuthenticationWindowMs)
+        self.transactions = TransactionTable(maxTimeoutMs: options.transactionMaxTimeoutMs, idExpirationMs: options.transactionalIdExpirationMs)
     }
 
     // MARK: Opening
@@ -290,6 +298,18 @@ public final class Broker: @unchecked Sendable {
             broker?.mirrorGroupToConsumerOffsets(group: group, stored)
         }
         broker.groups.start()
+        broker.transactionRecoveryWarnings = try broker.recoverTransactions()
+        if options.transactionCheckIntervalMs > 0 {
+            let ticks = Atomic<Int>(0)
+            let worker = PeriodicWorker(intervalMs: options.transactionCheckIntervalMs) { [weak broker] in
+                broker?.tickTransactions()
+                // Hanging transactions are rare (a lost record, a hostile client): looked for
+                // every tenth tick.
+                if ticks.add(1, ordering: .relaxed).newValue % 10 == 0 { broker?.abortHangingTransactions() }
+            }
+            broker.transactionWorker = worker
+            worker.start()
+        }
         if options.retentionCheckIntervalMs > 0 {
             let worker = PeriodicWorker(intervalMs: options.retentionCheckIntervalMs) { [weak broker] in
                 _ = broker?.runRetention()
@@ -338,6 +358,8 @@ public final class Broker: @unchecked Sendable {
     /// Closes every log cleanly (writing the clean-shutdown marker) and wakes parked fetches.
     public func close() throws {
         groups.stop()
+        transactionWorker?.stop()
+        transactionWorker = nil
         retentionWorker?.stop()
         retentionWorker = nil
         cleanerWorker?.stop()
@@ -465,7 +487,7 @@ public final class Broker: @unchecked Sendable {
         return try log(topic: topic, partition: partition).deleteRecords(before: offset)
     }
 
-    private func requireWritable() throws(BrokerError) {
+    func requireWritable() throws(BrokerError) {
         if isReadOnly { throw .readOnly("\(dataDirectory) is opened read-only (another process owns it for writing)") }
     }
 
@@ -722,9 +744,9 @@ public final class Broker: @unchecked Sendable {
     /// skip the check for `value.format=json` topics.
     @discardableResult
     public func appendBatch(topic: String, partition: Int32, batch: UnsafeRawBufferPointer, acks: Acks = .all,
-                            valuesValidatedAsJSON: Bool = false) throws -> AppendInfo {
+                            valuesValidatedAsJSON: Bool = false, transactionalId: String? = nil) throws -> AppendInfo {
         let prepared = try prepareAppend(topic: topic, partition: partition, batch: batch, valuesValidatedAsJSON: valuesValidatedAsJSON)
-        return try appendPrepared(topic: topic, partition: partition, batch: batch, prepared, acks: acks)
+        return try appendPrepared(topic: topic, partition: partition, batch: batch, prepared, acks: acks, transactionalId: transactionalId)
     }
 
     /// The first half of `appendBatch`, which does not depend on the log's state and may run on any
@@ -758,36 +780,27 @@ public final class Broker: @unchecked Sendable {
         do throws(LogError) { return try log.prepare(batch, policy: state.config.appendPolicy) } catch { throw BrokerError.log(error) }
     }
 
-    /// The second half of `appendBatch`: idempotent producers' sequence check (a retried batch is
-    /// answered with its first offset, a gap refused), offsets assigned, the batch stored, waiting
-    /// fetches woken. `batch` is the one given to `prepareAppend`.
+    /// The second half of `appendBatch`: a transactional batch's producer checked against its
+    /// open transaction; then, in the log under its writer lock, an idempotent producer's
+    /// sequence check (a retried batch is answered with its original offsets, a gap or a fenced
+    /// epoch refused), offsets assigned, the batch stored; waiting fetches woken. `batch` is the
+    /// one given to `prepareAppend`.
     @discardableResult
     public func appendPrepared(topic: String, partition: Int32, batch: UnsafeRawBufferPointer, _ prepared: PreparedBatch,
-                               acks: Acks = .all) throws -> AppendInfo {
+                               acks: Acks = .all, transactionalId: String? = nil) throws -> AppendInfo {
         try requireWritable()
         let state = try stateOrCreate(topic)
         guard partition >= 0, Int(partition) < state.partitions.count else { throw BrokerError.unknownPartition(topic: topic, partition: partition) }
         let view = RecordBatch(unchecked: batch)
-        let idempotent = batch.count >= RecordBatch.headerSize && view.producerId >= 0
-        if idempotent {
-            let last = view.baseSequence &+ view.lastOffsetDelta
-            switch producers.check(producerId: view.producerId, epoch: view.producerEpoch, topic: topic, partition: partition,
-                                   firstSequence: view.baseSequence, lastSequence: last) {
-            case .duplicate(let offset):
-                return AppendInfo(baseOffset: offset, lastOffset: offset + Int64(max(0, view.lastOffsetDelta)), maxTimestamp: -1, sizeInBytes: 0)
-            case .outOfOrder(let expected):
-                throw BrokerError.outOfOrderSequence("producer \(view.producerId) sent sequence \(view.baseSequence) to \(topic)-\(partition); expected \(expected)")
-            case .accept:
-                break
-            }
+        if batch.count >= RecordBatch.headerSize && view.isTransactional {
+            try verifyTransactionalAppend(transactionalId: transactionalId, producerId: view.producerId, epoch: view.producerEpoch,
+                                          topic: topic, partition: partition)
         }
-        let info = try append(state, partition: partition, acks: acks) { log throws(LogError) in try log.appendPrepared(batch, prepared) }
-        if idempotent {
-            producers.record(producerId: view.producerId, epoch: view.producerEpoch, topic: topic, partition: partition,
-                             firstSequence: view.baseSequence, lastSequence: view.baseSequence &+ view.lastOffsetDelta, baseOffset: info.baseOffset)
-        }
-        return info
+        return try append(state, partition: partition, acks: acks) { log throws(LogError) in try log.appendPrepared(batch, prepared) }
     }
+
+    /// Wakes fetches waiting on a partition (after an append made outside `append`, a marker).
+    func notifyAppend(topic: String, partition: Int32) { waiters.notify(topic: topic, partition: partition) }
 
     private func append(_ state: TopicState, partition: Int32, batch: UnsafeRawBufferPointer, acks: Acks) throws(BrokerError) -> AppendInfo {
         let policy = state.config.appendPolicy
@@ -805,6 +818,7 @@ public final class Broker: @unchecked Sendable {
         }
         do throws(LogError) {
             let info = try write(log)
+            if info.duplicate { return info }
             waiters.notify(topic: state.name, partition: partition)
             if acks == .all && log.config.flushMode == .sync { try log.flush(upTo: info.lastOffset + 1) }
             return info
@@ -834,9 +848,19 @@ public final class Broker: @unchecked Sendable {
 
     /// Whole batches from `offset`, at most `maxBytes` (at least one batch). At the log end, waits
     /// up to `maxWaitMs` and returns as soon as data arrives (empty result on timeout).
-    public func fetch(topic: String, partition: Int32, offset: Int64, maxBytes: Int = 1 << 20, maxWaitMs: Int64 = 0) async throws -> LogReadResult {
+    ///
+    /// `committedOnly` reads as a `read_committed` consumer: up to the last stable offset (and
+    /// waits there while a transaction is open).
+    public func fetch(topic: String, partition: Int32, offset: Int64, maxBytes: Int = 1 << 20, maxWaitMs: Int64 = 0,
+                      committedOnly: Bool = false) async throws -> LogReadResult {
         let log = try log(topic: topic, partition: partition)
-        if isReadOnly { try log.refresh() }
+        if isReadOnly {
+            try log.refresh()
+            if committedOnly { try log.catchUpProducerState() }
+        }
+        if committedOnly && offset >= log.lastStableOffset && offset < log.logEndOffset && maxWaitMs > 0 && !isReadOnly {
+            await waiters.wait(topic: topic, partition: partition, timeoutMs: maxWaitMs) { log.lastStableOffset <= offset }
+        }
         if offset == log.logEndOffset && maxWaitMs > 0 {
             if isReadOnly {
                 // Another process appends: nothing can wake us, so look again every 50 ms.
@@ -848,18 +872,19 @@ public final class Broker: @unchecked Sendable {
                 await waiters.wait(topic: topic, partition: partition, timeoutMs: maxWaitMs) { log.logEndOffset == offset }
             }
         }
-        return try log.read(from: offset, maxBytes: maxBytes)
+        return try log.read(from: offset, maxBytes: maxBytes, committedOnly: committedOnly)
     }
 
     /// Waits until any of `positions` (topic, partition, offset) has data past its offset, or
     /// `timeoutMs` passes (nil: no timeout), or the calling task is cancelled: the long-poll of a
     /// multi-partition Kafka Fetch, and the idle wait of stream tasks. Returns at once when none
     /// of the partitions exists.
-    public func waitForData(_ positions: [(topic: String, partition: Int32, offset: Int64)], timeoutMs: Int64?) async {
+    /// `committedOnly`: data means data below the last stable offset (read_committed).
+    public func waitForData(_ positions: [(topic: String, partition: Int32, offset: Int64)], timeoutMs: Int64?, committedOnly: Bool = false) async {
         let logs = positions.compactMap { p in (try? log(topic: p.topic, partition: p.partition)).map { ($0, p.offset) } }
         guard !logs.isEmpty else { return }
         await waiters.waitAny(positions.map { ($0.topic, $0.partition) }, timeoutMs: timeoutMs) {
-            logs.allSatisfy { $0.0.logEndOffset <= $0.1 }
+            logs.allSatisfy { (committedOnly ? $0.0.lastStableOffset : $0.0.logEndOffset) <= $0.1 }
         }
     }
 
@@ -895,9 +920,14 @@ public final class Broker: @unchecked Sendable {
     }
 
     /// Copies the records at or after `from` out of a slice.
-    public static func records(in slice: SegmentSlice, topic: String, partition: Int32, from: Int64) throws -> [ConsumedRecord] {
+    /// Transaction markers (control batches) are never records; with `aborted` (the partition's
+    /// producer state, for read_committed) records of aborted transactions are left out.
+    public static func records(in slice: SegmentSlice, topic: String, partition: Int32, from: Int64,
+                               aborted: ProducerStates? = nil) throws -> [ConsumedRecord] {
         var out: [ConsumedRecord] = []
         try slice.forEachBatch { batch in
+            if batch.isControl { return }
+            if let aborted, batch.isTransactional, aborted.isAborted(producerId: batch.producerId, offset: batch.baseOffset) { return }
             try batch.forEachRecord { r in
                 guard r.offset >= from else { return }
                 out.append(ConsumedRecord(

@@ -217,12 +217,30 @@ public final class KafkaClient: @unchecked Sendable {
 
     /// Fetch v4 of one partition: (error, high watermark, raw record batches).
     public func fetch(topic: String, partition: Int32, offset: Int64, maxBytes: Int32 = 1 << 20, maxWaitMs: Int32 = 500) throws -> (Int16, Int64, ByteBuffer) {
+        let f = try fetchPartition(topic: topic, partition: partition, offset: offset, maxBytes: maxBytes, maxWaitMs: maxWaitMs)
+        return (f.error, f.highWatermark, f.batches)
+    }
+
+    /// One partition's Fetch v4 answer.
+    public struct FetchedPartition {
+        public var error: Int16
+        public var highWatermark: Int64
+        public var lastStableOffset: Int64
+        /// read_committed: (producer id, first offset) of the aborted transactions in `batches`.
+        public var aborted: [(producerId: Int64, firstOffset: Int64)]
+        public var batches: ByteBuffer
+    }
+
+    /// Fetch v4 of one partition; `readCommitted` asks for isolation level 1 (up to the last
+    /// stable offset, with the aborted transactions listed).
+    public func fetchPartition(topic: String, partition: Int32, offset: Int64, maxBytes: Int32 = 1 << 20, maxWaitMs: Int32 = 500,
+                               readCommitted: Bool = false) throws -> FetchedPartition {
         var w = KafkaWriter(capacity: 64)
         w.int32(-1)
         w.int32(maxWaitMs)
         w.int32(1)
         w.int32(maxBytes)
-        w.int8(0)
+        w.int8(readCommitted ? 1 : 0)
         w.array([topic]) { w, t in
             w.string(t)
             w.array([partition]) { w, p in
@@ -233,13 +251,13 @@ public final class KafkaClient: @unchecked Sendable {
         }
         var r = KafkaReader(try request(apiKey: 1, version: 4, body: Self.strip(w)))
         _ = try r.int32()
-        let parts: [[(Int16, Int64, ByteBuffer)]] = try r.array { r in
+        let parts: [[FetchedPartition]] = try r.array { r in
             _ = try r.string()
             return try r.array { r in
                 _ = try r.int32()
-                let e = try r.int16(); let hw = try r.int64(); _ = try r.int64()
-                _ = try r.nullableArray { r in (try r.int64(), try r.int64()) }
-                return (e, hw, try r.bytes())
+                let e = try r.int16(); let hw = try r.int64(); let lso = try r.int64()
+                let aborted = try r.nullableArray(minElementBytes: 16) { r in (producerId: try r.int64(), firstOffset: try r.int64()) } ?? []
+                return FetchedPartition(error: e, highWatermark: hw, lastStableOffset: lso, aborted: aborted, batches: try r.bytes())
             }
         }
         guard let p = parts.first?.first else { throw ClientError("empty fetch response") }
@@ -280,9 +298,10 @@ public final class KafkaClient: @unchecked Sendable {
     }
 
     /// ListOffsets v1: -2 earliest, -1 latest, else the first offset with timestamp >= T (or -1).
-    public func listOffset(topic: String, partition: Int32, timestamp: Int64) throws -> Int64 {
+    public func listOffset(topic: String, partition: Int32, timestamp: Int64, readCommitted: Bool = false) throws -> Int64 {
         var w = KafkaWriter(capacity: 64)
         w.int32(-1)
+        if readCommitted { w.int8(1) }  // v2: isolation level
         w.array([topic]) { w, t in
             w.string(t)
             w.array([partition]) { w, p in
@@ -290,7 +309,8 @@ public final class KafkaClient: @unchecked Sendable {
                 w.int64(timestamp)
             }
         }
-        var r = KafkaReader(try request(apiKey: 2, version: 1, body: Self.strip(w)))
+        var r = KafkaReader(try request(apiKey: 2, version: readCommitted ? 2 : 1, body: Self.strip(w)))
+        if readCommitted { _ = try r.int32() }  // v2: throttle_time_ms
         let parts: [[(Int16, Int64)]] = try r.array { r in
             _ = try r.string()
             return try r.array { r in

@@ -134,7 +134,12 @@ extension PartitionLog {
         var candidates: [LogSegment] = []
         // min.compaction.lag.ms: the cleanable prefix ends at the first segment holding a record
         // younger than the lag (Kafka's first uncleanable offset).
-        for (i, segment) in all.enumerated().dropLast() where all[i + 1].baseOffset <= recoveryPoint {
+        // Nor past the first open transaction: whether its records stay is not decided yet.
+        let cleanableEnd = min(recoveryPoint, lastStableOffset)
+        // Records of aborted transactions are dropped and never shadow a committed value of
+        // their key; transaction markers are kept (read_committed readers need them).
+        let transactions = producerStateSnapshot
+        for (i, segment) in all.enumerated().dropLast() where all[i + 1].baseOffset <= cleanableEnd {
             if minCompactionLagMs > 0, nowMs.saturatingSubtract(try segment.largestTimestamp()) < minCompactionLagMs { break }
             candidates.append(segment)
         }
@@ -147,6 +152,7 @@ extension PartitionLog {
             let bytes = s.mapping.bytes(0..<segment.size)
             var keys: [(KeyDigest, Int64)] = []
             try Self.forEachBatch(bytes) { batch in
+                if batch.isControl || (batch.isTransactional && transactions.isAborted(producerId: batch.producerId, offset: batch.baseOffset)) { return }
                 try batch.forEachRecord { r in if let k = r.key { keys.append((strategy.mapKey(k, timestamp: r.timestamp), r.offset)) } }
             }
             throttle.account(bytes.count)
@@ -163,7 +169,7 @@ extension PartitionLog {
         var groupBytes = 0
         func flushGroup() throws {
             guard !group.isEmpty else { return }
-            try rewrite(group, strategy: strategy, latest: latest, tombstoneHorizonMs: horizon, throttle: throttle, report: &report,
+            try rewrite(group, strategy: strategy, latest: latest, transactions: transactions, tombstoneHorizonMs: horizon, throttle: throttle, report: &report,
                         dryRun: dryRun, crashPoint: crashPoint)
             group = []
             groupBytes = 0
@@ -193,7 +199,7 @@ extension PartitionLog {
         }
     }
 
-    private func rewrite(_ group: [LogSegment], strategy: CompactionStrategy, latest: [KeyDigest: Int64], tombstoneHorizonMs: Int64,
+    private func rewrite(_ group: [LogSegment], strategy: CompactionStrategy, latest: [KeyDigest: Int64], transactions: ProducerStates, tombstoneHorizonMs: Int64,
                          throttle: Throttle, report: inout CompactionReport, dryRun: Bool, crashPoint: CompactionCrashPoint) throws {
         var out: [UInt8] = []
         for segment in group {
@@ -202,11 +208,18 @@ extension PartitionLog {
             report.bytesBefore += bytes.count
             throttle.account(bytes.count)
             try Self.forEachBatch(bytes) { batch in
+                if batch.isControl {
+                    out.append(contentsOf: batch.bytes)
+                    return
+                }
+                let aborted = batch.isTransactional && transactions.isAborted(producerId: batch.producerId, offset: batch.baseOffset)
                 // First decide, without copying anything; copy only batches that change.
                 var keep: [Bool] = []
                 try batch.forEachRecord { r in
                     var kept = true
-                    if let k = r.key {
+                    if aborted {
+                        kept = false
+                    } else if let k = r.key {
                         if latest[strategy.mapKey(k, timestamp: r.timestamp)] != r.offset {
                             kept = false
                         } else if r.value == nil && r.timestamp < tombstoneHorizonMs {

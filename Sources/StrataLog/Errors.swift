@@ -15,6 +15,11 @@ public enum LogError: Error, CustomStringConvertible, Sendable, Equatable {
     case closed(String)
     case corrupt(path: String, reason: String)
     case locked(path: String, reason: String)
+    /// An idempotent producer skipped sequence numbers (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    case outOfOrderSequence(String)
+    /// A producer wrote with an epoch older than one already seen: a zombie instance
+    /// (INVALID_PRODUCER_EPOCH).
+    case staleProducerEpoch(String)
 
     public var description: String {
         switch self {
@@ -26,6 +31,7 @@ public enum LogError: Error, CustomStringConvertible, Sendable, Equatable {
         case .closed(let path): return "log \(path) is closed"
         case .corrupt(let path, let why): return "corrupt \(path): \(why)"
         case .locked(let path, let why): return "\(path) is locked: \(why)"
+        case .outOfOrderSequence(let why), .staleProducerEpoch(let why): return why
         }
     }
 

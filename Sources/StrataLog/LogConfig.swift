@@ -36,6 +36,9 @@ public struct LogConfig: Sendable, Equatable {
     /// How often the recovery point is written to its checkpoint file, at most. Recovery rescans
     /// at most what was appended since; the checkpoint costs three syncs, so it is not per flush.
     public var checkpointIntervalMs: Int64 = 1000
+    /// producer.id.expiration.ms: a producer id idle this long (no write, no open transaction)
+    /// is forgotten by the partition; its next batch is accepted as a first one (Kafka: 1 day).
+    public var producerIdExpirationMs: Int64 = 86_400_000
 
     public init() {}
 

@@ -11,12 +11,16 @@ public struct AppendInfo: Sendable, Equatable {
     public let lastOffset: Int64
     public let maxTimestamp: Int64
     public let sizeInBytes: Int
+    /// An idempotent producer's retry of a batch already in the log: nothing was appended and
+    /// the offsets are those of the original.
+    public let duplicate: Bool
 
-    public init(baseOffset: Int64, lastOffset: Int64, maxTimestamp: Int64, sizeInBytes: Int) {
+    public init(baseOffset: Int64, lastOffset: Int64, maxTimestamp: Int64, sizeInBytes: Int, duplicate: Bool = false) {
         self.baseOffset = baseOffset
         self.lastOffset = lastOffset
         self.maxTimestamp = maxTimestamp
         self.sizeInBytes = sizeInBytes
+        self.duplicate = duplicate
     }
 }
 
@@ -81,6 +85,21 @@ public final class PartitionLog: @unchecked Sendable {
 
     public var logEndOffset: Int64 { endOffset.load(ordering: .acquiring) }
     public var highWatermark: Int64 { logEndOffset }
+    /// The end of what `read_committed` readers see: the first offset of the oldest open
+    /// transaction, or the high watermark when none is open.
+    public var lastStableOffset: Int64 { min(firstUnstable.load(ordering: .acquiring), logEndOffset) }
+
+    /// Producer ids' sequences and epochs, open transactions and aborted ones (see
+    /// `ProducerStates`): written under the writer lock, in offset order; read by fetches.
+    let producerStates = Mutex(ProducerStates())
+    /// `producerStates.firstUnstableOffset` (Int64.max when none), published for lock-free reads.
+    /// Stored before the end offset of the batch that changes it, so no reader ever sees an
+    /// open transaction's first batch as stable.
+    let firstUnstable = Atomic<Int64>(.max)
+    /// `validUpTo` of the snapshot last written or read (-1: none).
+    let snapshotOffset = Atomic<Int64>(-1)
+    /// producer.id.expiration.ms: producers idle longer are forgotten at the next snapshot.
+    public var producerIdExpirationMs: Int64 { config.producerIdExpirationMs }
     public var logStartOffset: Int64 { startOffset.load(ordering: .acquiring) }
     /// Every offset below this is on stable storage.
     public var recoveryPoint: Int64 { flushedOffset.load(ordering: .acquiring) }
@@ -144,6 +163,7 @@ public final class PartitionLog: @unchecked Sendable {
             log.checkpointedLogStart.store(loaded.logStartOffset, ordering: .relaxed)
         }
         var report = loader.report
+        if let warning = log.loadProducerState() { report.warnings.append(warning) }
         report.segments = loaded.segments.count
         report.durationNanoseconds = DispatchFreeClock.now() - started
         return (log, report)
@@ -258,12 +278,27 @@ public final class PartitionLog: @unchecked Sendable {
         return try outcome.get()
     }
 
-    private func appendValidated(_ batch: UnsafeRawBufferPointer, lastOffsetDelta delta: Int64, maxTimestamp: Int64) throws(LogError) -> AppendInfo {
+    func appendValidated(_ batch: UnsafeRawBufferPointer, lastOffsetDelta delta: Int64, maxTimestamp: Int64) throws(LogError) -> AppendInfo {
         if readOnlyOpen { throw LogError.readOnly(reason: "\(directory) is opened read-only") }
         return try writer.withLock { (state: inout WriterState) throws(LogError) -> AppendInfo in
             guard !state.closed else { throw LogError.closed(directory) }
             if readOnlyFlag.load(ordering: .relaxed) { throw LogError.readOnly(reason: flushFailureDescription) }
             let base = endOffset.load(ordering: .relaxed)
+            let header = RecordBatch(unchecked: batch)
+            let idempotent = header.producerId >= 0 && batch.count >= RecordBatch.headerSize
+            let lastSequence = Int32(truncatingIfNeeded: Int64(header.baseSequence) + Int64(header.lastOffsetDelta))
+            if idempotent && !header.isControl && header.baseSequence >= 0 {
+                switch producerStates.withLock({ $0.check(producerId: header.producerId, epoch: header.producerEpoch,
+                                                          firstSequence: header.baseSequence, lastSequence: lastSequence) }) {
+                case .accept: break
+                case .duplicate(let original):
+                    return AppendInfo(baseOffset: original.firstOffset, lastOffset: original.lastOffset, maxTimestamp: -1, sizeInBytes: 0, duplicate: true)
+                case .outOfOrder(let expected):
+                    throw LogError.outOfOrderSequence("producer \(header.producerId) sent sequence \(header.baseSequence); expected \(expected)")
+                case .staleEpoch(let current):
+                    throw LogError.staleProducerEpoch("producer \(header.producerId) sent epoch \(header.producerEpoch); its current epoch is \(current)")
+                }
+            }
             if let _ = state.active.shouldRoll(batchSize: batch.count, lastOffset: base + delta, maxTimestamp: maxTimestamp,
                                                nowMs: monotonicMillis()) {
                 try roll(&state, newBaseOffset: base, firstBatchBytes: batch.count)
@@ -279,6 +314,16 @@ public final class PartitionLog: @unchecked Sendable {
                 // A write error (EIO) is treated like a failed fsync: the page cache state is unknown.
                 markReadOnly(error)
                 throw error
+            }
+            if idempotent {
+                let control = header.isControl ? (ProducerStates.controlType(of: header) ?? .commit) : nil
+                let unstable = producerStates.withLock { states -> Int64 in
+                    states.apply(producerId: header.producerId, epoch: header.producerEpoch, firstSequence: header.baseSequence,
+                                 lastSequence: lastSequence, firstOffset: base, lastOffset: base + delta,
+                                 transactional: header.isTransactional, control: control, timestampMs: wallClockMillis())
+                    return states.firstUnstableOffset ?? .max
+                }
+                firstUnstable.store(unstable, ordering: .releasing)
             }
             endOffset.store(base + delta + 1, ordering: .releasing)
             traffic.bytesIn.add(batch.count, ordering: .relaxed)
@@ -307,6 +352,8 @@ public final class PartitionLog: @unchecked Sendable {
         }
         segmentList.withLock { $0.append(next) }
         state.active = next
+        // The state as of the new segment's base: a crash from here on replays only this segment.
+        _ = writeProducerSnapshot()
     }
 
     /// Rolls the active segment now if it holds data (used by tests and tools).
@@ -399,7 +446,7 @@ public final class PartitionLog: @unchecked Sendable {
         /// The last failure, nil once a checkpoint was written again.
         public var lastError: String?
     }
-    private let checkpointTrouble = Mutex(CheckpointTrouble())
+    let checkpointTrouble = Mutex(CheckpointTrouble())
     public var checkpointStatus: CheckpointTrouble { checkpointTrouble.withLock { $0 } }
 
     private var flushFailureDescription: String {
@@ -425,6 +472,7 @@ public final class PartitionLog: @unchecked Sendable {
             state.closed = true
             try flush(upTo: endOffset.load(ordering: .relaxed))
             try state.active.closeCleanly()
+            if snapshotOffset.load(ordering: .relaxed) != endOffset.load(ordering: .relaxed) { _ = writeProducerSnapshot() }
             // An idle partition's checkpoint already says this: closing it costs no write or sync.
             let end = endOffset.load(ordering: .relaxed)
             let start = logStartOffset
@@ -531,24 +579,28 @@ public final class PartitionLog: @unchecked Sendable {
     /// batch), from a single segment. Reading at the log end returns an empty result; outside
     /// [logStartOffset, logEndOffset] throws `offsetOutOfRange`. The batch containing `offset`
     /// may start before it: consumers skip records below the offset they asked for, as in Kafka.
-    public func read(from offset: Int64, maxBytes: Int = 1024 * 1024) throws(LogError) -> LogReadResult {
-        let end = logEndOffset
+    ///
+    /// `committedOnly` (a `read_committed` reader) stops at the last stable offset: batches of
+    /// open transactions are not returned until their transaction ends.
+    public func read(from offset: Int64, maxBytes: Int = 1024 * 1024, committedOnly: Bool = false) throws(LogError) -> LogReadResult {
+        let logEnd = logEndOffset
+        let end = committedOnly ? min(lastStableOffset, logEnd) : logEnd
         let start = logStartOffset
-        guard offset >= start, offset <= end else {
-            throw .offsetOutOfRange(requested: offset, logStartOffset: start, logEndOffset: end)
+        guard offset >= start, offset <= logEnd else {
+            throw .offsetOutOfRange(requested: offset, logStartOffset: start, logEndOffset: logEnd)
         }
-        if offset == end { return LogReadResult(slice: nil, nextOffset: offset, logEndOffset: end) }
+        if offset >= end { return LogReadResult(slice: nil, nextOffset: offset, logEndOffset: logEnd) }
         let segments = segmentList.withLock { $0 }
         guard var i = Self.floorSegmentIndex(segments, offset: offset) else {
-            throw .offsetOutOfRange(requested: offset, logStartOffset: start, logEndOffset: end)
+            throw .offsetOutOfRange(requested: offset, logStartOffset: start, logEndOffset: logEnd)
         }
         while i < segments.count {
             if let slice = try segments[i].read(from: offset, maxBytes: max(1, maxBytes), endOffset: end), !slice.range.isEmpty {
-                return LogReadResult(slice: slice, nextOffset: slice.nextOffset, logEndOffset: end)
+                return LogReadResult(slice: slice, nextOffset: slice.nextOffset, logEndOffset: logEnd)
             }
             i += 1
         }
-        return LogReadResult(slice: nil, nextOffset: offset, logEndOffset: end)
+        return LogReadResult(slice: nil, nextOffset: offset, logEndOffset: logEnd)
     }
 
     /// Kafka's ListOffsets by timestamp: the first offset whose record timestamp is >= `timestamp`,
@@ -627,6 +679,108 @@ public final class PartitionLog: @unchecked Sendable {
                 largestTimestamp: try segment.largestTimestamp(), isActive: i == segments.count - 1))
         }
         return out
+    }
+}
+
+// MARK: Producer state and transactions
+
+extension PartitionLog {
+    /// Loads the producer-state snapshot and replays the log after it (all of it when there is
+    /// no usable snapshot). Returns a warning when the snapshot was unusable.
+    func loadProducerState() -> String? {
+        var warning: String?
+        let end = logEndOffset
+        if let snapshot = ProducerStateSnapshot.read(directory: directory) {
+            if snapshot.states.validUpTo <= end {
+                producerStates.withLock { $0 = snapshot.states }
+                snapshotOffset.store(snapshot.states.validUpTo, ordering: .relaxed)
+            } else {
+                warning = "producer-state snapshot at offset \(snapshot.states.validUpTo) is past the log end \(end); rebuilt from the log"
+            }
+        } else if FileIO.exists(directory + "/" + ProducerStateSnapshot.fileName) {
+            warning = "producer-state snapshot is damaged; rebuilt from the log"
+        }
+        do throws(LogError) { try catchUpProducerState() } catch {
+            warning = "producer state not rebuilt past offset \(producerStates.withLock { $0.validUpTo }): \(error)"
+        }
+        return warning
+    }
+
+    /// Replays the batches between the producer state's `validUpTo` and the log end (the log
+    /// start when the state is older than it): at load, and for read-only views before they
+    /// answer a read_committed reader.
+    public func catchUpProducerState() throws(LogError) {
+        var next = max(producerStates.withLock { $0.validUpTo }, logStartOffset)
+        var replayed = producerStates.withLock { $0 }
+        while next < logEndOffset {
+            let result = try read(from: next, maxBytes: 8 << 20)
+            guard let slice = result.slice else { break }
+            slice.forEachBatch { batch in
+                if batch.lastOffset >= replayed.validUpTo { replayed.apply(batch) }
+            }
+            guard slice.nextOffset > next else { break }
+            next = slice.nextOffset
+        }
+        replayed.validUpTo = max(replayed.validUpTo, next)
+        let unstable = replayed.firstUnstableOffset ?? .max
+        producerStates.withLock { $0 = replayed }
+        firstUnstable.store(unstable, ordering: .releasing)
+    }
+
+    /// Writes the snapshot of the current state (under the writer lock, or at load). Failure is
+    /// not fatal: the previous snapshot stays and a longer replay after a crash covers the gap.
+    @discardableResult
+    func writeProducerSnapshot() -> Bool {
+        let start = logStartOffset
+        let expiration = config.producerIdExpirationMs
+        let end = logEndOffset  // callers hold the writer lock (or nothing else runs): no append moves it
+        let states = producerStates.withLock { states -> ProducerStates in
+            states.validUpTo = max(states.validUpTo, end)
+            states.expire(nowMs: wallClockMillis(), expirationMs: expiration, logStartOffset: start)
+            return states
+        }
+        do throws(LogError) {
+            try ProducerStateSnapshot(states: states).write(directory: directory)
+            snapshotOffset.store(states.validUpTo, ordering: .relaxed)
+            return true
+        } catch {
+            checkpointTrouble.withLock { t in
+                t.failures += 1
+                t.lastError = "producer-state snapshot: \(error)"
+            }
+            return false
+        }
+    }
+
+    /// Writes a transaction marker (a control batch) for `producerId` if it has an open
+    /// transaction on this partition; returns its offset, or nil when there was nothing to end
+    /// (the transaction never wrote here, or the marker is already in the log: completing a
+    /// transaction again after a crash is harmless).
+    public func appendTransactionMarker(producerId: Int64, epoch: Int16, type: ControlRecordType, coordinatorEpoch: Int32 = 0,
+                                        nowMs: Int64 = wallClockMillis()) throws(LogError) -> Int64? {
+        guard producerStates.withLock({ ($0.producers[producerId]?.ongoingTransactionFirstOffset ?? -1) >= 0 }) else { return nil }
+        let batch = RecordBatchBuilder.controlBatch(producerId: producerId, epoch: epoch, type: type,
+                                                    coordinatorEpoch: coordinatorEpoch, timestamp: nowMs)
+        let outcome = batch.withUnsafeBytes { p -> Result<AppendInfo, LogError> in
+            do throws(LogError) { return .success(try appendValidated(p, lastOffsetDelta: 0, maxTimestamp: nowMs)) } catch { return .failure(error) }
+        }
+        return try outcome.get().baseOffset
+    }
+
+    /// Aborted transactions whose records overlap [from, upTo): the list a read_committed Fetch
+    /// returns with its data, so the client drops those producers' records until each marker.
+    public func abortedTransactions(from: Int64, upTo: Int64) -> [AbortedTransaction] {
+        producerStates.withLock { $0.abortedTransactions(from: from, upTo: upTo) }
+    }
+
+    /// A copy of the producer state (for `strata inspect`, embedded readers and tests).
+    public var producerStateSnapshot: ProducerStates { producerStates.withLock { $0 } }
+
+    /// Producer ids with an open transaction here, and its first offset.
+    public var openTransactions: [(producerId: Int64, firstOffset: Int64)] {
+        producerStates.withLock { s in
+            s.producers.compactMap { $0.value.ongoingTransactionFirstOffset >= 0 ? ($0.key, $0.value.ongoingTransactionFirstOffset) : nil }
+        }.sorted { $0.firstOffset < $1.firstOffset }
     }
 }
 

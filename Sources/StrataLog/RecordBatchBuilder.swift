@@ -80,6 +80,22 @@ public enum RecordBatchBuilder {
         return out
     }
 
+    /// A transaction marker as Kafka's coordinator writes it: a control, transactional batch of
+    /// one record whose key is version 0 + the marker type and value version 0 + the epoch.
+    public static func controlBatch(producerId: Int64, epoch: Int16, type: ControlRecordType, coordinatorEpoch: Int32, timestamp: Int64) -> [UInt8] {
+        var key = [UInt8](repeating: 0, count: 4)
+        key[3] = UInt8(type.rawValue)
+        var value = [UInt8](repeating: 0, count: 6)
+        withUnsafeBytes(of: coordinatorEpoch.bigEndian) { for i in 0..<4 { value[2 + i] = $0[i] } }
+        var batch = build([ProducerRecord(key: key, value: value, timestamp: timestamp)], producerId: producerId, producerEpoch: epoch, baseSequence: -1)
+        batch.withUnsafeMutableBytes { p in
+            p.storeBytes(of: Int16(0x30).bigEndian, toByteOffset: RecordBatch.attributesOffset, as: Int16.self)  // control | transactional
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: p[RecordBatch.attributesOffset...]))
+            p.storeBytes(of: crc.bigEndian, toByteOffset: RecordBatch.crcOffset, as: UInt32.self)
+        }
+        return batch
+    }
+
     private static func appendNullable(_ bytes: [UInt8]?, to out: inout [UInt8]) {
         guard let bytes else {
             Varint.append(-1, to: &out)

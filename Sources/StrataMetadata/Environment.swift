@@ -34,7 +34,7 @@ public final class MetadataEnvironment: @unchecked Sendable {
     private let dbLock = Mutex(())
 
     /// Named databases, opened (created when writable) at open time.
-    public static let databaseNames = ["topics", "partitions", "group_offsets", "groups", "cluster", "cleaner", "scram_credentials", "acls"]
+    public static let databaseNames = ["topics", "partitions", "group_offsets", "groups", "cluster", "cleaner", "scram_credentials", "acls", "transactions"]
     /// Address space reserved for the map; the file grows only as data is written.
     public static let defaultMapSize = 16 << 30
 

@@ -27,6 +27,9 @@ final class QueryContext: @unchecked Sendable {
     let untilMs: Int64?
     /// Log end offsets fixed when the engine opened: a query sees one consistent snapshot.
     let endOffsets: [String: Int64]
+    /// Read committed (the default): per partition with aborted transactions, its producer
+    /// state, whose aborted ranges the scan skips. Empty when reading uncommitted.
+    let transactionStates: [String: ProducerStates]
     let stats = Mutex(ScanStats())
     let segmentsSeen = Mutex(Set<String>())
     let wanted = WantedFields()
@@ -47,21 +50,32 @@ final class QueryContext: @unchecked Sendable {
         return nil
     }
 
-    init(broker: Broker, sinceMs: Int64?, untilMs: Int64?, memberColumns: [String]) throws {
+    init(broker: Broker, sinceMs: Int64?, untilMs: Int64?, memberColumns: [String], readCommitted: Bool = true) throws {
         self.broker = broker
         self.memberColumns = memberColumns
         for m in memberColumns { _ = wanted.id(of: Array(m.utf8)) }
         self.sinceMs = sinceMs
         self.untilMs = untilMs
         var ends: [String: Int64] = [:]
+        var states: [String: ProducerStates] = [:]
         for topic in broker.topicNames() {
             for p in 0..<(broker.partitionCount(topic) ?? 0) {
                 let log = try broker.log(topic: topic, partition: p)
                 try log.refresh()
-                ends["\(topic)-\(p)"] = log.logEndOffset
+                if readCommitted {
+                    // The snapshot ends at the last stable offset: an open transaction's records
+                    // (and everything after them) are not visible yet.
+                    try log.catchUpProducerState()
+                    ends["\(topic)-\(p)"] = log.lastStableOffset
+                    let state = log.producerStateSnapshot
+                    if !state.aborted.isEmpty { states["\(topic)-\(p)"] = state }
+                } else {
+                    ends["\(topic)-\(p)"] = log.logEndOffset
+                }
             }
         }
         endOffsets = ends
+        transactionStates = states
     }
 }
 
@@ -197,10 +211,11 @@ public final class QueryEngine {
     let jsonFunctions: JSONFunctionState
 
     /// `jsonMembers` become hidden columns of every topic table (see JSONColumns); pass
-    /// `QueryEngine.jsonMembers(in: sql)` for the statements you will run.
-    public init(broker: Broker, sinceMs: Int64? = nil, untilMs: Int64? = nil, jsonMembers: [String] = []) throws {
+    /// `QueryEngine.jsonMembers(in: sql)` for the statements you will run. `readCommitted` (the
+    /// default) sees what a read_committed consumer sees: no records of aborted or open transactions.
+    public init(broker: Broker, sinceMs: Int64? = nil, untilMs: Int64? = nil, jsonMembers: [String] = [], readCommitted: Bool = true) throws {
         context = try QueryContext(broker: broker, sinceMs: sinceMs, untilMs: untilMs,
-                                   memberColumns: Array(jsonMembers.prefix(WantedFields.limit)))
+                                   memberColumns: Array(jsonMembers.prefix(WantedFields.limit)), readCommitted: readCommitted)
         var handle: OpaquePointer?
         guard sqlite3_open_v2(":memory:", &handle, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK, let handle else {
             throw QueryError("cannot open SQLite")

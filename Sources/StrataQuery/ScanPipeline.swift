@@ -129,7 +129,11 @@ struct ChunkReader {
         let from = position
         let end = range.end
         let partition = range.partition
+        let transactions = context.transactionStates.isEmpty ? nil : context.transactionStates["\(topic)-\(partition)"]
         try slice.forEachBatch { batch in
+            // Transaction markers are not records; records of aborted transactions are not read.
+            if batch.isControl { return }
+            if let transactions, batch.isTransactional, transactions.isAborted(producerId: batch.producerId, offset: batch.baseOffset) { return }
             if batch.compression == CompressionCodec.none {
                 try decodePlain(batch, into: chunk, partition: partition, from: from, end: end)
                 return

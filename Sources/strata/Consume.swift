@@ -30,6 +30,9 @@ struct Consume: ParsableCommand {
     @Flag(help: "Keep waiting for new events, like tail -f.") var follow = false
     @Flag(help: "Write {\"partition\",\"offset\",\"timestamp\",\"key\",\"value\"} objects instead of bare values.") var printMeta = false
     @Option(help: "Consume through a running server at HOST:PORT (Kafka protocol) instead of reading the data directory.") var bootstrap: String?
+    @Flag(help: "Also print records of open and aborted transactions (default: committed records only, as read_committed).") var readUncommitted = false
+
+    var committedOnly: Bool { !readUncommitted }
 
     func validate() throws {
         let starts = [fromBeginning, offset != nil, since != nil].filter { $0 }.count
@@ -57,7 +60,9 @@ struct Consume: ParsableCommand {
         var positions: [Int32: Int64] = [:]
         var ends: [Int32: Int64] = [:]
         for p in partitions {
-            let (logStart, logEnd) = try source.bounds(p)
+            var (logStart, logEnd) = try source.bounds(p)
+            // Read committed: the end is the last stable offset (an open transaction's records wait).
+            if committedOnly { logEnd = min(logEnd, try source.stableEnd(p)) }
             var start: Int64
             if let offset {
                 guard offset >= logStart && offset <= logEnd else {
@@ -102,11 +107,18 @@ struct Consume: ParsableCommand {
                 if let end = ends[p], position >= end { break }
                 var next = position
                 var stop = false
-                let got = try source.read(p, from: position, maxBytes: 1 << 20, maxWaitMs: progressed ? 0 : waitMs) { raw in
+                let got = try source.read(p, from: position, maxBytes: 1 << 20, maxWaitMs: progressed ? 0 : waitMs,
+                                          committedOnly: committedOnly) { raw, aborted in
+                    var filter = ReadCommittedFilter(aborted: aborted)
                     var at = 0
                     while at < raw.count, !stop, let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: raw[at...])), at + size <= raw.count {
                         let batch = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: raw[at..<at + size]))
                         at += size
+                        // Transaction markers are not records; nor, read committed, are aborted ones.
+                        guard filter.accepts(batch) else {
+                            if batch.lastOffset >= position { next = max(next, batch.nextOffset) }
+                            continue
+                        }
                         guard batch.lastOffset >= position else { continue }
                         try batch.forEachRecord { r in
                             guard !stop, r.offset >= position else { return }
@@ -179,9 +191,14 @@ protocol ConsumeSource {
     func offset(_ p: Int32, forTimestamp: Int64) throws -> Int64
     func committed(group: String, _ p: Int32) throws -> Int64?
     func commit(group: String, _ offsets: [(Int32, Int64)]) throws
-    /// Calls `body` with whole record batches starting at or before `offset`; false when there
-    /// was nothing to read (after waiting up to `maxWaitMs` where the source can wait).
-    func read(_ p: Int32, from offset: Int64, maxBytes: Int, maxWaitMs: Int64, _ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool
+    /// Calls `body` with whole record batches starting at or before `offset`, and the aborted
+    /// transactions among them; false when there was nothing to read (after waiting up to
+    /// `maxWaitMs` where the source can wait). `committedOnly` reads as read_committed: up to the
+    /// last stable offset, with the aborted transactions listed.
+    func read(_ p: Int32, from offset: Int64, maxBytes: Int, maxWaitMs: Int64, committedOnly: Bool,
+              _ body: (UnsafeRawBufferPointer, [AbortedTransaction]) throws -> Void) throws -> Bool
+    /// The end of what a read_committed reader sees now (the last stable offset).
+    func stableEnd(_ p: Int32) throws -> Int64
 }
 
 struct LocalSource: ConsumeSource {
@@ -208,12 +225,22 @@ struct LocalSource: ConsumeSource {
         try broker.commitOffsets(group: group, offsets: offsets.map { (topic, $0.0, $0.1) })
     }
 
-    func read(_ p: Int32, from offset: Int64, maxBytes: Int, maxWaitMs: Int64, _ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+    func read(_ p: Int32, from offset: Int64, maxBytes: Int, maxWaitMs: Int64, committedOnly: Bool,
+              _ body: (UnsafeRawBufferPointer, [AbortedTransaction]) throws -> Void) throws -> Bool {
         let log = try broker.log(topic: topic, partition: p)
         if offset >= log.logEndOffset { try log.refresh() }
-        guard offset < log.logEndOffset, let slice = try log.read(from: offset, maxBytes: maxBytes).slice else { return false }
-        try withExtendedLifetime(slice) { try body(slice.bytes) }
+        if committedOnly { try log.catchUpProducerState() }
+        guard offset < log.logEndOffset, let slice = try log.read(from: offset, maxBytes: maxBytes, committedOnly: committedOnly).slice else { return false }
+        let aborted = committedOnly ? log.abortedTransactions(from: offset, upTo: slice.nextOffset) : []
+        try withExtendedLifetime(slice) { try body(slice.bytes, aborted) }
         return true
+    }
+
+    func stableEnd(_ p: Int32) throws -> Int64 {
+        let log = try broker.log(topic: topic, partition: p)
+        try log.refresh()
+        try log.catchUpProducerState()
+        return log.lastStableOffset
     }
 }
 
@@ -247,11 +274,16 @@ final class RemoteSource: ConsumeSource {
         try client.commitOffsets(group: group, topic: topic, offsets: offsets)
     }
 
-    func read(_ p: Int32, from offset: Int64, maxBytes: Int, maxWaitMs: Int64, _ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
-        let (error, _, batches) = try client.fetch(topic: topic, partition: p, offset: offset, maxBytes: Int32(maxBytes), maxWaitMs: Int32(maxWaitMs))
-        guard error == 0 else { throw CLIError("fetch \(topic)-\(p) at \(offset): Kafka error \(error)") }
-        guard batches.readableBytes > 0 else { return false }
-        try batches.withUnsafeReadableBytes { try body($0) }
+    func read(_ p: Int32, from offset: Int64, maxBytes: Int, maxWaitMs: Int64, committedOnly: Bool,
+              _ body: (UnsafeRawBufferPointer, [AbortedTransaction]) throws -> Void) throws -> Bool {
+        let fetched = try client.fetchPartition(topic: topic, partition: p, offset: offset, maxBytes: Int32(maxBytes), maxWaitMs: Int32(maxWaitMs),
+                                                readCommitted: committedOnly)
+        guard fetched.error == 0 else { throw CLIError("fetch \(topic)-\(p) at \(offset): Kafka error \(fetched.error)") }
+        guard fetched.batches.readableBytes > 0 else { return false }
+        let aborted = fetched.aborted.map { AbortedTransaction(producerId: $0.producerId, firstOffset: $0.firstOffset, lastOffset: .max) }
+        try fetched.batches.withUnsafeReadableBytes { try body($0, aborted) }
         return true
     }
+
+    func stableEnd(_ p: Int32) throws -> Int64 { try client.listOffset(topic: topic, partition: p, timestamp: -1, readCommitted: true) }
 }

@@ -20,6 +20,7 @@ struct Query: ParsableCommand {
     @Option(help: "Bound every topic table to timestamps >= TIME.") var since: String?
     @Option(help: "Bound every topic table to timestamps < TIME.") var until: String?
     @Flag(help: "Print SQLite's plan and the segments/bytes read vs pruned (on stderr).") var explain = false
+    @Flag(help: "Include records of open and aborted transactions (default: committed records only, as read_committed).") var readUncommitted = false
 
     func run() throws {
         guard ["table", "csv", "jsonl"].contains(format) else { throw ValidationError("--format must be table, csv or jsonl") }
@@ -33,7 +34,7 @@ struct Query: ParsableCommand {
             return v
         }
         let engine = try QueryEngine(broker: try options.openReadOnly(), sinceMs: sinceMs, untilMs: untilMs,
-                                     jsonMembers: QueryEngine.jsonMembers(in: sql))
+                                     jsonMembers: QueryEngine.jsonMembers(in: sql), readCommitted: !readUncommitted)
         if explain { for line in try engine.plan(sql) { printError("plan: \(line)") } }
         // A progress line on a terminal once a statement runs longer than a second.
         var progress: PeriodicWorker?

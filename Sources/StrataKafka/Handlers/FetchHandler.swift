@@ -46,7 +46,7 @@ extension KafkaRequestHandler {
         let broker = self.broker
         let positions = request.topics.flatMap { t in t.partitions.map { (topic: t.name, partition: $0.index, offset: $0.fetchOffset) } }
         return eventLoop.makeFutureWithTask {
-            await broker.waitForData(positions, timeoutMs: min(maxWaitMs, 300_000))
+            await broker.waitForData(positions, timeoutMs: min(maxWaitMs, 300_000), committedOnly: request.isolationLevel == 1)
             return encode(read().0)
         }
     }
@@ -55,9 +55,14 @@ extension KafkaRequestHandler {
     /// within each partition's and the response's max_bytes; the first partition with data always
     /// gets one whole batch even past both (KIP-74), so a consumer always makes progress.
     private func readFetch(_ request: FetchRequest, budget: Int, denied: Set<String>) -> (FetchResponse, waitable: Bool) {
-        readFetchPartitions(request, budget: budget, refuse: { denied.contains($0) ? .topicAuthorizationFailed : nil }) { log, fp, limit, part in
-            guard let slice = try log.read(from: fp.fetchOffset, maxBytes: limit).slice else { return 0 }
+        let committedOnly = request.isolationLevel == 1
+        return readFetchPartitions(request, budget: budget, refuse: { denied.contains($0) ? .topicAuthorizationFailed : nil }) { log, fp, limit, part in
+            guard let slice = try log.read(from: fp.fetchOffset, maxBytes: limit, committedOnly: committedOnly).slice else { return 0 }
             part.records = slice
+            if committedOnly {
+                let aborted = log.abortedTransactions(from: fp.fetchOffset, upTo: slice.nextOffset)
+                if !aborted.isEmpty { part.abortedTransactions = aborted }
+            }
             return slice.count
         }
     }
@@ -79,6 +84,7 @@ extension KafkaRequestHandler {
                     part.traffic = log.traffic
                     part.highWatermark = log.logEndOffset
                     part.logStartOffset = log.logStartOffset
+                    part.lastStableOffset = log.lastStableOffset
                     if let refused {
                         part.errorCode = refused
                     } else if fp.fetchOffset < part.logStartOffset || fp.fetchOffset > part.highWatermark {
@@ -111,7 +117,7 @@ extension KafkaRequestHandler {
                     // Nothing found: offset -1, timestamp -1, no error.
                     switch req.timestamp {
                     case -2: out.offset = log.logStartOffset
-                    case -1: out.offset = log.logEndOffset
+                    case -1: out.offset = request.isolationLevel == 1 ? log.lastStableOffset : log.logEndOffset
                     case -3 where v >= 7:
                         if let found = try log.maxTimestampRecord() { (out.offset, out.timestamp) = found }
                     case -4 where v >= 8: out.offset = log.logStartOffset
@@ -152,9 +158,11 @@ extension KafkaRequestHandler {
 
     func initProducerId(_ request: InitProducerIdRequest) -> InitProducerIdResponse {
         do {
-            return InitProducerIdResponse(errorCode: .none, producerId: try broker.metadata.nextProducerId(), producerEpoch: 0)
+            let (id, epoch) = try broker.initProducerId(transactionalId: request.transactionalId, transactionTimeoutMs: request.transactionTimeoutMs,
+                                                        producerId: request.producerId, epoch: request.producerEpoch)
+            return InitProducerIdResponse(errorCode: .none, producerId: id, producerEpoch: epoch)
         } catch {
-            return InitProducerIdResponse(errorCode: .kafkaStorageError, producerId: -1, producerEpoch: -1)
+            return InitProducerIdResponse(errorCode: ErrorCode(any: error), producerId: -1, producerEpoch: -1)
         }
     }
 }

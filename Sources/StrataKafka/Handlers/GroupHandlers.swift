@@ -96,6 +96,9 @@ extension KafkaRequestHandler {
         }
         return OffsetFetchResponse(topics: topics.map { topic in
             .init(name: topic.name, partitions: topic.partitions.map { p in
+                if request.requireStable && broker.hasPendingTransactionalOffset(group: group, topic: topic.name, partition: p) {
+                    return .init(index: p, offset: -1, metadata: nil, errorCode: .unstableOffsetCommit)
+                }
                 let committed = (try? broker.metadata.committedOffset(group: group, topic: topic.name, partition: p)) ?? nil
                 return .init(index: p, offset: committed?.offset ?? -1, metadata: committed?.metadata ?? "")
             })

@@ -102,7 +102,7 @@ extension KafkaRequestHandler {
             var partitions: [ProduceResponse.Partition] = []
             let waitsForDisk = acks == -1 && broker.appendsWaitForDisk(topic: topic.name)
             for p in prepared[t] {
-                let (result, nextOffset) = append(topic: topic.name, p)
+                let (result, nextOffset) = append(topic: topic.name, p, transactionalId: request.transactionalId)
                 if waitsForDisk, result.errorCode == .none, nextOffset > 0 {
                     durable.append((t, partitions.count, nextOffset))
                 }
@@ -160,7 +160,7 @@ extension KafkaRequestHandler {
 
     /// Appends one prepared partition; returns its answer and one past the last offset appended
     /// (0 when nothing was).
-    private func append(topic: String, _ p: PreparedPartition) -> (ProduceResponse.Partition, Int64) {
+    private func append(topic: String, _ p: PreparedPartition, transactionalId: String?) -> (ProduceResponse.Partition, Int64) {
         if let failure = p.failure { return (failure, 0) }
         return p.records.withUnsafeReadableBytes { all -> (ProduceResponse.Partition, Int64) in
             var first: Int64 = -1
@@ -169,7 +169,7 @@ extension KafkaRequestHandler {
                 do {
                     // Durability (acks=all) is waited for by the caller, after every append of the request.
                     let info = try broker.appendPrepared(topic: topic, partition: p.index, batch: UnsafeRawBufferPointer(rebasing: all[batch.range]),
-                                                         batch.prepared, acks: .leader)
+                                                         batch.prepared, acks: .leader, transactionalId: transactionalId)
                     if first < 0 { first = info.baseOffset }
                     next = max(next, info.lastOffset + 1)
                 } catch {

@@ -95,6 +95,13 @@ final class KafkaRequestHandler: Sendable {
             metrics.countErrors(api, response)
             return eventLoop.makeSucceededFuture(response.encoded(version: v, flexible: flexible))
         }
+        // For APIs that write LMDB and the logs (transaction markers, fsyncs): off the event loop.
+        func replyBlocking<R: KafkaResponseBody & Sendable>(_ body: @escaping @Sendable () -> R) -> EventLoopFuture<ByteBuffer?> {
+            threadPool.runIfActive(eventLoop: eventLoop, body).map { response in
+                self.metrics.countErrors(api, response)
+                return response.encoded(version: v, flexible: flexible)
+            }
+        }
         let access = Access(session: session, host: clientHost, authorizer: authorizer)
         switch api {
         case .apiVersions:
@@ -109,7 +116,21 @@ final class KafkaRequestHandler: Sendable {
             let denied = deniedTopics(request.topics.lazy.map(\.name), .read, access)
             return v < 4 ? legacyFetch(request, v, eventLoop: eventLoop, denied: denied) : fetch(request, v, eventLoop: eventLoop, denied: denied)
         case .listOffsets: return reply(authorizedListOffsets(try .read(&body, version: v), v, access))
-        case .initProducerId: return reply(authorizedInitProducerId(try .read(&body, version: v), access))
+        case .initProducerId:
+            let request = try InitProducerIdRequest.read(&body, version: v)
+            return replyBlocking { self.authorizedInitProducerId(request, access) }
+        case .addPartitionsToTxn:
+            let request = try AddPartitionsToTxnRequest.read(&body, version: v)
+            return replyBlocking { self.addPartitionsToTxn(request, access) }
+        case .addOffsetsToTxn:
+            let request = try AddOffsetsToTxnRequest.read(&body, version: v)
+            return replyBlocking { self.addOffsetsToTxn(request, access) }
+        case .endTxn:
+            let request = try EndTxnRequest.read(&body, version: v)
+            return replyBlocking { self.endTxn(request, access) }
+        case .txnOffsetCommit:
+            let request = try TxnOffsetCommitRequest.read(&body, version: v)
+            return replyBlocking { self.txnOffsetCommit(request, access) }
         case .findCoordinator: return reply(authorizedFindCoordinator(try .read(&body, version: v), access))
         case .joinGroup:
             let request = try JoinGroupRequest.read(&body, version: v)

@@ -135,12 +135,13 @@ struct DeleteRecordsResponse: KafkaResponseBody {
 
 struct InitProducerIdRequest: KafkaRequestBody {
     var transactionalId: String?
+    var transactionTimeoutMs: Int32 = 60_000
     var producerId: Int64 = -1
     var producerEpoch: Int16 = -1
 
     static func read(_ r: inout KafkaReader, version v: Int16) throws -> InitProducerIdRequest {
         var m = InitProducerIdRequest(transactionalId: try r.nullableString())
-        _ = try r.int32()  // transaction_timeout_ms
+        m.transactionTimeoutMs = try r.int32()
         if v >= 3 {
             m.producerId = try r.int64()
             m.producerEpoch = try r.int16()

@@ -54,6 +54,9 @@ struct FetchResponse: KafkaResponseBody {
         var errorCode: ErrorCode = .none
         var highWatermark: Int64 = -1
         var logStartOffset: Int64 = -1
+        var lastStableOffset: Int64 = -1
+        /// read_committed: the aborted transactions overlapping the records returned (nil: none).
+        var abortedTransactions: [AbortedTransaction]?
         /// Whole batches, zero-copy from the segment mapping until written.
         var records: SegmentSlice?
         /// v0-v3: the records down-converted to a magic 0/1 message set (LegacyMessageSets.swift).
@@ -81,9 +84,13 @@ struct FetchResponse: KafkaResponseBody {
                 w.int16(p.errorCode.rawValue)
                 w.int64(p.highWatermark)
                 if v >= 4 {
-                    w.int64(p.highWatermark)  // last_stable_offset: no transactions
+                    w.int64(p.lastStableOffset >= 0 ? p.lastStableOffset : p.highWatermark)
                     if v >= 5 { w.int64(p.logStartOffset) }
-                    w.nullableArray(nil as [Int]?) { _, _ in }  // aborted_transactions
+                    w.nullableArray(p.abortedTransactions) { w, a in
+                        w.int64(a.producerId)
+                        w.int64(a.firstOffset)
+                        w.taggedFields()
+                    }
                 }
                 if v >= 11 { w.int32(-1) }  // preferred_read_replica
                 if let messageSet = p.messageSet {

@@ -284,6 +284,8 @@ struct OffsetFetchRequest: KafkaRequestBody {
     var groupId: String
     /// nil: every partition the group committed.
     var topics: [(name: String, partitions: [Int32])]?
+    /// v7+: a read_committed consumer asks not to be given offsets a transaction may still change.
+    var requireStable = false
 
     static func read(_ r: inout KafkaReader, version v: Int16) throws -> OffsetFetchRequest {
         let group = try r.string()
@@ -293,9 +295,9 @@ struct OffsetFetchRequest: KafkaRequestBody {
             try r.taggedFields()
             return (name, partitions)
         }
-        if v >= 7 { _ = try r.bool() }  // require_stable: no transactions, every offset is stable
+        let requireStable = v >= 7 ? try r.bool() : false
         try r.taggedFields()
-        return OffsetFetchRequest(groupId: group, topics: topics)
+        return OffsetFetchRequest(groupId: group, topics: topics, requireStable: requireStable)
     }
 }
 

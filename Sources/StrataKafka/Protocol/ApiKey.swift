@@ -7,7 +7,8 @@ enum ApiKey: Int16, CaseIterable {
     case produce = 0, fetch = 1, listOffsets = 2, metadata = 3, offsetCommit = 8, offsetFetch = 9,
          findCoordinator = 10, joinGroup = 11, heartbeat = 12, leaveGroup = 13, syncGroup = 14,
          describeGroups = 15, listGroups = 16, saslHandshake = 17, apiVersions = 18, createTopics = 19, deleteTopics = 20,
-         deleteRecords = 21, initProducerId = 22, describeAcls = 29, createAcls = 30, deleteAcls = 31, describeConfigs = 32, alterConfigs = 33,
+         deleteRecords = 21, initProducerId = 22, addPartitionsToTxn = 24, addOffsetsToTxn = 25, endTxn = 26,
+         txnOffsetCommit = 28, describeAcls = 29, createAcls = 30, deleteAcls = 31, describeConfigs = 32, alterConfigs = 33,
          describeLogDirs = 35, saslAuthenticate = 36, createPartitions = 37, deleteGroups = 42, electLeaders = 43,
          incrementalAlterConfigs = 44, alterPartitionReassignments = 45, listPartitionReassignments = 46,
          offsetDelete = 47, describeUserScramCredentials = 50, alterUserScramCredentials = 51, describeCluster = 60
@@ -35,6 +36,7 @@ enum ApiKey: Int16, CaseIterable {
         case .deleteTopics: return 0...5
         case .deleteRecords: return 0...2
         case .initProducerId: return 0...4
+        case .addPartitionsToTxn, .addOffsetsToTxn, .endTxn, .txnOffsetCommit: return 0...3  // v4+: KIP-890's broker-side batching
         case .describeAcls, .createAcls, .deleteAcls: return 0...3
         case .describeConfigs: return 0...4
         case .alterConfigs: return 0...2
@@ -81,6 +83,7 @@ enum ApiKey: Int16, CaseIterable {
         case .deleteTopics: return 4
         case .deleteRecords: return 2
         case .initProducerId: return 2
+        case .addPartitionsToTxn, .addOffsetsToTxn, .endTxn, .txnOffsetCommit: return 3
         case .describeAcls, .createAcls, .deleteAcls: return 2
         case .describeConfigs: return 4
         case .alterConfigs: return 2

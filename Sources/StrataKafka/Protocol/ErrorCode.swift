@@ -51,6 +51,7 @@ enum ErrorCode: Int16 {
     case invalidTransactionTimeout = 50
     case concurrentTransactions = 51
     case securityDisabled = 54
+    case operationNotAttempted = 55
     case kafkaStorageError = 56
     case logDirNotFound = 57
     case saslAuthenticationFailed = 58
@@ -69,6 +70,7 @@ enum ErrorCode: Int16 {
     case fencedInstanceId = 82
     case invalidRecord = 87
     case unstableOffsetCommit = 88
+    case producerFenced = 90
     case resourceNotFound = 91
     case duplicateResource = 92
     case unacceptableCredential = 93

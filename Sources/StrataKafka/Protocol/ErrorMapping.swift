@@ -22,6 +22,8 @@ extension ErrorCode {
         // The partition cannot take writes or be read (failed fsync, full disk, damaged or missing
         // files, closed during shutdown): Kafka's KAFKA_STORAGE_ERROR, which clients retry.
         case .io, .readOnly, .closed, .corrupt, .locked: self = .kafkaStorageError
+        case .outOfOrderSequence: self = .outOfOrderSequenceNumber
+        case .staleProducerEpoch: self = .invalidProducerEpoch
         }
     }
 
@@ -37,8 +39,17 @@ extension ErrorCode {
         case .metadata: self = .kafkaStorageError
         case .readOnly: self = .kafkaStorageError
         case .partitionOffline: self = .kafkaStorageError
-        case .outOfOrderSequence: self = .outOfOrderSequenceNumber
         case .policyViolation: self = .policyViolation
+        }
+    }
+
+    init(_ error: TransactionError) {
+        switch error {
+        case .producerFenced: self = .producerFenced
+        case .invalidProducerIdMapping: self = .invalidProducerIdMapping
+        case .invalidTxnState: self = .invalidTxnState
+        case .concurrentTransactions: self = .concurrentTransactions
+        case .invalidTimeout: self = .invalidTransactionTimeout
         }
     }
 
@@ -70,6 +81,7 @@ extension ErrorCode {
     init(any error: Error) {
         switch error {
         case let e as BrokerError: self.init(e)
+        case let e as TransactionError: self.init(e)
         case let e as LogError: self.init(e)
         case let e as RecordBatchError: self.init(e)
         case let e as LegacyMessageSetError: self.init(e)

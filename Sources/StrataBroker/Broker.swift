@@ -137,6 +137,9 @@ public final class Broker: @unchecked Sendable {
         public var transactionalIdExpirationMs: Int64 = 604_800_000
         /// How often the transaction coordinator looks for timed-out transactions (0: never).
         public var transactionCheckIntervalMs: Int64 = 1000
+        /// group.consumer.heartbeat.interval.ms / group.consumer.session.timeout.ms (KIP-848 groups).
+        public var consumerGroupHeartbeatIntervalMs: Int32 = 5000
+        public var consumerGroupSessionTimeoutMs: Int64 = 45_000
         /// The broker settings given explicitly (`serve --config`), by Kafka name, for
         /// DescribeConfigs (STATIC_BROKER_CONFIG vs DEFAULT_CONFIG).
         public var settings: [String: String] = [:]
@@ -199,6 +202,8 @@ public final class Broker: @unchecked Sendable {
     /// Kafka's classic consumer-group coordinator (the Kafka server's JoinGroup/SyncGroup/...),
     /// ticking while the broker is open for writing.
     public let groups: GroupCoordinator
+    /// KIP-848's consumer groups (ConsumerGroupHeartbeat), beside the classic ones.
+    public let consumerGroups: ConsumerGroupCoordinator
     let consumerOffsetsMirrorFailures = Atomic<Int>(0)
     /// Partition directories found on disk that no topic in the metadata claims (left alone).
     public private(set) var orphanPartitions: [String] = []
@@ -212,6 +217,7 @@ public final class Broker: @unchecked Sendable {
     private var retentionWorker: PeriodicWorker?
     private var cleanerWorker: PeriodicWorker?
     private var transactionWorker: PeriodicWorker?
+    private var consumerGroupWorker: PeriodicWorker?
     /// Warnings from finishing transactions at open (for the server's log).
     public private(set) var transactionRecoveryWarnings: [String] = []
     /// Per partition: the log end offset when it was last compacted (bytes appended since are dirty).
@@ -249,7 +255,20 @@ public final class Broker: @unchecked Sendable {
         self.groups = GroupCoordinator(initialRebalanceDelayMs: options.initialRebalanceDelayMs)
         self.authFailures = AuthFailureLimiter(maxFailures: options.maxFailedAuthentications, windowMs: options.failedAuthenticationWindowMs)
         self.transactions = TransactionTable(maxTimeoutMs: options.transactionMaxTimeoutMs, idExpirationMs: options.transactionalIdExpirationMs)
+        self.consumerGroups = ConsumerGroupCoordinator(heartbeatIntervalMs: options.consumerGroupHeartbeatIntervalMs,
+                                                       sessionTimeoutMs: options.consumerGroupSessionTimeoutMs)
     }
+
+    /// A topic's partition count and id, for the consumer-group coordinator's assignors.
+    public var topicLookup: ConsumerGroupCoordinator.TopicLookup {
+        { [weak self] name in
+            guard let self, let count = self.partitionCount(name), let id = self.topicId(name) else { return nil }
+            return (count, id)
+        }
+    }
+
+    /// The topic whose id (`topicId`) is `id`, nil when none.
+    public func topicName(forId id: [UInt8]) -> String? { topicNames().first { topicId($0) == id } }
 
     // MARK: Opening
 
@@ -310,6 +329,12 @@ public final class Broker: @unchecked Sendable {
             broker.transactionWorker = worker
             worker.start()
         }
+        let groupWorker = PeriodicWorker(intervalMs: 1000) { [weak broker] in
+            guard let broker else { return }
+            broker.consumerGroups.tick(topics: broker.topicLookup)
+        }
+        broker.consumerGroupWorker = groupWorker
+        groupWorker.start()
         if options.retentionCheckIntervalMs > 0 {
             let worker = PeriodicWorker(intervalMs: options.retentionCheckIntervalMs) { [weak broker] in
                 _ = broker?.runRetention()
@@ -360,6 +385,8 @@ public final class Broker: @unchecked Sendable {
         groups.stop()
         transactionWorker?.stop()
         transactionWorker = nil
+        consumerGroupWorker?.stop()
+        consumerGroupWorker = nil
         retentionWorker?.stop()
         retentionWorker = nil
         cleanerWorker?.stop()

@@ -97,6 +97,17 @@ public struct BrokerCollector: Sendable {
         out.single("strata_cleaner_runs_total", "counter", "Compaction passes (one partition each).", Double(cleaner.passes))
         out.single("strata_cleaner_bytes_reclaimed_total", "counter", "Bytes reclaimed by compaction.", Double(cleaner.bytesReclaimed))
         out.single("strata_cleaner_errors_total", "counter", "Compaction passes that failed.", Double(cleaner.errors))
+        // Transactions: what is open, and what the coordinator had to end on its own.
+        let transactionRecords = broker.transactions.all
+        var transactionStates = PrometheusText.Family("strata_transactions", "gauge", "Transactional ids by transaction state.")
+        for state in ["Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit", "CompleteAbort"] {
+            transactionStates.sample([("state", state)], Double(transactionRecords.filter { $0.state.description == state }.count))
+        }
+        out.append(transactionStates)
+        out.single("strata_transactions_timed_out_total", "counter", "Open transactions aborted by their transaction.timeout.ms.",
+                   Double(broker.transactions.timedOut.load(ordering: .relaxed)))
+        out.single("strata_transactions_hanging_aborted_total", "counter", "Open transactions on partitions no coordinator record covered, aborted.",
+                   Double(broker.transactions.hangingAborted.load(ordering: .relaxed)))
         var dirty = PrometheusText.Family("strata_partition_dirty_ratio", "gauge", "Closed bytes appended since the last compaction / all closed bytes, per partition of a compacted topic.")
         var dirtyWritten = 0
         for topic in broker.topicNames() where broker.topicConfig(topic)?.cleanupPolicy.contains("compact") == true {

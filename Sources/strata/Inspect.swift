@@ -1,6 +1,7 @@
 import ArgumentParser
 import StrataLog
 import StrataBroker
+import StrataCore
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,7 +32,8 @@ struct Inspect: ParsableCommand {
             damaged = true
         }
         // Partitions the metadata lists but the disk lacks.
-        if let broker = try? Broker.openReadOnly(dataDirectory: options.data) {
+        let metadataView = try? Broker.openReadOnly(dataDirectory: options.data)
+        if let broker = metadataView {
             for topic in broker.topicNames() where target == nil || target == topic || target!.hasPrefix(topic + "-") {
                 for p in 0..<(broker.partitionCount(topic) ?? 0) {
                     let name = LogManager.partitionDirectoryName(topic: topic, partition: p)
@@ -49,6 +51,15 @@ struct Inspect: ParsableCommand {
             if let target, target != topic && target != name { continue }
             shown += 1
             out.write("\(name): offsets [\(log.logStartOffset), \(log.logEndOffset)) checkpointed recovery point \(log.recoveryPoint), \(log.sizeInBytes) bytes\n")
+            // Producer state: open transactions hold back what read_committed readers see.
+            try log.catchUpProducerState()
+            let states = log.producerStateSnapshot
+            if !states.producers.isEmpty || !states.aborted.isEmpty {
+                out.write("  producers \(states.producers.count), last stable offset \(log.lastStableOffset), aborted transactions \(states.aborted.count)\n")
+                for open in log.openTransactions {
+                    out.write("  OPEN TRANSACTION: producer \(open.producerId) since offset \(open.firstOffset)\n")
+                }
+            }
             for s in try log.segmentInfos() {
                 let density = s.offsetIndexEntries > 0 ? "1 entry / \(s.sizeInBytes / s.offsetIndexEntries) bytes" : "no entries"
                 out.write("  segment \(s.baseOffset)\(s.isActive ? " (newest)" : ""): offsets [\(s.baseOffset), \(s.nextOffset)), \(s.sizeInBytes) bytes, index \(s.offsetIndexEntries) (\(density)), timeindex \(s.timeIndexEntries), max timestamp \(s.largestTimestamp)\n")
@@ -58,6 +69,14 @@ struct Inspect: ParsableCommand {
                 for problem in problems { out.write("  DAMAGE: \(problem)\n") }
                 if problems.isEmpty { out.write("  verified: every batch intact\n") }
                 damaged = damaged || !problems.isEmpty
+            }
+        }
+        if let broker = metadataView, target == nil, let records = try? broker.metadata.transactions().records, !records.isEmpty {
+            let now = wallClockMillis()
+            out.write("transactional ids: \(records.count)\n")
+            for r in records where r.state != .completeCommit && r.state != .completeAbort && r.state != .empty {
+                let age = r.startMs >= 0 ? " for \(max(0, now - r.startMs) / 1000) s (timeout \(r.timeoutMs / 1000) s)" : ""
+                out.write("  \(r.transactionalId): \(r.state)\(age), producer \(r.producerId) epoch \(r.epoch), partitions \(r.partitions.map { "\($0.topic)-\($0.partition)" }.joined(separator: " "))\n")
             }
         }
         out.flush()

@@ -403,5 +403,8 @@ struct Serve: ParsableCommand {
         for orphan in broker.orphanPartitions {
             logger.warning("directory is on disk but belongs to no topic; left alone", metadata: ["directory": "\(orphan)"])
         }
+        for warning in broker.transactionRecoveryWarnings { logger.warning("transactions at open", metadata: ["detail": "\(warning)"]) }
+        let recovered = broker.transactions.recovered.load(ordering: .relaxed)
+        if recovered > 0 { logger.info("completed \(recovered) transaction(s) decided before the last stop") }
     }
 }

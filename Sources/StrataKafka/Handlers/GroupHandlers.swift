@@ -55,8 +55,15 @@ extension KafkaRequestHandler {
 
     func offsetCommit(_ request: OffsetCommitRequest) -> PartitionErrorsResponse {
         let group = request.groupId
-        var error = group.isEmpty ? ErrorCode.invalidGroupId
-            : ErrorCode(coordinator.validateCommit(groupId: group, generation: request.generationId, memberId: request.memberId))
+        var error: ErrorCode
+        if group.isEmpty {
+            error = .invalidGroupId
+        } else if let verdict = broker.consumerGroups.validateCommit(groupId: group, memberId: request.memberId, memberEpoch: request.generationId) {
+            // A KIP-848 group: the generation is the member epoch.
+            error = verdict.map { $0 == .unknownMemberId ? ErrorCode.unknownMemberId : .staleMemberEpoch } ?? .none
+        } else {
+            error = ErrorCode(coordinator.validateCommit(groupId: group, generation: request.generationId, memberId: request.memberId))
+        }
         var perPartition: [String: [Int32: ErrorCode]] = [:]
         if error == .none {
             var commits: [(topic: String, partition: Int32, offset: Int64)] = []
@@ -109,6 +116,7 @@ extension KafkaRequestHandler {
         var all: [String: (type: String, state: String)] = [:]
         for g in (try? broker.metadata.groups()) ?? [] { all[g] = ("consumer", "Empty") }
         for g in coordinator.groupList() { all[g.id] = (g.protocolType, coordinator.describe(g.id)?.state ?? "Empty") }
+        for id in broker.consumerGroups.groupIds { all[id] = ("consumer", broker.consumerGroups.describe(id)?.state ?? "Empty") }
         let filter = Set(request.statesFilter.map { $0.lowercased() })
         return ListGroupsResponse(groups: all.sorted { $0.key < $1.key }
             .filter { filter.isEmpty || filter.contains($0.value.state.lowercased()) }

@@ -6,7 +6,11 @@ extension KafkaRequestHandler {
     /// request names are auto-created when the request and the broker allow it, except internal
     /// names (`__` prefix: Kafka's own topics are never made as user topics).
     func metadata(_ request: MetadataRequest, _ v: Int16) -> MetadataResponse {
-        let names = request.topics ?? broker.topicNames()
+        var names = request.topics ?? broker.topicNames()
+        var unknownIds: [[UInt8]] = []
+        for id in request.topicIds {
+            if let name = broker.topicName(forId: id) { if !names.contains(name) { names.append(name) } } else { unknownIds.append(id) }
+        }
         // Read once per request, not per topic: a Metadata request for every topic of a broker
         // with 10,000 partitions stays linear.
         let offline = Set(broker.offlinePartitions.keys)
@@ -33,8 +37,9 @@ extension KafkaRequestHandler {
                                                       replicas: [nodeId], isr: down ? [] : [nodeId])
                 })
         }
+        let unknown = unknownIds.map { MetadataResponse.Topic(errorCode: .unknownTopicId, name: "", topicId: $0, partitions: []) }
         return MetadataResponse(brokers: [.init(nodeId: nodeId, host: advertisedHost, port: advertisedPort, rack: nil)],
-                                clusterId: clusterId, controllerId: nodeId, topics: topics)
+                                clusterId: clusterId, controllerId: nodeId, topics: topics + unknown)
     }
 
     func describeCluster(_ request: DescribeClusterRequest) -> DescribeClusterResponse {

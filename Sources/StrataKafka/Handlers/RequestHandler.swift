@@ -186,6 +186,10 @@ final class KafkaRequestHandler: Sendable {
         case .saslHandshake, .saslAuthenticate:
             // The connection runs the SASL exchange itself (its state is per connection).
             throw ProtocolError("\(api) reached the request handler")
+        case .consumerGroupHeartbeat:
+            let request = try ConsumerGroupHeartbeatRequest.read(&body, version: v)
+            return reply(consumerGroupHeartbeat(request, clientId: header.clientId ?? "", clientHost: clientHost, access))
+        case .consumerGroupDescribe: return reply(consumerGroupDescribe(try .read(&body, version: v), access))
         case .listPartitionReassignments:
             _ = try ListPartitionReassignmentsRequest.read(&body, version: v)
             return reply(ListPartitionReassignmentsResponse())

@@ -1,18 +1,25 @@
 struct MetadataRequest: KafkaRequestBody {
     /// nil: every topic.
     var topics: [String]?
+    /// v10+: topics asked for by id (name null), as KIP-848 consumers do for their assignment.
+    var topicIds: [[UInt8]] = []
     var allowAutoTopicCreation = true
 
     static func read(_ r: inout KafkaReader, version v: Int16) throws -> MetadataRequest {
         var m = MetadataRequest()
-        let topics: [String?]? = try r.nullableArray(minElementBytes: 1) { r in
-            if v >= 10 { _ = try r.uuid() }
+        let topics: [(id: [UInt8]?, name: String?)]? = try r.nullableArray(minElementBytes: 1) { r in
+            let id = v >= 10 ? try r.uuid() : nil
             let name = try r.nullableString()
             try r.taggedFields()
-            return name
+            return (id, name)
         }
         // v0: an empty list means every topic; v1+: null does.
-        if let topics, !(v == 0 && topics.isEmpty) { m.topics = topics.compactMap { $0 } } else { m.topics = nil }
+        if let topics, !(v == 0 && topics.isEmpty) {
+            m.topics = topics.compactMap(\.name)
+            m.topicIds = topics.compactMap { t in t.name == nil ? t.id.flatMap { $0.contains { $0 != 0 } ? $0 : nil } : nil }
+        } else {
+            m.topics = nil
+        }
         if v >= 4 { m.allowAutoTopicCreation = try r.bool() }
         if (8...10).contains(v) { _ = try r.bool() }  // include_cluster_authorized_operations
         if v >= 8 { _ = try r.bool() }  // include_topic_authorized_operations
@@ -56,7 +63,7 @@ struct MetadataResponse: KafkaResponseBody {
         if v >= 1 { w.int32(controllerId) }
         w.array(topics) { w, t in
             w.int16(t.errorCode.rawValue)
-            w.string(t.name)
+            if v >= 12 && t.name.isEmpty { w.nullableString(nil) } else { w.string(t.name) }  // an unknown topic id
             if v >= 10 { w.uuid(t.topicId) }
             if v >= 1 { w.bool(t.isInternal) }
             w.array(t.partitions) { w, p in

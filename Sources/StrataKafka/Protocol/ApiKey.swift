@@ -11,7 +11,8 @@ enum ApiKey: Int16, CaseIterable {
          txnOffsetCommit = 28, describeAcls = 29, createAcls = 30, deleteAcls = 31, describeConfigs = 32, alterConfigs = 33,
          describeLogDirs = 35, saslAuthenticate = 36, createPartitions = 37, deleteGroups = 42, electLeaders = 43,
          incrementalAlterConfigs = 44, alterPartitionReassignments = 45, listPartitionReassignments = 46,
-         offsetDelete = 47, describeUserScramCredentials = 50, alterUserScramCredentials = 51, describeCluster = 60
+         offsetDelete = 47, describeUserScramCredentials = 50, alterUserScramCredentials = 51, describeCluster = 60,
+         consumerGroupHeartbeat = 68, consumerGroupDescribe = 69
 
     /// The versions advertised in ApiVersions.
     var advertised: ClosedRange<Int16> {
@@ -51,6 +52,8 @@ enum ApiKey: Int16, CaseIterable {
         case .describeUserScramCredentials: return 0...0
         case .alterUserScramCredentials: return 0...0
         case .describeCluster: return 0...1
+        case .consumerGroupHeartbeat: return 0...1
+        case .consumerGroupDescribe: return 0...0
         }
     }
 
@@ -98,6 +101,7 @@ enum ApiKey: Int16, CaseIterable {
         case .describeUserScramCredentials: return 0
         case .alterUserScramCredentials: return 0
         case .describeCluster: return 0
+        case .consumerGroupHeartbeat, .consumerGroupDescribe: return 0
         }
     }
 

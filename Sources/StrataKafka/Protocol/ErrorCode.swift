@@ -70,7 +70,13 @@ enum ErrorCode: Int16 {
     case fencedInstanceId = 82
     case invalidRecord = 87
     case unstableOffsetCommit = 88
+    case groupMaxSizeReached = 81
     case producerFenced = 90
+    case unknownTopicId = 100
+    case fencedMemberEpoch = 110
+    case unreleasedInstanceId = 111
+    case unsupportedAssignor = 112
+    case staleMemberEpoch = 113
     case resourceNotFound = 91
     case duplicateResource = 92
     case unacceptableCredential = 93

@@ -737,7 +737,11 @@ public final class Broker: @unchecked Sendable {
     /// round-robin per call (Kafka's sticky partitioner). For `value.format=json` topics every
     /// value must be valid JSON; one invalid record refuses the whole call and appends nothing.
     @discardableResult
-    public func produce(topic: String, records: [ProducerRecord], partition: Int32? = nil, acks: Acks = .all) throws -> [ProduceResult] {
+    ///
+    /// With `transaction`, the batches are written inside that producer's open transaction
+    /// (see `TransactionalProducer`).
+    public func produce(topic: String, records: [ProducerRecord], partition: Int32? = nil, acks: Acks = .all,
+                        transaction: TransactionalProducer? = nil) throws -> [ProduceResult] {
         try requireWritable()
         guard !records.isEmpty else { return [] }
         let state = try stateOrCreate(topic)
@@ -759,8 +763,17 @@ public final class Broker: @unchecked Sendable {
         }
         var results: [ProduceResult] = []
         for (p, group) in byPartition.sorted(by: { $0.key < $1.key }) {
-            let batch = RecordBatchBuilder.build(group)
-            let info = try batch.withUnsafeBytes { bytes in try append(state, partition: p, batch: bytes, acks: acks) }
+            let info: AppendInfo
+            if let transaction {
+                let batch = try transaction.batch(topic: topic, partition: p, records: group)
+                info = try batch.withUnsafeBytes { bytes in
+                    try appendBatch(topic: topic, partition: p, batch: bytes, acks: acks, valuesValidatedAsJSON: true, transactionalId: transaction.transactionalId)
+                }
+                transaction.appended(topic: topic, partition: p, count: group.count)
+            } else {
+                let batch = RecordBatchBuilder.build(group)
+                info = try batch.withUnsafeBytes { bytes in try append(state, partition: p, batch: bytes, acks: acks) }
+            }
             results.append(ProduceResult(partition: p, baseOffset: info.baseOffset, recordCount: group.count))
         }
         return results

@@ -30,7 +30,7 @@ public enum RecordBatchBuilder {
     /// `producerId` -1 means "no idempotent producer", as in Kafka.
     public static func build(
         _ records: [ProducerRecord], baseOffset: Int64 = 0, partitionLeaderEpoch: Int32 = -1,
-        producerId: Int64 = -1, producerEpoch: Int16 = -1, baseSequence: Int32 = -1
+        producerId: Int64 = -1, producerEpoch: Int16 = -1, baseSequence: Int32 = -1, transactional: Bool = false
     ) -> [UInt8] {
         precondition(!records.isEmpty, "a record batch holds at least one record")
         precondition(records.count <= Int(Int32.max))
@@ -66,7 +66,7 @@ public enum RecordBatchBuilder {
             p.storeBytes(of: Int32(p.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
             p.storeBytes(of: partitionLeaderEpoch.bigEndian, toByteOffset: 12, as: Int32.self)
             p.storeBytes(of: RecordBatch.currentMagic, toByteOffset: 16, as: Int8.self)
-            p.storeBytes(of: Int16(0).bigEndian, toByteOffset: 21, as: Int16.self)
+            p.storeBytes(of: Int16(transactional ? 0x10 : 0).bigEndian, toByteOffset: 21, as: Int16.self)
             p.storeBytes(of: Int32(records.count - 1).bigEndian, toByteOffset: 23, as: Int32.self)
             p.storeBytes(of: baseTimestamp.bigEndian, toByteOffset: 27, as: Int64.self)
             p.storeBytes(of: maxTimestamp.bigEndian, toByteOffset: 35, as: Int64.self)

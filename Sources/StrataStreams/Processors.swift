@@ -39,6 +39,8 @@ final class OutputCollector {
     static let maxPendingBytes = 8 << 20
     /// Where to produce when the limit is reached inside `append` (set by the task).
     var broker: Broker?
+    /// Exactly-once tasks: every record goes out inside the task's transaction.
+    var transaction: TransactionalProducer?
     /// A produce that failed inside `append` (which cannot throw): the task rethrows it after the
     /// record, and fails without committing, so nothing dropped here counts as done.
     private(set) var failure: Error?
@@ -75,7 +77,7 @@ final class OutputCollector {
     private func flushPending(_ broker: Broker) throws {
         guard !pending.isEmpty else { return }
         for (topic, records) in pending {
-            try Self.produceChunked(broker, topic: topic, records: records, partition: nil)
+            try Self.produceChunked(broker, topic: topic, records: records, partition: nil, transaction: transaction)
             touched.insert(topic)
             producedInAppend += records.count
         }
@@ -85,21 +87,25 @@ final class OutputCollector {
 
     @discardableResult
     static func produceChunked(_ broker: Broker, topic: String, records: [ProducerRecord], partition: Int32?,
-                               maxBytes: Int = maxRequestBytes) throws -> [ProduceResult] {
+                               maxBytes: Int = maxRequestBytes, transaction: TransactionalProducer? = nil) throws -> [ProduceResult] {
+        func produce(_ slice: [ProducerRecord]) throws -> [ProduceResult] {
+            if let transaction { return try transaction.produce(topic: topic, records: slice, partition: partition) }
+            return try broker.produce(topic: topic, records: slice, partition: partition, acks: .leader)
+        }
         var results: [ProduceResult] = []
         var start = 0
         var bytes = 0
         for (i, r) in records.enumerated() {
             let size = 32 + (r.key?.count ?? 0) + (r.value?.count ?? 0) + r.headers.reduce(0) { $0 + 8 + $1.key.utf8.count + ($1.value?.count ?? 0) }
             if bytes + size > maxBytes && i > start {
-                results += try broker.produce(topic: topic, records: Array(records[start..<i]), partition: partition, acks: .leader)
+                results += try produce(Array(records[start..<i]))
                 start = i
                 bytes = 0
             }
             bytes += size
         }
         if start < records.count {
-            results += try broker.produce(topic: topic, records: start == 0 ? records : Array(records[start...]), partition: partition, acks: .leader)
+            results += try produce(start == 0 ? records : Array(records[start...]))
         }
         return results
     }

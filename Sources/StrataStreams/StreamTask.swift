@@ -136,6 +136,9 @@ final class StreamTask: @unchecked Sendable {
     private let handle = Mutex<Task<Void, Never>?>(nil)
     /// Set when the task stopped on an error (it stays stopped until the application restarts).
     let failed = Atomic<Bool>(false)
+    /// An exactly-once task with processed work not yet committed: not caught up (what it
+    /// produced is not visible downstream yet).
+    private let outputsInvisible = Atomic<Bool>(false)
     /// (log, next offset) per source after the last processed chunk, for `caughtUp`.
     private let progress = Mutex<[(topic: String, log: PartitionLog, next: Int64)]>([])
     private let started = Atomic<Bool>(false)
@@ -146,6 +149,8 @@ final class StreamTask: @unchecked Sendable {
     private var stores: [AnyStateStore] = []
     private var sequence: Int64 = 0
     private var changelogEnd: Int64 = 0
+    /// Exactly-once tasks' transactional producer (id `<applicationId>-<task>`), made in `setup`.
+    private var transaction: TransactionalProducer?
     private var changelogTopic: String?
     private var origins: [String: Origin] = [:]
     private var uncommitted = false
@@ -191,8 +196,8 @@ final class StreamTask: @unchecked Sendable {
         let snapshot = progress.withLock { $0 }
         let broker = app.broker
         let partition = id.partition
-        return snapshot.allSatisfy { topic, log, next in
-            next >= log.logEndOffset && (try? broker.log(topic: topic, partition: partition)) === log
+        return !outputsInvisible.load(ordering: .acquiring) && snapshot.allSatisfy { topic, log, next in
+            next >= log.lastStableOffset && (try? broker.log(topic: topic, partition: partition)) === log
         }
     }
 
@@ -214,6 +219,14 @@ final class StreamTask: @unchecked Sendable {
                     try commit()
                     lastCommit = now
                 }
+                if !progressed && uncommitted && transaction != nil {
+                    // Exactly once: what an idle task produced is invisible until it commits, and
+                    // the tasks reading it wait for that; an idle task commits at once.
+                    try commit()
+                    lastCommit = now
+                    publishProgress()
+                    continue
+                }
                 if !progressed {
                     try checkSourcesExist()
                     // Sleep until an append to a source, a stop request (cancellation), or the next
@@ -223,7 +236,7 @@ final class StreamTask: @unchecked Sendable {
                         let due = max(1, app.config.commitIntervalMs - (monotonicMillis() - lastCommit))
                         timeout = min(timeout ?? due, due)
                     }
-                    await app.broker.waitForData(positions.map { ($0.topic, id.partition, $0.next) }, timeoutMs: timeout)
+                    await app.broker.waitForData(positions.map { ($0.topic, id.partition, $0.next) }, timeoutMs: timeout, committedOnly: true)
                 } else {
                     await Task.yield()
                 }
@@ -256,6 +269,8 @@ final class StreamTask: @unchecked Sendable {
 
     private func publishProgress() {
         let snapshot = positions.indices.map { (positions[$0].topic, positions[$0].log, processedOffset($0)) }
+        // Exactly once: outputs are invisible until the transaction commits.
+        outputsInvisible.store(transaction != nil && uncommitted, ordering: .releasing)
         app.progress.bump()
         progress.withLock { $0 = snapshot }
         app.progress.notify()
@@ -317,7 +332,7 @@ final class StreamTask: @unchecked Sendable {
             for i in positions.indices {
                 if heads[i] < buffers[i].count {
                     if best < 0 || buffers[i][heads[i]].record.timestamp < buffers[best][heads[best]].record.timestamp { best = i }
-                } else if !dry[i] && positions[i].next < positions[i].log.logEndOffset {
+                } else if !dry[i] && positions[i].next < positions[i].log.lastStableOffset {
                     blocked = true  // more of source i is in its log: read it before ordering past it
                 }
             }
@@ -346,7 +361,8 @@ final class StreamTask: @unchecked Sendable {
         let pos = positions[i]
         let result: LogReadResult
         do throws(LogError) {
-            result = try pos.log.read(from: pos.next, maxBytes: app.config.maxReadBytes)
+            // Committed records only: an open transaction's records wait, aborted ones are skipped.
+            result = try pos.log.read(from: pos.next, maxBytes: app.config.maxReadBytes, committedOnly: true)
         } catch {
             guard case .offsetOutOfRange = error else { throw error }
             // Retention removed records past our position: continue from the log start (Kafka's
@@ -361,8 +377,9 @@ final class StreamTask: @unchecked Sendable {
         let partition = id.partition
         let dedup = pos.dedup
         var n = 0
+        var filter = ReadCommittedFilter(aborted: pos.log.abortedTransactions(from: from, upTo: slice.nextOffset))
         try slice.forEachBatch { batch in
-            if batch.isControl { return }
+            guard filter.accepts(batch) else { return }
             try batch.forEachRecord { r in
                 guard r.offset >= from else { return }
                 var rec = StreamRecord(key: r.key.map { Array($0) }, value: r.value.map { Array($0) }, timestamp: r.timestamp,
@@ -415,6 +432,7 @@ final class StreamTask: @unchecked Sendable {
     /// flushed, then state and input offsets are written in ONE LMDB transaction, and finally the
     /// offsets are committed to the broker's consumer group (for visibility and stateless restarts).
     private func commit() throws {
+        if let transaction { return try commitTransaction(transaction) }
         sequence += 1
         let checkpoint = currentCheckpoint
         var ops: [(key: [UInt8], value: [UInt8]?)] = []
@@ -450,11 +468,75 @@ final class StreamTask: @unchecked Sendable {
         app.metrics.commits.add(1, ordering: .relaxed)
     }
 
+    /// Exactly once: the changelog batch (with its checkpoint record), the outputs produced since
+    /// the last commit and the input offsets all go into the task's transaction, which commits
+    /// them together; LMDB follows. A crash before the commit aborts everything (the next
+    /// instance's InitProducerId does it at once) and the task resumes from the previous commit;
+    /// a crash after it leaves LMDB older than the changelog, which `setup` detects and restores.
+    private func commitTransaction(_ transaction: TransactionalProducer) throws {
+        sequence += 1
+        let checkpoint = currentCheckpoint
+        var ops: [(key: [UInt8], value: [UInt8]?)] = []
+        if let changelogTopic {
+            var records: [ProducerRecord] = []
+            let now = wallClockMillis()
+            for (i, store) in stores.enumerated() {
+                for (k, v) in store.drainDirty() {
+                    let tagged = [UInt8(i)] + k
+                    records.append(ProducerRecord(key: tagged, value: v, timestamp: now))
+                    ops.append((stateKey(tagged), v))
+                }
+            }
+            records.append(ProducerRecord(key: Self.checkpointKey, value: checkpoint.encode(), timestamp: now))
+            let results = try OutputCollector.produceChunked(app.broker, topic: changelogTopic, records: records, partition: id.partition,
+                                                             maxBytes: AppRuntime.changelogRequestBytes, transaction: transaction)
+            // The commit marker follows the checkpoint record: the changelog position after it.
+            if let last = results.last { changelogEnd = last.baseOffset + Int64(last.recordCount) + 1 }
+        }
+        try transaction.sendOffsets(group: app.applicationId, offsets: checkpoint.offsets)
+        try transaction.commit()  // markers written (and synced on `sync` topics) before it returns
+        context.output.touched.removeAll()
+        let record = TaskRecord(checkpoint: checkpoint, changelogEnd: changelogEnd)
+        let key = taskKey
+        try app.environment.write { txn in
+            for op in ops {
+                if let v = op.value { try txn.put(AppRuntime.stateDB, op.key, v) } else { try txn.delete(AppRuntime.stateDB, op.key) }
+            }
+            try txn.put(AppRuntime.tasksDB, key, record.encode())
+        }
+        uncommitted = false
+        recordsSinceCommit = 0
+        app.metrics.commits.add(1, ordering: .relaxed)
+    }
+
+    /// Calls `body` with each batch of `log` in [from, end) that a read_committed reader sees
+    /// (transaction markers and aborted transactions left out), and returns where it stopped.
+    private func forEachCommittedBatch(_ log: PartitionLog, from start: Int64, _ body: (RecordBatch, Int64) throws -> Void) throws {
+        var next = max(start, log.logStartOffset)
+        let end = log.lastStableOffset
+        while next < end {
+            let result = try log.read(from: next, maxBytes: 4 << 20, committedOnly: true)
+            guard let slice = result.slice, result.nextOffset > next else { break }
+            let from = next
+            var filter = ReadCommittedFilter(aborted: log.abortedTransactions(from: from, upTo: slice.nextOffset))
+            try slice.forEachBatch { batch in
+                if filter.accepts(batch) { try body(batch, from) }
+            }
+            next = result.nextOffset
+        }
+    }
+
     // MARK: Restore
 
     private func setup() throws {
         let broker = app.broker
         let p = id.partition
+        if app.config.processingGuarantee == .exactlyOnce {
+            // First: fences any older instance of this task and aborts what it left open, so
+            // everything read below is committed and stays so.
+            transaction = try TransactionalProducer(broker: broker, transactionalId: "\(app.applicationId)-\(id)",
+                                                    transactionTimeoutMs: app.config.transactionTimeoutMs)
+        }
         changelogTopic = sub.stores.isEmpty ? nil : Topology.resolve(Topology.changelogSuffix(sub.stores), applicationId: app.applicationId)
         let key = taskKey
         let prefix = key + [0]
@@ -507,6 +589,7 @@ final class StreamTask: @unchecked Sendable {
         context = TaskContext(applicationId: app.applicationId, partition: p, restored: named, sourceTopics: sourceTopics,
                               readBack: app.readBackTopics)
         context.output.broker = app.broker
+        context.output.transaction = transaction
         sourceNodes = app.topology.instantiate(sub, context: context)
         stores = sub.stores.map { name in
             guard let s = context.stores[name] else { preconditionFailure("store \(name) was not created by its processor") }
@@ -543,28 +626,21 @@ final class StreamTask: @unchecked Sendable {
         var applied: [[[UInt8]: [UInt8]]] = Array(repeating: [:], count: sub.stores.count)
         var pending: [(tag: Int, key: [UInt8], value: [UInt8]?)] = []
         var last: (Checkpoint, Int64)?
-        var next = log.logStartOffset
-        let end = log.logEndOffset
-        while next < end {
-            let result = try log.read(from: next, maxBytes: 4 << 20)
-            guard let slice = result.slice, result.nextOffset > next else { break }
-            let from = next
-            try slice.forEachBatch { batch in
-                try batch.forEachRecord { r in
-                    guard r.offset >= from, let k = r.key, let tag = k.first else { return }
-                    if tag == 0xFF {
-                        guard let v = r.value, let cp = Checkpoint.decode(Array(v)) else { return }
-                        for e in pending where e.tag < applied.count {
-                            if let v = e.value { applied[e.tag][e.key] = v } else { applied[e.tag][e.key] = nil }
-                        }
-                        pending.removeAll()
-                        last = (cp, r.offset + 1)
-                    } else {
-                        pending.append((Int(tag), Array(k.dropFirst()), r.value.map { Array($0) }))
+        try forEachCommittedBatch(log, from: log.logStartOffset) { batch, from in
+            try batch.forEachRecord { r in
+                guard r.offset >= from, let k = r.key, let tag = k.first else { return }
+                if tag == 0xFF {
+                    guard let v = r.value, let cp = Checkpoint.decode(Array(v)) else { return }
+                    for e in pending where e.tag < applied.count {
+                        if let v = e.value { applied[e.tag][e.key] = v } else { applied[e.tag][e.key] = nil }
                     }
+                    pending.removeAll()
+                    // Exactly once: the commit marker follows the checkpoint record.
+                    last = (cp, r.offset + (batch.isTransactional ? 2 : 1))
+                } else {
+                    pending.append((Int(tag), Array(k.dropFirst()), r.value.map { Array($0) }))
                 }
             }
-            next = result.nextOffset
         }
         guard let (cp, after) = last else { return nil }
         return (applied.map { $0.map { ($0.key, $0.value) } }, cp, after)
@@ -574,20 +650,13 @@ final class StreamTask: @unchecked Sendable {
     /// greater than `sequence`. Normally nothing follows LMDB's changelog position: a short read.
     private func changelogHasCheckpoint(_ topic: String, from offset: Int64, newerThan sequence: Int64) throws -> Bool {
         let log = try app.broker.log(topic: topic, partition: id.partition)
-        var next = max(offset, log.logStartOffset)
-        let end = log.logEndOffset
         var newer = false
-        while next < end && !newer {
-            let result = try log.read(from: next, maxBytes: 4 << 20)
-            guard let slice = result.slice, result.nextOffset > next else { break }
-            let from = next
-            try slice.forEachBatch { batch in
-                try batch.forEachRecord { r in
-                    guard r.offset >= from, let k = r.key, k.first == 0xFF, let v = r.value, let cp = Checkpoint.decode(Array(v)) else { return }
-                    if cp.sequence > sequence { newer = true }
-                }
+        try forEachCommittedBatch(log, from: offset) { batch, from in
+            guard !newer else { return }
+            try batch.forEachRecord { r in
+                guard r.offset >= from, let k = r.key, k.first == 0xFF, let v = r.value, let cp = Checkpoint.decode(Array(v)) else { return }
+                if cp.sequence > sequence { newer = true }
             }
-            next = result.nextOffset
         }
         return newer
     }
@@ -612,7 +681,8 @@ final class StreamTask: @unchecked Sendable {
     /// the restored values (or tombstones) and a checkpoint, so that the changelog's last
     /// checkpoint always describes exactly the state LMDB holds.
     private func repairChangelogTail() throws {
-        guard let changelogTopic else { return }
+        // Exactly once: an interrupted commit's changelog records were aborted (invisible).
+        guard let changelogTopic, transaction == nil else { return }
         let log = try app.broker.log(topic: changelogTopic, partition: id.partition)
         let end = log.logEndOffset
         guard end > changelogEnd else { return }

@@ -24,7 +24,19 @@ public struct StreamsConfig: Sendable {
     public var stateMapSize = 8 << 30
     /// Configs of changelog topics (they are always compacted).
     public var changelogTopicConfigs: [String: String] = ["cleanup.policy": "compact", "max.message.bytes": String(64 << 20)]
+    /// `.atLeastOnce` (default) or `.exactlyOnce`: each task's outputs, changelog and input
+    /// offsets are committed in one Kafka transaction (docs/streams.md, "Exactly once").
+    public var processingGuarantee: ProcessingGuarantee = .atLeastOnce
+    /// transaction.timeout.ms of exactly-once tasks: a task that stops without committing has its
+    /// open transaction aborted after this (or at once when its next instance starts).
+    public var transactionTimeoutMs: Int32 = 60_000
     public init() {}
+}
+
+/// Kafka Streams' processing.guarantee.
+public enum ProcessingGuarantee: String, Sendable {
+    case atLeastOnce = "at_least_once"
+    case exactlyOnce = "exactly_once_v2"
 }
 
 /// Counters of one application instance.

@@ -480,6 +480,134 @@ def test_group_of_two_rebalance_and_resume(srv):
     assert sorted(v for _, _, v in resumed) == sorted(v for _, v in produced[1000:]), "resumed exactly after the commits"
 
 
+def test_consumer_group_protocol_kip848(srv):
+    """KIP-848 (group.protocol=consumer): the broker assigns partitions through
+    ConsumerGroupHeartbeat. Two members split a 4-partition topic 2/2 and consume every record
+    exactly once; when one leaves, the other ends up with all four; a new member of the emptied
+    group resumes from the committed offsets; the range assignor, ConsumerGroupDescribe
+    (describe_consumer_groups) and ListGroups (list_consumer_groups) show the group."""
+    from confluent_kafka import Consumer, ConsumerGroupType, Producer
+    from confluent_kafka.admin import AdminClient
+    admin_create(srv.bootstrap, "kip848", 4)
+    produced = events(800, seed=11)
+    everything = {0, 1, 2, 3}
+
+    def consumer(name, group="kip848", **extra):
+        # No session.timeout.ms / heartbeat.interval.ms / partition.assignment.strategy: the new
+        # protocol refuses them (the broker owns those settings).
+        conf = {"bootstrap.servers": srv.bootstrap, "group.id": group, "group.protocol": "consumer",
+                "client.id": name, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        conf.update(extra)
+        return Consumer(conf)
+
+    def owned(c):
+        return {tp.partition for tp in c.assignment() if tp.topic == "kip848"}
+
+    def wait_split(members, seconds=60):
+        """Polls every member until their assignments are non-empty, disjoint, cover every
+        partition and each holds len/number of members; returns [partitions per member]."""
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            for c in members:
+                c.poll(0.1)
+            sets = [owned(c) for c in members]
+            if (all(len(s) == len(everything) // len(members) for s in sets) and set().union(*sets) == everything
+                    and sum(len(s) for s in sets) == len(everything)):
+                return sets
+        return [owned(c) for c in members]
+
+    def produce(records):
+        p = Producer({"bootstrap.servers": srv.bootstrap, "partitioner": "murmur2_random"})
+        errors = []
+        for k, v in records:
+            p.produce("kip848", key=k, value=v, on_delivery=lambda e, m: e and errors.append(e))
+            p.poll(0)
+        assert p.flush(30) == 0 and not errors, errors[:3]
+
+    def consume(members, n, seconds=60):
+        """Polls members round-robin until n records arrived; {index: [(partition, offset, key, value)]}."""
+        got = {i: [] for i in range(len(members))}
+        deadline = time.time() + seconds
+        while sum(len(g) for g in got.values()) < n and time.time() < deadline:
+            for i, c in enumerate(members):
+                m = c.poll(0.2)
+                if m is not None and not m.error():
+                    got[i].append((m.partition(), m.offset(), m.key().decode(), m.value().decode()))
+        return got
+
+    # 1. Two members split the partitions 2/2 (before any data exists, so nothing moves while
+    #    records are delivered) and between them consume every record exactly once.
+    a, b = consumer("a"), consumer("b")
+    a.subscribe(["kip848"])
+    b.subscribe(["kip848"])
+    sa, sb = wait_split([a, b])
+    assert len(sa) == 2 and len(sb) == 2 and not (sa & sb) and sa | sb == everything, "2/2 split: a=%s b=%s" % (sa, sb)
+    produce(produced[:400])
+    got = consume([a, b], 400)
+    # Nothing beyond the 400 arrives (no record delivered twice).
+    extra = consume([a, b], 1, seconds=2)
+    assert not any(extra.values()), "a record arrived twice: %s" % extra
+    pa, pb = {r[0] for r in got[0]}, {r[0] for r in got[1]}
+    assert pa <= sa and pb <= sb, "each member consumed only its partitions: a=%s of %s, b=%s of %s" % (pa, sa, pb, sb)
+    both = got[0] + got[1]
+    assert len({(p, o) for p, o, _, _ in both}) == len(both), "no offset consumed twice"
+    expect_exact([(p, k, v) for p, _, k, v in sorted(both, key=lambda r: (r[0], r[1]))], produced[:400], 4, "kip848 a+b")
+    a.commit(asynchronous=False)
+    b.commit(asynchronous=False)
+
+    # 2. b leaves: a ends up with all four partitions and consumes what is produced next.
+    b.close()
+    deadline = time.time() + 30
+    while owned(a) != everything and time.time() < deadline:
+        a.poll(0.2)
+    assert owned(a) == everything, "after b left, a owns every partition: %s" % owned(a)
+    produce(produced[400:600])
+    more = consume([a], 200)[0]
+    expect_exact([(p, k, v) for p, _, k, v in sorted(more, key=lambda r: (r[0], r[1]))], produced[400:600], 4, "kip848 a alone")
+    a.commit(asynchronous=False)
+    a.close()
+
+    # 3. The emptied group restarts: a new member resumes from the committed offsets.
+    produce(produced[600:800])
+    c = consumer("c")
+    c.subscribe(["kip848"])
+    resumed = consume([c], 200)[0]
+    resumed += consume([c], 1, seconds=3)[0]  # nothing old follows
+    assert sorted(r[3] for r in resumed) == sorted(v for _, v in produced[600:800]), \
+        "resumed exactly after the commits: got %d records, %d of them new" % (
+            len(resumed), len(set(r[3] for r in resumed) & set(v for _, v in produced[600:800])))
+    c.commit(asynchronous=False)
+
+    # 4. ConsumerGroupDescribe and ListGroups show the group (c is its only member).
+    admin = AdminClient({"bootstrap.servers": srv.bootstrap})
+    desc = admin.describe_consumer_groups(["kip848"])["kip848"].result(15)
+    assert desc.type == ConsumerGroupType.CONSUMER, desc.type
+    assert len(desc.members) == 1 and desc.members[0].client_id == "c", [(m.member_id, m.client_id) for m in desc.members]
+    assert {(tp.topic, tp.partition) for tp in desc.members[0].assignment.topic_partitions} == {("kip848", p) for p in everything}, \
+        desc.members[0].assignment.topic_partitions
+    assert desc.partition_assignor == "uniform", desc.partition_assignor
+    listed = admin.list_consumer_groups().result(15)
+    kinds = {g.group_id: g.type for g in listed.valid}
+    assert kinds.get("kip848") == ConsumerGroupType.CONSUMER, kinds
+    c.close()
+
+    # 5. The range assignor: contiguous ranges, members in id order; a fresh group reads everything.
+    r1, r2 = consumer("r1", "kip848-range", **{"group.remote.assignor": "range"}), \
+        consumer("r2", "kip848-range", **{"group.remote.assignor": "range"})
+    r1.subscribe(["kip848"])
+    r2.subscribe(["kip848"])
+    s1, s2 = wait_split([r1, r2])
+    assert sorted([sorted(s1), sorted(s2)]) == [[0, 1], [2, 3]], "range split: r1=%s r2=%s" % (s1, s2)
+    got = consume([r1, r2], 800)
+    both = got[0] + got[1]
+    assert {r[0] for r in got[0]} <= s1 and {r[0] for r in got[1]} <= s2, "each range member consumed only its partitions"
+    expect_exact([(p, k, v) for p, _, k, v in sorted(both, key=lambda r: (r[0], r[1]))], produced, 4, "kip848 range")
+    desc = admin.describe_consumer_groups(["kip848-range"])["kip848-range"].result(15)
+    assert desc.partition_assignor == "range" and len(desc.members) == 2, (desc.partition_assignor, len(desc.members))
+    r1.close()
+    r2.close()
+
+
 def test_admin_create_list_delete(srv):
     from confluent_kafka.admin import AdminClient, NewTopic
     from kafka import KafkaAdminClient
@@ -628,7 +756,8 @@ def test_bad_input_keeps_the_broker_up(srv):
 
 
 TESTS = [test_kcat_keyed_json, test_kcat_compression, test_confluent_kafka, test_kafka_python, test_aiokafka,
-         test_group_of_two_rebalance_and_resume, test_admin_create_list_delete, test_bad_input_keeps_the_broker_up,
+         test_group_of_two_rebalance_and_resume, test_consumer_group_protocol_kip848,
+         test_admin_create_list_delete, test_bad_input_keeps_the_broker_up,
          test_sigkill_keeps_every_acknowledged_event]
 
 

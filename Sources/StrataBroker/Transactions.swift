@@ -15,11 +15,14 @@ public enum TransactionError: Error, Equatable, Sendable, CustomStringConvertibl
     case concurrentTransactions(String)
     /// transaction.timeout.ms outside (0, transaction.max.timeout.ms] (INVALID_TRANSACTION_TIMEOUT).
     case invalidTimeout(String)
+    /// A transactional id that cannot be stored (empty, or longer than `maxTransactionalIdBytes`)
+    /// or a request beyond a limit (INVALID_REQUEST).
+    case invalidRequest(String)
 
     public var description: String {
         switch self {
         case .producerFenced(let s), .invalidProducerIdMapping(let s), .invalidTxnState(let s),
-             .concurrentTransactions(let s), .invalidTimeout(let s): return s
+             .concurrentTransactions(let s), .invalidTimeout(let s), .invalidRequest(let s): return s
         }
     }
 }
@@ -61,7 +64,10 @@ extension Broker {
                                producerId: Int64 = -1, epoch: Int16 = -1, nowMs: Int64 = wallClockMillis()) throws -> (producerId: Int64, epoch: Int16) {
         try requireWritable()
         guard let id = transactionalId, !id.isEmpty else { return (try metadata.nextProducerId(), 0) }
-        guard id.utf8.count <= 32_767 else { throw TransactionError.invalidTxnState("transactional id is longer than 32767 bytes") }
+        // The id is an LMDB key (at most 511 bytes).
+        guard id.utf8.count <= TransactionRecord.maxTransactionalIdBytes else {
+            throw TransactionError.invalidRequest("transactional id is longer than \(TransactionRecord.maxTransactionalIdBytes) bytes")
+        }
         guard transactionTimeoutMs > 0, transactionTimeoutMs <= transactions.maxTimeoutMs else {
             throw TransactionError.invalidTimeout("transaction.timeout.ms \(transactionTimeoutMs) must be in (0, \(transactions.maxTimeoutMs)] (transaction.max.timeout.ms)")
         }
@@ -140,6 +146,9 @@ extension Broker {
             if record.state == .prepareCommit || record.state == .prepareAbort {
                 throw TransactionError.concurrentTransactions("transaction of '\(id)' is completing")
             }
+            guard partitions.count <= TransactionRecord.maxPartitions else {
+                throw TransactionError.invalidRequest("a transaction may write to at most \(TransactionRecord.maxPartitions) partitions")
+            }
             var failures: [TopicPartitionName: Error] = [:]
             for p in partitions {
                 do { _ = try log(topic: p.topic, partition: p.partition) } catch { failures[p] = error }
@@ -199,6 +208,11 @@ extension Broker {
             var record = try currentRecord(id, producerId: producerId, epoch: epoch)
             guard record.state == .ongoing, record.groups.contains(group) else {
                 throw TransactionError.invalidTxnState("TxnOffsetCommit for group '\(group)' needs AddOffsetsToTxn in an open transaction of '\(id)'")
+            }
+            // Only partitions that exist: the offsets become LMDB keys when the transaction commits,
+            // and a commit must not be able to fail on a name a client made up.
+            for o in offsets where partitionCount(o.topic).map({ o.partition < 0 || o.partition >= $0 }) ?? true {
+                throw BrokerError.unknownPartition(topic: o.topic, partition: o.partition)
             }
             for o in offsets {
                 if let i = record.pendingOffsets.firstIndex(where: { $0.group == group && $0.topic == o.topic && $0.partition == o.partition }) {

@@ -9,6 +9,10 @@ extension KafkaRequestHandler {
         }
         guard !request.groupId.isEmpty, request.groupId.utf8.count <= 255 else { return refused(.invalidGroupId, "group id must be 1-255 bytes") }
         guard access.group(.read, request.groupId) else { return refused(.groupAuthorizationFailed, "not authorized to read group \(request.groupId)") }
+        // Bounds on what one member may make the coordinator keep.
+        if (request.subscribedTopicNames?.count ?? 0) > 10_000 || (request.topicPartitions?.reduce(0) { $0 + $1.partitions.count } ?? 0) > 100_000 {
+            return refused(.invalidRequest, "at most 10000 subscribed topics and 100000 owned partitions")
+        }
         if request.subscribedTopicRegex != nil && request.subscribedTopicNames == nil && request.memberEpoch == 0 {
             return refused(.invalidRequest, "subscriptions by regular expression are not served; subscribe by topic names")
         }

@@ -50,6 +50,7 @@ extension ErrorCode {
         case .invalidTxnState: self = .invalidTxnState
         case .concurrentTransactions: self = .concurrentTransactions
         case .invalidTimeout: self = .invalidTransactionTimeout
+        case .invalidRequest: self = .invalidRequest
         }
     }
 

@@ -501,11 +501,12 @@ def test_consumer_group_protocol_kip848(srv):
         return Consumer(conf)
 
     def owned(c):
-        return {tp.partition for tp in c.assignment() if tp.topic == "kip848"}
+        return {tp.partition for tp in c.assignment()}
 
     def wait_split(members, seconds=60):
-        """Polls every member until their assignments are non-empty, disjoint, cover every
-        partition and each holds len/number of members; returns [partitions per member]."""
+        """Polls every member until their assignments are disjoint, cover every partition and
+        each holds its equal share; returns [partitions per member]. Records polled meanwhile
+        are dropped: call it while the topic is empty."""
         deadline = time.time() + seconds
         while time.time() < deadline:
             for c in members:
@@ -516,11 +517,11 @@ def test_consumer_group_protocol_kip848(srv):
                 return sets
         return [owned(c) for c in members]
 
-    def produce(records):
+    def produce(records, topic="kip848"):
         p = Producer({"bootstrap.servers": srv.bootstrap, "partitioner": "murmur2_random"})
         errors = []
         for k, v in records:
-            p.produce("kip848", key=k, value=v, on_delivery=lambda e, m: e and errors.append(e))
+            p.produce(topic, key=k, value=v, on_delivery=lambda e, m: e and errors.append(e))
             p.poll(0)
         assert p.flush(30) == 0 and not errors, errors[:3]
 
@@ -595,19 +596,24 @@ def test_consumer_group_protocol_kip848(srv):
     assert not [g for g in listed.valid if g.group_id == "kip848"][0].is_simple_consumer_group, "listed as a simple group"
     c.close()
 
-    # 5. The range assignor: contiguous ranges, members in id order; a fresh group reads everything.
+    # 5. The range assignor (group.remote.assignor=range) on another, still empty topic:
+    #    contiguous ranges, and again every record exactly once.
+    admin_create(srv.bootstrap, "kip848r", 4)
     r1, r2 = consumer("r1", "kip848-range", **{"group.remote.assignor": "range"}), \
         consumer("r2", "kip848-range", **{"group.remote.assignor": "range"})
-    r1.subscribe(["kip848"])
-    r2.subscribe(["kip848"])
+    r1.subscribe(["kip848r"])
+    r2.subscribe(["kip848r"])
     s1, s2 = wait_split([r1, r2])
     assert sorted([sorted(s1), sorted(s2)]) == [[0, 1], [2, 3]], "range split: r1=%s r2=%s" % (s1, s2)
-    got = consume([r1, r2], 800)
+    produce(produced[:400], "kip848r")
+    got = consume([r1, r2], 400)
     both = got[0] + got[1]
     assert {r[0] for r in got[0]} <= s1 and {r[0] for r in got[1]} <= s2, "each range member consumed only its partitions"
-    expect_exact([(p, k, v) for p, _, k, v in sorted(both, key=lambda r: (r[0], r[1]))], produced, 4, "kip848 range")
+    expect_exact([(p, k, v) for p, _, k, v in sorted(both, key=lambda r: (r[0], r[1]))], produced[:400], 4, "kip848 range")
     desc = admin.describe_consumer_groups(["kip848-range"])["kip848-range"].result(15)
-    assert desc.partition_assignor == "range" and len(desc.members) == 2, (desc.partition_assignor, len(desc.members))
+    assert desc.partition_assignor == "range" and desc.type == ConsumerGroupType.CONSUMER, (desc.partition_assignor, desc.type)
+    assigned = {m.client_id: {tp.partition for tp in m.assignment.topic_partitions} for m in desc.members}
+    assert assigned == {"r1": s1, "r2": s2}, assigned
     r1.close()
     r2.close()
 

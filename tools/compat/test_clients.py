@@ -590,9 +590,8 @@ def test_consumer_group_protocol_kip848(srv):
     assert desc.partition_assignor == "uniform", desc.partition_assignor
     listed = admin.list_consumer_groups().result(15)
     kinds = {g.group_id: g.type for g in listed.valid}
-    # The group type comes with ListGroups v5, which Strata does not serve (v0-4): librdkafka
-    # reports UNKNOWN then; a v5 answer must say CONSUMER.
-    assert kinds.get("kip848") in (ConsumerGroupType.CONSUMER, ConsumerGroupType.UNKNOWN), kinds
+    # The group type comes with ListGroups v5.
+    assert kinds.get("kip848") == ConsumerGroupType.CONSUMER, kinds
     assert not [g for g in listed.valid if g.group_id == "kip848"][0].is_simple_consumer_group, "listed as a simple group"
     c.close()
 

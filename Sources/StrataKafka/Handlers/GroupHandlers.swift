@@ -113,14 +113,15 @@ extension KafkaRequestHandler {
     }
 
     func listGroups(_ request: ListGroupsRequest) -> ListGroupsResponse {
-        var all: [String: (type: String, state: String)] = [:]
-        for g in (try? broker.metadata.groups()) ?? [] { all[g] = ("consumer", "Empty") }
-        for g in coordinator.groupList() { all[g.id] = (g.protocolType, coordinator.describe(g.id)?.state ?? "Empty") }
-        for id in broker.consumerGroups.groupIds { all[id] = ("consumer", broker.consumerGroups.describe(id)?.state ?? "Empty") }
-        let filter = Set(request.statesFilter.map { $0.lowercased() })
+        var all: [String: (protocolType: String, state: String, type: String)] = [:]
+        for g in (try? broker.metadata.groups()) ?? [] { all[g] = ("consumer", "Empty", "classic") }
+        for g in coordinator.groupList() { all[g.id] = (g.protocolType, coordinator.describe(g.id)?.state ?? "Empty", "classic") }
+        for id in broker.consumerGroups.groupIds { all[id] = ("consumer", broker.consumerGroups.describe(id)?.state ?? "Empty", "consumer") }
+        let states = Set(request.statesFilter.map { $0.lowercased() })
+        let types = Set(request.typesFilter.map { $0.lowercased() })
         return ListGroupsResponse(groups: all.sorted { $0.key < $1.key }
-            .filter { filter.isEmpty || filter.contains($0.value.state.lowercased()) }
-            .map { ($0.key, $0.value.type, $0.value.state) })
+            .filter { (states.isEmpty || states.contains($0.value.state.lowercased())) && (types.isEmpty || types.contains($0.value.type)) }
+            .map { ($0.key, $0.value.protocolType, $0.value.state, $0.value.type) })
     }
 
     func describeGroups(_ request: DescribeGroupsRequest) -> DescribeGroupsResponse {

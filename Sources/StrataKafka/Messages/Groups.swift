@@ -368,17 +368,21 @@ struct DescribeGroupsResponse: KafkaResponseBody {
 
 struct ListGroupsRequest: KafkaRequestBody {
     var statesFilter: [String] = []
+    /// v5+: "classic" and/or "consumer" (KIP-848); empty: every type.
+    var typesFilter: [String] = []
 
     static func read(_ r: inout KafkaReader, version v: Int16) throws -> ListGroupsRequest {
         var m = ListGroupsRequest()
         if v >= 4 { m.statesFilter = try r.array(minElementBytes: 1) { try $0.string() } }
+        if v >= 5 { m.typesFilter = try r.array(minElementBytes: 1) { try $0.string() } }
         try r.taggedFields()
         return m
     }
 }
 
 struct ListGroupsResponse: KafkaResponseBody {
-    var groups: [(id: String, protocolType: String, state: String)]
+    /// `type`: "classic" or "consumer" (the group protocol, v5+).
+    var groups: [(id: String, protocolType: String, state: String, type: String)]
 
     func write(_ w: inout KafkaWriter, version v: Int16) {
         if v >= 1 { w.int32(0) }
@@ -387,6 +391,7 @@ struct ListGroupsResponse: KafkaResponseBody {
             w.string(g.id)
             w.string(g.protocolType)
             if v >= 4 { w.string(g.state) }
+            if v >= 5 { w.string(g.type) }
             w.taggedFields()
         }
         w.taggedFields()

@@ -29,7 +29,7 @@ enum ApiKey: Int16, CaseIterable {
         case .leaveGroup: return 0...5
         case .syncGroup: return 0...5
         case .describeGroups: return 0...5
-        case .listGroups: return 0...4
+        case .listGroups: return 0...5
         case .saslHandshake: return 0...1
         case .saslAuthenticate: return 0...2
         case .apiVersions: return 0...3

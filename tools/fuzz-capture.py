@@ -39,7 +39,9 @@ MAX_FILE = 64 * 1024   # larger frames and batches are left out (the corpus stay
 API_NAMES = {0: "produce", 1: "fetch", 2: "list-offsets", 3: "metadata", 8: "offset-commit", 9: "offset-fetch",
              10: "find-coordinator", 11: "join-group", 12: "heartbeat", 13: "leave-group", 14: "sync-group",
              15: "describe-groups", 16: "list-groups", 18: "api-versions", 19: "create-topics", 20: "delete-topics",
-             21: "delete-records", 22: "init-producer-id", 32: "describe-configs"}
+             21: "delete-records", 22: "init-producer-id", 24: "add-partitions-to-txn", 25: "add-offsets-to-txn",
+             26: "end-txn", 28: "txn-offset-commit", 32: "describe-configs", 68: "consumer-group-heartbeat",
+             69: "consumer-group-describe"}
 
 
 class Recorder:
@@ -285,6 +287,38 @@ def confluent_session(bootstrap):
         admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions("ck-group")])["ck-group"].result(10)
     except Exception:
         pass
+    # Transactions: commit with offsets, abort; read_committed; KIP-848 consumer groups.
+    tp = Producer({"bootstrap.servers": bootstrap, "transactional.id": "fz-txn", "linger.ms": 5})
+    tp.init_transactions(15)
+    for commit in (True, False):
+        tp.begin_transaction()
+        for i in range(10):
+            tp.produce("fz", key=b"txn-%d" % i, value=b"{\"txn\": %d}" % i, partition=i % 3)
+        tp.flush(10)
+        tp.send_offsets_to_transaction([TopicPartition("fz-append", 0, 1)],
+                                       Consumer({"bootstrap.servers": bootstrap, "group.id": "txn-group"}).consumer_group_metadata(), 10)
+        (tp.commit_transaction if commit else tp.abort_transaction)(10)
+    rc = Consumer({"bootstrap.servers": bootstrap, "group.id": "rc-group", "auto.offset.reset": "earliest",
+                   "isolation.level": "read_committed", "enable.auto.commit": False})
+    rc.assign([TopicPartition("fz", 0, 0)])
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        rc.poll(0.3)
+    rc.committed([TopicPartition("fz", 0)], timeout=10)
+    rc.close()
+    gc = Consumer({"bootstrap.servers": bootstrap, "group.id": "kip848-group", "group.protocol": "consumer",
+                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    gc.subscribe(["fz"])
+    deadline = time.time() + 8
+    while time.time() < deadline:
+        m = gc.poll(0.3)
+        if m is not None and not m.error():
+            gc.commit(asynchronous=False)
+            break
+    try: admin.describe_consumer_groups(["kip848-group"])["kip848-group"].result(10)
+    except Exception: pass
+    gc.close()
+
     try: admin.delete_records([TopicPartition("fz-tmp", 0, 0)])
     except Exception: pass
     time.sleep(0.5)

@@ -832,11 +832,31 @@ public final class Broker: @unchecked Sendable {
         let state = try stateOrCreate(topic)
         guard partition >= 0, Int(partition) < state.partitions.count else { throw BrokerError.unknownPartition(topic: topic, partition: partition) }
         let view = RecordBatch(unchecked: batch)
-        if batch.count >= RecordBatch.headerSize && view.isTransactional {
-            try verifyTransactionalAppend(transactionalId: transactionalId, producerId: view.producerId, epoch: view.producerEpoch,
-                                          topic: topic, partition: partition)
+        guard batch.count >= RecordBatch.headerSize && view.isTransactional else {
+            return try append(state, partition: partition, acks: acks) { log throws(LogError) in try log.appendPrepared(batch, prepared) }
         }
-        return try append(state, partition: partition, acks: acks) { log throws(LogError) in try log.appendPrepared(batch, prepared) }
+        // Checked under the partition's writer lock, which the transaction's markers also take:
+        // EndTxn stores its decision before writing any marker, so a batch is either admitted
+        // before the marker (and ended by it) or refused — never left open after it.
+        var refusal: Error?
+        let producerId = view.producerId, epoch = view.producerEpoch
+        do {
+            return try append(state, partition: partition, acks: acks) { log throws(LogError) in
+                try log.appendPrepared(batch, prepared, admit: {
+                    do {
+                        try self.verifyTransactionalAppend(transactionalId: transactionalId, producerId: producerId, epoch: epoch, topic: topic, partition: partition)
+                        return true
+                    } catch {
+                        refusal = error
+                        return false
+                    }
+                })
+            }
+        } catch {
+            // The admission check's own error, not the log's stand-in for it.
+            if let refusal { throw refusal }
+            throw error
+        }
     }
 
     /// Wakes fetches waiting on a partition (after an append made outside `append`, a marker).
@@ -858,8 +878,9 @@ public final class Broker: @unchecked Sendable {
         }
         do throws(LogError) {
             let info = try write(log)
-            if info.duplicate { return info }
-            waiters.notify(topic: state.name, partition: partition)
+            // A retry answered with the original's offsets appended nothing to wake anyone for,
+            // but acks=all still means the original is durable before the answer.
+            if !info.duplicate { waiters.notify(topic: state.name, partition: partition) }
             if acks == .all && log.config.flushMode == .sync { try log.flush(upTo: info.lastOffset + 1) }
             return info
         } catch {

@@ -155,6 +155,11 @@ public final class ConsumerGroupCoordinator: Sendable {
             let view = Self.reconcile(&member, in: group, now: now)
             let send = hb.memberEpoch == 0 || member.lastSent != view || (hb.ownedPartitions != nil && member.reportedOwned != view)
             member.lastSent = view
+            if send {
+                // What it is told it may take counts as owned until a heartbeat lists what it owns
+                // without it (a heartbeat without the list means "unchanged", not "nothing").
+                for (t, ps) in view { member.reportedOwned[t, default: []].formUnion(ps) }
+            }
             group.members[memberId] = member
             return HeartbeatResult(memberId: memberId, memberEpoch: member.epoch, heartbeatIntervalMs: heartbeatIntervalMs,
                                    assignment: send ? view.mapValues { $0.sorted() } : nil)

@@ -87,16 +87,18 @@ extension Broker {
                 }
             }
             let previousEpoch = record.epoch
-            bumpEpoch(&record)
             if record.state == .ongoing || record.state == .prepareAbort {
-                // The previous instance's transaction: aborted under the new epoch, so that
-                // instance is fenced on every partition it wrote to.
+                // The previous instance's transaction: aborted under a higher epoch of the same
+                // producer id (the markers must name the id its batches carry), which fences that
+                // instance on every partition it wrote to.
+                if record.state == .ongoing && record.epoch < Int16.max { record.epoch += 1 }
                 record.state = .prepareAbort
                 try storeTransaction(record)
                 try completeTransaction(&record, nowMs: nowMs)
             } else if record.state == .prepareCommit {
                 try completeTransaction(&record, nowMs: nowMs)
             }
+            bumpEpoch(&record)  // at the end of the epoch range: a new producer id, after the markers
             record.lastEpoch = previousEpoch
             record.timeoutMs = transactionTimeoutMs
             record.state = .empty
@@ -193,6 +195,9 @@ extension Broker {
                 record.pendingOffsets = []
             }
             guard !record.groups.contains(group) else { return }
+            guard record.groups.count < TransactionRecord.maxGroups else {
+                throw TransactionError.invalidRequest("a transaction may commit offsets of at most \(TransactionRecord.maxGroups) groups")
+            }
             record.groups.append(group)
             record.updateMs = nowMs
             try storeTransaction(record)
@@ -221,6 +226,9 @@ extension Broker {
                 } else {
                     record.pendingOffsets.append(PendingOffset(group: group, topic: o.topic, partition: o.partition, offset: o.offset, metadata: o.metadata))
                 }
+            }
+            guard record.pendingOffsets.reduce(0, { $0 + $1.metadata.utf8.count }) <= 1 << 20 else {
+                throw TransactionError.invalidRequest("the offsets' metadata of one transaction may total at most 1 MiB")
             }
             guard record.pendingOffsets.count <= TransactionRecord.maxPendingOffsets else {
                 throw TransactionError.invalidTxnState("a transaction may commit at most \(TransactionRecord.maxPendingOffsets) offsets")
@@ -273,10 +281,13 @@ extension Broker {
                 if case .unknownTopic = error { found = nil } else if case .unknownPartition = error { found = nil } else { throw error }
             }
             guard let log = found else { continue }  // deleted since: nothing left to mark
-            let marker = try appendMarker(log, topic: p.topic, partition: p.partition, producerId: record.producerId, epoch: record.epoch,
-                                          type: commit ? .commit : .abort, nowMs: nowMs)
-            if let marker, log.config.flushMode == .sync { durable.append((log, marker + 1)) }
+            _ = try appendMarker(log, topic: p.topic, partition: p.partition, producerId: record.producerId, epoch: record.epoch,
+                                 type: commit ? .commit : .abort, nowMs: nowMs)
+            durable.append((log, log.logEndOffset))
         }
+        // Every marker durable before the completion is stored, whatever the topic's flush.mode
+        // (those written by an earlier, failed attempt too): a stored completion with a marker lost
+        // in an OS crash would have its data aborted as a hanging transaction.
         for (log, offset) in durable { try log.flush(upTo: offset) }
         if commit && !record.pendingOffsets.isEmpty {
             for (group, offsets) in Dictionary(grouping: record.pendingOffsets, by: \.group) {
@@ -321,7 +332,7 @@ extension Broker {
         guard record.producerId == producerId else {
             throw TransactionError.invalidProducerIdMapping("producer id \(producerId) is not the one of transactional id '\(id)'")
         }
-        guard epoch >= record.epoch else { throw LogError.staleProducerEpoch("epoch \(epoch) of transactional id '\(id)' is fenced by \(record.epoch)") }
+        guard epoch == record.epoch else { throw LogError.staleProducerEpoch("epoch \(epoch) of transactional id '\(id)' is not its current epoch \(record.epoch)") }
         guard record.state == .ongoing, record.partitions.contains(TopicPartitionName(topic: topic, partition: partition)) else {
             throw TransactionError.invalidTxnState("\(topic)-\(partition) was not added to an open transaction of '\(id)' (AddPartitionsToTxn)")
         }
@@ -382,8 +393,10 @@ extension Broker {
                 do {
                     switch record.state {
                     case .ongoing:
+                        // A higher epoch of the same id (markers must name the id the batches
+                        // carry); at Int16.max the epoch stays and the next InitProducerId rotates.
                         let previous = record.epoch
-                        bumpEpoch(&record)
+                        if record.epoch < Int16.max { record.epoch += 1 }
                         record.lastEpoch = previous
                         record.state = .prepareAbort
                         try storeTransaction(record)

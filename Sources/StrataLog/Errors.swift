@@ -20,6 +20,9 @@ public enum LogError: Error, CustomStringConvertible, Sendable, Equatable {
     /// A producer wrote with an epoch older than one already seen: a zombie instance
     /// (INVALID_PRODUCER_EPOCH).
     case staleProducerEpoch(String)
+    /// The caller's admission check (`appendPrepared(admit:)`) refused the append; the caller
+    /// knows why.
+    case refused
 
     public var description: String {
         switch self {
@@ -32,6 +35,7 @@ public enum LogError: Error, CustomStringConvertible, Sendable, Equatable {
         case .corrupt(let path, let why): return "corrupt \(path): \(why)"
         case .locked(let path, let why): return "\(path) is locked: \(why)"
         case .outOfOrderSequence(let why), .staleProducerEpoch(let why): return why
+        case .refused: return "append refused by the caller's check"
         }
     }
 

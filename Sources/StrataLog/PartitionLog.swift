@@ -87,7 +87,12 @@ public final class PartitionLog: @unchecked Sendable {
     public var highWatermark: Int64 { logEndOffset }
     /// The end of what `read_committed` readers see: the first offset of the oldest open
     /// transaction, or the high watermark when none is open.
-    public var lastStableOffset: Int64 { min(firstUnstable.load(ordering: .acquiring), logEndOffset) }
+    public var lastStableOffset: Int64 {
+        // The end first: an append stores `firstUnstable` before the end, so reading them in the
+        // other order could pair an old `firstUnstable` (none) with the new end.
+        let end = logEndOffset
+        return min(firstUnstable.load(ordering: .acquiring), end)
+    }
 
     /// Producer ids' sequences and epochs, open transactions and aborted ones (see
     /// `ProducerStates`): written under the writer lock, in offset order; read by fetches.
@@ -163,7 +168,7 @@ public final class PartitionLog: @unchecked Sendable {
             log.checkpointedLogStart.store(loaded.logStartOffset, ordering: .relaxed)
         }
         var report = loader.report
-        if let warning = log.loadProducerState() { report.warnings.append(warning) }
+        if let warning = try log.loadProducerState() { report.warnings.append(warning) }
         report.segments = loaded.segments.count
         report.durationNanoseconds = DispatchFreeClock.now() - started
         return (log, report)
@@ -266,27 +271,35 @@ public final class PartitionLog: @unchecked Sendable {
 
     /// Appends a batch `prepare` accepted (`batch` is the one given to `prepare`; its replacement,
     /// if any, is what is stored), assigning the next offsets. Does not wait for durability.
-    public func appendPrepared(_ batch: UnsafeRawBufferPointer, _ prepared: PreparedBatch) throws(LogError) -> AppendInfo {
+    ///
+    /// `admit`, when given, runs under the writer lock just before the append and refuses it by
+    /// returning false (`LogError.refused`): a check that must not race with other writes to this
+    /// partition (a transactional batch against its transaction's end, whose markers take the
+    /// same lock).
+    public func appendPrepared(_ batch: UnsafeRawBufferPointer, _ prepared: PreparedBatch,
+                               admit: (() -> Bool)? = nil) throws(LogError) -> AppendInfo {
         guard let replacement = prepared.replacement else {
-            return try appendValidated(batch, lastOffsetDelta: prepared.lastOffsetDelta, maxTimestamp: prepared.maxTimestamp)
+            return try appendValidated(batch, lastOffsetDelta: prepared.lastOffsetDelta, maxTimestamp: prepared.maxTimestamp, admit: admit)
         }
         let outcome = replacement.withUnsafeBytes { p -> Result<AppendInfo, LogError> in
             do throws(LogError) {
-                return .success(try appendValidated(p, lastOffsetDelta: prepared.lastOffsetDelta, maxTimestamp: prepared.maxTimestamp))
+                return .success(try appendValidated(p, lastOffsetDelta: prepared.lastOffsetDelta, maxTimestamp: prepared.maxTimestamp, admit: admit))
             } catch { return .failure(error) }
         }
         return try outcome.get()
     }
 
-    func appendValidated(_ batch: UnsafeRawBufferPointer, lastOffsetDelta delta: Int64, maxTimestamp: Int64) throws(LogError) -> AppendInfo {
+    func appendValidated(_ batch: UnsafeRawBufferPointer, lastOffsetDelta delta: Int64, maxTimestamp: Int64,
+                         admit: (() -> Bool)? = nil) throws(LogError) -> AppendInfo {
         if readOnlyOpen { throw LogError.readOnly(reason: "\(directory) is opened read-only") }
         return try writer.withLock { (state: inout WriterState) throws(LogError) -> AppendInfo in
             guard !state.closed else { throw LogError.closed(directory) }
             if readOnlyFlag.load(ordering: .relaxed) { throw LogError.readOnly(reason: flushFailureDescription) }
+            if let admit, !admit() { throw LogError.refused }
             let base = endOffset.load(ordering: .relaxed)
             let header = RecordBatch(unchecked: batch)
             let idempotent = header.producerId >= 0 && batch.count >= RecordBatch.headerSize
-            let lastSequence = Int32(truncatingIfNeeded: Int64(header.baseSequence) + Int64(header.lastOffsetDelta))
+            let lastSequence = ProducerStates.sequence(header.baseSequence, plus: header.lastOffsetDelta)
             if idempotent && !header.isControl && header.baseSequence >= 0 {
                 switch producerStates.withLock({ $0.check(producerId: header.producerId, epoch: header.producerEpoch,
                                                           firstSequence: header.baseSequence, lastSequence: lastSequence) }) {
@@ -687,21 +700,36 @@ public final class PartitionLog: @unchecked Sendable {
 extension PartitionLog {
     /// Loads the producer-state snapshot and replays the log after it (all of it when there is
     /// no usable snapshot). Returns a warning when the snapshot was unusable.
-    func loadProducerState() -> String? {
+    /// Throws when the log cannot be replayed: the partition must not serve with producer state
+    /// that skips part of its log (open transactions there would read as committed).
+    func loadProducerState() throws(LogError) -> String? {
         var warning: String?
         let end = logEndOffset
+        let path = directory + "/" + ProducerStateSnapshot.fileName
+        var rejected = false
         if let snapshot = ProducerStateSnapshot.read(directory: directory) {
             if snapshot.states.validUpTo <= end {
                 producerStates.withLock { $0 = snapshot.states }
                 snapshotOffset.store(snapshot.states.validUpTo, ordering: .relaxed)
             } else {
+                // Written at a roll whose data did not all survive (an OS crash in a non-sync mode).
                 warning = "producer-state snapshot at offset \(snapshot.states.validUpTo) is past the log end \(end); rebuilt from the log"
+                rejected = true
             }
-        } else if FileIO.exists(directory + "/" + ProducerStateSnapshot.fileName) {
+        } else if FileIO.exists(path) {
             warning = "producer-state snapshot is damaged; rebuilt from the log"
+            rejected = true
+        } else {
+            // No snapshot at all: a partition written before producer state was kept. As Kafka does
+            // on upgrade, only the last two segments are replayed (a snapshot is written at every
+            // roll and clean close since, so a log with more segments and none is an old one).
+            let bases = segmentBaseOffsets
+            if bases.count > 2 { producerStates.withLock { $0.validUpTo = bases[bases.count - 2] } }
         }
-        do throws(LogError) { try catchUpProducerState() } catch {
-            warning = "producer state not rebuilt past offset \(producerStates.withLock { $0.validUpTo }): \(error)"
+        try catchUpProducerState()
+        // A rejected snapshot must not stay: once appends pass its offset, a later crash would load it.
+        if rejected && !readOnlyOpen && !writeProducerSnapshot() {
+            try? FileIO.unlink(path)
         }
         return warning
     }

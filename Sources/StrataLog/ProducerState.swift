@@ -79,6 +79,13 @@ public struct ProducerStates: Sendable, Equatable {
         producers.values.lazy.map(\.ongoingTransactionFirstOffset).filter { $0 >= 0 }.min()
     }
 
+    /// `base + delta` in sequence space: sequences wrap from Int32.max to 0 (Kafka's
+    /// DefaultRecordBatch.incrementSequence), never to a negative number.
+    public static func sequence(_ base: Int32, plus delta: Int32) -> Int32 {
+        guard base >= 0, delta >= 0 else { return base }
+        return Int32((Int64(base) + Int64(delta)) % (Int64(Int32.max) + 1))
+    }
+
     /// Kafka's sequence rules for an idempotent batch (producerId >= 0, not a control batch).
     public func check(producerId: Int64, epoch: Int16, firstSequence: Int32, lastSequence: Int32) -> SequenceCheck {
         guard let entry = producers[producerId] else { return .accept }  // new, or expired: any start
@@ -138,7 +145,7 @@ public struct ProducerStates: Sendable, Equatable {
     /// Applies one batch read from the log (replay at load).
     public mutating func apply(_ batch: RecordBatch) {
         let control: ControlRecordType? = batch.isControl ? (Self.controlType(of: batch) ?? .commit) : nil
-        let last = batch.baseSequence < 0 ? Int32(-1) : Int32(truncatingIfNeeded: Int64(batch.baseSequence) + Int64(batch.lastOffsetDelta))
+        let last = batch.baseSequence < 0 ? Int32(-1) : Self.sequence(batch.baseSequence, plus: batch.lastOffsetDelta)
         apply(producerId: batch.producerId, epoch: batch.producerEpoch, firstSequence: batch.baseSequence, lastSequence: last,
               firstOffset: batch.baseOffset, lastOffset: batch.lastOffset, transactional: batch.isTransactional,
               control: control, timestampMs: batch.maxTimestamp)

@@ -61,6 +61,7 @@ public struct TransactionRecord: Sendable, Equatable {
     /// adding partitions without end must not grow an LMDB value without end).
     public static let maxPartitions = 100_000
     public static let maxPendingOffsets = 100_000
+    public static let maxGroups = 1000
     /// Transactional ids are LMDB keys (LMDB's limit: 511 bytes).
     public static let maxTransactionalIdBytes = 500
 

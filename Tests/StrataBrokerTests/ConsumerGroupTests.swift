@@ -26,11 +26,12 @@ import Testing
         }
     }
 
-    func beat(_ c: ConsumerGroupCoordinator, _ m: inout SimMember, assignor: String? = nil) throws {
+    /// `reportOwned` false: the heartbeat says "unchanged" (no owned list), as clients do between changes.
+    func beat(_ c: ConsumerGroupCoordinator, _ m: inout SimMember, assignor: String? = nil, reportOwned: Bool = true) throws {
         var hb = ConsumerGroupCoordinator.Heartbeat(groupId: "g", memberId: m.id, memberEpoch: m.epoch)
         if m.epoch == 0 { hb.subscribedTopics = m.topics }
         hb.serverAssignor = assignor
-        hb.ownedPartitions = m.owned
+        hb.ownedPartitions = reportOwned || m.epoch == 0 ? m.owned : nil
         let r = try c.heartbeat(hb, topics: Self.lookup)
         m.epoch = r.memberEpoch
         if let a = r.assignment { m.owned = a.mapValues(Set.init) }
@@ -42,7 +43,8 @@ import Testing
         return true
     }
 
-    @Test(arguments: ["uniform", "range"]) func membersSplitAndNoPartitionIsEverOwnedTwice(assignor: String) throws {
+    @Test(arguments: ["uniform", "range"], [true, false])
+    func membersSplitAndNoPartitionIsEverOwnedTwice(assignor: String, alwaysReportOwned: Bool) throws {
         let clock = Clock()
         let c = ConsumerGroupCoordinator(heartbeatIntervalMs: 100, sessionTimeoutMs: 10_000, nowMs: { clock.now.load(ordering: .relaxed) })
         var members = (0..<3).map { SimMember(id: "m\($0)", topics: ["a", "b"]) }
@@ -51,7 +53,7 @@ import Testing
         for round in 0..<60 {
             let active = min(members.count, 1 + round / 10)
             for i in (0..<active).shuffled(using: &rng) {
-                try beat(c, &members[i], assignor: assignor)
+                try beat(c, &members[i], assignor: assignor, reportOwned: alwaysReportOwned || Bool.random(using: &rng))
                 #expect(disjoint(members))
             }
             clock.advance(100)
@@ -65,7 +67,11 @@ import Testing
         var leaving = members.removeLast()
         leaving.epoch = -1
         try beat(c, &leaving)
-        for _ in 0..<5 { for i in members.indices { try beat(c, &members[i], assignor: assignor); #expect(disjoint(members)) } }
+        for _ in 0..<8 {
+            for i in members.indices { try beat(c, &members[i], assignor: assignor, reportOwned: alwaysReportOwned || Bool.random(using: &rng)); #expect(disjoint(members)) }
+        }
+        for i in members.indices { try beat(c, &members[i], assignor: assignor) }
+        for i in members.indices { try beat(c, &members[i], assignor: assignor) }
         #expect(members.map { $0.owned.values.reduce(0) { $0 + $1.count } }.reduce(0, +) == 9)
     }
 

@@ -61,6 +61,39 @@ func committedValues(_ log: PartitionLog) throws -> [String] {
         #expect(s.check(producerId: 2, epoch: 0, firstSequence: 0, lastSequence: 4) == .accept)
     }
 
+    /// Sequences wrap from Int32.max to 0 (Kafka's incrementSequence), never to a negative number.
+    @Test func sequencesWrapAtInt32Max() throws {
+        #expect(ProducerStates.sequence(Int32.max - 1, plus: 3) == 1)
+        #expect(ProducerStates.sequence(Int32.max, plus: 0) == Int32.max)
+        #expect(ProducerStates.sequence(5, plus: 2) == 7)
+        let dir = TempDirectory()
+        let (log, _) = try PartitionLog.open(directory: dir.path, config: .small())
+        try log.append(producerBatch(producerId: 3, sequence: Int32.max - 1, count: 3))  // sequences max-1, max, 0
+        #expect(try log.append(producerBatch(producerId: 3, sequence: Int32.max - 1, count: 3)).duplicate)
+        #expect(throws: LogError.self) { try log.append(producerBatch(producerId: 3, sequence: 5, count: 1)) }
+        #expect(try !log.append(producerBatch(producerId: 3, sequence: 1, count: 2)).duplicate)
+        try log.close()
+    }
+
+    /// A snapshot past the log end (its roll's data lost in an OS crash) is rejected and replaced
+    /// at load, so that it cannot be trusted once appends pass its offset.
+    @Test func aSnapshotPastTheLogEndIsReplacedAtLoad() throws {
+        let dir = TempDirectory()
+        var (log, _) = try PartitionLog.open(directory: dir.path, config: .small())
+        try log.append(producerBatch(producerId: 9, sequence: 0, transactional: true))
+        try log.close()
+        var future = ProducerStates()
+        future.validUpTo = 1000
+        future.apply(producerId: 9, epoch: 0, firstSequence: 0, lastSequence: 2, firstOffset: 500, lastOffset: 502, transactional: true, control: nil, timestampMs: 1)
+        try ProducerStateSnapshot(states: future).write(directory: dir.path)
+        let report: RecoveryReport
+        (log, report) = try PartitionLog.open(directory: dir.path, config: .small())
+        #expect(report.warnings.contains { $0.contains("past the log end") })
+        #expect(ProducerStateSnapshot.read(directory: dir.path)?.states.validUpTo == 3)
+        #expect(log.openTransactions.map(\.firstOffset) == [0])  // from the log, not the bad snapshot
+        try log.close()
+    }
+
     @Test func transactionsOpenCloseAndAbortedRanges() {
         var s = ProducerStates()
         s.apply(producerId: 9, epoch: 0, firstSequence: 0, lastSequence: 1, firstOffset: 10, lastOffset: 11, transactional: true, control: nil, timestampMs: 1)

@@ -10,8 +10,13 @@ extension KafkaRequestHandler {
         guard !request.groupId.isEmpty, request.groupId.utf8.count <= 255 else { return refused(.invalidGroupId, "group id must be 1-255 bytes") }
         guard access.group(.read, request.groupId) else { return refused(.groupAuthorizationFailed, "not authorized to read group \(request.groupId)") }
         // Bounds on what one member may make the coordinator keep.
-        if (request.subscribedTopicNames?.count ?? 0) > 10_000 || (request.topicPartitions?.reduce(0) { $0 + $1.partitions.count } ?? 0) > 100_000 {
+        if (request.subscribedTopicNames?.count ?? 0) > 10_000 || (request.topicPartitions?.count ?? 0) > 10_000
+            || (request.topicPartitions?.reduce(0) { $0 + $1.partitions.count } ?? 0) > 100_000 {
             return refused(.invalidRequest, "at most 10000 subscribed topics and 100000 owned partitions")
+        }
+        if request.memberId.utf8.count > 255 || (request.instanceId?.utf8.count ?? 0) > 255 || (request.rackId?.utf8.count ?? 0) > 255
+            || (request.serverAssignor?.utf8.count ?? 0) > 255 || request.subscribedTopicNames?.contains(where: { $0.utf8.count > 249 }) == true {
+            return refused(.invalidRequest, "member, instance and rack ids and assignor names are at most 255 bytes, topic names 249")
         }
         if request.subscribedTopicRegex != nil && request.subscribedTopicNames == nil && request.memberEpoch == 0 {
             return refused(.invalidRequest, "subscriptions by regular expression are not served; subscribe by topic names")
@@ -28,8 +33,11 @@ extension KafkaRequestHandler {
         hb.subscribedTopics = request.subscribedTopicNames.map { names in names.filter { access.topic(.describe, $0) } }
         hb.serverAssignor = request.serverAssignor
         if let owned = request.topicPartitions {
+            // One pass over the topics for the whole request, not one per entry.
+            var names: [[UInt8]: String] = [:]
+            if !owned.isEmpty { for name in broker.topicNames() { if let id = broker.topicId(name) { names[id] = name } } }
             var byName: [String: Set<Int32>] = [:]
-            for t in owned { if let name = broker.topicName(forId: t.topicId) { byName[name, default: []].formUnion(t.partitions) } }
+            for t in owned { if let name = names[t.topicId] { byName[name, default: []].formUnion(t.partitions) } }
             hb.ownedPartitions = byName
         }
         hb.clientId = clientId

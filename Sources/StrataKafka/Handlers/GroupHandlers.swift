@@ -11,6 +11,12 @@ extension KafkaRequestHandler {
     }
 
     func joinGroup(_ request: JoinGroupRequest, _ v: Int16, clientId: String, clientHost: String, eventLoop: EventLoop) -> EventLoopFuture<ByteBuffer?> {
+        if let kip848 = broker.consumerGroups.describe(request.groupId), !kip848.members.isEmpty {
+            // The id belongs to a KIP-848 group with members: one group, one protocol.
+            let response = JoinGroupResponse(errorCode: .inconsistentGroupProtocol, protocolType: nil, protocolName: nil, memberId: request.memberId)
+            metrics.countErrors(.joinGroup, response)
+            return eventLoop.makeSucceededFuture(response.encoded(version: v, flexible: ApiKey.joinGroup.isFlexible(v)))
+        }
         let promise = eventLoop.makePromise(of: GroupCoordinator.JoinResult.self)
         coordinator.join(groupId: request.groupId, memberId: request.memberId, instanceId: request.groupInstanceId, clientId: clientId,
                          clientHost: clientHost, sessionTimeoutMs: Int64(request.sessionTimeoutMs), rebalanceTimeoutMs: Int64(request.rebalanceTimeoutMs),
@@ -60,7 +66,7 @@ extension KafkaRequestHandler {
             error = .invalidGroupId
         } else if let verdict = broker.consumerGroups.validateCommit(groupId: group, memberId: request.memberId, memberEpoch: request.generationId) {
             // A KIP-848 group: the generation is the member epoch.
-            error = verdict.map { $0 == .unknownMemberId ? ErrorCode.unknownMemberId : .staleMemberEpoch } ?? .none
+            error = verdict.map { $0 == .unknownMemberId ? ErrorCode.unknownMemberId : .fencedMemberEpoch } ?? .none
         } else {
             error = ErrorCode(coordinator.validateCommit(groupId: group, generation: request.generationId, memberId: request.memberId))
         }

@@ -66,6 +66,16 @@ extension KafkaRequestHandler {
                 .init(name: t.name, partitions: t.partitions.map { ($0.index, denied.contains(t.name) ? .topicAuthorizationFailed : .operationNotAttempted) })
             }, throttleFromVersion: 0)
         }
+        // v3+: the consumer's generation and member id, checked as an OffsetCommit's are, so that a
+        // producer whose consumer lost its partitions in a rebalance cannot commit for them.
+        if request.generationId >= 0 || !request.memberId.isEmpty {
+            if let verdict = broker.consumerGroups.validateCommit(groupId: request.groupId, memberId: request.memberId, memberEpoch: request.generationId) {
+                if let verdict { return all(verdict == .unknownMemberId ? .unknownMemberId : .fencedMemberEpoch) }
+            } else {
+                let error = ErrorCode(coordinator.validateCommit(groupId: request.groupId, generation: request.generationId, memberId: request.memberId))
+                if error != .none { return all(error) }
+            }
+        }
         // Kafka's offset.metadata.max.bytes (4096).
         if request.topics.contains(where: { $0.partitions.contains { ($0.metadata?.utf8.count ?? 0) > 4096 } }) { return all(.offsetMetadataTooLarge) }
         do {

@@ -24,6 +24,7 @@ extension ErrorCode {
         case .io, .readOnly, .closed, .corrupt, .locked: self = .kafkaStorageError
         case .outOfOrderSequence: self = .outOfOrderSequenceNumber
         case .staleProducerEpoch: self = .invalidProducerEpoch
+        case .refused: self = .invalidTxnState
         }
     }
 

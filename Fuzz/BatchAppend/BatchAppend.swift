@@ -128,13 +128,23 @@ private final class Harness {
         }
 
         let info: AppendInfo
+        let idempotent = batch.producerId >= 0 && batch.baseSequence >= 0
         do throws(LogError) {
             info = try log.append(bytes)
         } catch {
+            // An idempotent producer's batch may break its sequence or epoch rules (Kafka's).
+            if idempotent, case .outOfOrderSequence = error { return }
+            if idempotent, case .staleProducerEpoch = error { return }
             fatalError("the log refused a batch that validated: \(error)")
         }
         appends += 1
         require(info.lastOffset - info.baseOffset + 1 == Int64(validated.recordCount))
+        if info.duplicate {
+            // A retry of one of that producer's last batches: answered with the original's offsets.
+            require(idempotent, "a duplicate answer for a batch without a producer id")
+            require(info.baseOffset >= 0 && info.lastOffset < log.logEndOffset, "duplicate offsets \(info) outside the log")
+            return
+        }
         require(info.maxTimestamp == validated.maxTimestamp)
 
         // Read it back: the first batch of the read is this one, intact, with the same records.

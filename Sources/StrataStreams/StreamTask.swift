@@ -224,7 +224,6 @@ final class StreamTask: @unchecked Sendable {
                     // the tasks reading it wait for that; an idle task commits at once.
                     try commit()
                     lastCommit = now
-                    publishProgress()
                     continue
                 }
                 if !progressed {
@@ -507,6 +506,8 @@ final class StreamTask: @unchecked Sendable {
         uncommitted = false
         recordsSinceCommit = 0
         app.metrics.commits.add(1, ordering: .relaxed)
+        // Its outputs just became visible: caught up again (whatever path committed).
+        publishProgress()
     }
 
     /// Calls `body` with each batch of `log` in [from, end) that a read_committed reader sees

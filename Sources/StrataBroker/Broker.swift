@@ -385,6 +385,7 @@ public final class Broker: @unchecked Sendable {
         groups.stop()
         transactionWorker?.stop()
         transactionWorker = nil
+        if !isReadOnly { storeAllTransactions() }
         consumerGroupWorker?.stop()
         consumerGroupWorker = nil
         retentionWorker?.stop()
@@ -762,6 +763,8 @@ public final class Broker: @unchecked Sendable {
             byPartition[p, default: []].append(record)
         }
         var results: [ProduceResult] = []
+        // All the partitions this call writes to join the transaction in one AddPartitionsToTxn.
+        try transaction?.add(topic: topic, partitions: Array(byPartition.keys))
         for (p, group) in byPartition.sorted(by: { $0.key < $1.key }) {
             let info: AppendInfo
             if let transaction {

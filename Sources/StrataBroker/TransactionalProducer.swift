@@ -31,15 +31,20 @@ public final class TransactionalProducer {
         try broker.produce(topic: topic, records: records, partition: partition, acks: .leader, transaction: self)
     }
 
+    /// Adds the partitions not yet in the transaction, in one call.
+    func add(topic: String, partitions: [Int32]) throws {
+        let new = partitions.map { TopicPartitionName(topic: topic, partition: $0) }.filter { !added.contains($0) }
+        guard !new.isEmpty else { return }
+        let failures = try broker.addPartitionsToTransaction(transactionalId, producerId: producerId, epoch: epoch, partitions: new)
+        if let failure = failures.values.first { throw failure }
+        added.formUnion(new)
+    }
+
     /// The batch for `records` to `topic`-`partition`: the partition added to the transaction
     /// first, the batch numbered after the previous one. Called by `Broker.produce`.
     func batch(topic: String, partition: Int32, records: [ProducerRecord]) throws -> [UInt8] {
         let tp = TopicPartitionName(topic: topic, partition: partition)
-        if !added.contains(tp) {
-            let failures = try broker.addPartitionsToTransaction(transactionalId, producerId: producerId, epoch: epoch, partitions: [tp])
-            if let failure = failures.values.first { throw failure }
-            added.insert(tp)
-        }
+        try add(topic: topic, partitions: [partition])
         return RecordBatchBuilder.build(records, producerId: producerId, producerEpoch: epoch, baseSequence: sequences[tp] ?? 0, transactional: true)
     }
 

@@ -172,7 +172,7 @@ extension Broker {
             if set.count != before || record.updateMs < record.startMs || record.partitions.isEmpty {
                 record.partitions = set.sorted()
                 record.updateMs = nowMs
-                try storeTransaction(record)
+                remember(record)
             }
             return [:]
         }
@@ -200,7 +200,7 @@ extension Broker {
             }
             record.groups.append(group)
             record.updateMs = nowMs
-            try storeTransaction(record)
+            remember(record)
         }
     }
 
@@ -234,7 +234,7 @@ extension Broker {
                 throw TransactionError.invalidTxnState("a transaction may commit at most \(TransactionRecord.maxPendingOffsets) offsets")
             }
             record.updateMs = nowMs
-            try storeTransaction(record)
+            remember(record)
         }
     }
 
@@ -312,6 +312,22 @@ extension Broker {
         }
         if written != nil { notifyAppend(topic: topic, partition: partition) }
         return written
+    }
+
+    /// A change that need not survive a crash: the partitions, groups and offsets of an open
+    /// transaction. After a crash its partitions hold an open transaction that no stored record
+    /// covers, and the hanging-transaction check aborts it at open — as the transaction must end,
+    /// since its producer cannot commit it any more (its EndTxn finds no open transaction). The
+    /// decision (PrepareCommit/PrepareAbort) stores the whole record, offsets included, before any
+    /// marker. This keeps a transaction at two LMDB syncs (decision, completion) whatever the
+    /// number of partitions it adds one by one.
+    private func remember(_ record: TransactionRecord) {
+        transactions.records.withLock { $0[record.transactionalId] = record }
+    }
+
+    /// Stores every record as it is in memory (a clean close: open transactions then survive it).
+    func storeAllTransactions() {
+        for record in transactions.all where record.state == .ongoing { try? metadata.putTransaction(record) }
     }
 
     private func storeTransaction(_ record: TransactionRecord) throws {

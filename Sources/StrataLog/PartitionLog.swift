@@ -738,10 +738,17 @@ extension PartitionLog {
     /// start when the state is older than it): at load, and for read-only views before they
     /// answer a read_committed reader.
     public func catchUpProducerState() throws(LogError) {
-        // A read-only view starts from the writer's snapshot, not from the log start.
-        if readOnlyOpen, snapshotOffset.compareExchange(expected: -1, desired: -2, ordering: .relaxed).exchanged,
-           let snapshot = ProducerStateSnapshot.read(directory: directory), snapshot.states.validUpTo <= logEndOffset {
-            producerStates.withLock { if $0.validUpTo < snapshot.states.validUpTo { $0 = snapshot.states } }
+        // A read-only view starts from the writer's snapshot, not from the log start; without
+        // one (a partition of an earlier build), from its last two segments, as the writer does.
+        if readOnlyOpen, snapshotOffset.compareExchange(expected: -1, desired: -2, ordering: .relaxed).exchanged {
+            if let snapshot = ProducerStateSnapshot.read(directory: directory) {
+                if snapshot.states.validUpTo <= logEndOffset {
+                    producerStates.withLock { if $0.validUpTo < snapshot.states.validUpTo { $0 = snapshot.states } }
+                }
+            } else if !FileIO.exists(directory + "/" + ProducerStateSnapshot.fileName) {
+                let bases = segmentBaseOffsets
+                if bases.count > 2 { producerStates.withLock { $0.validUpTo = max($0.validUpTo, bases[bases.count - 2]) } }
+            }
         }
         var next = max(producerStates.withLock { $0.validUpTo }, logStartOffset)
         var replayed = producerStates.withLock { $0 }

@@ -210,10 +210,15 @@ final class StreamTask: @unchecked Sendable {
             try setup()
             started.store(true, ordering: .releasing)
             var lastCommit = monotonicMillis()
+            // Exactly once: a transaction must end well before its timeout, or the coordinator
+            // aborts it and fences this task (Kafka Streams keeps commit.interval.ms below
+            // transaction.timeout.ms for the same reason).
+            let commitIntervalMs = transaction == nil ? app.config.commitIntervalMs
+                : min(app.config.commitIntervalMs, Int64(app.config.transactionTimeoutMs) / 2)
             while stopping == .running {
                 let progressed = try processChunk()
                 let now = monotonicMillis()
-                let dueByTime = now - lastCommit >= app.config.commitIntervalMs
+                let dueByTime = now - lastCommit >= commitIntervalMs
                 let dueByCount = app.config.commitEveryRecords > 0 && recordsSinceCommit >= app.config.commitEveryRecords
                 if uncommitted && (dueByTime || dueByCount) {
                     try commit()
@@ -232,7 +237,7 @@ final class StreamTask: @unchecked Sendable {
                     // due commit; with nothing to commit, no timer at all (unless idleWaitMs bounds it).
                     var timeout: Int64? = app.config.idleWaitMs > 0 ? app.config.idleWaitMs : nil
                     if uncommitted {
-                        let due = max(1, app.config.commitIntervalMs - (monotonicMillis() - lastCommit))
+                        let due = max(1, commitIntervalMs - (monotonicMillis() - lastCommit))
                         timeout = min(timeout ?? due, due)
                     }
                     await app.broker.waitForData(positions.map { ($0.topic, id.partition, $0.next) }, timeoutMs: timeout, committedOnly: true)

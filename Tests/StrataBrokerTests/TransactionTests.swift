@@ -164,6 +164,7 @@ private func append(_ broker: Broker, _ topic: String, _ p: Int32, _ batch: [UIn
         var record = broker.transactions.all[0]
         record.state = .prepareCommit
         try broker.metadata.putTransaction(record)  // what EndTxn stores before the markers
+        broker.transactions.records.withLock { $0[record.transactionalId] = record }
         try broker.close()
         broker = try openBroker(dir)
         let log = try broker.log(topic: "t", partition: 0)

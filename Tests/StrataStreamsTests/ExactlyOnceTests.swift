@@ -66,7 +66,7 @@ func readCommittedTopic(_ broker: Broker, _ topic: String) throws -> [Out] {
         try produce(refBroker, "events", recoveryInput(0..<Self.n))
         let ref = try await runUntilCaughtUp(try topology(), refBroker, id: "eos", config: config)
         await ref.stop()
-        #expect(ref.errors.isEmpty, "\(ref.errors)")
+        #expect(ref.errors.isEmpty, "\(ref.errors); transactions timed out: \(refBroker.transactions.timedOut.load(ordering: .relaxed))")
         let referenceWindows = try readCommittedTopic(refBroker, "user-windows-out")
         let referenceCountries = latest(try readCommittedTopic(refBroker, "country-out"))
         #expect(referenceWindows.count > 100)

@@ -77,10 +77,11 @@ func latest(_ records: [Out]) -> [String: String?] {
 }
 
 /// Starts an application, waits until it has processed everything, and returns it (running).
-func runUntilCaughtUp(_ topology: Topology, _ broker: Broker, id: String = "app", config: StreamsConfig = StreamsConfig()) async throws -> StreamsApp {
+func runUntilCaughtUp(_ topology: Topology, _ broker: Broker, id: String = "app", config: StreamsConfig = StreamsConfig(),
+                      timeoutMs: Int64 = 60_000) async throws -> StreamsApp {
     let app = StreamsApp(applicationId: id, topology: topology, broker: broker, config: config)
     try await app.start()
-    let ok = await app.waitUntilCaughtUp(timeoutMs: 60_000)
+    let ok = await app.waitUntilCaughtUp(timeoutMs: timeoutMs)
     #expect(ok, "the application caught up")
     return app
 }

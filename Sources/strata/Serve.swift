@@ -131,6 +131,21 @@ struct Serve: ParsableCommand {
             case "sasl.failed.authentication.window.ms":
                 guard let ms = Int64(value), ms >= 0, ms <= 86_400_000 else { throw ValidationError("\(key) must be a number of milliseconds in 0...86400000") }
                 options.failedAuthenticationWindowMs = ms
+            case "transaction.max.timeout.ms":
+                guard let ms = Int32(value), ms >= 1 else { throw ValidationError("\(key) must be a number of milliseconds in 1...\(Int32.max)") }
+                options.transactionMaxTimeoutMs = ms
+            case "transactional.id.expiration.ms":
+                guard let ms = Int64(value), ms >= 1 else { throw ValidationError("\(key) must be a number of milliseconds >= 1") }
+                options.transactionalIdExpirationMs = ms
+            case "producer.id.expiration.ms":
+                guard let ms = Int64(value), ms >= 1 else { throw ValidationError("\(key) must be a number of milliseconds >= 1") }
+                options.defaultTopicConfig.log.producerIdExpirationMs = ms
+            case "group.consumer.heartbeat.interval.ms":
+                guard let ms = Int32(value), ms >= 100, ms <= 3_600_000 else { throw ValidationError("\(key) must be a number of milliseconds in 100...3600000") }
+                options.consumerGroupHeartbeatIntervalMs = ms
+            case "group.consumer.session.timeout.ms":
+                guard let ms = Int64(value), ms >= 1000, ms <= 3_600_000 else { throw ValidationError("\(key) must be a number of milliseconds in 1000...3600000") }
+                options.consumerGroupSessionTimeoutMs = ms
             case "group.initial.rebalance.delay.ms":
                 guard let ms = Int64(value), ms >= 0, ms <= 300_000 else { throw ValidationError("\(key) must be a number of milliseconds in 0...300000") }
                 options.initialRebalanceDelayMs = ms

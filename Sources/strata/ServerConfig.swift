@@ -59,6 +59,11 @@ struct ServerConfig {
         .init(key: "log.max.open.segments", defaultValue: "4096", help: "closed segments kept mapped"),
         .init(key: "sasl.max.failed.authentications", defaultValue: "5", help: "failed SASL authentications from one address before it is refused for a window"),
         .init(key: "sasl.failed.authentication.window.ms", defaultValue: "60000", help: "that window"),
+        .init(key: "transaction.max.timeout.ms", defaultValue: "900000", help: "the longest transaction.timeout.ms a producer may ask for"),
+        .init(key: "transactional.id.expiration.ms", defaultValue: "604800000", help: "idle transactional ids are forgotten after this"),
+        .init(key: "producer.id.expiration.ms", defaultValue: "86400000", help: "a partition forgets a producer id idle this long (no open transaction)"),
+        .init(key: "group.consumer.heartbeat.interval.ms", defaultValue: "5000", help: "KIP-848 groups: how often members heartbeat"),
+        .init(key: "group.consumer.session.timeout.ms", defaultValue: "45000", help: "KIP-848 groups: a silent member is removed after this"),
     ]
 
     /// Kafka's broker-level topic defaults (log.retention.ms, log.segment.bytes, ...), from the

@@ -123,7 +123,9 @@ extension KafkaRequestHandler {
                     case -4 where v >= 8: out.offset = log.logStartOffset
                     case ..<0: out.errorCode = .unsupportedVersion
                     default:
-                        if let found = try log.record(forTimestamp: req.timestamp), found.offset < log.logEndOffset {
+                        // read_committed: nothing at or past the last stable offset (Kafka).
+                        let visibleEnd = request.isolationLevel == 1 ? log.lastStableOffset : log.logEndOffset
+                        if let found = try log.record(forTimestamp: req.timestamp), found.offset < visibleEnd {
                             (out.offset, out.timestamp) = found
                         }
                     }

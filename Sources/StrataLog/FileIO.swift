@@ -88,6 +88,25 @@ enum FileIO {
         guard fsync(fd) == 0 else { throw LogError.fromErrno("fsync directory", dir) }
     }
 
+    /// Replaces `directory/name` so that a crash leaves the old file or the new one, never a torn
+    /// one: written to `name.tmp`, fdatasync'd, renamed over, the directory synced.
+    static func replaceAtomically(directory: String, name: String, with bytes: [UInt8]) throws(LogError) {
+        let path = directory + "/" + name
+        let tmp = path + ".tmp"
+        let fd = try Self.open(tmp, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        do {
+            try Self.writeAll(fd: fd, array: bytes, at: 0, path: tmp)
+            try Self.datasync(fd: fd, path: tmp)
+        } catch {
+            Glibc.close(fd)
+            try? Self.unlink(tmp)
+            throw error
+        }
+        Glibc.close(fd)
+        try Self.rename(tmp, path)
+        try Self.syncDirectory(directory)
+    }
+
     static func rename(_ from: String, _ to: String) throws(LogError) {
         try fault(.rename, from, "rename to \(to)")
         guard Glibc.rename(from, to) == 0 else { throw LogError.fromErrno("rename to \(to)", from) }

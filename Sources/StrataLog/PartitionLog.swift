@@ -103,8 +103,6 @@ public final class PartitionLog: @unchecked Sendable {
     let firstUnstable = Atomic<Int64>(.max)
     /// `validUpTo` of the snapshot last written or read (-1: none).
     let snapshotOffset = Atomic<Int64>(-1)
-    /// producer.id.expiration.ms: producers idle longer are forgotten at the next snapshot.
-    public var producerIdExpirationMs: Int64 { config.producerIdExpirationMs }
     public var logStartOffset: Int64 { startOffset.load(ordering: .acquiring) }
     /// Every offset below this is on stable storage.
     public var recoveryPoint: Int64 { flushedOffset.load(ordering: .acquiring) }

@@ -276,20 +276,7 @@ public struct ProducerStateSnapshot: Equatable {
     }
 
     public func write(directory: String) throws(LogError) {
-        let path = directory + "/" + Self.fileName
-        let tmp = path + ".tmp"
-        let fd = try FileIO.open(tmp, flags: O_WRONLY | O_CREAT | O_TRUNC)
-        do {
-            try FileIO.writeAll(fd: fd, array: encode(), at: 0, path: tmp)
-            try FileIO.datasync(fd: fd, path: tmp)
-        } catch {
-            close(fd)
-            try? FileIO.unlink(tmp)
-            throw error
-        }
-        close(fd)
-        try FileIO.rename(tmp, path)
-        try FileIO.syncDirectory(directory)
+        try FileIO.replaceAtomically(directory: directory, name: Self.fileName, with: encode())
     }
 }
 

@@ -435,49 +435,13 @@ final class StreamTask: @unchecked Sendable {
     /// changelog (one batch ending with a checkpoint record), output and changelog topics are
     /// flushed, then state and input offsets are written in ONE LMDB transaction, and finally the
     /// offsets are committed to the broker's consumer group (for visibility and stateless restarts).
+    ///
+    /// Exactly once (`transaction`): the changelog batch, the outputs produced since the last
+    /// commit and the input offsets go into the task's transaction, which commits them together
+    /// (its markers synced) before LMDB follows. A crash before the commit aborts everything (the
+    /// next instance's InitProducerId does it at once) and the task resumes from the previous
+    /// commit; a crash after it leaves LMDB older than the changelog, which `setup` detects.
     private func commit() throws {
-        if let transaction { return try commitTransaction(transaction) }
-        sequence += 1
-        let checkpoint = currentCheckpoint
-        var ops: [(key: [UInt8], value: [UInt8]?)] = []
-        if let changelogTopic {
-            var records: [ProducerRecord] = []
-            let now = wallClockMillis()
-            for (i, store) in stores.enumerated() {
-                for (k, v) in store.drainDirty() {
-                    let tagged = [UInt8(i)] + k
-                    records.append(ProducerRecord(key: tagged, value: v, timestamp: now))
-                    ops.append((stateKey(tagged), v))
-                }
-            }
-            records.append(ProducerRecord(key: Self.checkpointKey, value: checkpoint.encode(), timestamp: now))
-            let results = try OutputCollector.produceChunked(app.broker, topic: changelogTopic, records: records, partition: id.partition,
-                                                             maxBytes: AppRuntime.changelogRequestBytes)
-            if let last = results.last { changelogEnd = last.baseOffset + Int64(last.recordCount) }
-            context.output.touched.insert(changelogTopic)
-        }
-        for topic in context.output.touched.sorted() { try app.broker.flush(topic: topic) }
-        context.output.touched.removeAll()
-        let record = TaskRecord(checkpoint: checkpoint, changelogEnd: changelogEnd)
-        let key = taskKey
-        try app.environment.write { txn in
-            for op in ops {
-                if let v = op.value { try txn.put(AppRuntime.stateDB, op.key, v) } else { try txn.delete(AppRuntime.stateDB, op.key) }
-            }
-            try txn.put(AppRuntime.tasksDB, key, record.encode())
-        }
-        try app.broker.commitOffsets(group: app.applicationId, offsets: checkpoint.offsets)
-        uncommitted = false
-        recordsSinceCommit = 0
-        app.metrics.commits.add(1, ordering: .relaxed)
-    }
-
-    /// Exactly once: the changelog batch (with its checkpoint record), the outputs produced since
-    /// the last commit and the input offsets all go into the task's transaction, which commits
-    /// them together; LMDB follows. A crash before the commit aborts everything (the next
-    /// instance's InitProducerId does it at once) and the task resumes from the previous commit;
-    /// a crash after it leaves LMDB older than the changelog, which `setup` detects and restores.
-    private func commitTransaction(_ transaction: TransactionalProducer) throws {
         sequence += 1
         let checkpoint = currentCheckpoint
         var ops: [(key: [UInt8], value: [UInt8]?)] = []
@@ -494,11 +458,16 @@ final class StreamTask: @unchecked Sendable {
             records.append(ProducerRecord(key: Self.checkpointKey, value: checkpoint.encode(), timestamp: now))
             let results = try OutputCollector.produceChunked(app.broker, topic: changelogTopic, records: records, partition: id.partition,
                                                              maxBytes: AppRuntime.changelogRequestBytes, transaction: transaction)
-            // The commit marker follows the checkpoint record: the changelog position after it.
-            if let last = results.last { changelogEnd = last.baseOffset + Int64(last.recordCount) + 1 }
+            // Exactly once, the commit marker follows the checkpoint record.
+            if let last = results.last { changelogEnd = last.baseOffset + Int64(last.recordCount) + (transaction == nil ? 0 : 1) }
+            context.output.touched.insert(changelogTopic)
         }
-        try transaction.sendOffsets(group: app.applicationId, offsets: checkpoint.offsets)
-        try transaction.commit()  // markers written (and synced on `sync` topics) before it returns
+        if let transaction {
+            try transaction.sendOffsets(group: app.applicationId, offsets: checkpoint.offsets)
+            try transaction.commit()
+        } else {
+            for topic in context.output.touched.sorted() { try app.broker.flush(topic: topic) }
+        }
         context.output.touched.removeAll()
         let record = TaskRecord(checkpoint: checkpoint, changelogEnd: changelogEnd)
         let key = taskKey
@@ -508,10 +477,11 @@ final class StreamTask: @unchecked Sendable {
             }
             try txn.put(AppRuntime.tasksDB, key, record.encode())
         }
+        if transaction == nil { try app.broker.commitOffsets(group: app.applicationId, offsets: checkpoint.offsets) }
         uncommitted = false
         recordsSinceCommit = 0
         app.metrics.commits.add(1, ordering: .relaxed)
-        // Its outputs just became visible: caught up again (whatever path committed).
+        // Exactly once, its outputs just became visible: caught up again.
         publishProgress()
     }
 

@@ -32,17 +32,7 @@ func readCommittedTopic(_ broker: Broker, _ topic: String) throws -> [Out] {
     /// duplicates some copies and window results; under exactly-once a read_committed reader
     /// sees each exactly once, whatever was aborted.
     func topology(onInput: @escaping @Sendable (StreamRecord) -> Void = { _ in }) throws -> Topology {
-        let b = StreamsBuilder()
-        let events = b.stream("events").peek(onInput)
-        events.to("copy")
-        events.groupByKey()
-            .windowedBy(.tumbling(sizeMs: 1000, graceMs: 500))
-            .count("user-windows", emit: .onWindowClose)
-            .toStream().to("user-windows-out")
-        events.groupBy(name: "by-country") { $0.jsonString("country").map { Array($0.utf8) } }
-            .aggregate("country-totals", initializer: { Int64(0) }) { r, sum in sum + (r.jsonFields(["amount"])[0]?.cents ?? 0) }
-            .toStream().to("country-out")
-        return try b.build()
+        try recoveryTopology(onInput: onInput, copyTo: "copy")
     }
 
     /// In batches of 10 records, so that tasks read in chunks of maxReadBytes (a crash then

@@ -19,10 +19,12 @@ func recoveryInput(_ range: Range<Int>) -> [In] {
 }
 
 /// A two-stage topology: per-user tumbling counts (emit-final, windows of 1 s, grace 500 ms) and
-/// per-country totals through a repartition topic. `onInput` sees every input record (a test hook).
-func recoveryTopology(onInput: @escaping @Sendable (StreamRecord) -> Void = { _ in }) throws -> Topology {
+/// per-country totals through a repartition topic. `onInput` sees every input record (a test hook);
+/// `copyTo` also copies every input to that topic (an external output).
+func recoveryTopology(onInput: @escaping @Sendable (StreamRecord) -> Void = { _ in }, copyTo: String? = nil) throws -> Topology {
     let b = StreamsBuilder()
     let events = b.stream("events").peek(onInput)
+    if let copyTo { events.to(copyTo) }
     events.groupByKey()
         .windowedBy(.tumbling(sizeMs: 1000, graceMs: 500))
         .count("user-windows", emit: .onWindowClose)

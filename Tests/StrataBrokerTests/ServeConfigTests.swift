@@ -75,6 +75,24 @@ import Testing
         #expect(r.status != 0 && r.stderr.contains("cannot read config file"), "\(r.stderr)")
     }
 
+    /// The transaction and KIP-848 settings are known, printed with their source, and checked.
+    @Test func transactionAndConsumerGroupSettings() throws {
+        var r = try CLI.run(["serve", "--config", "transaction.max.timeout.ms=1000", "--config", "group.consumer.heartbeat.interval.ms=1000",
+                             "--config", "producer.id.expiration.ms=60000", "--print-config"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let c = printed(r)
+        #expect(c["transaction.max.timeout.ms"]?.value == "1000" && c["transaction.max.timeout.ms"]?.source == "flag --config")
+        #expect(c["group.consumer.heartbeat.interval.ms"]?.value == "1000")
+        #expect(c["producer.id.expiration.ms"]?.value == "60000")
+        #expect(c["transactional.id.expiration.ms"]?.source == "default")
+        #expect(c["group.consumer.session.timeout.ms"]?.value == "45000")
+        for bad in ["transaction.max.timeout.ms=0", "group.consumer.heartbeat.interval.ms=5", "group.consumer.session.timeout.ms=x",
+                    "producer.id.expiration.ms=-1", "transactional.id.expiration.ms=0"] {
+            r = try CLI.run(["serve", "--config", bad, "--print-config"])
+            #expect(r.status != 0 && r.stderr.contains(String(bad.split(separator: "=")[0])), "\(bad): \(r.stderr)")
+        }
+    }
+
     /// The file's settings take effect: a topic auto-created by a client gets num.partitions from
     /// the file, and serve logs JSON lines when the file says so.
     @Test func theFileConfiguresARunningServer() throws {

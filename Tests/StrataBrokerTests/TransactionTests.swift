@@ -102,6 +102,10 @@ private func append(_ broker: Broker, _ topic: String, _ p: Int32, _ batch: [UIn
         let failures = try broker.addPartitionsToTransaction("x", producerId: pid, epoch: epoch, partitions: [.init(topic: "t", partition: 9)])
         #expect(failures.count == 1)
         #expect(throws: TransactionError.self) { try broker.initProducerId(transactionalId: "x", transactionTimeoutMs: 0) }
+        // Above transaction.max.timeout.ms (15 minutes by default).
+        #expect(throws: TransactionError.invalidTimeout("transaction.timeout.ms 900001 must be in (0, 900000] (transaction.max.timeout.ms)")) {
+            try broker.initProducerId(transactionalId: "x", transactionTimeoutMs: 900_001)
+        }
         try broker.close()
     }
 

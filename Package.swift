@@ -2,12 +2,15 @@
 import PackageDescription
 
 // Layering (docs/architecture.md): dependencies point down only.
+//   StrataKit (the embedded API) -> StrataStreams -> StrataBroker
 //   strata (CLI) -> StrataBroker -> StrataLog -> StrataCore, CCRC32C, CPlatform
 //                                -> StrataMetadata -> StrataCore, CLMDB (Debian liblmdb-dev)
 let package = Package(
     name: "Strata",
     platforms: [.macOS(.v15)],
     products: [
+        // What an application embedding Strata imports: `import StrataKit` (docs/embedding.md).
+        .library(name: "StrataKit", targets: ["StrataKit"]),
         .library(name: "StrataLog", targets: ["StrataLog"]),
         .library(name: "StrataMetadata", targets: ["StrataMetadata"]),
         .library(name: "StrataBroker", targets: ["StrataBroker"]),
@@ -55,6 +58,7 @@ let package = Package(
             ]
         ),
         .target(name: "StrataStreams", dependencies: ["StrataBroker", "StrataMetadata", "StrataLog", "StrataCore"]),
+        .target(name: "StrataKit", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataCore"]),
         .executableTarget(name: "strata-streams-bench", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataCore"]),
         .target(name: "StrataQuery", dependencies: ["CSQLite", "CStrataScan", "StrataBroker", "StrataLog", "StrataCore"]),
         .target(
@@ -101,6 +105,7 @@ let package = Package(
         .testTarget(name: "StrataMetadataTests", dependencies: ["StrataMetadata"]),
         .testTarget(name: "StrataBrokerTests", dependencies: ["StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
         .testTarget(name: "StrataStreamsTests", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
+        .testTarget(name: "StrataKitTests", dependencies: ["StrataKit", "StrataCore"]),
         .testTarget(name: "StrataQueryTests", dependencies: ["StrataQuery", "StrataBroker", "StrataLog", "CStrataScan"]),
         .testTarget(
             name: "StrataKafkaTests",

@@ -60,6 +60,17 @@ public struct ConsumedRecord: Sendable, Equatable {
     public let key: [UInt8]?
     public let value: [UInt8]?
     public let headers: [ProducerRecord.Header]
+
+    public init(topic: String, partition: Int32, offset: Int64, timestamp: Int64, key: [UInt8]?, value: [UInt8]?,
+                headers: [ProducerRecord.Header]) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.timestamp = timestamp
+        self.key = key
+        self.value = value
+        self.headers = headers
+    }
 }
 
 public struct PartitionDescription: Sendable {

@@ -1,4 +1,5 @@
 import StrataBroker
+import StrataCore
 import StrataLog
 
 /// Counters a task accumulates while processing a chunk (folded into the app's metrics after it).
@@ -130,6 +131,13 @@ final class TaskContext {
     var inputOffset: Int64 = -1
     var inputSequence: UInt32 = 0
 
+    /// Nodes that asked to be punctuated (wall clock), with their period and next due time
+    /// (monotonic ms).
+    private(set) var punctuations: [(node: ProcessorNode, everyMs: Int64, dueMs: Int64)] = []
+    /// Monotonic time at which the task last processed input records (set per chunk): windowed
+    /// nodes that follow the wall clock while idle measure from it.
+    var lastInputMonotonicMs = monotonicMillis()
+
     init(applicationId: String, partition: Int32, restored: [String: [(key: [UInt8], value: [UInt8])]],
          sourceTopics: [String] = [], readBack: Set<String> = []) {
         self.applicationId = applicationId
@@ -154,6 +162,27 @@ final class TaskContext {
 
     func resolve(_ topic: String) -> String { Topology.resolve(topic, applicationId: applicationId) }
 
+    /// Calls `node.punctuate` about every `everyMs` of wall-clock time while the task runs.
+    func schedule(_ node: ProcessorNode, everyMs: Int64) {
+        punctuations.append((node, max(1, everyMs), monotonicMillis() &+ max(1, everyMs)))
+    }
+
+    /// When the next punctuation is due (monotonic ms), nil when none is scheduled.
+    var nextPunctuationDueMs: Int64? { punctuations.map(\.dueMs).min() }
+
+    /// Punctuates the nodes that are due; returns whether any of them changed state or emitted.
+    func punctuateDue() -> Bool {
+        guard !punctuations.isEmpty else { return false }
+        let now = monotonicMillis()
+        let wall = wallClockMillis()
+        var changed = false
+        for i in punctuations.indices where punctuations[i].dueMs <= now {
+            punctuations[i].dueMs = now &+ punctuations[i].everyMs
+            if punctuations[i].node.punctuate(wallClockMs: wall, monotonicMs: now) { changed = true }
+        }
+        return changed
+    }
+
     func store<S: AnyStateStore>(_ name: String, make: ([(key: [UInt8], value: [UInt8])]) -> S) -> S {
         if let s = stores[name] {
             guard let typed = s as? S else { preconditionFailure("store '\(name)' is used with two different value types") }
@@ -170,6 +199,9 @@ final class TaskContext {
 class ProcessorNode {
     var children: [ProcessorNode] = []
     func process(_ record: StreamRecord) { forward(record) }
+    /// A scheduled wall-clock punctuation (`TaskContext.schedule`); returns whether the node
+    /// changed state or emitted records (the task then has something to commit).
+    func punctuate(wallClockMs: Int64, monotonicMs: Int64) -> Bool { false }
     @inline(__always) final func forward(_ record: StreamRecord) {
         for child in children { child.process(record) }
     }
@@ -236,6 +268,34 @@ final class BranchNode: ProcessorNode {
 }
 
 final class PassNode: ProcessorNode {}
+
+/// Your own processing step (`KStream.process`): called for each record, and on the wall clock
+/// when scheduled. One instance per task, used by that task's thread only.
+public protocol StreamProcessor: AnyObject {
+    /// Handles one record; `emit` sends records downstream (any number, any keys).
+    func process(_ record: StreamRecord, emit: (StreamRecord) -> Void)
+    /// Called about every `punctuateEveryMs` of wall-clock time (ms since the epoch), even when
+    /// no record arrives.
+    func punctuate(wallClockMs: Int64, emit: (StreamRecord) -> Void)
+}
+
+extension StreamProcessor {
+    public func punctuate(wallClockMs: Int64, emit: (StreamRecord) -> Void) {}
+}
+
+final class CustomProcessorNode: ProcessorNode {
+    let processor: any StreamProcessor
+    init(_ processor: any StreamProcessor) { self.processor = processor }
+    override func process(_ record: StreamRecord) { processor.process(record) { forward($0) } }
+    override func punctuate(wallClockMs: Int64, monotonicMs: Int64) -> Bool {
+        var emitted = false
+        processor.punctuate(wallClockMs: wallClockMs) { r in
+            emitted = true
+            forward(r)
+        }
+        return emitted
+    }
+}
 
 final class SinkNode: ProcessorNode {
     let topic: String
@@ -315,7 +375,7 @@ final class AggregateNode<V: StateValue>: ProcessorNode {
 }
 
 /// When windowed aggregations emit results.
-public enum EmitStrategy: Sendable {
+public enum EmitStrategy: Sendable, Equatable {
     /// An update for every record that changes a window (a KTable changelog).
     case onUpdate
     /// One final result per key and window, once stream time passes its end plus grace
@@ -324,6 +384,43 @@ public enum EmitStrategy: Sendable {
     /// again by the restarted task, with the same values (state and stream time are restored from
     /// that commit): at-least-once, the same record possibly twice, never a different value.
     case onWindowClose
+    /// As `.onWindowClose` — Kafka's `suppress(untilWindowCloses)` — with a wall-clock bound:
+    /// while the task receives no input, stream time follows the wall clock. Once `idleMs` have
+    /// passed since the last input record, stream time advances by the wall-clock time elapsed
+    /// since that record, so the last windows of a stream that went quiet are emitted (at most
+    /// `max(idleMs, end + grace - streamTime)` after the last record) instead of waiting for a
+    /// later event. Quiet time counts as time passed: a record arriving afterwards for a window
+    /// closed that way is late (dropped, `metrics.lateDropped`). The advanced stream time is
+    /// committed like any other, so a restart keeps it.
+    case onWindowCloseOrIdle(idleMs: Int64)
+
+    var isFinal: Bool { self != .onUpdate }
+
+    var idleMs: Int64? {
+        if case .onWindowCloseOrIdle(let ms) = self { return ms }
+        return nil
+    }
+
+    /// How often a node with a wall-clock bound checks it.
+    var punctuationMs: Int64? { idleMs.map { min(1000, max(10, $0 / 4)) } }
+}
+
+/// Stream time while idle (`EmitStrategy.onWindowCloseOrIdle`): the stream time reached by the
+/// last record plus the wall-clock time elapsed since it. Remembers that base, so repeated
+/// punctuations of one quiet period do not add the elapsed time twice.
+struct IdleStreamTime {
+    /// Stream time when the current quiet period began (the last record's), and what the
+    /// punctuations of this period advanced it to.
+    private var base: Int64 = .min
+    private var advancedTo: Int64 = .min
+
+    mutating func advanced(from streamTime: Int64, quietMs: Int64) -> Int64 {
+        // A stream time other than the one we set means records came in: a new quiet period.
+        if streamTime != advancedTo { base = streamTime }
+        let (t, o) = base.addingReportingOverflow(quietMs)
+        advancedTo = o ? .max : t
+        return advancedTo
+    }
 }
 
 /// Tumbling/hopping window aggregation over event time with a grace period.
@@ -345,7 +442,23 @@ final class WindowAggregateNode<V: StateValue>: ProcessorNode {
         self.aggregate = aggregate
         super.init()
         earliestEnd = store.map.keys.map { $0.start &+ windows.sizeMs }.min() ?? .max
+        if let every = emit.punctuationMs { context.schedule(self, everyMs: every) }
     }
+
+    /// `.onWindowCloseOrIdle`: once the task has been idle for `idleMs`, stream time follows the
+    /// wall clock from the last record on.
+    override func punctuate(wallClockMs: Int64, monotonicMs: Int64) -> Bool {
+        guard let idle = emit.idleMs, store.streamTime != .min else { return false }
+        let quiet = monotonicMs &- context.lastInputMonotonicMs
+        guard quiet >= idle else { return false }
+        let target = idleStreamTime.advanced(from: store.streamTime, quietMs: quiet)
+        guard target > store.streamTime, windows.isValid(eventTime: target) else { return false }
+        store.advance(to: target)
+        let closeTime = saturatingSub(target, windows.graceMs)
+        if earliestEnd <= closeTime { closeWindows(closeTime) }
+        return true
+    }
+    var idleStreamTime = IdleStreamTime()
 
     override func process(_ record: StreamRecord) {
         guard let key = record.key, record.value != nil else { return }
@@ -395,7 +508,7 @@ final class WindowAggregateNode<V: StateValue>: ProcessorNode {
         closed.sort { $0.0.start != $1.0.start ? $0.0.start < $1.0.start : $0.0.key.lexicographicallyPrecedes($1.0.key) }
         for (k, e) in closed {
             store.remove(k)
-            if emit == .onWindowClose, let v = e.value {
+            if emit.isFinal, let v = e.value {
                 let w = Window(start: k.start, end: k.start &+ windows.sizeMs)
                 var out = StreamRecord(key: WindowedKey.encode(k.key, w), value: v.stateBytes, timestamp: e.timestamp)
                 out.window = w
@@ -425,7 +538,22 @@ final class SessionAggregateNode<V: StateValue>: ProcessorNode {
         self.merge = merge
         super.init()
         earliestEnd = store.map.values.flatMap { $0.sessions.map(\.end) }.min() ?? .max
+        if let every = emit.punctuationMs { context.schedule(self, everyMs: every) }
     }
+
+    /// `.onWindowCloseOrIdle`: as for time windows.
+    override func punctuate(wallClockMs: Int64, monotonicMs: Int64) -> Bool {
+        guard let idle = emit.idleMs, store.streamTime != .min else { return false }
+        let quiet = monotonicMs &- context.lastInputMonotonicMs
+        guard quiet >= idle else { return false }
+        let target = idleStreamTime.advanced(from: store.streamTime, quietMs: quiet)
+        guard target > store.streamTime, windows.isValid(eventTime: target) else { return false }
+        store.advance(to: target)
+        let closeTime = windows.closeTime(streamTime: target)
+        if earliestEnd < closeTime { closeSessions(closeTime) }
+        return true
+    }
+    var idleStreamTime = IdleStreamTime()
 
     override func process(_ record: StreamRecord) {
         guard let key = record.key, record.value != nil else { return }
@@ -498,7 +626,7 @@ final class SessionAggregateNode<V: StateValue>: ProcessorNode {
         }
         earliestEnd = nextEarliest
         for (k, keep) in changed { store.set(k, keep) }
-        guard emit == .onWindowClose else { return }
+        guard emit.isFinal else { return }
         closed.sort { $0.session.start != $1.session.start ? $0.session.start < $1.session.start : $0.key.lexicographicallyPrecedes($1.key) }
         for (k, s) in closed {
             let w = Window(start: s.start, end: s.end)

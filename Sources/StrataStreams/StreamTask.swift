@@ -240,6 +240,10 @@ final class StreamTask: @unchecked Sendable {
                         let due = max(1, commitIntervalMs - (monotonicMillis() - lastCommit))
                         timeout = min(timeout ?? due, due)
                     }
+                    if let punctuation = context.nextPunctuationDueMs {
+                        let due = max(1, punctuation - monotonicMillis())
+                        timeout = min(timeout ?? due, due)
+                    }
                     await app.broker.waitForData(positions.map { ($0.topic, id.partition, $0.next) }, timeoutMs: timeout, committedOnly: true)
                 } else {
                     await Task.yield()
@@ -300,12 +304,17 @@ final class StreamTask: @unchecked Sendable {
             count = try mergeSources(context)
         }
         context.counters.processed += count
+        if count > 0 { context.lastInputMonotonicMs = monotonicMillis() }
+        // Wall-clock punctuations (custom processors, windows closing on idle) emit with the chunk.
+        let punctuated = context.punctuateDue()
+        if punctuated { uncommitted = true }
+        try output.checkFailure()
         _ = try output.flush(broker)
         recordsSinceCommit += count
         app.metrics.add(context.counters)
         context.counters = TaskCounters()
         publishProgress()
-        return count > 0 || positions.map(\.next) != before
+        return count > 0 || punctuated || positions.map(\.next) != before
     }
 
     /// Several sources (a stream and the table it joins, merged streams): records are processed in

@@ -327,6 +327,9 @@ public final class StreamsApp: @unchecked Sendable {
         StateEnvironments.release(path: statePath)
     }
 
+    /// The open state environment while the instance runs (interactive queries read it).
+    var stateEnvironment: MetadataEnvironment? { state.withLock { $0.runtime?.environment } }
+
     /// Tasks this instance runs now.
     public var assignedTasks: [TaskId] { state.withLock { $0.tasks.keys.sorted() } }
 

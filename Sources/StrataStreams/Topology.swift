@@ -94,6 +94,13 @@ public enum StreamsError: Error, CustomStringConvertible, Sendable {
     }
 }
 
+/// The layout of a state store (how its entries are encoded in LMDB and the changelog).
+enum StoreKind: Sendable, Equatable {
+    case keyValue
+    case window(sizeMs: Int64)
+    case session
+}
+
 enum NodeKind: Sendable {
     case source(topics: [String], extractor: TimestampExtractor)
     case processor(@Sendable (TaskContext) -> ProcessorNode)
@@ -137,6 +144,7 @@ public final class StreamsBuilder {
     var nodes: [NodeDef] = []
     private var streamsByTopic: [String: Int] = [:]
     private var storeNames: Set<String> = []
+    var storeKinds: [String: StoreKind] = [:]
     private var problems: [String] = []
 
     public init() {}
@@ -149,9 +157,10 @@ public final class StreamsBuilder {
 
     func problem(_ why: String) { problems.append(why) }
 
-    func registerStore(_ name: String) {
+    func registerStore(_ name: String, _ kind: StoreKind = .keyValue) {
         if !Topology.isValidName(name) { problems.append("store name '\(name)' must match [A-Za-z0-9._-]+") }
         if !storeNames.insert(name).inserted { problems.append("store name '\(name)' is used twice") }
+        storeKinds[name] = kind
     }
 
     /// A stream of the records of `topics` (all partitions), with event time from `timestamp`.
@@ -184,7 +193,7 @@ public final class StreamsBuilder {
 
     public func build() throws -> Topology {
         if !problems.isEmpty { throw StreamsError.invalidTopology(problems.joined(separator: "; ")) }
-        return try Topology(nodes: nodes)
+        return try Topology(nodes: nodes, storeKinds: storeKinds)
     }
 }
 
@@ -193,14 +202,27 @@ public final class StreamsBuilder {
 public struct KStream {
     let builder: StreamsBuilder
     let node: Int
+    /// Whether an operator since the source (or the last repartition) may have changed keys
+    /// (`selectKey`, `map`, `flatMap`): records may then sit in a partition their key does not
+    /// decide, and `groupByKey`/`join` repartition first, as Kafka Streams does.
+    let keyChanged: Bool
 
-    func then(_ name: String, _ make: @escaping @Sendable (TaskContext) -> ProcessorNode, stores: [String] = []) -> KStream {
-        KStream(builder: builder, node: builder.add(name, parents: [node], stores: stores, .processor(make)))
+    init(builder: StreamsBuilder, node: Int, keyChanged: Bool = false) {
+        self.builder = builder
+        self.node = node
+        self.keyChanged = keyChanged
     }
 
-    /// Transforms each record (key, value, timestamp, headers).
+    func then(_ name: String, changesKey: Bool = false, _ make: @escaping @Sendable (TaskContext) -> ProcessorNode,
+              stores: [String] = []) -> KStream {
+        KStream(builder: builder, node: builder.add(name, parents: [node], stores: stores, .processor(make)),
+                keyChanged: keyChanged || changesKey)
+    }
+
+    /// Transforms each record (key, value, timestamp, headers). A later `groupByKey` or `join`
+    /// repartitions (the key may have changed).
     public func map(_ f: @escaping @Sendable (StreamRecord) -> StreamRecord) -> KStream {
-        then("map") { _ in MapNode(f) }
+        then("map", changesKey: true) { _ in MapNode(f) }
     }
 
     /// Replaces each record's value.
@@ -208,10 +230,21 @@ public struct KStream {
         then("mapValues") { _ in MapNode { $0.withValue(f($0)) } }
     }
 
-    /// Replaces each record's key (no repartitioning: follow with `repartition` or `groupBy` when
-    /// records must move to the partition of their new key).
+    /// Replaces each record's value with text (UTF-8), e.g. a JSON string built with `JSONObjectWriter`.
+    public func mapValues(_ f: @escaping @Sendable (StreamRecord) -> String?) -> KStream {
+        then("mapValues") { _ in MapNode { $0.withValue(f($0)) } }
+    }
+
+    /// Replaces each record's key. Records do not move by themselves: a later `groupByKey` or
+    /// `join` repartitions first (through `<applicationId>-<name>-repartition`), as in Kafka
+    /// Streams; `to(topic)` partitions by the new key anyway.
     public func selectKey(_ f: @escaping @Sendable (StreamRecord) -> [UInt8]?) -> KStream {
-        then("selectKey") { _ in MapNode { $0.withKey(f($0)) } }
+        then("selectKey", changesKey: true) { _ in MapNode { $0.withKey(f($0)) } }
+    }
+
+    /// Replaces each record's key with text (UTF-8), e.g. `{ $0.jsonString("user") }`.
+    public func selectKey(_ f: @escaping @Sendable (StreamRecord) -> String?) -> KStream {
+        then("selectKey", changesKey: true) { _ in MapNode { $0.withKey(f($0)) } }
     }
 
     public func filter(_ p: @escaping @Sendable (StreamRecord) -> Bool) -> KStream {
@@ -224,7 +257,7 @@ public struct KStream {
 
     /// Zero or more records per record.
     public func flatMap(_ f: @escaping @Sendable (StreamRecord) -> [StreamRecord]) -> KStream {
-        then("flatMap") { _ in FlatMapNode(f) }
+        then("flatMap", changesKey: true) { _ in FlatMapNode(f) }
     }
 
     /// Calls `f` for each record and passes it on unchanged.
@@ -242,7 +275,24 @@ public struct KStream {
     /// The records of both streams, interleaved as they are processed.
     public func merge(_ other: KStream) -> KStream {
         precondition(other.builder === builder, "streams of different builders")
-        return KStream(builder: builder, node: builder.add("merge", parents: [node, other.node], .processor { _ in PassNode() }))
+        return KStream(builder: builder, node: builder.add("merge", parents: [node, other.node], .processor { _ in PassNode() }),
+                       keyChanged: keyChanged || other.keyChanged)
+    }
+
+    /// Runs your own processor: `process` gets each record and may emit any number of records;
+    /// with `punctuateEveryMs`, `punctuate` is also called about that often on the wall clock
+    /// (whether or not records arrive), and may emit too — Kafka Streams' wall-clock
+    /// punctuation. `make` is called once per task. The processor's own fields are not state
+    /// stores: they are not restored after a restart (keep what must survive in an aggregation).
+    /// Emitted records may carry new keys: a later `groupByKey`/`join` repartitions.
+    public func process(_ name: String = "process", punctuateEveryMs: Int64? = nil,
+                        _ make: @escaping @Sendable () -> any StreamProcessor) -> KStream {
+        if let every = punctuateEveryMs, every <= 0 { builder.problem("punctuateEveryMs must be > 0") }
+        return then(name, changesKey: true) { ctx in
+            let node = CustomProcessorNode(make())
+            if let every = punctuateEveryMs { ctx.schedule(node, everyMs: every) }
+            return node
+        }
     }
 
     /// Writes each record to `topic`, partitioned by key (murmur2, as Kafka's producer does).
@@ -260,14 +310,30 @@ public struct KStream {
         return KStream(builder: builder, node: source)
     }
 
-    /// Groups by the current key (no repartitioning: the key must already decide the partition).
-    public func groupByKey() -> KGroupedStream { KGroupedStream(builder: builder, node: node) }
+    /// Repartitions if keys may have changed since the source (`name`, or one derived from the
+    /// node's position in the topology — stable as long as the topology code is).
+    func repartitionedIfKeyChanged(_ name: String?) -> KStream {
+        keyChanged ? repartition(name: name ?? "rekey-\(node)") : self
+    }
+
+    /// Groups by the current key. After an operator that may change keys (`selectKey`, `map`,
+    /// `flatMap`, `process`) the records first go through the repartition topic
+    /// `<applicationId>-<name>-repartition` (default name `rekey-<node>`), so that each key's
+    /// records meet in one task, as in Kafka Streams; otherwise nothing moves.
+    public func groupByKey(name: String? = nil) -> KGroupedStream {
+        KGroupedStream(builder: builder, node: repartitionedIfKeyChanged(name).node)
+    }
 
     /// Groups by a new key: records are re-keyed and sent through `<applicationId>-<name>-repartition`.
     /// Records whose new key is nil are dropped.
     public func groupBy(name: String, _ key: @escaping @Sendable (StreamRecord) -> [UInt8]?) -> KGroupedStream {
         let rekeyed = then("groupBy") { _ in FlatMapNode { r in key(r).map { [r.withKey($0)] } ?? [] } }
         return KGroupedStream(builder: builder, node: rekeyed.repartition(name: name).node)
+    }
+
+    /// Groups by a new text key (UTF-8), e.g. `groupBy(name: "by-user") { $0.jsonString("user") }`.
+    public func groupBy(name: String, _ key: @escaping @Sendable (StreamRecord) -> String?) -> KGroupedStream {
+        groupBy(name: name) { (r: StreamRecord) -> [UInt8]? in key(r).map { Array($0.utf8) } }
     }
 
     /// Inner stream–table join: each record whose key is in the table gets
@@ -287,7 +353,8 @@ public struct KStream {
             builder.problem("only tables of topics and non-windowed aggregations can be joined")
             return self
         }
-        return then(left ? "leftJoin" : "join", { ctx in
+        // Records whose key may have changed move to the table's partition for their key first.
+        return repartitionedIfKeyChanged(nil).then(left ? "leftJoin" : "join", { ctx in
             // The table's node (a topic table or an aggregation, of any value type) has a smaller
             // id, so it was instantiated first and created the store.
             let s: AnyStateStore = ctx.stores[store] ?? ctx.store(store) { KeyValueStore<[UInt8]>(name: store, restored: $0) }
@@ -338,7 +405,8 @@ public struct TimeWindowedStream {
 
     func windowNode<V: StateValue>(_ store: String, _ emit: EmitStrategy, _ type: V.Type,
                                    _ aggregate: @escaping @Sendable (StreamRecord, V?) -> V) -> KTable {
-        builder.registerStore(store)
+        builder.registerStore(store, .window(sizeMs: windows.sizeMs))
+        if let idle = emit.idleMs, idle < 0 { builder.problem("onWindowCloseOrIdle needs idleMs >= 0") }
         let windows = self.windows
         let id = builder.add("window-aggregate", parents: [node], stores: [store], .processor { ctx in
             WindowAggregateNode(store: ctx.store(store) { WindowStore<V>(name: store, restored: $0) }, windows: windows, emit: emit,
@@ -369,7 +437,8 @@ public struct SessionWindowedStream {
 
     func sessionNode<V: StateValue>(_ store: String, _ emit: EmitStrategy, _ aggregate: @escaping @Sendable (StreamRecord, V?) -> V,
                                     merge: @escaping @Sendable (V, V) -> V) -> KTable {
-        builder.registerStore(store)
+        builder.registerStore(store, .session)
+        if let idle = emit.idleMs, idle < 0 { builder.problem("onWindowCloseOrIdle needs idleMs >= 0") }
         let windows = self.windows
         let id = builder.add("session-aggregate", parents: [node], stores: [store], .processor { ctx in
             SessionAggregateNode(store: ctx.store(store) { SessionStore<V>(name: store, restored: $0) }, windows: windows, emit: emit,
@@ -413,6 +482,8 @@ public struct KTable {
 public final class Topology: Sendable, CustomStringConvertible {
     let nodes: [NodeDef]
     public let subtopologies: [Subtopology]
+    /// What kind of store each name is (for interactive queries).
+    let storeKinds: [String: StoreKind]
 
     static func isValidName(_ s: String) -> Bool {
         !s.isEmpty && s.utf8.allSatisfy { c in
@@ -427,8 +498,9 @@ public final class Topology: Sendable, CustomStringConvertible {
 
     static func changelogSuffix(_ stores: [String]) -> String { "$\(stores.joined(separator: "_"))-changelog" }
 
-    init(nodes: [NodeDef]) throws {
+    init(nodes: [NodeDef], storeKinds: [String: StoreKind] = [:]) throws {
         self.nodes = nodes
+        self.storeKinds = storeKinds
         // Union-find over parent edges and shared stores.
         var parent = Array(nodes.indices)
         func find(_ x: Int) -> Int {

@@ -75,6 +75,13 @@ public final class GroupConsumer: Sendable {
         state.withLock { $0.positions.keys.sorted().map { ($0.topic, $0.partition) } }
     }
 
+    /// The next offset to deliver of each owned partition: what `commit()` commits, and what a
+    /// consume-transform-produce loop passes to `TransactionalProducer.sendOffsets` to commit
+    /// its input positions with its outputs (exactly once).
+    public var positions: [(topic: String, partition: Int32, offset: Int64)] {
+        state.withLock { $0.positions.sorted { $0.key < $1.key }.map { ($0.key.topic, $0.key.partition, $0.value) } }
+    }
+
     /// Up to `maxRecordsPerPoll` records from the owned partitions, waiting up to `timeoutMs`
     /// for some (woken by appends). Heartbeats, takes and gives up partitions, and auto-commits
     /// as due. Returns an empty array on timeout or when the task is cancelled.

@@ -93,7 +93,7 @@ extension StreamRecord {
 extension KStream {
     /// Replaces each record's value with `f`'s result encoded as JSON (nil: a null value).
     /// A value that fails to encode becomes null too.
-    public func mapJSON<T: Encodable>(_ f: @escaping @Sendable (StreamRecord) -> T?) -> KStream {
+    public func mapJSON<T: Encodable & SendableMetatype>(_ f: @escaping @Sendable (StreamRecord) -> T?) -> KStream {
         mapValues { (r: StreamRecord) -> [UInt8]? in f(r).flatMap { try? StrataJSON.encode($0) } }
     }
 }

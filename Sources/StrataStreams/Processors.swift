@@ -168,7 +168,9 @@ final class TaskContext {
     }
 
     /// When the next punctuation is due (monotonic ms), nil when none is scheduled.
-    var nextPunctuationDueMs: Int64? { punctuations.map(\.dueMs).min() }
+    /// (Windows closing on idle are punctuated only while some are open: an idle task with
+    /// nothing to close sleeps without a timer.)
+    var nextPunctuationDueMs: Int64? { punctuations.filter { $0.node.wantsPunctuation }.map(\.dueMs).min() }
 
     /// Punctuates the nodes that are due; returns whether any of them changed state or emitted.
     func punctuateDue() -> Bool {
@@ -176,12 +178,15 @@ final class TaskContext {
         let now = monotonicMillis()
         let wall = wallClockMillis()
         var changed = false
-        for i in punctuations.indices where punctuations[i].dueMs <= now {
+        for i in punctuations.indices where punctuations[i].dueMs <= now && punctuations[i].node.wantsPunctuation {
             punctuations[i].dueMs = now &+ punctuations[i].everyMs
             if punctuations[i].node.punctuate(wallClockMs: wall, monotonicMs: now) { changed = true }
         }
         return changed
     }
+
+    /// Whether a scheduled node will still emit without further input.
+    var outputPendingWithoutInput: Bool { punctuations.contains { $0.node.emitsWithoutInput } }
 
     func store<S: AnyStateStore>(_ name: String, make: ([(key: [UInt8], value: [UInt8])]) -> S) -> S {
         if let s = stores[name] {
@@ -202,6 +207,11 @@ class ProcessorNode {
     /// A scheduled wall-clock punctuation (`TaskContext.schedule`); returns whether the node
     /// changed state or emitted records (the task then has something to commit).
     func punctuate(wallClockMs: Int64, monotonicMs: Int64) -> Bool { false }
+    /// Whether the node will still emit without further input (windows that close on the wall
+    /// clock): the task is not caught up until it has.
+    var emitsWithoutInput: Bool { false }
+    /// Whether a scheduled punctuation is worth running now.
+    var wantsPunctuation: Bool { true }
     @inline(__always) final func forward(_ record: StreamRecord) {
         for child in children { child.process(record) }
     }
@@ -459,6 +469,8 @@ final class WindowAggregateNode<V: StateValue>: ProcessorNode {
         return true
     }
     var idleStreamTime = IdleStreamTime()
+    override var emitsWithoutInput: Bool { emit.idleMs != nil && earliestEnd != .max }
+    override var wantsPunctuation: Bool { emitsWithoutInput }
 
     override func process(_ record: StreamRecord) {
         guard let key = record.key, record.value != nil else { return }
@@ -554,6 +566,8 @@ final class SessionAggregateNode<V: StateValue>: ProcessorNode {
         return true
     }
     var idleStreamTime = IdleStreamTime()
+    override var emitsWithoutInput: Bool { emit.idleMs != nil && earliestEnd != .max }
+    override var wantsPunctuation: Bool { emitsWithoutInput }
 
     override func process(_ record: StreamRecord) {
         guard let key = record.key, record.value != nil else { return }

@@ -277,8 +277,9 @@ final class StreamTask: @unchecked Sendable {
 
     private func publishProgress() {
         let snapshot = positions.indices.map { (positions[$0].topic, positions[$0].log, processedOffset($0)) }
-        // Exactly once: outputs are invisible until the transaction commits.
-        outputsInvisible.store(transaction != nil && uncommitted, ordering: .releasing)
+        // Exactly once: outputs are invisible until the transaction commits. Windows closing on
+        // the wall clock (`onWindowCloseOrIdle`) are output still to come without new input.
+        outputsInvisible.store((transaction != nil && uncommitted) || context.outputPendingWithoutInput, ordering: .releasing)
         app.progress.bump()
         progress.withLock { $0 = snapshot }
         app.progress.notify()

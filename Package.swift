@@ -59,6 +59,7 @@ let package = Package(
         ),
         .target(name: "StrataStreams", dependencies: ["StrataBroker", "StrataMetadata", "StrataLog", "StrataCore"]),
         .target(name: "StrataKit", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataCore"]),
+        .executableTarget(name: "strata-embedded-bench", dependencies: ["StrataKit", "StrataCore"]),
         .executableTarget(name: "strata-streams-bench", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataCore"]),
         .target(name: "StrataQuery", dependencies: ["CSQLite", "CStrataScan", "StrataBroker", "StrataLog", "StrataCore"]),
         .target(

@@ -171,11 +171,22 @@ def enricher():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def doc_sources():
+    """Each `<!-- example-source: PATH -->` block of docs/embedding.md must be that file, verbatim."""
+    doc = open(os.path.join(ROOT, "docs", "embedding.md")).read()
+    blocks = re.findall(r"<!-- example-source: (\S+) -->\n```swift\n(.*?)```", doc, re.S)
+    check("docs/embedding.md shows example sources", len(blocks) > 0)
+    for path, text in blocks:
+        source = open(os.path.join(ROOT, path)).read()
+        check(f"docs/embedding.md block is {path}", text == source, "the block differs from the file: copy the file into the doc")
+
+
 def main():
     global verbose
     ap = argparse.ArgumentParser()
     ap.add_argument("-v", action="store_true")
     verbose = ap.parse_args().v
+    doc_sources()
     if not build():
         check("examples build", False)
     else:

@@ -68,6 +68,7 @@ struct PartitionReader {
 /// Ends early (returns nil) when the iterating task is cancelled.
 public struct RecordSequence: AsyncSequence, Sendable {
     public typealias Element = ConsumedRecord
+    public typealias Failure = any Error
     let broker: Broker
     let topic: String
     let partition: Int32?
@@ -94,7 +95,11 @@ public struct RecordSequence: AsyncSequence, Sendable {
             reader = PartitionReader(broker: sequence.broker, committedOnly: sequence.committedOnly)
         }
 
-        public mutating func next() async throws -> ConsumedRecord? {
+        public mutating func next() async throws -> ConsumedRecord? { try await next(isolation: nil) }
+
+        /// Runs on the caller's actor (SE-0421): a buffered record is returned without leaving
+        /// it, so a `for try await` loop on the main actor does not hop executors per record.
+        public mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> ConsumedRecord? {
             if index < buffer.count {
                 defer { index += 1 }
                 return buffer[index]
@@ -120,7 +125,8 @@ public struct RecordSequence: AsyncSequence, Sendable {
                     guard parts[i].next < parts[i].end else { continue }
                     let (records, next) = try reader.read(topic, parts[i].partition, from: parts[i].next)
                     parts[i].next = next
-                    let kept = parts[i].end == .max ? records : records.filter { $0.offset < parts[i].end }
+                    let end = parts[i].end
+                    let kept = (records.last?.offset ?? .min) < end ? records : records.filter { $0.offset < end }
                     partitions = parts
                     turn = (i + 1) % parts.count
                     if !kept.isEmpty {

@@ -56,6 +56,9 @@ public final class GroupConsumer: Sendable {
         var lastAutoCommitMs = monotonicMillis()
         var turn = 0
         var closed = false
+        /// Records read past a poll's limit, per partition: (their first offset, the records,
+        /// the offset after the read), served by the next poll instead of decoding them again.
+        var readAhead: [TopicPartition: (from: Int64, records: ArraySlice<ConsumedRecord>, next: Int64)] = [:]
     }
     private let state = Mutex(State())
 
@@ -96,10 +99,21 @@ public final class GroupConsumer: Sendable {
             var moved: [(TopicPartition, Int64, Int64)] = []
             for step in 0..<owned.count where out.count < options.maxRecordsPerPoll {
                 let (tp, position) = owned[(turn + step) % owned.count]
-                var (records, next) = try reader.read(tp.topic, tp.partition, from: position)
-                if out.count + records.count > options.maxRecordsPerPoll {
-                    records = Array(records.prefix(options.maxRecordsPerPoll - out.count))
-                    next = records.last.map { $0.offset + 1 } ?? position
+                var records: ArraySlice<ConsumedRecord>
+                var next: Int64
+                if let ahead = state.withLock({ $0.readAhead.removeValue(forKey: tp) }), ahead.from == position {
+                    (records, next) = (ahead.records, ahead.next)
+                } else {
+                    let read = try reader.read(tp.topic, tp.partition, from: position)
+                    (records, next) = (read.records[...], read.next)
+                }
+                let room = options.maxRecordsPerPoll - out.count
+                if records.count > room {
+                    let rest = records.dropFirst(room)
+                    let after = next
+                    records = records.prefix(room)
+                    next = rest.first!.offset
+                    state.withLock { $0.readAhead[tp] = (next, rest, after) }
                 }
                 out += records
                 if next != position { moved.append((tp, position, next)) }
@@ -161,6 +175,7 @@ public final class GroupConsumer: Sendable {
 
     public struct Records: AsyncSequence, Sendable {
         public typealias Element = ConsumedRecord
+        public typealias Failure = any Error
         let consumer: GroupConsumer
         public func makeAsyncIterator() -> Iterator { Iterator(consumer: consumer) }
 
@@ -168,7 +183,10 @@ public final class GroupConsumer: Sendable {
             let consumer: GroupConsumer
             var buffer: [ConsumedRecord] = []
             var index = 0
-            public mutating func next() async throws -> ConsumedRecord? {
+            public mutating func next() async throws -> ConsumedRecord? { try await next(isolation: nil) }
+
+            /// On the caller's actor: buffered records come without an executor hop.
+            public mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> ConsumedRecord? {
                 while index >= buffer.count {
                     if Task.isCancelled || consumer.state.withLock({ $0.closed }) { return nil }
                     buffer = try await consumer.poll(timeoutMs: 1000)
@@ -209,6 +227,7 @@ public final class GroupConsumer: Sendable {
                         s.epoch = 0
                         s.positions = [:]
                         s.committed = [:]
+                        s.readAhead = [:]
                         s.nextHeartbeatMs = .min
                     }
                     continue
@@ -240,7 +259,7 @@ public final class GroupConsumer: Sendable {
             // Commit what was delivered before letting go (Kafka: auto-commit on revocation).
             let moved = state.withLock { s in removed.filter { s.committed[$0.key] != $0.value } }
             try commit(moved)
-            state.withLock { s in for tp in removed.keys { s.positions[tp] = nil; s.committed[tp] = nil } }
+            state.withLock { s in for tp in removed.keys { s.positions[tp] = nil; s.committed[tp] = nil; s.readAhead[tp] = nil } }
         }
         for tp in added {
             let committed = try broker.committedOffset(group: group, topic: tp.topic, partition: tp.partition)

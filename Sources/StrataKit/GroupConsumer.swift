@@ -160,10 +160,9 @@ public final class GroupConsumer: Sendable {
                 s.positions = [:]
                 return (s.memberId, s.epoch)
             }
-            if !id.isEmpty {
-                var hb = ConsumerGroupCoordinator.Heartbeat(groupId: group, memberId: id, memberEpoch: -1)
-                hb.memberEpoch = epoch >= 0 ? -1 : epoch
-                _ = try? broker.consumerGroups.heartbeat(hb, topics: broker.topicLookup)
+            // Epoch -1 leaves: the coordinator hands the partitions to the others at once.
+            if !id.isEmpty && epoch > 0 {
+                _ = try? broker.consumerGroups.heartbeat(.init(groupId: group, memberId: id, memberEpoch: -1), topics: broker.topicLookup)
             }
         }
         try commit()

@@ -196,10 +196,10 @@ public enum StreamExamples {
                     .string("product", payment.keyString).string("status", inStock ? "reserved" : "backordered")
                     .string("warehouse", inStock ? stock?[1]?.text : nil).json
             }
-            .selectKey { $0.jsonString("order_id").map { Array($0.utf8) } }
+            .selectKey { $0.jsonString("order_id") }
             .to(topics.reservations)
         payments[1]
-            .selectKey { $0.jsonString("order_id").map { Array($0.utf8) } }
+            .selectKey { $0.jsonString("order_id") }
             .mapValues { r in
                 JSONObjectWriter().string("order_id", r.jsonString("order_id")).string("customer", r.jsonString("customer"))
                     .string("message", "payment declined").json
@@ -220,7 +220,7 @@ public enum StreamExamples {
             }
             .to(topics.shipments)
         reservations[1]
-            .selectKey { $0.jsonString("order_id").map { Array($0.utf8) } }
+            .selectKey { $0.jsonString("order_id") }
             .mapValues { r in
                 JSONObjectWriter().string("order_id", r.jsonString("order_id")).string("customer", r.jsonString("customer"))
                     .string("message", "backordered: \(r.jsonString("product") ?? "?") is out of stock").json

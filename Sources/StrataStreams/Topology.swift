@@ -133,7 +133,7 @@ public struct Subtopology: Sendable {
 /// let b = StreamsBuilder()
 /// b.stream("orders", timestamp: .jsonField("ts"))
 ///     .filter { $0.jsonString("status") == "placed" }
-///     .groupBy(name: "by-product") { $0.jsonString("product").map { Array($0.utf8) } }
+///     .groupBy(name: "by-product") { $0.jsonString("product") }
 ///     .windowedBy(.tumbling(sizeMs: 60_000, graceMs: 5_000))
 ///     .count("orders-per-minute", emit: .onWindowClose)
 ///     .toStream()

@@ -160,12 +160,13 @@ struct Purchase: Codable, Equatable, Sendable {
         let c2 = strata.consumer(group: "grp", topics: ["g"], options: a)
         var seen: [String: Int] = [:]
         // Both poll until the group settles with two partitions each and everything is read.
-        let deadline = monotonicMillis() + 20_000
+        let deadline = monotonicMillis() + 90_000
         while monotonicMillis() < deadline {
             for c in [c1, c2] { for r in try await c.poll(timeoutMs: 20) { seen[r.valueString!, default: 0] += 1 } }
             if c1.assignment.count == 2 && c2.assignment.count == 2 && seen.count == 400 { break }
         }
-        #expect(c1.assignment.count == 2 && c2.assignment.count == 2)
+        #expect(c1.assignment.count == 2 && c2.assignment.count == 2,
+                "assignments \(c1.assignment.map(\.partition)) \(c2.assignment.map(\.partition)), seen \(seen.count), group \(String(describing: strata.broker.consumerGroups.describe("grp")))")
         #expect(Set(c1.assignment.map(\.partition)).isDisjoint(with: Set(c2.assignment.map(\.partition))))
         #expect(seen.count == 400 && seen.values.allSatisfy { $0 == 1 })
         try c1.commit()
@@ -175,7 +176,7 @@ struct Purchase: Codable, Equatable, Sendable {
         try c2.close()
         try strata.produce("g", (400..<440).map { ProducerRecord(key: "k\($0)", value: "\($0)") })
         var after: [String] = []
-        let deadline2 = monotonicMillis() + 20_000
+        let deadline2 = monotonicMillis() + 90_000
         while monotonicMillis() < deadline2 && (c1.assignment.count < 4 || after.count < 40) {
             after += try await c1.poll(timeoutMs: 50).map { $0.valueString! }
         }
@@ -187,7 +188,7 @@ struct Purchase: Codable, Equatable, Sendable {
         let c3 = strata.consumer(group: "grp", topics: ["g"], options: a)
         try strata.produce("g", key: "k1", value: "new")
         var resumed: [String] = []
-        let deadline3 = monotonicMillis() + 20_000
+        let deadline3 = monotonicMillis() + 90_000
         while monotonicMillis() < deadline3 && resumed.isEmpty { resumed += try await c3.poll(timeoutMs: 50).map { $0.valueString! } }
         #expect(resumed == ["new"])
         try c3.close()

@@ -23,7 +23,7 @@ func readAll(_ strata: Strata, _ topic: String) async throws -> [(key: String, v
     return out
 }
 
-func waitFor(_ timeoutMs: Int64 = 20_000, _ condition: () async throws -> Bool) async throws -> Bool {
+func waitFor(_ timeoutMs: Int64 = 90_000, _ condition: () async throws -> Bool) async throws -> Bool {
     let deadline = monotonicMillis() + timeoutMs
     while monotonicMillis() < deadline {
         if try await condition() { return true }
@@ -60,7 +60,7 @@ func waitFor(_ timeoutMs: Int64 = 20_000, _ condition: () async throws -> Bool) 
         #expect(topology.subtopologies.count == 2)
         let app = strata.streamsApp("per-user", topology: topology)
         try await app.start()
-        #expect(await app.waitUntilCaughtUp(timeoutMs: 60_000))
+        #expect(await app.waitUntilCaughtUp(timeoutMs: 90_000))
         await app.stop()
         #expect(strata.topics.contains { $0.hasPrefix("per-user-rekey-") && $0.hasSuffix("-repartition") })
         var latest: [String: String] = [:]
@@ -94,7 +94,7 @@ func waitFor(_ timeoutMs: Int64 = 20_000, _ condition: () async throws -> Bool) 
         defer { Task { await app.stop() } }
         for i in 0..<10 { try strata.produce("orders", key: "x", json: Order(user: "alice", product: "p", amount: Int64(i), ts: 60_000 + Int64(i))) }
         try strata.produce("orders", key: "x", json: Order(user: "bob", product: "p", amount: 7, ts: 130_000))
-        #expect(await app.waitUntilCaughtUp(timeoutMs: 60_000))
+        #expect(await app.waitUntilCaughtUp(timeoutMs: 90_000))
         // Reads see the last commit (commitIntervalMs = 50 ms here).
         #expect(try await waitFor { try app.get("spend", key: "alice", as: Spend.self) == Spend(orders: 10, total: 45) })
         #expect(try app.get("spend", key: "bob", as: Spend.self) == Spend(orders: 1, total: 7))
@@ -127,7 +127,7 @@ func waitFor(_ timeoutMs: Int64 = 20_000, _ condition: () async throws -> Bool) 
         for t in [100, 500, 990] { try strata.produce("clicks", key: "a", value: "c", timestamp: Int64(t)) }
         for t in [1500, 1990] { try strata.produce("clicks", key: "a", value: "c", timestamp: Int64(t)) }
         try strata.produce("clicks", key: "b", value: "c", timestamp: 1995)
-        #expect(try await waitFor(30_000) { try await readAll(strata, "final-idle").count == 3 })
+        #expect(try await waitFor(90_000) { try await readAll(strata, "final-idle").count == 3 })
         let final = try await readAll(strata, "final-idle").map { "\($0.key)=\($0.value)" }.sorted()
         #expect(final == ["a@0-1000=3", "a@1000-2000=2", "b@1000-2000=1"])
         // Stream time alone closed only the first window of `a`'s partition (1990 - 100 >= 1000) at most.
@@ -135,7 +135,7 @@ func waitFor(_ timeoutMs: Int64 = 20_000, _ condition: () async throws -> Bool) 
         #expect(!streamTimeOnly.contains("a@1000-2000") && !streamTimeOnly.contains("b@1000-2000"))
         // A record for a window closed by the wall clock is late: dropped, counted.
         try strata.produce("clicks", key: "a", value: "c", timestamp: 1999)
-        #expect(await app.waitUntilCaughtUp(timeoutMs: 30_000))
+        #expect(await app.waitUntilCaughtUp(timeoutMs: 90_000))
         #expect(app.metrics.snapshot.lateDropped >= 1)
         await app.stop()
         #expect(try await readAll(strata, "final-idle").count == 3)

@@ -86,6 +86,91 @@ static size_t skip_value(const uint8_t *p, size_t i, size_t n) {
     return i > start ? i : 0;
 }
 
+/* RFC 8259 number at p[i..<n]: the index after it, 0 when it is not one. */
+static size_t check_number(const uint8_t *p, size_t i, size_t n) {
+    if (i < n && p[i] == '-') i++;
+    if (i >= n) return 0;
+    if (p[i] == '0') i++;
+    else if (p[i] >= '1' && p[i] <= '9') { while (i < n && p[i] >= '0' && p[i] <= '9') i++; }
+    else return 0;
+    if (i < n && p[i] == '.') {
+        size_t s = ++i;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++;
+        if (i == s) return 0;
+    }
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < n && (p[i] == '+' || p[i] == '-')) i++;
+        size_t s = i;
+        while (i < n && p[i] >= '0' && p[i] <= '9') i++;
+        if (i == s) return 0;
+    }
+    return i;
+}
+
+static inline int is_hex(uint8_t c) { return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f'); }
+
+/* A string at p[i] (opening quote) whose escapes are all RFC 8259's: the index after it, or 0. */
+static size_t check_string(const uint8_t *p, size_t i, size_t n) {
+    int escaped = 0;
+    size_t end = skip_string(p, i, n, &escaped);
+    if (!end || !escaped) return end;
+    for (size_t j = i + 1; j < end - 1; j++) {
+        if (p[j] != '\\') continue;
+        uint8_t c = p[++j];
+        if (c == 'u') {
+            if (j + 4 >= end || !is_hex(p[j + 1]) || !is_hex(p[j + 2]) || !is_hex(p[j + 3]) || !is_hex(p[j + 4])) return 0;
+            j += 4;
+        } else if (!(c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't')) {
+            return 0;
+        }
+    }
+    return end;
+}
+
+/* The index after the RFC 8259 value at p[i] (strict: what both SQLite's JSON and JSON5
+   parsers accept with the same meaning), 0 when it is not one — the caller then leaves the row
+   to SQLite, which reports it or reads it its own way. */
+static size_t check_value(const uint8_t *p, size_t i, size_t n, int depth) {
+    if (i >= n) return 0;
+    uint8_t c = p[i];
+    if (c == '"') return check_string(p, i, n);
+    if (c == '{' || c == '[') {
+        if (depth >= 64) return 0;
+        uint8_t close = c == '{' ? '}' : ']';
+        i = skip_space(p, i + 1, n);
+        if (i < n && p[i] == close) return i + 1;
+        for (;;) {
+            if (c == '{') {
+                if (i >= n || p[i] != '"') return 0;
+                i = check_string(p, i, n);
+                if (!i) return 0;
+                i = skip_space(p, i, n);
+                if (i >= n || p[i] != ':') return 0;
+                i = skip_space(p, i + 1, n);
+            }
+            i = check_value(p, i, n, depth + 1);
+            if (!i) return 0;
+            i = skip_space(p, i, n);
+            if (i >= n) return 0;
+            if (p[i] == ',') { i = skip_space(p, i + 1, n); continue; }
+            return p[i] == close ? i + 1 : 0;
+        }
+    }
+    if (c == 't') return i + 4 <= n && !memcmp(p + i, "true", 4) ? i + 4 : 0;
+    if (c == 'f') return i + 5 <= n && !memcmp(p + i, "false", 5) ? i + 5 : 0;
+    if (c == 'n') return i + 4 <= n && !memcmp(p + i, "null", 4) ? i + 4 : 0;
+    return check_number(p, i, n);
+}
+
+/* The end of the value at p[i]: strictly checked (check_value) or only its extent (skip_value). */
+static inline size_t value_end(const uint8_t *p, size_t i, size_t n, int check) {
+    if (!check) return skip_value(p, i, n);
+    size_t end = check_value(p, i, n, 1);
+    /* A value must end at a separator, as skip_value's extent does. */
+    return end && (end >= n || p[end] == ',' || p[end] == '}' || p[end] == ']' || is_space(p[end])) ? end : 0;
+}
+
 /* SQLite's ->> conversion of the scalar p[start..<end]; 0 when SQLite must decide. */
 static int scalar(const uint8_t *p, size_t start, size_t end, strata_json_field *f) {
     uint8_t c = p[start];
@@ -144,6 +229,90 @@ static int scalar(const uint8_t *p, size_t start, size_t end, strata_json_field 
     return 1;
 }
 
+/* Follows the rest of a path from the value p[*start..<*end]: `path` holds segments, each a 0
+   byte, then 'm' and a member name or 'i' and an array index in decimal. Returns 1 with
+   *start/*end on the target value, 0 when the path does not exist (SQLite: NULL — a member of
+   a non-object, an index of a non-array, an index past the end, a missing member), -1 when the
+   fast path must step aside (an escaped key, broken separators at a level walked). The first
+   member of a name counts, as in SQLite. With `check_rest`, every level walked is read to its
+   closing bracket, so separators after the target are checked too. */
+static int resolve_path(const uint8_t *p, size_t *start, size_t *end, const uint8_t *path, size_t path_length, int check_rest) {
+    size_t s = *start, e = *end, at = 0;
+    while (at < path_length) {
+        if (path[at] != 0 || at + 2 > path_length) return -1;
+        uint8_t kind = path[at + 1];
+        size_t seg = at + 2, seg_end = seg;
+        while (seg_end < path_length && path[seg_end] != 0) seg_end++;
+        int found = 0;
+        size_t fs = 0, fe = 0;
+        if (kind == 'm') {
+            if (p[s] != '{') return 0;
+            size_t i = skip_space(p, s + 1, e);
+            if (i < e && p[i] == '}') return 0;
+            for (;;) {
+                if (i >= e || p[i] != '"') return -1;
+                size_t key_start = i + 1;
+                int escaped = 0;
+                size_t key_end = skip_string(p, i, e, &escaped);
+                if (!key_end || escaped) return -1;
+                size_t key_length = key_end - 1 - key_start;
+                i = skip_space(p, key_end, e);
+                if (i >= e || p[i] != ':') return -1;
+                i = skip_space(p, i + 1, e);
+                if (i >= e) return -1;
+                size_t value_start = i, value_stop = value_end(p, i, e, check_rest);
+                if (!value_stop) return -1;
+                if (!found && key_length == seg_end - seg && memcmp(p + key_start, path + seg, key_length) == 0) {
+                    found = 1;
+                    fs = value_start;
+                    fe = value_stop;
+                    if (!check_rest) break;
+                }
+                i = skip_space(p, value_stop, e);
+                if (i >= e) return -1;
+                if (p[i] == ',') { i = skip_space(p, i + 1, e); continue; }
+                if (p[i] != '}') return -1;
+                break;
+            }
+        } else if (kind == 'i') {
+            if (seg_end == seg || seg_end - seg > 9) return -1;
+            long index = 0;
+            for (size_t j = seg; j < seg_end; j++) {
+                if (path[j] < '0' || path[j] > '9') return -1;
+                index = index * 10 + (path[j] - '0');
+            }
+            if (p[s] != '[') return 0;
+            size_t i = skip_space(p, s + 1, e);
+            if (i < e && p[i] == ']') return 0;
+            for (long k = 0;; k++) {
+                if (i >= e) return -1;
+                size_t value_start = i, value_stop = value_end(p, i, e, check_rest);
+                if (!value_stop) return -1;
+                if (k == index) {
+                    found = 1;
+                    fs = value_start;
+                    fe = value_stop;
+                    if (!check_rest) break;
+                }
+                i = skip_space(p, value_stop, e);
+                if (i >= e) return -1;
+                if (p[i] == ',') { i = skip_space(p, i + 1, e); continue; }
+                if (p[i] != ']') return -1;
+                break;
+            }
+        } else {
+            return -1;
+        }
+        if (!found) return 0;
+        s = fs;
+        e = fe;
+        at = seg_end;
+    }
+    *start = s;
+    *end = e;
+    return 1;
+}
+
 static void give_up(strata_json_field *out, int key_count) {
     for (int k = 0; k < key_count; k++) out[k].kind = STRATA_JSON_FALLBACK;
 }
@@ -154,6 +323,13 @@ void strata_json_members(const uint8_t *p, size_t n, const uint8_t *const *keys,
     if (!p || key_count > 64) { give_up(out, key_count); return; }
     uint64_t found = 0;
     int remaining = key_count;
+    /* A key is a top-level member name, optionally followed by the rest of a path (0-separated
+       segments, see resolve_path): the member name is compared while walking the object. */
+    uint32_t first_length[64];
+    for (int k = 0; k < key_count; k++) {
+        const uint8_t *zero = memchr(keys[k], 0, key_lengths[k]);
+        first_length[k] = zero ? (uint32_t)(zero - keys[k]) : key_lengths[k];
+    }
     size_t i = skip_space(p, 0, n);
     if (i >= n || p[i] != '{') { give_up(out, key_count); return; }
     i = skip_space(p, i + 1, n);
@@ -172,18 +348,26 @@ void strata_json_members(const uint8_t *p, size_t n, const uint8_t *const *keys,
             i = skip_space(p, i + 1, n);
             if (i >= n) { give_up(out, key_count); return; }
             size_t value_start = i;
-            size_t value_end = skip_value(p, i, n);
-            if (!value_end) { give_up(out, key_count); return; }
+            size_t value_stop = value_end(p, i, n, !stop_early);
+            if (!value_stop) { give_up(out, key_count); return; }
             for (int k = 0; k < key_count; k++) {
                 /* SQLite answers with the first member of a name; later duplicates are ignored. */
-                if ((found >> k) & 1 || key_lengths[k] != key_length) continue;
+                if ((found >> k) & 1 || first_length[k] != key_length) continue;
                 if (memcmp(p + key_start, keys[k], key_length) != 0) continue;
-                if (!scalar(p, value_start, value_end, &out[k])) { give_up(out, key_count); return; }
                 found |= (uint64_t)1 << k;
                 remaining--;
+                size_t target_start = value_start, target_end = value_stop;
+                if (first_length[k] < key_lengths[k]) {
+                    int r = resolve_path(p, &target_start, &target_end, keys[k] + first_length[k], key_lengths[k] - first_length[k], !stop_early);
+                    if (r < 0) { give_up(out, key_count); return; }
+                    if (r == 0) { out[k].kind = STRATA_JSON_NULL; continue; }
+                }
+                /* A value SQLite must convert (an escaped string, a nested value, an odd number)
+                   sends this member alone to SQLite; the others stay on the fast path. */
+                if (!scalar(p, target_start, target_end, &out[k])) out[k].kind = STRATA_JSON_FALLBACK;
             }
             if (stop_early && remaining == 0) return;
-            i = skip_space(p, value_end, n);
+            i = skip_space(p, value_stop, n);
             if (i >= n) { give_up(out, key_count); return; }
             if (p[i] == ',') { i = skip_space(p, i + 1, n); continue; }
             if (p[i] != '}') { give_up(out, key_count); return; }

@@ -15,9 +15,12 @@ enum JSONColumns {
     /// Member names of `value ->> '…'` expressions in `sql`, in first-seen order, at most `limit`.
     static func members(in sql: String, limit: Int = WantedFields.limit) -> [String] {
         var names: [String] = []
-        for m in matches(in: Array(sql.utf8)) where !names.contains(m.name) && names.count < limit { names.append(m.name) }
+        for m in matches(in: Array(sql.utf8)) where !names.contains(m.name) && names.count < limit && quotable(m.name) { names.append(m.name) }
         return names
     }
+
+    /// Whether the hidden column of `name` can be written as an identifier in the rewrite.
+    static func quotable(_ name: String) -> Bool { !(name.contains("]") && name.contains("`")) }
 
     /// `sql` with each `value ->> '<member>'` whose member is in `declared` replaced by the hidden
     /// column; nil when nothing was replaced.
@@ -25,10 +28,12 @@ enum JSONColumns {
         let bytes = Array(sql.utf8)
         var out: [UInt8] = []
         var copied = 0
-        for m in matches(in: bytes) where declared.contains(m.name) {
+        for m in matches(in: bytes) where declared.contains(m.name) && quotable(m.name) {
             out += bytes[copied..<m.range.lowerBound]
-            // [..] is always an identifier; a "..." naming no column would be read as a string.
-            let column = "[" + columnName(m.name) + "]"
+            // [..] and `..` are always identifiers (a "..." naming no column would be read as a
+            // string); a path with an index holds ']', so it goes in backquotes.
+            let name = columnName(m.name)
+            let column = name.contains("]") ? "`" + name + "`" : "[" + name + "]"
             out += Array((m.countDistinct ? "\(DistinctCount.functionName)(\(column))" : column).utf8)
             copied = m.range.upperBound
         }
@@ -81,13 +86,78 @@ enum JSONColumns {
         }
     }
 
-    /// The member a `->>` right operand names, when it is one top-level member (`$.name` or `name`).
+    /// The member path a `->>` right operand names when the fast path can follow it — written
+    /// without the leading `$.`: a top-level member (`$.name`, or a bare label `name`), or a
+    /// path into nested objects and arrays (`$.geo.city`, `$.items[0].sku`). Nil for anything
+    /// else (quoted labels, `#-1`, a top-level array, …): SQLite's json_extract answers those.
     static func memberName(_ literal: String) -> String? {
-        let name = literal.hasPrefix("$.") ? String(literal.dropFirst(2)) : (literal.hasPrefix("$") ? nil : literal)
-        guard let name, !name.isEmpty,
-              name.utf8.allSatisfy({ c in c >= 0x20 && c != UInt8(ascii: ".") && c != UInt8(ascii: "[") && c != UInt8(ascii: "\"")
-                  && c != UInt8(ascii: "'") && c != UInt8(ascii: "\\") && c != UInt8(ascii: "]") }) else { return nil }
-        return name
+        if literal.hasPrefix("$.") {
+            let path = String(literal.dropFirst(2))
+            return pathSegments(path) == nil ? nil : path
+        }
+        // A bare label is one member name, whatever it contains (SQLite reads 'a.b' as `$."a.b"`):
+        // only the names a path could also spell are taken.
+        guard !literal.hasPrefix("$"), !literal.isEmpty, literal.utf8.allSatisfy(isNameByte) else { return nil }
+        return literal
+    }
+
+    private static func isNameByte(_ c: UInt8) -> Bool {
+        c >= 0x20 && c != UInt8(ascii: ".") && c != UInt8(ascii: "[") && c != UInt8(ascii: "\"") && c != UInt8(ascii: "'")
+            && c != UInt8(ascii: "\\") && c != UInt8(ascii: "]")
+    }
+
+    enum PathSegment: Equatable {
+        case member([UInt8])
+        case index(Int)
+    }
+
+    /// `name(.name | [digits])*`, as SQLite's path syntax reads it; nil for what the fast path
+    /// leaves to SQLite.
+    static func pathSegments(_ path: String) -> [PathSegment]? {
+        let b = Array(path.utf8)
+        var segments: [PathSegment] = []
+        var i = 0
+        func name() -> [UInt8]? {
+            let start = i
+            while i < b.count && isNameByte(b[i]) { i += 1 }
+            return i > start ? Array(b[start..<i]) : nil
+        }
+        guard let first = name() else { return nil }
+        segments.append(.member(first))
+        while i < b.count {
+            if b[i] == UInt8(ascii: ".") {
+                i += 1
+                guard let n = name() else { return nil }
+                segments.append(.member(n))
+            } else if b[i] == UInt8(ascii: "[") {
+                i += 1
+                let start = i
+                while i < b.count && b[i] >= 0x30 && b[i] <= 0x39 { i += 1 }
+                guard i > start, i - start <= 9, i < b.count, b[i] == UInt8(ascii: "]") else { return nil }
+                segments.append(.index(Int(String(decoding: b[start..<i], as: UTF8.self))!))
+                i += 1
+            } else {
+                return nil
+            }
+        }
+        return segments
+    }
+
+    /// The scanner's key for a member path (see strata_json_members): the top-level name, then
+    /// `0 'm' name` or `0 'i' digits` per deeper segment.
+    static func scanKey(_ name: String) -> [UInt8] {
+        guard let segments = pathSegments(name), segments.count > 1 else { return Array(name.utf8) }
+        var key: [UInt8] = []
+        for (i, s) in segments.enumerated() {
+            switch s {
+            case .member(let n):
+                if i > 0 { key += [0, UInt8(ascii: "m")] }
+                key += n
+            case .index(let k):
+                key += [0, UInt8(ascii: "i")] + Array(String(k).utf8)
+            }
+        }
+        return key
     }
 
     /// SQLite's lexical structure, as far as finding the pattern needs: strings, quoted

@@ -9,7 +9,7 @@ import CSQLite
 
 /// The parsed right-hand side of `->>`, cached per statement through sqlite3_set_auxdata.
 final class JSONPathArgument {
-    /// The member name for a simple `$.name` / `name` path, nil for anything else.
+    /// The scanner key for a path the fast path follows (`$.name`, `name`, `$.a.b[0]`), nil for anything else.
     let topLevelKey: [UInt8]?
     /// The path in json_extract's syntax.
     let path: String
@@ -31,7 +31,7 @@ final class JSONPathArgument {
             let text = String(cString: sqlite3_value_text(value))
             // SQLite: a right operand not starting with '$' is a member label.
             let path = text.hasPrefix("$") ? text : "$." + text
-            return JSONPathArgument(topLevelKey: JSONColumns.memberName(text).map { Array($0.utf8) }, path: path)
+            return JSONPathArgument(topLevelKey: JSONColumns.memberName(text).map(JSONColumns.scanKey), path: path)
         default:
             return nil
         }

@@ -53,7 +53,7 @@ final class QueryContext: @unchecked Sendable {
     init(broker: Broker, sinceMs: Int64?, untilMs: Int64?, memberColumns: [String], readCommitted: Bool = true) throws {
         self.broker = broker
         self.memberColumns = memberColumns
-        for m in memberColumns { _ = wanted.id(of: Array(m.utf8)) }
+        for m in memberColumns { _ = wanted.id(of: JSONColumns.scanKey(m)) }
         self.sinceMs = sinceMs
         self.untilMs = untilMs
         var ends: [String: Int64] = [:]

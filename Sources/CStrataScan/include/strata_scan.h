@@ -15,11 +15,15 @@ typedef struct {
 } strata_json_field;
 
 /// Fills out[i] with the member named keys[i] (raw bytes, no escapes) of the top-level JSON
-/// object in json[0..<n], in one pass: NULL when absent. Every entry is FALLBACK when the object
-/// is malformed or unusual (escaped keys, nesting deeper than 64, a non-object, a wanted member
-/// whose value needs SQLite's own conversion: escaped string, nested value, odd number), so the
-/// caller asks SQLite's json_extract instead. With stop_early the scan ends when every key is
-/// found; otherwise it checks the structure up to the closing brace.
+/// object in json[0..<n], in one pass: NULL when absent. A key may go deeper: the member name,
+/// then segments each made of a 0 byte and 'm' + a member name or 'i' + a decimal array index
+/// (`$.geo.city` is "geo\0mcity", `$.items[0].sku` is "items\0i0\0msku"); a path that does not
+/// exist is NULL, as SQLite answers. A wanted value that needs SQLite's own conversion (escaped
+/// string, nested value, odd number) is FALLBACK for that key alone; every entry is FALLBACK when
+/// the object is malformed or unusual (escaped keys, nesting deeper than 64, a non-object), so
+/// the caller asks SQLite's json_extract instead. With stop_early the scan ends when every key
+/// is found; otherwise it checks the structure up to the closing brace (and each level a path
+/// walks to its closing bracket).
 void strata_json_members(const uint8_t *json, size_t n, const uint8_t *const *keys, const uint32_t *key_lengths,
                          int key_count, int stop_early, strata_json_field *out);
 

@@ -6,7 +6,9 @@ with `strata produce --timestamp-field ts` (record timestamps = the events' own)
 query best-of-RUNS in both engines (DuckDB with 2 threads reading the JSON lines file; strata as
 a fresh process each time, so its times include process start). The answers are compared.
 
-Usage: tools/bench-query.py [--events N] [--runs R] [--work DIR] [--sqlite]
+Usage: tools/bench-query.py [--events N] [--runs R] [--work DIR] [--generator flat|nested] [--sqlite]
+  --generator nested uses tools/gen-nested-events.py (nested objects, arrays, optional members,
+  unicode, ~30% of lines with \\u escapes) and queries nested paths.
   --sqlite also times SQLite's json_extract over a plain table of the same lines (slow).
 Needs: a release build (built here), python3 -m pip install duckdb (installed here when missing).
 """
@@ -18,6 +20,7 @@ ap.add_argument("--events", type=int, default=10_000_000)
 ap.add_argument("--runs", type=int, default=3)
 ap.add_argument("--work", default="/tmp/strata-bench-query")
 ap.add_argument("--sqlite", action="store_true")
+ap.add_argument("--generator", choices=["flat", "nested"], default="flat")
 ap.add_argument("--json-topic", action="store_true",
                 help="load into a topic with value.format=json (validated on write: the member scan may stop early)")
 args = ap.parse_args()
@@ -29,14 +32,16 @@ except ImportError:
     import duckdb
 
 os.makedirs(args.work, exist_ok=True)
-events = os.path.join(args.work, f"events_{args.events}.jsonl")
+flavour = "" if args.generator == "flat" else "nested_"
+events = os.path.join(args.work, f"{flavour}events_{args.events}.jsonl")
 if not os.path.exists(events):
-    gen = os.path.join(root, "..", "shared", "data", "gen_events.py")
+    gen = os.path.join(root, "..", "shared", "data", "gen_events.py") if args.generator == "flat" else \
+        os.path.join(root, "tools", "gen-nested-events.py")
     subprocess.check_call([sys.executable, gen, "-n", str(args.events), "-o", events + ".tmp"])
     os.rename(events + ".tmp", events)
 subprocess.check_call(["swift", "build", "-c", "release", "--package-path", root, "--product", "strata"], stdout=sys.stderr)
 strata = os.path.join(root, ".build", "release", "strata")
-data = os.path.join(args.work, f"data_{args.events}" + ("_json" if args.json_topic else ""))
+data = os.path.join(args.work, f"{flavour}data_{args.events}" + ("_json" if args.json_topic else ""))
 if not os.path.exists(os.path.join(data, "loaded")):
     subprocess.run(["rm", "-rf", data])
     if args.json_topic:
@@ -48,23 +53,55 @@ if not os.path.exists(os.path.join(data, "loaded")):
 
 day_from, day_to = 1760486400000, 1760572800000  # 2025-10-15T00:00Z .. 2025-10-16T00:00Z
 f = events
-queries = [
-    ("group by event_type: count, sum(amount)",
-     f"SELECT event_type, count(*), sum(amount) FROM read_json_auto('{f}') GROUP BY 1 ORDER BY 1",
-     "SELECT value->>'$.event_type', count(*), sum(value->>'$.amount') FROM events GROUP BY 1 ORDER BY 1"),
-    ("the same, one day of 30",
-     f"SELECT event_type, count(*), sum(amount) FROM read_json_auto('{f}') WHERE ts >= TIMESTAMP '2025-10-15 00:00:00' AND ts < TIMESTAMP '2025-10-16 00:00:00' GROUP BY 1 ORDER BY 1",
-     f"SELECT value->>'$.event_type', count(*), sum(value->>'$.amount') FROM events WHERE timestamp >= {day_from} AND timestamp < {day_to} GROUP BY 1 ORDER BY 1"),
-    ("count(DISTINCT user_id)",
-     f"SELECT count(DISTINCT user_id) FROM read_json_auto('{f}')",
-     "SELECT count(DISTINCT value->>'$.user_id') FROM events"),
-    ("distinct users, as a DISTINCT subquery",
-     f"SELECT count(*) FROM (SELECT DISTINCT user_id FROM read_json_auto('{f}'))",
-     "SELECT count(*) FROM (SELECT DISTINCT value->>'$.user_id' FROM events)"),
-    ("purchases per country per day",
-     f"SELECT country, CAST(ts AS DATE) AS day, count(*), round(sum(amount), 2) FROM read_json_auto('{f}') WHERE event_type = 'purchase' GROUP BY 1, 2 ORDER BY 1, 2",
-     "SELECT value->>'$.country', date(timestamp / 1000, 'unixepoch') AS day, count(*), round(sum(value->>'$.amount'), 2) FROM events WHERE value->>'$.event_type' = 'purchase' GROUP BY 1, 2 ORDER BY 1, 2"),
-]
+if args.generator == "flat":
+    queries = [
+        ("group by event_type: count, sum(amount)",
+         f"SELECT event_type, count(*), sum(amount) FROM read_json_auto('{f}') GROUP BY 1 ORDER BY 1",
+         "SELECT value->>'$.event_type', count(*), sum(value->>'$.amount') FROM events GROUP BY 1 ORDER BY 1"),
+        ("the same, one day of 30",
+         f"SELECT event_type, count(*), sum(amount) FROM read_json_auto('{f}') WHERE ts >= TIMESTAMP '2025-10-15 00:00:00' AND ts < TIMESTAMP '2025-10-16 00:00:00' GROUP BY 1 ORDER BY 1",
+         f"SELECT value->>'$.event_type', count(*), sum(value->>'$.amount') FROM events WHERE timestamp >= {day_from} AND timestamp < {day_to} GROUP BY 1 ORDER BY 1"),
+        ("count(DISTINCT user_id)",
+         f"SELECT count(DISTINCT user_id) FROM read_json_auto('{f}')",
+         "SELECT count(DISTINCT value->>'$.user_id') FROM events"),
+        ("distinct users, as a DISTINCT subquery",
+         f"SELECT count(*) FROM (SELECT DISTINCT user_id FROM read_json_auto('{f}'))",
+         "SELECT count(*) FROM (SELECT DISTINCT value->>'$.user_id' FROM events)"),
+        ("purchases per country per day",
+         f"SELECT country, CAST(ts AS DATE) AS day, count(*), round(sum(amount), 2) FROM read_json_auto('{f}') WHERE event_type = 'purchase' GROUP BY 1, 2 ORDER BY 1, 2",
+         "SELECT value->>'$.country', date(timestamp / 1000, 'unixepoch') AS day, count(*), round(sum(value->>'$.amount'), 2) FROM events WHERE value->>'$.event_type' = 'purchase' GROUP BY 1, 2 ORDER BY 1, 2"),
+    ]
+    # Needles: one rare user's events over the 30 days.
+    queries.append(("all events of one rare user",
+                    f"SELECT count(*), sum(amount) FROM read_json_auto('{f}') WHERE user_id = 'u-99990'",
+                    "SELECT count(*), sum(value->>'$.amount') FROM events WHERE value->>'$.user_id' = 'u-99990'"))
+else:
+    queries = [
+        ("nested GROUP BY geo.city: count",
+         f"SELECT geo.city, count(*) FROM read_json_auto('{f}') GROUP BY 1 ORDER BY 1",
+         "SELECT value->>'$.geo.city', count(*) FROM events GROUP BY 1 ORDER BY 1"),
+        ("GROUP BY type: count, sum(total)",
+         f"SELECT type, count(*), sum(total) FROM read_json_auto('{f}') GROUP BY 1 ORDER BY 1",
+         "SELECT value->>'$.type', count(*), sum(value->>'$.total') FROM events GROUP BY 1 ORDER BY 1"),
+        ("GROUP BY user.tier, geo.country",
+         f"SELECT \"user\".tier, geo.country, count(*) FROM read_json_auto('{f}') GROUP BY 1, 2 ORDER BY 1, 2",
+         "SELECT value->>'$.user.tier', value->>'$.geo.country', count(*) FROM events GROUP BY 1, 2 ORDER BY 1, 2"),
+        ("first item's sku, top 10",
+         f"SELECT items[1].sku, count(*) FROM read_json_auto('{f}') WHERE items[1].sku IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10",
+         "SELECT value->>'$.items[0].sku', count(*) FROM events WHERE value->>'$.items[0].sku' IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10"),
+        ("one day of 30: GROUP BY type",
+         f"SELECT type, count(*), sum(total) FROM read_json_auto('{f}') WHERE ts >= TIMESTAMP '2025-10-15 00:00:00' AND ts < TIMESTAMP '2025-10-16 00:00:00' GROUP BY 1 ORDER BY 1",
+         f"SELECT value->>'$.type', count(*), sum(value->>'$.total') FROM events WHERE timestamp >= {day_from} AND timestamp < {day_to} GROUP BY 1 ORDER BY 1"),
+        ("count(DISTINCT user.id)",
+         f"SELECT count(DISTINCT \"user\".id) FROM read_json_auto('{f}')",
+         "SELECT count(DISTINCT value->>'$.user.id') FROM events"),
+        ("all events of one rare user",
+         f"SELECT count(*), sum(total) FROM read_json_auto('{f}') WHERE \"user\".id = 'u-99990'",
+         "SELECT count(*), sum(value->>'$.total') FROM events WHERE value->>'$.user.id' = 'u-99990'"),
+        ("the event with one order id",
+         f"SELECT type, total FROM read_json_auto('{f}') WHERE order_id = 'o-{args.events // 3:08d}'",
+         f"SELECT value->>'$.type', value->>'$.total' FROM events WHERE value->>'$.order_id' = 'o-{args.events // 3:08d}'"),
+    ]
 
 con = duckdb.connect()
 con.execute("SET threads=2")

@@ -175,8 +175,8 @@ static inline size_t value_end(const uint8_t *p, size_t i, size_t n, int check) 
 static int scalar(const uint8_t *p, size_t start, size_t end, strata_json_field *f) {
     uint8_t c = p[start];
     if (c == '"') {
-        if (memchr(p + start + 1, '\\', end - start - 2)) return 0;
-        f->kind = STRATA_JSON_TEXT;
+        /* Escaped text is decoded by the caller (strata_json_unescape), which knows where to. */
+        f->kind = memchr(p + start + 1, '\\', end - start - 2) ? STRATA_JSON_ESCAPED : STRATA_JSON_TEXT;
         f->start = (int32_t)(start + 1);
         f->count = (int32_t)(end - start - 2);
         return 1;
@@ -231,7 +231,7 @@ static int scalar(const uint8_t *p, size_t start, size_t end, strata_json_field 
 
 /* Follows the rest of a path from the value p[*start..<*end]: `path` holds segments, each a 0
    byte, then 'm' and a member name or 'i' and an array index in decimal. Returns 1 with
-   *start/*end on the target value, 0 when the path does not exist (SQLite: NULL — a member of
+   start and end on the target value, 0 when the path does not exist (SQLite: NULL — a member of
    a non-object, an index of a non-array, an index past the end, a missing member), -1 when the
    fast path must step aside (an escaped key, broken separators at a level walked). The first
    member of a name counts, as in SQLite. With `check_rest`, every level walked is read to its
@@ -313,6 +313,73 @@ static int resolve_path(const uint8_t *p, size_t *start, size_t *end, const uint
     return 1;
 }
 
+static inline int hex_digit(uint8_t c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; }
+
+/* Four hex digits at p[i..<i+4] (checked by the caller's bounds), or -1. */
+static inline long hex4(const uint8_t *p, size_t i, size_t n) {
+    if (i + 4 > n || !is_hex(p[i]) || !is_hex(p[i + 1]) || !is_hex(p[i + 2]) || !is_hex(p[i + 3])) return -1;
+    return (hex_digit(p[i]) << 12) | (hex_digit(p[i + 1]) << 8) | (hex_digit(p[i + 2]) << 4) | hex_digit(p[i + 3]);
+}
+
+int32_t strata_json_unescape(const uint8_t *p, size_t n, uint8_t *out) {
+    if (n > INT32_MAX) return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        uint8_t c = p[i];
+        if (c != '\\') {
+            /* Raw control characters make the document invalid: SQLite reports it. */
+            if (c < 0x20) return -1;
+            out[o++] = c;
+            i++;
+            continue;
+        }
+        if (i + 1 >= n) return -1;
+        uint8_t e = p[i + 1];
+        i += 2;
+        switch (e) {
+        case '"': out[o++] = '"'; continue;
+        case '\\': out[o++] = '\\'; continue;
+        case '/': out[o++] = '/'; continue;
+        case 'b': out[o++] = '\b'; continue;
+        case 'f': out[o++] = '\f'; continue;
+        case 'n': out[o++] = '\n'; continue;
+        case 'r': out[o++] = '\r'; continue;
+        case 't': out[o++] = '\t'; continue;
+        case 'u': break;
+        default: return -1; /* JSON5 escapes and invalid ones: SQLite's reading */
+        }
+        long v = hex4(p, i, n);
+        if (v < 0) return -1;
+        i += 4;
+        /* U+0000 (SQLite stops the text there) and unpaired surrogates (SQLite writes them as
+           they are) are SQLite's business; a surrogate pair is one code point. */
+        if (v == 0 || (v >= 0xDC00 && v <= 0xDFFF)) return -1;
+        if (v >= 0xD800 && v <= 0xDBFF) {
+            if (i + 6 > n || p[i] != '\\' || p[i + 1] != 'u') return -1;
+            long low = hex4(p, i + 2, n);
+            if (low < 0xDC00 || low > 0xDFFF) return -1;
+            i += 6;
+            v = 0x10000 + ((v - 0xD800) << 10) + (low - 0xDC00);
+        }
+        if (v < 0x80) {
+            out[o++] = (uint8_t)v;
+        } else if (v < 0x800) {
+            out[o++] = (uint8_t)(0xC0 | (v >> 6));
+            out[o++] = (uint8_t)(0x80 | (v & 0x3F));
+        } else if (v < 0x10000) {
+            out[o++] = (uint8_t)(0xE0 | (v >> 12));
+            out[o++] = (uint8_t)(0x80 | ((v >> 6) & 0x3F));
+            out[o++] = (uint8_t)(0x80 | (v & 0x3F));
+        } else {
+            out[o++] = (uint8_t)(0xF0 | (v >> 18));
+            out[o++] = (uint8_t)(0x80 | ((v >> 12) & 0x3F));
+            out[o++] = (uint8_t)(0x80 | ((v >> 6) & 0x3F));
+            out[o++] = (uint8_t)(0x80 | (v & 0x3F));
+        }
+    }
+    return (int32_t)o;
+}
+
 static void give_up(strata_json_field *out, int key_count) {
     for (int k = 0; k < key_count; k++) out[k].kind = STRATA_JSON_FALLBACK;
 }
@@ -362,7 +429,7 @@ void strata_json_members(const uint8_t *p, size_t n, const uint8_t *const *keys,
                     if (r < 0) { give_up(out, key_count); return; }
                     if (r == 0) { out[k].kind = STRATA_JSON_NULL; continue; }
                 }
-                /* A value SQLite must convert (an escaped string, a nested value, an odd number)
+                /* A value SQLite must convert (a nested value, an odd number)
                    sends this member alone to SQLite; the others stay on the fast path. */
                 if (!scalar(p, target_start, target_end, &out[k])) out[k].kind = STRATA_JSON_FALLBACK;
             }

@@ -322,9 +322,12 @@ private let xColumn: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
             return SQLITE_OK
         }
         let bytes = UnsafeRawBufferPointer(start: value, count: Int(row.valueCount))
-        if id < cur.chunk.fields.count, resultField(ctx, cur.chunk.fields[id][cur.rowIndex], value) { return SQLITE_OK }
+        if id < cur.chunk.fields.count, resultField(ctx, cur.chunk.fields[id][cur.rowIndex]) { return SQLITE_OK }
         let member = context.memberColumns[id]
-        if resultField(ctx, JSONMemberScanner(keys: [JSONColumns.scanKey(member)], stopEarly: false).member(in: bytes), value) { return SQLITE_OK }
+        let scanner = JSONMemberScanner(keys: [JSONColumns.scanKey(member)], stopEarly: false)
+        // Decoded text lives in the scanner's scratch buffer until resultField has copied it.
+        let found = withExtendedLifetime(scanner) { resultField(ctx, scanner.member(in: bytes)) }
+        if found { return SQLITE_OK }
         context.jsonFunctions?.extractWithSQLite(ctx, path: "$." + member, preview: { String(decoding: bytes, as: UTF8.self) }) { stmt in
             _ = sqlite3_bind_text(stmt, 1, value.assumingMemoryBound(to: CChar.self), Int32(bytes.count), strata_sqlite_transient())
         }

@@ -101,12 +101,12 @@ final class ChunkGroups: @unchecked Sendable {
                 case 4: cell = r.valueCount < 0 ? .null : .text(r.value, Int(r.valueCount))
                 default:
                     let id = Int(c - spec.firstMember)
-                    guard let value = r.value else { cell = .null; break }
+                    guard r.value != nil else { cell = .null; break }
                     switch id < chunk.fields.count ? chunk.fields[id][row] : .fallback {
                     case .null: cell = .null
                     case .integer(let v): cell = .integer(v)
                     case .real(let v): cell = .real(v)
-                    case .text(let start, let count): cell = .text(value + Int(start), Int(count))
+                    case .text(let p, let count): cell = .text(p, Int(count))
                     case .fallback:
                         guard let resolve else { return nil }
                         cell = try resolve(chunk, row, id)

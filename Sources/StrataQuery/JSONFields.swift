@@ -16,6 +16,8 @@ final class JSONMemberScanner {
     private let storage: UnsafeMutableRawPointer
     private let results: UnsafeMutablePointer<strata_json_field>
     let stopEarly: Bool
+    private var scratch = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 1)
+    private var scratchCapacity = 64
 
     init(keys: [[UInt8]], stopEarly: Bool) {
         self.keys = keys
@@ -40,6 +42,7 @@ final class JSONMemberScanner {
         keyLengths.deallocate()
         results.deallocate()
         storage.deallocate()
+        scratch.deallocate()
     }
 
     var keyCount: Int { keys.count }
@@ -50,22 +53,46 @@ final class JSONMemberScanner {
                             Int32(keys.count), stopEarly ? 1 : 0, results)
     }
 
-    @inline(__always) func field(_ i: Int) -> FieldValue {
+    /// Member `keys[i]` of the last scanned `json` (whose bytes start at `json`). Escaped text is
+    /// decoded into `arena` (alive as long as the caller keeps it), or without an arena into the
+    /// scanner's scratch buffer, valid until the next call.
+    @inline(__always) func field(_ i: Int, in json: UnsafeRawPointer, arena: Arena?) -> FieldValue {
         let r = results[i]
         switch Int(r.kind) {
         case Int(STRATA_JSON_NULL): return .null
         case Int(STRATA_JSON_INTEGER): return .integer(r.integer)
         case Int(STRATA_JSON_REAL): return .real(r.real)
-        case Int(STRATA_JSON_TEXT): return .text(start: r.start, count: r.count)
+        case Int(STRATA_JSON_TEXT): return .text(json + Int(r.start), r.count)
+        case Int(STRATA_JSON_ESCAPED): return decode(json + Int(r.start), Int(r.count), arena: arena)
         default: return .fallback
         }
+    }
+
+    /// Escaped text as SQLite's ->> decodes it; `.fallback` where only SQLite knows.
+    private func decode(_ raw: UnsafeRawPointer, _ count: Int, arena: Arena?) -> FieldValue {
+        let destination: UnsafeMutableRawPointer
+        if let arena {
+            destination = arena.allocate(count)
+        } else {
+            if scratchCapacity < count {
+                scratch.deallocate()
+                scratchCapacity = max(count, 2 * scratchCapacity)
+                scratch = .allocate(byteCount: scratchCapacity, alignment: 1)
+            }
+            destination = scratch
+        }
+        let decoded = strata_json_unescape(raw.assumingMemoryBound(to: UInt8.self), count, destination.assumingMemoryBound(to: UInt8.self))
+        arena?.shrink(by: decoded < 0 ? count : count - Int(decoded))
+        return decoded < 0 ? .fallback : .text(UnsafeRawPointer(destination), decoded)
     }
 }
 
 extension JSONMemberScanner {
-    /// The one member this scanner looks for, in `json` (a scanner per `->>` path, reused).
+    /// The one member this scanner looks for, in `json` (a scanner per `->>` path, reused);
+    /// decoded text stays valid until the next call.
     func member(in json: UnsafeRawBufferPointer) -> FieldValue {
         scan(json)
-        return field(0)
+        guard let base = json.baseAddress else { return .fallback }
+        return field(0, in: base, arena: nil)
     }
 }

@@ -76,8 +76,8 @@ private let arrowText: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePoint
     }
     if let scanner = path.scanner, sqlite3_value_type(json) == SQLITE_TEXT, let text = sqlite3_value_text(json) {
         let count = Int(sqlite3_value_bytes(json))
-        if let id = path.keyId, let v = state.context.precomputed(text, count, id), resultField(ctx, v, text) { return }
-        if resultField(ctx, scanner.member(in: UnsafeRawBufferPointer(start: text, count: count)), text) { return }
+        if let id = path.keyId, let v = state.context.precomputed(text, count, id), resultField(ctx, v) { return }
+        if resultField(ctx, scanner.member(in: UnsafeRawBufferPointer(start: text, count: count))) { return }
     }
     state.extractWithSQLite(ctx, path: path.path, preview: { sqlite3_value_text(json).map { String(cString: $0) } ?? "" }) {
         sqlite3_bind_value($0, 1, json)
@@ -85,10 +85,10 @@ private let arrowText: @convention(c) (OpaquePointer?, Int32, UnsafeMutablePoint
 }
 
 /// Sets a member found by the fast path as the result; false for `.fallback` (nothing set).
-@inline(__always) func resultField(_ ctx: OpaquePointer?, _ v: FieldValue, _ value: UnsafeRawPointer) -> Bool {
+@inline(__always) func resultField(_ ctx: OpaquePointer?, _ v: FieldValue) -> Bool {
     switch v {
-    case .text(let start, let n):
-        sqlite3_result_text(ctx, (value + Int(start)).assumingMemoryBound(to: CChar.self), n, strata_sqlite_transient())
+    case .text(let p, let n):
+        sqlite3_result_text(ctx, p.assumingMemoryBound(to: CChar.self), n, strata_sqlite_transient())
     case .integer(let i): sqlite3_result_int64(ctx, i)
     case .real(let d): sqlite3_result_double(ctx, d)
     case .null: sqlite3_result_null(ctx)

@@ -29,14 +29,13 @@ struct MemberFilter: Sendable {
     }
 
     /// False only when SQLite's `=` is certainly false for this member of the row.
-    @inline(__always) func mayMatch(_ field: FieldValue, value: UnsafeRawPointer) -> Bool {
+    @inline(__always) func mayMatch(_ field: FieldValue) -> Bool {
         if keepAll { return true }
         switch field {
         case .fallback: return true
         case .null: return false
-        case .text(let start, let count):
+        case .text(let p, let count):
             if !numbers.isEmpty || !integers.isEmpty { return true }
-            let p = value + Int(start)
             for t in texts where t.count == Int(count) {
                 if t.isEmpty || t.withUnsafeBytes({ memcmp($0.baseAddress!, p, t.count) }) == 0 { return true }
             }
@@ -56,9 +55,9 @@ extension [MemberFilter] {
     @inline(__always) func mayMatch(_ chunk: Chunk, _ row: Int) -> Bool {
         let r = chunk.rows[row]
         for f in self {
-            guard let value = r.value else { return false }  // ->> of NULL is NULL: never equal
+            guard r.value != nil else { return false }  // ->> of NULL is NULL: never equal
             guard f.memberId < chunk.fields.count else { continue }
-            if !f.mayMatch(chunk.fields[f.memberId][row], value: value) { return false }
+            if !f.mayMatch(chunk.fields[f.memberId][row]) { return false }
         }
         return true
     }

@@ -20,8 +20,8 @@ struct RowRef {
 
 /// A JSON member extracted ahead of SQLite, by the scan thread.
 enum FieldValue {
-    /// Bytes `start..<start+count` of the row's value.
-    case text(start: Int32, count: Int32)
+    /// Text: bytes of the row's value, or of its chunk's arena when escapes were decoded.
+    case text(UnsafeRawPointer, Int32)
     case integer(Int64)
     case real(Double)
     case null
@@ -38,15 +38,24 @@ final class Arena {
     var isEmpty: Bool { blocks.isEmpty }
 
     func copy(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawPointer {
-        if blocks.isEmpty || used + bytes.count > blocks[blocks.count - 1].count {
-            blocks.append(.allocate(byteCount: max(1 << 16, bytes.count), alignment: 8))
+        let destination = allocate(bytes.count)
+        if let source = bytes.baseAddress { destination.copyMemory(from: source, byteCount: bytes.count) }
+        return UnsafeRawPointer(destination)
+    }
+
+    /// `count` bytes that live as long as the arena; `shrink` gives back the unused end of the
+    /// most recent allocation.
+    func allocate(_ count: Int) -> UnsafeMutableRawPointer {
+        if blocks.isEmpty || used + count > blocks[blocks.count - 1].count {
+            blocks.append(.allocate(byteCount: max(1 << 16, count), alignment: 8))
             used = 0
         }
         let destination = blocks[blocks.count - 1].baseAddress! + used
-        if let source = bytes.baseAddress { destination.copyMemory(from: source, byteCount: bytes.count) }
-        used += bytes.count
-        return UnsafeRawPointer(destination)
+        used += count
+        return destination
     }
+
+    func shrink(by count: Int) { used -= count }
 }
 
 /// The rows of up to 1 MiB of batches, holding what their views point into, plus the JSON
@@ -343,7 +352,7 @@ final class ScanPipeline: @unchecked Sendable {
             for r in chunk.rows {
                 if let value = r.value, r.valueCount >= 0 {
                     scanner.scan(UnsafeRawBufferPointer(start: value, count: Int(r.valueCount)))
-                    for i in columns.indices { columns[i].append(scanner.field(i)) }
+                    for i in columns.indices { columns[i].append(scanner.field(i, in: value, arena: chunk.arena)) }
                 } else {
                     for i in columns.indices { columns[i].append(.null) }
                 }

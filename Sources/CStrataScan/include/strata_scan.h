@@ -4,7 +4,9 @@
 #include <stdint.h>
 
 /// One top-level member found by strata_json_members, in SQLite's ->> terms.
-enum { STRATA_JSON_NULL = 0, STRATA_JSON_INTEGER = 1, STRATA_JSON_REAL = 2, STRATA_JSON_TEXT = 3, STRATA_JSON_FALLBACK = 4 };
+enum { STRATA_JSON_NULL = 0, STRATA_JSON_INTEGER = 1, STRATA_JSON_REAL = 2, STRATA_JSON_TEXT = 3, STRATA_JSON_FALLBACK = 4,
+       /* text with backslash escapes: start/count are the raw content, strata_json_unescape decodes */
+       STRATA_JSON_ESCAPED = 5 };
 typedef struct {
     int32_t kind;
     int32_t start;   /* TEXT: byte offset of the string's content (no escapes) */
@@ -18,14 +20,20 @@ typedef struct {
 /// object in json[0..<n], in one pass: NULL when absent. A key may go deeper: the member name,
 /// then segments each made of a 0 byte and 'm' + a member name or 'i' + a decimal array index
 /// (`$.geo.city` is "geo\0mcity", `$.items[0].sku` is "items\0i0\0msku"); a path that does not
-/// exist is NULL, as SQLite answers. A wanted value that needs SQLite's own conversion (escaped
-/// string, nested value, odd number) is FALLBACK for that key alone; every entry is FALLBACK when
+/// exist is NULL, as SQLite answers. A wanted value that needs SQLite's own conversion (nested
+/// value, odd number) is FALLBACK for that key alone; every entry is FALLBACK when
 /// the object is malformed or unusual (escaped keys, nesting deeper than 64, a non-object), so
 /// the caller asks SQLite's json_extract instead. With stop_early the scan ends when every key
 /// is found; otherwise it checks the structure up to the closing brace (and each level a path
 /// walks to its closing bracket).
 void strata_json_members(const uint8_t *json, size_t n, const uint8_t *const *keys, const uint32_t *key_lengths,
                          int key_count, int stop_early, strata_json_field *out);
+
+/// Decodes the content p[0..<n] of a JSON string (between its quotes) into out (room for n bytes:
+/// decoding never grows), as SQLite's ->> does. Returns the decoded length, or -1 when SQLite
+/// must decide (an escape outside RFC 8259, \u0000, an unpaired surrogate, a raw control
+/// character), so the caller falls back to json_extract.
+int32_t strata_json_unescape(const uint8_t *p, size_t n, uint8_t *out);
 
 /// One record of an uncompressed RecordBatch v2 record section, as offsets into it.
 typedef struct {

@@ -34,6 +34,9 @@ public struct TopicConfig: Sendable, Equatable {
     /// Every config set explicitly or by a broker default, by Kafka name, as given (for describe).
     public private(set) var values: [String: String] = [:]
 
+    /// query.index.members: value members summarised per block for strata query's pruning.
+    public var queryIndexMembers: [String] = []
+
     public var requiresJSON: Bool { valueFormat == "json" }
     public var isCompacted: Bool { cleanupPolicy.contains("compact") }
 
@@ -143,6 +146,7 @@ public struct TopicConfig: Sendable, Equatable {
         .init(name: "value.format", kind: .choice(["raw", "json"]), defaultValue: "raw", brokerDefault: nil, effect: .applied, doc: "raw | json"),
         .init(name: "compaction.strategy", kind: .choice(["key-latest", "key-latest-windowed", "size-tiered"]), defaultValue: "key-latest", brokerDefault: nil, effect: .applied, doc: "key-latest | key-latest-windowed | size-tiered"),
         .init(name: "compaction.window.ms", kind: .long(1...Int64.max), defaultValue: "3600000", brokerDefault: nil, effect: .applied, doc: "window of key-latest-windowed, ms"),
+        .init(name: "query.index.members", kind: .list(nil), defaultValue: "", brokerDefault: nil, effect: .applied, doc: "JSON members of the value (user_id, geo.city, items[0].sku; up to 8) whose values get a Bloom filter per block of closed segments, so strata query skips blocks (docs/query.md)"),
     ]
 
     public static let definitionsByName: [String: Definition] = Dictionary(uniqueKeysWithValues: definitions.map { ($0.name, $0) })
@@ -162,7 +166,7 @@ public struct TopicConfig: Sendable, Equatable {
     /// Checks one value against its definition; returns it normalised (lists trimmed).
     static func check(_ key: String, _ value: String) throws(Problem) -> String {
         guard let d = definitionsByName[key] else {
-            throw Problem(key: key, reason: "unknown topic config (Kafka's topic configs and Strata's flush.mode, value.format, compaction.strategy, compaction.window.ms are known)")
+            throw Problem(key: key, reason: "unknown topic config (Kafka's topic configs and Strata's flush.mode, value.format, compaction.strategy, compaction.window.ms, query.index.members are known)")
         }
         switch d.kind {
         case .long(let range):
@@ -235,6 +239,13 @@ public struct TopicConfig: Sendable, Equatable {
             case "compaction.window.ms":
                 if case .keyLatestWindowed = c.compactionStrategy { c.compactionStrategy = .keyLatestWindowed(windowMs: long) }
             case "value.format": c.valueFormat = value
+            case "query.index.members":
+                let members = value.split(separator: ",").map(String.init)
+                guard members.count <= 8 else { throw Problem(key: key, reason: "at most 8 members, not \(members.count)") }
+                for m in members where m.utf8.count > 200 || m.contains(where: { $0 == "\"" || $0 == "'" || $0 == "$" || $0.isWhitespace }) {
+                    throw Problem(key: key, reason: "'\(m.prefix(64))' is not a member name or path (user_id, geo.city, items[0].sku)")
+                }
+                c.queryIndexMembers = members
             default: break  // accepted and stored (see the table's effect)
             }
         }

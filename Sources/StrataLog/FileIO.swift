@@ -7,7 +7,7 @@ import Synchronization
 
 /// Thin, errno-checked wrappers over the syscalls the log engine needs. Every failure becomes a
 /// `LogError.io` naming the operation and the path.
-enum FileIO {
+public enum FileIO {
     /// One-shot faults of the first log-engine tests, kept as shorthands over `StorageFaults`
     /// (the general seam: fail the Nth call of any operation with any errno).
     enum Fault: Sendable { case datasyncEIO, fallocateENOSPC }
@@ -40,13 +40,13 @@ enum FileIO {
         return Int(st.st_size)
     }
 
-    static func fileSize(path: String) -> Int? {
+    public static func fileSize(path: String) -> Int? {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }
         return Int(st.st_size)
     }
 
-    static func exists(_ path: String) -> Bool {
+    public static func exists(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0
     }
@@ -90,7 +90,7 @@ enum FileIO {
 
     /// Replaces `directory/name` so that a crash leaves the old file or the new one, never a torn
     /// one: written to `name.tmp`, fdatasync'd, renamed over, the directory synced.
-    static func replaceAtomically(directory: String, name: String, with bytes: [UInt8]) throws(LogError) {
+    public static func replaceAtomically(directory: String, name: String, with bytes: [UInt8]) throws(LogError) {
         let path = directory + "/" + name
         let tmp = path + ".tmp"
         let fd = try Self.open(tmp, flags: O_WRONLY | O_CREAT | O_TRUNC)
@@ -112,12 +112,12 @@ enum FileIO {
         guard Glibc.rename(from, to) == 0 else { throw LogError.fromErrno("rename to \(to)", from) }
     }
 
-    static func unlink(_ path: String) throws(LogError) {
+    public static func unlink(_ path: String) throws(LogError) {
         try fault(.unlink, path, "unlink")
         guard Glibc.unlink(path) == 0 || errno == ENOENT else { throw LogError.fromErrno("unlink", path) }
     }
 
-    static func mkdirs(_ path: String) throws(LogError) {
+    public static func mkdirs(_ path: String) throws(LogError) {
         if exists(path) { return }  // the common case: one stat, not one per component
         var current = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
@@ -141,7 +141,7 @@ enum FileIO {
         guard rmdir(path) == 0 || errno == ENOENT else { throw LogError.fromErrno("rmdir", path) }
     }
 
-    static func listDirectory(_ path: String) throws(LogError) -> [String] {
+    public static func listDirectory(_ path: String) throws(LogError) -> [String] {
         guard let dir = opendir(path) else { throw LogError.fromErrno("opendir", path) }
         defer { closedir(dir) }
         var names: [String] = []
@@ -192,7 +192,7 @@ enum FileIO {
         return done
     }
 
-    static func readAll(path: String) throws(LogError) -> [UInt8] {
+    public static func readAll(path: String) throws(LogError) -> [UInt8] {
         let fd = try open(path, flags: O_RDONLY)
         defer { close(fd) }
         let size = try fileSize(fd: fd, path: path)

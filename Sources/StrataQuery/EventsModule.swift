@@ -96,11 +96,24 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
             argv += 1
             info.pointee.aConstraintUsage[i].argvIndex = argv
             info.pointee.aConstraintUsage[i].omit = 0
-            tokens.append("\(isIn ? "M" : "m")\(c.iColumn)")
+            // A literal or bound parameter has no affinity, so SQLite compares it type for type
+            // ("c": exact); another column's value may carry an affinity that converts.
+            tokens.append("\(isIn ? "M" : "m")\(c.iColumn)\(!isIn && isConstantRHS(info, i) ? "c" : "")")
             cost /= 2
             continue
         }
         guard let column = Column(rawValue: c.iColumn) else { continue }
+        if column == .key, c.usable != 0, Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ {
+            // key = v / IN (…): prunes blocks through their key Bloom filters (SQLite re-checks).
+            let isIn = sqlite3_vtab_in(info, Int32(i), -1) != 0
+            if isIn { _ = sqlite3_vtab_in(info, Int32(i), 1) }
+            argv += 1
+            info.pointee.aConstraintUsage[i].argvIndex = argv
+            info.pointee.aConstraintUsage[i].omit = 0
+            tokens.append(isIn ? "K" : isConstantRHS(info, i) ? "kc" : "k")
+            cost /= 2
+            continue
+        }
         if column == .topic, Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ {
             // events('t'): the argument must be usable, or this plan cannot run (SQLite tries another).
             guard c.usable != 0 else { continue }
@@ -152,6 +165,13 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
     return SQLITE_OK
 }
 
+/// Whether constraint i's right-hand side is a literal or a bound parameter (values without
+/// affinity; SQLite's docs: sqlite3_vtab_rhs_value).
+private func isConstantRHS(_ info: UnsafeMutablePointer<sqlite3_index_info>, _ i: Int) -> Bool {
+    var value: OpaquePointer?
+    return sqlite3_vtab_rhs_value(info, Int32(i), &value) == SQLITE_OK
+}
+
 private let xOpen: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, UnsafeMutablePointer<UnsafeMutablePointer<sqlite3_vtab_cursor>?>?) -> Int32 = { p, pp in
     let c = UnsafeMutablePointer<StrataVTabCursor>.allocate(capacity: 1)
     c.initialize(to: StrataVTabCursor())
@@ -187,6 +207,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
     let tokens = idxStr.map { String(cString: $0) }?.split(separator: ",").map(String.init) ?? []
     var order: GroupedOrder?
     var filters: [MemberFilter] = []
+    var keyFilter: KeyFilter?
     let groupTokens = tokens.filter { $0.hasPrefix("g") }
     if !groupTokens.isEmpty, let used = tokens.first(where: { $0.hasPrefix("u") }).flatMap({ UInt64($0.dropFirst()) }) {
         let keys = groupTokens.compactMap { Int32($0.dropFirst().dropLast()) }
@@ -197,8 +218,9 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
     }
     for (i, token) in tokens.enumerated() where i < Int(argc) {
         if token.hasPrefix("g") || token.hasPrefix("u") || token == "x" { continue }
-        if let kind = token.first, kind == "m" || kind == "M", let column = Int32(token.dropFirst()) {
-            var filter = MemberFilter(memberId: Int(column - firstMemberColumn))
+        if let kind = token.first, kind == "m" || kind == "M",
+           let column = Int32(token.dropFirst().prefix { $0.isNumber }) {
+            var filter = MemberFilter(memberId: Int(column - firstMemberColumn), exact: token.hasSuffix("c"))
             if kind == "M" {
                 var value: OpaquePointer?
                 var rc = sqlite3_vtab_in_first(argv![i], &value)
@@ -210,6 +232,22 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
                 filter.add(argv![i])
             }
             filters.append(filter)
+            continue
+        }
+        if token == "k" || token == "kc" || token == "K" {
+            var filter = KeyFilter(exact: token == "kc")
+            if token == "K" {
+                var value: OpaquePointer?
+                var rc = sqlite3_vtab_in_first(argv![i], &value)
+                while rc == SQLITE_OK, let v = value {
+                    filter.add(v)
+                    rc = sqlite3_vtab_in_next(argv![i], &value)
+                }
+            } else {
+                filter.add(argv![i])
+            }
+            // Two key constraints: either one alone rules a block out; keep the first (conservative).
+            if keyFilter == nil { keyFilter = filter }
             continue
         }
         if token == "6=" {
@@ -261,7 +299,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
             ranges.append((partition, start, end))
             ctx.stats.withLock { $0.partitionsScanned += 1 }
         }
-        try cur.start(ranges: ranges, order: order, filters: filters, db: ctx.db)
+        try cur.start(ranges: ranges, order: order, filters: filters, keyFilter: keyFilter, db: ctx.db)
     } catch {
         setError(p!.pointee.pVtab, "\(error)")
         return SQLITE_ERROR

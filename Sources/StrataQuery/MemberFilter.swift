@@ -13,8 +13,15 @@ struct MemberFilter: Sendable {
     private var integers: [Int64] = []
     /// A value whose comparison semantics are not modelled here (blob): keep every row.
     private var keepAll = false
+    /// The operands are literals or bound parameters (no affinity): SQLite compares storage
+    /// classes as they are, so a text never equals a number. Otherwise (another table's column)
+    /// an affinity may convert one into the other, and mixed kinds are kept.
+    let exact: Bool
 
-    init(memberId: Int) { self.memberId = memberId }
+    init(memberId: Int, exact: Bool = false) {
+        self.memberId = memberId
+        self.exact = exact
+    }
 
     mutating func add(_ v: OpaquePointer?) {
         switch sqlite3_value_type(v) {
@@ -35,16 +42,16 @@ struct MemberFilter: Sendable {
         case .fallback: return true
         case .null: return false
         case .text(let p, let count):
-            if !numbers.isEmpty || !integers.isEmpty { return true }
+            if !exact && (!numbers.isEmpty || !integers.isEmpty) { return true }
             for t in texts where t.count == Int(count) {
                 if t.isEmpty || t.withUnsafeBytes({ memcmp($0.baseAddress!, p, t.count) }) == 0 { return true }
             }
             return false
         case .integer(let i):
-            if !texts.isEmpty { return true }
+            if !exact && !texts.isEmpty { return true }
             return integers.contains(i) || numbers.contains(Double(i))
         case .real(let d):
-            if !texts.isEmpty { return true }
+            if !exact && !texts.isEmpty { return true }
             return numbers.contains(d) || integers.contains { Double($0) == d }
         }
     }
@@ -60,5 +67,60 @@ extension [MemberFilter] {
             if !f.mayMatch(chunk.fields[f.memberId][row]) { return false }
         }
         return true
+    }
+}
+
+extension MemberFilter {
+    /// False only when a block's summary of this member rules out every value of the filter,
+    /// with the same semantics as `mayMatch(_ field:)`: unless the operands are `exact`, a text
+    /// value may equal a number and a number a text (an affinity may convert), so a block holding
+    /// any value of the other kind stays; values only SQLite reads keep the block.
+    func mayMatch(_ block: SegmentSummary.MemberBlock) -> Bool {
+        if keepAll || block.flags & SegmentSummary.MemberBlock.unreadable != 0 { return true }
+        let hasText = block.flags & SegmentSummary.MemberBlock.hasText != 0
+        let hasNumber = block.flags & SegmentSummary.MemberBlock.hasNumber != 0
+        if !texts.isEmpty {
+            if hasNumber && !exact { return true }
+            if hasText && texts.contains(where: { block.bloom.mayContain(SummaryHash.text($0)) }) { return true }
+        }
+        if !integers.isEmpty || !numbers.isEmpty {
+            if hasText && !exact { return true }
+            if hasNumber {
+                // Integers beyond a real's exact range: the hashes of 2^63-ish reals and integers differ.
+                if integers.contains(where: { abs(Double($0)) >= 9.2e18 }) || numbers.contains(where: { abs($0) >= 9.2e18 }) { return true }
+                if integers.contains(where: { block.bloom.mayContain(SummaryHash.integer($0)) }) { return true }
+                if numbers.contains(where: { block.bloom.mayContain(SummaryHash.real($0)) }) { return true }
+            }
+        }
+        return false
+    }
+}
+
+/// `key = v` / `key IN (…)` pushed down for block pruning (SQLite re-checks every row). The key
+/// column has TEXT affinity, so SQLite compares an integer literal as its decimal text; other
+/// operands (reals, blobs, integers from other columns) are not modelled and prune nothing.
+struct KeyFilter: Sendable {
+    private var texts: [[UInt8]] = []
+    private var keepAll = false
+    /// A literal or bound parameter: an integer compares as its decimal text. From another
+    /// column with numeric affinity, the key would be converted instead ('012' = 12): not modelled.
+    let exact: Bool
+
+    init(exact: Bool = false) { self.exact = exact }
+
+    mutating func add(_ v: OpaquePointer?) {
+        switch sqlite3_value_type(v) {
+        case SQLITE_TEXT:
+            let n = Int(sqlite3_value_bytes(v))
+            texts.append(n == 0 ? [] : Array(UnsafeRawBufferPointer(start: sqlite3_value_text(v), count: n)))
+        case SQLITE_INTEGER:
+            if exact { texts.append(Array(String(sqlite3_value_int64(v)).utf8)) } else { keepAll = true }
+        case SQLITE_NULL: break  // `= NULL` matches nothing
+        default: keepAll = true
+        }
+    }
+
+    func mayMatch(_ keys: BloomFilter) -> Bool {
+        keepAll || texts.contains { keys.mayContain(SummaryHash.text($0)) }
     }
 }

@@ -18,6 +18,12 @@ public struct ScanStats: Sendable {
     public var bytesRead = 0
     public var bytesTotal = 0
     public var recordsScanned = 0
+    /// Blocks of closed segments with a summary that the scans' ranges covered, and those skipped.
+    public var blocksSummarized = 0
+    public var blocksPruned = 0
+    public var bytesPruned = 0
+    /// Closed segments the scans covered that had no up-to-date summary (read in full).
+    public var segmentsWithoutSummary = 0
 }
 
 /// Shared by the virtual tables of one engine.
@@ -50,7 +56,8 @@ final class QueryContext: @unchecked Sendable {
         return nil
     }
 
-    init(broker: Broker, sinceMs: Int64?, untilMs: Int64?, memberColumns: [String], readCommitted: Bool = true) throws {
+    init(broker: Broker, sinceMs: Int64?, untilMs: Int64?, memberColumns: [String], readCommitted: Bool = true,
+         topics: [String]? = nil) throws {
         self.broker = broker
         self.memberColumns = memberColumns
         for m in memberColumns { _ = wanted.id(of: JSONColumns.scanKey(m)) }
@@ -58,7 +65,7 @@ final class QueryContext: @unchecked Sendable {
         self.untilMs = untilMs
         var ends: [String: Int64] = [:]
         var states: [String: ProducerStates] = [:]
-        for topic in broker.topicNames() {
+        for topic in topics ?? broker.topicNames() {
             for p in 0..<(broker.partitionCount(topic) ?? 0) {
                 let log = try broker.log(topic: topic, partition: p)
                 try log.refresh()
@@ -76,6 +83,11 @@ final class QueryContext: @unchecked Sendable {
         }
         endOffsets = ends
         transactionStates = states
+    }
+
+    /// For reading `topics` in full, aborted records included (summaries are built this way).
+    convenience init(broker: Broker, topics: [String]) throws {
+        try self.init(broker: broker, sinceMs: nil, untilMs: nil, memberColumns: [], readCommitted: false, topics: topics)
     }
 }
 
@@ -134,7 +146,7 @@ final class CursorState {
     /// Starts a scan of `ranges`. With `order` (GroupedRows), rows come sorted by those member
     /// columns, and only `storedColumns` can be read.
     func start(ranges: [(partition: Int32, start: Int64, end: Int64)], order: GroupedOrder?, filters: [MemberFilter],
-               db: OpaquePointer?) throws {
+               keyFilter: KeyFilter? = nil, db: OpaquePointer?) throws {
         stop()
         self.filters = filters
         let ctx = table.context
@@ -145,8 +157,15 @@ final class CursorState {
                                 keySlots: order.keyColumns.map { c in order.storedColumns.firstIndex(of: c)! },
                                 descending: order.descending, firstRowOnly: order.firstRowOnly, filters: filters)
         }
-        let pipeline = ScanPipeline(reader: ChunkReader(context: ctx, topic: topic, ranges: ranges), wanted: ctx.wanted,
-                                    trustedJSON: trusted, grouping: spec)
+        var reader = ChunkReader(context: ctx, topic: topic, ranges: ranges)
+        // Blocks whose summaries rule out the key or member equalities are not read at all.
+        let skips = try BlockSkips.build(context: ctx, topic: topic, ranges: ranges, keyFilter: keyFilter, memberFilters: filters)
+        ctx.stats.withLock { s in
+            s.blocksSummarized += skips.blocksConsidered
+            s.segmentsWithoutSummary += skips.segmentsWithoutSummary
+        }
+        if !skips.byPartition.isEmpty { reader.skips = skips }
+        let pipeline = ScanPipeline(reader: reader, wanted: ctx.wanted, trustedJSON: trusted, grouping: spec)
         self.pipeline = pipeline
         let startedMs = monotonicMillis()
         if let spec, let db, let functions = ctx.jsonFunctions {

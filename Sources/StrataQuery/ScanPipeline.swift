@@ -97,6 +97,10 @@ struct ChunkReader {
     let ranges: [(partition: Int32, start: Int64, end: Int64)]
     var rangeIndex = 0
     var position: Int64 = 0
+    /// Blocks known not to hold a match (BlockSkips), jumped over without reading.
+    var skips: BlockSkips?
+    /// Bytes of the last slice read.
+    private(set) var lastSliceBytes = 0
 
     init(context: QueryContext, topic: String, ranges: [(partition: Int32, start: Int64, end: Int64)]) {
         self.context = context
@@ -107,14 +111,25 @@ struct ChunkReader {
     /// The next chunk with at least one row, or nil at the end.
     mutating func next() throws -> Chunk? {
         while rangeIndex < ranges.count {
-            if let chunk = try read(), !chunk.rows.isEmpty { return chunk }
+            if let chunk = try readChunk(), !chunk.rows.isEmpty { return chunk }
         }
         return nil
     }
 
-    private mutating func read() throws -> Chunk? {
+    /// One read of up to 1 MiB of the current range (a chunk, maybe without rows); nil when the
+    /// range is done (rangeIndex moves on).
+    mutating func readChunk() throws -> Chunk? {
         let range = ranges[rangeIndex]
         if position < range.start { position = range.start }
+        if let skips {
+            while let skip = skips.skip(partition: range.partition, at: position) {
+                position = skip.end
+                context.stats.withLock { s in
+                    s.blocksPruned += 1
+                    s.bytesPruned += skip.bytes
+                }
+            }
+        }
         guard position < range.end else {
             rangeIndex += 1
             position = 0
@@ -129,6 +144,7 @@ struct ChunkReader {
         }
         let segmentKey = "\(topic)-\(range.partition)@\(slice.segmentBaseOffset)"
         let firstVisit = context.segmentsSeen.withLock { $0.insert(segmentKey).inserted }
+        lastSliceBytes = slice.count
         context.stats.withLock { s in
             s.bytesRead += slice.count
             if firstVisit { s.segmentsRead += 1 }

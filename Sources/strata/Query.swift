@@ -83,6 +83,9 @@ struct Query: ParsableCommand {
         if explain {
             let s = engine.stats
             printError("scan: \(s.partitionsScanned) partition(s), \(s.segmentsRead) of \(s.segmentsTotal) segments and \(s.bytesRead) of \(s.bytesTotal) bytes read (\(s.segmentsTotal - s.segmentsRead) segments pruned), \(s.recordsScanned) records scanned")
+            if s.blocksSummarized > 0 || s.segmentsWithoutSummary > 0 {
+                printError("summaries: \(s.blocksPruned) of \(s.blocksSummarized) summarised blocks pruned (\(s.bytesPruned) bytes not read: key or member Bloom filters rule them out), \(s.segmentsWithoutSummary) closed segment(s) without a summary read in full")
+            }
         }
     }
 

@@ -10,12 +10,16 @@ import StrataCore
 import StrataKafka
 import StrataLog
 import StrataOps
+import StrataQuery
 import Synchronization
 
 /// Runs Strata on a data directory: loads and recovers every partition, serves the Kafka protocol
 /// and the HTTP operations endpoints, keeps the background workers running, and closes cleanly
 /// (writing the clean-shutdown marker) on SIGINT/SIGTERM.
 struct Serve: ParsableCommand {
+    /// How often the background pass looks for closed segments without a block summary.
+    static let summaryIntervalMs: Int64 = 30_000
+
     static let configuration = CommandConfiguration(
         abstract: "Open the data directory, recover it, and serve Kafka clients until interrupted.",
         discussion: "Settings come from built-in defaults, STRATA_DATA, --config-file, then flags (each overrides the one before); --print-config shows the result and where each value came from. docs/operations.md lists every setting.")
@@ -281,6 +285,17 @@ struct Serve: ParsableCommand {
             let kind = listener.securityProtocol == .plaintext ? "Kafka listener" : "Kafka \(listener.securityProtocol.rawValue) listener"
             logger.info("\(kind) on \(listener.host):\(listener.port) (advertised \(advertised)), data \(dataDirectory). Ctrl-C stops cleanly.")
         }
+        // Block summaries of closed segments for strata query's pruning (docs/query.md), built in
+        // the background shortly after a segment closes.
+        let summaries = PeriodicWorker(intervalMs: Self.summaryIntervalMs) {
+            for (topic, result) in BlockSummaries.buildAll(broker: broker, shouldStop: { !brokerOpen.load(ordering: .acquiring) }) {
+                if case .failure(let error) = result {
+                    Logger(label: "strata.summaries").warning("block summaries not built; retried on the next pass",
+                                                              metadata: ["topic": "\(topic)", "error": "\(error)"])
+                }
+            }
+        }
+        summaries.start()
         var received: Int32 = 0
         while true {
             sigwait(&signals, &received)
@@ -296,6 +311,7 @@ struct Serve: ParsableCommand {
         listenerBound.store(false, ordering: .releasing)
         try? server.shutdown()
         brokerOpen.store(false, ordering: .releasing)
+        summaries.stop()
         try broker.close()
         ops?.shutdown()
         logger.info("clean shutdown")

@@ -1,0 +1,171 @@
+import StrataBroker
+import StrataCore
+import StrataLog
+import Synchronization
+
+/// Builds and finds the per-block summaries of closed segments (SegmentSummary): the server runs
+/// `build` in the background (`strata serve`, every `indexIntervalMs`), `strata index TOPIC`
+/// runs it now, and `strata query` reads what is there — a segment without a summary is simply
+/// read in full.
+public enum BlockSummaries {
+    public struct Report: Sendable, Equatable {
+        public var segmentsClosed = 0
+        public var segmentsBuilt = 0
+        public var blocks = 0
+        public var bytesScanned = 0
+        public var summaryBytes = 0
+        public var filesRemoved = 0
+        public init() {}
+    }
+
+    /// The members of `query.index.members` that the fast path can read (others are skipped).
+    static func members(_ config: TopicConfig?) -> [String] {
+        Array((config?.queryIndexMembers ?? []).filter { JSONColumns.memberName("$." + $0) == $0 }.prefix(SegmentSummary.maxMembers))
+    }
+
+    /// Summarises every closed segment of `topic` that has no up-to-date summary, and removes
+    /// summaries of segments that are gone. `shouldStop` is polled between segments.
+    public static func build(broker: Broker, topic: String, shouldStop: () -> Bool = { false }) throws -> Report {
+        var report = Report()
+        guard let partitions = broker.partitionCount(topic) else { throw QueryError("unknown topic '\(topic)'") }
+        let members = Self.members(broker.topicConfig(topic))
+        let context = try QueryContext(broker: broker, topics: [topic])
+        for partition in 0..<partitions {
+            let log = try broker.log(topic: topic, partition: partition)
+            let directory = SegmentSummary.directory(dataDirectory: broker.dataDirectory, topic: topic, partition: partition)
+            let closed = try log.segmentInfos().filter { !$0.isActive && $0.sizeInBytes > 0 && $0.nextOffset > $0.baseOffset }
+            report.segmentsClosed += closed.count
+            // The directory listing is the truth: files for segments that are gone go too.
+            let wanted = Set(closed.map { SegmentSummary.fileName(baseOffset: $0.baseOffset) })
+            for name in (try? FileIO.listDirectory(directory)) ?? [] where !wanted.contains(name) {
+                try FileIO.unlink(directory + "/" + name)
+                report.filesRemoved += 1
+            }
+            for info in closed {
+                if shouldStop() { return report }
+                let identity = SegmentSummary.Identity(baseOffset: info.baseOffset, nextOffset: info.nextOffset,
+                                                       sizeInBytes: Int64(info.sizeInBytes), largestTimestamp: info.largestTimestamp)
+                if SegmentSummary.load(directory: directory, identity: identity, members: members) != nil { continue }
+                let summary = try summarise(context: context, topic: topic, partition: partition, identity: identity, members: members)
+                try summary.write(directory: directory)
+                report.segmentsBuilt += 1
+                report.blocks += summary.blocks.count
+                report.bytesScanned += summary.blocks.reduce(0) { $0 + Int($1.bytes) }
+                report.summaryBytes += FileIO.fileSize(path: directory + "/" + SegmentSummary.fileName(baseOffset: identity.baseOffset)) ?? 0
+            }
+        }
+        return report
+    }
+
+    /// Every topic (the server's background pass); errors are reported per topic, not thrown.
+    public static func buildAll(broker: Broker, shouldStop: () -> Bool = { false }) -> [(topic: String, result: Result<Report, Error>)] {
+        broker.topicNames().filter { !$0.hasPrefix("__") }.map { topic in
+            (topic, Result { try build(broker: broker, topic: topic, shouldStop: shouldStop) })
+        }
+    }
+
+    /// One segment, read exactly as a scan reads it (1 MiB at a time; each read is a block).
+    static func summarise(context: QueryContext, topic: String, partition: Int32, identity: SegmentSummary.Identity,
+                          members: [String]) throws -> SegmentSummary {
+        var reader = ChunkReader(context: context, topic: topic, ranges: [(partition, identity.baseOffset, identity.nextOffset)])
+        let scanner = JSONMemberScanner(keys: members.map(JSONColumns.scanKey), stopEarly: false)
+        var blocks: [SegmentSummary.Block] = []
+        var start = identity.baseOffset
+        while reader.rangeIndex == 0 {
+            guard let chunk = try reader.readChunk() else { break }
+            let bytes = reader.lastSliceBytes
+            let end = reader.rangeIndex == 0 ? reader.position : identity.nextOffset
+            var keys = Set<UInt64>()
+            var values = [Set<UInt64>](repeating: [], count: members.count)
+            var flags = [UInt8](repeating: 0, count: members.count)
+            for row in chunk.rows {
+                if let key = row.key { keys.insert(SummaryHash.text(UnsafeRawBufferPointer(start: key, count: Int(row.keyCount)))) }
+                guard !members.isEmpty, let value = row.value, row.valueCount >= 0 else { continue }
+                scanner.scan(UnsafeRawBufferPointer(start: value, count: Int(row.valueCount)))
+                for m in members.indices {
+                    switch scanner.field(m, in: value, arena: chunk.arena) {
+                    case .null: break
+                    case .text(let p, let n):
+                        values[m].insert(SummaryHash.text(UnsafeRawBufferPointer(start: p, count: Int(n))))
+                        flags[m] |= SegmentSummary.MemberBlock.hasText
+                    case .integer(let i):
+                        values[m].insert(SummaryHash.integer(i))
+                        flags[m] |= SegmentSummary.MemberBlock.hasNumber
+                    case .real(let d):
+                        values[m].insert(SummaryHash.real(d))
+                        flags[m] |= SegmentSummary.MemberBlock.hasNumber
+                    case .fallback:
+                        flags[m] |= SegmentSummary.MemberBlock.unreadable
+                    }
+                }
+            }
+            if end > start {
+                blocks.append(SegmentSummary.Block(
+                    startOffset: start, endOffset: end, bytes: UInt32(clamping: bytes), records: UInt32(clamping: chunk.rows.count),
+                    keys: BloomFilter(hashes: keys),
+                    members: members.indices.map { SegmentSummary.MemberBlock(flags: flags[$0], bloom: BloomFilter(hashes: values[$0])) }))
+            }
+            start = end
+        }
+        return SegmentSummary(identity: identity, members: members, blocks: blocks)
+    }
+}
+
+/// The blocks a scan may skip: for each partition, offset ranges whose summaries rule out every
+/// pushed-down equality (key or member). Built when a scan starts, from the summary files of the
+/// segments the scan's ranges cover; segments without an up-to-date summary are read in full.
+struct BlockSkips {
+    struct Skip {
+        let start: Int64
+        let end: Int64
+        let bytes: Int
+    }
+    private(set) var byPartition: [Int32: [Skip]] = [:]
+    var blocksConsidered = 0
+    var segmentsWithoutSummary = 0
+
+    static func build(context: QueryContext, topic: String, ranges: [(partition: Int32, start: Int64, end: Int64)],
+                      keyFilter: KeyFilter?, memberFilters: [MemberFilter]) throws -> BlockSkips {
+        var skips = BlockSkips()
+        let named = memberFilters.compactMap { f -> (String, MemberFilter)? in
+            f.memberId < context.memberColumns.count ? (context.memberColumns[f.memberId], f) : nil
+        }
+        guard keyFilter != nil || !named.isEmpty else { return skips }
+        let members = BlockSummaries.members(context.broker.topicConfig(topic))
+        // Filters on members without a summary cannot prune; without any usable filter, stop.
+        let usable = named.compactMap { (name, f) in members.firstIndex(of: name).map { ($0, f) } }
+        guard keyFilter != nil || !usable.isEmpty else { return skips }
+        for range in ranges {
+            let log = try context.broker.log(topic: topic, partition: range.partition)
+            let directory = SegmentSummary.directory(dataDirectory: context.broker.dataDirectory, topic: topic, partition: range.partition)
+            var list: [Skip] = []
+            for info in try log.segmentInfos() where !info.isActive && info.nextOffset > range.start && info.baseOffset < range.end {
+                let identity = SegmentSummary.Identity(baseOffset: info.baseOffset, nextOffset: info.nextOffset,
+                                                       sizeInBytes: Int64(info.sizeInBytes), largestTimestamp: info.largestTimestamp)
+                guard let summary = SegmentSummary.load(directory: directory, identity: identity, members: members) else {
+                    skips.segmentsWithoutSummary += 1
+                    continue
+                }
+                for block in summary.blocks where block.endOffset > range.start && block.startOffset < range.end {
+                    skips.blocksConsidered += 1
+                    let excluded = (keyFilter.map { !$0.mayMatch(block.keys) } ?? false)
+                        || usable.contains { (index, filter) in !filter.mayMatch(block.members[index]) }
+                    if excluded { list.append(Skip(start: block.startOffset, end: block.endOffset, bytes: Int(block.bytes))) }
+                }
+            }
+            if !list.isEmpty { skips.byPartition[range.partition] = list }
+        }
+        return skips
+    }
+
+    /// The skip holding `offset` in `partition`, if any (binary search).
+    func skip(partition: Int32, at offset: Int64) -> Skip? {
+        guard let list = byPartition[partition] else { return nil }
+        var (lo, hi) = (0, list.count)
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if list[mid].end <= offset { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < list.count && list[lo].start <= offset ? list[lo] : nil
+    }
+}

@@ -1,0 +1,259 @@
+import StrataLog
+
+/// What a closed segment holds, block by block (a block is one ~1 MiB read of the segment, as
+/// the query scan reads it): per block a Bloom filter over the record keys and one over the
+/// values of each member the topic declares (`query.index.members`), so that `key = ?` and
+/// `value->>'$.m' = ? / IN (…)` skip blocks that cannot hold a match. A rare key appears in every
+/// segment of a busy topic; per block, it rules out almost all of them.
+///
+/// One file per segment, `summaries/<topic>-<partition>/<base offset>.summary` under the data
+/// directory (outside the log engine's partition directories: the log knows nothing of JSON).
+/// The file names the segment it describes (base offset, next offset, size, largest timestamp);
+/// a summary that no longer matches its segment (compacted, truncated, deleted) is ignored and
+/// rebuilt. Layout in docs/format.md; everything read back is bounds-checked and CRC-checked.
+struct SegmentSummary: Equatable {
+    static let magic: [UInt8] = Array("STRSUMM1".utf8)
+    static let version: UInt32 = 1
+    /// Limits on what a file may declare (a damaged or hostile file is refused, not allocated).
+    static let maxFileBytes = 256 << 20
+    static let maxMembers = 8
+    static let maxNameBytes = 256
+    static let maxBloomWords = 1 << 20
+
+    /// The segment this describes: a summary is used only while all four still match.
+    struct Identity: Equatable {
+        var baseOffset: Int64
+        var nextOffset: Int64
+        var sizeInBytes: Int64
+        var largestTimestamp: Int64
+    }
+
+    struct MemberBlock: Equatable {
+        static let hasText: UInt8 = 1
+        static let hasNumber: UInt8 = 2
+        /// A value only SQLite can read (left to json_extract by the scanner): never pruned.
+        static let unreadable: UInt8 = 4
+        var flags: UInt8 = 0
+        var bloom = BloomFilter(words: [])
+    }
+
+    struct Block: Equatable {
+        var startOffset: Int64
+        /// Exclusive: the offset the next block starts at.
+        var endOffset: Int64
+        var bytes: UInt32
+        var records: UInt32
+        var keys: BloomFilter
+        var members: [MemberBlock]
+    }
+
+    var identity: Identity
+    /// The members summarised, as declared (`user_id`, `geo.city`, `items[0].sku`).
+    var members: [String]
+    var blocks: [Block]
+
+    static func directory(dataDirectory: String, topic: String, partition: Int32) -> String {
+        "\(dataDirectory)/summaries/\(topic)-\(partition)"
+    }
+
+    static func fileName(baseOffset: Int64) -> String {
+        let digits = String(baseOffset)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + ".summary"
+    }
+
+    // MARK: Encoding
+
+    func encoded() -> [UInt8] {
+        var out = Self.magic
+        func u8(_ v: UInt8) { out.append(v) }
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
+        func i64(_ v: Int64) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
+        func bloom(_ b: BloomFilter) {
+            u32(UInt32(b.words.count))
+            for w in b.words { withUnsafeBytes(of: w.littleEndian) { out += $0 } }
+        }
+        u32(Self.version)
+        u32(0)  // flags, none yet
+        i64(identity.baseOffset)
+        i64(identity.nextOffset)
+        i64(identity.sizeInBytes)
+        i64(identity.largestTimestamp)
+        u32(UInt32(members.count))
+        for m in members {
+            let bytes = Array(m.utf8)
+            u32(UInt32(bytes.count))
+            out += bytes
+        }
+        u32(UInt32(blocks.count))
+        for b in blocks {
+            i64(b.startOffset)
+            i64(b.endOffset)
+            u32(b.bytes)
+            u32(b.records)
+            bloom(b.keys)
+            for m in b.members {
+                u8(m.flags)
+                bloom(m.bloom)
+            }
+        }
+        let crc = out.withUnsafeBytes { CRC32C.checksum($0) }
+        u32(crc)
+        return out
+    }
+
+    struct Damaged: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Decodes a file; every count and length is checked against what is left before anything is
+    /// allocated, and the CRC over the whole file must match.
+    static func decode(_ bytes: [UInt8]) throws(Damaged) -> SegmentSummary {
+        guard bytes.count <= maxFileBytes else { throw Damaged(description: "\(bytes.count) bytes: larger than any summary") }
+        guard bytes.count >= magic.count + 4 + 4 + 32 + 4 + 4 + 4, Array(bytes[0..<magic.count]) == magic else {
+            throw Damaged(description: "not a segment summary")
+        }
+        let body = bytes.count - 4
+        let stored = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: body, as: UInt32.self) }.littleEndian
+        let crc = bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<body])) }
+        guard stored == crc else { throw Damaged(description: "checksum mismatch") }
+        var at = magic.count
+        func need(_ n: Int) throws(Damaged) {
+            guard n >= 0, n <= body - at else { throw Damaged(description: "truncated at byte \(at)") }
+        }
+        func u8() throws(Damaged) -> UInt8 { try need(1); defer { at += 1 }; return bytes[at] }
+        func u32() throws(Damaged) -> UInt32 {
+            try need(4)
+            defer { at += 4 }
+            return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) }.littleEndian
+        }
+        func i64() throws(Damaged) -> Int64 {
+            try need(8)
+            defer { at += 8 }
+            return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: Int64.self) }.littleEndian
+        }
+        func bloom() throws(Damaged) -> BloomFilter {
+            let count = Int(try u32())
+            guard count <= maxBloomWords else { throw Damaged(description: "a Bloom filter of \(count) words") }
+            try need(count * 8)
+            var words = [UInt64](repeating: 0, count: count)
+            bytes.withUnsafeBytes { raw in
+                for i in 0..<count { words[i] = raw.loadUnaligned(fromByteOffset: at + i * 8, as: UInt64.self).littleEndian }
+            }
+            at += count * 8
+            return BloomFilter(words: words)
+        }
+        guard try u32() == version else { throw Damaged(description: "unknown version") }
+        _ = try u32()
+        let identity = Identity(baseOffset: try i64(), nextOffset: try i64(), sizeInBytes: try i64(), largestTimestamp: try i64())
+        let memberCount = Int(try u32())
+        guard memberCount <= maxMembers else { throw Damaged(description: "\(memberCount) members") }
+        var members: [String] = []
+        for _ in 0..<memberCount {
+            let n = Int(try u32())
+            guard n <= maxNameBytes else { throw Damaged(description: "a member name of \(n) bytes") }
+            try need(n)
+            members.append(String(decoding: bytes[at..<at + n], as: UTF8.self))
+            at += n
+        }
+        let blockCount = Int(try u32())
+        // Each block takes at least 24 + 4 + (1 + 4) per member bytes.
+        guard blockCount <= (body - at) / (28 + 5 * memberCount) else { throw Damaged(description: "\(blockCount) blocks in \(body - at) bytes") }
+        var blocks: [Block] = []
+        blocks.reserveCapacity(blockCount)
+        var previousEnd = identity.baseOffset
+        for _ in 0..<blockCount {
+            let start = try i64(), end = try i64()
+            guard start >= previousEnd, end > start, end <= identity.nextOffset else {
+                throw Damaged(description: "block \(start)..<\(end) out of order or outside the segment")
+            }
+            previousEnd = end
+            let size = try u32(), records = try u32()
+            let keys = try bloom()
+            var memberBlocks: [MemberBlock] = []
+            for _ in 0..<memberCount { memberBlocks.append(MemberBlock(flags: try u8(), bloom: try bloom())) }
+            blocks.append(Block(startOffset: start, endOffset: end, bytes: size, records: records, keys: keys, members: memberBlocks))
+        }
+        guard at == body else { throw Damaged(description: "\(body - at) bytes after the last block") }
+        return SegmentSummary(identity: identity, members: members, blocks: blocks)
+    }
+
+    /// The summary of the segment `identity` in `directory`, nil when there is none or it no
+    /// longer describes that segment, or it is damaged (a summary is only ever an optimisation).
+    static func load(directory: String, identity: Identity, members: [String]) -> SegmentSummary? {
+        let path = directory + "/" + fileName(baseOffset: identity.baseOffset)
+        guard FileIO.exists(path), let bytes = try? FileIO.readAll(path: path),
+              let summary = try? decode(bytes), summary.identity == identity, summary.members == members else { return nil }
+        return summary
+    }
+
+    /// Writes the file atomically (a crash leaves the old file or the new one).
+    func write(directory: String) throws(LogError) {
+        try FileIO.mkdirs(directory)
+        try FileIO.replaceAtomically(directory: directory, name: Self.fileName(baseOffset: identity.baseOffset), with: encoded())
+    }
+}
+
+/// A Bloom filter over 64-bit hashes (SummaryHash), 7 probes by double hashing; sized at 10 bits
+/// per distinct value (~1% false positives), at least one word.
+struct BloomFilter: Equatable {
+    static let probes = 7
+    var words: [UInt64]
+
+    init(words: [UInt64]) { self.words = words }
+
+    init(hashes: Set<UInt64>) {
+        words = [UInt64](repeating: 0, count: max(1, min(SegmentSummary.maxBloomWords, (hashes.count * 10 + 63) / 64)))
+        for h in hashes { insert(h) }
+    }
+
+    private mutating func insert(_ h: UInt64) {
+        let bits = UInt64(words.count) * 64
+        let step = (h >> 32 | h << 32) | 1
+        var probe = h
+        for _ in 0..<Self.probes {
+            let bit = probe % bits
+            words[Int(bit / 64)] |= 1 << (bit % 64)
+            probe = probe &+ step
+        }
+    }
+
+    func mayContain(_ h: UInt64) -> Bool {
+        guard !words.isEmpty else { return true }
+        let bits = UInt64(words.count) * 64
+        let step = (h >> 32 | h << 32) | 1
+        var probe = h
+        for _ in 0..<Self.probes {
+            let bit = probe % bits
+            if words[Int(bit / 64)] & (1 << (bit % 64)) == 0 { return false }
+            probe = probe &+ step
+        }
+        return true
+    }
+}
+
+/// Hashes stored in summary files: the same in every process (unlike Swift's seeded Hasher).
+/// Values are tagged by SQLite storage class so that `=` semantics carry over: text by bytes,
+/// numbers by value (an integral real hashes as the integer, as 1.0 = 1 in SQLite).
+enum SummaryHash {
+    @inline(__always) static func mix(_ x: UInt64) -> UInt64 {
+        var z = x
+        z = (z ^ (z >> 33)) &* 0xff51afd7ed558ccd
+        z = (z ^ (z >> 33)) &* 0xc4ceb9fe1a85ec53
+        return z ^ (z >> 33)
+    }
+
+    static func text(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var h: UInt64 = 0xcbf29ce484222325 ^ 0x54  // 'T'
+        for b in bytes { h = (h ^ UInt64(b)) &* 0x100000001b3 }
+        return mix(h ^ UInt64(bytes.count))
+    }
+
+    static func text(_ bytes: [UInt8]) -> UInt64 { bytes.withUnsafeBytes { text($0) } }
+
+    static func integer(_ v: Int64) -> UInt64 { mix(UInt64(bitPattern: v) ^ 0x49_0000_0000_0049) }
+
+    static func real(_ d: Double) -> UInt64 {
+        if d.rounded() == d, abs(d) < 9.2e18 { return integer(Int64(d)) }
+        return mix(d.bitPattern ^ 0x52_0000_0000_0052)
+    }
+}

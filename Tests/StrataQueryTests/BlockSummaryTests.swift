@@ -1,0 +1,195 @@
+import Foundation
+import Testing
+@testable import StrataBroker
+@testable import StrataLog
+@testable import StrataQuery
+
+/// Block summaries (SegmentSummary, BlockSkips) may only ever skip blocks that cannot hold a
+/// match: every test compares a pruned query with one SQLite evaluates over every row.
+@Suite struct BlockSummaryTests {
+    func rows(_ engine: QueryEngine, _ sql: String) throws -> [[String?]] {
+        var out: [[String?]] = []
+        try engine.run(sql, header: { _ in }, row: { out.append($0) })
+        return out
+    }
+
+    /// A topic with 3 MiB segments (so each has three 1 MiB blocks), values whose
+    /// members are text, integers, reals, null, escaped or nested, and keys from a skewed set.
+    static func broker(_ dir: QDir, seed: UInt64, records: Int = 60_000) throws -> Broker {
+        var state = seed
+        func next() -> UInt64 { state = state &* 6364136223846793005 &+ 1442695040888963407; return state >> 33 }
+        let broker = try Broker.open(dataDirectory: dir.path)
+        try broker.createTopic("t", partitions: 2, configs: ["segment.bytes": "3145728", "retention.ms": "-1",
+                                                             "query.index.members": "user_id,geo.city,n"])
+        var batch: [ProducerRecord] = []
+        let padding = String(repeating: "x", count: 120)
+        for i in 0..<records {
+            // Hot users everywhere; rare ones (u-9000+) in a few places only.
+            let user = next() % 500 == 0 ? "u-\(9000 + next() % 40)" : "u-\(next() % 30)"
+            let userJSON: String
+            switch next() % 12 {
+            case 0: userJSON = "null"
+            case 1: userJSON = "\(next() % 7)"                       // a number where text is usual
+            case 2: userJSON = "\"\(user.replacingOccurrences(of: "u", with: "\\u0075"))\""  // escaped
+            default: userJSON = "\"\(user)\""
+            }
+            let n = next() % 5 == 0 ? "\(Double(next() % 100) + 0.5)" : "\(next() % 100)"
+            let city = ["Paris", "K\\u00f6ln", "Köln", "Lyon"][Int(next() % 4)]
+            let rareCity = i == records / 2 ? "Atlantis" : city
+            let value = #"{"user_id":\#(userJSON),"geo":{"city":"\#(rareCity)"},"n":\#(n),"pad":"\#(padding)"}"#
+            let key = next() % 1000 == 0 ? "rare-\(next() % 20)" : "k\(next() % 16)"
+            batch.append(ProducerRecord(key: Array(key.utf8), value: Array(value.utf8), timestamp: Int64(i)))
+            if batch.count == 200 {
+                try broker.produce(topic: "t", records: batch, acks: .leader)
+                batch = []
+            }
+        }
+        if !batch.isEmpty { try broker.produce(topic: "t", records: batch, acks: .leader) }
+        return broker
+    }
+
+    static let predicates: [(fast: String, slow: String)] = [
+        ("value->>'$.user_id' = 'u-9003'", "json_extract(value,'$.user_id') = 'u-9003'"),
+        ("value->>'$.user_id' IN ('u-9001', 'u-9039', 'nobody')", "json_extract(value,'$.user_id') IN ('u-9001', 'u-9039', 'nobody')"),
+        ("value->>'$.user_id' = 'u-3'", "json_extract(value,'$.user_id') = 'u-3'"),
+        ("value->>'$.user_id' = 5", "json_extract(value,'$.user_id') = 5"),
+        ("value->>'$.user_id' = 5.0", "json_extract(value,'$.user_id') = 5.0"),
+        ("value->>'$.user_id' = '5'", "json_extract(value,'$.user_id') = '5'"),
+        ("value->>'$.user_id' = NULL", "json_extract(value,'$.user_id') = NULL"),
+        ("value->>'$.n' = 42", "json_extract(value,'$.n') = 42"),
+        ("value->>'$.n' = 42.5", "json_extract(value,'$.n') = 42.5"),
+        ("value->>'$.n' IN (7, 99.5, 'x')", "json_extract(value,'$.n') IN (7, 99.5, 'x')"),
+        ("value->>'$.geo.city' = 'Atlantis'", "json_extract(value,'$.geo.city') = 'Atlantis'"),
+        ("value->>'$.geo.city' = 'Köln'", "json_extract(value,'$.geo.city') = 'Köln'"),
+        ("key = 'rare-7'", "key || '' = 'rare-7'"),
+        ("key IN ('rare-1', 'rare-19', 'none')", "key || '' IN ('rare-1', 'rare-19', 'none')"),
+        ("key = 'k3'", "key || '' = 'k3'"),
+        ("key = 12", "key || '' = '12'"),
+        ("key = 'rare-2' AND value->>'$.user_id' = 'u-9005'", "key || '' = 'rare-2' AND json_extract(value,'$.user_id') = 'u-9005'"),
+        ("value->>'$.user_id' = 'u-9002' AND timestamp >= 5000", "json_extract(value,'$.user_id') = 'u-9002' AND timestamp >= 5000"),
+    ]
+
+    @Test(arguments: [1, 2] as [UInt64])
+    func pruningNeverDropsAMatchingRow(_ seed: UInt64) throws {
+        let dir = QDir()
+        let broker = try Self.broker(dir, seed: seed)
+        defer { try? broker.close() }
+        let report = try BlockSummaries.build(broker: broker, topic: "t")
+        #expect(report.segmentsBuilt > 2 && report.blocks > report.segmentsBuilt, "\(report)")
+        // Built once: a second pass finds them up to date.
+        #expect(try BlockSummaries.build(broker: broker, topic: "t").segmentsBuilt == 0)
+        var prunedSomething = false
+        for (fast, slow) in Self.predicates {
+            let engine = try QueryEngine(broker: broker, jsonMembers: ["user_id", "geo.city", "n"])
+            let a = try rows(engine, "SELECT count(*), sum(offset), group_concat(partition || ':' || offset) FROM t WHERE \(fast)")
+            let pruned = engine.stats.blocksPruned
+            let b = try rows(QueryEngine(broker: broker), "SELECT count(*), sum(offset), group_concat(partition || ':' || offset) FROM t WHERE \(slow)")
+            #expect(a == b, "\(fast): \(a.map { $0.prefix(2) }) vs \(b.map { $0.prefix(2) })")
+            if pruned > 0 { prunedSomething = true }
+            // (An IN list is compared like another table's column: blocks holding numbers stay.)
+            if fast.contains("rare") || (fast.contains("u-90") && !fast.contains(" IN ")) || fast.contains("Atlantis") || fast.contains("= NULL") {
+                #expect(pruned > 0, "\(fast): nothing pruned (\(engine.stats))")
+            }
+        }
+        #expect(prunedSomething)
+        // An operand with an affinity (a column of another table): SQLite may convert, so a number
+        // can equal a text; the same statement gives the same rows with and without summaries.
+        let joins = ["SELECT count(*), sum(t.offset) FROM (SELECT CAST(5 AS TEXT) AS x UNION SELECT 'u-9003') u JOIN t ON t.value->>'$.user_id' = u.x",
+                     "SELECT count(*), sum(t.offset) FROM (SELECT CAST(5 AS REAL) AS x) u JOIN t ON t.value->>'$.user_id' = u.x",
+                     "SELECT count(*), sum(t.offset) FROM (SELECT CAST('7' AS INTEGER) AS x) u JOIN t ON t.key = u.x"]
+        let withSummaries = try joins.map { try rows(QueryEngine(broker: broker, jsonMembers: ["user_id"]), $0) }
+        let summaries = broker.dataDirectory + "/summaries"
+        #expect(rename(summaries, summaries + ".away") == 0)
+        let without = try joins.map { try rows(QueryEngine(broker: broker, jsonMembers: ["user_id"]), $0) }
+        #expect(rename(summaries + ".away", summaries) == 0)
+        #expect(withSummaries == without)
+    }
+
+    @Test func staleDamagedOrMissingSummariesAreReadInFull() throws {
+        let dir = QDir()
+        let broker = try Self.broker(dir, seed: 3, records: 40_000)
+        defer { try? broker.close() }
+        _ = try BlockSummaries.build(broker: broker, topic: "t")
+        let summaries = SegmentSummary.directory(dataDirectory: broker.dataDirectory, topic: "t", partition: 0)
+        let files = try FileIO.listDirectory(summaries).sorted()
+        #expect(!files.isEmpty)
+        let query = "SELECT count(*), sum(offset) FROM t WHERE value->>'$.user_id' = 'u-9004'"
+        let expected = try rows(QueryEngine(broker: broker), "SELECT count(*), sum(offset) FROM t WHERE json_extract(value,'$.user_id') = 'u-9004'")
+        // Damage: a flipped byte (CRC), a truncated file, garbage, one for another segment size.
+        var bytes = try FileIO.readAll(path: summaries + "/" + files[0])
+        bytes[bytes.count / 2] ^= 0x40
+        try FileIO.replaceAtomically(directory: summaries, name: files[0], with: bytes)
+        if files.count > 1 {
+            let other = try FileIO.readAll(path: summaries + "/" + files[1])
+            try FileIO.replaceAtomically(directory: summaries, name: files[1], with: Array(other.prefix(other.count / 3)))
+        }
+        let engine = try QueryEngine(broker: broker, jsonMembers: ["user_id"])
+        #expect(try rows(engine, query) == expected)
+        #expect(engine.stats.segmentsWithoutSummary >= min(2, files.count), "\(engine.stats)")
+        // The next build pass replaces them.
+        #expect(try BlockSummaries.build(broker: broker, topic: "t").segmentsBuilt == min(2, files.count))
+        // A summary of a rewritten segment (different size) does not match it.
+        var summary = try SegmentSummary.decode(try FileIO.readAll(path: summaries + "/" + files[0]))
+        summary.identity.sizeInBytes += 1
+        try summary.write(directory: summaries)
+        let again = try QueryEngine(broker: broker, jsonMembers: ["user_id"])
+        #expect(try rows(again, query) == expected)
+        #expect(again.stats.segmentsWithoutSummary >= 1)
+        // Files of segments that are gone are removed.
+        try FileIO.replaceAtomically(directory: summaries, name: SegmentSummary.fileName(baseOffset: 999_999_999), with: [1, 2, 3])
+        #expect(try BlockSummaries.build(broker: broker, topic: "t").filesRemoved >= 1)
+        #expect(!FileIO.exists(summaries + "/" + SegmentSummary.fileName(baseOffset: 999_999_999)))
+    }
+
+    @Test func mutatedSummaryFilesAreRefusedWithinBounds() throws {
+        let summary = SegmentSummary(
+            identity: .init(baseOffset: 100, nextOffset: 300, sizeInBytes: 4096, largestTimestamp: 7),
+            members: ["user_id", "geo.city"],
+            blocks: [.init(startOffset: 100, endOffset: 200, bytes: 2048, records: 100, keys: BloomFilter(hashes: [1, 2, 3]),
+                           members: [.init(flags: 1, bloom: BloomFilter(hashes: [4])), .init(flags: 3, bloom: BloomFilter(hashes: [5, 6]))]),
+                     .init(startOffset: 200, endOffset: 300, bytes: 2048, records: 100, keys: BloomFilter(hashes: []),
+                           members: [.init(flags: 4, bloom: BloomFilter(hashes: [])), .init(flags: 0, bloom: BloomFilter(hashes: [9]))])])
+        let bytes = summary.encoded()
+        #expect(try SegmentSummary.decode(bytes) == summary)
+        var seed: UInt64 = 11
+        func next() -> UInt64 { seed = seed &* 6364136223846793005 &+ 1442695040888963407; return seed >> 33 }
+        for _ in 0..<3000 {
+            var mutated = bytes
+            switch next() % 3 {
+            case 0: mutated[Int(next() % UInt64(mutated.count))] ^= UInt8(1 << (next() % 8))
+            case 1: mutated = Array(mutated.prefix(Int(next() % UInt64(mutated.count))))
+            default:
+                // A lying length with a recomputed CRC: the bounds checks, not the CRC, must catch it.
+                let at = Int(next() % UInt64(mutated.count - 4))
+                mutated[at] = 0xFF
+                mutated.removeLast(4)
+                let crc = mutated.withUnsafeBytes { CRC32C.checksum($0) }
+                withUnsafeBytes(of: crc.littleEndian) { mutated += $0 }
+            }
+            if let decoded = try? SegmentSummary.decode(mutated) { #expect(decoded.blocks.count <= 2) }
+        }
+    }
+
+    @Test func bloomFiltersHoldWhatWasInsertedAndRejectMostOfTheRest() {
+        let inserted = Set((0..<5000).map { SummaryHash.text(Array("u-\($0)".utf8)) })
+        let bloom = BloomFilter(hashes: inserted)
+        #expect(inserted.allSatisfy(bloom.mayContain))
+        let others = (5000..<105_000).filter { bloom.mayContain(SummaryHash.text(Array("u-\($0)".utf8))) }.count
+        #expect(others < 2500, "\(others) false positives in 100000")  // ~1% expected
+        #expect(SummaryHash.real(5.0) == SummaryHash.integer(5))
+        #expect(SummaryHash.real(-0.0) == SummaryHash.integer(0))
+        #expect(SummaryHash.real(5.5) != SummaryHash.integer(5))
+        #expect(SummaryHash.text(Array("5".utf8)) != SummaryHash.integer(5))
+    }
+
+    @Test func theMembersConfigIsValidated() throws {
+        let dir = QDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        defer { try? broker.close() }
+        #expect(throws: (any Error).self) { try broker.createTopic("a", configs: ["query.index.members": "a,b,c,d,e,f,g,h,i"]) }
+        #expect(throws: (any Error).self) { try broker.createTopic("b", configs: ["query.index.members": "$.user_id"]) }
+        #expect(throws: (any Error).self) { try broker.createTopic("c", configs: ["query.index.members": "\"quoted\""]) }
+        try broker.createTopic("d", configs: ["query.index.members": "user_id, geo.city,items[0].sku"])
+        #expect(broker.topicConfig("d")?.queryIndexMembers == ["user_id", "geo.city", "items[0].sku"])
+    }
+}

@@ -21,6 +21,7 @@ ap.add_argument("--runs", type=int, default=3)
 ap.add_argument("--work", default="/tmp/strata-bench-query")
 ap.add_argument("--sqlite", action="store_true")
 ap.add_argument("--generator", choices=["flat", "nested"], default="flat")
+ap.add_argument("--segment-mb", type=int, default=128, help="segment.bytes of the topic, MiB (default 128, Strata's default)")
 ap.add_argument("--json-topic", action="store_true",
                 help="load into a topic with value.format=json (validated on write: the member scan may stop early)")
 args = ap.parse_args()
@@ -41,14 +42,22 @@ if not os.path.exists(events):
     os.rename(events + ".tmp", events)
 subprocess.check_call(["swift", "build", "-c", "release", "--package-path", root, "--product", "strata"], stdout=sys.stderr)
 strata = os.path.join(root, ".build", "release", "strata")
-data = os.path.join(args.work, f"{flavour}data_{args.events}" + ("_json" if args.json_topic else ""))
+data = os.path.join(args.work, f"{flavour}data_{args.events}_{args.segment_mb}m" + ("_json" if args.json_topic else ""))
 if not os.path.exists(os.path.join(data, "loaded")):
     subprocess.run(["rm", "-rf", data])
+    # Block summaries over the members the needle queries look for; segments of --segment-mb
+    # (the active segment has no summary and is always read).
+    configs = ["--config", "query.index.members=" + ("user_id" if args.generator == "flat" else "user.id,order_id"),
+               "--config", f"segment.bytes={args.segment_mb << 20}"]
     if args.json_topic:
-        subprocess.check_call([strata, "topics", "create", "events", "--data", data, "--config", "value.format=json"])
+        configs += ["--config", "value.format=json"]
+    subprocess.check_call([strata, "topics", "create", "events", "--data", data] + configs)
     t = time.perf_counter()
     subprocess.check_call([strata, "produce", "events", "--data", data, "--timestamp-field", "ts", "--file", events])
     print(f"loaded {args.events} events in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    t = time.perf_counter()
+    out = subprocess.check_output([strata, "index", "events", "--data", data], text=True)
+    print(f"strata index in {time.perf_counter() - t:.1f} s: {out.strip()}", file=sys.stderr)
     open(os.path.join(data, "loaded"), "w").close()
 
 day_from, day_to = 1760486400000, 1760572800000  # 2025-10-15T00:00Z .. 2025-10-16T00:00Z
@@ -115,7 +124,9 @@ def best(fn):
     return min(times), out
 
 def norm(rows):
-    return [tuple(round(float(v), 2) if isinstance(v, float) or (isinstance(v, str) and v.replace('.', '', 1).replace('-', '', 1).isdigit() and '.' in v) else str(v) for v in r) for r in rows]
+    # NULL is None in DuckDB and an empty cell in strata's CSV.
+    rows = [[None if v == "" else v for v in r] for r in rows]
+    return [tuple(None if v is None else round(float(v), 2) if isinstance(v, float) or (isinstance(v, str) and v.replace('.', '', 1).replace('-', '', 1).isdigit() and '.' in v) else str(v) for v in r) for r in rows]
 
 print(f"{args.events} events, {os.path.getsize(events) / 1e9:.2f} GB of JSON lines; best of {args.runs}; DuckDB {duckdb.__version__} with 2 threads;"
       f" topic {'value.format=json' if args.json_topic else 'without value.format (raw)'}")

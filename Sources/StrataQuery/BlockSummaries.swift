@@ -33,10 +33,11 @@ public enum BlockSummaries {
         for partition in 0..<partitions {
             let log = try broker.log(topic: topic, partition: partition)
             let directory = SegmentSummary.directory(dataDirectory: broker.dataDirectory, topic: topic, partition: partition)
-            let closed = try log.segmentInfos().filter { !$0.isActive && $0.sizeInBytes > 0 && $0.nextOffset > $0.baseOffset }
+            let infos = try log.segmentInfos()
+            let closed = infos.filter { !$0.isActive && $0.sizeInBytes > 0 && $0.nextOffset > $0.baseOffset }
             report.segmentsClosed += closed.count
             // The directory listing is the truth: files for segments that are gone go too.
-            let wanted = Set(closed.map { SegmentSummary.fileName(baseOffset: $0.baseOffset) })
+            let wanted = Set(infos.map { SegmentSummary.fileName(baseOffset: $0.baseOffset) })
             for name in (try? FileIO.listDirectory(directory)) ?? [] where !wanted.contains(name) {
                 try FileIO.unlink(directory + "/" + name)
                 report.filesRemoved += 1
@@ -52,6 +53,25 @@ public enum BlockSummaries {
                 report.blocks += summary.blocks.count
                 report.bytesScanned += summary.blocks.reduce(0) { $0 + Int($1.bytes) }
                 report.summaryBytes += FileIO.fileSize(path: directory + "/" + SegmentSummary.fileName(baseOffset: identity.baseOffset)) ?? 0
+            }
+            // The active segment: its flushed beginning, extended from where the last pass ended.
+            if let active = infos.last, active.isActive, !shouldStop() {
+                let flushedEnd = min(log.recoveryPoint, active.nextOffset)
+                var summary = SegmentSummary.loadPrefix(directory: directory, baseOffset: active.baseOffset, upTo: flushedEnd, members: members)
+                    ?? SegmentSummary(identity: .init(baseOffset: active.baseOffset, nextOffset: active.baseOffset, sizeInBytes: 0, largestTimestamp: -1),
+                                      isPrefix: true, members: members, blocks: [])
+                if flushedEnd > summary.identity.nextOffset {
+                    let more = try summarise(context: context, topic: topic, partition: partition, identity: .init(
+                        baseOffset: summary.identity.nextOffset, nextOffset: flushedEnd, sizeInBytes: 0, largestTimestamp: -1), members: members)
+                    if !more.blocks.isEmpty {
+                        summary.blocks += more.blocks
+                        summary.identity.nextOffset = flushedEnd
+                        summary.identity.sizeInBytes += Int64(more.blocks.reduce(0) { $0 + Int($1.bytes) })
+                        try summary.write(directory: directory)
+                        report.blocks += more.blocks.count
+                        report.bytesScanned += more.blocks.reduce(0) { $0 + Int($1.bytes) }
+                    }
+                }
             }
         }
         return report
@@ -139,11 +159,18 @@ struct BlockSkips {
             let log = try context.broker.log(topic: topic, partition: range.partition)
             let directory = SegmentSummary.directory(dataDirectory: context.broker.dataDirectory, topic: topic, partition: range.partition)
             var list: [Skip] = []
-            for info in try log.segmentInfos() where !info.isActive && info.nextOffset > range.start && info.baseOffset < range.end {
-                let identity = SegmentSummary.Identity(baseOffset: info.baseOffset, nextOffset: info.nextOffset,
-                                                       sizeInBytes: Int64(info.sizeInBytes), largestTimestamp: info.largestTimestamp)
-                guard let summary = SegmentSummary.load(directory: directory, identity: identity, members: members) else {
-                    skips.segmentsWithoutSummary += 1
+            for info in try log.segmentInfos() where info.nextOffset > range.start && info.baseOffset < range.end {
+                let summary: SegmentSummary?
+                if info.isActive {
+                    // What a prefix summary covers; the rest of the active segment is read.
+                    summary = SegmentSummary.loadPrefix(directory: directory, baseOffset: info.baseOffset, upTo: info.nextOffset, members: members)
+                } else {
+                    let identity = SegmentSummary.Identity(baseOffset: info.baseOffset, nextOffset: info.nextOffset,
+                                                           sizeInBytes: Int64(info.sizeInBytes), largestTimestamp: info.largestTimestamp)
+                    summary = SegmentSummary.load(directory: directory, identity: identity, members: members)
+                }
+                guard let summary else {
+                    if !info.isActive { skips.segmentsWithoutSummary += 1 }
                     continue
                 }
                 for block in summary.blocks where block.endOffset > range.start && block.startOffset < range.end {

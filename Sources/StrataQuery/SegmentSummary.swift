@@ -48,6 +48,10 @@ struct SegmentSummary: Equatable {
     }
 
     var identity: Identity
+    /// A summary of the flushed beginning of the active segment, up to `identity.nextOffset`
+    /// (its size and largest timestamp are not recorded). Appends never change what it covers,
+    /// so it stays valid while the segment is active; once the segment closes it is replaced.
+    var isPrefix = false
     /// The members summarised, as declared (`user_id`, `geo.city`, `items[0].sku`).
     var members: [String]
     var blocks: [Block]
@@ -73,7 +77,7 @@ struct SegmentSummary: Equatable {
             for w in b.words { withUnsafeBytes(of: w.littleEndian) { out += $0 } }
         }
         u32(Self.version)
-        u32(0)  // flags, none yet
+        u32(isPrefix ? 1 : 0)  // flags
         i64(identity.baseOffset)
         i64(identity.nextOffset)
         i64(identity.sizeInBytes)
@@ -143,7 +147,7 @@ struct SegmentSummary: Equatable {
             return BloomFilter(words: words)
         }
         guard try u32() == version else { throw Damaged(description: "unknown version") }
-        _ = try u32()
+        let flags = try u32()
         let identity = Identity(baseOffset: try i64(), nextOffset: try i64(), sizeInBytes: try i64(), largestTimestamp: try i64())
         let memberCount = Int(try u32())
         guard memberCount <= maxMembers else { throw Damaged(description: "\(memberCount) members") }
@@ -174,7 +178,7 @@ struct SegmentSummary: Equatable {
             blocks.append(Block(startOffset: start, endOffset: end, bytes: size, records: records, keys: keys, members: memberBlocks))
         }
         guard at == body else { throw Damaged(description: "\(body - at) bytes after the last block") }
-        return SegmentSummary(identity: identity, members: members, blocks: blocks)
+        return SegmentSummary(identity: identity, isPrefix: flags & 1 != 0, members: members, blocks: blocks)
     }
 
     /// The summary of the segment `identity` in `directory`, nil when there is none or it no
@@ -182,7 +186,16 @@ struct SegmentSummary: Equatable {
     static func load(directory: String, identity: Identity, members: [String]) -> SegmentSummary? {
         let path = directory + "/" + fileName(baseOffset: identity.baseOffset)
         guard FileIO.exists(path), let bytes = try? FileIO.readAll(path: path),
-              let summary = try? decode(bytes), summary.identity == identity, summary.members == members else { return nil }
+              let summary = try? decode(bytes), !summary.isPrefix, summary.identity == identity, summary.members == members else { return nil }
+        return summary
+    }
+
+    /// The prefix summary of the active segment at `baseOffset`, if it covers no more than
+    /// `upTo` (the segment's flushed end).
+    static func loadPrefix(directory: String, baseOffset: Int64, upTo: Int64, members: [String]) -> SegmentSummary? {
+        let path = directory + "/" + fileName(baseOffset: baseOffset)
+        guard FileIO.exists(path), let bytes = try? FileIO.readAll(path: path), let summary = try? decode(bytes), summary.isPrefix,
+              summary.identity.baseOffset == baseOffset, summary.identity.nextOffset <= upTo, summary.members == members else { return nil }
         return summary
     }
 

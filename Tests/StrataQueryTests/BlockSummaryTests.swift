@@ -105,6 +105,48 @@ import Testing
         #expect(withSummaries == without)
     }
 
+    /// The active segment's flushed beginning gets a prefix summary that later passes extend;
+    /// records appended after it are read in full, and a roll replaces it with a full summary.
+    @Test func theActiveSegmentIsSummarisedUpToItsFlushedEnd() throws {
+        let dir = QDir()
+        let broker = try Self.broker(dir, seed: 4, records: 20_000)
+        defer { try? broker.close() }
+        // Only flushed records are summarised (an unclean stop may cut the unflushed tail).
+        try broker.log(topic: "t", partition: 0).flush()
+        _ = try BlockSummaries.build(broker: broker, topic: "t")
+        let directory = SegmentSummary.directory(dataDirectory: broker.dataDirectory, topic: "t", partition: 0)
+        let log = try broker.log(topic: "t", partition: 0)
+        let active = try #require(try log.segmentInfos().last)
+        let prefix = try #require(SegmentSummary.loadPrefix(directory: directory, baseOffset: active.baseOffset, upTo: active.nextOffset,
+                                                            members: ["user_id", "geo.city", "n"]))
+        #expect(prefix.isPrefix && prefix.identity.nextOffset == log.recoveryPoint && !prefix.blocks.isEmpty)
+        let query = "SELECT count(*), sum(offset) FROM t WHERE value->>'$.user_id' = 'u-new' OR key = 'k-new'"
+        // Appended after the summary: found, whatever the summary says.
+        try broker.produce(topic: "t", records: [ProducerRecord(key: Array("k-new".utf8), value: Array(#"{"user_id":"u-new"}"#.utf8), timestamp: 1)],
+                           partition: 0, acks: .leader)
+        for q in [query, "SELECT count(*), sum(offset) FROM t WHERE value->>'$.user_id' = 'u-new'", "SELECT count(*), sum(offset) FROM t WHERE key = 'k-new'"] {
+            let engine = try QueryEngine(broker: broker, jsonMembers: ["user_id"])
+            #expect(try rows(engine, q).first?.first == "1", "\(q)")
+        }
+        // The next pass extends the prefix; the record is still found, now through the summary.
+        try log.flush()
+        _ = try BlockSummaries.build(broker: broker, topic: "t")
+        let extended = try #require(SegmentSummary.loadPrefix(directory: directory, baseOffset: active.baseOffset, upTo: log.logEndOffset,
+                                                              members: ["user_id", "geo.city", "n"]))
+        #expect(extended.identity.nextOffset == log.logEndOffset && extended.blocks.count > prefix.blocks.count)
+        let engine = try QueryEngine(broker: broker, jsonMembers: ["user_id"])
+        #expect(try rows(engine, "SELECT count(*) FROM t WHERE value->>'$.user_id' = 'u-new'") == [["1"]])
+        #expect(engine.stats.blocksPruned > 0)
+        // After a roll the old prefix summary no longer counts for the closed segment.
+        try log.roll()
+        let closedInfo = try #require(try log.segmentInfos().first { $0.baseOffset == active.baseOffset })
+        #expect(SegmentSummary.load(directory: directory, identity: .init(baseOffset: closedInfo.baseOffset, nextOffset: closedInfo.nextOffset,
+                                                                          sizeInBytes: Int64(closedInfo.sizeInBytes), largestTimestamp: closedInfo.largestTimestamp),
+                                    members: ["user_id", "geo.city", "n"]) == nil)
+        #expect(try BlockSummaries.build(broker: broker, topic: "t").segmentsBuilt >= 1)
+        #expect(try rows(QueryEngine(broker: broker, jsonMembers: ["user_id"]), "SELECT count(*) FROM t WHERE value->>'$.user_id' = 'u-new'") == [["1"]])
+    }
+
     @Test func staleDamagedOrMissingSummariesAreReadInFull() throws {
         let dir = QDir()
         let broker = try Self.broker(dir, seed: 3, records: 40_000)

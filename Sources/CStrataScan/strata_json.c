@@ -420,7 +420,8 @@ void strata_json_members(const uint8_t *p, size_t n, const uint8_t *const *keys,
             for (int k = 0; k < key_count; k++) {
                 /* SQLite answers with the first member of a name; later duplicates are ignored. */
                 if ((found >> k) & 1 || first_length[k] != key_length) continue;
-                if (memcmp(p + key_start, keys[k], key_length) != 0) continue;
+                /* The first byte settles most mismatches without a call to memcmp. */
+                if (key_length > 0 && (p[key_start] != keys[k][0] || memcmp(p + key_start, keys[k], key_length) != 0)) continue;
                 found |= (uint64_t)1 << k;
                 remaining--;
                 size_t target_start = value_start, target_end = value_stop;

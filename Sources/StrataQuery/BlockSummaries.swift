@@ -98,6 +98,8 @@ public enum BlockSummaries {
             var keys = Set<UInt64>()
             var values = [Set<UInt64>](repeating: [], count: members.count)
             var flags = [UInt8](repeating: 0, count: members.count)
+            var lows = [Double](repeating: .infinity, count: members.count)
+            var highs = [Double](repeating: -.infinity, count: members.count)
             for row in chunk.rows {
                 if let key = row.key { keys.insert(SummaryHash.text(UnsafeRawBufferPointer(start: key, count: Int(row.keyCount)))) }
                 guard !members.isEmpty, let value = row.value, row.valueCount >= 0 else { continue }
@@ -111,9 +113,17 @@ public enum BlockSummaries {
                     case .integer(let i):
                         values[m].insert(SummaryHash.integer(i))
                         flags[m] |= SegmentSummary.MemberBlock.hasNumber
+                        if i.magnitude > 1 << 53 {
+                            (lows[m], highs[m]) = (-.infinity, .infinity)  // doubles no longer exact
+                        } else {
+                            lows[m] = min(lows[m], Double(i))
+                            highs[m] = max(highs[m], Double(i))
+                        }
                     case .real(let d):
                         values[m].insert(SummaryHash.real(d))
                         flags[m] |= SegmentSummary.MemberBlock.hasNumber
+                        lows[m] = min(lows[m], d)
+                        highs[m] = max(highs[m], d)
                     case .fallback:
                         flags[m] |= SegmentSummary.MemberBlock.unreadable
                     }
@@ -123,7 +133,9 @@ public enum BlockSummaries {
                 blocks.append(SegmentSummary.Block(
                     startOffset: start, endOffset: end, bytes: UInt32(clamping: bytes), records: UInt32(clamping: chunk.rows.count),
                     keys: BloomFilter(hashes: keys),
-                    members: members.indices.map { SegmentSummary.MemberBlock(flags: flags[$0], bloom: BloomFilter(hashes: values[$0])) }))
+                    members: members.indices.map {
+                        SegmentSummary.MemberBlock(flags: flags[$0], minNumber: lows[$0], maxNumber: highs[$0], bloom: BloomFilter(hashes: values[$0]))
+                    }))
             }
             start = end
         }
@@ -145,16 +157,17 @@ struct BlockSkips {
     var segmentsWithoutSummary = 0
 
     static func build(context: QueryContext, topic: String, ranges: [(partition: Int32, start: Int64, end: Int64)],
-                      keyFilter: KeyFilter?, memberFilters: [MemberFilter]) throws -> BlockSkips {
+                      keyFilter: KeyFilter?, memberFilters: [MemberFilter], memberRanges: [MemberRange] = []) throws -> BlockSkips {
         var skips = BlockSkips()
-        let named = memberFilters.compactMap { f -> (String, MemberFilter)? in
-            f.memberId < context.memberColumns.count ? (context.memberColumns[f.memberId], f) : nil
-        }
-        guard keyFilter != nil || !named.isEmpty else { return skips }
+        guard keyFilter != nil || !memberFilters.isEmpty || !memberRanges.isEmpty else { return skips }
         let members = BlockSummaries.members(context.broker.topicConfig(topic))
+        func index(_ memberId: Int) -> Int? {
+            memberId < context.memberColumns.count ? members.firstIndex(of: context.memberColumns[memberId]) : nil
+        }
         // Filters on members without a summary cannot prune; without any usable filter, stop.
-        let usable = named.compactMap { (name, f) in members.firstIndex(of: name).map { ($0, f) } }
-        guard keyFilter != nil || !usable.isEmpty else { return skips }
+        let usable = memberFilters.compactMap { f in index(f.memberId).map { ($0, f) } }
+        let usableRanges = memberRanges.compactMap { r in index(r.memberId).map { ($0, r) } }
+        guard keyFilter != nil || !usable.isEmpty || !usableRanges.isEmpty else { return skips }
         for range in ranges {
             let log = try context.broker.log(topic: topic, partition: range.partition)
             let directory = SegmentSummary.directory(dataDirectory: context.broker.dataDirectory, topic: topic, partition: range.partition)
@@ -177,6 +190,7 @@ struct BlockSkips {
                     skips.blocksConsidered += 1
                     let excluded = (keyFilter.map { !$0.mayMatch(block.keys) } ?? false)
                         || usable.contains { (index, filter) in !filter.mayMatch(block.members[index]) }
+                        || usableRanges.contains { (index, range) in !range.mayMatch(block.members[index]) }
                     if excluded { list.append(Skip(start: block.startOffset, end: block.endOffset, bytes: Int(block.bytes))) }
                 }
             }

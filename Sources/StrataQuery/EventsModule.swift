@@ -88,6 +88,17 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
     for i in 0..<Int(info.pointee.nConstraint) {
         let c = info.pointee.aConstraint[i]
         if c.iColumn >= firstMemberColumn {
+            let rangeOps: [Int32: String] = [SQLITE_INDEX_CONSTRAINT_GT: ">", SQLITE_INDEX_CONSTRAINT_GE: ">=",
+                                             SQLITE_INDEX_CONSTRAINT_LT: "<", SQLITE_INDEX_CONSTRAINT_LE: "<="]
+            if c.usable != 0, let op = rangeOps[Int32(c.op)], isConstantRHS(info, i) {
+                // value->>'$.m' > literal: blocks whose numbers all lie outside are skipped (min/max in
+                // the block summaries); SQLite re-checks every row.
+                argv += 1
+                info.pointee.aConstraintUsage[i].argvIndex = argv
+                info.pointee.aConstraintUsage[i].omit = 0
+                tokens.append("r\(c.iColumn)\(op)")
+                continue
+            }
             // value->>'$.m' = v / IN (…): filtered in the scan (SQLite re-checks: omit stays 0). An
             // IN list comes all at once, or the scan would run once per value.
             guard c.usable != 0, Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ else { continue }
@@ -208,6 +219,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
     var order: GroupedOrder?
     var filters: [MemberFilter] = []
     var keyFilter: KeyFilter?
+    var memberRanges: [MemberRange] = []
     let groupTokens = tokens.filter { $0.hasPrefix("g") }
     if !groupTokens.isEmpty, let used = tokens.first(where: { $0.hasPrefix("u") }).flatMap({ UInt64($0.dropFirst()) }) {
         let keys = groupTokens.compactMap { Int32($0.dropFirst().dropLast()) }
@@ -232,6 +244,11 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
                 filter.add(argv![i])
             }
             filters.append(filter)
+            continue
+        }
+        if token.first == "r", let column = Int32(token.dropFirst().prefix { $0.isNumber }) {
+            let op = String(token.dropFirst().drop { $0.isNumber })
+            if let range = MemberRange(memberId: Int(column - firstMemberColumn), op: op, argv![i]) { memberRanges.append(range) }
             continue
         }
         if token == "k" || token == "kc" || token == "K" {
@@ -299,7 +316,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
             ranges.append((partition, start, end))
             ctx.stats.withLock { $0.partitionsScanned += 1 }
         }
-        try cur.start(ranges: ranges, order: order, filters: filters, keyFilter: keyFilter, db: ctx.db)
+        try cur.start(ranges: ranges, order: order, filters: filters, keyFilter: keyFilter, memberRanges: memberRanges, db: ctx.db)
     } catch {
         setError(p!.pointee.pVtab, "\(error)")
         return SQLITE_ERROR

@@ -124,3 +124,54 @@ struct KeyFilter: Sendable {
         keepAll || texts.contains { keys.mayContain(SummaryHash.text($0)) }
     }
 }
+
+/// `value->>'$.m' > / >= / < / <= literal`, for block pruning only (SQLite re-checks every row).
+/// SQLite orders NULL < numbers < text, compares numbers by value and never converts a literal
+/// against a member column, so: a block with text values may satisfy `> number` (text is
+/// greater), never `< number`; numbers are decided by the block's min/max; a text bound prunes
+/// only blocks without text for `>`/`>=` (numbers are below any text).
+struct MemberRange: Sendable {
+    enum Bound: Sendable {
+        case number(Double)
+        case text
+    }
+    let memberId: Int
+    let op: String
+    let bound: Bound
+
+    /// nil for operands not modelled (blobs, NULL, integers a double cannot hold exactly).
+    init?(memberId: Int, op: String, _ v: OpaquePointer?) {
+        guard [">", ">=", "<", "<="].contains(op) else { return nil }
+        switch sqlite3_value_type(v) {
+        case SQLITE_INTEGER:
+            let i = sqlite3_value_int64(v)
+            guard i.magnitude <= 1 << 53 else { return nil }
+            bound = .number(Double(i))
+        case SQLITE_FLOAT:
+            let d = sqlite3_value_double(v)
+            guard !d.isNaN else { return nil }
+            bound = .number(d)
+        case SQLITE_TEXT: bound = .text
+        default: return nil
+        }
+        self.memberId = memberId
+        self.op = op
+    }
+
+    func mayMatch(_ block: SegmentSummary.MemberBlock) -> Bool {
+        if block.flags & SegmentSummary.MemberBlock.unreadable != 0 { return true }
+        let hasText = block.flags & SegmentSummary.MemberBlock.hasText != 0
+        let hasNumber = block.flags & SegmentSummary.MemberBlock.hasNumber != 0
+        switch bound {
+        case .text:
+            return op.hasPrefix(">") ? hasText : hasText || hasNumber
+        case .number(let x):
+            switch op {
+            case ">": return hasText || (hasNumber && block.maxNumber > x)
+            case ">=": return hasText || (hasNumber && block.maxNumber >= x)
+            case "<": return hasNumber && block.minNumber < x
+            default: return hasNumber && block.minNumber <= x
+            }
+        }
+    }
+}

@@ -146,7 +146,7 @@ final class CursorState {
     /// Starts a scan of `ranges`. With `order` (GroupedRows), rows come sorted by those member
     /// columns, and only `storedColumns` can be read.
     func start(ranges: [(partition: Int32, start: Int64, end: Int64)], order: GroupedOrder?, filters: [MemberFilter],
-               keyFilter: KeyFilter? = nil, db: OpaquePointer?) throws {
+               keyFilter: KeyFilter? = nil, memberRanges: [MemberRange] = [], db: OpaquePointer?) throws {
         stop()
         self.filters = filters
         let ctx = table.context
@@ -159,7 +159,8 @@ final class CursorState {
         }
         var reader = ChunkReader(context: ctx, topic: topic, ranges: ranges)
         // Blocks whose summaries rule out the key or member equalities are not read at all.
-        let skips = try BlockSkips.build(context: ctx, topic: topic, ranges: ranges, keyFilter: keyFilter, memberFilters: filters)
+        let skips = try BlockSkips.build(context: ctx, topic: topic, ranges: ranges, keyFilter: keyFilter, memberFilters: filters,
+                                         memberRanges: memberRanges)
         ctx.stats.withLock { s in
             s.blocksSummarized += skips.blocksConsidered
             s.segmentsWithoutSummary += skips.segmentsWithoutSummary

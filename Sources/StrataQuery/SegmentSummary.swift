@@ -13,7 +13,7 @@ import StrataLog
 /// rebuilt. Layout in docs/format.md; everything read back is bounds-checked and CRC-checked.
 struct SegmentSummary: Equatable {
     static let magic: [UInt8] = Array("STRSUMM1".utf8)
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
     /// Limits on what a file may declare (a damaged or hostile file is refused, not allocated).
     static let maxFileBytes = 256 << 20
     static let maxMembers = 8
@@ -34,6 +34,10 @@ struct SegmentSummary: Equatable {
         /// A value only SQLite can read (left to json_extract by the scanner): never pruned.
         static let unreadable: UInt8 = 4
         var flags: UInt8 = 0
+        /// The smallest and largest number among the member's values (+inf/-inf without numbers;
+        /// -inf/+inf when an integer beyond 2^53 makes doubles inexact).
+        var minNumber = Double.infinity
+        var maxNumber = -Double.infinity
         var bloom = BloomFilter(words: [])
     }
 
@@ -97,6 +101,8 @@ struct SegmentSummary: Equatable {
             bloom(b.keys)
             for m in b.members {
                 u8(m.flags)
+                withUnsafeBytes(of: m.minNumber.bitPattern.littleEndian) { out += $0 }
+                withUnsafeBytes(of: m.maxNumber.bitPattern.littleEndian) { out += $0 }
                 bloom(m.bloom)
             }
         }
@@ -160,8 +166,8 @@ struct SegmentSummary: Equatable {
             at += n
         }
         let blockCount = Int(try u32())
-        // Each block takes at least 24 + 4 + (1 + 4) per member bytes.
-        guard blockCount <= (body - at) / (28 + 5 * memberCount) else { throw Damaged(description: "\(blockCount) blocks in \(body - at) bytes") }
+        // Each block takes at least 24 + 4 + (1 + 16 + 4) per member bytes.
+        guard blockCount <= (body - at) / (28 + 21 * memberCount) else { throw Damaged(description: "\(blockCount) blocks in \(body - at) bytes") }
         var blocks: [Block] = []
         blocks.reserveCapacity(blockCount)
         var previousEnd = identity.baseOffset
@@ -174,7 +180,12 @@ struct SegmentSummary: Equatable {
             let size = try u32(), records = try u32()
             let keys = try bloom()
             var memberBlocks: [MemberBlock] = []
-            for _ in 0..<memberCount { memberBlocks.append(MemberBlock(flags: try u8(), bloom: try bloom())) }
+            for _ in 0..<memberCount {
+                let flags = try u8()
+                let lo = Double(bitPattern: UInt64(bitPattern: try i64())), hi = Double(bitPattern: UInt64(bitPattern: try i64()))
+                guard !lo.isNaN, !hi.isNaN else { throw Damaged(description: "a NaN bound") }
+                memberBlocks.append(MemberBlock(flags: flags, minNumber: lo, maxNumber: hi, bloom: try bloom()))
+            }
             blocks.append(Block(startOffset: start, endOffset: end, bytes: size, records: records, keys: keys, members: memberBlocks))
         }
         guard at == body else { throw Damaged(description: "\(body - at) bytes after the last block") }

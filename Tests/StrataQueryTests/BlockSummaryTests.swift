@@ -33,7 +33,7 @@ import Testing
             case 2: userJSON = "\"\(user.replacingOccurrences(of: "u", with: "\\u0075"))\""  // escaped
             default: userJSON = "\"\(user)\""
             }
-            let n = next() % 5 == 0 ? "\(Double(next() % 100) + 0.5)" : "\(next() % 100)"
+            let n = next() % 3000 == 0 ? "\(100_000 + i)" : next() % 5 == 0 ? "\(Double(next() % 100) + 0.5)" : "\(next() % 100)"
             let city = ["Paris", "K\\u00f6ln", "Köln", "Lyon"][Int(next() % 4)]
             let rareCity = i == records / 2 ? "Atlantis" : city
             let value = #"{"user_id":\#(userJSON),"geo":{"city":"\#(rareCity)"},"n":\#(n),"pad":"\#(padding)"}"#
@@ -67,6 +67,16 @@ import Testing
         ("key = 12", "key || '' = '12'"),
         ("key = 'rare-2' AND value->>'$.user_id' = 'u-9005'", "key || '' = 'rare-2' AND json_extract(value,'$.user_id') = 'u-9005'"),
         ("value->>'$.user_id' = 'u-9002' AND timestamp >= 5000", "json_extract(value,'$.user_id') = 'u-9002' AND timestamp >= 5000"),
+        // Ranges: numbers by min/max; text is above every number, NULL matches nothing.
+        ("value->>'$.n' > 50000", "json_extract(value,'$.n') > 50000"),
+        ("value->>'$.n' >= 100000.0 AND value->>'$.n' <= 130000", "json_extract(value,'$.n') >= 100000.0 AND json_extract(value,'$.n') <= 130000"),
+        ("value->>'$.n' < -1", "json_extract(value,'$.n') < -1"),
+        ("value->>'$.n' <= 0.5", "json_extract(value,'$.n') <= 0.5"),
+        ("value->>'$.user_id' > 5", "json_extract(value,'$.user_id') > 5"),
+        ("value->>'$.user_id' < 3", "json_extract(value,'$.user_id') < 3"),
+        ("value->>'$.geo.city' > 'M'", "json_extract(value,'$.geo.city') > 'M'"),
+        ("value->>'$.geo.city' < 'M'", "json_extract(value,'$.geo.city') < 'M'"),
+        ("value->>'$.n' > 99999999999999999", "json_extract(value,'$.n') > 99999999999999999"),
     ]
 
     @Test(arguments: [1, 2] as [UInt64])
@@ -87,7 +97,8 @@ import Testing
             #expect(a == b, "\(fast): \(a.map { $0.prefix(2) }) vs \(b.map { $0.prefix(2) })")
             if pruned > 0 { prunedSomething = true }
             // (An IN list is compared like another table's column: blocks holding numbers stay.)
-            if fast.contains("rare") || (fast.contains("u-90") && !fast.contains(" IN ")) || fast.contains("Atlantis") || fast.contains("= NULL") {
+            if fast.contains("rare") || (fast.contains("u-90") && !fast.contains(" IN ")) || fast.contains("Atlantis") || fast.contains("= NULL")
+                || fast.contains("> 50000") || fast.contains("< -1") {
                 #expect(pruned > 0, "\(fast): nothing pruned (\(engine.stats))")
             }
         }

@@ -492,7 +492,9 @@ final class LogSegment: @unchecked Sendable {
 
     /// Opens the newest segment of a log that a writer may be appending to, validating every batch
     /// (CRC and offsets) so a half-written batch is never exposed.
-    static func follow(directory: String, baseOffset: Int64, config: LogConfig) throws(LogError) -> LogSegment {
+    /// `trustedBelow`: the writer's checkpointed recovery point; batches below it are walked
+    /// without their CRC (synced and validated by the writer; `strata inspect --verify` checks them).
+    static func follow(directory: String, baseOffset: Int64, config: LogConfig, trustedBelow: Int64 = .min) throws(LogError) -> LogSegment {
         let path = SegmentName.logPath(directory, baseOffset)
         let fd = try FileIO.open(path, flags: O_RDONLY)
         let follower = Follower(fd: fd, segmentBase: baseOffset, bufferSize: max(1 << 20, config.maxMessageBytes + RecordBatch.logOverhead))
@@ -507,13 +509,13 @@ final class LogSegment: @unchecked Sendable {
             nextOffset: baseOffset, maxTimestamp: -1, indexing: IndexingState(segmentBase: baseOffset),
             capacity: mappedLength, active: false, readOnlyMode: true)
         segment.follower = follower
-        _ = try segment.refreshFollowed()
+        _ = try segment.refreshFollowed(trustedBelow: trustedBelow)
         return segment
     }
 
     /// Picks up batches appended since the last look. Returns true when the segment grew.
     /// Caller serializes calls (the partition's writer lock).
-    func refreshFollowed() throws(LogError) -> Bool {
+    func refreshFollowed(trustedBelow: Int64 = .min) throws(LogError) -> Bool {
         guard let f = follower else { return false }
         let s = try storage()
         var position = size
@@ -544,7 +546,7 @@ final class LogSegment: @unchecked Sendable {
             let ok: (valid: Bool, base: Int64, last: Int64, maxTs: Int64) = f.buffer.withUnsafeBytes { p in
                 let b = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: p[(position - bufferStart)..<(position - bufferStart + batchSize)]))
                 do throws(RecordBatchError) {
-                    try b.validate(strictRecords: false)
+                    try b.validate(strictRecords: false, checksumFrom: trustedBelow)
                 } catch {
                     return (false, 0, 0, 0)
                 }

@@ -175,14 +175,16 @@ public final class PartitionLog: @unchecked Sendable {
     /// Opens a partition for reading while another process may own and append to it. Nothing on
     /// disk is changed: no recovery, no truncation, no index or checkpoint writes. Closed segments
     /// are read as they are (damaged indexes are rebuilt in memory); the newest segment is walked
-    /// and CRC-checked to find the end, and `refresh()` picks up what the writer appends later.
+    /// to find the end — CRC-checked past the checkpointed recovery point, as the writer's own
+    /// recovery checks only the unsynced tail — and `refresh()` picks up what the writer appends later.
     public static func openReadOnly(directory: String, config: LogConfig = LogConfig()) throws(LogError) -> PartitionLog {
         let names = try FileIO.listDirectory(directory)
         let bases = names.compactMap { SegmentName.parse($0, suffix: SegmentName.logSuffix) }.sorted()
         guard let last = bases.last else { throw LogError.corrupt(path: directory, reason: "no segments") }
         var segments = bases.dropLast().map { LogSegment.lazy(directory: directory, baseOffset: $0, config: config, readOnlyMode: true) }
-        segments.append(try LogSegment.follow(directory: directory, baseOffset: last, config: config))
         let checkpoint = Checkpoint.read(directory: directory)
+        segments.append(try LogSegment.follow(directory: directory, baseOffset: last, config: config,
+                                              trustedBelow: checkpoint?.recoveryPoint ?? .min))
         let start = min(max(checkpoint?.logStartOffset ?? bases[0], bases[0]), segments.last!.nextOffset)
         let log = PartitionLog(directory: directory, config: config, segments: segments, logStartOffset: start,
                                recoveryPoint: checkpoint?.recoveryPoint ?? 0)

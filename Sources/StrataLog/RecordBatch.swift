@@ -94,7 +94,10 @@ public struct RecordBatch {
     /// Full validation of one batch occupying all of `bytes`: length, magic, CRC, size limit,
     /// record count; with `strictRecords` also the structure of every uncompressed record
     /// (lengths add up, offset deltas run 0, 1, 2, ...), as a producer's batch must have.
-    public func validate(maxBatchBytes: Int = Int(Int32.max), strictRecords: Bool) throws(RecordBatchError) {
+    /// `checksumFrom`: batches whose last offset lies below it skip the CRC (a read-only view
+    /// trusts what the writer already validated and synced below its recovery point, as the
+    /// writer's own recovery does); everything else is checked.
+    public func validate(maxBatchBytes: Int = Int(Int32.max), strictRecords: Bool, checksumFrom: Int64 = .min) throws(RecordBatchError) {
         guard bytes.count >= RecordBatch.headerSize else { throw .tooShort(available: bytes.count) }
         let declared = Int(batchLength) + RecordBatch.logOverhead
         guard batchLength >= Int32(RecordBatch.headerSize - RecordBatch.logOverhead), declared == bytes.count else {
@@ -102,8 +105,10 @@ public struct RecordBatch {
         }
         guard magic == RecordBatch.currentMagic else { throw .badMagic(magic) }
         guard bytes.count <= maxBatchBytes else { throw .tooLarge(size: bytes.count, max: maxBatchBytes) }
-        let computed = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[RecordBatch.attributesOffset...]))
-        guard computed == crc else { throw .crcMismatch(stored: crc, computed: computed) }
+        if checksumFrom == .min || baseOffset &+ Int64(lastOffsetDelta) >= checksumFrom {
+            let computed = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[RecordBatch.attributesOffset...]))
+            guard computed == crc else { throw .crcMismatch(stored: crc, computed: computed) }
+        }
         let count = recordCount
         let delta = lastOffsetDelta
         // A compacted batch keeps its lastOffsetDelta but may hold fewer records, down to none.

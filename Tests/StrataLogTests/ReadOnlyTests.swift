@@ -49,6 +49,37 @@ import Testing
         #expect(try readAll(reader).count == 5)
     }
 
+    /// A read-only view walks the active segment without CRCs below the writer's checkpointed
+    /// recovery point (synced and validated by the writer) and checks every CRC after it: a
+    /// batch damaged past the recovery point ends the view there.
+    @Test func aReadOnlyOpenerChecksCRCsPastTheRecoveryPoint() throws {
+        let dir = TempDirectory()
+        let config = LogConfig.small(flushMode: .os)
+        let (writer, _) = try PartitionLog.open(directory: dir.path, config: config)
+        for i in 0..<4 { try writer.append(makeBatch(first: i * 5, count: 5)) }
+        let size = writer.sizeInBytes
+        let batchBytes = size / 4
+        try writer.close()  // checkpoint: recovery point 20
+        let segmentPath = SegmentName.logPath(dir.path, 0)
+        // Two more batches appended by "a writer that has not synced yet".
+        let fd = open(segmentPath, O_RDWR)
+        for (k, first) in [20, 25].enumerated() {
+            var b = makeBatch(first: first, count: 5)
+            b.withUnsafeMutableBytes { RecordBatch.setBaseOffset(Int64(first), in: $0) }
+            _ = b.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, off_t(size + k * b.count)) }
+        }
+        // Damage the last byte of the second new batch (past the recovery point).
+        var byte: UInt8 = 0
+        let last = off_t(size + 2 * batchBytes - 1)
+        _ = pread(fd, &byte, 1, last)
+        byte ^= 0xFF
+        _ = pwrite(fd, &byte, 1, last)
+        close(fd)
+        let reader = try PartitionLog.openReadOnly(directory: dir.path, config: config)
+        #expect(reader.logEndOffset == 25, "the damaged batch past the recovery point ends the view")
+        #expect(try readAll(reader).count == 25)
+    }
+
     @Test func readOnlyManagerOpensAlongsideTheWriterLock() throws {
         let dir = TempDirectory()
         let writer = try LogManager.open(dataDirectory: dir.path)

@@ -523,11 +523,20 @@ final class LogSegment: @unchecked Sendable {
         var bufferStart = -1
         var bufferEnd = -1
         let start = position
+        // Below the writer's recovery point only batch headers are read (trusted, see follow);
+        // the file's size bounds them, as the mapping may be larger than the file.
+        let fileSize = trustedBelow == .min ? 0 : ((try? FileIO.fileSize(fd: f.fd, path: logPath)) ?? 0)
+        var wholeBatches = trustedBelow == .min
         while true {
-            // Make [position, position + 12) available, then the whole batch.
-            if bufferStart < 0 || position + RecordBatch.logOverhead > bufferEnd {
+            let headerOnly = !wholeBatches && next < trustedBelow
+            // Make [position, position + 12) available (a whole header when reading headers
+            // only), then the whole batch.
+            if bufferStart < 0 || position + (headerOnly ? RecordBatch.headerSize : RecordBatch.logOverhead) > bufferEnd {
+                let length = headerOnly ? RecordBatch.headerSize : f.buffer.count
                 let result: Result<Int, LogError> = f.buffer.withUnsafeMutableBytes { p in
-                    do throws(LogError) { return .success(try FileIO.read(fd: f.fd, into: p, at: position, path: logPath)) } catch { return .failure(error) }
+                    do throws(LogError) {
+                        return .success(try FileIO.read(fd: f.fd, into: UnsafeMutableRawBufferPointer(rebasing: p[0..<length]), at: position, path: logPath))
+                    } catch { return .failure(error) }
                 }
                 let n = try result.get()
                 bufferStart = position
@@ -538,6 +547,32 @@ final class LogSegment: @unchecked Sendable {
                 RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: p[(position - bufferStart)..<(bufferEnd - bufferStart)]))
             }
             guard let batchSize = sizeOfBatch, batchSize <= f.buffer.count, position + batchSize <= s.mapping.length else { break }
+            if headerOnly {
+                let header: (ok: Bool, base: Int64, last: Int64, maxTs: Int64) = f.buffer.withUnsafeBytes { p in
+                    guard position + RecordBatch.headerSize <= bufferEnd, batchSize >= RecordBatch.headerSize,
+                          position + batchSize <= fileSize else { return (false, 0, 0, 0) }
+                    let b = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: p[(position - bufferStart)..<(position - bufferStart + RecordBatch.headerSize)]))
+                    guard b.magic == RecordBatch.currentMagic, b.lastOffsetDelta >= 0, b.baseOffset == next,
+                          b.baseOffset &+ Int64(b.lastOffsetDelta) < trustedBelow else { return (false, 0, 0, 0) }
+                    return (true, b.baseOffset, b.lastOffset, b.maxTimestamp)
+                }
+                guard header.ok else {
+                    // Not a trusted batch after all: from here on, whole batches, fully checked.
+                    wholeBatches = true
+                    bufferStart = -1
+                    continue
+                }
+                let entries = f.indexing.observe(baseOffset: header.base, maxTimestamp: header.maxTs, position: position, size: batchSize,
+                                                 indexIntervalBytes: config.indexIntervalBytes)
+                if let e = entries.offset, !s.offsetIndex.isFull { s.offsetIndex.append(offset: e.offset, position: e.position) }
+                if let t = entries.time { s.timeIndex.maybeAppend(timestamp: t.timestamp, offset: t.offset) }
+                position += batchSize
+                next = header.last + 1
+                publishedMaxTimestamp.store(f.indexing.maxTimestamp, ordering: .relaxed)
+                publishedNextOffset.store(next, ordering: .relaxed)
+                committedSize.store(position, ordering: .releasing)
+                continue
+            }
             if position + batchSize > bufferEnd {
                 if bufferStart == position { break }  // the batch is not all there yet
                 bufferStart = -1

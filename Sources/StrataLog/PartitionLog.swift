@@ -594,10 +594,11 @@ public final class PartitionLog: @unchecked Sendable {
     /// may start before it: consumers skip records below the offset they asked for, as in Kafka.
     ///
     /// `committedOnly` (a `read_committed` reader) stops at the last stable offset: batches of
-    /// open transactions are not returned until their transaction ends.
-    public func read(from offset: Int64, maxBytes: Int = 1024 * 1024, committedOnly: Bool = false) throws(LogError) -> LogReadResult {
+    /// open transactions are not returned until their transaction ends. `upTo` stops before the
+    /// batch starting there (a reader that knows what follows is not wanted).
+    public func read(from offset: Int64, maxBytes: Int = 1024 * 1024, committedOnly: Bool = false, upTo: Int64 = .max) throws(LogError) -> LogReadResult {
         let logEnd = logEndOffset
-        let end = committedOnly ? min(lastStableOffset, logEnd) : logEnd
+        let end = min(committedOnly ? min(lastStableOffset, logEnd) : logEnd, upTo)
         let start = logStartOffset
         guard offset >= start, offset <= logEnd else {
             throw .offsetOutOfRange(requested: offset, logStartOffset: start, logEndOffset: logEnd)

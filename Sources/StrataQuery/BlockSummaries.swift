@@ -18,6 +18,11 @@ public enum BlockSummaries {
         public init() {}
     }
 
+    /// Bytes of a summary block (one read of the builder; the last of a segment may be smaller).
+    /// Smaller blocks make a needle read less around each match; larger ones make summaries
+    /// smaller: at 256 KiB they are ~1% of the log with two members.
+    static let blockBytes = 256 << 10
+
     /// The members of `query.index.members` that the fast path can read (others are skipped).
     static func members(_ config: TopicConfig?) -> [String] {
         Array((config?.queryIndexMembers ?? []).filter { JSONColumns.memberName("$." + $0) == $0 }.prefix(SegmentSummary.maxMembers))
@@ -84,10 +89,11 @@ public enum BlockSummaries {
         }
     }
 
-    /// One segment, read exactly as a scan reads it (1 MiB at a time; each read is a block).
+    /// One segment, `blockBytes` at a time; each read is a block.
     static func summarise(context: QueryContext, topic: String, partition: Int32, identity: SegmentSummary.Identity,
                           members: [String]) throws -> SegmentSummary {
         var reader = ChunkReader(context: context, topic: topic, ranges: [(partition, identity.baseOffset, identity.nextOffset)])
+        reader.readBytes = blockBytes
         let scanner = JSONMemberScanner(keys: members.map(JSONColumns.scanKey), stopEarly: false)
         var blocks: [SegmentSummary.Block] = []
         var start = identity.baseOffset
@@ -173,30 +179,40 @@ struct BlockSkips {
             let directory = SegmentSummary.directory(dataDirectory: context.broker.dataDirectory, topic: topic, partition: range.partition)
             var list: [Skip] = []
             for info in try log.segmentInfos() where info.nextOffset > range.start && info.baseOffset < range.end {
-                let summary: SegmentSummary?
-                if info.isActive {
-                    // What a prefix summary covers; the rest of the active segment is read.
-                    summary = SegmentSummary.loadPrefix(directory: directory, baseOffset: info.baseOffset, upTo: info.nextOffset, members: members)
-                } else {
-                    let identity = SegmentSummary.Identity(baseOffset: info.baseOffset, nextOffset: info.nextOffset,
-                                                           sizeInBytes: Int64(info.sizeInBytes), largestTimestamp: info.largestTimestamp)
-                    summary = SegmentSummary.load(directory: directory, identity: identity, members: members)
+                // The summary that still describes this segment (for the active one, a prefix
+                // summary of its flushed part; the rest is read), mapped for the time it is used.
+                let identity = SegmentSummary.Identity(baseOffset: info.baseOffset, nextOffset: info.nextOffset,
+                                                       sizeInBytes: Int64(info.sizeInBytes), largestTimestamp: info.largestTimestamp)
+                let accept: (SegmentSummary) -> Bool = { s in
+                    guard s.members == members else { return false }
+                    return info.isActive ? s.isPrefix && s.identity.baseOffset == info.baseOffset && s.identity.nextOffset <= info.nextOffset
+                                         : !s.isPrefix && s.identity == identity
                 }
-                guard let summary else {
-                    if !info.isActive { skips.segmentsWithoutSummary += 1 }
-                    continue
+                let found: Void? = SegmentSummary.withMapped(directory: directory, baseOffset: info.baseOffset, accept: accept) { summary in
+                    for block in summary.blocks where block.endOffset > range.start && block.startOffset < range.end {
+                        skips.blocksConsidered += 1
+                        let excluded = (keyFilter.map { !$0.mayMatch(block.keys) } ?? false)
+                            || usable.contains { (index, filter) in !filter.mayMatch(block.members[index]) }
+                            || usableRanges.contains { (index, range) in !range.mayMatch(block.members[index]) }
+                        if excluded { list.append(Skip(start: block.startOffset, end: block.endOffset, bytes: Int(block.bytes))) }
+                    }
                 }
-                for block in summary.blocks where block.endOffset > range.start && block.startOffset < range.end {
-                    skips.blocksConsidered += 1
-                    let excluded = (keyFilter.map { !$0.mayMatch(block.keys) } ?? false)
-                        || usable.contains { (index, filter) in !filter.mayMatch(block.members[index]) }
-                        || usableRanges.contains { (index, range) in !range.mayMatch(block.members[index]) }
-                    if excluded { list.append(Skip(start: block.startOffset, end: block.endOffset, bytes: Int(block.bytes))) }
-                }
+                if found == nil && !info.isActive { skips.segmentsWithoutSummary += 1 }
             }
             if !list.isEmpty { skips.byPartition[range.partition] = list }
         }
         return skips
+    }
+
+    /// Where the first skip after `offset` starts (reads stop there), if any.
+    func nextStart(partition: Int32, after offset: Int64) -> Int64? {
+        guard let list = byPartition[partition] else { return nil }
+        var (lo, hi) = (0, list.count)
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if list[mid].start <= offset { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < list.count ? list[lo].start : nil
     }
 
     /// The skip holding `offset` in `partition`, if any (binary search).

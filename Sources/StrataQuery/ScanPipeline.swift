@@ -97,8 +97,11 @@ struct ChunkReader {
     let ranges: [(partition: Int32, start: Int64, end: Int64)]
     var rangeIndex = 0
     var position: Int64 = 0
-    /// Blocks known not to hold a match (BlockSkips), jumped over without reading.
+    /// Blocks known not to hold a match (BlockSkips), jumped over without reading; a read stops
+    /// where the next one starts.
     var skips: BlockSkips?
+    /// Bytes per read (a summary block is one read of the builder).
+    var readBytes = 1 << 20
     /// Bytes of the last slice read.
     private(set) var lastSliceBytes = 0
 
@@ -136,7 +139,8 @@ struct ChunkReader {
             return nil
         }
         let log = try context.broker.log(topic: topic, partition: range.partition)
-        let result = try log.read(from: position, maxBytes: 1 << 20)
+        let upTo = skips?.nextStart(partition: range.partition, after: position) ?? .max
+        let result = try log.read(from: position, maxBytes: readBytes, upTo: upTo)
         guard let slice = result.slice else {
             rangeIndex += 1
             position = 0

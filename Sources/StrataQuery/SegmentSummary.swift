@@ -1,7 +1,8 @@
+import Glibc
 import StrataLog
 
-/// What a closed segment holds, block by block (a block is one ~1 MiB read of the segment, as
-/// the query scan reads it): per block a Bloom filter over the record keys and one over the
+/// What a segment holds, block by block (a block is one ~256 KiB read of the segment, as
+/// BlockSummaries.blockBytes says): per block a Bloom filter over the record keys and one over the
 /// values of each member the topic declares (`query.index.members`), so that `key = ?` and
 /// `value->>'$.m' = ? / IN (…)` skip blocks that cannot hold a match. A rare key appears in every
 /// segment of a busy topic; per block, it rules out almost all of them.
@@ -78,7 +79,7 @@ struct SegmentSummary: Equatable {
         func i64(_ v: Int64) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
         func bloom(_ b: BloomFilter) {
             u32(UInt32(b.words.count))
-            for w in b.words { withUnsafeBytes(of: w.littleEndian) { out += $0 } }
+            for w in b.allWords { withUnsafeBytes(of: w.littleEndian) { out += $0 } }
         }
         u32(Self.version)
         u32(isPrefix ? 1 : 0)  // flags
@@ -118,13 +119,22 @@ struct SegmentSummary: Equatable {
     /// Decodes a file; every count and length is checked against what is left before anything is
     /// allocated, and the CRC over the whole file must match.
     static func decode(_ bytes: [UInt8]) throws(Damaged) -> SegmentSummary {
+        let result: Result<SegmentSummary, Damaged> = bytes.withUnsafeBytes { raw in
+            do throws(Damaged) { return .success(try decode(raw, copyingFilters: true)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    /// Without `copyingFilters` the Bloom filters point into `bytes`, which must outlive the
+    /// summary (a mapped file, read once by a query: nothing is copied).
+    static func decode(_ bytes: UnsafeRawBufferPointer, copyingFilters: Bool) throws(Damaged) -> SegmentSummary {
         guard bytes.count <= maxFileBytes else { throw Damaged(description: "\(bytes.count) bytes: larger than any summary") }
-        guard bytes.count >= magic.count + 4 + 4 + 32 + 4 + 4 + 4, Array(bytes[0..<magic.count]) == magic else {
+        guard bytes.count >= magic.count + 4 + 4 + 32 + 4 + 4 + 4, bytes.prefix(magic.count).elementsEqual(magic) else {
             throw Damaged(description: "not a segment summary")
         }
         let body = bytes.count - 4
-        let stored = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: body, as: UInt32.self) }.littleEndian
-        let crc = bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<body])) }
+        let stored = bytes.loadUnaligned(fromByteOffset: body, as: UInt32.self).littleEndian
+        let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<body]))
         guard stored == crc else { throw Damaged(description: "checksum mismatch") }
         var at = magic.count
         func need(_ n: Int) throws(Damaged) {
@@ -134,23 +144,21 @@ struct SegmentSummary: Equatable {
         func u32() throws(Damaged) -> UInt32 {
             try need(4)
             defer { at += 4 }
-            return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) }.littleEndian
+            return bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self).littleEndian
         }
         func i64() throws(Damaged) -> Int64 {
             try need(8)
             defer { at += 8 }
-            return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: Int64.self) }.littleEndian
+            return bytes.loadUnaligned(fromByteOffset: at, as: Int64.self).littleEndian
         }
         func bloom() throws(Damaged) -> BloomFilter {
             let count = Int(try u32())
             guard count <= maxBloomWords else { throw Damaged(description: "a Bloom filter of \(count) words") }
             try need(count * 8)
-            var words = [UInt64](repeating: 0, count: count)
-            bytes.withUnsafeBytes { raw in
-                for i in 0..<count { words[i] = raw.loadUnaligned(fromByteOffset: at + i * 8, as: UInt64.self).littleEndian }
-            }
-            at += count * 8
-            return BloomFilter(words: words)
+            defer { at += count * 8 }
+            let words = UnsafeRawBufferPointer(rebasing: bytes[at..<(at + count * 8)])
+            if !copyingFilters { return BloomFilter(mapped: words) }
+            return BloomFilter(words: (0..<count).map { words.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self).littleEndian })
         }
         guard try u32() == version else { throw Damaged(description: "unknown version") }
         let flags = try u32()
@@ -162,7 +170,7 @@ struct SegmentSummary: Equatable {
             let n = Int(try u32())
             guard n <= maxNameBytes else { throw Damaged(description: "a member name of \(n) bytes") }
             try need(n)
-            members.append(String(decoding: bytes[at..<at + n], as: UTF8.self))
+            members.append(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[at..<at + n]), as: UTF8.self))
             at += n
         }
         let blockCount = Int(try u32())
@@ -201,6 +209,24 @@ struct SegmentSummary: Equatable {
         return summary
     }
 
+    /// `body` over the summary file `directory/<base>.summary` mapped, not copied (its Bloom
+    /// filters point into the mapping, valid only inside `body`); nil when the file is missing
+    /// or damaged, or `accept` refuses it.
+    static func withMapped<T>(directory: String, baseOffset: Int64, accept: (SegmentSummary) -> Bool,
+                              _ body: (SegmentSummary) -> T) -> T? {
+        let path = directory + "/" + fileName(baseOffset: baseOffset)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_size > 0, st.st_size <= maxFileBytes else { return nil }
+        let size = Int(st.st_size)
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else { return nil }
+        defer { munmap(base, size) }
+        guard let summary = try? decode(UnsafeRawBufferPointer(start: base, count: size), copyingFilters: false), accept(summary) else { return nil }
+        return body(summary)
+    }
+
     /// The prefix summary of the active segment at `baseOffset`, if it covers no more than
     /// `upTo` (the segment's flushed end).
     static func loadPrefix(directory: String, baseOffset: Int64, upTo: Int64, members: [String]) -> SegmentSummary? {
@@ -223,9 +249,29 @@ struct SegmentSummary: Equatable {
 struct BloomFilter: Equatable {
     static let probes = 11
     static let bitsPerValue = 16
-    var words: [UInt64]
+    /// Owned words (built, or decoded with copying)...
+    private(set) var words: [UInt64]
+    /// ...or little-endian words in a mapped file (a query's read-only view).
+    private var mapped: UnsafeRawBufferPointer?
 
     init(words: [UInt64]) { self.words = words }
+
+    init(mapped: UnsafeRawBufferPointer) {
+        words = []
+        self.mapped = mapped
+    }
+
+    private var wordCount: Int { mapped.map { $0.count / 8 } ?? words.count }
+    var allWords: [UInt64] { (0..<wordCount).map(word) }
+
+    @inline(__always) private func word(_ i: Int) -> UInt64 {
+        if let mapped { return mapped.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self).littleEndian }
+        return words[i]
+    }
+
+    static func == (a: BloomFilter, b: BloomFilter) -> Bool {
+        a.wordCount == b.wordCount && (0..<a.wordCount).allSatisfy { a.word($0) == b.word($0) }
+    }
 
     init(hashes: Set<UInt64>) {
         words = [UInt64](repeating: 0, count: max(1, min(SegmentSummary.maxBloomWords, (hashes.count * Self.bitsPerValue + 63) / 64)))
@@ -244,13 +290,14 @@ struct BloomFilter: Equatable {
     }
 
     func mayContain(_ h: UInt64) -> Bool {
-        guard !words.isEmpty else { return true }
-        let bits = UInt64(words.count) * 64
+        let count = wordCount
+        guard count > 0 else { return true }
+        let bits = UInt64(count) * 64
         let step = (h >> 32 | h << 32) | 1
         var probe = h
         for _ in 0..<Self.probes {
             let bit = probe % bits
-            if words[Int(bit / 64)] & (1 << (bit % 64)) == 0 { return false }
+            if word(Int(bit / 64)) & (1 << (bit % 64)) == 0 { return false }
             probe = probe &+ step
         }
         return true

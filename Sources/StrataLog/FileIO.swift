@@ -131,7 +131,7 @@ public enum FileIO {
     }
 
     /// rm -rf of a directory this process owns (a deleted topic's partition).
-    static func removeTree(_ path: String) throws(LogError) {
+    public static func removeTree(_ path: String) throws(LogError) {
         for name in try listDirectory(path) {
             let child = path + "/" + name
             var st = stat()

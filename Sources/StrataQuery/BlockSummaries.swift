@@ -34,6 +34,7 @@ public enum BlockSummaries {
         var report = Report()
         guard let partitions = broker.partitionCount(topic) else { throw QueryError("unknown topic '\(topic)'") }
         let members = Self.members(broker.topicConfig(topic))
+        let topicId = broker.topicId(topic)
         let context = try QueryContext(broker: broker, topics: [topic])
         for partition in 0..<partitions {
             let log = try broker.log(topic: topic, partition: partition)
@@ -51,8 +52,10 @@ public enum BlockSummaries {
                 if shouldStop() { return report }
                 let identity = SegmentSummary.Identity(baseOffset: info.baseOffset, nextOffset: info.nextOffset,
                                                        sizeInBytes: Int64(info.sizeInBytes), largestTimestamp: info.largestTimestamp)
-                if SegmentSummary.load(directory: directory, identity: identity, members: members) != nil { continue }
-                let summary = try summarise(context: context, topic: topic, partition: partition, identity: identity, members: members)
+                if let existing = SegmentSummary.load(directory: directory, identity: identity, members: members), existing.matches(log, topicId: topicId) { continue }
+                var summary = try summarise(context: context, topic: topic, partition: partition, identity: identity, members: members)
+                summary.lastBatch = Self.lastBatch(log, before: identity.nextOffset)
+                summary.topicId = topicId ?? summary.topicId
                 try summary.write(directory: directory)
                 report.segmentsBuilt += 1
                 report.blocks += summary.blocks.count
@@ -63,8 +66,9 @@ public enum BlockSummaries {
             if let active = infos.last, active.isActive, !shouldStop() {
                 let flushedEnd = min(log.recoveryPoint, active.nextOffset)
                 var summary = SegmentSummary.loadPrefix(directory: directory, baseOffset: active.baseOffset, upTo: flushedEnd, members: members)
+                    .flatMap { $0.matches(log, topicId: topicId) ? $0 : nil }
                     ?? SegmentSummary(identity: .init(baseOffset: active.baseOffset, nextOffset: active.baseOffset, sizeInBytes: 0, largestTimestamp: -1),
-                                      isPrefix: true, members: members, blocks: [])
+                                      topicId: topicId ?? [UInt8](repeating: 0, count: 16), isPrefix: true, members: members, blocks: [])
                 if flushedEnd > summary.identity.nextOffset {
                     let more = try summarise(context: context, topic: topic, partition: partition, identity: .init(
                         baseOffset: summary.identity.nextOffset, nextOffset: flushedEnd, sizeInBytes: 0, largestTimestamp: -1), members: members)
@@ -72,6 +76,7 @@ public enum BlockSummaries {
                         summary.blocks += more.blocks
                         summary.identity.nextOffset = flushedEnd
                         summary.identity.sizeInBytes += Int64(more.blocks.reduce(0) { $0 + Int($1.bytes) })
+                        summary.lastBatch = Self.lastBatch(log, before: flushedEnd)
                         try summary.write(directory: directory)
                         report.blocks += more.blocks.count
                         report.bytesScanned += more.blocks.reduce(0) { $0 + Int($1.bytes) }
@@ -82,10 +87,32 @@ public enum BlockSummaries {
         return report
     }
 
+    /// The batch holding offset `end - 1`: the summary's check against a recreated partition.
+    static func lastBatch(_ log: PartitionLog, before end: Int64) -> SegmentSummary.LastBatch {
+        var found = SegmentSummary.LastBatch()
+        guard let slice = try? log.read(from: end - 1, maxBytes: 1).slice else { return found }
+        slice.forEachBatch { b in
+            if found.baseOffset < 0 { found = .init(baseOffset: b.baseOffset, crc: b.crc) }
+        }
+        return found
+    }
+
     /// Every topic (the server's background pass); errors are reported per topic, not thrown.
     public static func buildAll(broker: Broker, shouldStop: () -> Bool = { false }) -> [(topic: String, result: Result<Report, Error>)] {
-        broker.topicNames().filter { !$0.hasPrefix("__") }.map { topic in
+        removeDeletedPartitions(broker: broker)
+        return broker.topicNames().filter { !$0.hasPrefix("__") }.map { topic in
             (topic, Result { try build(broker: broker, topic: topic, shouldStop: shouldStop) })
+        }
+    }
+
+    /// Summaries of partitions that no longer exist (deleted topics) are removed.
+    static func removeDeletedPartitions(broker: Broker) {
+        let root = broker.dataDirectory + "/summaries"
+        for name in (try? FileIO.listDirectory(root)) ?? [] {
+            guard let dash = name.lastIndex(of: "-"), let partition = Int32(name[name.index(after: dash)...]) else { continue }
+            let topic = String(name[..<dash])
+            if let count = broker.partitionCount(topic), partition < count { continue }
+            try? FileIO.removeTree(root + "/" + name)
         }
     }
 
@@ -167,6 +194,7 @@ struct BlockSkips {
         var skips = BlockSkips()
         guard keyFilter != nil || !memberFilters.isEmpty || !memberRanges.isEmpty else { return skips }
         let members = BlockSummaries.members(context.broker.topicConfig(topic))
+        let topicId = context.broker.topicId(topic)
         func index(_ memberId: Int) -> Int? {
             memberId < context.memberColumns.count ? members.firstIndex(of: context.memberColumns[memberId]) : nil
         }
@@ -188,7 +216,8 @@ struct BlockSkips {
                     return info.isActive ? s.isPrefix && s.identity.baseOffset == info.baseOffset && s.identity.nextOffset <= info.nextOffset
                                          : !s.isPrefix && s.identity == identity
                 }
-                let found: Void? = SegmentSummary.withMapped(directory: directory, baseOffset: info.baseOffset, accept: accept) { summary in
+                let found: Void? = SegmentSummary.withMapped(directory: directory, baseOffset: info.baseOffset,
+                                                             accept: { accept($0) && $0.matches(log, topicId: topicId) }) { summary in
                     for block in summary.blocks where block.endOffset > range.start && block.startOffset < range.end {
                         skips.blocksConsidered += 1
                         let excluded = (keyFilter.map { !$0.mayMatch(block.keys) } ?? false)

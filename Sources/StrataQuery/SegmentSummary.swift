@@ -14,7 +14,7 @@ import StrataLog
 /// rebuilt. Layout in docs/format.md; everything read back is bounds-checked and CRC-checked.
 struct SegmentSummary: Equatable {
     static let magic: [UInt8] = Array("STRSUMM1".utf8)
-    static let version: UInt32 = 2
+    static let version: UInt32 = 3
     /// Limits on what a file may declare (a damaged or hostile file is refused, not allocated).
     static let maxFileBytes = 256 << 20
     static let maxMembers = 8
@@ -27,6 +27,14 @@ struct SegmentSummary: Equatable {
         var nextOffset: Int64
         var sizeInBytes: Int64
         var largestTimestamp: Int64
+    }
+
+    /// The last batch the summary covers — its base offset and CRC — checked against the log
+    /// before the summary is used: a partition deleted and recreated (a topic of the same name,
+    /// `inspect --repair`) has other batches at those offsets, and its summaries must not count.
+    struct LastBatch: Equatable {
+        var baseOffset: Int64 = -1
+        var crc: UInt32 = 0
     }
 
     struct MemberBlock: Equatable {
@@ -53,6 +61,10 @@ struct SegmentSummary: Equatable {
     }
 
     var identity: Identity
+    /// The topic's id (Kafka's topic UUID, new for each creation of a name): a summary of a
+    /// deleted topic never describes the topic created again under its name.
+    var topicId = [UInt8](repeating: 0, count: 16)
+    var lastBatch = LastBatch()
     /// A summary of the flushed beginning of the active segment, up to `identity.nextOffset`
     /// (its size and largest timestamp are not recorded). Appends never change what it covers,
     /// so it stays valid while the segment is active; once the segment closes it is replaced.
@@ -87,6 +99,9 @@ struct SegmentSummary: Equatable {
         i64(identity.nextOffset)
         i64(identity.sizeInBytes)
         i64(identity.largestTimestamp)
+        out += topicId.count == 16 ? topicId : [UInt8](repeating: 0, count: 16)
+        i64(lastBatch.baseOffset)
+        u32(lastBatch.crc)
         u32(UInt32(members.count))
         for m in members {
             let bytes = Array(m.utf8)
@@ -129,7 +144,7 @@ struct SegmentSummary: Equatable {
     /// summary (a mapped file, read once by a query: nothing is copied).
     static func decode(_ bytes: UnsafeRawBufferPointer, copyingFilters: Bool) throws(Damaged) -> SegmentSummary {
         guard bytes.count <= maxFileBytes else { throw Damaged(description: "\(bytes.count) bytes: larger than any summary") }
-        guard bytes.count >= magic.count + 4 + 4 + 32 + 4 + 4 + 4, bytes.prefix(magic.count).elementsEqual(magic) else {
+        guard bytes.count >= magic.count + 4 + 4 + 32 + 16 + 12 + 4 + 4 + 4, bytes.prefix(magic.count).elementsEqual(magic) else {
             throw Damaged(description: "not a segment summary")
         }
         let body = bytes.count - 4
@@ -163,6 +178,10 @@ struct SegmentSummary: Equatable {
         guard try u32() == version else { throw Damaged(description: "unknown version") }
         let flags = try u32()
         let identity = Identity(baseOffset: try i64(), nextOffset: try i64(), sizeInBytes: try i64(), largestTimestamp: try i64())
+        try need(16)
+        let topicId = Array(UnsafeRawBufferPointer(rebasing: bytes[at..<at + 16]))
+        at += 16
+        let lastBatch = LastBatch(baseOffset: try i64(), crc: try u32())
         let memberCount = Int(try u32())
         guard memberCount <= maxMembers else { throw Damaged(description: "\(memberCount) members") }
         var members: [String] = []
@@ -197,7 +216,7 @@ struct SegmentSummary: Equatable {
             blocks.append(Block(startOffset: start, endOffset: end, bytes: size, records: records, keys: keys, members: memberBlocks))
         }
         guard at == body else { throw Damaged(description: "\(body - at) bytes after the last block") }
-        return SegmentSummary(identity: identity, isPrefix: flags & 1 != 0, members: members, blocks: blocks)
+        return SegmentSummary(identity: identity, topicId: topicId, lastBatch: lastBatch, isPrefix: flags & 1 != 0, members: members, blocks: blocks)
     }
 
     /// The summary of the segment `identity` in `directory`, nil when there is none or it no
@@ -234,6 +253,18 @@ struct SegmentSummary: Equatable {
         guard FileIO.exists(path), let bytes = try? FileIO.readAll(path: path), let summary = try? decode(bytes), summary.isPrefix,
               summary.identity.baseOffset == baseOffset, summary.identity.nextOffset <= upTo, summary.members == members else { return nil }
         return summary
+    }
+
+    /// Whether this still describes `log` of the topic with id `topicId`: the same creation of
+    /// the topic, and the batch at `lastBatch.baseOffset` still the one summarised.
+    func matches(_ log: PartitionLog, topicId: [UInt8]?) -> Bool {
+        guard topicId == self.topicId, lastBatch.baseOffset >= identity.baseOffset,
+              let slice = try? log.read(from: lastBatch.baseOffset, maxBytes: 1).slice else { return false }
+        var same = false
+        slice.forEachBatch { b in
+            if !same { same = b.bytes.count >= RecordBatch.headerSize && b.baseOffset == lastBatch.baseOffset && b.crc == lastBatch.crc }
+        }
+        return same
     }
 
     /// Writes the file atomically (a crash leaves the old file or the new one).

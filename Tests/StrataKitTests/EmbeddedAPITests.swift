@@ -168,7 +168,9 @@ struct Purchase: Codable, Equatable, Sendable {
         #expect(c1.assignment.count == 2 && c2.assignment.count == 2,
                 "assignments \(c1.assignment.map(\.partition)) \(c2.assignment.map(\.partition)), seen \(seen.count), group \(String(describing: strata.broker.consumerGroups.describe("grp")))")
         #expect(Set(c1.assignment.map(\.partition)).isDisjoint(with: Set(c2.assignment.map(\.partition))))
-        #expect(seen.count == 400 && seen.values.allSatisfy { $0 == 1 })
+        // Nothing was committed yet: a partition that moved from c1 to c2 while the group formed
+        // is read again from the start by c2 (at least once, as in Kafka). Every record arrived.
+        #expect(seen.count == 400 && seen.values.allSatisfy { $0 >= 1 })
         try c1.commit()
         try c2.commit()
 

@@ -28,9 +28,18 @@ public enum BlockSummaries {
         Array((config?.queryIndexMembers ?? []).filter { JSONColumns.memberName("$." + $0) == $0 }.prefix(SegmentSummary.maxMembers))
     }
 
+    /// What a long-running builder (the server's pass) remembers between passes: summaries it
+    /// wrote or checked, so that a later pass does not read every file again to find them current.
+    public final class Memory: Sendable {
+        let current = Mutex(Set<String>())
+        public init() {}
+    }
+
     /// Summarises every closed segment of `topic` that has no up-to-date summary, and removes
-    /// summaries of segments that are gone. `shouldStop` is polled between segments.
-    public static func build(broker: Broker, topic: String, shouldStop: () -> Bool = { false }) throws -> Report {
+    /// summaries of segments that are gone. Stops between segments after `maxBytes` of log or
+    /// when `shouldStop` says so.
+    public static func build(broker: Broker, topic: String, maxBytes: Int = .max, memory: Memory? = nil,
+                             shouldStop: () -> Bool = { false }) throws -> Report {
         var report = Report()
         guard let partitions = broker.partitionCount(topic) else { throw QueryError("unknown topic '\(topic)'") }
         let members = Self.members(broker.topicConfig(topic))
@@ -49,14 +58,20 @@ public enum BlockSummaries {
                 report.filesRemoved += 1
             }
             for info in closed {
-                if shouldStop() { return report }
+                if shouldStop() || report.bytesScanned >= maxBytes { return report }
                 let identity = SegmentSummary.Identity(baseOffset: info.baseOffset, nextOffset: info.nextOffset,
                                                        sizeInBytes: Int64(info.sizeInBytes), largestTimestamp: info.largestTimestamp)
-                if let existing = SegmentSummary.load(directory: directory, identity: identity, members: members), existing.matches(log, topicId: topicId) { continue }
+                let remembered = "\(directory)/\(info.baseOffset) \(identity) \(topicId ?? []) \(members)"
+                if memory?.current.withLock({ $0.contains(remembered) }) == true { continue }
+                if let existing = SegmentSummary.load(directory: directory, identity: identity, members: members), existing.matches(log, topicId: topicId) {
+                    memory?.current.withLock { _ = $0.insert(remembered) }
+                    continue
+                }
                 var summary = try summarise(context: context, topic: topic, partition: partition, identity: identity, members: members)
                 summary.lastBatch = Self.lastBatch(log, before: identity.nextOffset)
                 summary.topicId = topicId ?? summary.topicId
                 try summary.write(directory: directory)
+                memory?.current.withLock { _ = $0.insert(remembered) }
                 report.segmentsBuilt += 1
                 report.blocks += summary.blocks.count
                 report.bytesScanned += summary.blocks.reduce(0) { $0 + Int($1.bytes) }
@@ -98,11 +113,21 @@ public enum BlockSummaries {
     }
 
     /// Every topic (the server's background pass); errors are reported per topic, not thrown.
-    public static func buildAll(broker: Broker, shouldStop: () -> Bool = { false }) -> [(topic: String, result: Result<Report, Error>)] {
+    /// A pass reads at most `maxBytesPerPass` of log (a little more: whole segments), so that a
+    /// server opening years of unsummarised history catches up over many passes instead of
+    /// taking a core and the disk away from its clients.
+    public static func buildAll(broker: Broker, maxBytesPerPass: Int = .max, memory: Memory? = nil,
+                                shouldStop: () -> Bool = { false }) -> [(topic: String, result: Result<Report, Error>)] {
         removeDeletedPartitions(broker: broker)
-        return broker.topicNames().filter { !$0.hasPrefix("__") }.map { topic in
-            (topic, Result { try build(broker: broker, topic: topic, shouldStop: shouldStop) })
+        var read = 0
+        var results: [(topic: String, result: Result<Report, Error>)] = []
+        for topic in broker.topicNames() where !topic.hasPrefix("__") {
+            if read >= maxBytesPerPass || shouldStop() { break }
+            let result = Result { try build(broker: broker, topic: topic, maxBytes: maxBytesPerPass - read, memory: memory, shouldStop: shouldStop) }
+            if case .success(let report) = result { read += report.bytesScanned }
+            results.append((topic, result))
         }
+        return results
     }
 
     /// Summaries of partitions that no longer exist (deleted topics) are removed.

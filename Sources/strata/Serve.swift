@@ -19,6 +19,9 @@ import Synchronization
 struct Serve: ParsableCommand {
     /// How often the background pass looks for closed segments without a block summary.
     static let summaryIntervalMs: Int64 = 30_000
+    /// Log bytes one pass reads at most (~3 s of one core): years of unsummarised history are
+    /// caught up over many passes, not at the clients' expense.
+    static let summaryBytesPerPass = 1 << 30
 
     static let configuration = CommandConfiguration(
         abstract: "Open the data directory, recover it, and serve Kafka clients until interrupted.",
@@ -287,8 +290,10 @@ struct Serve: ParsableCommand {
         }
         // Block summaries of closed segments for strata query's pruning (docs/query.md), built in
         // the background shortly after a segment closes.
+        let summaryMemory = BlockSummaries.Memory()
         let summaries = PeriodicWorker(intervalMs: Self.summaryIntervalMs) {
-            for (topic, result) in BlockSummaries.buildAll(broker: broker, shouldStop: { !brokerOpen.load(ordering: .acquiring) }) {
+            for (topic, result) in BlockSummaries.buildAll(broker: broker, maxBytesPerPass: Self.summaryBytesPerPass, memory: summaryMemory,
+                                                           shouldStop: { !brokerOpen.load(ordering: .acquiring) }) {
                 if case .failure(let error) = result {
                     Logger(label: "strata.summaries").warning("block summaries not built; retried on the next pass",
                                                               metadata: ["topic": "\(topic)", "error": "\(error)"])

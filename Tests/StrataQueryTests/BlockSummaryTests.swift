@@ -199,6 +199,27 @@ import Testing
         #expect(!FileIO.exists(summaries))
     }
 
+    /// The server's pass reads a bounded amount of log per pass and continues where it stopped.
+    @Test func passesAreBoundedAndContinue() throws {
+        let dir = QDir()
+        let broker = try Self.broker(dir, seed: 5, records: 40_000)
+        defer { try? broker.close() }
+        let memory = BlockSummaries.Memory()
+        var built = 0
+        var passes = 0
+        while passes < 20 {
+            passes += 1
+            let results = BlockSummaries.buildAll(broker: broker, maxBytesPerPass: 1, memory: memory)
+            let report = try #require(try results.first?.result.get())
+            built += report.segmentsBuilt
+            #expect(report.segmentsBuilt <= 1, "one segment per pass at most with a 1-byte budget")
+            if report.segmentsBuilt == 0 && built > 0 { break }
+        }
+        let closed = try (0..<2).reduce(0) { n, p in try n + broker.log(topic: "t", partition: Int32(p)).segmentInfos().filter { !$0.isActive }.count }
+        #expect(built == closed && passes > closed, "\(built) of \(closed) in \(passes) passes")
+        #expect(try BlockSummaries.build(broker: broker, topic: "t").segmentsBuilt == 0)
+    }
+
     @Test func staleDamagedOrMissingSummariesAreReadInFull() throws {
         let dir = QDir()
         let broker = try Self.broker(dir, seed: 3, records: 40_000)

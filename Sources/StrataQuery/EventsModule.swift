@@ -372,19 +372,21 @@ private let xColumn: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
     case nil:
         let id = Int(i - firstMemberColumn)
         let context = cur.table.context
-        guard id >= 0, id < context.memberColumns.count, let value = row.value else {
+        // A member of the value, or of the key (`key->>…`): ->> of a NULL document is NULL.
+        let isKey = id >= 0 && id < context.memberColumns.count && JSONColumns.isKeyMember(context.memberColumns[id])
+        guard id >= 0, id < context.memberColumns.count, let document = isKey ? row.key : row.value else {
             sqlite3_result_null(ctx)
             return SQLITE_OK
         }
-        let bytes = UnsafeRawBufferPointer(start: value, count: Int(row.valueCount))
+        let bytes = UnsafeRawBufferPointer(start: document, count: Int(isKey ? row.keyCount : row.valueCount))
         if id < cur.chunk.fields.count, resultField(ctx, cur.chunk.fields[id][cur.rowIndex]) { return SQLITE_OK }
         let member = context.memberColumns[id]
-        let scanner = JSONMemberScanner(keys: [JSONColumns.scanKey(member)], stopEarly: false)
+        let scanner = JSONMemberScanner(keys: [JSONColumns.scanKey(JSONColumns.path(member))], stopEarly: false)
         // Decoded text lives in the scanner's scratch buffer until resultField has copied it.
         let found = withExtendedLifetime(scanner) { resultField(ctx, scanner.member(in: bytes)) }
         if found { return SQLITE_OK }
-        context.jsonFunctions?.extractWithSQLite(ctx, path: "$." + member, preview: { String(decoding: bytes, as: UTF8.self) }) { stmt in
-            _ = sqlite3_bind_text(stmt, 1, value.assumingMemoryBound(to: CChar.self), Int32(bytes.count), strata_sqlite_transient())
+        context.jsonFunctions?.extractWithSQLite(ctx, path: "$." + JSONColumns.path(member), preview: { String(decoding: bytes, as: UTF8.self) }) { stmt in
+            _ = sqlite3_bind_text(stmt, 1, document.assumingMemoryBound(to: CChar.self), Int32(bytes.count), strata_sqlite_transient())
         }
     }
     return SQLITE_OK

@@ -101,7 +101,7 @@ final class ChunkGroups: @unchecked Sendable {
                 case 4: cell = r.valueCount < 0 ? .null : .text(r.value, Int(r.valueCount))
                 default:
                     let id = Int(c - spec.firstMember)
-                    guard r.value != nil else { cell = .null; break }
+                    // (A NULL key or value gives .null members; a member not extracted yet is resolved.)
                     switch id < chunk.fields.count ? chunk.fields[id][row] : .fallback {
                     case .null: cell = .null
                     case .integer(let v): cell = .integer(v)
@@ -200,7 +200,10 @@ final class GroupedRows {
 
     /// One stored column value: SQLite's storage classes, text as a view into a mapping/arena.
     struct Cell {
-        enum Kind: UInt8 { case null, integer, real, text }
+        /// `error`: a member SQLite could not read (malformed JSON); the error is raised only if
+        /// SQLite reads the cell — a row its WHERE drops never fails the statement, as with
+        /// SQLite's own row-by-row evaluation. `bits` indexes `ResolveErrors`.
+        enum Kind: UInt8 { case null, integer, real, text, error }
         var bits: UInt64
         var count: Int32
         var kind: Kind
@@ -221,9 +224,20 @@ final class GroupedRows {
                 let v = Double(bitPattern: bits)
                 return v.rounded() == v && abs(v) < 9.2e18 ? .integer(Int64(v)) : .real(v)
             case .text: return .text(pointer ?? UnsafeRawPointer(bitPattern: 1)!, Int(count))
+            case .error: return .error(Int(bits))
             }
         }
     }
+
+    /// Messages of the members SQLite could not read during a grouped scan (Cell.Kind.error).
+    final class ResolveErrors {
+        private(set) var messages: [String] = []
+        func cell(for message: String) -> Cell {
+            messages.append(message)
+            return Cell(bits: UInt64(messages.count - 1), count: 0, kind: .error)
+        }
+    }
+    let errors: ResolveErrors
 
     let spec: GroupingSpec
     /// Slot of each vtab column in a row's cells (-1: not stored).
@@ -256,6 +270,8 @@ final class GroupedRows {
         case integer(Int64)
         case real(Double)
         case text(UnsafeRawPointer, Int)
+        /// Each unreadable member its own group (its rows are dropped by SQLite or fail it).
+        case error(Int)
 
         static func == (a: KeyPart, b: KeyPart) -> Bool {
             switch (a, b) {
@@ -263,6 +279,7 @@ final class GroupedRows {
             case (.integer(let x), .integer(let y)): return x == y
             case (.real(let x), .real(let y)): return x == y
             case (.text(let p, let n), .text(let q, let m)): return n == m && (p == q || memcmp(p, q, n) == 0)
+            case (.error(let x), .error(let y)): return x == y
             default: return false
             }
         }
@@ -270,6 +287,7 @@ final class GroupedRows {
         var hash: UInt64 {
             switch self {
             case .null: return 0x9E37_79B9_7F4A_7C15
+            case .error(let i): return Self.mix(UInt64(i) ^ 0xE770_E770)
             case .integer(let v): return Self.mix(UInt64(bitPattern: v) ^ 0x1234_5678)
             case .real(let v): return Self.mix(v.bitPattern ^ 0x8765_4321)
             case .text(let p, let n):
@@ -300,8 +318,9 @@ final class GroupedRows {
 
     /// Reads every chunk of `pipeline` (grouped by the extractor threads when they could; else
     /// here, with `resolve` answering what the fast path left to SQLite) and orders the groups.
-    init(pipeline: ScanPipeline, spec: GroupingSpec, resolve: (Chunk, Int, Int) throws -> Cell) throws {
+    init(pipeline: ScanPipeline, spec: GroupingSpec, errors: ResolveErrors = ResolveErrors(), resolve: (Chunk, Int, Int) throws -> Cell) throws {
         self.spec = spec
+        self.errors = errors
         var slots = [Int](repeating: -1, count: Int(spec.columns.max() ?? 0) + 1)
         for (s, c) in spec.columns.enumerated() { slots[Int(c)] = s }
         slotOfColumn = slots
@@ -394,6 +413,9 @@ final class GroupedRows {
         case .text:
             sqlite3_result_text(ctx, (cell.pointer ?? UnsafeRawPointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self), cell.count,
                                 strata_sqlite_transient())
+        case .error:
+            let index = Int(cell.bits)
+            sqlite3_result_error(ctx, index < errors.messages.count ? errors.messages[index] : "unreadable member", -1)
         }
         return true
     }
@@ -405,6 +427,7 @@ final class GroupedRows {
             case .null: return 0
             case .integer, .real: return 1
             case .text: return 2
+            case .error: return 3
             }
         }
         let (ra, rb) = (rank(a), rank(b))
@@ -415,6 +438,7 @@ final class GroupedRows {
             let c = memcmp(p, q, min(n, m))
             return c != 0 ? (c < 0 ? -1 : 1) : (n < m ? -1 : (n > m ? 1 : 0))
         case (.null, .null): return 0
+        case (.error(let x), .error(let y)): return x < y ? -1 : (x > y ? 1 : 0)
         default:
             let x = number(a), y = number(b)
             return x < y ? -1 : (x > y ? 1 : 0)

@@ -9,8 +9,21 @@
 /// not (e.g. when `value` is a CTE's column rather than a topic's), so it never changes what a
 /// statement means: the column yields exactly what `->>` yields on that row's value.
 enum JSONColumns {
+    /// Members of the record key are named with a leading "." (a value member's name never
+    /// starts with one): `key->>'$.id'` is ".id".
+    static let keyPrefix = "."
+
+    static func isKeyMember(_ name: String) -> Bool { name.hasPrefix(keyPrefix) }
+
+    /// The path of member `name` without the source prefix (`id` for ".id").
+    static func path(_ name: String) -> String { isKeyMember(name) ? String(name.dropFirst()) : name }
+
     /// The hidden column that holds member `name`.
-    static func columnName(_ name: String) -> String { "value->>'$.\(name)'" }
+    static func columnName(_ name: String) -> String { isKeyMember(name) ? "key->>'$.\(path(name))'" : "value->>'$.\(name)'" }
+
+    /// What the scan threads look for: the scanner's key for the path, after a 0xFF byte (never
+    /// in UTF-8) for members of the record key.
+    static func wantedKey(_ name: String) -> [UInt8] { isKeyMember(name) ? [0xFF] + scanKey(path(name)) : scanKey(name) }
 
     /// Member names of `value ->> '…'` expressions in `sql`, in first-seen order, at most `limit`.
     static func members(in sql: String, limit: Int = WantedFields.limit) -> [String] {
@@ -65,7 +78,8 @@ enum JSONColumns {
                   tokens[i + 1].kind == .op, Array(s[tokens[i + 1].range]) == Array("->>".utf8),
                   tokens[i + 2].kind == .string else { continue }
             // `x.value` where x is a table: keep the qualifier, replace from `value` on.
-            guard let name = memberName(String(decoding: s[(tokens[i + 2].range.lowerBound + 1)..<(tokens[i + 2].range.upperBound - 1)], as: UTF8.self)) else { continue }
+            guard let path = memberName(String(decoding: s[(tokens[i + 2].range.lowerBound + 1)..<(tokens[i + 2].range.upperBound - 1)], as: UTF8.self)) else { continue }
+            let name = isIdentifier(t, s, "key") ? keyPrefix + path : path
             if i >= 3, i + 3 < tokens.count, word(tokens[i - 3], "count"), char(tokens[i - 2], "("), word(tokens[i - 1], "distinct"),
                char(tokens[i + 3], ")"), i < 4 || !char(tokens[i - 4], ".") {
                 found.append((tokens[i - 3].range.lowerBound..<tokens[i + 3].range.upperBound, name, true))
@@ -76,12 +90,17 @@ enum JSONColumns {
         return found
     }
 
+    /// `value` or `key` (the columns whose JSON members become columns), bare or "quoted".
     private static func isValueIdentifier(_ t: Token, _ s: [UInt8]) -> Bool {
+        isIdentifier(t, s, "value") || isIdentifier(t, s, "key")
+    }
+
+    private static func isIdentifier(_ t: Token, _ s: [UInt8], _ word: String) -> Bool {
         switch t.kind {
-        case .identifier: return String(decoding: s[t.range], as: UTF8.self).lowercased() == "value"
+        case .identifier: return String(decoding: s[t.range], as: UTF8.self).lowercased() == word
         case .quotedIdentifier:
             let inner = String(decoding: s[(t.range.lowerBound + 1)..<(t.range.upperBound - 1)], as: UTF8.self)
-            return s[t.range.lowerBound] == UInt8(ascii: "\"") && inner.lowercased() == "value"
+            return s[t.range.lowerBound] == UInt8(ascii: "\"") && inner.lowercased() == word
         default: return false
         }
     }

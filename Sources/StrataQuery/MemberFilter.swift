@@ -60,9 +60,8 @@ struct MemberFilter: Sendable {
 extension [MemberFilter] {
     /// Whether row `row` of `chunk` may pass every filter (members the scan thread extracted).
     @inline(__always) func mayMatch(_ chunk: Chunk, _ row: Int) -> Bool {
-        let r = chunk.rows[row]
         for f in self {
-            guard r.value != nil else { return false }  // ->> of NULL is NULL: never equal
+            // A NULL document's member is .null (->> of NULL is NULL): never equal.
             guard f.memberId < chunk.fields.count else { continue }
             if !f.mayMatch(chunk.fields[f.memberId][row]) { return false }
         }

@@ -60,7 +60,7 @@ final class QueryContext: @unchecked Sendable {
          topics: [String]? = nil) throws {
         self.broker = broker
         self.memberColumns = memberColumns
-        for m in memberColumns { _ = wanted.id(of: JSONColumns.scanKey(m)) }
+        for m in memberColumns { _ = wanted.id(of: JSONColumns.wantedKey(m)) }
         self.sinceMs = sinceMs
         self.untilMs = untilMs
         var ends: [String: Int64] = [:]
@@ -170,10 +170,19 @@ final class CursorState {
         self.pipeline = pipeline
         let startedMs = monotonicMillis()
         if let spec, let db, let functions = ctx.jsonFunctions {
-            grouped = try GroupedRows(pipeline: pipeline, spec: spec) { chunk, row, id in
+            let errors = GroupedRows.ResolveErrors()
+            grouped = try GroupedRows(pipeline: pipeline, spec: spec, errors: errors) { chunk, row, id in
                 let r = chunk.rows[row]
-                return try functions.extractCell(db, value: UnsafeRawBufferPointer(start: r.value, count: Int(r.valueCount)),
-                                                 path: "$." + ctx.memberColumns[id], arena: chunk.arena)
+                let member = ctx.memberColumns[id]
+                let key = JSONColumns.isKeyMember(member)
+                guard (key ? r.key : r.value) != nil else { return .null }  // ->> of NULL is NULL
+                let document = key ? UnsafeRawBufferPointer(start: r.key, count: Int(r.keyCount)) : UnsafeRawBufferPointer(start: r.value, count: Int(r.valueCount))
+                do {
+                    return try functions.extractCell(db, value: document, path: "$." + JSONColumns.path(member), arena: chunk.arena)
+                } catch {
+                    // Raised only if SQLite reads this cell (its WHERE may drop the row first).
+                    return errors.cell(for: "\(error)")
+                }
             }
             groupedPosition = 0
             if getenv("STRATA_TRACE_QUERY") != nil {

@@ -366,15 +366,23 @@ final class ScanPipeline: @unchecked Sendable {
     private func extract(_ chunk: Chunk) {
         let keys = wanted.snapshot
         if !keys.isEmpty {
-            let scanner = JSONMemberScanner(keys: keys, stopEarly: trustedJSON)
+            // Members of the value (one scan of each value for all of them), then members of the
+            // record key (wanted keys starting with 0xFF, see JSONColumns.wantedKey); a key is
+            // never validated on write, so its scan always walks it whole.
+            let valueIds = keys.indices.filter { keys[$0].first != 0xFF }
+            let keyIds = keys.indices.filter { keys[$0].first == 0xFF }
             var columns = [ContiguousArray<FieldValue>](repeating: [], count: keys.count)
             for i in columns.indices { columns[i].reserveCapacity(chunk.rows.count) }
-            for r in chunk.rows {
-                if let value = r.value, r.valueCount >= 0 {
-                    scanner.scan(UnsafeRawBufferPointer(start: value, count: Int(r.valueCount)))
-                    for i in columns.indices { columns[i].append(scanner.field(i, in: value, arena: chunk.arena)) }
-                } else {
-                    for i in columns.indices { columns[i].append(.null) }
+            for (ids, ofKey) in [(valueIds, false), (keyIds, true)] where !ids.isEmpty {
+                let scanner = JSONMemberScanner(keys: ids.map { ofKey ? Array(keys[$0].dropFirst()) : keys[$0] }, stopEarly: trustedJSON && !ofKey)
+                for r in chunk.rows {
+                    let (document, count) = ofKey ? (r.key, r.keyCount) : (r.value, r.valueCount)
+                    if let document, count >= 0 {
+                        scanner.scan(UnsafeRawBufferPointer(start: document, count: Int(count)))
+                        for (j, id) in ids.enumerated() { columns[id].append(scanner.field(j, in: document, arena: chunk.arena)) }
+                    } else {
+                        for id in ids { columns[id].append(.null) }
+                    }
                 }
             }
             chunk.fields = columns

@@ -165,4 +165,6 @@ if Context.environment["STRATA_FUZZ"] != nil {
     package.targets.append(
         .executableTarget(name: "FuzzRecordDecode", dependencies: ["StrataLog", "CStrataScan"], path: "Fuzz/RecordDecode",
                           exclude: ["fuzz.dict"]))
+    package.targets.append(
+        .executableTarget(name: "FuzzSummaryDecode", dependencies: ["StrataQuery", "StrataLog"], path: "Fuzz/SummaryDecode"))
 }

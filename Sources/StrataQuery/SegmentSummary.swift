@@ -177,6 +177,7 @@ struct SegmentSummary: Equatable {
         }
         guard try u32() == version else { throw Damaged(description: "unknown version") }
         let flags = try u32()
+        guard flags & ~1 == 0 else { throw Damaged(description: "unknown flags \(flags)") }
         let identity = Identity(baseOffset: try i64(), nextOffset: try i64(), sizeInBytes: try i64(), largestTimestamp: try i64())
         try need(16)
         let topicId = Array(UnsafeRawBufferPointer(rebasing: bytes[at..<at + 16]))
@@ -189,7 +190,10 @@ struct SegmentSummary: Equatable {
             let n = Int(try u32())
             guard n <= maxNameBytes else { throw Damaged(description: "a member name of \(n) bytes") }
             try need(n)
-            members.append(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[at..<at + n]), as: UTF8.self))
+            guard let name = String(validating: UnsafeRawBufferPointer(rebasing: bytes[at..<at + n]), as: UTF8.self) else {
+                throw Damaged(description: "a member name that is not UTF-8")
+            }
+            members.append(name)
             at += n
         }
         let blockCount = Int(try u32())

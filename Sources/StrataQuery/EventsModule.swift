@@ -13,7 +13,7 @@ import StrataLog
 /// rewritten statement would answer differently from the one written.
 private func schema(members: [String]) -> String {
     "CREATE TABLE x(partition INTEGER, offset INTEGER, timestamp INTEGER, key TEXT, value TEXT, headers TEXT, topic TEXT HIDDEN"
-        + members.map { ", \"\(JSONColumns.columnName($0))\" BLOB HIDDEN" }.joined() + ")"
+        + members.map { ", \"\(JSONColumns.columnName($0))\" BLOB HIDDEN" }.joined() + ", \(JSONColumns.rowsColumn) INTEGER HIDDEN)"
 }
 /// Index of the first member column (after the hidden `topic`).
 private let firstMemberColumn = GroupedOrder.firstMemberColumn
@@ -153,6 +153,31 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         cost /= column == .partition ? 4 : 20
     }
     let orderBy = (0..<Int(info.pointee.nOrderBy)).map { info.pointee.aOrderBy[$0] }
+    // A folded count(*) (JSONColumns.foldCount) reads `strata_rows`: possible only as a grouped
+    // scan whose GROUP BY terms are all the columns it reads, with no constraint for SQLite to
+    // re-check on the folded rows; any other plan is refused, and the statement falls back.
+    let rowsColumn = firstMemberColumn + Int32(table(vtab).context.memberColumns.count)
+    let colUsed = info.pointee.colUsed
+    if colUsed & (1 << UInt64(rowsColumn)) != 0 {
+        var allowed: UInt64 = 1 << UInt64(rowsColumn)
+        for term in orderBy where term.iColumn >= firstMemberColumn && term.iColumn < rowsColumn { allowed |= 1 << UInt64(term.iColumn) }
+        let onlyTopic = (0..<Int(info.pointee.nConstraint)).allSatisfy { i in
+            let c = info.pointee.aConstraint[i]
+            return c.iColumn == Column.topic.rawValue && Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ
+        }
+        guard !orderBy.isEmpty, orderBy.allSatisfy({ $0.iColumn >= firstMemberColumn && $0.iColumn < rowsColumn }),
+              sqlite3_vtab_distinct(info) == 1, colUsed & ~allowed == 0, onlyTopic,
+              let rows = table(vtab).estimatedRows, rows <= GroupedRows.rowLimit else { return SQLITE_CONSTRAINT }
+        for term in orderBy { tokens.append("g\(term.iColumn)\(term.desc != 0 ? "d" : "a")") }
+        tokens.append("u\(colUsed & ~(1 << UInt64(rowsColumn)))")
+        tokens.append("f")
+        info.pointee.orderByConsumed = 1
+        if !fixedTopic && !topicBound { cost = 1e300 }
+        info.pointee.idxStr = strata_sqlite_strdup(tokens.joined(separator: ","))
+        info.pointee.needToFreeIdxStr = 1
+        info.pointee.estimatedCost = cost
+        return SQLITE_OK
+    }
     if orderBy.count == 1, orderBy[0].iColumn == Column.offset.rawValue, orderBy[0].desc == 0 {
         // Rows come in offset order within a partition; with one partition that is the order asked for.
         if tokens.contains("0=") { info.pointee.orderByConsumed = 1 }
@@ -226,10 +251,10 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
         var stored = (0..<Int32(63)).filter { c in used & (1 << UInt64(c)) != 0 && c != Column.topic.rawValue && c != Column.headers.rawValue }
         for k in keys where !stored.contains(k) { stored.append(k) }
         order = GroupedOrder(keyColumns: keys, descending: groupTokens.map { $0.hasSuffix("d") }, storedColumns: stored,
-                             firstRowOnly: tokens.contains("x"))
+                             firstRowOnly: tokens.contains("x"), fold: tokens.contains("f"))
     }
     for (i, token) in tokens.enumerated() where i < Int(argc) {
-        if token.hasPrefix("g") || token.hasPrefix("u") || token == "x" { continue }
+        if token.hasPrefix("g") || token.hasPrefix("u") || token == "x" || token == "f" { continue }
         if let kind = token.first, kind == "m" || kind == "M",
            let column = Int32(token.dropFirst().prefix { $0.isNumber }) {
             var filter = MemberFilter(memberId: Int(column - firstMemberColumn), exact: token.hasSuffix("c"))

@@ -13,6 +13,9 @@ struct GroupingSpec: Sendable {
     /// DISTINCT: one row per group is enough.
     let firstRowOnly: Bool
     let filters: [MemberFilter]
+    /// `count(*)` folded into the scan (JSONColumns.foldCount): one row per group, carrying the
+    /// group's row count in the `strata_rows` column.
+    var fold = false
     var width: Int { columns.count }
 }
 
@@ -135,11 +138,12 @@ final class ChunkGroups: @unchecked Sendable {
             kept += 1
         }
         // Pass 2: rows placed group by group (log order within a group).
-        let out = ChunkGroups(rows: spec.firstRowOnly ? sizes.count : kept, width: width, chunk: chunk)
-        if spec.firstRowOnly {
+        let out = ChunkGroups(rows: spec.firstRowOnly || spec.fold ? sizes.count : kept, width: width, chunk: chunk)
+        if spec.firstRowOnly || spec.fold {
+            // One row per group; folded, its count is the group's number of rows in the chunk.
             for g in sizes.indices {
                 for s in 0..<width { out.cells[g * width + s] = rowCells[firstRow[g] * width + s] }
-                out.groups.append((index.hashes[g], g, 1))
+                out.groups.append((index.hashes[g], g, spec.fold ? sizes[g] : 1))
             }
             out.compactText()
             return out
@@ -262,6 +266,10 @@ final class GroupedRows {
     @exclusivity(unchecked) private var runFirstPosition = 0
     @exclusivity(unchecked) private var current: UnsafeMutablePointer<Cell>?
     @exclusivity(unchecked) private var currentCount = 0
+    /// Rows per group, for a folded `count(*)`.
+    @exclusivity(unchecked) private var groupRows = ContiguousArray<Int64>()
+    /// The vtab column that reports a group's row count in a folded scan.
+    var rowsColumn: Int32 = -1
 
     /// A group-key component in SQLite's equality for sorting: NULLs equal, integers and
     /// integral reals equal, text by bytes (BINARY collation).
@@ -356,6 +364,16 @@ final class GroupedRows {
                     }
                     groupHasRun.append(false)
                 }
+                if spec.fold {
+                    // Every chunk's rows count; the group's first row is its one emitted row.
+                    while groupRows.count <= group { groupRows.append(0) }
+                    groupRows[group] += Int64(lg.count)
+                    if groupHasRun[group] { continue }
+                    groupHasRun[group] = true
+                    scanRuns.append(Run(group: Int32(group), block: blockIndex, start: Int32(lg.start), count: 1))
+                    total += 1
+                    continue
+                }
                 if spec.firstRowOnly && groupHasRun[group] { continue }
                 groupHasRun[group] = true
                 scanRuns.append(Run(group: Int32(group), block: blockIndex, start: Int32(lg.start), count: Int32(lg.count)))
@@ -395,16 +413,16 @@ final class GroupedRows {
     /// Sets column `column` of emitted row `position` as the result; false if not stored.
     /// Positions only move forward (SQLite reads a grouped scan once, in order).
     @inline(__always) func result(_ ctx: OpaquePointer?, column: Int32, position: Int) -> Bool {
+        if column == rowsColumn, spec.fold, position < rowCount {
+            seek(position)
+            let g = Int(runs[runIndex].group)
+            sqlite3_result_int64(ctx, g < groupRows.count ? groupRows[g] : 0)
+            return true
+        }
         guard Int(column) < slotOfColumn.count else { return false }
         let slot = slotOfColumn[Int(column)]
         guard slot >= 0, position < rowCount else { return false }
-        while position - runFirstPosition >= currentCount {
-            runFirstPosition += currentCount
-            runIndex += 1
-            let run = runs[runIndex]
-            current = blocks[Int(run.block)].cells.baseAddress! + Int(run.start) * spec.width
-            currentCount = Int(run.count)
-        }
+        seek(position)
         let cell = current![(position - runFirstPosition) * spec.width + slot]
         switch cell.kind {
         case .null: sqlite3_result_null(ctx)
@@ -418,6 +436,17 @@ final class GroupedRows {
             sqlite3_result_error(ctx, index < errors.messages.count ? errors.messages[index] : "unreadable member", -1)
         }
         return true
+    }
+
+    /// Moves the current run to the one holding emitted row `position` (positions only grow).
+    @inline(__always) private func seek(_ position: Int) {
+        while position - runFirstPosition >= currentCount {
+            runFirstPosition += currentCount
+            runIndex += 1
+            let run = runs[runIndex]
+            current = blocks[Int(run.block)].cells.baseAddress! + Int(run.start) * spec.width
+            currentCount = Int(run.count)
+        }
     }
 
     /// SQLite's sort order: NULL < numbers (compared numerically) < text (bytes, then length).

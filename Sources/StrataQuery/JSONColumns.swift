@@ -35,6 +35,51 @@ enum JSONColumns {
     /// Whether the hidden column of `name` can be written as an identifier in the rewrite.
     static func quotable(_ name: String) -> Bool { !(name.contains("]") && name.contains("`")) }
 
+    /// The hidden column a folded `count(*)` reads: the group's number of rows.
+    static let rowsColumn = "strata_rows"
+
+    /// `count(*)` folded into a grouped scan: in `SELECT … FROM <one table> GROUP BY <members> …`
+    /// with nothing else that filters or joins rows (no WHERE, JOIN, subquery, compound, window or
+    /// FILTER), each `count(*)` becomes `sum(strata_rows)` over one row per group that carries the
+    /// group's count, so SQLite steps once per group instead of once per row. The table accepts
+    /// that plan only when the GROUP BY terms are member columns and they are all it reads
+    /// (EventsModule's xBestIndex); otherwise the statement does not prepare and the unfolded
+    /// one runs. Nil when the statement is not of that shape.
+    static func foldCount(_ sql: String) -> String? {
+        let s = Array(sql.utf8)
+        let tokens = tokenize(s)
+        func word(_ t: Token) -> String? { t.kind == .identifier ? String(decoding: s[t.range], as: UTF8.self).lowercased() : nil }
+        func char(_ t: Token, _ c: Character) -> Bool { t.kind == .other && s[t.range.lowerBound] == c.asciiValue! }
+        let words = tokens.compactMap(word)
+        guard words.filter({ $0 == "select" }).count == 1,
+              !words.contains(where: { ["where", "join", "union", "intersect", "except", "with", "over", "filter", "window", "values"].contains($0) }),
+              let from = tokens.firstIndex(where: { word($0) == "from" }),
+              let group = tokens.firstIndex(where: { word($0) == "group" }), group > from + 1,
+              group + 1 < tokens.count, word(tokens[group + 1]) == "by" else { return nil }
+        // One table, maybe with an alias: `t`, `t x`, `t AS x`.
+        let table = Array(tokens[(from + 1)..<group])
+        let names = table.filter { $0.kind == .identifier || $0.kind == .quotedIdentifier }
+        guard names.count == table.count, (1...3).contains(names.count),
+              names.count != 3 || word(names[1]) == "as", names.count != 2 || word(names[1]) != "as" else { return nil }
+        var out: [UInt8] = []
+        var copied = 0
+        var i = 0
+        while i + 3 < tokens.count {
+            if word(tokens[i]) == "count", char(tokens[i + 1], "("), char(tokens[i + 2], "*"), char(tokens[i + 3], ")"),
+               i == 0 || !char(tokens[i - 1], ".") {
+                out += s[copied..<tokens[i].range.lowerBound]
+                out += Array("sum(\(rowsColumn))".utf8)
+                copied = tokens[i + 3].range.upperBound
+                i += 4
+                continue
+            }
+            i += 1
+        }
+        guard copied > 0 else { return nil }
+        out += s[copied...]
+        return String(decoding: out, as: UTF8.self)
+    }
+
     /// `sql` with each `value ->> '<member>'` whose member is in `declared` replaced by the hidden
     /// column; nil when nothing was replaced.
     static func rewrite(_ sql: String, declared: Set<String>) -> String? {

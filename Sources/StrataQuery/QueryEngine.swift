@@ -121,6 +121,8 @@ struct GroupedOrder {
     var storedColumns: [Int32]
     /// DISTINCT: one row per group.
     var firstRowOnly = false
+    /// A folded count(*): one row per group with its row count.
+    var fold = false
 }
 
 final class CursorState {
@@ -155,7 +157,7 @@ final class CursorState {
         if let order {
             spec = GroupingSpec(columns: order.storedColumns, firstMember: GroupedOrder.firstMemberColumn,
                                 keySlots: order.keyColumns.map { c in order.storedColumns.firstIndex(of: c)! },
-                                descending: order.descending, firstRowOnly: order.firstRowOnly, filters: filters)
+                                descending: order.descending, firstRowOnly: order.firstRowOnly, filters: filters, fold: order.fold)
         }
         var reader = ChunkReader(context: ctx, topic: topic, ranges: ranges)
         // Blocks whose summaries rule out the key or member equalities are not read at all.
@@ -184,6 +186,7 @@ final class CursorState {
                     return errors.cell(for: "\(error)")
                 }
             }
+            grouped?.rowsColumn = GroupedOrder.firstMemberColumn + Int32(ctx.memberColumns.count)
             groupedPosition = 0
             if getenv("STRATA_TRACE_QUERY") != nil {
                 let line = "query: grouped \(grouped?.rowCount ?? 0) rows in \(monotonicMillis() - startedMs) ms\n"
@@ -319,11 +322,15 @@ public final class QueryEngine {
                 if !context.memberColumns.isEmpty, let end = next {
                     let text = String(decoding: UnsafeRawBufferPointer(start: start, count: end - start), as: UTF8.self)
                     if let rewritten = JSONColumns.rewrite(text, declared: Set(context.memberColumns)) {
-                        var faster: OpaquePointer?
-                        if sqlite3_prepare_v2(db, rewritten, -1, &faster, nil) == SQLITE_OK, let faster {
-                            sqlite3_finalize(stmt)
-                            stmt = faster
-                        } else {
+                        // Folded count(*) first (its plan exists only when the fold is exact), then
+                        // member columns alone.
+                        for candidate in [JSONColumns.foldCount(rewritten), rewritten].compactMap({ $0 }) {
+                            var faster: OpaquePointer?
+                            if sqlite3_prepare_v2(db, candidate, -1, &faster, nil) == SQLITE_OK, let faster {
+                                sqlite3_finalize(stmt)
+                                stmt = faster
+                                break
+                            }
                             sqlite3_finalize(faster)
                         }
                     }

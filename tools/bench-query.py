@@ -21,6 +21,7 @@ ap.add_argument("--runs", type=int, default=3)
 ap.add_argument("--work", default="/tmp/strata-bench-query")
 ap.add_argument("--sqlite", action="store_true")
 ap.add_argument("--generator", choices=["flat", "nested"], default="flat")
+ap.add_argument("--only", help="run only the queries whose name contains this text")
 ap.add_argument("--segment-mb", type=int, default=128, help="segment.bytes of the topic, MiB (default 128, Strata's default)")
 ap.add_argument("--json-topic", action="store_true",
                 help="load into a topic with value.format=json (validated on write: the member scan may stop early)")
@@ -64,6 +65,9 @@ day_from, day_to = 1760486400000, 1760572800000  # 2025-10-15T00:00Z .. 2025-10-
 f = events
 if args.generator == "flat":
     queries = [
+        ("top event types (docs/query.md): count",
+         f"SELECT event_type, count(*) FROM read_json_auto('{f}') GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
+         "SELECT value->>'$.event_type' AS type, count(*) AS events FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT 5"),
         ("group by event_type: count, sum(amount)",
          f"SELECT event_type, count(*), sum(amount) FROM read_json_auto('{f}') GROUP BY 1 ORDER BY 1",
          "SELECT value->>'$.event_type', count(*), sum(value->>'$.amount') FROM events GROUP BY 1 ORDER BY 1"),
@@ -131,7 +135,7 @@ def norm(rows):
 print(f"{args.events} events, {os.path.getsize(events) / 1e9:.2f} GB of JSON lines; best of {args.runs}; DuckDB {duckdb.__version__} with 2 threads;"
       f" topic {'value.format=json' if args.json_topic else 'without value.format (raw)'}")
 print(f"{'query':44} {'DuckDB s':>9} {'strata s':>9} {'strata/DuckDB':>14}  same answer")
-for name, dq, sq in queries:
+for name, dq, sq in [q for q in queries if not args.only or args.only in q[0]]:
     dt, drows = best(lambda: con.execute(dq).fetchall())
     def run_strata():
         r = subprocess.run([strata, "query", sq, "--data", data, "--format", "csv"], capture_output=True, text=True)

@@ -32,7 +32,17 @@ public enum BlockSummaries {
     /// wrote or checked, so that a later pass does not read every file again to find them current.
     public final class Memory: Sendable {
         let current = Mutex(Set<String>())
+        /// Entries of segments long deleted accumulate: past this many, the memory starts over
+        /// (the next pass checks each file once more).
+        static let limit = 200_000
         public init() {}
+
+        func remember(_ entry: String) {
+            current.withLock { set in
+                if set.count >= Self.limit { set.removeAll(keepingCapacity: true) }
+                set.insert(entry)
+            }
+        }
     }
 
     /// Summarises every closed segment of `topic` that has no up-to-date summary, and removes
@@ -64,14 +74,14 @@ public enum BlockSummaries {
                 let remembered = "\(directory)/\(info.baseOffset) \(identity) \(topicId ?? []) \(members)"
                 if memory?.current.withLock({ $0.contains(remembered) }) == true { continue }
                 if let existing = SegmentSummary.load(directory: directory, identity: identity, members: members), existing.matches(log, topicId: topicId) {
-                    memory?.current.withLock { _ = $0.insert(remembered) }
+                    memory?.remember(remembered)
                     continue
                 }
                 var summary = try summarise(context: context, topic: topic, partition: partition, identity: identity, members: members)
                 summary.lastBatch = Self.lastBatch(log, before: identity.nextOffset)
                 summary.topicId = topicId ?? summary.topicId
                 try summary.write(directory: directory)
-                memory?.current.withLock { _ = $0.insert(remembered) }
+                memory?.remember(remembered)
                 report.segmentsBuilt += 1
                 report.blocks += summary.blocks.count
                 report.bytesScanned += summary.blocks.reduce(0) { $0 + Int($1.bytes) }

@@ -122,7 +122,8 @@ public enum BlockSummaries {
         return found
     }
 
-    /// Every topic (the server's background pass); errors are reported per topic, not thrown.
+    /// Every topic that declares `query.index.members` (the server's background pass: topics
+    /// that did not ask for summaries cost nothing); errors are reported per topic, not thrown.
     /// A pass reads at most `maxBytesPerPass` of log (a little more: whole segments), so that a
     /// server opening years of unsummarised history catches up over many passes instead of
     /// taking a core and the disk away from its clients.
@@ -131,7 +132,7 @@ public enum BlockSummaries {
         removeDeletedPartitions(broker: broker)
         var read = 0
         var results: [(topic: String, result: Result<Report, Error>)] = []
-        for topic in broker.topicNames() where !topic.hasPrefix("__") {
+        for topic in broker.topicNames() where !topic.hasPrefix("__") && !(broker.topicConfig(topic)?.queryIndexMembers.isEmpty ?? true) {
             if read >= maxBytesPerPass || shouldStop() { break }
             let result = Result { try build(broker: broker, topic: topic, maxBytes: maxBytesPerPass - read, memory: memory, shouldStop: shouldStop) }
             if case .success(let report) = result { read += report.bytesScanned }

@@ -294,7 +294,8 @@ struct Serve: ParsableCommand {
         let summaries = PeriodicWorker(intervalMs: Self.summaryIntervalMs) {
             for (topic, result) in BlockSummaries.buildAll(broker: broker, maxBytesPerPass: Self.summaryBytesPerPass, memory: summaryMemory,
                                                            shouldStop: { !brokerOpen.load(ordering: .acquiring) }) {
-                if case .failure(let error) = result {
+                // (A topic deleted while the pass ran is not worth a warning.)
+                if case .failure(let error) = result, broker.partitionCount(topic) != nil {
                     Logger(label: "strata.summaries").warning("block summaries not built; retried on the next pass",
                                                               metadata: ["topic": "\(topic)", "error": "\(error)"])
                 }

@@ -218,6 +218,15 @@ import Testing
         let closed = try (0..<2).reduce(0) { n, p in try n + broker.log(topic: "t", partition: Int32(p)).segmentInfos().filter { !$0.isActive }.count }
         #expect(built == closed && passes > closed, "\(built) of \(closed) in \(passes) passes")
         #expect(try BlockSummaries.build(broker: broker, topic: "t").segmentsBuilt == 0)
+        // Topics that did not ask for summaries are left alone by the server's pass.
+        try broker.createTopic("plain", partitions: 1, configs: ["segment.bytes": "65536", "max.message.bytes": "65536"])
+        for start in stride(from: 0, to: 8_000, by: 1_000) {
+            try broker.produce(topic: "plain", records: (start..<start + 1_000).map { ProducerRecord(key: nil, value: Array(#"{"i":\#($0)}"#.utf8), timestamp: 0) },
+                               acks: .leader)
+        }
+        #expect(!BlockSummaries.buildAll(broker: broker, memory: memory).contains { $0.topic == "plain" })
+        #expect(!FileIO.exists(SegmentSummary.directory(dataDirectory: broker.dataDirectory, topic: "plain", partition: 0)))
+        #expect(try BlockSummaries.build(broker: broker, topic: "plain").segmentsBuilt > 0, "strata index summarises it on request")
     }
 
     /// Compaction rewrites closed segments: their summaries stop counting at once (the segment's

@@ -229,6 +229,15 @@ static int scalar(const uint8_t *p, size_t start, size_t end, strata_json_field 
     return 1;
 }
 
+/* After an element of an object or array (its value ends at `stop`): 1 with *i at the next
+   element, 0 at the closing `close`, -1 when the separator is broken or missing. */
+static inline int next_element(const uint8_t *p, size_t *i, size_t stop, size_t e, uint8_t close) {
+    size_t j = skip_space(p, stop, e);
+    if (j >= e) return -1;
+    if (p[j] == ',') { *i = skip_space(p, j + 1, e); return 1; }
+    return p[j] == close ? 0 : -1;
+}
+
 /* Follows the rest of a path from the value p[*start..<*end]: `path` holds segments, each a 0
    byte, then 'm' and a member name or 'i' and an array index in decimal. Returns 1 with
    start and end on the target value, 0 when the path does not exist (SQLite: NULL — a member of
@@ -268,11 +277,9 @@ static int resolve_path(const uint8_t *p, size_t *start, size_t *end, const uint
                     fe = value_stop;
                     if (!check_rest) break;
                 }
-                i = skip_space(p, value_stop, e);
-                if (i >= e) return -1;
-                if (p[i] == ',') { i = skip_space(p, i + 1, e); continue; }
-                if (p[i] != '}') return -1;
-                break;
+                int more = next_element(p, &i, value_stop, e, '}');
+                if (more < 0) return -1;
+                if (!more) break;
             }
         } else if (kind == 'i') {
             if (seg_end == seg || seg_end - seg > 9) return -1;
@@ -294,11 +301,9 @@ static int resolve_path(const uint8_t *p, size_t *start, size_t *end, const uint
                     fe = value_stop;
                     if (!check_rest) break;
                 }
-                i = skip_space(p, value_stop, e);
-                if (i >= e) return -1;
-                if (p[i] == ',') { i = skip_space(p, i + 1, e); continue; }
-                if (p[i] != ']') return -1;
-                break;
+                int more = next_element(p, &i, value_stop, e, ']');
+                if (more < 0) return -1;
+                if (!more) break;
             }
         } else {
             return -1;

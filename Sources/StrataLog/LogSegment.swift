@@ -527,6 +527,18 @@ final class LogSegment: @unchecked Sendable {
         // the file's size bounds them, as the mapping may be larger than the file.
         let fileSize = trustedBelow == .min ? 0 : ((try? FileIO.fileSize(fd: f.fd, path: logPath)) ?? 0)
         var wholeBatches = trustedBelow == .min
+        // A batch taken into the view, checked in full or by its header: index it, publish it.
+        func accept(base: Int64, last: Int64, maxTimestamp: Int64, size batchSize: Int) {
+            let entries = f.indexing.observe(baseOffset: base, maxTimestamp: maxTimestamp, position: position, size: batchSize,
+                                             indexIntervalBytes: config.indexIntervalBytes)
+            if let e = entries.offset, !s.offsetIndex.isFull { s.offsetIndex.append(offset: e.offset, position: e.position) }
+            if let t = entries.time { s.timeIndex.maybeAppend(timestamp: t.timestamp, offset: t.offset) }
+            position += batchSize
+            next = last + 1
+            publishedMaxTimestamp.store(f.indexing.maxTimestamp, ordering: .relaxed)
+            publishedNextOffset.store(next, ordering: .relaxed)
+            committedSize.store(position, ordering: .releasing)
+        }
         while true {
             let headerOnly = !wholeBatches && next < trustedBelow
             // Make [position, position + 12) available (a whole header when reading headers
@@ -562,15 +574,7 @@ final class LogSegment: @unchecked Sendable {
                     bufferStart = -1
                     continue
                 }
-                let entries = f.indexing.observe(baseOffset: header.base, maxTimestamp: header.maxTs, position: position, size: batchSize,
-                                                 indexIntervalBytes: config.indexIntervalBytes)
-                if let e = entries.offset, !s.offsetIndex.isFull { s.offsetIndex.append(offset: e.offset, position: e.position) }
-                if let t = entries.time { s.timeIndex.maybeAppend(timestamp: t.timestamp, offset: t.offset) }
-                position += batchSize
-                next = header.last + 1
-                publishedMaxTimestamp.store(f.indexing.maxTimestamp, ordering: .relaxed)
-                publishedNextOffset.store(next, ordering: .relaxed)
-                committedSize.store(position, ordering: .releasing)
+                accept(base: header.base, last: header.last, maxTimestamp: header.maxTs, size: batchSize)
                 continue
             }
             if position + batchSize > bufferEnd {
@@ -588,15 +592,7 @@ final class LogSegment: @unchecked Sendable {
                 return (b.baseOffset == next, b.baseOffset, b.lastOffset, b.maxTimestamp)
             }
             guard ok.valid else { break }
-            let entries = f.indexing.observe(baseOffset: ok.base, maxTimestamp: ok.maxTs, position: position, size: batchSize,
-                                             indexIntervalBytes: config.indexIntervalBytes)
-            if let e = entries.offset, !s.offsetIndex.isFull { s.offsetIndex.append(offset: e.offset, position: e.position) }
-            if let t = entries.time { s.timeIndex.maybeAppend(timestamp: t.timestamp, offset: t.offset) }
-            position += batchSize
-            next = ok.last + 1
-            publishedMaxTimestamp.store(f.indexing.maxTimestamp, ordering: .relaxed)
-            publishedNextOffset.store(next, ordering: .relaxed)
-            committedSize.store(position, ordering: .releasing)
+            accept(base: ok.base, last: ok.last, maxTimestamp: ok.maxTs, size: batchSize)
         }
         return position > start
     }

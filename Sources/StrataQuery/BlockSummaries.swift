@@ -272,22 +272,25 @@ struct BlockSkips {
     /// Where the first skip after `offset` starts (reads stop there), if any.
     func nextStart(partition: Int32, after offset: Int64) -> Int64? {
         guard let list = byPartition[partition] else { return nil }
-        var (lo, hi) = (0, list.count)
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if list[mid].start <= offset { lo = mid + 1 } else { hi = mid }
-        }
-        return lo < list.count ? list[lo].start : nil
+        let i = Self.firstIndex(list) { $0.start > offset }
+        return i < list.count ? list[i].start : nil
     }
 
-    /// The skip holding `offset` in `partition`, if any (binary search).
+    /// The skip holding `offset` in `partition`, if any.
     func skip(partition: Int32, at offset: Int64) -> Skip? {
         guard let list = byPartition[partition] else { return nil }
+        let i = Self.firstIndex(list) { $0.end > offset }
+        return i < list.count && list[i].start <= offset ? list[i] : nil
+    }
+
+    /// Binary search over skips in offset order (they do not overlap, so starts and ends both
+    /// grow): the first index where `after` holds, `list.count` when none.
+    private static func firstIndex(_ list: [Skip], where after: (Skip) -> Bool) -> Int {
         var (lo, hi) = (0, list.count)
         while lo < hi {
             let mid = (lo + hi) / 2
-            if list[mid].end <= offset { lo = mid + 1 } else { hi = mid }
+            if after(list[mid]) { hi = mid } else { lo = mid + 1 }
         }
-        return lo < list.count && list[lo].start <= offset ? list[lo] : nil
+        return lo
     }
 }

@@ -172,13 +172,7 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         tokens.append("u\(colUsed & ~(1 << UInt64(rowsColumn)))")
         tokens.append("f")
         info.pointee.orderByConsumed = 1
-        if !fixedTopic && !topicBound { cost = 1e300 }
-        info.pointee.idxStr = strata_sqlite_strdup(tokens.joined(separator: ","))
-        info.pointee.needToFreeIdxStr = 1
-        info.pointee.estimatedCost = cost
-        return SQLITE_OK
-    }
-    if orderBy.count == 1, orderBy[0].iColumn == Column.offset.rawValue, orderBy[0].desc == 0 {
+    } else if orderBy.count == 1, orderBy[0].iColumn == Column.offset.rawValue, orderBy[0].desc == 0 {
         // Rows come in offset order within a partition; with one partition that is the order asked for.
         if tokens.contains("0=") { info.pointee.orderByConsumed = 1 }
     } else if !orderBy.isEmpty, orderBy.allSatisfy({ $0.iColumn >= firstMemberColumn }),
@@ -199,6 +193,18 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
     info.pointee.needToFreeIdxStr = 1
     info.pointee.estimatedCost = cost
     return SQLITE_OK
+}
+
+/// The right-hand side of an `=` constraint, or each value of an IN list handed over whole
+/// (sqlite3_vtab_in).
+private func forEachOperand(_ argument: OpaquePointer?, isList: Bool, _ body: (OpaquePointer?) -> Void) {
+    guard isList else { return body(argument) }
+    var value: OpaquePointer?
+    var rc = sqlite3_vtab_in_first(argument, &value)
+    while rc == SQLITE_OK, let v = value {
+        body(v)
+        rc = sqlite3_vtab_in_next(argument, &value)
+    }
 }
 
 /// Whether constraint i's right-hand side is a literal or a bound parameter (values without
@@ -258,16 +264,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
         if let kind = token.first, kind == "m" || kind == "M",
            let column = Int32(token.dropFirst().prefix { $0.isNumber }) {
             var filter = MemberFilter(memberId: Int(column - firstMemberColumn), exact: token.hasSuffix("c"))
-            if kind == "M" {
-                var value: OpaquePointer?
-                var rc = sqlite3_vtab_in_first(argv![i], &value)
-                while rc == SQLITE_OK, let v = value {
-                    filter.add(v)
-                    rc = sqlite3_vtab_in_next(argv![i], &value)
-                }
-            } else {
-                filter.add(argv![i])
-            }
+            forEachOperand(argv![i], isList: kind == "M") { filter.add($0) }
             filters.append(filter)
             continue
         }
@@ -278,16 +275,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
         }
         if token == "k" || token == "kc" || token == "K" {
             var filter = KeyFilter(exact: token == "kc")
-            if token == "K" {
-                var value: OpaquePointer?
-                var rc = sqlite3_vtab_in_first(argv![i], &value)
-                while rc == SQLITE_OK, let v = value {
-                    filter.add(v)
-                    rc = sqlite3_vtab_in_next(argv![i], &value)
-                }
-            } else {
-                filter.add(argv![i])
-            }
+            forEachOperand(argv![i], isList: token == "K") { filter.add($0) }
             // Two key constraints: either one alone rules a block out; keep the first (conservative).
             if keyFilter == nil { keyFilter = filter }
             continue

@@ -119,7 +119,7 @@ struct ChunkReader {
         return nil
     }
 
-    /// One read of up to 1 MiB of the current range (a chunk, maybe without rows); nil when the
+    /// One read of up to `readBytes` of the current range (a chunk, maybe without rows); nil when the
     /// range is done (rangeIndex moves on).
     mutating func readChunk() throws -> Chunk? {
         let range = ranges[rangeIndex]

@@ -18,21 +18,6 @@ import CStrataScan
         #"trailing \\"#, #"ünïcödé \"✓\""#, #"\"\"\"\""#, #"\\\\\\"#, "long " + String(repeating: #"x\n"#, count: 300),
     ]
 
-    func rows(_ engine: QueryEngine, _ sql: String) -> Result<[[String?]], Error> {
-        Result {
-            var out: [[String?]] = []
-            try engine.run(sql, header: { _ in }, row: { out.append($0) })
-            return out
-        }
-    }
-
-    func same(_ a: Result<[[String?]], Error>, _ b: Result<[[String?]], Error>) -> Bool {
-        switch (a, b) {
-        case (.success(let x), .success(let y)): return x == y
-        case (.failure, .failure): return true  // both refuse: the messages differ in wording only
-        default: return false
-        }
-    }
 
     @Test func escapedStringsReadAsSQLiteReadsThem() throws {
         for content in Self.contents {

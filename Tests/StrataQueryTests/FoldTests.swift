@@ -7,22 +7,6 @@ import Testing
 /// `count(*)` folded into grouped scans (one row per group carrying its count): every answer is
 /// compared with SQLite's own evaluation, and the plan shows when the fold ran.
 @Suite struct FoldTests {
-    func rows(_ engine: QueryEngine, _ sql: String) -> Result<[[String?]], Error> {
-        Result {
-            var out: [[String?]] = []
-            try engine.run(sql, header: { _ in }, row: { out.append($0) })
-            return out
-        }
-    }
-
-    func same(_ a: Result<[[String?]], Error>, _ b: Result<[[String?]], Error>) -> Bool {
-        switch (a, b) {
-        case (.success(let x), .success(let y)): return x == y
-        case (.failure, .failure): return true
-        default: return false
-        }
-    }
-
     static func broker(_ dir: QDir, malformed: Bool = false) throws -> Broker {
         let broker = try Broker.open(dataDirectory: dir.path)
         try broker.createTopic("t", partitions: 3, configs: ["segment.bytes": "65536"])

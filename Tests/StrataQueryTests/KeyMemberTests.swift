@@ -7,22 +7,6 @@ import Testing
 /// `key->>'$.path'` becomes a member column like `value->>…` (extracted on the scan threads from
 /// the record key): every answer is compared with SQLite's json_extract over the key.
 @Suite struct KeyMemberTests {
-    func rows(_ engine: QueryEngine, _ sql: String) -> Result<[[String?]], Error> {
-        Result {
-            var out: [[String?]] = []
-            try engine.run(sql, header: { _ in }, row: { out.append($0) })
-            return out
-        }
-    }
-
-    func same(_ a: Result<[[String?]], Error>, _ b: Result<[[String?]], Error>) -> Bool {
-        switch (a, b) {
-        case (.success(let x), .success(let y)): return x == y
-        case (.failure, .failure): return true
-        default: return false
-        }
-    }
-
     static func broker(_ dir: QDir) throws -> Broker {
         let broker = try Broker.open(dataDirectory: dir.path)
         try broker.createTopic("t", partitions: 2)

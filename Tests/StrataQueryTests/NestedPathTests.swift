@@ -31,21 +31,6 @@ import Testing
     static let paths = ["geo.city", "geo.zip", "items[0].sku", "items[1].sku", "items[0]", "items[10].sku", "items[1]",
                         "items[99]", "deep.a.b.c[1][1].d", "geo.city.name", "geo", "nope.x"]
 
-    func rows(_ engine: QueryEngine, _ sql: String) -> Result<[[String?]], Error> {
-        Result {
-            var out: [[String?]] = []
-            try engine.run(sql, header: { _ in }, row: { out.append($0) })
-            return out
-        }
-    }
-
-    func same(_ a: Result<[[String?]], Error>, _ b: Result<[[String?]], Error>) -> Bool {
-        switch (a, b) {
-        case (.success(let x), .success(let y)): return x == y
-        case (.failure, .failure): return true  // both refuse (malformed JSON): the messages differ in wording only
-        default: return false
-        }
-    }
 
     @Test func pathsParseIntoScannerKeys() {
         #expect(JSONColumns.memberName("$.geo.city") == "geo.city")

@@ -61,7 +61,9 @@ let package = Package(
         .target(name: "StrataKit", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataCore"]),
         .executableTarget(name: "strata-embedded-bench", dependencies: ["StrataKit", "StrataCore"]),
         .executableTarget(name: "strata-streams-bench", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataCore"]),
-        .target(name: "StrataQuery", dependencies: ["CSQLite", "CStrataScan", "StrataBroker", "StrataLog", "StrataCore"]),
+        // Parquet files (Thrift compact footer, dictionary/RLE/PLAIN pages, zstd): strata export.
+        .target(name: "StrataParquet", dependencies: ["CCompression"]),
+        .target(name: "StrataQuery", dependencies: ["CSQLite", "CStrataScan", "StrataBroker", "StrataLog", "StrataCore", "StrataParquet"]),
         .target(
             name: "StrataKafka",
             dependencies: [
@@ -107,7 +109,7 @@ let package = Package(
         .testTarget(name: "StrataBrokerTests", dependencies: ["StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
         .testTarget(name: "StrataStreamsTests", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
         .testTarget(name: "StrataKitTests", dependencies: ["StrataKit", "StrataCore"]),
-        .testTarget(name: "StrataQueryTests", dependencies: ["StrataQuery", "StrataBroker", "StrataLog", "CStrataScan"]),
+        .testTarget(name: "StrataQueryTests", dependencies: ["StrataQuery", "StrataBroker", "StrataLog", "CStrataScan", "StrataParquet"]),
         .testTarget(
             name: "StrataKafkaTests",
             dependencies: [

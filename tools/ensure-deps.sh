@@ -36,9 +36,9 @@ fi
 # Python Kafka clients for the compatibility tests (pinned versions, from PyPI).
 if [ "${1:-}" = "--compat" ]; then
   req="$here/compat/requirements.txt"
-  if ! python3 -c "import confluent_kafka, kafka, aiokafka, prometheus_client" 2>/dev/null; then
+  if ! python3 -c "import confluent_kafka, kafka, aiokafka, prometheus_client, duckdb, pyarrow" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check -r "$req" 2>&1 | grep -v "Running pip as the 'root' user" || true
-    python3 -c "import confluent_kafka, kafka, aiokafka, prometheus_client" 2>/dev/null || {
+    python3 -c "import confluent_kafka, kafka, aiokafka, prometheus_client, duckdb, pyarrow" 2>/dev/null || {
       echo "strata: the compatibility tests need Python packages: python3 -m pip install -r $req" >&2; exit 1; }
   fi
 fi

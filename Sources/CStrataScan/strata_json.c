@@ -326,7 +326,8 @@ static inline long hex4(const uint8_t *p, size_t i, size_t n) {
     return (hex_digit(p[i]) << 12) | (hex_digit(p[i + 1]) << 8) | (hex_digit(p[i + 2]) << 4) | hex_digit(p[i + 3]);
 }
 
-int32_t strata_json_unescape(const uint8_t *p, size_t n, uint8_t *out) {
+/* lossy: U+0000 becomes a NUL byte and an unpaired surrogate U+FFFD, instead of -1. */
+static int32_t unescape(const uint8_t *p, size_t n, uint8_t *out, int lossy) {
     if (n > INT32_MAX) return -1;
     size_t o = 0;
     for (size_t i = 0; i < n;) {
@@ -358,13 +359,20 @@ int32_t strata_json_unescape(const uint8_t *p, size_t n, uint8_t *out) {
         i += 4;
         /* U+0000 (SQLite stops the text there) and unpaired surrogates (SQLite writes them as
            they are) are SQLite's business; a surrogate pair is one code point. */
-        if (v == 0 || (v >= 0xDC00 && v <= 0xDFFF)) return -1;
-        if (v >= 0xD800 && v <= 0xDBFF) {
-            if (i + 6 > n || p[i] != '\\' || p[i + 1] != 'u') return -1;
-            long low = hex4(p, i + 2, n);
-            if (low < 0xDC00 || low > 0xDFFF) return -1;
-            i += 6;
-            v = 0x10000 + ((v - 0xD800) << 10) + (low - 0xDC00);
+        if (v == 0 && !lossy) return -1;
+        if (v >= 0xDC00 && v <= 0xDFFF) {
+            if (!lossy) return -1;
+            v = 0xFFFD;
+        } else if (v >= 0xD800 && v <= 0xDBFF) {
+            long low = i + 6 <= n && p[i] == '\\' && p[i + 1] == 'u' ? hex4(p, i + 2, n) : -1;
+            if (low >= 0xDC00 && low <= 0xDFFF) {
+                i += 6;
+                v = 0x10000 + ((v - 0xD800) << 10) + (low - 0xDC00);
+            } else if (lossy) {
+                v = 0xFFFD;
+            } else {
+                return -1;
+            }
         }
         if (v < 0x80) {
             out[o++] = (uint8_t)v;
@@ -384,6 +392,10 @@ int32_t strata_json_unescape(const uint8_t *p, size_t n, uint8_t *out) {
     }
     return (int32_t)o;
 }
+
+int32_t strata_json_unescape(const uint8_t *p, size_t n, uint8_t *out) { return unescape(p, n, out, 0); }
+
+int32_t strata_json_unescape_lossy(const uint8_t *p, size_t n, uint8_t *out) { return unescape(p, n, out, 1); }
 
 static void give_up(strata_json_field *out, int key_count) {
     for (int k = 0; k < key_count; k++) out[k].kind = STRATA_JSON_FALLBACK;
@@ -449,4 +461,119 @@ void strata_json_members(const uint8_t *p, size_t n, const uint8_t *const *keys,
         }
     }
     if (skip_space(p, i, n) != n) give_up(out, key_count);
+}
+
+/* A JSON number's value: an integer when it has no fraction or exponent and fits 64 bits,
+   otherwise a double (as SQLite reads an integer too large for 64 bits). */
+static void number_value(const uint8_t *p, size_t start, size_t end, strata_json_member *m) {
+    int integral = 1;
+    for (size_t j = start; j < end; j++) if (p[j] == '.' || p[j] == 'e' || p[j] == 'E') { integral = 0; break; }
+    if (integral) {
+        size_t j = start;
+        int negative = p[j] == '-';
+        if (negative) j++;
+        uint64_t v = 0, limit = negative ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+        int overflow = 0;
+        for (; j < end; j++) {
+            uint64_t d = (uint64_t)(p[j] - '0');
+            if (v > (limit - d) / 10) { overflow = 1; break; }
+            v = v * 10 + d;
+        }
+        if (!overflow) {
+            m->kind = STRATA_MEMBER_INTEGER;
+            m->integer = negative ? (int64_t)(0 - v) : (int64_t)v;
+            return;
+        }
+    }
+    char stack[128];
+    size_t len = end - start;
+    char *buffer = len < sizeof stack ? stack : malloc(len + 1);
+    m->kind = STRATA_MEMBER_REAL;
+    if (!buffer) { m->real = 0; m->kind = STRATA_MEMBER_NUMBER_TEXT; return; }
+    memcpy(buffer, p + start, len);
+    buffer[len] = 0;
+    m->real = strtod(buffer, NULL);
+    if (buffer != stack) free(buffer);
+}
+
+int32_t strata_json_top_members(const uint8_t *p, size_t n, strata_json_member *out, int32_t capacity) {
+    if (!p || n > INT32_MAX) return -1;
+    size_t i = skip_space(p, 0, n);
+    if (i >= n || p[i] != '{') return -1;
+    i = skip_space(p, i + 1, n);
+    int32_t count = 0;
+    if (i < n && p[i] == '}') {
+        i++;
+    } else {
+        for (;;) {
+            if (i >= n || p[i] != '"') return -1;
+            size_t key_end = check_string(p, i, n);
+            if (!key_end) return -1;
+            size_t key_start = i + 1;
+            int key_escaped = memchr(p + key_start, '\\', key_end - 1 - key_start) != NULL;
+            i = skip_space(p, key_end, n);
+            if (i >= n || p[i] != ':') return -1;
+            i = skip_space(p, i + 1, n);
+            size_t value_start = i;
+            size_t value_stop = value_end(p, i, n, 1);
+            if (!value_stop) return -1;
+            if (count < capacity) {
+                strata_json_member *m = &out[count];
+                m->key_start = (uint32_t)key_start;
+                m->key_length = (uint32_t)(key_end - 1 - key_start);
+                m->key_escaped = key_escaped;
+                m->value_start = (uint32_t)value_start;
+                m->value_length = (uint32_t)(value_stop - value_start);
+                m->integer = 0;
+                m->real = 0;
+                switch (p[value_start]) {
+                case '"': m->kind = memchr(p + value_start + 1, '\\', value_stop - value_start - 2) ? STRATA_MEMBER_ESCAPED : STRATA_MEMBER_TEXT; break;
+                case '{': m->kind = STRATA_MEMBER_OBJECT; break;
+                case '[': m->kind = STRATA_MEMBER_ARRAY; break;
+                case 't': m->kind = STRATA_MEMBER_TRUE; break;
+                case 'f': m->kind = STRATA_MEMBER_FALSE; break;
+                case 'n': m->kind = STRATA_MEMBER_NULL; break;
+                default: number_value(p, value_start, value_stop, m); break;
+                }
+            }
+            if (count == INT32_MAX) return -1;
+            count++;
+            i = skip_space(p, value_stop, n);
+            if (i >= n) return -1;
+            if (p[i] == ',') { i = skip_space(p, i + 1, n); continue; }
+            if (p[i] != '}') return -1;
+            i++;
+            break;
+        }
+    }
+    return skip_space(p, i, n) == n ? count : -1;
+}
+
+int strata_utf8_valid(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        /* Eight ASCII bytes at a time. */
+        if (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (!(w & 0x8080808080808080ULL)) { i += 8; continue; }
+        }
+        uint8_t c = p[i];
+        if (c < 0x80) { i++; continue; }
+        size_t len;
+        uint32_t cp;
+        if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
+        else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
+        else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
+        else return 0;
+        if (i + len > n) return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        /* Overlong forms, surrogates and code points past U+10FFFF are not UTF-8. */
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) return 0;
+        i += len;
+    }
+    return 1;
 }

@@ -90,10 +90,11 @@ public enum FileIO {
 
     /// Replaces `directory/name` so that a crash leaves the old file or the new one, never a torn
     /// one: written to `name.tmp`, fdatasync'd, renamed over, the directory synced.
-    public static func replaceAtomically(directory: String, name: String, with bytes: [UInt8]) throws(LogError) {
+    /// `mode` applies to a new file (files of the data directory stay the owner's: 0600).
+    public static func replaceAtomically(directory: String, name: String, with bytes: [UInt8], mode: mode_t = 0o600) throws(LogError) {
         let path = directory + "/" + name
         let tmp = path + ".tmp"
-        let fd = try Self.open(tmp, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        let fd = try Self.open(tmp, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: mode)
         do {
             try Self.writeAll(fd: fd, array: bytes, at: 0, path: tmp)
             try Self.datasync(fd: fd, path: tmp)
@@ -117,14 +118,14 @@ public enum FileIO {
         guard Glibc.unlink(path) == 0 || errno == ENOENT else { throw LogError.fromErrno("unlink", path) }
     }
 
-    public static func mkdirs(_ path: String) throws(LogError) {
+    public static func mkdirs(_ path: String, mode: mode_t = 0o700) throws(LogError) {
         if exists(path) { return }  // the common case: one stat, not one per component
         var current = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             current += "/" + component
             if exists(current) { continue }
             if let e = StorageFaults.check(.mkdir, path: current) { throw LogError.io(operation: "mkdir", path: current, errno: e) }
-            if mkdir(current, 0o700) != 0 && errno != EEXIST {
+            if mkdir(current, mode) != 0 && errno != EEXIST {
                 throw LogError.fromErrno("mkdir", current)
             }
         }

@@ -35,6 +35,35 @@ void strata_json_members(const uint8_t *json, size_t n, const uint8_t *const *ke
 /// character), so the caller falls back to json_extract.
 int32_t strata_json_unescape(const uint8_t *p, size_t n, uint8_t *out);
 
+/// As strata_json_unescape, but never refuses an RFC 8259 string: U+0000 becomes a NUL byte and an
+/// unpaired surrogate U+FFFD (what a Parquet string column can hold), -1 only for non-RFC escapes.
+int32_t strata_json_unescape_lossy(const uint8_t *p, size_t n, uint8_t *out);
+
+/// One top-level member of a JSON object, found by strata_json_top_members.
+enum { STRATA_MEMBER_NULL = 0, STRATA_MEMBER_TRUE = 1, STRATA_MEMBER_FALSE = 2, STRATA_MEMBER_INTEGER = 3,
+       STRATA_MEMBER_REAL = 4, STRATA_MEMBER_TEXT = 5, /* a string without escapes */
+       STRATA_MEMBER_ESCAPED = 6, /* a string with backslash escapes */
+       STRATA_MEMBER_OBJECT = 7, STRATA_MEMBER_ARRAY = 8,
+       STRATA_MEMBER_NUMBER_TEXT = 9 /* a number too long to convert (kept as its text) */ };
+typedef struct {
+    uint32_t key_start;    /* the member name's raw bytes, between its quotes */
+    uint32_t key_length;
+    uint32_t value_start;  /* the value's JSON text (a string with its quotes) */
+    uint32_t value_length;
+    int32_t kind;
+    int32_t key_escaped;   /* the name has backslash escapes */
+    int64_t integer;       /* INTEGER; REAL: `real` (an integer beyond 64 bits is REAL) */
+    double real;
+} strata_json_member;
+
+/// The top-level members of the strict RFC 8259 JSON object json[0..<n], in document order,
+/// duplicates included: fills out[0..<min(count, capacity)] and returns the member count, or -1
+/// when the bytes are not one strict JSON object (nesting deeper than 64 included).
+int32_t strata_json_top_members(const uint8_t *json, size_t n, strata_json_member *out, int32_t capacity);
+
+/// 1 when p[0..<n] is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+int strata_utf8_valid(const uint8_t *p, size_t n);
+
 /// One record of an uncompressed RecordBatch v2 record section, as offsets into it.
 typedef struct {
     int64_t timestamp_delta;

@@ -109,6 +109,7 @@ let package = Package(
         .testTarget(name: "StrataBrokerTests", dependencies: ["StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
         .testTarget(name: "StrataStreamsTests", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
         .testTarget(name: "StrataKitTests", dependencies: ["StrataKit", "StrataCore"]),
+        .testTarget(name: "StrataParquetTests", dependencies: ["StrataParquet"]),
         .testTarget(name: "StrataQueryTests", dependencies: ["StrataQuery", "StrataBroker", "StrataLog", "CStrataScan", "StrataParquet"]),
         .testTarget(
             name: "StrataKafkaTests",

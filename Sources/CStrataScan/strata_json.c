@@ -110,10 +110,12 @@ static size_t check_number(const uint8_t *p, size_t i, size_t n) {
 
 static inline int is_hex(uint8_t c) { return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f'); }
 
-/* A string at p[i] (opening quote) whose escapes are all RFC 8259's: the index after it, or 0. */
-static size_t check_string(const uint8_t *p, size_t i, size_t n) {
+/* A string at p[i] (opening quote) whose escapes are all RFC 8259's: the index after it, or 0;
+   *had_escapes tells whether it has any. */
+static size_t check_string_escapes(const uint8_t *p, size_t i, size_t n, int *had_escapes) {
     int escaped = 0;
     size_t end = skip_string(p, i, n, &escaped);
+    *had_escapes = escaped;
     if (!end || !escaped) return end;
     for (size_t j = i + 1; j < end - 1; j++) {
         if (p[j] != '\\') continue;
@@ -126,6 +128,11 @@ static size_t check_string(const uint8_t *p, size_t i, size_t n) {
         }
     }
     return end;
+}
+
+static size_t check_string(const uint8_t *p, size_t i, size_t n) {
+    int escaped;
+    return check_string_escapes(p, i, n, &escaped);
 }
 
 /* The index after the RFC 8259 value at p[i] (strict: what both SQLite's JSON and JSON5
@@ -507,15 +514,22 @@ int32_t strata_json_top_members(const uint8_t *p, size_t n, strata_json_member *
     } else {
         for (;;) {
             if (i >= n || p[i] != '"') return -1;
-            size_t key_end = check_string(p, i, n);
+            int key_escaped = 0;
+            size_t key_end = check_string_escapes(p, i, n, &key_escaped);
             if (!key_end) return -1;
             size_t key_start = i + 1;
-            int key_escaped = memchr(p + key_start, '\\', key_end - 1 - key_start) != NULL;
             i = skip_space(p, key_end, n);
             if (i >= n || p[i] != ':') return -1;
             i = skip_space(p, i + 1, n);
             size_t value_start = i;
-            size_t value_stop = value_end(p, i, n, 1);
+            int value_escaped = 0;
+            size_t value_stop;
+            if (i < n && p[i] == '"') {
+                value_stop = check_string_escapes(p, i, n, &value_escaped);
+                if (value_stop && value_stop < n && !(p[value_stop] == ',' || p[value_stop] == '}' || is_space(p[value_stop]))) value_stop = 0;
+            } else {
+                value_stop = value_end(p, i, n, 1);
+            }
             if (!value_stop) return -1;
             if (count < capacity) {
                 strata_json_member *m = &out[count];
@@ -527,7 +541,7 @@ int32_t strata_json_top_members(const uint8_t *p, size_t n, strata_json_member *
                 m->integer = 0;
                 m->real = 0;
                 switch (p[value_start]) {
-                case '"': m->kind = memchr(p + value_start + 1, '\\', value_stop - value_start - 2) ? STRATA_MEMBER_ESCAPED : STRATA_MEMBER_TEXT; break;
+                case '"': m->kind = value_escaped ? STRATA_MEMBER_ESCAPED : STRATA_MEMBER_TEXT; break;
                 case '{': m->kind = STRATA_MEMBER_OBJECT; break;
                 case '[': m->kind = STRATA_MEMBER_ARRAY; break;
                 case 't': m->kind = STRATA_MEMBER_TRUE; break;

@@ -53,8 +53,10 @@ public struct ParquetColumnBuilder: Sendable {
 
     public var byteCount: Int { bytes.count }
 
-    public mutating func reserve(rows: Int) {
+    /// Room for `rows` rows (and `bytes` bytes of byte arrays), so filling never regrows.
+    public mutating func reserve(rows: Int, bytes byteCount: Int = 0) {
         if optional { defined.reserveCapacity(rows) }
+        if type == .byteArray && byteCount > 0 { bytes.reserveCapacity(byteCount) }
         switch type {
         case .boolean: booleans.reserveCapacity(rows)
         case .int32: int32s.reserveCapacity(rows)

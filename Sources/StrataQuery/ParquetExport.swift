@@ -1,8 +1,11 @@
 import CStrataScan
+import Dispatch
+import Glibc
 import StrataBroker
 import StrataCore
 import StrataLog
 import StrataParquet
+import Synchronization
 
 /// `strata export`: a topic's records as Parquet files, one or more per partition, so any Parquet
 /// reader (DuckDB, Spark, Trino, pyarrow) takes over when analytics outgrows one machine.
@@ -30,6 +33,9 @@ public struct ParquetExport {
         /// Member columns per file at most; further members stay in `value` only.
         public var maxMemberColumns = 1000
         public var readCommitted = true
+        /// The raw `value` column (off: members only, about a third of the size for JSON events;
+        /// values that are not JSON objects are then not exported).
+        public var includeValue = true
 
         public init(topic: String, outputDirectory: String) {
             self.topic = topic
@@ -80,7 +86,18 @@ public struct ParquetExport {
         }
         let context = try QueryContext(broker: broker, sinceMs: options.sinceMs, untilMs: options.untilMs, memberColumns: [],
                                        readCommitted: options.readCommitted, topics: [topic])
+        // One file is encoded and written (zstd, the slow part) on another thread while the next
+        // one's columns are extracted here: at most two files' columns in memory.
+        let writer = BackgroundWriter()
         var files: [ExportedFile] = []
+        func submit(_ rows: FileRows, partition: Int32) throws {
+            let file = columns(rows, partition: partition)
+            if let done = try writer.submit({ try Self.encodeAndWrite(file) }) {
+                files.append(done)
+                wrote(done)
+            }
+        }
+        defer { _ = try? writer.finish() }
         for partition in partitions {
             let log = try broker.log(topic: topic, partition: partition)
             var start = log.logStartOffset
@@ -97,16 +114,16 @@ public struct ParquetExport {
                     pending.add(chunk, rows: row..<(row + take))
                     row += take
                     if pending.count >= options.maxRowsPerFile || pending.recordBytes >= options.maxBytesPerFile {
-                        files.append(try write(pending, partition: partition))
-                        wrote(files[files.count - 1])
+                        try submit(pending, partition: partition)
                         pending = FileRows()
                     }
                 }
             }
-            if pending.count > 0 {
-                files.append(try write(pending, partition: partition))
-                wrote(files[files.count - 1])
-            }
+            if pending.count > 0 { try submit(pending, partition: partition) }
+        }
+        if let done = try writer.finish() {
+            files.append(done)
+            wrote(done)
         }
         return files
     }
@@ -116,12 +133,17 @@ public struct ParquetExport {
         var parts: [(chunk: Chunk, rows: Range<Int>)] = []
         var count = 0
         var recordBytes = 0
+        var keyBytes = 0
 
         mutating func add(_ chunk: Chunk, rows: Range<Int>) {
             guard !rows.isEmpty else { return }
             parts.append((chunk, rows))
             count += rows.count
-            for r in rows { recordBytes += Int(max(0, chunk.rows[r].keyCount)) + Int(max(0, chunk.rows[r].valueCount)) }
+            for r in rows {
+                let keyCount = Int(max(0, chunk.rows[r].keyCount))
+                keyBytes += keyCount
+                recordBytes += keyCount + Int(max(0, chunk.rows[r].valueCount))
+            }
         }
 
         func forEach(_ body: (RowRef, Chunk) throws -> Void) rethrows {
@@ -131,7 +153,22 @@ public struct ParquetExport {
         }
     }
 
-    private func write(_ rows: FileRows, partition: Int32) throws -> ExportedFile {
+    /// A file's columns, ready to encode.
+    struct PendingFile: Sendable {
+        let directory: String
+        let name: String
+        let partition: Int32
+        let first: Int64
+        let last: Int64
+        let rows: Int
+        let recordBytes: Int
+        let columns: [ParquetColumnBuilder]
+        let memberColumns: Int
+        let membersLeftOut: Int
+        let metadata: [(key: String, value: String)]
+    }
+
+    private func columns(_ rows: FileRows, partition: Int32) -> PendingFile {
         var first: Int64 = .max, last: Int64 = .min
         var partitionColumn = ParquetColumnBuilder(name: "partition", type: .int32, optional: false)
         var offsetColumn = ParquetColumnBuilder(name: "offset", type: .int64, optional: false)
@@ -142,8 +179,8 @@ public struct ParquetExport {
         partitionColumn.reserve(rows: rows.count)
         offsetColumn.reserve(rows: rows.count)
         timestampColumn.reserve(rows: rows.count)
-        keyColumn.reserve(rows: rows.count)
-        valueColumn.reserve(rows: rows.count)
+        keyColumn.reserve(rows: rows.count, bytes: rows.keyBytes)
+        if options.includeValue { valueColumn.reserve(rows: rows.count, bytes: rows.recordBytes - rows.keyBytes) }
         headersColumn.reserve(rows: rows.count)
         var members = MemberColumns(limit: options.maxMemberColumns)
         // First pass: the members and the kinds of their values, to type each member column.
@@ -161,7 +198,12 @@ public struct ParquetExport {
             offsetColumn.append(row.offset)
             timestampColumn.append(row.timestamp)
             append(row.key, row.keyCount, to: &keyColumn, text: &keysAreText)
-            let valueIsText = append(row.value, row.valueCount, to: &valueColumn, text: &valuesAreText)
+            let valueIsText: Bool
+            if options.includeValue {
+                valueIsText = append(row.value, row.valueCount, to: &valueColumn, text: &valuesAreText)
+            } else {
+                valueIsText = row.value.map { strata_utf8_valid($0.assumingMemoryBound(to: UInt8.self), Int(row.valueCount)) != 0 } ?? false
+            }
             if row.headersIndex >= 0 {
                 var h = chunk.headers[Int(row.headersIndex)]
                 h.withUTF8 { headersColumn.append(bytes: UnsafeRawBufferPointer($0)) }
@@ -177,20 +219,26 @@ public struct ParquetExport {
         for i in memberColumns.indices { memberColumns[i].padNulls(to: rows.count) }
         if !keysAreText { keyColumn.logicalType = .none }
         if !valuesAreText { valueColumn.logicalType = .none }
-        let columns = [partitionColumn, offsetColumn, timestampColumn, keyColumn, valueColumn, headersColumn] + memberColumns
+        let columns = [partitionColumn, offsetColumn, timestampColumn, keyColumn] + (options.includeValue ? [valueColumn] : []) + [headersColumn]
+            + memberColumns
         let metadata: [(key: String, value: String)] = [
             ("strata.topic", options.topic), ("strata.partition", "\(partition)"),
             ("strata.first_offset", "\(first)"), ("strata.last_offset", "\(last)"),
         ]
-        let bytes = try ParquetFile.encode(rowCount: rows.count, columns: columns, metadata: metadata, createdBy: "strata export")
-        let name = Self.fileName(topic: options.topic, partition: partition, first: first, last: last)
+        return PendingFile(directory: options.outputDirectory, name: Self.fileName(topic: options.topic, partition: partition, first: first, last: last),
+                           partition: partition, first: first, last: last, rows: rows.count, recordBytes: rows.recordBytes, columns: columns,
+                           memberColumns: memberColumns.count, membersLeftOut: members.leftOut, metadata: metadata)
+    }
+
+    static func encodeAndWrite(_ f: PendingFile) throws -> ExportedFile {
+        let bytes = try ParquetFile.encode(rowCount: f.rows, columns: f.columns, metadata: f.metadata, createdBy: "strata export")
         do {
-            try FileIO.replaceAtomically(directory: options.outputDirectory, name: name, with: bytes, mode: 0o644)
+            try FileIO.replaceAtomically(directory: f.directory, name: f.name, with: bytes, mode: 0o644)
         } catch {
-            throw QueryError("cannot write \(options.outputDirectory)/\(name): \(error)")
+            throw QueryError("cannot write \(f.directory)/\(f.name): \(error)")
         }
-        return ExportedFile(name: name, partition: partition, firstOffset: first, lastOffset: last, rows: rows.count, bytes: bytes.count,
-                            recordBytes: rows.recordBytes, memberColumns: memberColumns.count, membersLeftOut: members.leftOut)
+        return ExportedFile(name: f.name, partition: f.partition, firstOffset: f.first, lastOffset: f.last, rows: f.rows, bytes: bytes.count,
+                            recordBytes: f.recordBytes, memberColumns: f.memberColumns, membersLeftOut: f.membersLeftOut)
     }
 
     /// Appends a key or value (nil → null); returns whether it is UTF-8, clearing `text` if not.
@@ -204,6 +252,35 @@ public struct ParquetExport {
         if !isText { text = false }
         column.append(bytes: UnsafeRawBufferPointer(start: bytes, count: Int(count)))
         return isText
+    }
+}
+
+/// Runs one job at a time on a background thread: `submit` waits for the previous job and hands
+/// back its result, so results come in submission order.
+final class BackgroundWriter: Sendable {
+    private let queue = DispatchQueue(label: "strata.export.writer")
+    private let result = Mutex<Result<ParquetExport.ExportedFile, Error>?>(nil)
+    private let group = DispatchGroup()
+
+    /// The previous job's result (nil for the first), after starting `job`.
+    func submit(_ job: @escaping @Sendable () throws -> ParquetExport.ExportedFile) throws -> ParquetExport.ExportedFile? {
+        let previous = try finish()
+        group.enter()
+        queue.async {
+            let r = Result { try job() }
+            self.result.withLock { $0 = r }
+            self.group.leave()
+        }
+        return previous
+    }
+
+    /// Waits for the job in flight; its result, or nil when there was none.
+    func finish() throws -> ParquetExport.ExportedFile? {
+        group.wait()
+        return try result.withLock { r in
+            defer { r = nil }
+            return try r?.get()
+        }
     }
 }
 
@@ -227,6 +304,8 @@ struct MemberColumns {
         let name: String
         let rawKey: [UInt8]
         var kinds: UInt32 = 0
+        /// Bytes of its values' JSON text (room for its column).
+        var bytes = 0
     }
 
     let limit: Int
@@ -264,7 +343,10 @@ struct MemberColumns {
         let key = UnsafeRawBufferPointer(rebasing: json[Int(m.key_start)..<Int(m.key_start + m.key_length)])
         if i < lastAtPosition.count {
             let c = lastAtPosition[i]
-            if c >= 0, members[c].rawKey.count == key.count, members[c].rawKey.withUnsafeBytes({ $0.elementsEqual(key) }) { return c }
+            if c >= 0, members[c].rawKey.count == key.count,
+               key.isEmpty || members[c].rawKey.withUnsafeBytes({ memcmp($0.baseAddress!, key.baseAddress!, key.count) == 0 }) {
+                return c
+            }
         }
         let raw = Array(key)
         var c = byRawKey[raw]
@@ -304,6 +386,7 @@ struct MemberColumns {
             guard lastSurveyed[c] != surveyed else { continue }
             lastSurveyed[c] = surveyed
             members[c].kinds |= 1 << UInt32(found[i].kind)
+            members[c].bytes += Int(found[i].value_length)
         }
     }
 
@@ -336,7 +419,7 @@ struct MemberColumns {
                 _ = string
                 c = ParquetColumnBuilder(name: name, type: .byteArray, logicalType: .string, optional: true)
             }
-            c.reserve(rows: rows)
+            c.reserve(rows: rows, bytes: m.bytes)
             physical.append(c.type)
             asText.append(c.type == .byteArray)
             columns.append(c)

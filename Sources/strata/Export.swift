@@ -25,6 +25,7 @@ struct Export: ParsableCommand {
     @Option(help: "Rows per file at most.") var maxRows: Int = 1_000_000
     @Option(help: "MiB of keys and values per file at most.") var maxMib: Int = 256
     @Flag(help: "Include records of open and aborted transactions.") var readUncommitted = false
+    @Flag(help: "Leave out the raw value column (members only: smaller, but values that are not JSON objects are lost).") var withoutValue = false
 
     func run() throws {
         guard format == "parquet" else { throw ValidationError("--format: only parquet is supported") }
@@ -43,6 +44,7 @@ struct Export: ParsableCommand {
         o.maxRowsPerFile = maxRows
         o.maxBytesPerFile = maxMib << 20
         o.readCommitted = !readUncommitted
+        o.includeValue = !withoutValue
         let broker = try options.openReadOnly()
         defer { try? broker.close() }
         let started = monotonicMillis()

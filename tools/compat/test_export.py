@@ -367,6 +367,19 @@ def test_generated_events_match_strata_query(srv):
                "SELECT offset FROM ev WHERE partition = 1 ORDER BY 1")
     want = [json.loads(line)["offset"] for line in q.stdout.splitlines()]
     assert [r[0] for r in got] == want and 0 < len(want) < 10000, (len(got), len(want))
+    # Members only: no value column, the same member cells.
+    strata(srv, "export", "ev", "--output", "out-nv", "--without-value", "--data", srv.data_arg)
+    nv = con.execute("SELECT * FROM read_parquet(?, union_by_name = true) ORDER BY partition, \"offset\"",
+                     [os.path.join(srv.workdir, "out-nv", "*.parquet")])
+    names = [d[0] for d in nv.description]
+    a = nv.fetchall()
+    assert "value" not in names and names[:5] == ["partition", "offset", "timestamp", "key", "headers"], names
+    full = con.execute("SELECT * EXCLUDE (value) FROM read_parquet(?, union_by_name = true) ORDER BY partition, \"offset\"", [pattern])
+    b = full.fetchall()
+    fnames = [d[0] for d in full.description]
+    assert names == fnames, (names, fnames)
+    diff = [(x, y) for x, y in zip(a, b) if x != y]
+    assert len(a) == len(b) and not diff, (len(a), len(b), diff[:2])
     # Bad arguments are refused with a message, and nothing is written.
     for args, message in ((["ev", "--output", "x", "--partition", "7"], "no partition 7"), (["nope", "--output", "x"], "unknown topic"),
                           (["ev", "--output", "x", "--format", "csv"], "only parquet")):

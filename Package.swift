@@ -62,7 +62,9 @@ let package = Package(
         .executableTarget(name: "strata-embedded-bench", dependencies: ["StrataKit", "StrataCore"]),
         .executableTarget(name: "strata-streams-bench", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataCore"]),
         // Parquet files (Thrift compact footer, dictionary/RLE/PLAIN pages, zstd): strata export.
-        .target(name: "StrataParquet", dependencies: ["CCompression"]),
+        .target(name: "StrataParquet", dependencies: ["CCompression", "StrataCore"]),
+        // The cold segment format: batches as shapes and typed, compressed token columns.
+        .target(name: "StrataCold", dependencies: ["CCompression", "CStrataScan", "StrataCore", "StrataLog"]),
         .target(name: "StrataQuery", dependencies: ["CSQLite", "CStrataScan", "StrataBroker", "StrataLog", "StrataCore", "StrataParquet"]),
         .target(
             name: "StrataKafka",
@@ -94,7 +96,7 @@ let package = Package(
         .executableTarget(
             name: "strata",
             dependencies: [
-                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore", "StrataKafka", "StrataQuery", "StrataStreams", "StrataOps",
+                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore", "StrataKafka", "StrataQuery", "StrataStreams", "StrataOps", "StrataCold",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -110,6 +112,7 @@ let package = Package(
         .testTarget(name: "StrataStreamsTests", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
         .testTarget(name: "StrataKitTests", dependencies: ["StrataKit", "StrataCore"]),
         .testTarget(name: "StrataParquetTests", dependencies: ["StrataParquet"]),
+        .testTarget(name: "StrataColdTests", dependencies: ["StrataCold", "StrataLog"]),
         .testTarget(name: "StrataQueryTests", dependencies: ["StrataQuery", "StrataBroker", "StrataLog", "CStrataScan", "StrataParquet"]),
         .testTarget(
             name: "StrataKafkaTests",

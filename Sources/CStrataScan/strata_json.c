@@ -591,3 +591,60 @@ int strata_utf8_valid(const uint8_t *p, size_t n) {
     }
     return 1;
 }
+
+/* Slots of a JSON text for the cold format's shapes: recursive walk of one strict value. */
+static int shape_walk(const uint8_t *p, size_t *i, size_t n, int depth, strata_json_slot *out, int32_t capacity, int32_t *count) {
+    if (*i >= n || depth > 64) return -1;
+    uint8_t c = p[*i];
+    if (c == '{' || c == '[') {
+        uint8_t close = c == '{' ? '}' : ']';
+        size_t j = skip_space(p, *i + 1, n);
+        if (j < n && p[j] == close) { *i = j + 1; return 0; }
+        for (;;) {
+            if (c == '{') {
+                /* Member names stay in the shape's literal text. */
+                if (j >= n || p[j] != '"') return -1;
+                j = check_string(p, j, n);
+                if (!j) return -1;
+                j = skip_space(p, j, n);
+                if (j >= n || p[j] != ':') return -1;
+                j = skip_space(p, j + 1, n);
+            }
+            if (shape_walk(p, &j, n, depth + 1, out, capacity, count) < 0) return -1;
+            j = skip_space(p, j, n);
+            if (j >= n) return -1;
+            if (p[j] == ',') { j = skip_space(p, j + 1, n); continue; }
+            if (p[j] != close) return -1;
+            *i = j + 1;
+            return 0;
+        }
+    }
+    size_t start = *i, end;
+    int32_t kind;
+    if (c == '"') {
+        int escaped = 0;
+        end = check_string_escapes(p, start, n, &escaped);
+        if (!end) return -1;
+        kind = STRATA_SLOT_STRING;
+    } else {
+        end = check_value(p, start, n, depth);
+        if (!end) return -1;
+        kind = (c == 't' || c == 'f' || c == 'n') ? STRATA_SLOT_LITERAL : STRATA_SLOT_NUMBER;
+    }
+    if (*count >= capacity) return -1;
+    strata_json_slot *s = &out[(*count)++];
+    /* A string's slot is its content: the quotes stay in the literal text around it. */
+    s->start = (uint32_t)(kind == STRATA_SLOT_STRING ? start + 1 : start);
+    s->length = (uint32_t)(kind == STRATA_SLOT_STRING ? end - start - 2 : end - start);
+    s->kind = kind;
+    *i = end;
+    return 0;
+}
+
+int32_t strata_json_shape(const uint8_t *p, size_t n, strata_json_slot *out, int32_t capacity) {
+    if (!p || n > INT32_MAX) return -1;
+    size_t i = skip_space(p, 0, n);
+    int32_t count = 0;
+    if (shape_walk(p, &i, n, 0, out, capacity, &count) < 0) return -1;
+    return skip_space(p, i, n) == n ? count : -1;
+}

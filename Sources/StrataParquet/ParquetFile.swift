@@ -1,6 +1,7 @@
 import CCompression
 import Dispatch
 import Glibc
+import StrataCore
 import Synchronization
 
 #if _endian(big)
@@ -207,7 +208,7 @@ public enum ParquetFile {
         d.indexes.reserveCapacity(c.valueCount)
         switch c.type {
         case .byteArray:
-            var table = ByteArrayTable()
+            var table = ByteStringTable()
             for i in 0..<c.valueCount {
                 let index = c.withValue(i) { v -> UInt32? in
                     table.index(of: v) { count in
@@ -248,53 +249,6 @@ public enum ParquetFile {
         // Mostly distinct values (offsets, ids): the dictionary would repeat the column.
         if d.count * 2 > c.valueCount && c.valueCount > 64 { return nil }
         return d
-    }
-
-    /// Open addressing over byte strings, for dictionary building without a heap object per lookup.
-    struct ByteArrayTable {
-        private var slots: [Int32] = Array(repeating: -1, count: 1024)
-        private var hashes: [Int] = []
-        private var keys: [UInt8] = []
-        private var keyEnds: [Int] = []
-
-        /// The index of `v`, inserting it when `insert` allows (nil when it refuses).
-        mutating func index(of v: UnsafeRawBufferPointer, insert: (Int) -> Bool) -> UInt32? {
-            var hasher = Hasher()
-            hasher.combine(bytes: v)
-            let hash = hasher.finalize()
-            let mask = slots.count - 1
-            var slot = hash & mask
-            while true {
-                let e = Int(slots[slot])
-                if e < 0 { break }
-                if hashes[e] == hash {
-                    let start = e == 0 ? 0 : keyEnds[e - 1]
-                    let equal = keys.withUnsafeBytes { k in
-                        keyEnds[e] - start == v.count && (v.isEmpty || memcmp(k.baseAddress! + start, v.baseAddress!, v.count) == 0)
-                    }
-                    if equal { return UInt32(e) }
-                }
-                slot = (slot + 1) & mask
-            }
-            guard insert(hashes.count) else { return nil }
-            let e = hashes.count
-            hashes.append(hash)
-            keys.append(contentsOf: v)
-            keyEnds.append(keys.count)
-            slots[slot] = Int32(e)
-            if hashes.count * 2 > slots.count { grow() }
-            return UInt32(e)
-        }
-
-        private mutating func grow() {
-            slots = Array(repeating: -1, count: slots.count * 2)
-            let mask = slots.count - 1
-            for (e, hash) in hashes.enumerated() {
-                var slot = hash & mask
-                while slots[slot] >= 0 { slot = (slot + 1) & mask }
-                slots[slot] = Int32(e)
-            }
-        }
     }
 
     // MARK: - Statistics

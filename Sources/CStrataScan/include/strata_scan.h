@@ -64,6 +64,21 @@ int32_t strata_json_top_members(const uint8_t *json, size_t n, strata_json_membe
 /// 1 when p[0..<n] is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
 int strata_utf8_valid(const uint8_t *p, size_t n);
 
+/// A scalar of a JSON text (strata_json_shape): the text between slots is the document's shape.
+enum { STRATA_SLOT_STRING = 0, /* the content between the quotes, escapes as written */
+       STRATA_SLOT_NUMBER = 1, STRATA_SLOT_LITERAL = 2 /* true, false, null */ };
+typedef struct {
+    uint32_t start;
+    uint32_t length;
+    int32_t kind;
+} strata_json_slot;
+
+/// The scalars of the strict RFC 8259 JSON value json[0..<n] (any value; whitespace allowed
+/// around it), in document order, into out[0..<capacity]: their count, or -1 when the text is
+/// not one strict JSON value, nests deeper than 64 or has more than `capacity` scalars.
+/// Concatenating the text before, between and after the slots with the slots gives back json.
+int32_t strata_json_shape(const uint8_t *json, size_t n, strata_json_slot *out, int32_t capacity);
+
 /// One record of an uncompressed RecordBatch v2 record section, as offsets into it.
 typedef struct {
     int64_t timestamp_delta;

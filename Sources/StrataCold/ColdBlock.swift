@@ -1,0 +1,297 @@
+import CCompression
+import CStrataScan
+import Glibc
+
+/// One block of a cold segment: a run of whole batches (about 8 MiB of log) stored as streams,
+/// each zstd-compressed when that is smaller. JSON values are split into a *shape* (the text
+/// around their scalars: braces, member names, quotes, separators, whitespace) and the scalars,
+/// which go to one token column per shape and slot; values that are not strict JSON (or past the
+/// shape limit) are kept whole. Layout byte by byte: docs/format.md, "Cold segments".
+public enum ColdBlock {
+    /// Shapes per block at most; later new shapes are stored whole.
+    static let shapeLimit = 1024
+    /// Scalars per value at most for a shape (a bigger document is stored whole).
+    static let slotLimit = 512
+    /// Records per block at most (the decoder's bound on what a block may claim).
+    public static let recordLimit = 1 << 22
+    static let streamLimit = 6 + shapeLimit * slotLimit
+
+    enum Stream: Int { case batches = 0, records, keys, valueKinds, rawValues, shapes }
+
+    /// The block's bytes.
+    public static func encode(_ batches: [ColdBatch]) throws -> [UInt8] {
+        let recordCount = batches.reduce(0) { $0 + $1.records.count }
+        guard recordCount <= recordLimit else { throw ColdFormatError("\(recordCount) records in one block") }
+        var batchStream = ColdWriter()
+        var recordStream = ColdWriter()
+        var keyStream = ColdWriter()
+        var kindStream = ColdWriter()
+        var rawStream = ColdWriter()
+        // Every value's bytes end to end: tokens are ranges of it.
+        var arena: [UInt8] = []
+        arena.reserveCapacity(batches.reduce(0) { $0 + $1.records.reduce(0) { $0 + ($1.value?.count ?? 0) } })
+        var shapeIds: [[UInt8]: Int] = [:]
+        var shapes: [[[UInt8]]] = []  // literals per shape
+        var columns: [[[Range<Int>]]] = []  // tokens per shape, per slot
+        let slots = UnsafeMutableBufferPointer<strata_json_slot>.allocate(capacity: slotLimit)
+        defer { slots.deallocate() }
+        var previousBase: Int64 = 0
+        var previousTimestamp: Int64 = 0
+        for b in batches {
+            batchStream.signed(b.baseOffset &- previousBase)
+            previousBase = b.baseOffset
+            batchStream.varint(UInt64(UInt32(bitPattern: b.lastOffsetDelta)))
+            batchStream.signed(Int64(b.partitionLeaderEpoch))
+            batchStream.varint(UInt64(UInt16(bitPattern: b.attributes)))
+            batchStream.signed(b.producerId)
+            batchStream.signed(Int64(b.producerEpoch))
+            batchStream.signed(Int64(b.baseSequence))
+            batchStream.signed(b.baseTimestamp &- previousTimestamp)
+            previousTimestamp = b.baseTimestamp
+            batchStream.signed(b.maxTimestamp &- b.baseTimestamp)
+            batchStream.varint(UInt64(b.records.count))
+            for (i, r) in b.records.enumerated() {
+                recordStream.signed(r.offset &- b.baseOffset &- Int64(i))
+                recordStream.signed(r.timestamp &- b.baseTimestamp)
+                recordStream.varint(UInt64(r.key.map { $0.count + 1 } ?? 0))
+                if let key = r.key { keyStream.bytes.append(contentsOf: key) }
+                recordStream.varint(UInt64(r.headers.count))
+                for h in r.headers {
+                    recordStream.blob(h.key)
+                    recordStream.nullableBlob(h.value)
+                }
+                guard let value = r.value else {
+                    kindStream.varint(0)
+                    continue
+                }
+                let base = arena.count
+                arena.append(contentsOf: value)
+                let n = Int(value.withUnsafeBufferPointer { strata_json_shape($0.baseAddress, $0.count, slots.baseAddress, Int32(slotLimit)) })
+                var shape = -1
+                var literals: [[UInt8]] = []
+                if n >= 0 {
+                    var key: [UInt8] = []
+                    var at = 0
+                    for k in 0...n {
+                        let end = k < n ? Int(slots[k].start) : value.count
+                        let literal = Array(value[at..<end])
+                        var w = ColdWriter()
+                        w.blob(literal)
+                        key.append(contentsOf: w.bytes)
+                        literals.append(literal)
+                        if k < n { at = end + Int(slots[k].length) }
+                    }
+                    if let id = shapeIds[key] {
+                        shape = id
+                    } else if shapes.count < shapeLimit {
+                        shape = shapes.count
+                        shapeIds[key] = shape
+                        shapes.append(literals)
+                        columns.append(Array(repeating: [], count: n))
+                    }
+                }
+                guard shape >= 0 else {
+                    kindStream.varint(1)
+                    rawStream.blob(value)
+                    continue
+                }
+                kindStream.varint(UInt64(shape) + 2)
+                for k in 0..<n {
+                    let start = base + Int(slots[k].start)
+                    columns[shape][k].append(start..<(start + Int(slots[k].length)))
+                }
+            }
+        }
+        var shapeStream = ColdWriter()
+        shapeStream.varint(UInt64(shapes.count))
+        for literals in shapes {
+            shapeStream.varint(UInt64(literals.count - 1))
+            for l in literals { shapeStream.blob(l) }
+        }
+        var streams = [batchStream.bytes, recordStream.bytes, keyStream.bytes, kindStream.bytes, rawStream.bytes, shapeStream.bytes]
+        arena.withUnsafeBytes { a in
+            for shapeColumns in columns {
+                for tokens in shapeColumns {
+                    var w = ColdWriter()
+                    TokenColumn.encode(tokens, in: a, into: &w)
+                    streams.append(w.bytes)
+                }
+            }
+        }
+        var out = ColdWriter()
+        out.varint(UInt64(batches.count))
+        out.varint(UInt64(recordCount))
+        out.varint(UInt64(streams.count))
+        for s in streams {
+            let packed = try zstd(s)
+            if packed.count < s.count {
+                out.bytes.append(1)
+                out.varint(UInt64(s.count))
+                out.blob(packed)
+            } else {
+                out.bytes.append(0)
+                out.varint(UInt64(s.count))
+                out.blob(s)
+            }
+        }
+        return out.bytes
+    }
+
+    static func zstd(_ bytes: [UInt8]) throws -> [UInt8] {
+        guard !bytes.isEmpty else { return [] }
+        var out: UnsafeMutablePointer<UInt8>?
+        var outCount = 0
+        let rc = bytes.withUnsafeBufferPointer { strata_compress(Int32(STRATA_CODEC_ZSTD), $0.baseAddress, $0.count, &out, &outCount) }
+        defer { free(out) }
+        guard rc == 0, let out else { throw ColdFormatError("zstd compression failed (\(rc))") }
+        return Array(UnsafeBufferPointer(start: out, count: outCount))
+    }
+
+    /// The batches of a block; every count and length is checked against the bytes before use.
+    /// `maxBytes` bounds each stream's decompressed size.
+    public static func decode(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 1 << 30) throws -> [ColdBatch] {
+        var r = ColdReader(bytes)
+        let batchCount = try r.count(max: recordLimit)
+        let recordCount = try r.count(max: recordLimit)
+        let streamCount = try r.count(max: streamLimit)
+        guard streamCount >= 6 else { throw ColdFormatError("\(streamCount) streams") }
+        var streams: [[UInt8]] = []
+        streams.reserveCapacity(min(streamCount, 4096))
+        for _ in 0..<streamCount {
+            let codec = try r.fixed(UInt8.self)
+            let rawLength = try r.count(max: maxBytes)
+            let stored = try r.blob()
+            switch codec {
+            case 0:
+                guard stored.count == rawLength else { throw ColdFormatError("stream length \(stored.count), expected \(rawLength)") }
+                streams.append(Array(stored))
+            case 1:
+                var out: UnsafeMutablePointer<UInt8>?
+                var outCount = 0
+                // The decompressor reserves 64 KiB at a time: room past the declared length, which
+                // the output must then equal.
+                let rc = strata_decompress(Int32(STRATA_CODEC_ZSTD), stored.baseAddress?.assumingMemoryBound(to: UInt8.self), stored.count,
+                                           rawLength + (64 << 10), &out, &outCount)
+                defer { free(out) }
+                guard rc == 0, outCount == rawLength else { throw ColdFormatError("a stream does not decompress (\(rc))") }
+                streams.append(outCount == 0 ? [] : Array(UnsafeBufferPointer(start: out, count: outCount)))
+            default:
+                throw ColdFormatError("stream codec \(codec)")
+            }
+        }
+        return try streams[Stream.batches.rawValue].withUnsafeBytes { b in
+            try streams[Stream.records.rawValue].withUnsafeBytes { rec in
+                try streams[Stream.keys.rawValue].withUnsafeBytes { k in
+                    try streams[Stream.valueKinds.rawValue].withUnsafeBytes { kinds in
+                        try streams[Stream.rawValues.rawValue].withUnsafeBytes { raw in
+                            try streams[Stream.shapes.rawValue].withUnsafeBytes { sh in
+                                try assemble(batches: ColdReader(b), records: ColdReader(rec), keys: ColdReader(k), kinds: ColdReader(kinds),
+                                             raw: ColdReader(raw), shapes: ColdReader(sh), columns: Array(streams[6...]),
+                                             batchCount: batchCount, recordCount: recordCount)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private static func assemble(batches b0: ColdReader, records rec0: ColdReader, keys k0: ColdReader, kinds kinds0: ColdReader,
+                                 raw raw0: ColdReader, shapes sh0: ColdReader, columns: [[UInt8]],
+                                 batchCount: Int, recordCount: Int) throws -> [ColdBatch] {
+        var (b, rec, k, kinds, raw, sh) = (b0, rec0, k0, kinds0, raw0, sh0)
+        // Shapes, and which column streams hold their slots.
+        let shapeCount = try sh.count(max: shapeLimit)
+        var shapes: [[UnsafeRawBufferPointer]] = []
+        var firstColumn: [Int] = []
+        var columnIndex = 0
+        for _ in 0..<shapeCount {
+            let slots = try sh.count(max: slotLimit)
+            var literals: [UnsafeRawBufferPointer] = []
+            for _ in 0...slots { literals.append(try sh.blob()) }
+            shapes.append(literals)
+            firstColumn.append(columnIndex)
+            columnIndex += slots
+        }
+        guard columnIndex == columns.count else { throw ColdFormatError("\(columns.count) column streams for \(columnIndex) slots") }
+        // Value kinds first: a column's token count is the number of values of its shape.
+        var valueKinds: [Int] = []
+        valueKinds.reserveCapacity(recordCount)
+        var perShape = [Int](repeating: 0, count: shapeCount)
+        for _ in 0..<recordCount {
+            let kind = try kinds.count(max: shapeCount + 1)
+            if kind >= 2 { perShape[kind - 2] += 1 }
+            valueKinds.append(kind)
+        }
+        var tokens: [(bytes: [UInt8], ends: [Int])] = []
+        for s in 0..<shapeCount {
+            for slot in 0..<(shapes[s].count - 1) {
+                var bytes: [UInt8] = []
+                var ends: [Int] = []
+                ends.reserveCapacity(perShape[s])
+                try columns[firstColumn[s] + slot].withUnsafeBytes { c in
+                    var reader = ColdReader(c)
+                    try TokenColumn.decode(&reader, count: perShape[s], into: &bytes, ends: &ends)
+                }
+                tokens.append((bytes, ends))
+            }
+        }
+        var cursor = [Int](repeating: 0, count: shapeCount)
+        var out: [ColdBatch] = []
+        out.reserveCapacity(batchCount)
+        var recordIndex = 0
+        var previousBase: Int64 = 0
+        var previousTimestamp: Int64 = 0
+        for _ in 0..<batchCount {
+            let base = previousBase &+ (try b.signed())
+            previousBase = base
+            let lastOffsetDelta = Int32(truncatingIfNeeded: try b.varint())
+            let epoch = Int32(truncatingIfNeeded: try b.signed())
+            let attributes = Int16(bitPattern: UInt16(truncatingIfNeeded: try b.varint()))
+            let producerId = try b.signed()
+            let producerEpoch = Int16(truncatingIfNeeded: try b.signed())
+            let baseSequence = Int32(truncatingIfNeeded: try b.signed())
+            let baseTimestamp = previousTimestamp &+ (try b.signed())
+            previousTimestamp = baseTimestamp
+            let maxTimestamp = baseTimestamp &+ (try b.signed())
+            let count = try b.count(max: recordCount - recordIndex)
+            var records: [ColdRecord] = []
+            records.reserveCapacity(count)
+            for i in 0..<count {
+                let offset = base &+ Int64(i) &+ (try rec.signed())
+                let timestamp = baseTimestamp &+ (try rec.signed())
+                let keyLength = try rec.count(max: k.remaining + 1)
+                let key = keyLength == 0 ? nil : Array(try k.take(keyLength - 1))
+                let headerCount = try rec.count(max: rec.remaining / 2)
+                var headers: [ColdHeader] = []
+                for _ in 0..<headerCount { headers.append(ColdHeader(key: Array(try rec.blob()), value: try rec.nullableBlob())) }
+                let kind = valueKinds[recordIndex]
+                var value: [UInt8]?
+                if kind == 1 {
+                    value = Array(try raw.blob())
+                } else if kind >= 2 {
+                    let s = kind - 2
+                    let literals = shapes[s]
+                    var v: [UInt8] = []
+                    for slot in 0..<literals.count {
+                        v.append(contentsOf: literals[slot])
+                        guard slot < literals.count - 1 else { break }
+                        let column = tokens[firstColumn[s] + slot]
+                        let t = cursor[s]
+                        let start = t == 0 ? 0 : column.ends[t - 1]
+                        v.append(contentsOf: column.bytes[start..<column.ends[t]])
+                    }
+                    cursor[s] += 1
+                    value = v
+                }
+                records.append(ColdRecord(offset: offset, timestamp: timestamp, key: key, value: value, headers: headers))
+                recordIndex += 1
+            }
+            out.append(ColdBatch(baseOffset: base, lastOffsetDelta: lastOffsetDelta, partitionLeaderEpoch: epoch, attributes: attributes,
+                                 producerId: producerId, producerEpoch: producerEpoch, baseSequence: baseSequence,
+                                 baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp, records: records))
+        }
+        guard recordIndex == recordCount else { throw ColdFormatError("\(recordIndex) records decoded, \(recordCount) declared") }
+        return out
+    }
+}

@@ -1,0 +1,282 @@
+import StrataCore
+
+/// The values of one slot of one shape across a block's records, stored by the narrowest
+/// encoding that gives every token back byte for byte: canonical integers, decimals and
+/// `YYYY-MM-DDTHH:MM:SS.sssZ` timestamps become numbers (zigzag varint deltas); other text is a
+/// dictionary (when at most half the tokens are distinct) or length-prefixed bytes. Each typed
+/// form is a bijection on the tokens it accepts, so decoding formats exactly what was read.
+enum TokenColumn {
+    enum Encoding: UInt8 { case integer = 1, decimal = 2, timestampMillisZ = 3, dictionary = 4, raw = 5 }
+
+    /// Encodes `tokens` (ranges of `arena`) into `w`: one encoding byte, then its data.
+    static func encode(_ tokens: [Range<Int>], in arena: UnsafeRawBufferPointer, into w: inout ColdWriter) {
+        func token(_ i: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: arena[tokens[i]]) }
+        // Integers.
+        var numbers: [Int64] = []
+        numbers.reserveCapacity(tokens.count)
+        var ok = true
+        for i in tokens.indices {
+            guard let v = canonicalInteger(token(i)) else { ok = false; break }
+            numbers.append(v)
+        }
+        if ok {
+            w.bytes.append(Encoding.integer.rawValue)
+            deltas(numbers, into: &w)
+            return
+        }
+        // Decimals: an unscaled integer and a scale each.
+        numbers.removeAll(keepingCapacity: true)
+        var scales: [UInt8] = []
+        ok = true
+        for i in tokens.indices {
+            guard let (v, scale) = decimal(token(i)) else { ok = false; break }
+            numbers.append(v)
+            scales.append(scale)
+        }
+        if ok {
+            w.bytes.append(Encoding.decimal.rawValue)
+            for s in scales { w.varint(UInt64(s)) }
+            deltas(numbers, into: &w)
+            return
+        }
+        numbers.removeAll(keepingCapacity: true)
+        ok = true
+        for i in tokens.indices {
+            guard let v = timestampMillisZ(token(i)) else { ok = false; break }
+            numbers.append(v)
+        }
+        if ok {
+            w.bytes.append(Encoding.timestampMillisZ.rawValue)
+            deltas(numbers, into: &w)
+            return
+        }
+        // Text: a dictionary when values repeat.
+        var table = ByteStringTable()
+        var indexes: [UInt32] = []
+        indexes.reserveCapacity(tokens.count)
+        let limit = max(1, tokens.count / 2)
+        for i in tokens.indices {
+            guard let index = table.index(of: token(i), insert: { count in count < limit }) else { break }
+            indexes.append(index)
+        }
+        if indexes.count == tokens.count && !tokens.isEmpty {
+            w.bytes.append(Encoding.dictionary.rawValue)
+            w.varint(UInt64(table.count))
+            for e in 0..<table.count { table.withString(e) { w.blob($0) } }
+            for index in indexes { w.varint(UInt64(index)) }
+            return
+        }
+        w.bytes.append(Encoding.raw.rawValue)
+        for i in tokens.indices { w.blob(token(i)) }
+    }
+
+    private static func deltas(_ values: [Int64], into w: inout ColdWriter) {
+        var previous: Int64 = 0
+        for v in values {
+            w.signed(v &- previous)
+            previous = v
+        }
+    }
+
+    /// Decodes `count` tokens, appending their bytes to `out` and their ends to `ends`.
+    static func decode(_ r: inout ColdReader, count: Int, into out: inout [UInt8], ends: inout [Int]) throws(ColdFormatError) {
+        guard let encoding = Encoding(rawValue: try r.fixed(UInt8.self)) else { throw ColdFormatError("unknown token encoding") }
+        switch encoding {
+        case .integer, .timestampMillisZ:
+            var previous: Int64 = 0
+            for _ in 0..<count {
+                previous = previous &+ (try r.signed())
+                if encoding == .integer { formatInteger(previous, into: &out) } else { try formatTimestampMillisZ(previous, into: &out) }
+                ends.append(out.count)
+            }
+        case .decimal:
+            var scales: [UInt8] = []
+            scales.reserveCapacity(count)
+            for _ in 0..<count {
+                let s = try r.varint()
+                guard s >= 1 && s <= 18 else { throw ColdFormatError("decimal scale \(s)") }
+                scales.append(UInt8(s))
+            }
+            var previous: Int64 = 0
+            for s in scales {
+                previous = previous &+ (try r.signed())
+                formatDecimal(previous, scale: Int(s), into: &out)
+                ends.append(out.count)
+            }
+        case .dictionary:
+            let entries = try r.count(max: r.remaining)
+            var dictionary: [UnsafeRawBufferPointer] = []
+            dictionary.reserveCapacity(entries)
+            for _ in 0..<entries { dictionary.append(try r.blob()) }
+            for _ in 0..<count {
+                let i = try r.count(max: entries - 1)
+                out.append(contentsOf: dictionary[i])
+                ends.append(out.count)
+            }
+        case .raw:
+            for _ in 0..<count {
+                out.append(contentsOf: try r.blob())
+                ends.append(out.count)
+            }
+        }
+    }
+
+    // MARK: - Typed forms
+
+    /// `-?(0|[1-9][0-9]*)` within Int64, not `-0`: the only spelling formatInteger writes.
+    static func canonicalInteger(_ t: UnsafeRawBufferPointer) -> Int64? {
+        var i = 0
+        let negative = t.count > 0 && t[0] == UInt8(ascii: "-")
+        if negative { i = 1 }
+        let digits = t.count - i
+        guard digits >= 1, digits <= 19 else { return nil }
+        if t[i] == UInt8(ascii: "0") && (digits > 1 || negative) { return nil }
+        var v: Int64 = 0
+        for j in i..<t.count {
+            let d = t[j] &- UInt8(ascii: "0")
+            guard d <= 9 else { return nil }
+            let (m, o1) = v.multipliedReportingOverflow(by: 10)
+            let (s, o2) = negative ? m.subtractingReportingOverflow(Int64(d)) : m.addingReportingOverflow(Int64(d))
+            guard !o1, !o2 else { return nil }
+            v = s
+        }
+        return v
+    }
+
+    static func formatInteger(_ v: Int64, into out: inout [UInt8]) {
+        if v < 0 { out.append(UInt8(ascii: "-")) }
+        var m = v.magnitude
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                      UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            repeat {
+                d[n] = UInt8(m % 10) + UInt8(ascii: "0")
+                m /= 10
+                n += 1
+            } while m > 0
+            for k in stride(from: n - 1, through: 0, by: -1) { out.append(d[k]) }
+        }
+    }
+
+    /// `-?(0|[1-9][0-9]*)\.[0-9]+` with at most 18 digits and not negative zero: the unscaled
+    /// value and the number of fraction digits.
+    static func decimal(_ t: UnsafeRawBufferPointer) -> (Int64, UInt8)? {
+        var i = 0
+        let negative = t.count > 0 && t[0] == UInt8(ascii: "-")
+        if negative { i = 1 }
+        var v: Int64 = 0
+        var digits = 0
+        var point = -1
+        let intStart = i
+        while i < t.count {
+            let c = t[i]
+            if c == UInt8(ascii: ".") {
+                guard point < 0, i > intStart else { return nil }
+                point = i
+            } else {
+                let d = c &- UInt8(ascii: "0")
+                guard d <= 9 else { return nil }
+                digits += 1
+                guard digits <= 18 else { return nil }
+                v = v * 10 + Int64(d)
+            }
+            i += 1
+        }
+        guard point > intStart, point < t.count - 1 else { return nil }
+        // No leading zeros in the integer part.
+        if t[intStart] == UInt8(ascii: "0") && point != intStart + 1 { return nil }
+        if negative && v == 0 { return nil }
+        return (negative ? -v : v, UInt8(t.count - 1 - point))
+    }
+
+    static func formatDecimal(_ v: Int64, scale: Int, into out: inout [UInt8]) {
+        if v < 0 { out.append(UInt8(ascii: "-")) }
+        var power: UInt64 = 1
+        for _ in 0..<scale { power &*= 10 }
+        let m = v.magnitude
+        formatInteger(Int64(m / power), into: &out)
+        out.append(UInt8(ascii: "."))
+        var fraction = m % power
+        var digits = [UInt8](repeating: UInt8(ascii: "0"), count: scale)
+        for k in stride(from: scale - 1, through: 0, by: -1) {
+            digits[k] = UInt8(fraction % 10) + UInt8(ascii: "0")
+            fraction /= 10
+        }
+        out.append(contentsOf: digits)
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.sssZ` (RFC 3339 in UTC with milliseconds, as JavaScript's
+    /// toISOString and most event producers write it): milliseconds since the epoch.
+    static func timestampMillisZ(_ t: UnsafeRawBufferPointer) -> Int64? {
+        guard t.count == 24, t[4] == UInt8(ascii: "-"), t[7] == UInt8(ascii: "-"), t[10] == UInt8(ascii: "T"), t[13] == UInt8(ascii: ":"),
+              t[16] == UInt8(ascii: ":"), t[19] == UInt8(ascii: "."), t[23] == UInt8(ascii: "Z") else { return nil }
+        func number(_ from: Int, _ count: Int) -> Int? {
+            var v = 0
+            for i in from..<(from + count) {
+                let d = t[i] &- UInt8(ascii: "0")
+                guard d <= 9 else { return nil }
+                v = v * 10 + Int(d)
+            }
+            return v
+        }
+        guard let year = number(0, 4), let month = number(5, 2), let day = number(8, 2), let hour = number(11, 2),
+              let minute = number(14, 2), let second = number(17, 2), let ms = number(20, 3),
+              (1...12).contains(month), day >= 1, day <= daysInMonth(year, month), hour < 24, minute < 60, second < 60 else { return nil }
+        let days = daysFromCivil(year, month, day)
+        return ((Int64(days) * 24 + Int64(hour)) * 60 + Int64(minute)) * 60_000 + Int64(second) * 1000 + Int64(ms)
+    }
+
+    static func formatTimestampMillisZ(_ v: Int64, into out: inout [UInt8]) throws(ColdFormatError) {
+        // Years 0000-9999 only (what the parser accepts).
+        guard v >= -62_167_219_200_000, v <= 253_402_300_799_999 else { throw ColdFormatError("timestamp \(v) out of range") }
+        let ms = Int((v % 1000 + 1000) % 1000)
+        let seconds = (v - Int64(ms)) / 1000
+        let secondOfDay = Int((seconds % 86_400 + 86_400) % 86_400)
+        let days = Int((seconds - Int64(secondOfDay)) / 86_400)
+        let (year, month, day) = civilFromDays(days)
+        func put(_ value: Int, _ width: Int) {
+            var digits = [UInt8](repeating: 0, count: width)
+            var x = value
+            for k in stride(from: width - 1, through: 0, by: -1) {
+                digits[k] = UInt8(x % 10) + UInt8(ascii: "0")
+                x /= 10
+            }
+            out.append(contentsOf: digits)
+        }
+        put(year, 4); out.append(UInt8(ascii: "-")); put(month, 2); out.append(UInt8(ascii: "-")); put(day, 2)
+        out.append(UInt8(ascii: "T")); put(secondOfDay / 3600, 2); out.append(UInt8(ascii: ":")); put(secondOfDay / 60 % 60, 2)
+        out.append(UInt8(ascii: ":")); put(secondOfDay % 60, 2); out.append(UInt8(ascii: ".")); put(ms, 3); out.append(UInt8(ascii: "Z"))
+    }
+
+    static func daysInMonth(_ year: Int, _ month: Int) -> Int {
+        switch month {
+        case 2: return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28
+        case 4, 6, 9, 11: return 30
+        default: return 31
+        }
+    }
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    static func daysFromCivil(_ y0: Int, _ m: Int, _ d: Int) -> Int {
+        let y = m <= 2 ? y0 - 1 : y0
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146_097 + doe - 719_468
+    }
+
+    static func civilFromDays(_ z0: Int) -> (Int, Int, Int) {
+        let z = z0 + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp + (mp < 10 ? 3 : -9)
+        return (yoe + era * 400 + (m <= 2 ? 1 : 0), m, d)
+    }
+}

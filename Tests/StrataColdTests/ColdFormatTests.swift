@@ -1,0 +1,151 @@
+import Foundation
+import Testing
+@testable import StrataCold
+@testable import StrataLog
+
+/// Cold blocks give back every record exactly: values of every JSON form, non-JSON and binary
+/// values, keys, headers, offsets with gaps, batch header fields; hostile bytes never trap.
+@Suite struct ColdFormatTests {
+    static let documents: [String] = [
+        #"{"event_type":"page_view","user_id":"u-1","ts":"2025-10-01T00:00:00.000Z","amount":0.0,"latency_ms":87}"#,
+        #"{"event_type":"purchase","user_id":"u-22","ts":"2025-10-01T00:00:01.250Z","amount":12.34,"latency_ms":5}"#,
+        #"{"event_type":"purchase","user_id":"u-22","ts":"2025-10-01T00:00:01.250Z","amount":-0.5,"latency_ms":-7}"#,
+        #"{"n":[1,2.5,-0,1e3,1E-3,12345678901234567890,-9223372036854775808,0.10,00]}"#,  // 00: not JSON, kept whole
+        #"{"n":[1,2.5,-0,1e3,1E-3,12345678901234567890,-9223372036854775808,0.10]}"#,
+        #"{"s":"caf\u00e9 \"q\" \\ \/ \n \ud83d\ude00 \u0000","t":"日本語 😀","e":""}"#,
+        #"  { "spaced" :  [ true , false , null ] ,"nested":{"a":{"b":[{"c":"d"}]}} }  "#,
+        #"{"dup":1,"dup":"two"}"#, #"{}"#, #"[]"#, #"[1,"a",null]"#, #""just a string""#, #"42"#, #"-0.0"#, #"true"#,
+        #"{"ts":"2025-02-29T00:00:00.000Z","bad_ts":"2024-02-29T23:59:59.999Z","odd":"2025-10-01T00:00:00Z"}"#,
+        "not json", "{\"truncated\":", "{\"a\":1}x", "",
+    ]
+
+    static func batches(seed: UInt64 = 1, count: Int = 40) -> [ColdBatch] {
+        var rng = SplitMix(seed: seed)
+        var out: [ColdBatch] = []
+        var offset: Int64 = 1_000
+        var ts: Int64 = 1_759_276_800_000
+        for b in 0..<count {
+            let n = 1 + Int(rng.next() % 30)
+            var records: [ColdRecord] = []
+            for i in 0..<n {
+                let pick = Int(rng.next() % UInt64(documents.count + 3))
+                let value: [UInt8]? = pick < documents.count ? Array(documents[pick].utf8)
+                    : pick == documents.count ? nil : pick == documents.count + 1 ? [0xFF, 0x00, 0xFE] : Array("\(rng.next())".utf8)
+                let key: [UInt8]? = i % 4 == 0 ? nil : Array("k-\(rng.next() % 50)".utf8)
+                let headers = i % 5 == 0 ? [ColdHeader(key: Array("h".utf8), value: nil), ColdHeader(key: [], value: [0, 1, 2])] : []
+                // Compacted logs have gaps between offsets; timestamps may go backwards.
+                let gap: Int64 = b % 7 == 3 && i > 0 ? Int64(rng.next() % 5) : 0
+                offset += gap
+                records.append(ColdRecord(offset: offset, timestamp: ts + Int64(rng.next() % 2000) - 500, key: key, value: value, headers: headers))
+                offset += 1
+            }
+            ts += 60_000
+            let base = records[0].offset
+            out.append(ColdBatch(baseOffset: base, lastOffsetDelta: Int32(records[records.count - 1].offset - base), partitionLeaderEpoch: b % 3 == 0 ? -1 : 7,
+                                 attributes: b % 4 == 0 ? 0x14 : 0, producerId: b % 4 == 0 ? 9_000 + Int64(b) : -1, producerEpoch: b % 4 == 0 ? 2 : -1,
+                                 baseSequence: b % 4 == 0 ? Int32(b * 10) : -1, baseTimestamp: records[0].timestamp,
+                                 maxTimestamp: records.map(\.timestamp).max()!, records: records))
+        }
+        return out
+    }
+
+    @Test(arguments: [1, 2, 3] as [UInt64]) func blocksGiveBackEveryRecordExactly(seed: UInt64) throws {
+        let input = Self.batches(seed: seed)
+        let bytes = try ColdBlock.encode(input)
+        let output = try bytes.withUnsafeBytes { try ColdBlock.decode($0) }
+        #expect(output == input)
+    }
+
+    @Test func typedTokensRoundTripOrStayText() throws {
+        // Every spelling a typed form does not produce itself must stay text.
+        let tokens = ["0", "-1", "9223372036854775807", "-9223372036854775808", "9223372036854775808", "-0", "007", "+1", "1.50", "-0.5",
+                      "-0.0", "0.000000000000000001", "1.2.3", ".5", "5.", "2025-10-01T00:00:00.000Z", "2025-13-01T00:00:00.000Z",
+                      "2024-02-29T23:59:59.999Z", "2023-02-29T00:00:00.000Z", "0000-01-01T00:00:00.000Z", "9999-12-31T23:59:59.999Z", "", "x"]
+        for t in tokens {
+            for column in [[t], [t, t, "1"], [t, "2025-10-01T00:00:00.000Z"], [t, "0.5"]] {
+                var arena: [UInt8] = []
+                var ranges: [Range<Int>] = []
+                for s in column {
+                    let start = arena.count
+                    arena.append(contentsOf: Array(s.utf8))
+                    ranges.append(start..<arena.count)
+                }
+                var w = ColdWriter()
+                arena.withUnsafeBytes { TokenColumn.encode(ranges, in: $0, into: &w) }
+                var out: [UInt8] = []
+                var ends: [Int] = []
+                try w.bytes.withUnsafeBytes { b in
+                    var r = ColdReader(b)
+                    try TokenColumn.decode(&r, count: column.count, into: &out, ends: &ends)
+                }
+                var back: [String] = []
+                var at = 0
+                for e in ends {
+                    back.append(String(decoding: out[at..<e], as: UTF8.self))
+                    at = e
+                }
+                #expect(back == column, "\(column) came back as \(back) (encoding \(w.bytes.first ?? 0))")
+            }
+        }
+        #expect(TokenColumn.canonicalInteger(UnsafeRawBufferPointer(start: nil, count: 0)) == nil)
+        var a: [UInt8] = []
+        try TokenColumn.formatTimestampMillisZ(0, into: &a)
+        #expect(String(decoding: a, as: UTF8.self) == "1970-01-01T00:00:00.000Z")
+    }
+
+    @Test func segmentFilesFindBlocksAndCheckCRCs() throws {
+        let input = Self.batches(seed: 5, count: 60)
+        let blocks = [Array(input[0..<20]), Array(input[20..<45]), Array(input[45...])]
+        var file = try ColdSegmentFile.encode(blocks: blocks, baseOffset: input[0].baseOffset, nextOffset: 99_999, hotBytes: 12_345,
+                                              largestTimestamp: 42)
+        try file.withUnsafeBytes { f in
+            let segment = try ColdSegmentFile(parsing: f)
+            #expect(segment.blocks.count == 3 && segment.hotBytes == 12_345 && segment.nextOffset == 99_999)
+            #expect(segment.blocks[1].firstOffset == input[20].baseOffset)
+            for i in 0..<3 { #expect(try segment.batches(ofBlock: i, in: f) == blocks[i]) }
+        }
+        // A flipped bit in a block is found by its CRC; in the directory, by the header CRC.
+        let at = file.count - 10
+        file[at] ^= 0x40
+        file.withUnsafeBytes { f in
+            let segment = try? ColdSegmentFile(parsing: f)
+            #expect(segment != nil)
+            #expect(throws: (any Error).self) { try segment!.batches(ofBlock: 2, in: f) }
+        }
+        file[at] ^= 0x40
+        file[30] ^= 0x01
+        file.withUnsafeBytes { f in #expect(throws: ColdFormatError.self) { try ColdSegmentFile(parsing: f) } }
+    }
+
+    /// Mutated and truncated blocks: decoding refuses or returns something, never traps or
+    /// allocates past its bounds.
+    @Test func hostileBlocksNeverTrap() throws {
+        let bytes = try ColdBlock.encode(Self.batches(seed: 9, count: 10))
+        var rng = SplitMix(seed: 77)
+        for round in 0..<3000 {
+            var b = bytes
+            switch round % 3 {
+            case 0: b = Array(b.prefix(Int(rng.next() % UInt64(b.count))))
+            case 1:
+                for _ in 0..<(1 + Int(rng.next() % 4)) { b[Int(rng.next() % UInt64(b.count))] = UInt8(truncatingIfNeeded: rng.next()) }
+            default:
+                // Lengths and counts near the front (the stream table) set to large values.
+                let i = Int(rng.next() % UInt64(min(64, b.count)))
+                b[i] = 0xFF
+            }
+            _ = try? b.withUnsafeBytes { try ColdBlock.decode($0, maxBytes: 1 << 24) }
+        }
+    }
+}
+
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

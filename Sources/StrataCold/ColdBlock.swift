@@ -1,6 +1,7 @@
 import CCompression
 import CStrataScan
 import Glibc
+import StrataCore
 
 /// One block of a cold segment: a run of whole batches (about 8 MiB of log) stored as streams,
 /// each zstd-compressed when that is smaller. JSON values are split into a *shape* (the text
@@ -30,11 +31,67 @@ public enum ColdBlock {
         // Every value's bytes end to end: tokens are ranges of it.
         var arena: [UInt8] = []
         arena.reserveCapacity(batches.reduce(0) { $0 + $1.records.reduce(0) { $0 + ($1.value?.count ?? 0) } })
-        var shapeIds: [[UInt8]: Int] = [:]
+        var shapeTable = ByteStringTable()
+        var shapeKey: [UInt8] = []
         var shapes: [[[UInt8]]] = []  // literals per shape
         var columns: [[[Range<Int>]]] = []  // tokens per shape, per slot
         let slots = UnsafeMutableBufferPointer<strata_json_slot>.allocate(capacity: slotLimit)
         defer { slots.deallocate() }
+        /// Shapes `value` into the streams; the slot of its shape whose string equals `key`, if any.
+        func encodeValue(_ value: [UInt8]?, key: [UInt8]?) -> Int? {
+            guard let value else {
+                kindStream.varint(0)
+                return nil
+            }
+            let base = arena.count
+            arena.append(contentsOf: value)
+            let n = Int(value.withUnsafeBufferPointer { strata_json_shape($0.baseAddress, $0.count, slots.baseAddress, Int32(slotLimit)) })
+            var shape = -1
+            if n >= 0 {
+                // The shape's identity: its literals, each with its length, end to end.
+                shapeKey.removeAll(keepingCapacity: true)
+                var at = 0
+                for k in 0...n {
+                    let end = k < n ? Int(slots[k].start) : value.count
+                    ColdWriter.varint(UInt64(end - at), into: &shapeKey)
+                    shapeKey.append(contentsOf: value[at..<end])
+                    if k < n { at = end + Int(slots[k].length) }
+                }
+                let id = shapeKey.withUnsafeBytes { key in shapeTable.index(of: key) { count in count < shapeLimit } }
+                if let id {
+                    shape = Int(id)
+                    if shape == shapes.count {
+                        var literals: [[UInt8]] = []
+                        var at = 0
+                        for k in 0...n {
+                            let end = k < n ? Int(slots[k].start) : value.count
+                            literals.append(Array(value[at..<end]))
+                            if k < n { at = end + Int(slots[k].length) }
+                        }
+                        shapes.append(literals)
+                        columns.append(Array(repeating: [], count: n))
+                    }
+                }
+            }
+            guard shape >= 0 else {
+                kindStream.varint(1)
+                rawStream.blob(value)
+                return nil
+            }
+            kindStream.varint(UInt64(shape) + 2)
+            var keySlot: Int?
+            for k in 0..<n {
+                let start = base + Int(slots[k].start)
+                let length = Int(slots[k].length)
+                columns[shape][k].append(start..<(start + length))
+                if keySlot == nil, let key, key.count == length, slots[k].kind == Int32(STRATA_SLOT_STRING),
+                   key.withUnsafeBytes({ kb in value.withUnsafeBytes { vb in
+                       length == 0 || memcmp(kb.baseAddress!, vb.baseAddress! + Int(slots[k].start), length) == 0 } }) {
+                    keySlot = k
+                }
+            }
+            return keySlot
+        }
         var previousBase: Int64 = 0
         var previousTimestamp: Int64 = 0
         for b in batches {
@@ -53,52 +110,24 @@ public enum ColdBlock {
             for (i, r) in b.records.enumerated() {
                 recordStream.signed(r.offset &- b.baseOffset &- Int64(i))
                 recordStream.signed(r.timestamp &- b.baseTimestamp)
-                recordStream.varint(UInt64(r.key.map { $0.count + 1 } ?? 0))
-                if let key = r.key { keyStream.bytes.append(contentsOf: key) }
                 recordStream.varint(UInt64(r.headers.count))
                 for h in r.headers {
                     recordStream.blob(h.key)
                     recordStream.nullableBlob(h.value)
                 }
-                guard let value = r.value else {
-                    kindStream.varint(0)
-                    continue
-                }
-                let base = arena.count
-                arena.append(contentsOf: value)
-                let n = Int(value.withUnsafeBufferPointer { strata_json_shape($0.baseAddress, $0.count, slots.baseAddress, Int32(slotLimit)) })
-                var shape = -1
-                var literals: [[UInt8]] = []
-                if n >= 0 {
-                    var key: [UInt8] = []
-                    var at = 0
-                    for k in 0...n {
-                        let end = k < n ? Int(slots[k].start) : value.count
-                        let literal = Array(value[at..<end])
-                        var w = ColdWriter()
-                        w.blob(literal)
-                        key.append(contentsOf: w.bytes)
-                        literals.append(literal)
-                        if k < n { at = end + Int(slots[k].length) }
+                let keySlot = encodeValue(r.value, key: r.key)
+                // The key: null, the same bytes as a string of the value (a key taken from a
+                // member, as `--key-field` and most producers do), or its own bytes.
+                if let key = r.key {
+                    if let keySlot {
+                        recordStream.varint(1)
+                        recordStream.varint(UInt64(keySlot))
+                    } else {
+                        recordStream.varint(UInt64(key.count) + 2)
+                        keyStream.bytes.append(contentsOf: key)
                     }
-                    if let id = shapeIds[key] {
-                        shape = id
-                    } else if shapes.count < shapeLimit {
-                        shape = shapes.count
-                        shapeIds[key] = shape
-                        shapes.append(literals)
-                        columns.append(Array(repeating: [], count: n))
-                    }
-                }
-                guard shape >= 0 else {
-                    kindStream.varint(1)
-                    rawStream.blob(value)
-                    continue
-                }
-                kindStream.varint(UInt64(shape) + 2)
-                for k in 0..<n {
-                    let start = base + Int(slots[k].start)
-                    columns[shape][k].append(start..<(start + Int(slots[k].length)))
+                } else {
+                    recordStream.varint(0)
                 }
             }
         }
@@ -260,13 +289,12 @@ public enum ColdBlock {
             for i in 0..<count {
                 let offset = base &+ Int64(i) &+ (try rec.signed())
                 let timestamp = baseTimestamp &+ (try rec.signed())
-                let keyLength = try rec.count(max: k.remaining + 1)
-                let key = keyLength == 0 ? nil : Array(try k.take(keyLength - 1))
                 let headerCount = try rec.count(max: rec.remaining / 2)
                 var headers: [ColdHeader] = []
                 for _ in 0..<headerCount { headers.append(ColdHeader(key: Array(try rec.blob()), value: try rec.nullableBlob())) }
                 let kind = valueKinds[recordIndex]
                 var value: [UInt8]?
+                var slotRanges: [Range<Int>] = []
                 if kind == 1 {
                     value = Array(try raw.blob())
                 } else if kind >= 2 {
@@ -279,10 +307,21 @@ public enum ColdBlock {
                         let column = tokens[firstColumn[s] + slot]
                         let t = cursor[s]
                         let start = t == 0 ? 0 : column.ends[t - 1]
+                        let at = v.count
                         v.append(contentsOf: column.bytes[start..<column.ends[t]])
+                        slotRanges.append(at..<v.count)
                     }
                     cursor[s] += 1
                     value = v
+                }
+                let keyCode = try rec.count(max: k.remaining + 2)
+                var key: [UInt8]?
+                if keyCode == 1 {
+                    let slot = try rec.count(max: max(0, slotRanges.count - 1))
+                    guard let v = value, slot < slotRanges.count else { throw ColdFormatError("a key refers to a value slot that is not there") }
+                    key = Array(v[slotRanges[slot]])
+                } else if keyCode >= 2 {
+                    key = Array(try k.take(keyCode - 2))
                 }
                 records.append(ColdRecord(offset: offset, timestamp: timestamp, key: key, value: value, headers: headers))
                 recordIndex += 1

@@ -63,7 +63,9 @@ public struct ColdFormatError: Error, CustomStringConvertible, Sendable {
 struct ColdWriter {
     var bytes: [UInt8] = []
 
-    mutating func varint(_ value: UInt64) {
+    mutating func varint(_ value: UInt64) { Self.varint(value, into: &bytes) }
+
+    static func varint(_ value: UInt64, into bytes: inout [UInt8]) {
         var v = value
         while v >= 0x80 {
             bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)

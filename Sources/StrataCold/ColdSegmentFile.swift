@@ -32,30 +32,51 @@ public struct ColdSegmentFile: Sendable {
 
     /// Encodes `blocks` (each a non-empty run of batches, in offset order) of a segment.
     public static func encode(blocks: [[ColdBatch]], baseOffset: Int64, nextOffset: Int64, hotBytes: Int, largestTimestamp: Int64) throws -> [UInt8] {
-        var encoded: [[UInt8]] = []
-        for b in blocks { encoded.append(try ColdBlock.encode(b)) }
-        var w = ColdWriter()
-        w.bytes.append(contentsOf: magic)
-        w.fixed(version)
-        w.fixed(baseOffset)
-        w.fixed(nextOffset)
-        w.fixed(UInt64(hotBytes))
-        w.fixed(largestTimestamp)
-        w.fixed(UInt32(blocks.count))
-        let headerBytes = w.bytes.count + blocks.count * 40 + 4
-        var at = headerBytes
-        for (b, e) in zip(blocks, encoded) {
-            w.fixed(b.first?.baseOffset ?? 0)
-            w.fixed(b.last.map { $0.baseOffset &+ Int64($0.lastOffsetDelta) &+ 1 } ?? 0)
-            w.fixed(b.map(\.maxTimestamp).max() ?? -1)
-            w.fixed(UInt64(at))
-            w.fixed(UInt32(e.count))
-            w.fixed(crc32c(e))
-            at += e.count
+        var builder = Builder(baseOffset: baseOffset)
+        for b in blocks { try builder.addBlock(b) }
+        return builder.finish(nextOffset: nextOffset, hotBytes: hotBytes, largestTimestamp: largestTimestamp)
+    }
+
+    /// Builds a cold segment block by block (each encoded as soon as it is complete, so only
+    /// one block's records are in memory).
+    public struct Builder {
+        let baseOffset: Int64
+        private(set) var entries: [(first: Int64, next: Int64, maxTimestamp: Int64, bytes: [UInt8])] = []
+
+        public init(baseOffset: Int64) { self.baseOffset = baseOffset }
+
+        /// Encodes one block of batches (in offset order, after the previous block's).
+        @discardableResult
+        public mutating func addBlock(_ batches: [ColdBatch]) throws -> [UInt8] {
+            guard let first = batches.first, let last = batches.last else { return [] }
+            let bytes = try ColdBlock.encode(batches)
+            entries.append((first.baseOffset, last.baseOffset &+ Int64(last.lastOffsetDelta) &+ 1, batches.map(\.maxTimestamp).max() ?? -1, bytes))
+            return bytes
         }
-        w.fixed(crc32c(w.bytes))
-        for e in encoded { w.bytes.append(contentsOf: e) }
-        return w.bytes
+
+        public func finish(nextOffset: Int64, hotBytes: Int, largestTimestamp: Int64) -> [UInt8] {
+            var w = ColdWriter()
+            w.bytes.append(contentsOf: magic)
+            w.fixed(version)
+            w.fixed(baseOffset)
+            w.fixed(nextOffset)
+            w.fixed(UInt64(hotBytes))
+            w.fixed(largestTimestamp)
+            w.fixed(UInt32(entries.count))
+            var at = w.bytes.count + entries.count * 40 + 4
+            for e in entries {
+                w.fixed(e.first)
+                w.fixed(e.next)
+                w.fixed(e.maxTimestamp)
+                w.fixed(UInt64(at))
+                w.fixed(UInt32(e.bytes.count))
+                w.fixed(crc32c(e.bytes))
+                at += e.bytes.count
+            }
+            w.fixed(crc32c(w.bytes))
+            for e in entries { w.bytes.append(contentsOf: e.bytes) }
+            return w.bytes
+        }
     }
 
     static func crc32c(_ bytes: [UInt8]) -> UInt32 { bytes.withUnsafeBytes { crc32c($0) } }

@@ -7,7 +7,7 @@ struct Strata: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "strata",
         abstract: "Strata: a Kafka-compatible event log database.",
-        subcommands: [Serve.self, Topics.self, Groups.self, Users.self, Acls.self, Produce.self, Consume.self, Query.self, Streams.self, Inspect.self, Compact.self, Index.self, Export.self, Bench.self, DebugCommand.self]
+        subcommands: [Serve.self, Topics.self, Groups.self, Users.self, Acls.self, Produce.self, Consume.self, Query.self, Streams.self, Inspect.self, Compact.self, Index.self, Export.self, Tier.self, Bench.self, DebugCommand.self]
     )
 }
 

@@ -31,7 +31,9 @@ import Testing
                 let pick = Int(rng.next() % UInt64(documents.count + 3))
                 let value: [UInt8]? = pick < documents.count ? Array(documents[pick].utf8)
                     : pick == documents.count ? nil : pick == documents.count + 1 ? [0xFF, 0x00, 0xFE] : Array("\(rng.next())".utf8)
-                let key: [UInt8]? = i % 4 == 0 ? nil : Array("k-\(rng.next() % 50)".utf8)
+                // Keys: null, one that is also a string of some values ("u-22"), empty (like the
+                // empty string member ""), or their own bytes.
+                let key: [UInt8]? = i % 4 == 0 ? nil : i % 4 == 1 ? Array("u-22".utf8) : i % 8 == 2 ? [] : Array("k-\(rng.next() % 50)".utf8)
                 let headers = i % 5 == 0 ? [ColdHeader(key: Array("h".utf8), value: nil), ColdHeader(key: [], value: [0, 1, 2])] : []
                 // Compacted logs have gaps between offsets; timestamps may go backwards.
                 let gap: Int64 = b % 7 == 3 && i > 0 ? Int64(rng.next() % 5) : 0

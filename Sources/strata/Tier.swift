@@ -1,0 +1,55 @@
+import ArgumentParser
+import StrataBroker
+import StrataCold
+import StrataCore
+
+/// The cold tier's size and speed on a topic's own data, before it exists: every closed segment
+/// encoded in the cold format in memory and decoded back record for record.
+struct Tier: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure the cold format on a topic: bytes of its closed segments hot and cold, every record verified.",
+        discussion: """
+            With --dry-run (required for now) nothing is written: each closed segment is encoded block by \
+            block in memory, each block decoded again and compared with the log record by record, and the \
+            sizes and times printed. Converting segments in place and serving them from the cold format \
+            are not built yet. Read-only, next to a running server.
+            """)
+
+    @OptionGroup var options: DataOptions
+    @Argument(help: "Topic name.") var topic: String
+    @Flag(help: "Encode and verify in memory only (the only mode so far).") var dryRun = false
+    @Option(help: "Only this partition (repeatable; default all).") var partition: [Int32] = []
+
+    func run() throws {
+        guard dryRun else {
+            throw ValidationError("converting segments to the cold tier is not built yet: run with --dry-run to measure it on this topic")
+        }
+        let broker = try options.openReadOnly()
+        defer { try? broker.close() }
+        guard let count = broker.partitionCount(topic) else { throw CLIError("unknown topic '\(topic)'") }
+        for p in partition where p < 0 || p >= count { throw CLIError("topic '\(topic)' has no partition \(p)") }
+        var hot = 0, cold = 0, records = 0, segments = 0
+        var encode = 0.0, verify = 0.0
+        for p in partition.isEmpty ? Array(0..<count) : partition {
+            let log = try broker.log(topic: topic, partition: p)
+            try ColdTier.measure(log: log, partition: p) { r in
+                print("\(topic)-\(r.partition) segment \(r.baseOffset): \(r.records) records, \(r.hotBytes) → \(r.coldBytes) bytes "
+                      + "(\(String(format2: Double(r.hotBytes) / Double(max(1, r.coldBytes))))x), encoded in \(String(format2: r.encodeSeconds)) s, verified")
+                hot += r.hotBytes
+                cold += r.coldBytes
+                records += r.records
+                segments += 1
+                encode += r.encodeSeconds
+                verify += r.verifySeconds
+            }
+        }
+        guard segments > 0 else {
+            print("\(topic): no closed segments (the active segment of each partition is never converted)")
+            return
+        }
+        let rate = encode > 0 ? Double(hot) / encode / 1e6 : 0
+        print("\(topic): \(segments) closed segments, \(records) records: \(hot) bytes hot → \(cold) bytes cold "
+              + "(\(String(format2: Double(hot) / Double(max(1, cold))))x smaller); encoding \(String(format2: rate)) MB/s of log on one core, "
+              + "verification \(String(format2: verify)) s; every record decoded identical")
+    }
+}

@@ -1,3 +1,5 @@
+import StrataLog
+
 /// What a cold segment keeps of a log segment: every batch's header fields and every record's
 /// offset, timestamp, key, headers and exact value bytes. Batches read from cold are re-encoded
 /// from these (their CRCs and compression are new; their records are identical).
@@ -149,5 +151,67 @@ struct ColdReader {
     mutating func nullableBlob() throws(ColdFormatError) -> [UInt8]? {
         let n = try count(max: remaining + 1)
         return n == 0 ? nil : Array(try take(n - 1))
+    }
+}
+
+extension ColdBatch {
+    /// The batch as RecordBatch v2 bytes for a reader: the same header fields and records,
+    /// uncompressed or zstd-compressed (the topic's `cold.fetch.compression`), with a new CRC.
+    /// Its records are exactly the ones the batch was made of; the bytes may differ from the
+    /// original batch (a producer's compression, record attributes are not kept).
+    public func recordBatch(compression: CompressionCodec = .none) throws -> [UInt8] {
+        var body: [UInt8] = []
+        body.reserveCapacity(records.reduce(0) { $0 + 24 + ($1.key?.count ?? 0) + ($1.value?.count ?? 0) })
+        var scratch: [UInt8] = []
+        for r in records {
+            scratch.removeAll(keepingCapacity: true)
+            scratch.append(0)
+            Varint.append(r.timestamp &- baseTimestamp, to: &scratch)
+            Varint.append(r.offset &- baseOffset, to: &scratch)
+            Self.appendNullable(r.key, to: &scratch)
+            Self.appendNullable(r.value, to: &scratch)
+            Varint.append(Int64(r.headers.count), to: &scratch)
+            for h in r.headers {
+                Varint.append(Int64(h.key.count), to: &scratch)
+                scratch.append(contentsOf: h.key)
+                Self.appendNullable(h.value, to: &scratch)
+            }
+            Varint.append(Int64(scratch.count), to: &body)
+            body.append(contentsOf: scratch)
+        }
+        var codec = compression
+        if codec != .none {
+            if let packed = Compression.compress(codec, body), packed.count < body.count { body = packed } else { codec = .none }
+        }
+        guard RecordBatch.headerSize + body.count - RecordBatch.logOverhead <= Int(Int32.max) else { throw ColdFormatError("batch too large") }
+        var out = [UInt8](repeating: 0, count: RecordBatch.headerSize)
+        out.append(contentsOf: body)
+        let attributes = (attributes & ~0x7) | codec.rawValue
+        out.withUnsafeMutableBytes { p in
+            p.storeBytes(of: baseOffset.bigEndian, toByteOffset: 0, as: Int64.self)
+            p.storeBytes(of: Int32(p.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
+            p.storeBytes(of: partitionLeaderEpoch.bigEndian, toByteOffset: 12, as: Int32.self)
+            p.storeBytes(of: RecordBatch.currentMagic, toByteOffset: 16, as: Int8.self)
+            p.storeBytes(of: attributes.bigEndian, toByteOffset: 21, as: Int16.self)
+            p.storeBytes(of: lastOffsetDelta.bigEndian, toByteOffset: 23, as: Int32.self)
+            p.storeBytes(of: baseTimestamp.bigEndian, toByteOffset: 27, as: Int64.self)
+            p.storeBytes(of: maxTimestamp.bigEndian, toByteOffset: 35, as: Int64.self)
+            p.storeBytes(of: producerId.bigEndian, toByteOffset: 43, as: Int64.self)
+            p.storeBytes(of: producerEpoch.bigEndian, toByteOffset: 51, as: Int16.self)
+            p.storeBytes(of: baseSequence.bigEndian, toByteOffset: 53, as: Int32.self)
+            p.storeBytes(of: Int32(records.count).bigEndian, toByteOffset: 57, as: Int32.self)
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: p[RecordBatch.attributesOffset...]))
+            p.storeBytes(of: crc.bigEndian, toByteOffset: RecordBatch.crcOffset, as: UInt32.self)
+        }
+        return out
+    }
+
+    private static func appendNullable(_ bytes: [UInt8]?, to out: inout [UInt8]) {
+        guard let bytes else {
+            Varint.append(-1, to: &out)
+            return
+        }
+        Varint.append(Int64(bytes.count), to: &out)
+        out.append(contentsOf: bytes)
     }
 }

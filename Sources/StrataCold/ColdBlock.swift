@@ -34,7 +34,12 @@ public enum ColdBlock {
         var shapeTable = ByteStringTable()
         var shapeKey: [UInt8] = []
         var shapes: [[[UInt8]]] = []  // literals per shape
-        var columns: [[[Range<Int>]]] = []  // tokens per shape, per slot
+        // Token columns by path (`user.id`, `tags[]`): slots of different shapes at the same
+        // place in the document share a column, so its dictionary and deltas span the block.
+        var columns: [[Range<Int>]] = []
+        var columnByPath: [String: Int] = [:]
+        var slotColumns: [[Int]] = []  // per shape, per slot
+        var slotKinds: [Int32] = []
         let slots = UnsafeMutableBufferPointer<strata_json_slot>.allocate(capacity: slotLimit)
         defer { slots.deallocate() }
         /// Shapes `value` into the streams; the slot of its shape whose string equals `key`, if any.
@@ -69,7 +74,19 @@ public enum ColdBlock {
                             if k < n { at = end + Int(slots[k].length) }
                         }
                         shapes.append(literals)
-                        columns.append(Array(repeating: [], count: n))
+                        slotKinds.removeAll(keepingCapacity: true)
+                        for k in 0..<n { slotKinds.append(slots[k].kind) }
+                        var mapping: [Int] = []
+                        for path in Self.slotPaths(literals: literals, kinds: slotKinds) {
+                            if let c = columnByPath[path] {
+                                mapping.append(c)
+                            } else {
+                                columnByPath[path] = columns.count
+                                mapping.append(columns.count)
+                                columns.append([])
+                            }
+                        }
+                        slotColumns.append(mapping)
                     }
                 }
             }
@@ -83,7 +100,7 @@ public enum ColdBlock {
             for k in 0..<n {
                 let start = base + Int(slots[k].start)
                 let length = Int(slots[k].length)
-                columns[shape][k].append(start..<(start + length))
+                columns[slotColumns[shape][k]].append(start..<(start + length))
                 if keySlot == nil, let key, key.count == length, slots[k].kind == Int32(STRATA_SLOT_STRING),
                    key.withUnsafeBytes({ kb in value.withUnsafeBytes { vb in
                        length == 0 || memcmp(kb.baseAddress!, vb.baseAddress! + Int(slots[k].start), length) == 0 } }) {
@@ -133,18 +150,18 @@ public enum ColdBlock {
         }
         var shapeStream = ColdWriter()
         shapeStream.varint(UInt64(shapes.count))
-        for literals in shapes {
+        shapeStream.varint(UInt64(columns.count))
+        for (literals, mapping) in zip(shapes, slotColumns) {
             shapeStream.varint(UInt64(literals.count - 1))
             for l in literals { shapeStream.blob(l) }
+            for c in mapping { shapeStream.varint(UInt64(c)) }
         }
         var streams = [batchStream.bytes, recordStream.bytes, keyStream.bytes, kindStream.bytes, rawStream.bytes, shapeStream.bytes]
         arena.withUnsafeBytes { a in
-            for shapeColumns in columns {
-                for tokens in shapeColumns {
-                    var w = ColdWriter()
-                    TokenColumn.encode(tokens, in: a, into: &w)
-                    streams.append(w.bytes)
-                }
+            for tokens in columns {
+                var w = ColdWriter()
+                TokenColumn.encode(tokens, in: a, into: &w)
+                streams.append(w.bytes)
             }
         }
         var out = ColdWriter()
@@ -164,6 +181,42 @@ public enum ColdBlock {
             }
         }
         return out.bytes
+    }
+
+    /// The place of each slot in its document, from the shape's literals: member names joined by
+    /// dots, `[]` for any array element (`geo.city`, `tags[]`, `items[].sku`).
+    static func slotPaths(literals: [[UInt8]], kinds: [Int32]) -> [String] {
+        var stack: [(object: Bool, key: [UInt8])] = []
+        var paths: [String] = []
+        let n = kinds.count
+        for k in 0...n {
+            var literal = literals[k][...]
+            // A string slot's quotes are in the literals around it.
+            if k > 0 && kinds[k - 1] == Int32(STRATA_SLOT_STRING) { literal = literal.dropFirst() }
+            if k < n && kinds[k] == Int32(STRATA_SLOT_STRING) { literal = literal.dropLast() }
+            var i = literal.startIndex
+            while i < literal.endIndex {
+                switch literal[i] {
+                case UInt8(ascii: "{"): stack.append((true, []))
+                case UInt8(ascii: "["): stack.append((false, []))
+                case UInt8(ascii: "}"), UInt8(ascii: "]"): if !stack.isEmpty { stack.removeLast() }
+                case UInt8(ascii: "\""):
+                    // A member name (string values are slots, never in literals).
+                    var j = i + 1
+                    while j < literal.endIndex && literal[j] != UInt8(ascii: "\"") {
+                        j += literal[j] == UInt8(ascii: "\\") ? 2 : 1
+                    }
+                    if !stack.isEmpty { stack[stack.count - 1].key = Array(literal[(i + 1)..<min(j, literal.endIndex)]) }
+                    i = j
+                default: break
+                }
+                i += 1
+            }
+            if k < n {
+                paths.append(stack.map { $0.object ? String(decoding: $0.key, as: UTF8.self) : "[]" }.joined(separator: "."))
+            }
+        }
+        return paths
     }
 
     static func zstd(_ bytes: [UInt8]) throws -> [UInt8] {
@@ -229,43 +282,43 @@ public enum ColdBlock {
                                  raw raw0: ColdReader, shapes sh0: ColdReader, columns: [[UInt8]],
                                  batchCount: Int, recordCount: Int) throws -> [ColdBatch] {
         var (b, rec, k, kinds, raw, sh) = (b0, rec0, k0, kinds0, raw0, sh0)
-        // Shapes, and which column streams hold their slots.
+        // Shapes, and the column each of their slots is in.
         let shapeCount = try sh.count(max: shapeLimit)
+        let columnCount = try sh.count(max: columns.count)
+        guard columnCount == columns.count else { throw ColdFormatError("\(columns.count) column streams for \(columnCount) columns") }
         var shapes: [[UnsafeRawBufferPointer]] = []
-        var firstColumn: [Int] = []
-        var columnIndex = 0
+        var slotColumns: [[Int]] = []
         for _ in 0..<shapeCount {
             let slots = try sh.count(max: slotLimit)
             var literals: [UnsafeRawBufferPointer] = []
             for _ in 0...slots { literals.append(try sh.blob()) }
+            var mapping: [Int] = []
+            for _ in 0..<slots { mapping.append(try sh.count(max: max(0, columnCount - 1))) }
+            guard slots == 0 || columnCount > 0 else { throw ColdFormatError("a shape's slots have no columns") }
             shapes.append(literals)
-            firstColumn.append(columnIndex)
-            columnIndex += slots
+            slotColumns.append(mapping)
         }
-        guard columnIndex == columns.count else { throw ColdFormatError("\(columns.count) column streams for \(columnIndex) slots") }
-        // Value kinds first: a column's token count is the number of values of its shape.
+        // Value kinds first: a column's token count is the number of slots of values that use it.
         var valueKinds: [Int] = []
         valueKinds.reserveCapacity(recordCount)
-        var perShape = [Int](repeating: 0, count: shapeCount)
+        var perColumn = [Int](repeating: 0, count: columnCount)
         for _ in 0..<recordCount {
             let kind = try kinds.count(max: shapeCount + 1)
-            if kind >= 2 { perShape[kind - 2] += 1 }
+            if kind >= 2 { for c in slotColumns[kind - 2] { perColumn[c] += 1 } }
             valueKinds.append(kind)
         }
         var tokens: [(bytes: [UInt8], ends: [Int])] = []
-        for s in 0..<shapeCount {
-            for slot in 0..<(shapes[s].count - 1) {
-                var bytes: [UInt8] = []
-                var ends: [Int] = []
-                ends.reserveCapacity(perShape[s])
-                try columns[firstColumn[s] + slot].withUnsafeBytes { c in
-                    var reader = ColdReader(c)
-                    try TokenColumn.decode(&reader, count: perShape[s], into: &bytes, ends: &ends)
-                }
-                tokens.append((bytes, ends))
+        for c in 0..<columnCount {
+            var bytes: [UInt8] = []
+            var ends: [Int] = []
+            ends.reserveCapacity(perColumn[c])
+            try columns[c].withUnsafeBytes { b in
+                var reader = ColdReader(b)
+                try TokenColumn.decode(&reader, count: perColumn[c], into: &bytes, ends: &ends)
             }
+            tokens.append((bytes, ends))
         }
-        var cursor = [Int](repeating: 0, count: shapeCount)
+        var cursor = [Int](repeating: 0, count: columnCount)
         var out: [ColdBatch] = []
         out.reserveCapacity(batchCount)
         var recordIndex = 0
@@ -304,14 +357,15 @@ public enum ColdBlock {
                     for slot in 0..<literals.count {
                         v.append(contentsOf: literals[slot])
                         guard slot < literals.count - 1 else { break }
-                        let column = tokens[firstColumn[s] + slot]
-                        let t = cursor[s]
+                        let c = slotColumns[s][slot]
+                        let column = tokens[c]
+                        let t = cursor[c]
+                        cursor[c] += 1
                         let start = t == 0 ? 0 : column.ends[t - 1]
                         let at = v.count
                         v.append(contentsOf: column.bytes[start..<column.ends[t]])
                         slotRanges.append(at..<v.count)
                     }
-                    cursor[s] += 1
                     value = v
                 }
                 let keyCode = try rec.count(max: k.remaining + 2)

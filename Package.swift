@@ -173,4 +173,6 @@ if Context.environment["STRATA_FUZZ"] != nil {
                           exclude: ["fuzz.dict"]))
     package.targets.append(
         .executableTarget(name: "FuzzSummaryDecode", dependencies: ["StrataQuery", "StrataLog"], path: "Fuzz/SummaryDecode"))
+    package.targets.append(
+        .executableTarget(name: "FuzzColdBlock", dependencies: ["StrataCold", "StrataLog", "CStrataScan"], path: "Fuzz/ColdBlock"))
 }

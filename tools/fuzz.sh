@@ -19,14 +19,14 @@ out="${FUZZ_OUT:-${TMPDIR:-/tmp}/strata-fuzz}"
 scratch="$root/.build-fuzz"
 # Target names and their products. -max_len is 1 MiB (a request frame or batch that large is
 # already well past what the seeds hold; libFuzzer grows inputs towards it gradually).
-targets_all=(kafka-request batch-append record-decode sasl-exchange summary-decode)
-declare -A product=([kafka-request]=FuzzKafkaRequest [batch-append]=FuzzBatchAppend [record-decode]=FuzzRecordDecode [sasl-exchange]=FuzzSaslExchange [summary-decode]=FuzzSummaryDecode)
+targets_all=(kafka-request batch-append record-decode sasl-exchange summary-decode cold-block)
+declare -A product=([kafka-request]=FuzzKafkaRequest [batch-append]=FuzzBatchAppend [record-decode]=FuzzRecordDecode [sasl-exchange]=FuzzSaslExchange [summary-decode]=FuzzSummaryDecode [cold-block]=FuzzColdBlock)
 # The two stateful targets keep a broker / log across inputs: what they hold is not a leak.
-declare -A leaks=([kafka-request]=0 [batch-append]=0 [record-decode]=1 [sasl-exchange]=1 [summary-decode]=1)
+declare -A leaks=([kafka-request]=0 [batch-append]=0 [record-decode]=1 [sasl-exchange]=1 [summary-decode]=1 [cold-block]=1)
 # Size of each target's private tmpfs. Small for the broker: a CreateTopics of 10,000 partitions
 # then fails with ENOSPC after a few hundred (an error path too) instead of creating thousands
 # of files first, which would take most of the run.
-declare -A disk=([kafka-request]=256m [batch-append]=1g [record-decode]=64m [sasl-exchange]=64m [summary-decode]=64m)
+declare -A disk=([kafka-request]=256m [batch-append]=1g [record-decode]=64m [sasl-exchange]=64m [summary-decode]=64m [cold-block]=64m)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${targets_all[@]}")
 for t in "${targets[@]}"; do

@@ -36,6 +36,9 @@ public struct ParquetExport {
         /// The raw `value` column (off: members only, about a third of the size for JSON events;
         /// values that are not JSON objects are then not exported).
         public var includeValue = true
+        /// Continue after the files already in the output directory: each partition starts after
+        /// the last offset its existing files' names cover (daily exports of new records).
+        public var resume = false
 
         public init(topic: String, outputDirectory: String) {
             self.topic = topic
@@ -104,6 +107,9 @@ public struct ParquetExport {
             var end = context.endOffsets["\(topic)-\(partition)"] ?? log.logEndOffset
             if let since = options.sinceMs { start = max(start, try broker.offset(topic: topic, partition: partition, forTimestamp: since)) }
             if let until = options.untilMs { end = min(end, try broker.offset(topic: topic, partition: partition, forTimestamp: until)) }
+            if options.resume, let last = try Self.lastExportedOffset(in: options.outputDirectory, topic: topic, partition: partition) {
+                start = max(start, last &+ 1)
+            }
             guard start < end else { continue }
             var reader = ChunkReader(context: context, topic: topic, ranges: [(partition, start, end)])
             var pending = FileRows()
@@ -285,6 +291,23 @@ final class BackgroundWriter: Sendable {
 }
 
 extension ParquetExport {
+    /// The largest last offset named by `<topic>-<partition>-<first>-<last>.parquet` files in
+    /// `directory` (nil when there are none). Other files, and names that only look alike (another
+    /// topic whose name ends in `-<partition>`), do not count.
+    static func lastExportedOffset(in directory: String, topic: String, partition: Int32) throws -> Int64? {
+        guard FileIO.exists(directory) else { return nil }
+        let prefix = "\(topic)-\(partition)-"
+        var last: Int64?
+        for name in try FileIO.listDirectory(directory) where name.hasPrefix(prefix) && name.hasSuffix(".parquet") {
+            let middle = name.dropFirst(prefix.count).dropLast(".parquet".count)
+            let parts = middle.split(separator: "-", omittingEmptySubsequences: false)
+            guard parts.count == 2, parts.allSatisfy({ $0.count == 20 && $0.allSatisfy(\.isASCII) }),
+                  let first = Int64(parts[0]), let l = Int64(parts[1]), first <= l else { continue }
+            last = max(last ?? l, l)
+        }
+        return last
+    }
+
     /// `<topic>-<partition>-<first offset>-<last offset>.parquet`, offsets zero-padded to 20
     /// digits so names sort in log order.
     static func fileName(topic: String, partition: Int32, first: Int64, last: Int64) -> String {

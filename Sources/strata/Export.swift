@@ -25,6 +25,7 @@ struct Export: ParsableCommand {
     @Option(help: "Rows per file at most.") var maxRows: Int = 1_000_000
     @Option(help: "MiB of keys and values per file at most.") var maxMib: Int = 256
     @Flag(help: "Include records of open and aborted transactions.") var readUncommitted = false
+    @Flag(help: "Continue after the files already in --output (each partition after the last offset their names cover).") var resume = false
     @Flag(help: "Leave out the raw value column (members only: smaller, but values that are not JSON objects are lost).") var withoutValue = false
 
     func run() throws {
@@ -45,6 +46,7 @@ struct Export: ParsableCommand {
         o.maxBytesPerFile = maxMib << 20
         o.readCommitted = !readUncommitted
         o.includeValue = !withoutValue
+        o.resume = resume
         let broker = try options.openReadOnly()
         defer { try? broker.close() }
         let started = monotonicMillis()

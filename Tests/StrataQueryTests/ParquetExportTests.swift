@@ -65,6 +65,26 @@ import Testing
         #expect(try export(broker, dir) { $0.sinceMs = 9_000_000_000 }.isEmpty)
     }
 
+    @Test func resumeContinuesAfterTheFilesAlreadyWritten() throws {
+        let dir = QDir()
+        let broker = try Self.broker(dir, records: 1_000)
+        defer { try? broker.close() }
+        let first = try export(broker, dir) { $0.untilMs = 1_000_000 + 600_000 }  // offsets 0-599 of each partition
+        #expect(first.map(\.lastOffset) == [599, 599])
+        // Files of another topic whose name ends like this one's partition, and stray names, do not count.
+        for stray in ["t-0-x.parquet", "t-0-00000000000000000000-00000000000000999999.parquet.tmp", "notes.txt"] {
+            FileManager.default.createFile(atPath: dir.path + "/out/" + stray, contents: Data())
+        }
+        #expect(try ParquetExport.lastExportedOffset(in: dir.path + "/out", topic: "t", partition: 0) == 599)
+        #expect(try ParquetExport.lastExportedOffset(in: dir.path + "/out", topic: "t-0", partition: 0) == nil)
+        let next = try export(broker, dir) { $0.resume = true }
+        #expect(next.map(\.firstOffset) == [600, 600] && next.map(\.lastOffset) == [999, 999])
+        #expect(try export(broker, dir) { $0.resume = true }.isEmpty)  // nothing new
+        try broker.produce(topic: "t", records: [ProducerRecord(key: nil, value: Array("{}".utf8), timestamp: 5)], partition: 1, acks: .leader)
+        let last = try export(broker, dir) { $0.resume = true }
+        #expect(last.count == 1 && last.first?.partition == 1 && last.first?.firstOffset == 1000)
+    }
+
     @Test func badRequestsAreRefusedBeforeWriting() throws {
         let dir = QDir()
         let broker = try Self.broker(dir, records: 10)

@@ -14,6 +14,9 @@ public enum ColdTier {
         public let coldBytes: Int
         public let encodeSeconds: Double
         public let verifySeconds: Double
+        /// Reading the whole segment back from cold as a consumer would (1 MiB fetches of
+        /// re-encoded, uncompressed batches).
+        public let serveSeconds: Double
     }
 
     /// Encodes and verifies every closed segment of `log` (the active one is left out).
@@ -64,8 +67,13 @@ public enum ColdTier {
             let t0 = nowNanos()
             let file = builder.finish(nextOffset: end, hotBytes: hot, largestTimestamp: largest)
             encodeNs += nowNanos() - t0
+            let t2 = nowNanos()
+            let reader = try ColdSegmentReader(file: file)
+            var at = base
+            while at < end, let r = try reader.read(from: at, maxBytes: 1 << 20) { at = r.nextOffset }
+            let serveNs = nowNanos() - t2
             report(SegmentReport(partition: partition, baseOffset: base, records: records, hotBytes: hot, coldBytes: file.count,
-                                 encodeSeconds: Double(encodeNs) / 1e9, verifySeconds: Double(verifyNs) / 1e9))
+                                 encodeSeconds: Double(encodeNs) / 1e9, verifySeconds: Double(verifyNs) / 1e9, serveSeconds: Double(serveNs) / 1e9))
         }
     }
 }

@@ -29,7 +29,7 @@ struct Tier: ParsableCommand {
         guard let count = broker.partitionCount(topic) else { throw CLIError("unknown topic '\(topic)'") }
         for p in partition where p < 0 || p >= count { throw CLIError("topic '\(topic)' has no partition \(p)") }
         var hot = 0, cold = 0, records = 0, segments = 0
-        var encode = 0.0, verify = 0.0
+        var encode = 0.0, verify = 0.0, serve = 0.0
         for p in partition.isEmpty ? Array(0..<count) : partition {
             let log = try broker.log(topic: topic, partition: p)
             try ColdTier.measure(log: log, partition: p) { r in
@@ -41,6 +41,7 @@ struct Tier: ParsableCommand {
                 segments += 1
                 encode += r.encodeSeconds
                 verify += r.verifySeconds
+                serve += r.serveSeconds
             }
         }
         guard segments > 0 else {
@@ -48,8 +49,9 @@ struct Tier: ParsableCommand {
             return
         }
         let rate = encode > 0 ? Double(hot) / encode / 1e6 : 0
+        let serveRate = serve > 0 ? Double(hot) / serve / 1e6 : 0
         print("\(topic): \(segments) closed segments, \(records) records: \(hot) bytes hot → \(cold) bytes cold "
               + "(\(String(format2: Double(hot) / Double(max(1, cold))))x smaller); encoding \(String(format2: rate)) MB/s of log on one core, "
-              + "verification \(String(format2: verify)) s; every record decoded identical")
+              + "reading it back as batches \(String(format2: serveRate)) MB/s; verification \(String(format2: verify)) s; every record decoded identical")
     }
 }

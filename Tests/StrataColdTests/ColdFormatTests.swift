@@ -176,3 +176,71 @@ struct SplitMix {
         }
     }
 }
+
+/// A cold segment read like the hot one it was made from: the same batches from every offset and
+/// the same answer to every time lookup, against a real PartitionLog.
+@Suite struct ColdReaderTests {
+    @Test func readsAndTimeLookupsMatchTheHotSegment() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("strata-cold-\(UInt64.random(in: 0...UInt64.max))").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = LogConfig()
+        config.segmentBytes = 64 * 1024
+        config.flushMode = .os
+        config.maxMessageBytes = 16 * 1024
+        let (log, _) = try PartitionLog.open(directory: dir, config: config)
+        defer { try? log.close() }
+        var rng = SplitMix(seed: 3)
+        var sequence: Int32 = 0
+        for b in 0..<400 {
+            var records: [ProducerRecord] = []
+            for i in 0..<(1 + Int(rng.next() % 20)) {
+                // Timestamps wander backwards and forwards, as producers' clocks do.
+                let ts = 1_700_000_000_000 + Int64(b) * 1000 + Int64(rng.next() % 3000) - 1500
+                let doc = #"{"i":\#(i),"b":\#(b),"ts":"2025-10-01T00:00:0\#(i % 10).000Z","s":"x\#(rng.next() % 7)"}"#
+                records.append(ProducerRecord(key: i % 3 == 0 ? nil : Array("k\(i)".utf8), value: Array(doc.utf8), timestamp: ts))
+            }
+            let idempotent = b % 5 == 0
+            _ = try log.append(RecordBatchBuilder.build(records, producerId: idempotent ? 77 : -1, producerEpoch: idempotent ? 0 : -1,
+                                                        baseSequence: idempotent ? sequence : -1))
+            if idempotent { sequence += Int32(records.count) }
+        }
+        let bases = log.segmentBaseOffsets
+        #expect(bases.count > 3)
+        let (base, end) = (bases[1], bases[2])
+        // The segment as cold, in blocks of a few batches (many blocks to cross).
+        var hotBatches: [ColdBatch] = []
+        var position = base
+        while position < end, let slice = try log.read(from: position, maxBytes: 1 << 20, upTo: end).slice {
+            try slice.forEachBatch { hotBatches.append(try ColdBatch($0)) }
+            position = slice.nextOffset
+        }
+        var builder = ColdSegmentFile.Builder(baseOffset: base)
+        for start in stride(from: 0, to: hotBatches.count, by: 7) { try builder.addBlock(Array(hotBatches[start..<min(hotBatches.count, start + 7)])) }
+        let reader = try ColdSegmentReader(file: builder.finish(nextOffset: end, hotBytes: 0, largestTimestamp: hotBatches.map(\.maxTimestamp).max()!))
+        #expect(reader.segment.blocks.count > 5)
+        for offset in base..<end {
+            let cold = try #require(try reader.read(from: offset, maxBytes: 1))
+            let hot = try #require(try log.read(from: offset, maxBytes: 1, upTo: end).slice)
+            var hotFirst: ColdBatch?
+            try hot.forEachBatch { if hotFirst == nil { hotFirst = try ColdBatch($0) } }
+            let coldFirst = try cold.bytes.withUnsafeBytes { try ColdBatch(RecordBatch(unchecked: $0)) }
+            #expect(coldFirst.records == hotFirst?.records && coldFirst.producerId == hotFirst?.producerId, "offset \(offset)")
+            #expect(cold.nextOffset == hot.nextOffset)
+        }
+        // Byte budgets: whole batches up to the budget, the whole segment when it is large.
+        let all = try #require(try reader.read(from: base, maxBytes: 1 << 30))
+        #expect(all.nextOffset == end)
+        let lo = hotBatches.map(\.baseTimestamp).min()! - 10, hi = hotBatches.map(\.maxTimestamp).max()! + 10
+        for t in stride(from: lo, through: hi, by: 97) {
+            let hot = try log.record(forTimestamp: t)
+            let cold = try reader.record(forTimestamp: t)
+            // The hot log answers over all segments; within this one the cold answer must be its first match.
+            // Past it (or nowhere), this segment has no match either.
+            if let hot, hot.offset >= base, hot.offset < end {
+                #expect(cold?.offset == hot.offset && cold?.timestamp == hot.timestamp, "time \(t)")
+            } else if hot == nil || hot!.offset >= end {
+                #expect(cold == nil, "time \(t)")
+            }
+        }
+    }
+}

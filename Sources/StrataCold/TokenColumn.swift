@@ -199,12 +199,12 @@ enum TokenColumn {
         formatInteger(Int64(m / power), into: &out)
         out.append(UInt8(ascii: "."))
         var fraction = m % power
-        var digits = [UInt8](repeating: UInt8(ascii: "0"), count: scale)
-        for k in stride(from: scale - 1, through: 0, by: -1) {
-            digits[k] = UInt8(fraction % 10) + UInt8(ascii: "0")
+        let start = out.count
+        out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: scale))
+        for k in stride(from: start + scale - 1, through: start, by: -1) {
+            out[k] = UInt8(fraction % 10) + UInt8(ascii: "0")
             fraction /= 10
         }
-        out.append(contentsOf: digits)
     }
 
     /// `YYYY-MM-DDTHH:MM:SS.sssZ` (RFC 3339 in UTC with milliseconds, as JavaScript's
@@ -236,18 +236,32 @@ enum TokenColumn {
         let secondOfDay = Int((seconds % 86_400 + 86_400) % 86_400)
         let days = Int((seconds - Int64(secondOfDay)) / 86_400)
         let (year, month, day) = civilFromDays(days)
-        func put(_ value: Int, _ width: Int) {
-            var digits = [UInt8](repeating: 0, count: width)
-            var x = value
-            for k in stride(from: width - 1, through: 0, by: -1) {
-                digits[k] = UInt8(x % 10) + UInt8(ascii: "0")
-                x /= 10
+        // Written in place: this runs once per timestamp token a reader decodes.
+        let start = out.count
+        out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: 24))
+        out.withUnsafeMutableBufferPointer { b in
+            func put(_ value: Int, _ width: Int, at position: Int) {
+                var x = value
+                for k in stride(from: position + width - 1, through: position, by: -1) {
+                    b[start + k] = UInt8(x % 10) + UInt8(ascii: "0")
+                    x /= 10
+                }
             }
-            out.append(contentsOf: digits)
+            put(year, 4, at: 0)
+            b[start + 4] = UInt8(ascii: "-")
+            put(month, 2, at: 5)
+            b[start + 7] = UInt8(ascii: "-")
+            put(day, 2, at: 8)
+            b[start + 10] = UInt8(ascii: "T")
+            put(secondOfDay / 3600, 2, at: 11)
+            b[start + 13] = UInt8(ascii: ":")
+            put(secondOfDay / 60 % 60, 2, at: 14)
+            b[start + 16] = UInt8(ascii: ":")
+            put(secondOfDay % 60, 2, at: 17)
+            b[start + 19] = UInt8(ascii: ".")
+            put(ms, 3, at: 20)
+            b[start + 23] = UInt8(ascii: "Z")
         }
-        put(year, 4); out.append(UInt8(ascii: "-")); put(month, 2); out.append(UInt8(ascii: "-")); put(day, 2)
-        out.append(UInt8(ascii: "T")); put(secondOfDay / 3600, 2); out.append(UInt8(ascii: ":")); put(secondOfDay / 60 % 60, 2)
-        out.append(UInt8(ascii: ":")); put(secondOfDay % 60, 2); out.append(UInt8(ascii: ".")); put(ms, 3); out.append(UInt8(ascii: "Z"))
     }
 
     static func daysInMonth(_ year: Int, _ month: Int) -> Int {

@@ -1,3 +1,5 @@
+import StrataCore
+
 /// Timestamps as users write them: RFC 3339 (`2025-10-01T00:00:25.920Z`, `…+02:00`), epoch
 /// milliseconds, or (for CLI windows) a duration back from now (`30s`, `15m`, `2h`, `7d`).
 public enum Timestamps {
@@ -43,7 +45,7 @@ public enum Timestamps {
             return nil
         }
         guard i == b.count else { return nil }
-        let days = daysFromCivil(y, mo, d)
+        let days = CivilDate.daysFromCivil(y, mo, d)
         let seconds = Int64(days) * 86400 + Int64(h * 3600 + mi * 60 + s) - Int64(offsetMinutes * 60)
         return seconds * 1000 + Int64(ms)
     }
@@ -51,16 +53,6 @@ public enum Timestamps {
     public static func parseRFC3339(_ s: String) -> Int64? {
         var s = s
         return s.withUTF8 { parseRFC3339(UnsafeRawBufferPointer($0)) }
-    }
-
-    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    static func daysFromCivil(_ y0: Int, _ m: Int, _ d: Int) -> Int {
-        let y = m <= 2 ? y0 - 1 : y0
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146097 + doe - 719468
     }
 
     /// A JSON field value as a timestamp: an RFC 3339 string or an integer of epoch milliseconds.

@@ -184,26 +184,10 @@ extension ColdBatch {
             if let packed = Compression.compress(codec, body), packed.count < body.count { body = packed } else { codec = .none }
         }
         guard RecordBatch.headerSize + body.count - RecordBatch.logOverhead <= Int(Int32.max) else { throw ColdFormatError("batch too large") }
-        var out = [UInt8](repeating: 0, count: RecordBatch.headerSize)
-        out.append(contentsOf: body)
-        let attributes = (attributes & ~0x7) | codec.rawValue
-        out.withUnsafeMutableBytes { p in
-            p.storeBytes(of: baseOffset.bigEndian, toByteOffset: 0, as: Int64.self)
-            p.storeBytes(of: Int32(p.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
-            p.storeBytes(of: partitionLeaderEpoch.bigEndian, toByteOffset: 12, as: Int32.self)
-            p.storeBytes(of: RecordBatch.currentMagic, toByteOffset: 16, as: Int8.self)
-            p.storeBytes(of: attributes.bigEndian, toByteOffset: 21, as: Int16.self)
-            p.storeBytes(of: lastOffsetDelta.bigEndian, toByteOffset: 23, as: Int32.self)
-            p.storeBytes(of: baseTimestamp.bigEndian, toByteOffset: 27, as: Int64.self)
-            p.storeBytes(of: maxTimestamp.bigEndian, toByteOffset: 35, as: Int64.self)
-            p.storeBytes(of: producerId.bigEndian, toByteOffset: 43, as: Int64.self)
-            p.storeBytes(of: producerEpoch.bigEndian, toByteOffset: 51, as: Int16.self)
-            p.storeBytes(of: baseSequence.bigEndian, toByteOffset: 53, as: Int32.self)
-            p.storeBytes(of: Int32(records.count).bigEndian, toByteOffset: 57, as: Int32.self)
-            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: p[RecordBatch.attributesOffset...]))
-            p.storeBytes(of: crc.bigEndian, toByteOffset: RecordBatch.crcOffset, as: UInt32.self)
-        }
-        return out
+        return RecordBatchBuilder.assemble(records: body, baseOffset: baseOffset, partitionLeaderEpoch: partitionLeaderEpoch,
+                                           attributes: (attributes & ~0x7) | codec.rawValue, lastOffsetDelta: lastOffsetDelta,
+                                           baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp, producerId: producerId,
+                                           producerEpoch: producerEpoch, baseSequence: baseSequence, recordCount: Int32(records.count))
     }
 
     private static func appendNullable(_ bytes: [UInt8]?, to out: inout [UInt8]) {

@@ -11,43 +11,31 @@ enum TokenColumn {
     /// Encodes `tokens` (ranges of `arena`) into `w`: one encoding byte, then its data.
     static func encode(_ tokens: [Range<Int>], in arena: UnsafeRawBufferPointer, into w: inout ColdWriter) {
         func token(_ i: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: arena[tokens[i]]) }
-        // Integers.
-        var numbers: [Int64] = []
-        numbers.reserveCapacity(tokens.count)
-        var ok = true
-        for i in tokens.indices {
-            guard let v = canonicalInteger(token(i)) else { ok = false; break }
-            numbers.append(v)
+        /// Every token through `parse`, or nil as soon as one does not parse.
+        func parsedAll<T>(_ parse: (UnsafeRawBufferPointer) -> T?) -> [T]? {
+            var out: [T] = []
+            out.reserveCapacity(tokens.count)
+            for i in tokens.indices {
+                guard let v = parse(token(i)) else { return nil }
+                out.append(v)
+            }
+            return out
         }
-        if ok {
+        if let numbers = parsedAll(canonicalInteger) {
             w.bytes.append(Encoding.integer.rawValue)
             deltas(numbers, into: &w)
             return
         }
         // Decimals: an unscaled integer and a scale each.
-        numbers.removeAll(keepingCapacity: true)
-        var scales: [UInt8] = []
-        ok = true
-        for i in tokens.indices {
-            guard let (v, scale) = decimal(token(i)) else { ok = false; break }
-            numbers.append(v)
-            scales.append(scale)
-        }
-        if ok {
+        if let decimals = parsedAll(decimal) {
             w.bytes.append(Encoding.decimal.rawValue)
-            for s in scales { w.varint(UInt64(s)) }
-            deltas(numbers, into: &w)
+            for d in decimals { w.varint(UInt64(d.1)) }
+            deltas(decimals.map(\.0), into: &w)
             return
         }
-        numbers.removeAll(keepingCapacity: true)
-        ok = true
-        for i in tokens.indices {
-            guard let v = timestampMillisZ(token(i)) else { ok = false; break }
-            numbers.append(v)
-        }
-        if ok {
+        if let times = parsedAll(timestampMillisZ) {
             w.bytes.append(Encoding.timestampMillisZ.rawValue)
-            deltas(numbers, into: &w)
+            deltas(times, into: &w)
             return
         }
         // Text: a dictionary when values repeat.
@@ -223,8 +211,8 @@ enum TokenColumn {
         }
         guard let year = number(0, 4), let month = number(5, 2), let day = number(8, 2), let hour = number(11, 2),
               let minute = number(14, 2), let second = number(17, 2), let ms = number(20, 3),
-              (1...12).contains(month), day >= 1, day <= daysInMonth(year, month), hour < 24, minute < 60, second < 60 else { return nil }
-        let days = daysFromCivil(year, month, day)
+              (1...12).contains(month), day >= 1, day <= CivilDate.daysInMonth(year, month), hour < 24, minute < 60, second < 60 else { return nil }
+        let days = CivilDate.daysFromCivil(year, month, day)
         return ((Int64(days) * 24 + Int64(hour)) * 60 + Int64(minute)) * 60_000 + Int64(second) * 1000 + Int64(ms)
     }
 
@@ -235,7 +223,7 @@ enum TokenColumn {
         let seconds = (v - Int64(ms)) / 1000
         let secondOfDay = Int((seconds % 86_400 + 86_400) % 86_400)
         let days = Int((seconds - Int64(secondOfDay)) / 86_400)
-        let (year, month, day) = civilFromDays(days)
+        let (year, month, day) = CivilDate.civilFromDays(days)
         // Written in place: this runs once per timestamp token a reader decodes.
         let start = out.count
         out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: 24))
@@ -262,35 +250,5 @@ enum TokenColumn {
             put(ms, 3, at: 20)
             b[start + 23] = UInt8(ascii: "Z")
         }
-    }
-
-    static func daysInMonth(_ year: Int, _ month: Int) -> Int {
-        switch month {
-        case 2: return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28
-        case 4, 6, 9, 11: return 30
-        default: return 31
-        }
-    }
-
-    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    static func daysFromCivil(_ y0: Int, _ m: Int, _ d: Int) -> Int {
-        let y = m <= 2 ? y0 - 1 : y0
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146_097 + doe - 719_468
-    }
-
-    static func civilFromDays(_ z0: Int) -> (Int, Int, Int) {
-        let z = z0 + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp + (mp < 10 ? 3 : -9)
-        return (yoe + era * 400 + (m <= 2 ? 1 : 0), m, d)
     }
 }

@@ -58,22 +58,32 @@ public enum RecordBatchBuilder {
             body.append(contentsOf: scratch)
         }
 
+        return assemble(records: body, baseOffset: baseOffset, partitionLeaderEpoch: partitionLeaderEpoch, attributes: transactional ? 0x10 : 0,
+                        lastOffsetDelta: Int32(records.count - 1), baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp,
+                        producerId: producerId, producerEpoch: producerEpoch, baseSequence: baseSequence, recordCount: Int32(records.count))
+    }
+
+    /// A batch from its records section (already compressed when `attributes` says so) and its
+    /// header fields: the 61-byte header, its length and CRC-32C filled in.
+    public static func assemble(records body: [UInt8], baseOffset: Int64, partitionLeaderEpoch: Int32, attributes: Int16, lastOffsetDelta: Int32,
+                                baseTimestamp: Int64, maxTimestamp: Int64, producerId: Int64, producerEpoch: Int16, baseSequence: Int32,
+                                recordCount: Int32) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: RecordBatch.headerSize)
         out.reserveCapacity(RecordBatch.headerSize + body.count)
         out.append(contentsOf: body)
         out.withUnsafeMutableBytes { p in
             p.storeBytes(of: baseOffset.bigEndian, toByteOffset: 0, as: Int64.self)
-            p.storeBytes(of: Int32(p.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
+            p.storeBytes(of: Int32(truncatingIfNeeded: p.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
             p.storeBytes(of: partitionLeaderEpoch.bigEndian, toByteOffset: 12, as: Int32.self)
             p.storeBytes(of: RecordBatch.currentMagic, toByteOffset: 16, as: Int8.self)
-            p.storeBytes(of: Int16(transactional ? 0x10 : 0).bigEndian, toByteOffset: 21, as: Int16.self)
-            p.storeBytes(of: Int32(records.count - 1).bigEndian, toByteOffset: 23, as: Int32.self)
+            p.storeBytes(of: attributes.bigEndian, toByteOffset: 21, as: Int16.self)
+            p.storeBytes(of: lastOffsetDelta.bigEndian, toByteOffset: 23, as: Int32.self)
             p.storeBytes(of: baseTimestamp.bigEndian, toByteOffset: 27, as: Int64.self)
             p.storeBytes(of: maxTimestamp.bigEndian, toByteOffset: 35, as: Int64.self)
             p.storeBytes(of: producerId.bigEndian, toByteOffset: 43, as: Int64.self)
             p.storeBytes(of: producerEpoch.bigEndian, toByteOffset: 51, as: Int16.self)
             p.storeBytes(of: baseSequence.bigEndian, toByteOffset: 53, as: Int32.self)
-            p.storeBytes(of: Int32(records.count).bigEndian, toByteOffset: 57, as: Int32.self)
+            p.storeBytes(of: recordCount.bigEndian, toByteOffset: 57, as: Int32.self)
             let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: p[RecordBatch.attributesOffset...]))
             p.storeBytes(of: crc.bigEndian, toByteOffset: RecordBatch.crcOffset, as: UInt32.self)
         }
@@ -155,26 +165,9 @@ public struct RecordBatchWriter: Sendable {
     /// The finished batch (baseOffset 0; the log assigns it). Resets the writer for reuse.
     public mutating func finish() -> [UInt8] {
         precondition(recordCount > 0, "a record batch holds at least one record")
-        var out = [UInt8](repeating: 0, count: RecordBatch.headerSize)
-        out.reserveCapacity(RecordBatch.headerSize + body.count)
-        out.append(contentsOf: body)
-        let count = recordCount
-        let baseTs = baseTimestamp
-        let maxTs = maxTimestamp
-        out.withUnsafeMutableBytes { p in
-            p.storeBytes(of: Int32(p.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
-            p.storeBytes(of: Int32(-1).bigEndian, toByteOffset: 12, as: Int32.self)
-            p.storeBytes(of: RecordBatch.currentMagic, toByteOffset: 16, as: Int8.self)
-            p.storeBytes(of: Int32(count - 1).bigEndian, toByteOffset: 23, as: Int32.self)
-            p.storeBytes(of: baseTs.bigEndian, toByteOffset: 27, as: Int64.self)
-            p.storeBytes(of: maxTs.bigEndian, toByteOffset: 35, as: Int64.self)
-            p.storeBytes(of: Int64(-1).bigEndian, toByteOffset: 43, as: Int64.self)
-            p.storeBytes(of: Int16(-1).bigEndian, toByteOffset: 51, as: Int16.self)
-            p.storeBytes(of: Int32(-1).bigEndian, toByteOffset: 53, as: Int32.self)
-            p.storeBytes(of: Int32(count).bigEndian, toByteOffset: 57, as: Int32.self)
-            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: p[RecordBatch.attributesOffset...]))
-            p.storeBytes(of: crc.bigEndian, toByteOffset: RecordBatch.crcOffset, as: UInt32.self)
-        }
+        let out = RecordBatchBuilder.assemble(records: body, baseOffset: 0, partitionLeaderEpoch: -1, attributes: 0,
+                                              lastOffsetDelta: Int32(recordCount - 1), baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp,
+                                              producerId: -1, producerEpoch: -1, baseSequence: -1, recordCount: Int32(recordCount))
         body.removeAll(keepingCapacity: true)
         recordCount = 0
         return out

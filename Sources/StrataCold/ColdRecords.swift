@@ -65,18 +65,11 @@ public struct ColdFormatError: Error, CustomStringConvertible, Sendable {
 struct ColdWriter {
     var bytes: [UInt8] = []
 
-    mutating func varint(_ value: UInt64) { Self.varint(value, into: &bytes) }
+    mutating func varint(_ value: UInt64) { Varint.appendUnsigned(value, to: &bytes) }
 
-    static func varint(_ value: UInt64, into bytes: inout [UInt8]) {
-        var v = value
-        while v >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
-            v >>= 7
-        }
-        bytes.append(UInt8(v))
-    }
+    static func varint(_ value: UInt64, into bytes: inout [UInt8]) { Varint.appendUnsigned(value, to: &bytes) }
 
-    mutating func signed(_ v: Int64) { varint(UInt64(bitPattern: (v << 1) ^ (v >> 63))) }
+    mutating func signed(_ v: Int64) { varint(Varint.zigzag(v)) }
 
     mutating func fixed<T: FixedWidthInteger>(_ v: T) {
         withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) }
@@ -168,13 +161,13 @@ extension ColdBatch {
             scratch.append(0)
             Varint.append(r.timestamp &- baseTimestamp, to: &scratch)
             Varint.append(r.offset &- baseOffset, to: &scratch)
-            Self.appendNullable(r.key, to: &scratch)
-            Self.appendNullable(r.value, to: &scratch)
+            RecordBatchBuilder.appendNullable(r.key, to: &scratch)
+            RecordBatchBuilder.appendNullable(r.value, to: &scratch)
             Varint.append(Int64(r.headers.count), to: &scratch)
             for h in r.headers {
                 Varint.append(Int64(h.key.count), to: &scratch)
                 scratch.append(contentsOf: h.key)
-                Self.appendNullable(h.value, to: &scratch)
+                RecordBatchBuilder.appendNullable(h.value, to: &scratch)
             }
             Varint.append(Int64(scratch.count), to: &body)
             body.append(contentsOf: scratch)
@@ -188,14 +181,5 @@ extension ColdBatch {
                                            attributes: (attributes & ~0x7) | codec.rawValue, lastOffsetDelta: lastOffsetDelta,
                                            baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp, producerId: producerId,
                                            producerEpoch: producerEpoch, baseSequence: baseSequence, recordCount: Int32(records.count))
-    }
-
-    private static func appendNullable(_ bytes: [UInt8]?, to out: inout [UInt8]) {
-        guard let bytes else {
-            Varint.append(-1, to: &out)
-            return
-        }
-        Varint.append(Int64(bytes.count), to: &out)
-        out.append(contentsOf: bytes)
     }
 }

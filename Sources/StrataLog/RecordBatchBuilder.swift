@@ -106,7 +106,8 @@ public enum RecordBatchBuilder {
         return batch
     }
 
-    private static func appendNullable(_ bytes: [UInt8]?, to out: inout [UInt8]) {
+    /// A nullable byte string as records hold them: a zigzag varint length (-1 for null), the bytes.
+    public static func appendNullable(_ bytes: [UInt8]?, to out: inout [UInt8]) {
         guard let bytes else {
             Varint.append(-1, to: &out)
             return

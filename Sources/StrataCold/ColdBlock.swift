@@ -6,8 +6,9 @@ import StrataCore
 /// One block of a cold segment: a run of whole batches (about 8 MiB of log) stored as streams,
 /// each zstd-compressed when that is smaller. JSON values are split into a *shape* (the text
 /// around their scalars: braces, member names, quotes, separators, whitespace) and the scalars,
-/// which go to one token column per shape and slot; values that are not strict JSON (or past the
-/// shape limit) are kept whole. Layout byte by byte: docs/format.md, "Cold segments".
+/// which go to one token column per path (`user.id`, `tags[]`), shared by every shape with that
+/// path; values that are not strict JSON (or past the shape limit) are kept whole. Layout byte
+/// by byte: docs/format.md, "Cold segments".
 public enum ColdBlock {
     /// Shapes per block at most; later new shapes are stored whole.
     static let shapeLimit = 1024
@@ -230,8 +231,10 @@ public enum ColdBlock {
     }
 
     /// The batches of a block; every count and length is checked against the bytes before use.
-    /// `maxBytes` bounds each stream's decompressed size.
-    public static func decode(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 1 << 30) throws -> [ColdBatch] {
+    /// `maxBytes` bounds both the block's decompressed streams together and the records decoded
+    /// from them (a block holds ~8 MiB of log: hostile streams that inflate past the budget, or
+    /// a literal repeated by millions of records, are refused rather than allocated).
+    public static func decode(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 256 << 20) throws -> [ColdBatch] {
         var r = ColdReader(bytes)
         let batchCount = try r.count(max: recordLimit)
         let recordCount = try r.count(max: recordLimit)
@@ -239,9 +242,11 @@ public enum ColdBlock {
         guard streamCount >= 6 else { throw ColdFormatError("\(streamCount) streams") }
         var streams: [[UInt8]] = []
         streams.reserveCapacity(min(streamCount, 4096))
+        var budget = maxBytes
         for _ in 0..<streamCount {
             let codec = try r.fixed(UInt8.self)
-            let rawLength = try r.count(max: maxBytes)
+            let rawLength = try r.count(max: budget)
+            budget -= rawLength
             let stored = try r.blob()
             switch codec {
             case 0:
@@ -269,7 +274,7 @@ public enum ColdBlock {
                             try streams[Stream.shapes.rawValue].withUnsafeBytes { sh in
                                 try assemble(batches: ColdReader(b), records: ColdReader(rec), keys: ColdReader(k), kinds: ColdReader(kinds),
                                              raw: ColdReader(raw), shapes: ColdReader(sh), columns: Array(streams[6...]),
-                                             batchCount: batchCount, recordCount: recordCount)
+                                             batchCount: batchCount, recordCount: recordCount, maxOutputBytes: maxBytes)
                             }
                         }
                     }
@@ -280,7 +285,7 @@ public enum ColdBlock {
 
     private static func assemble(batches b0: ColdReader, records rec0: ColdReader, keys k0: ColdReader, kinds kinds0: ColdReader,
                                  raw raw0: ColdReader, shapes sh0: ColdReader, columns: [[UInt8]],
-                                 batchCount: Int, recordCount: Int) throws -> [ColdBatch] {
+                                 batchCount: Int, recordCount: Int, maxOutputBytes: Int) throws -> [ColdBatch] {
         var (b, rec, k, kinds, raw, sh) = (b0, rec0, k0, kinds0, raw0, sh0)
         // Shapes, and the column each of their slots is in.
         let shapeCount = try sh.count(max: shapeLimit)
@@ -304,7 +309,13 @@ public enum ColdBlock {
         var perColumn = [Int](repeating: 0, count: columnCount)
         for _ in 0..<recordCount {
             let kind = try kinds.count(max: shapeCount + 1)
-            if kind >= 2 { for c in slotColumns[kind - 2] { perColumn[c] += 1 } }
+            if kind >= 2 {
+                for c in slotColumns[kind - 2] {
+                    // Every encoding spends at least a byte per token: more tokens than bytes is a lie.
+                    perColumn[c] += 1
+                    guard perColumn[c] <= columns[c].count else { throw ColdFormatError("column \(c) cannot hold \(perColumn[c]) tokens") }
+                }
+            }
             valueKinds.append(kind)
         }
         var tokens: [(bytes: [UInt8], ends: [Int])] = []
@@ -319,6 +330,11 @@ public enum ColdBlock {
             tokens.append((bytes, ends))
         }
         var cursor = [Int](repeating: 0, count: columnCount)
+        var outputBytes = 0
+        func spend(_ n: Int) throws {
+            outputBytes += n
+            guard outputBytes <= maxOutputBytes else { throw ColdFormatError("a block decoding to more than \(maxOutputBytes) bytes") }
+        }
         var out: [ColdBatch] = []
         out.reserveCapacity(batchCount)
         var recordIndex = 0
@@ -345,6 +361,7 @@ public enum ColdBlock {
                 let headerCount = try rec.count(max: rec.remaining / 2)
                 var headers: [ColdHeader] = []
                 for _ in 0..<headerCount { headers.append(ColdHeader(key: Array(try rec.blob()), value: try rec.nullableBlob())) }
+                try spend(headers.reduce(0) { $0 + $1.key.count + ($1.value?.count ?? 0) })
                 let kind = valueKinds[recordIndex]
                 var value: [UInt8]?
                 var slotRanges: [Range<Int>] = []
@@ -354,6 +371,7 @@ public enum ColdBlock {
                     let s = kind - 2
                     let literals = shapes[s]
                     var v: [UInt8] = []
+                    try spend(literals.reduce(0) { $0 + $1.count })
                     for slot in 0..<literals.count {
                         v.append(contentsOf: literals[slot])
                         guard slot < literals.count - 1 else { break }
@@ -362,6 +380,7 @@ public enum ColdBlock {
                         let t = cursor[c]
                         cursor[c] += 1
                         let start = t == 0 ? 0 : column.ends[t - 1]
+                        try spend(column.ends[t] - start)
                         let at = v.count
                         v.append(contentsOf: column.bytes[start..<column.ends[t]])
                         slotRanges.append(at..<v.count)
@@ -374,6 +393,7 @@ public enum ColdBlock {
                     let slot = try rec.count(max: max(0, slotRanges.count - 1))
                     guard let v = value, slot < slotRanges.count else { throw ColdFormatError("a key refers to a value slot that is not there") }
                     key = Array(v[slotRanges[slot]])
+                    try spend(slotRanges[slot].count)
                 } else if keyCode >= 2 {
                     key = Array(try k.take(keyCode - 2))
                 }

@@ -122,6 +122,7 @@ struct ColdReader {
     /// A varint that must be at most `limit`.
     mutating func count(max limit: Int) throws(ColdFormatError) -> Int {
         let v = try varint()
+        guard limit >= 0 else { throw ColdFormatError("count \(v) where none is possible") }
         guard v <= UInt64(limit) else { throw ColdFormatError("count \(v) over \(limit)") }
         return Int(v)
     }

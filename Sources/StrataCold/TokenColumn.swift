@@ -1,6 +1,6 @@
 import StrataCore
 
-/// The values of one slot of one shape across a block's records, stored by the narrowest
+/// The values of one path (`user.id`, `tags[]`) across a block's records, stored by the narrowest
 /// encoding that gives every token back byte for byte: canonical integers, decimals and
 /// `YYYY-MM-DDTHH:MM:SS.sssZ` timestamps become numbers (zigzag varint deltas); other text is a
 /// dictionary (when at most half the tokens are distinct) or length-prefixed bytes. Each typed

@@ -79,21 +79,18 @@ public enum ParquetFile {
         let values = c.valueCount
         chunk.nullCount = rows - values
         (chunk.minValue, chunk.maxValue) = statistics(c)
-        let dictionary = c.type == .boolean ? nil : buildDictionary(c)
+        // No dictionary for booleans (a bit each already) or a chunk without values.
+        let dictionary = c.type == .boolean || values == 0 ? nil : buildDictionary(c)
         if let dictionary {
             chunk.dictionaryPageOffset = 0
             try appendPage(&chunk, type: .dictionary, body: dictionary.plain, count: dictionary.count)
         }
         chunk.dataPageOffset = chunk.bytes.count
-        // Rows per page from the average PLAIN size of a value.
-        let plainBytes = c.type == .byteArray ? c.byteCount + 4 * values : values * (c.type == .boolean ? 1 : 8)
-        let perRow = max(1, plainBytes / max(1, rows))
-        let rowsPerPage = dictionary != nil ? 1 << 16 : min(1 << 16, max(1024, pageTargetBytes / perRow))
         var valueCursor = 0
         var pageStart = 0
         var levels: [UInt32] = []
         while pageStart < rows || (rows == 0 && pageStart == 0) {
-            let pageEnd = min(rows, pageStart + rowsPerPage)
+            let pageEnd = Self.pageEnd(c, from: pageStart, firstValue: valueCursor, rows: rows, dictionary: dictionary != nil)
             var body: [UInt8] = []
             var pageValues = pageEnd - pageStart
             if c.optional {
@@ -127,6 +124,26 @@ public enum ParquetFile {
         }
         chunk.encodings = dictionary != nil ? [.plain, .rle, .rleDictionary] : [.plain, .rle]
         return chunk
+    }
+
+    /// Where the page starting at row `start` ends: at most 65,536 rows, and without a dictionary
+    /// once its PLAIN values reach ~1 MiB (counted value by value: one long value makes a short
+    /// page, never a huge one; at least one row).
+    static func pageEnd(_ c: ParquetColumnBuilder, from start: Int, firstValue: Int, rows: Int, dictionary: Bool) -> Int {
+        let limit = min(rows, start + (1 << 16))
+        guard !dictionary else { return limit }
+        var bytes = 0
+        var value = firstValue
+        var row = start
+        while row < limit {
+            if !c.optional || c.defined[row] != 0 {
+                bytes += c.type == .byteArray ? 4 + (c.ends[value] - (value == 0 ? 0 : c.ends[value - 1])) : (c.type == .boolean ? 1 : 8)
+                value += 1
+            }
+            row += 1
+            if bytes >= pageTargetBytes { break }
+        }
+        return max(row, min(rows, start + 1))
     }
 
     /// PLAIN encoding of values `range` of `c`.

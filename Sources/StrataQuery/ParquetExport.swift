@@ -108,7 +108,8 @@ public struct ParquetExport {
             if let since = options.sinceMs { start = max(start, try broker.offset(topic: topic, partition: partition, forTimestamp: since)) }
             if let until = options.untilMs { end = min(end, try broker.offset(topic: topic, partition: partition, forTimestamp: until)) }
             if options.resume, let last = try Self.lastExportedOffset(in: options.outputDirectory, topic: topic, partition: partition) {
-                start = max(start, last &+ 1)
+                // (A name claiming the largest offset leaves nothing after it.)
+                start = last == .max ? end : max(start, last + 1)
             }
             guard start < end else { continue }
             var reader = ChunkReader(context: context, topic: topic, ranges: [(partition, start, end)])
@@ -301,7 +302,7 @@ extension ParquetExport {
         for name in try FileIO.listDirectory(directory) where name.hasPrefix(prefix) && name.hasSuffix(".parquet") {
             let middle = name.dropFirst(prefix.count).dropLast(".parquet".count)
             let parts = middle.split(separator: "-", omittingEmptySubsequences: false)
-            guard parts.count == 2, parts.allSatisfy({ $0.count == 20 && $0.allSatisfy(\.isASCII) }),
+            guard parts.count == 2, parts.allSatisfy({ $0.count == 20 && $0.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }),
                   let first = Int64(parts[0]), let l = Int64(parts[1]), first <= l else { continue }
             last = max(last ?? l, l)
         }

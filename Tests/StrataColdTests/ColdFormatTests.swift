@@ -244,3 +244,52 @@ struct SplitMix {
         }
     }
 }
+
+/// Blocks written by hand to lie in the ways a review found: each is refused with an error, not
+/// a trap or an allocation the size of the lie.
+@Suite struct ColdHostileBlockTests {
+    /// A block of `records` records in one batch, all of one shape with one slot, whose column is `column`.
+    static func block(records: Int, literal: [UInt8] = Array("{\"a\":".utf8), column: [UInt8], zstdKinds: Bool = false) throws -> [UInt8] {
+        var batches = ColdWriter()
+        batches.signed(0); batches.varint(UInt64(records - 1)); batches.signed(0); batches.varint(0)
+        batches.signed(-1); batches.signed(-1); batches.signed(-1); batches.signed(0); batches.signed(0); batches.varint(UInt64(records))
+        var recs = ColdWriter()
+        for _ in 0..<records { recs.signed(0); recs.signed(0); recs.varint(0); recs.varint(0) }
+        let kinds = [UInt8](repeating: 2, count: records)
+        var shapes = ColdWriter()
+        shapes.varint(1); shapes.varint(1); shapes.varint(1)
+        shapes.blob(literal); shapes.blob(Array("}".utf8)); shapes.varint(0)
+        var out = ColdWriter()
+        out.varint(1); out.varint(UInt64(records)); out.varint(7)
+        for (i, s) in [batches.bytes, recs.bytes, [], kinds, [], shapes.bytes, column].enumerated() {
+            if i == 3 && zstdKinds {
+                out.bytes.append(1); out.varint(UInt64(s.count)); out.blob(try ColdBlock.zstd(s))
+            } else {
+                out.bytes.append(0); out.varint(UInt64(s.count)); out.blob(s)
+            }
+        }
+        return out.bytes
+    }
+
+    @Test func aWellFormedHandWrittenBlockDecodes() throws {
+        var column = ColdWriter()
+        column.bytes.append(1)  // integers
+        for _ in 0..<3 { column.signed(1) }
+        let batches = try Self.block(records: 3, column: column.bytes).withUnsafeBytes { try ColdBlock.decode($0) }
+        #expect(batches.first?.records.map { String(decoding: $0.value ?? [], as: UTF8.self) } == [#"{"a":1}"#, #"{"a":2}"#, #"{"a":3}"#])
+    }
+
+    @Test func lyingBlocksAreRefused() throws {
+        // A dictionary with no entries that tokens index into.
+        #expect(throws: (any Error).self) { try Self.block(records: 1, column: [4, 0, 0]).withUnsafeBytes { try ColdBlock.decode($0) } }
+        // More tokens than the column has bytes (each token takes at least one).
+        #expect(throws: (any Error).self) { try Self.block(records: 100, column: [5]).withUnsafeBytes { try ColdBlock.decode($0) } }
+        // A stream that decompresses past the block's budget.
+        let inflating = try Self.block(records: 100_000, column: [5] + [UInt8](repeating: 0, count: 100_000), zstdKinds: true)
+        #expect(throws: (any Error).self) { try inflating.withUnsafeBytes { try ColdBlock.decode($0, maxBytes: 64 << 10) } }
+        // A long literal repeated by every record: the output, not the input, passes the budget.
+        let amplified = try Self.block(records: 2_000, literal: [UInt8](repeating: 0x20, count: 64 << 10) + Array("{\"a\":".utf8),
+                                       column: [5] + [UInt8](repeating: 0, count: 2_000), zstdKinds: true)
+        #expect(throws: (any Error).self) { try amplified.withUnsafeBytes { try ColdBlock.decode($0, maxBytes: 16 << 20) } }
+    }
+}

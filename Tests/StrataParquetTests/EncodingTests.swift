@@ -117,4 +117,21 @@ import Testing
         [0xFF].withUnsafeBytes { blob.append(bytes: $0) }
         #expect(ParquetFile.statistics(blob).0 == nil)  // unannotated byte arrays: no min/max
     }
+
+    @Test func pagesEndByTheBytesOfTheirValues() {
+        var c = ParquetColumnBuilder(name: "v", type: .byteArray, optional: true)
+        let big = [UInt8](repeating: 0x61, count: 600 << 10)
+        for i in 0..<5000 {
+            if i % 2 == 1 { c.appendNull(); continue }
+            if i < 10 { big.withUnsafeBytes { c.append(bytes: $0) } } else { [0x62].withUnsafeBytes { c.append(bytes: $0) } }
+        }
+        // Every two 600 KiB values reach 1 MiB and end a page; then the small values share one.
+        #expect(ParquetFile.pageEnd(c, from: 0, firstValue: 0, rows: 5000, dictionary: false) == 3)
+        #expect(ParquetFile.pageEnd(c, from: 3, firstValue: 2, rows: 5000, dictionary: false) == 7)
+        #expect(ParquetFile.pageEnd(c, from: 7, firstValue: 4, rows: 5000, dictionary: false) == 5000)
+        #expect(ParquetFile.pageEnd(c, from: 4999, firstValue: 2500, rows: 5000, dictionary: false) == 5000)
+        var empty = ParquetColumnBuilder(name: "e", type: .int64, optional: true)
+        empty.appendNull()
+        #expect((try? ParquetFile.encode(rowCount: 1, columns: [empty], createdBy: "test")) != nil)  // all null: no dictionary page
+    }
 }

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Columnar storage of JSON events in one run: the cold format (`strata tier --dry-run`) and
+`strata export --format parquet` against DuckDB's Parquet (zstd) of the same JSON lines.
+
+Generates N events (../shared/data/gen_events.py, or tools/gen-nested-events.py with
+--generator nested; cached in the work directory), loads them with `strata produce
+--timestamp-field ts` (and `--key-field` for the flat events, as applications key by user), then
+measures, in this order and on this machine:
+  - DuckDB 2 threads: COPY (SELECT * FROM read_json_auto(lines)) TO parquet (zstd): time, bytes;
+  - strata tier --dry-run: log bytes of the closed segments, cold bytes, encoding and read-back
+    speed (each block decoded and compared record by record);
+  - strata export (with and without the raw value column): time, bytes;
+  - DuckDB's GROUP BY over its own file and over the export (best of RUNS).
+Prints bytes per event so that the closed segments (the active one is never converted) compare
+with the whole file. Needs a release build (built here) and duckdb (pip; installed when missing).
+
+Usage: tools/bench-cold.py [--events N] [--generator flat|nested] [--segment-mb M] [--runs R] [--work DIR]
+"""
+import argparse, glob, os, re, shutil, subprocess, sys, time
+
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ap = argparse.ArgumentParser()
+ap.add_argument("--events", type=int, default=1_000_000)
+ap.add_argument("--generator", choices=["flat", "nested"], default="flat")
+ap.add_argument("--segment-mb", type=int, default=32)
+ap.add_argument("--runs", type=int, default=3)
+ap.add_argument("--work", default="/tmp/strata-bench-cold")
+args = ap.parse_args()
+try:
+    import duckdb
+except ImportError:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "duckdb"])
+    import duckdb
+
+os.makedirs(args.work, exist_ok=True)
+flat = args.generator == "flat"
+lines = os.path.join(args.work, f"{args.generator}_{args.events}.jsonl")
+if not os.path.exists(lines):
+    gen = os.path.join(root, "..", "shared", "data", "gen_events.py") if flat else os.path.join(root, "tools", "gen-nested-events.py")
+    subprocess.check_call([sys.executable, gen, "-n", str(args.events), "-o", lines + ".tmp"])
+    os.rename(lines + ".tmp", lines)
+subprocess.check_call(["swift", "build", "-c", "release", "--package-path", root, "--product", "strata"], stdout=sys.stderr)
+strata = os.path.join(root, ".build", "release", "strata")
+data = os.path.join(args.work, f"data_{args.generator}_{args.events}_{args.segment_mb}m")
+if not os.path.exists(os.path.join(data, "loaded")):
+    shutil.rmtree(data, ignore_errors=True)
+    subprocess.check_call([strata, "topics", "create", "events", "--data", data, "--config", f"segment.bytes={args.segment_mb << 20}"],
+                          stdout=subprocess.DEVNULL)
+    keys = ["--key-field", "user_id"] if flat else []
+    subprocess.check_call([strata, "produce", "events", "--data", data, "--timestamp-field", "ts", "--file", lines] + keys,
+                          stdout=subprocess.DEVNULL)
+    open(os.path.join(data, "loaded"), "w").close()
+
+
+def timed(cmd):
+    t = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return time.perf_counter() - t, out
+
+
+con = duckdb.connect()
+con.execute("SET threads = 2")
+con.execute("SET enable_progress_bar = false")
+parquet = os.path.join(args.work, f"duck_{args.generator}_{args.events}.parquet")
+t = time.perf_counter()
+con.execute(f"COPY (SELECT * FROM read_json_auto('{lines}')) TO '{parquet}' (FORMAT parquet, COMPRESSION zstd)")
+duck_s = time.perf_counter() - t
+duck_bytes = os.path.getsize(parquet)
+
+_, out = timed([strata, "tier", "events", "--dry-run", "--data", data])
+m = re.search(r"(\d+) records: (\d+) bytes hot → (\d+) bytes cold .*encoding ([\d.]+) MB/s.*as batches ([\d.]+) MB/s", out)
+if not m:
+    sys.exit("unexpected strata tier output: " + out[-500:])
+cold_records, hot, cold, enc, serve = int(m[1]), int(m[2]), int(m[3]), float(m[4]), float(m[5])
+
+exports = {}
+for label, extra in (("export", []), ("export --without-value", ["--without-value"])):
+    out_dir = os.path.join(args.work, "export_" + ("nv" if extra else "full"))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    s, _ = timed([strata, "export", "events", "--output", out_dir, "--data", data] + extra)
+    exports[label] = (s, sum(os.path.getsize(f) for f in glob.glob(os.path.join(out_dir, "*.parquet"))), out_dir)
+
+group = "type" if not flat else "event_type"
+measure = "total" if not flat else "amount"
+
+
+def best(sql):
+    times = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        con.execute(sql).fetchall()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+q_own = best(f"SELECT {group}, count(*), sum({measure}) FROM '{parquet}' GROUP BY 1")
+export_dir = exports["export"][2]
+q_exp = best(f"SELECT {group}, count(*), sum({measure}) FROM read_parquet('{export_dir}/*.parquet', union_by_name = true) GROUP BY 1")
+
+n = args.events
+print(f"{args.generator} events: {n} ({os.path.getsize(lines)} bytes of JSON lines); closed segments hold {cold_records}")
+print(f"{'':34}{'seconds':>9}{'bytes':>14}{'bytes/event':>13}{'vs DuckDB':>11}")
+print(f"{'DuckDB JSON lines -> Parquet zstd':34}{duck_s:9.2f}{duck_bytes:14d}{duck_bytes / n:13.2f}{1.0:10.2f}x")
+print(f"{'log (closed segments)':34}{'':9}{hot:14d}{hot / cold_records:13.2f}{(hot / cold_records) / (duck_bytes / n):10.2f}x")
+print(f"{'cold (strata tier --dry-run)':34}{'':9}{cold:14d}{cold / cold_records:13.2f}{(cold / cold_records) / (duck_bytes / n):10.2f}x")
+for label, (s, b, _) in exports.items():
+    print(f"{'strata ' + label:34}{s:9.2f}{b:14d}{b / n:13.2f}{(b / n) / (duck_bytes / n):10.2f}x")
+print(f"cold: {hot / cold:.2f}x smaller than the log; encoding {enc:.1f} MB/s of log per core, reading back as batches {serve:.1f} MB/s")
+print(f"DuckDB GROUP BY over its own Parquet {q_own:.3f} s, over strata's export {q_exp:.3f} s ({q_exp / q_own:.2f}x)")

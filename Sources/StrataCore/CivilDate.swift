@@ -30,4 +30,25 @@ public enum CivilDate {
         let m = mp + (mp < 10 ? 3 : -9)
         return (yoe + era * 400 + (m <= 2 ? 1 : 0), m, d)
     }
+
+    /// `YYYY-MM-DDTHH:MM:SS.sssZ` (RFC 3339 in UTC with milliseconds, as JavaScript's
+    /// toISOString and most event producers write it): milliseconds since the epoch.
+    public static func parseMillisZ(_ t: UnsafeRawBufferPointer) -> Int64? {
+        guard t.count == 24, t[4] == UInt8(ascii: "-"), t[7] == UInt8(ascii: "-"), t[10] == UInt8(ascii: "T"), t[13] == UInt8(ascii: ":"),
+              t[16] == UInt8(ascii: ":"), t[19] == UInt8(ascii: "."), t[23] == UInt8(ascii: "Z") else { return nil }
+        func number(_ from: Int, _ count: Int) -> Int? {
+            var v = 0
+            for i in from..<(from + count) {
+                let d = t[i] &- UInt8(ascii: "0")
+                guard d <= 9 else { return nil }
+                v = v * 10 + Int(d)
+            }
+            return v
+        }
+        guard let year = number(0, 4), let month = number(5, 2), let day = number(8, 2), let hour = number(11, 2),
+              let minute = number(14, 2), let second = number(17, 2), let ms = number(20, 3),
+              (1...12).contains(month), day >= 1, day <= daysInMonth(year, month), hour < 24, minute < 60, second < 60 else { return nil }
+        let days = daysFromCivil(year, month, day)
+        return ((Int64(days) * 24 + Int64(hour)) * 60 + Int64(minute)) * 60_000 + Int64(second) * 1000 + Int64(ms)
+    }
 }

@@ -330,6 +330,8 @@ struct MemberColumns {
         var kinds: UInt32 = 0
         /// Bytes of its values' JSON text (room for its column).
         var bytes = 0
+        /// Every string so far is a `YYYY-MM-DDTHH:MM:SS.sssZ` time (then the column is a TIMESTAMP).
+        var allTimestamps = true
     }
 
     let limit: Int
@@ -345,7 +347,7 @@ struct MemberColumns {
     /// Per column, the last row that set it (a duplicate member: the first one counts, as in SQLite).
     private var lastRow: [Int] = []
     private var physical: [ParquetPhysicalType] = []
-    private var asText: [Bool] = []
+    private var isTimestamp: [Bool] = []
 
     init(limit: Int) { self.limit = limit }
 
@@ -409,8 +411,13 @@ struct MemberColumns {
             while lastSurveyed.count <= c { lastSurveyed.append(0) }
             guard lastSurveyed[c] != surveyed else { continue }
             lastSurveyed[c] = surveyed
-            members[c].kinds |= 1 << UInt32(found[i].kind)
+            let kind = found[i].kind
+            members[c].kinds |= 1 << UInt32(kind)
             members[c].bytes += Int(found[i].value_length)
+            if members[c].allTimestamps && kind == Int32(STRATA_MEMBER_TEXT) {
+                let content = UnsafeRawBufferPointer(rebasing: json[Int(found[i].value_start + 1)..<Int(found[i].value_start + found[i].value_length - 1)])
+                if CivilDate.parseMillisZ(content) == nil { members[c].allTimestamps = false }
+            }
         }
     }
 
@@ -430,7 +437,13 @@ struct MemberColumns {
             let string: UInt32 = 1 << UInt32(STRATA_MEMBER_TEXT) | 1 << UInt32(STRATA_MEMBER_ESCAPED)
             let nested: UInt32 = 1 << UInt32(STRATA_MEMBER_OBJECT) | 1 << UInt32(STRATA_MEMBER_ARRAY)
             var c: ParquetColumnBuilder
-            if kinds != 0 && kinds & ~integer == 0 {
+            var timestamps = false
+            if kinds == 1 << UInt32(STRATA_MEMBER_TEXT) && m.allTimestamps {
+                // Times as JavaScript's toISOString writes them (UTC, milliseconds): a TIMESTAMP
+                // column; this spelling is the only one that maps back to each value exactly.
+                c = ParquetColumnBuilder(name: name, type: .int64, logicalType: .timestampMillisUTC, optional: true)
+                timestamps = true
+            } else if kinds != 0 && kinds & ~integer == 0 {
                 c = ParquetColumnBuilder(name: name, type: .int64, optional: true)
             } else if kinds != 0 && kinds & ~number == 0 {
                 c = ParquetColumnBuilder(name: name, type: .double, optional: true)
@@ -445,7 +458,7 @@ struct MemberColumns {
             }
             c.reserve(rows: rows, bytes: m.bytes)
             physical.append(c.type)
-            asText.append(c.type == .byteArray)
+            isTimestamp.append(timestamps)
             columns.append(c)
         }
         return columns
@@ -463,6 +476,9 @@ struct MemberColumns {
             if kind == Int(STRATA_MEMBER_NULL) { continue }
             let rawValue = UnsafeRawBufferPointer(start: base + Int(m.value_start), count: Int(m.value_length))
             switch physical[c] {
+            case .int64 where isTimestamp[c]:
+                let content = UnsafeRawBufferPointer(rebasing: rawValue[1..<(rawValue.count - 1)])
+                if let ms = CivilDate.parseMillisZ(content) { columns[c].append(ms) }
             case .int64:
                 columns[c].append(m.integer)
             case .double:

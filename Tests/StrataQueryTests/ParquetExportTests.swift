@@ -4,6 +4,7 @@ import Testing
 @testable import StrataBroker
 @testable import StrataLog
 @testable import StrataQuery
+@testable import StrataParquet
 
 /// strata export's own behaviour (files, names, limits, member columns); the files' content is
 /// read back by pyarrow and DuckDB in tools/compat/test_export.py.
@@ -104,6 +105,20 @@ import Testing
         // "offset" and "Key" (any case) take the prefix; "value_offset" then needs a second one.
         #expect(columns.map(\.name) == ["value_offset", "value_Key", "value_value_offset", "x", "é"])
         #expect(columns.map(\.type) == [.int64, .byteArray, .boolean, .byteArray, .byteArray])
+    }
+
+    @Test func millisecondUTCStringsBecomeTimestamps() {
+        var members = MemberColumns(limit: 10)
+        for doc in [#"{"ts":"2025-10-01T00:00:00.000Z","d":"2024-02-29T23:59:59.999Z","x":"2025-10-01T00:00:00Z"}"#,
+                    #"{"ts":"2025-10-01T12:30:00.250Z","d":"2025-02-29T00:00:00.000Z","x":null}"#] {
+            Array(doc.utf8).withUnsafeBytes { members.survey($0) }
+        }
+        let columns = members.makeColumns(reservingRows: 2)
+        // ts: every value a valid UTC millisecond time; d: 2025-02-29 is not a date; x: no milliseconds.
+        #expect(columns.map(\.logicalType) == [.timestampMillisUTC, .string, .string])
+        var filled = columns
+        Array(#"{"ts":"1970-01-01T00:00:01.500Z"}"#.utf8).withUnsafeBytes { members.extract($0, row: 0, into: &filled) }
+        #expect(filled[0].int64s == [1500])
     }
 
     @Test func membersPastTheLimitStayInTheValue() {

@@ -145,10 +145,25 @@ def lossy(s):
     return s.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if any(0xD800 <= ord(c) <= 0xDFFF for c in s) else s
 
 
+def millis_z(text):
+    """Epoch ms of a `YYYY-MM-DDTHH:MM:SS.sssZ` string with a real date and time, else None."""
+    import datetime
+    import re
+    if not isinstance(text, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", text):
+        return None
+    try:
+        t = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+    return int(round(t.timestamp() * 1000))
+
+
 def expected_member(column_type, value, raw):
     """The cell strata export writes for one JSON member value, by the file's column type."""
     if value is None:
         return None
+    if column_type == "timestamp":
+        return millis_z(value)
     if column_type == "int64":
         return value
     if column_type == "double":
@@ -168,6 +183,8 @@ def arrow_kind(t):
         return "double"
     if pa.types.is_boolean(t):
         return "bool"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
     return "text"
 
 
@@ -182,6 +199,14 @@ def member_column_names(schema_names, members):
         used.add(name.lower())
         out[m] = name
     return out
+
+
+def firsts_of(members):
+    """{name: (value, raw)} with the first of duplicate members, as SQLite's ->> reads them."""
+    firsts = {}
+    for name, v, raw in members or []:
+        firsts.setdefault(name, (v, raw))
+    return firsts
 
 
 def verify_file(path, delivered):
@@ -211,6 +236,12 @@ def verify_file(path, delivered):
     columns = member_column_names(names, members)
     assert sorted(names[6:]) == sorted(columns.values()), (names[6:], columns)
     kinds = {m: arrow_kind(schema.field(columns[m]).type) for m in members}
+    # A member is a TIMESTAMP column exactly when every one of its values in the file is such a string.
+    for m in members:
+        values = [firsts_of(parsed[p]).get(m, (None, None))[0] for p in parsed]
+        values = [v for v in values if v is not None]
+        want_ts = bool(values) and all(millis_z(v) is not None for v in values)
+        assert (kinds[m] == "timestamp") == want_ts, (m, kinds[m], values[:3])
     for r in rows:
         pos = (r["partition"], r["offset"])
         key, value, headers, ts, part = delivered[pos]
@@ -226,10 +257,7 @@ def verify_file(path, delivered):
             assert got == want, (pos, got, want)
         else:
             assert r["headers"] is None, (pos, r["headers"])
-        ms = parsed[pos]
-        firsts = {}
-        for name, v, raw in ms or []:
-            firsts.setdefault(name, (v, raw))  # the first of duplicate members, as SQLite
+        firsts = firsts_of(parsed[pos])
         for m in members:
             got = r[columns[m]]
             if m not in firsts:
@@ -237,6 +265,9 @@ def verify_file(path, delivered):
                 continue
             want = expected_member(kinds[m], *firsts[m])
             if isinstance(want, float) and isinstance(got, float) and math.isnan(want):
+                continue
+            if kinds[m] == "timestamp":
+                assert got is not None and int(round(got.timestamp() * 1000)) == want, (m, pos, got, want)
                 continue
             if kinds[m] == "text" and not isinstance(firsts[m][0], str) and firsts[m][0] is not None:
                 want = firsts[m][1]  # the member's JSON text as written
@@ -346,7 +377,7 @@ def test_generated_events_match_strata_query(srv):
         total += len(file_rows)
         first, last = os.path.basename(f)[:-8].split("-")[-2:]
         assert int(first) == min(r["offset"] for r in file_rows) and int(last) == max(r["offset"] for r in file_rows)
-        assert kinds["latency_ms"] == "int64" and kinds["amount"] == "double", kinds
+        assert kinds["latency_ms"] == "int64" and kinds["amount"] == "double" and kinds["ts"] == "timestamp", kinds
     assert total == len(delivered)
     # DuckDB over the files answers as strata query over the log.
     import duckdb

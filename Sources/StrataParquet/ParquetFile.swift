@@ -28,7 +28,7 @@ public enum ParquetFile {
     /// Statistics of byte arrays longer than this are left out (min/max would bloat the footer).
     static let statisticsMaxBytes = 64
 
-    enum Encoding: Int32 { case plain = 0, rle = 3, rleDictionary = 8 }
+    enum Encoding: Int32 { case plain = 0, rle = 3, deltaBinaryPacked = 5, rleDictionary = 8 }
     enum PageType: Int32 { case data = 0, dictionary = 2 }
     static let zstdCodec: Int32 = 6
 
@@ -115,14 +115,14 @@ public enum ParquetFile {
                     RLEHybrid.encode(UnsafeBufferPointer(rebasing: all[range]), bitWidth: width, into: &body)
                 }
             } else {
-                plain(c, range, into: &body)
+                valueEncoding(c, dictionary: false) == .deltaBinaryPacked ? delta(c, range, into: &body) : plain(c, range, into: &body)
             }
-            try appendPage(&chunk, type: .data, body: body, count: pageEnd - pageStart, encoding: dictionary != nil ? .rleDictionary : .plain)
+            try appendPage(&chunk, type: .data, body: body, count: pageEnd - pageStart, encoding: valueEncoding(c, dictionary: dictionary != nil))
             valueCursor = range.upperBound
             pageStart = pageEnd
             if rows == 0 { break }
         }
-        chunk.encodings = dictionary != nil ? [.plain, .rle, .rleDictionary] : [.plain, .rle]
+        chunk.encodings = dictionary != nil ? [.plain, .rle, .rleDictionary] : [.rle, valueEncoding(c, dictionary: false)]
         return chunk
     }
 
@@ -144,6 +144,74 @@ public enum ParquetFile {
             if bytes >= pageTargetBytes { break }
         }
         return max(row, min(rows, start + 1))
+    }
+
+    /// How a chunk's data pages hold values: dictionary indexes, deltas for integers (offsets,
+    /// times and counters shrink to a few bits), PLAIN for the rest.
+    static func valueEncoding(_ c: ParquetColumnBuilder, dictionary: Bool) -> Encoding {
+        if dictionary { return .rleDictionary }
+        return c.type == .int64 || c.type == .int32 ? .deltaBinaryPacked : .plain
+    }
+
+    /// DELTA_BINARY_PACKED (Encodings.md) of values `range` of an INT32/INT64 column: a header
+    /// (block size 128, 4 miniblocks, value count, first value), then per block of 128 deltas the
+    /// smallest delta and per miniblock of 32 its bit width and the deltas above the smallest,
+    /// bit-packed LSB first. Wrapping arithmetic throughout, as the specification's readers use.
+    static func delta(_ c: ParquetColumnBuilder, _ range: Range<Int>, into out: inout [UInt8]) {
+        let values: [Int64] = c.type == .int64 ? Array(c.int64s[range]) : c.int32s[range].map { Int64($0) }
+        func zigzag(_ v: Int64) -> UInt64 { UInt64(bitPattern: (v << 1) ^ (v >> 63)) }
+        RLEHybrid.varint(128, into: &out)
+        RLEHybrid.varint(4, into: &out)
+        RLEHybrid.varint(UInt64(values.count), into: &out)
+        RLEHybrid.varint(zigzag(values.first ?? 0), into: &out)
+        guard values.count > 1 else { return }
+        var deltas: [Int64] = []
+        deltas.reserveCapacity(values.count - 1)
+        for i in 1..<values.count { deltas.append(values[i] &- values[i - 1]) }
+        var blockStart = 0
+        var packed: [UInt64] = []
+        while blockStart < deltas.count {
+            let block = deltas[blockStart..<min(deltas.count, blockStart + 128)]
+            let minDelta = block.min()!
+            RLEHybrid.varint(zigzag(minDelta), into: &out)
+            packed.removeAll(keepingCapacity: true)
+            for d in block { packed.append(UInt64(bitPattern: d &- minDelta)) }
+            // Miniblocks with no values keep a width byte (0) and no body.
+            let miniblocks = (packed.count + 31) / 32
+            var widths: [Int] = []
+            for m in 0..<4 {
+                guard m < miniblocks else {
+                    widths.append(0)
+                    continue
+                }
+                let top = packed[(m * 32)..<min(packed.count, m * 32 + 32)].reduce(0, |)
+                widths.append(top == 0 ? 0 : 64 - top.leadingZeroBitCount)
+            }
+            for w in widths { out.append(UInt8(w)) }
+            for m in 0..<miniblocks {
+                let width = widths[m]
+                var accumulator: UInt64 = 0
+                var bits = 0
+                for k in 0..<32 {
+                    var x = m * 32 + k < packed.count ? packed[m * 32 + k] : 0  // the last miniblock is padded
+                    var left = width
+                    while left > 0 {
+                        let take = min(left, 56 - bits)
+                        let mask: UInt64 = take == 64 ? .max : (1 << UInt64(take)) - 1
+                        accumulator |= (x & mask) << UInt64(bits)
+                        bits += take
+                        x = take == 64 ? 0 : x >> UInt64(take)
+                        left -= take
+                        while bits >= 8 {
+                            out.append(UInt8(truncatingIfNeeded: accumulator))
+                            accumulator >>= 8
+                            bits -= 8
+                        }
+                    }
+                }
+            }
+            blockStart += 128
+        }
     }
 
     /// PLAIN encoding of values `range` of `c`.

@@ -134,4 +134,27 @@ import Testing
         empty.appendNull()
         #expect((try? ParquetFile.encode(rowCount: 1, columns: [empty], createdBy: "test")) != nil)  // all null: no dictionary page
     }
+
+    @Test func deltaBinaryPackedMatchesTheSpecificationsExample() {
+        // Encodings.md, example 1: 1, 2, 3, 4, 5 → deltas 1 (min delta 1, width 0).
+        var c = ParquetColumnBuilder(name: "o", type: .int64, optional: false)
+        for v: Int64 in [1, 2, 3, 4, 5] { c.append(v) }
+        var out: [UInt8] = []
+        ParquetFile.delta(c, 0..<5, into: &out)
+        #expect(out == [0x80, 0x01, 0x04, 0x05, 0x02, 0x02, 0, 0, 0, 0])
+        // Example 2: 7, 5, 3, 1, 2, 3, 4, 5 → deltas -2 -2 -2 1 1 1 1, min -2, width 2.
+        var d = ParquetColumnBuilder(name: "v", type: .int32, optional: false)
+        for v: Int32 in [7, 5, 3, 1, 2, 3, 4, 5] { d.append(v) }
+        out = []
+        ParquetFile.delta(d, 0..<8, into: &out)
+        #expect(Array(out.prefix(10)) == [0x80, 0x01, 0x04, 0x08, 0x0E, 0x03, 0x02, 0, 0, 0])
+        // Deltas above the minimum 0 0 0 3 | 3 3 3 (then padding 0s) at 2 bits, LSB first: 0b11000000, 0b00111111.
+        #expect(Array(out.dropFirst(10)) == [0xC0, 0x3F] + [UInt8](repeating: 0, count: 6))
+        // Extremes wrap instead of trapping.
+        var e = ParquetColumnBuilder(name: "w", type: .int64, optional: false)
+        for v: Int64 in [.max, .min, 0, .max] { e.append(v) }
+        out = []
+        ParquetFile.delta(e, 0..<4, into: &out)
+        #expect(!out.isEmpty)
+    }
 }

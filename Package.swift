@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(name: "StrataStreamsTests", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
         .testTarget(name: "StrataKitTests", dependencies: ["StrataKit", "StrataCore"]),
         .testTarget(name: "StrataParquetTests", dependencies: ["StrataParquet"]),
-        .testTarget(name: "StrataColdTests", dependencies: ["StrataCold", "StrataLog"]),
+        .testTarget(name: "StrataColdTests", dependencies: ["StrataCold", "StrataLog", "StrataCore"]),
         .testTarget(name: "StrataQueryTests", dependencies: ["StrataQuery", "StrataBroker", "StrataLog", "CStrataScan", "StrataParquet"]),
         .testTarget(
             name: "StrataKafkaTests",

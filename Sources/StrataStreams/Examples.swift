@@ -3,19 +3,6 @@ import StrataCore
 import StrataLog
 import Synchronization
 
-/// A small deterministic PRNG (SplitMix64): the same seed gives the same orders everywhere.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// RFC 3339 text of epoch milliseconds (UTC), e.g. `2025-10-01T00:00:05.120Z`.
 public func formatRFC3339(_ ms: Int64) -> String {
     let days = Int64((Double(ms) / 86_400_000).rounded(.down))

@@ -1,4 +1,5 @@
 import Foundation
+import StrataCore
 import Testing
 @testable import StrataCold
 @testable import StrataLog
@@ -20,7 +21,7 @@ import Testing
     ]
 
     static func batches(seed: UInt64 = 1, count: Int = 40) -> [ColdBatch] {
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var out: [ColdBatch] = []
         var offset: Int64 = 1_000
         var ts: Int64 = 1_759_276_800_000
@@ -123,7 +124,7 @@ import Testing
     /// allocates past its bounds.
     @Test func hostileBlocksNeverTrap() throws {
         let bytes = try ColdBlock.encode(Self.batches(seed: 9, count: 10))
-        var rng = SplitMix(seed: 77)
+        var rng = SplitMix64(seed: 77)
         for round in 0..<3000 {
             var b = bytes
             switch round % 3 {
@@ -137,18 +138,6 @@ import Testing
             }
             _ = try? b.withUnsafeBytes { try ColdBlock.decode($0, maxBytes: 1 << 24) }
         }
-    }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 
@@ -189,7 +178,7 @@ struct SplitMix {
         config.maxMessageBytes = 16 * 1024
         let (log, _) = try PartitionLog.open(directory: dir, config: config)
         defer { try? log.close() }
-        var rng = SplitMix(seed: 3)
+        var rng = SplitMix64(seed: 3)
         var sequence: Int32 = 0
         for b in 0..<400 {
             var records: [ProducerRecord] = []

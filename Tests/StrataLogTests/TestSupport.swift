@@ -1,4 +1,5 @@
 import Foundation
+import StrataCore
 @testable import StrataLog
 
 /// A fresh directory under /tmp, removed when the value is released.
@@ -19,17 +20,7 @@ final class TempDirectory: @unchecked Sendable {
 }
 
 /// Deterministic pseudo-random numbers (SplitMix64), so a failing property test can be replayed.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+typealias SeededRandom = SplitMix64
 
 /// A JSON event like the ones gen_events.py makes, `size`-ish bytes.
 func event(_ i: Int, size: Int = 200) -> [UInt8] {

@@ -21,7 +21,17 @@ public enum ColdBlock {
     enum Stream: Int { case batches = 0, records, keys, valueKinds, rawValues, shapes }
 
     /// The block's bytes.
-    public static func encode(_ batches: [ColdBatch]) throws -> [UInt8] {
+    /// What one stream of a block holds and costs (`strata tier --dry-run --streams`).
+    public struct StreamStats: Sendable {
+        /// `batches`, `records`, `keys`, `value kinds`, `whole values`, `shapes`, or a column's path.
+        public let name: String
+        /// For a column: integer, decimal, timestamp, dictionary or raw.
+        public let encoding: String
+        public let rawBytes: Int
+        public let storedBytes: Int
+    }
+
+    public static func encode(_ batches: [ColdBatch], stats: ((StreamStats) -> Void)? = nil) throws -> [UInt8] {
         let recordCount = batches.reduce(0) { $0 + $1.records.count }
         guard recordCount <= recordLimit else { throw ColdFormatError("\(recordCount) records in one block") }
         var batchStream = ColdWriter()
@@ -169,8 +179,18 @@ public enum ColdBlock {
         out.varint(UInt64(batches.count))
         out.varint(UInt64(recordCount))
         out.varint(UInt64(streams.count))
-        for s in streams {
+        var names = ["batches", "records", "keys", "value kinds", "whole values", "shapes"]
+        if stats != nil {
+            var paths = [String](repeating: "", count: columns.count)
+            for (path, c) in columnByPath { paths[c] = path.isEmpty ? "(top level)" : path }
+            names += paths
+        }
+        for (i, s) in streams.enumerated() {
             let packed = try zstd(s)
+            if let stats {
+                let encoding = i < 6 ? "" : (TokenColumn.Encoding(rawValue: s.first ?? 0).map { "\($0)" } ?? "?")
+                stats(StreamStats(name: names[i], encoding: encoding, rawBytes: s.count, storedBytes: min(s.count, packed.count)))
+            }
             if packed.count < s.count {
                 out.bytes.append(1)
                 out.varint(UInt64(s.count))

@@ -47,9 +47,9 @@ public struct ColdSegmentFile: Sendable {
 
         /// Encodes one block of batches (in offset order, after the previous block's).
         @discardableResult
-        public mutating func addBlock(_ batches: [ColdBatch]) throws -> [UInt8] {
+        public mutating func addBlock(_ batches: [ColdBatch], stats: ((ColdBlock.StreamStats) -> Void)? = nil) throws -> [UInt8] {
             guard let first = batches.first, let last = batches.last else { return [] }
-            let bytes = try ColdBlock.encode(batches)
+            let bytes = try ColdBlock.encode(batches, stats: stats)
             entries.append((first.baseOffset, last.baseOffset &+ Int64(last.lastOffsetDelta) &+ 1, batches.map(\.maxTimestamp).max() ?? -1, bytes))
             return bytes
         }

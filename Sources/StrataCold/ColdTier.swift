@@ -20,7 +20,10 @@ public enum ColdTier {
     }
 
     /// Encodes and verifies every closed segment of `log` (the active one is left out).
-    public static func measure(log: PartitionLog, partition: Int32, report: (SegmentReport) -> Void) throws {
+    /// `streams`, when given, hears about every stream of every block (what each part of the
+    /// records costs).
+    public static func measure(log: PartitionLog, partition: Int32, streams: ((ColdBlock.StreamStats) -> Void)? = nil,
+                               report: (SegmentReport) -> Void) throws {
         let bases = log.segmentBaseOffsets
         guard bases.count > 1 else { return }
         for (i, base) in bases.dropLast().enumerated() {
@@ -36,7 +39,7 @@ public enum ColdTier {
             func flush() throws {
                 guard !block.isEmpty else { return }
                 let t0 = nowNanos()
-                let bytes = try builder.addBlock(block)
+                let bytes = try builder.addBlock(block, stats: streams)
                 let t1 = nowNanos()
                 let back = try bytes.withUnsafeBytes { try ColdBlock.decode($0) }
                 guard back == block else {

@@ -58,12 +58,34 @@ enum TokenColumn {
         for i in tokens.indices { w.blob(token(i)) }
     }
 
+    /// Numbers as a mode byte, then zigzag varints of either the deltas (mode 0: increasing
+    /// times, counters) or the values themselves (mode 1: values of mixed shapes interleaved,
+    /// where deltas swing), whichever is shorter.
     private static func deltas(_ values: [Int64], into w: inout ColdWriter) {
+        var asDeltas = ColdWriter()
+        var asValues = ColdWriter()
         var previous: Int64 = 0
         for v in values {
-            w.signed(v &- previous)
+            asDeltas.signed(v &- previous)
+            asValues.signed(v)
             previous = v
         }
+        let useValues = asValues.bytes.count < asDeltas.bytes.count
+        w.bytes.append(useValues ? 1 : 0)
+        w.bytes.append(contentsOf: useValues ? asValues.bytes : asDeltas.bytes)
+    }
+
+    /// The next number of a column written by `deltas`.
+    private static func number(_ r: inout ColdReader, previous: inout Int64, mode: UInt8) throws(ColdFormatError) -> Int64 {
+        let v = try r.signed()
+        previous = mode == 0 ? previous &+ v : v
+        return previous
+    }
+
+    private static func numberMode(_ r: inout ColdReader) throws(ColdFormatError) -> UInt8 {
+        let mode = try r.fixed(UInt8.self)
+        guard mode <= 1 else { throw ColdFormatError("number mode \(mode)") }
+        return mode
     }
 
     /// Decodes `count` tokens, appending their bytes to `out` and their ends to `ends`.
@@ -71,10 +93,11 @@ enum TokenColumn {
         guard let encoding = Encoding(rawValue: try r.fixed(UInt8.self)) else { throw ColdFormatError("unknown token encoding") }
         switch encoding {
         case .integer, .timestampMillisZ:
+            let mode = try numberMode(&r)
             var previous: Int64 = 0
             for _ in 0..<count {
-                previous = previous &+ (try r.signed())
-                if encoding == .integer { formatInteger(previous, into: &out) } else { try formatTimestampMillisZ(previous, into: &out) }
+                let v = try number(&r, previous: &previous, mode: mode)
+                if encoding == .integer { formatInteger(v, into: &out) } else { try formatTimestampMillisZ(v, into: &out) }
                 ends.append(out.count)
             }
         case .decimal:
@@ -85,10 +108,10 @@ enum TokenColumn {
                 guard s >= 1 && s <= 18 else { throw ColdFormatError("decimal scale \(s)") }
                 scales.append(UInt8(s))
             }
+            let mode = try numberMode(&r)
             var previous: Int64 = 0
             for s in scales {
-                previous = previous &+ (try r.signed())
-                formatDecimal(previous, scale: Int(s), into: &out)
+                formatDecimal(try number(&r, previous: &previous, mode: mode), scale: Int(s), into: &out)
                 ends.append(out.count)
             }
         case .dictionary:

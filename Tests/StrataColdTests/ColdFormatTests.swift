@@ -263,6 +263,7 @@ import Testing
     @Test func aWellFormedHandWrittenBlockDecodes() throws {
         var column = ColdWriter()
         column.bytes.append(1)  // integers
+        column.bytes.append(0)  // as deltas
         for _ in 0..<3 { column.signed(1) }
         let batches = try Self.block(records: 3, column: column.bytes).withUnsafeBytes { try ColdBlock.decode($0) }
         #expect(batches.first?.records.map { String(decoding: $0.value ?? [], as: UTF8.self) } == [#"{"a":1}"#, #"{"a":2}"#, #"{"a":3}"#])

@@ -34,18 +34,18 @@ public enum ColdTier {
             var hot = 0
             var records = 0
             var largest: Int64 = -1
-            var encodeNs: UInt64 = 0
-            var verifyNs: UInt64 = 0
+            var encodeNs: Int64 = 0
+            var verifyNs: Int64 = 0
             func flush() throws {
                 guard !block.isEmpty else { return }
-                let t0 = nowNanos()
+                let t0 = monotonicNanos()
                 let bytes = try builder.addBlock(block, stats: streams)
-                let t1 = nowNanos()
+                let t1 = monotonicNanos()
                 let back = try bytes.withUnsafeBytes { try ColdBlock.decode($0) }
                 guard back == block else {
                     throw ColdFormatError("block at offset \(block[0].baseOffset) of partition \(partition) does not decode to the records it was made of")
                 }
-                verifyNs += nowNanos() - t1
+                verifyNs += monotonicNanos() - t1
                 encodeNs += t1 - t0
                 block.removeAll(keepingCapacity: true)
                 blockHot = 0
@@ -54,7 +54,7 @@ public enum ColdTier {
             while position < end {
                 let result = try log.read(from: position, maxBytes: 4 << 20, upTo: end)
                 guard let slice = result.slice else { break }
-                let t0 = nowNanos()
+                let t0 = monotonicNanos()
                 try slice.forEachBatch { batch in
                     block.append(try ColdBatch(batch))
                     blockHot += batch.sizeInBytes
@@ -62,24 +62,21 @@ public enum ColdTier {
                     records += Int(batch.recordCount)
                     largest = max(largest, batch.maxTimestamp)
                 }
-                encodeNs += nowNanos() - t0
+                encodeNs += monotonicNanos() - t0
                 if blockHot >= ColdSegmentFile.blockHotBytes { try flush() }
                 position = max(result.nextOffset, position + 1)
             }
             try flush()
-            let t0 = nowNanos()
+            let t0 = monotonicNanos()
             let file = builder.finish(nextOffset: end, hotBytes: hot, largestTimestamp: largest)
-            encodeNs += nowNanos() - t0
-            let t2 = nowNanos()
+            encodeNs += monotonicNanos() - t0
+            let t2 = monotonicNanos()
             let reader = try ColdSegmentReader(file: file)
             var at = base
             while at < end, let r = try reader.read(from: at, maxBytes: 1 << 20) { at = r.nextOffset }
-            let serveNs = nowNanos() - t2
+            let serveNs = monotonicNanos() - t2
             report(SegmentReport(partition: partition, baseOffset: base, records: records, hotBytes: hot, coldBytes: file.count,
                                  encodeSeconds: Double(encodeNs) / 1e9, verifySeconds: Double(verifyNs) / 1e9, serveSeconds: Double(serveNs) / 1e9))
         }
     }
 }
-
-/// Monotonic nanoseconds.
-@inline(__always) func nowNanos() -> UInt64 { UInt64(monotonicNanos()) }

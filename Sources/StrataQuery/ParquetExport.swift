@@ -434,7 +434,6 @@ struct MemberColumns {
             let integer: UInt32 = 1 << UInt32(STRATA_MEMBER_INTEGER)
             let number = integer | 1 << UInt32(STRATA_MEMBER_REAL)
             let boolean: UInt32 = 1 << UInt32(STRATA_MEMBER_TRUE) | 1 << UInt32(STRATA_MEMBER_FALSE)
-            let string: UInt32 = 1 << UInt32(STRATA_MEMBER_TEXT) | 1 << UInt32(STRATA_MEMBER_ESCAPED)
             let nested: UInt32 = 1 << UInt32(STRATA_MEMBER_OBJECT) | 1 << UInt32(STRATA_MEMBER_ARRAY)
             var c: ParquetColumnBuilder
             var timestamps = false
@@ -453,7 +452,6 @@ struct MemberColumns {
                 c = ParquetColumnBuilder(name: name, type: .byteArray, logicalType: .json, optional: true)
             } else {
                 // Strings, mixed kinds, and members that were only ever null.
-                _ = string
                 c = ParquetColumnBuilder(name: name, type: .byteArray, logicalType: .string, optional: true)
             }
             c.reserve(rows: rows, bytes: m.bytes)

@@ -32,16 +32,10 @@ struct Export: ParsableCommand {
         guard format == "parquet" else { throw ValidationError("--format: only parquet is supported") }
         guard maxRows > 0, maxMib > 0, maxMib <= 4096 else { throw ValidationError("--max-rows must be positive and --max-mib within 1...4096") }
         let now = wallClockMillis()
-        func time(_ t: String?, _ flag: String) throws -> Int64? {
-            try t.map { t in
-                guard let v = Timestamps.parseUserTime(t, nowMs: now) else { throw ValidationError("\(flag) '\(t)' is not a time") }
-                return v
-            }
-        }
         var o = ParquetExport.Options(topic: topic, outputDirectory: output)
         o.partitions = partition.isEmpty ? nil : partition
-        o.sinceMs = try time(since, "--since")
-        o.untilMs = try time(until, "--until")
+        o.sinceMs = try parseTimeOption(since, flag: "--since", nowMs: now)
+        o.untilMs = try parseTimeOption(until, flag: "--until", nowMs: now)
         o.maxRowsPerFile = maxRows
         o.maxBytesPerFile = maxMib << 20
         o.readCommitted = !readUncommitted

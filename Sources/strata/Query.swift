@@ -25,14 +25,8 @@ struct Query: ParsableCommand {
     func run() throws {
         guard ["table", "csv", "jsonl"].contains(format) else { throw ValidationError("--format must be table, csv or jsonl") }
         let now = wallClockMillis()
-        let sinceMs = try since.map { t in
-            guard let v = Timestamps.parseUserTime(t, nowMs: now) else { throw ValidationError("--since '\(t)' is not a time") }
-            return v
-        }
-        let untilMs = try until.map { t in
-            guard let v = Timestamps.parseUserTime(t, nowMs: now) else { throw ValidationError("--until '\(t)' is not a time") }
-            return v
-        }
+        let sinceMs = try parseTimeOption(since, flag: "--since", nowMs: now)
+        let untilMs = try parseTimeOption(until, flag: "--until", nowMs: now)
         let engine = try QueryEngine(broker: try options.openReadOnly(), sinceMs: sinceMs, untilMs: untilMs,
                                      jsonMembers: QueryEngine.jsonMembers(in: sql), readCommitted: !readUncommitted)
         if explain { for line in try engine.plan(sql) { printError("plan: \(line)") } }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ArgumentParser
+import StrataBroker
 import StrataKafka
 import StrataLog
 
@@ -218,5 +219,14 @@ struct ClientOptions: ParsableArguments {
             security.password = password
         }
         return try KafkaClient(host: host, port: port, clientId: id, security: security)
+    }
+}
+
+/// A `--since`/`--until` style option as epoch milliseconds (RFC 3339, a date, epoch ms or a
+/// duration back from `nowMs`); nil when the option was not given.
+func parseTimeOption(_ text: String?, flag: String, nowMs: Int64) throws -> Int64? {
+    try text.map { t in
+        guard let v = Timestamps.parseUserTime(t, nowMs: nowMs) else { throw ValidationError("\(flag) '\(t)' is not a time") }
+        return v
     }
 }

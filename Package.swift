@@ -42,7 +42,7 @@ let package = Package(
         .target(
             name: "StrataLog",
             dependencies: [
-                "CCRC32C", "CPlatform", "CCompression", "StrataCore",
+                "CCRC32C", "CPlatform", "CCompression", "CStrataScan", "StrataCore",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
@@ -63,8 +63,6 @@ let package = Package(
         .executableTarget(name: "strata-streams-bench", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataCore"]),
         // Parquet files (Thrift compact footer, dictionary/RLE/PLAIN pages, zstd): strata export.
         .target(name: "StrataParquet", dependencies: ["CCompression", "StrataCore"]),
-        // The cold segment format: batches as shapes and typed, compressed token columns.
-        .target(name: "StrataCold", dependencies: ["CCompression", "CStrataScan", "StrataCore", "StrataLog"]),
         .target(name: "StrataQuery", dependencies: ["CSQLite", "CStrataScan", "StrataBroker", "StrataLog", "StrataCore", "StrataParquet"]),
         .target(
             name: "StrataKafka",
@@ -96,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "strata",
             dependencies: [
-                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore", "StrataKafka", "StrataQuery", "StrataStreams", "StrataOps", "StrataCold",
+                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore", "StrataKafka", "StrataQuery", "StrataStreams", "StrataOps",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -112,7 +110,7 @@ let package = Package(
         .testTarget(name: "StrataStreamsTests", dependencies: ["StrataStreams", "StrataBroker", "StrataLog", "StrataMetadata", "StrataCore"]),
         .testTarget(name: "StrataKitTests", dependencies: ["StrataKit", "StrataCore"]),
         .testTarget(name: "StrataParquetTests", dependencies: ["StrataParquet"]),
-        .testTarget(name: "StrataColdTests", dependencies: ["StrataCold", "StrataLog", "StrataCore"]),
+        .testTarget(name: "StrataColdTests", dependencies: ["StrataLog", "StrataCore"]),
         .testTarget(name: "StrataQueryTests", dependencies: ["StrataQuery", "StrataBroker", "StrataLog", "CStrataScan", "StrataParquet"]),
         .testTarget(
             name: "StrataKafkaTests",
@@ -174,5 +172,5 @@ if Context.environment["STRATA_FUZZ"] != nil {
     package.targets.append(
         .executableTarget(name: "FuzzSummaryDecode", dependencies: ["StrataQuery", "StrataLog"], path: "Fuzz/SummaryDecode"))
     package.targets.append(
-        .executableTarget(name: "FuzzColdBlock", dependencies: ["StrataCold", "StrataLog", "CStrataScan"], path: "Fuzz/ColdBlock"))
+        .executableTarget(name: "FuzzColdBlock", dependencies: ["StrataLog", "CStrataScan"], path: "Fuzz/ColdBlock"))
 }

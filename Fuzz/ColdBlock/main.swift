@@ -1,4 +1,4 @@
-// libFuzzer target: the cold segment format (StrataCold, docs/format.md "Cold segments"). The
+// libFuzzer target: the cold segment format (StrataLog/Cold, docs/format.md "Cold segments"). The
 // input's first byte picks a mode; the rest is split at newlines into record values:
 //  - even: the values (with keys that are sometimes one of their strings) go through
 //    ColdBlock.encode and decode, which must give back every record exactly; for each value,
@@ -7,9 +7,8 @@
 //  - odd: the block encoded from the values is damaged at positions the input chooses, and
 //    decoding it must refuse or succeed without trapping, and whatever it returns must encode
 //    and decode to itself. See docs/fuzzing.md.
-@testable import StrataCold
+@testable import StrataLog
 import CStrataScan
-import StrataLog
 
 func require(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String = "invariant broken",
              file: StaticString = #file, line: UInt = #line) {

@@ -1,6 +1,6 @@
 import ArgumentParser
 import StrataBroker
-import StrataCold
+import StrataLog
 import StrataCore
 
 /// The cold tier's size and speed on a topic's own data, before it exists: every closed segment

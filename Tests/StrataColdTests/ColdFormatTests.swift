@@ -1,7 +1,6 @@
 import Foundation
 import StrataCore
 import Testing
-@testable import StrataCold
 @testable import StrataLog
 
 /// Cold blocks give back every record exactly: values of every JSON form, non-JSON and binary

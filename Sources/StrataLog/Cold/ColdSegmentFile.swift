@@ -1,4 +1,4 @@
-import StrataLog
+
 
 /// A cold segment file: the batches of one closed log segment as ColdBlocks, with a directory
 /// that finds the block holding an offset or a time without decoding the others. Written once

@@ -1,5 +1,5 @@
 import StrataCore
-import StrataLog
+
 
 /// Converting a partition's closed segments to the cold format. For now a measurement: each
 /// segment is encoded block by block in memory, every block decoded again and compared record

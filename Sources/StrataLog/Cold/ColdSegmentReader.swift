@@ -1,4 +1,4 @@
-import StrataLog
+
 
 /// Reads a cold segment the way the log reads a hot one: batches from an offset (re-encoded
 /// RecordBatch v2 bytes, whole batches, up to a byte budget, at least one) and the first record

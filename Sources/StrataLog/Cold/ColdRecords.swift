@@ -1,4 +1,4 @@
-import StrataLog
+
 
 /// What a cold segment keeps of a log segment: every batch's header fields and every record's
 /// offset, timestamp, key, headers and exact value bytes. Batches read from cold are re-encoded

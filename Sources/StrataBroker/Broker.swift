@@ -114,6 +114,9 @@ public final class Broker: @unchecked Sendable {
         public var defaultPartitions: Int32 = 1
         /// log.retention.check.interval.ms: how often retention runs in the background (0: never).
         public var retentionCheckIntervalMs: Int64 = 5 * 60 * 1000
+        /// log.cold.check.interval.ms (Strata): how often the cold worker looks for segments past
+        /// their topic's cold.after.ms (0: never).
+        public var coldCheckIntervalMs: Int64 = 60_000
         /// log.cleaner.backoff.ms: how often the cleaner looks for a partition to compact (0: never).
         public var cleanerBackoffMs: Int64 = 15_000
         /// log.cleaner.io.max.bytes.per.second: the cleaner's read budget (0: unlimited).
@@ -187,6 +190,9 @@ public final class Broker: @unchecked Sendable {
             self.config = config
             self.partitions = partitions
             self.stickyCounter = stickyCounter
+            // Every version of a topic's state is made here (open, create, alter, grow), so the
+            // settings its open logs read live follow the config from this one place.
+            for slot in partitions { slot.log?.coldFetchCompression = config.coldFetchCompression }
         }
 
         func replacing(record: TopicRecord? = nil, config: TopicConfig? = nil, partitions: [PartitionSlot]? = nil) -> TopicState {
@@ -227,6 +233,7 @@ public final class Broker: @unchecked Sendable {
     private let adminLock = Mutex(())
     private var retentionWorker: PeriodicWorker?
     private var cleanerWorker: PeriodicWorker?
+    private var coldWorker: PeriodicWorker?
     private var transactionWorker: PeriodicWorker?
     private var consumerGroupWorker: PeriodicWorker?
     /// Warnings from finishing transactions at open (for the server's log).
@@ -353,6 +360,13 @@ public final class Broker: @unchecked Sendable {
             broker.retentionWorker = worker
             worker.start()
         }
+        if options.coldCheckIntervalMs > 0 {
+            let worker = PeriodicWorker(intervalMs: options.coldCheckIntervalMs) { [weak broker] in
+                _ = broker?.runColdTier()
+            }
+            broker.coldWorker = worker
+            worker.start()
+        }
         if options.cleanerBackoffMs > 0 {
             let cleaner = PeriodicWorker(intervalMs: options.cleanerBackoffMs) { [weak broker] in
                 _ = broker?.runCleaner()
@@ -403,6 +417,8 @@ public final class Broker: @unchecked Sendable {
         retentionWorker = nil
         cleanerWorker?.stop()
         cleanerWorker = nil
+        coldWorker?.stop()
+        coldWorker = nil
         waiters.notifyAll()
         try logManager.close()
     }
@@ -431,6 +447,48 @@ public final class Broker: @unchecked Sendable {
             s.lastRunMs = nowMs
             s.segmentsDeleted += results.values.reduce(0) { $0 + $1.segmentsDeleted }
             s.bytesDeleted += results.values.reduce(0) { $0 + $1.bytesDeleted }
+            s.errors += errors.count
+            if let e = errors.first { s.lastError = e }
+        }
+        return results
+    }
+
+    // MARK: Cold tier
+
+    /// What the cold worker has done since the broker started.
+    public struct ColdTierStatus: Sendable {
+        public var runs = 0
+        public var lastRunMs: Int64 = 0
+        public var converted = ColdConversionReport()
+        public var errors = 0
+        public var lastError: String?
+    }
+    private let coldState = Mutex(ColdTierStatus())
+    public var coldTierStatus: ColdTierStatus { coldState.withLock { $0 } }
+
+    /// One cold-tier pass: in every topic with `cold.after.ms` set, closed segments older than
+    /// it are rewritten as cold segments (`PartitionLog.convertToCold`). A failure on one
+    /// partition is counted and reported, and does not stop the others; the segment stays hot
+    /// and is tried again on a later pass.
+    @discardableResult
+    public func runColdTier(nowMs: Int64 = wallClockMillis()) -> [String: ColdConversionReport] {
+        var results: [String: ColdConversionReport] = [:]
+        var errors: [String] = []
+        for state in topics.withLock({ Array($0.values) }) where state.config.coldAfterMs >= 0 {
+            for (p, log) in state.onlineLogs {
+                do {
+                    try log.flush()  // only synced segments convert
+                    let r = try log.convertToCold(olderThanMs: state.config.coldAfterMs, nowMs: nowMs)
+                    if r.segmentsConverted > 0 { results["\(state.name)-\(p)"] = r }
+                } catch {
+                    errors.append("\(state.name)-\(p): \(error)")
+                }
+            }
+        }
+        coldState.withLock { s in
+            s.runs += 1
+            s.lastRunMs = nowMs
+            for r in results.values { s.converted.add(r) }
             s.errors += errors.count
             if let e = errors.first { s.lastError = e }
         }

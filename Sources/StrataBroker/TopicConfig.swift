@@ -36,6 +36,11 @@ public struct TopicConfig: Sendable, Equatable {
 
     /// query.index.members: value members summarised per block for strata query's pruning.
     public var queryIndexMembers: [String] = []
+    /// cold.after.ms: closed segments older than this are rewritten into the cold tier by the
+    /// broker's cold worker (-1: never). Age as retention measures it.
+    public var coldAfterMs: Int64 = -1
+    /// cold.fetch.compression: how batches read from cold segments are compressed for readers.
+    public var coldFetchCompression: CompressionCodec = .none
 
     public var requiresJSON: Bool { valueFormat == "json" }
     public var isCompacted: Bool { cleanupPolicy.contains("compact") }
@@ -146,6 +151,8 @@ public struct TopicConfig: Sendable, Equatable {
         .init(name: "value.format", kind: .choice(["raw", "json"]), defaultValue: "raw", brokerDefault: nil, effect: .applied, doc: "raw | json"),
         .init(name: "compaction.strategy", kind: .choice(["key-latest", "key-latest-windowed", "size-tiered"]), defaultValue: "key-latest", brokerDefault: nil, effect: .applied, doc: "key-latest | key-latest-windowed | size-tiered"),
         .init(name: "compaction.window.ms", kind: .long(1...Int64.max), defaultValue: "3600000", brokerDefault: nil, effect: .applied, doc: "window of key-latest-windowed, ms"),
+        .init(name: "cold.after.ms", kind: .long(-1...Int64.max), defaultValue: "-1", brokerDefault: "log.cold.after.ms", effect: .applied, doc: "closed segments older than this move to the cold tier, a columnar format ~10x smaller that still serves every reader (-1: never; docs/retention.md)"),
+        .init(name: "cold.fetch.compression", kind: .choice(["none", "zstd"]), defaultValue: "none", brokerDefault: "log.cold.fetch.compression", effect: .applied, doc: "none | zstd: how batches read from cold segments are compressed for consumers"),
         .init(name: "query.index.members", kind: .list(nil), defaultValue: "", brokerDefault: nil, effect: .applied, doc: "JSON members of the value (user_id, geo.city, items[0].sku; up to 8) whose values get a Bloom filter per block of closed segments, so strata query skips blocks (docs/query.md)"),
     ]
 
@@ -239,6 +246,8 @@ public struct TopicConfig: Sendable, Equatable {
             case "compaction.window.ms":
                 if case .keyLatestWindowed = c.compactionStrategy { c.compactionStrategy = .keyLatestWindowed(windowMs: long) }
             case "value.format": c.valueFormat = value
+            case "cold.after.ms": c.coldAfterMs = long
+            case "cold.fetch.compression": c.coldFetchCompression = value == "zstd" ? .zstd : .none
             case "query.index.members":
                 let members = value.split(separator: ",").map(String.init)
                 guard members.count <= 8 else { throw Problem(key: key, reason: "at most 8 members, not \(members.count)") }

@@ -148,14 +148,15 @@ extension PartitionLog {
         var latest: [KeyDigest: Int64] = [:]
         var mapped: [LogSegment] = []
         for segment in candidates {
-            let s = try segment.storage()
-            let bytes = s.mapping.bytes(0..<segment.size)
+            let slice = try segment.allBatches()
+            let bytes = slice.bytes
             var keys: [(KeyDigest, Int64)] = []
             try Self.forEachBatch(bytes) { batch in
                 if batch.isControl || (batch.isTransactional && transactions.isAborted(producerId: batch.producerId, offset: batch.baseOffset)) { return }
                 try batch.forEachRecord { r in if let k = r.key { keys.append((strategy.mapKey(k, timestamp: r.timestamp), r.offset)) } }
             }
             throttle.account(bytes.count)
+            withExtendedLifetime(slice) {}
             if latest.count + keys.count > maxKeys && !mapped.isEmpty { break }
             for (k, o) in keys { latest[k] = o }
             mapped.append(segment)
@@ -174,14 +175,18 @@ extension PartitionLog {
             group = []
             groupBytes = 0
         }
+        // Groups are sized by log bytes: a cold segment is rewritten as the hot one it was.
+        var previousBytes = 0
         for segment in mapped {
-            if !group.isEmpty && groupBytes + segment.size > config.segmentBytes { try flushGroup() }
-            if case .sizeTiered = strategy, let last = group.last,
-               segment.size > 2 * max(last.size, 1) || last.size > 2 * max(segment.size, 1) {
+            let bytes = try segment.logBytes()
+            if !group.isEmpty && groupBytes + bytes > config.segmentBytes { try flushGroup() }
+            if case .sizeTiered = strategy, !group.isEmpty,
+               bytes > 2 * max(previousBytes, 1) || previousBytes > 2 * max(bytes, 1) {
                 try flushGroup()  // a different tier: not merged together
             }
             group.append(segment)
-            groupBytes += segment.size
+            groupBytes += bytes
+            previousBytes = bytes
         }
         try flushGroup()
         report.seconds = Double(DispatchFreeClock.now() - started) / 1e9
@@ -203,8 +208,9 @@ extension PartitionLog {
                          throttle: Throttle, report: inout CompactionReport, dryRun: Bool, crashPoint: CompactionCrashPoint) throws {
         var out: [UInt8] = []
         for segment in group {
-            let s = try segment.storage()
-            let bytes = s.mapping.bytes(0..<segment.size)
+            let slice = try segment.allBatches()
+            defer { withExtendedLifetime(slice) {} }
+            let bytes = slice.bytes
             report.bytesBefore += bytes.count
             throttle.account(bytes.count)
             try Self.forEachBatch(bytes) { batch in

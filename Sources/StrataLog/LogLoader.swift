@@ -10,6 +10,8 @@ struct LogLoader {
     let config: LogConfig
     let cleanShutdown: Bool
     var report = RecoveryReport()
+    /// Bases whose segment is a `.cold` file (no `.log`, no indexes).
+    private var coldBases = Set<Int64>()
 
     struct Loaded {
         var segments: [LogSegment]
@@ -45,8 +47,13 @@ struct LogLoader {
 
         var segments: [LogSegment] = []
         let last = bases.count - 1
-        if cleanShutdown {
-            for base in bases.dropLast() { segments.append(.lazy(directory: directory, baseOffset: base, config: config, knownSize: sizes[base])) }
+        if cleanShutdown, coldBases.contains(bases[last]) {
+            // Every later segment is gone (retention cannot remove the active one, so only a
+            // damaged directory looks like this): appends continue in a new segment after it.
+            for base in bases { segments.append(closedSegment(base, size: sizes[base])) }
+            segments.append(try activeAfterCold(segments[last]))
+        } else if cleanShutdown {
+            for base in bases.dropLast() { segments.append(closedSegment(base, size: sizes[base])) }
             if let active = try LogSegment.reopenAfterCleanClose(directory: directory, baseOffset: bases[last], config: config) {
                 segments.append(active)
             } else {
@@ -59,9 +66,7 @@ struct LogLoader {
             // Recovery starts at the segment holding the recovery point (or the first one).
             var firstUnflushed = 0
             for (i, base) in bases.enumerated() where base <= recoveryPoint { firstUnflushed = i }
-            for base in bases[..<firstUnflushed] {
-                segments.append(.lazy(directory: directory, baseOffset: base, config: config, knownSize: sizes[base]))
-            }
+            for base in bases[..<firstUnflushed] { segments.append(closedSegment(base, size: sizes[base])) }
             let toRecover = Array(bases[firstUnflushed...])
             segments.append(contentsOf: try recover(bases: toRecover, previousNextOffset: nil, durableBelow: checkpoint?.recoveryPoint ?? 0,
                                                     remainingBases: &bases))
@@ -75,6 +80,22 @@ struct LogLoader {
 
     private static let effectiveUID = geteuid()
 
+    /// A closed segment, opened on first use.
+    private func closedSegment(_ base: Int64, size: Int?, nextOffset: Int64? = nil) -> LogSegment {
+        coldBases.contains(base)
+            ? .lazyCold(directory: directory, baseOffset: base, config: config, nextOffset: nextOffset, knownSize: size)
+            : .lazy(directory: directory, baseOffset: base, config: config, nextOffset: nextOffset, knownSize: size)
+    }
+
+    /// A new, empty active segment after a cold one that ended up last.
+    private mutating func activeAfterCold(_ cold: LogSegment) throws(LogError) -> LogSegment {
+        let next = try cold.coldSegment().nextOffset
+        report.warnings.append("segment \(SegmentName.base(cold.baseOffset)) is cold and last; appends continue in a new segment at \(next)")
+        let active = try LogSegment.create(directory: directory, baseOffset: next, config: config)
+        try FileIO.syncDirectory(directory)
+        return active
+    }
+
     /// Every segment the listing names must be a regular file this process can read and write.
     /// Closed segments are opened lazily, so without this a damaged one (a directory in its place,
     /// mode 000) would only surface at the first read of its offsets, as a mysterious error; here
@@ -84,7 +105,7 @@ struct LogLoader {
         var sizes: [Int64: Int] = [:]
         sizes.reserveCapacity(bases.count)
         for base in bases {
-            let path = SegmentName.logPath(directory, base)
+            let path = coldBases.contains(base) ? SegmentName.coldPath(directory, base) : SegmentName.logPath(directory, base)
             var st = stat()
             guard stat(path, &st) == 0 else { throw LogError.fromErrno("stat segment", path) }
             guard (st.st_mode & S_IFMT) == S_IFREG else { throw LogError.corrupt(path: path, reason: "a segment must be a regular file") }
@@ -127,9 +148,10 @@ struct LogLoader {
                 try FileIO.unlink(swapPath)
                 continue
             }
-            // Replace every live segment whose base lies in [base, scan.nextOffset).
+            // Replace every live segment (hot or cold) whose base lies in [base, scan.nextOffset).
             for other in try segmentBaseOffsets() where other >= base && other < scan.nextOffset {
-                for path in [SegmentName.logPath(directory, other), SegmentName.offsetIndexPath(directory, other), SegmentName.timeIndexPath(directory, other)] {
+                for path in [SegmentName.logPath(directory, other), SegmentName.offsetIndexPath(directory, other),
+                             SegmentName.timeIndexPath(directory, other), SegmentName.coldPath(directory, other)] {
                     try FileIO.unlink(path)
                 }
             }
@@ -141,17 +163,40 @@ struct LogLoader {
             }
             report.swapsCompleted += 1
         }
+        // A `.cold` beside its `.log`: a conversion to the cold tier renamed the finished, synced
+        // cold file in and stopped before the hot files were gone. If the cold file opens and
+        // checks, it replaces them; if not, it is dropped and the hot segment stays.
+        let hotNames = Set(names.filter { $0.hasSuffix(SegmentName.logSuffix) })
+        for name in names {
+            guard let base = SegmentName.parse(name, suffix: SegmentName.coldSuffix),
+                  hotNames.contains(SegmentName.base(base) + SegmentName.logSuffix) else { continue }
+            changed = true
+            let coldPath = SegmentName.coldPath(directory, base)
+            do throws(LogError) {
+                _ = try ColdSegment.open(path: coldPath, baseOffset: base)
+            } catch {
+                report.warnings.append("cold segment \(name) beside its .log is unusable (\(error)); the hot segment stays")
+                try FileIO.unlink(coldPath)
+                continue
+            }
+            for path in [SegmentName.logPath(directory, base), SegmentName.offsetIndexPath(directory, base), SegmentName.timeIndexPath(directory, base)] {
+                try FileIO.unlink(path)
+            }
+            report.swapsCompleted += 1
+        }
         // Only when a file was removed or renamed: a clean directory costs no sync.
         if changed { try FileIO.syncDirectory(directory) }
         return changed
     }
 
-    /// Sorted base offsets of the `.log` files; index files without a log are removed.
+    /// Sorted base offsets of the `.log` and `.cold` files (the cold ones noted in `coldBases`);
+    /// index files without a log are removed.
     private mutating func segmentBaseOffsets(_ listing: [String]? = nil) throws(LogError) -> [Int64] {
         let names: [String]
         if let listing { names = listing } else { names = try FileIO.listDirectory(directory) }
         var bases = Set<Int64>()
         for name in names { if let b = SegmentName.parse(name, suffix: SegmentName.logSuffix) { bases.insert(b) } }
+        coldBases = Set(names.compactMap { SegmentName.parse($0, suffix: SegmentName.coldSuffix) }).subtracting(bases)
         for name in names {
             let b = SegmentName.parse(name, suffix: SegmentName.offsetIndexSuffix) ?? SegmentName.parse(name, suffix: SegmentName.timeIndexSuffix)
             if let b, !bases.contains(b) {
@@ -159,7 +204,7 @@ struct LogLoader {
                 report.tempFilesRemoved += 1
             }
         }
-        return bases.sorted()
+        return bases.union(coldBases).sorted()
     }
 
 
@@ -175,6 +220,26 @@ struct LogLoader {
         var directoryChanged = false
         var expectedNext = previousNextOffset
         for (i, base) in bases.enumerated() {
+            if coldBases.contains(base) {
+                // Cold files are written whole and synced before they are renamed in: nothing
+                // to recover. Their header gives the offset the next segment must continue.
+                let next: Int64?
+                do throws(LogError) {
+                    next = try ColdSegment.open(path: SegmentName.coldPath(directory, base), baseOffset: base).nextOffset
+                } catch {
+                    // Served as an error when read; the partition's other segments stay available.
+                    report.warnings.append("cold segment \(SegmentName.base(base)): \(error)")
+                    next = nil
+                }
+                let segment = closedSegment(base, size: nil, nextOffset: next)
+                result.append(segment)
+                expectedNext = next
+                if i == bases.count - 1 {
+                    result.append(try activeAfterCold(segment))
+                    directoryChanged = true
+                }
+                continue
+            }
             let path = SegmentName.logPath(directory, base)
             let fd = try FileIO.open(path, flags: O_RDWR)
             let size: Int
@@ -211,8 +276,12 @@ struct LogLoader {
                 directoryChanged = true
                 for later in bases[(i + 1)...] { try deleteSegmentFiles(later); report.segmentsDeleted += 1 }
                 let previous = result.removeLast()
-                let reopened = try reopenAsActive(previous.baseOffset, expectedNext: previous.baseOffset)
-                result.append(reopened)
+                if previous.isCold {
+                    result.append(previous)
+                    result.append(try activeAfterCold(previous))
+                } else {
+                    result.append(try reopenAsActive(previous.baseOffset, expectedNext: previous.baseOffset))
+                }
                 break
             }
             if truncated || isLast {

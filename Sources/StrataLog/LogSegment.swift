@@ -160,6 +160,10 @@ final class LogSegment: @unchecked Sendable {
     let readOnlyMode: Bool
     /// Read-only mode, for the segment another process may still be appending to.
     private var follower: Follower?
+    /// A cold segment (`<base>.cold`): never active, read block by block through `ColdSegment`,
+    /// opened on first use like a closed hot segment and closed again by `MappedSegments`.
+    let isCold: Bool
+    private let coldFile = Mutex<ColdSegment?>(nil)
 
     /// `@unchecked Sendable`: references fixed at init (mapping, indexes, descriptor), each
     /// synchronised as its own type documents.
@@ -203,9 +207,10 @@ final class LogSegment: @unchecked Sendable {
 
     private init(baseOffset: Int64, directory: String, config: LogConfig, storage: Storage?, size: Int,
                  nextOffset: Int64, maxTimestamp: Int64, indexing: IndexingState, capacity: Int, active: Bool,
-                 readOnlyMode: Bool = false)
+                 readOnlyMode: Bool = false, cold: Bool = false)
     {
         self.readOnlyMode = readOnlyMode
+        self.isCold = cold
         self.baseOffset = baseOffset
         self.directory = directory
         self.logPath = SegmentName.logPath(directory, baseOffset)
@@ -232,10 +237,14 @@ final class LogSegment: @unchecked Sendable {
     }
 
     var offsetIndexPath: String { SegmentName.offsetIndexPath(directory, baseOffset) }
+    var coldPath: String { SegmentName.coldPath(directory, baseOffset) }
+    /// The file holding the segment's records: its `.log`, or its `.cold`.
+    var dataPath: String { isCold ? coldPath : logPath }
     var timeIndexPath: String { SegmentName.timeIndexPath(directory, baseOffset) }
     var size: Int { committedSize.load(ordering: .acquiring) }
     var nextOffset: Int64 { publishedNextOffset.load(ordering: .acquiring) }
-    private var deletedPaths: [String] { [logPath, offsetIndexPath, timeIndexPath].map { $0 + SegmentName.deletedSuffix } }
+    private var ownPaths: [String] { isCold ? [coldPath] : [logPath, offsetIndexPath, timeIndexPath] }
+    private var deletedPaths: [String] { ownPaths.map { $0 + SegmentName.deletedSuffix } }
 
     // MARK: Creation and loading
 
@@ -268,6 +277,52 @@ final class LogSegment: @unchecked Sendable {
             baseOffset: baseOffset, directory: directory, config: config, storage: nil, size: size,
             nextOffset: nextOffset ?? -1, maxTimestamp: Int64.min, indexing: IndexingState(segmentBase: baseOffset),
             capacity: size, active: false, readOnlyMode: readOnlyMode)
+    }
+
+    /// A cold segment found at load or just swapped in; its file is opened on first use.
+    /// `knownSize`: the cold file's size (its `size`: what it costs on disk).
+    static func lazyCold(directory: String, baseOffset: Int64, config: LogConfig, nextOffset: Int64? = nil, readOnlyMode: Bool = false,
+                         knownSize: Int? = nil) -> LogSegment {
+        let size = knownSize ?? FileIO.fileSize(path: SegmentName.coldPath(directory, baseOffset)) ?? 0
+        return LogSegment(
+            baseOffset: baseOffset, directory: directory, config: config, storage: nil, size: size,
+            nextOffset: nextOffset ?? -1, maxTimestamp: Int64.min, indexing: IndexingState(segmentBase: baseOffset),
+            capacity: size, active: false, readOnlyMode: readOnlyMode, cold: true)
+    }
+
+    /// The cold segment's file, opened and checked on first use (and after `MappedSegments`
+    /// closed it); publishes its next offset and largest timestamp.
+    func coldSegment() throws(LogError) -> ColdSegment {
+        lastUsedTick.store(MappedSegments.shared.tick(), ordering: .relaxed)
+        var openedNow = false
+        let cold = try coldFile.withLock { (c: inout ColdSegment?) throws(LogError) -> ColdSegment in
+            if let c { return c }
+            let opened = try ColdSegment.open(path: coldPath, baseOffset: baseOffset)
+            publishedNextOffset.store(opened.nextOffset, ordering: .releasing)
+            publishedMaxTimestamp.store(opened.largestTimestamp, ordering: .releasing)
+            c = opened
+            openedNow = true
+            return opened
+        }
+        if openedNow { MappedSegments.shared.add(self) }
+        return cold
+    }
+
+    /// Bytes of log the segment holds: its size for a hot segment, the size of the segment it was
+    /// made from for a cold one (what compaction would rewrite).
+    func logBytes() throws(LogError) -> Int { isCold ? try coldSegment().hotBytes : size }
+
+    /// Every batch of the segment as one slice (the cleaner, verification): the mapping of a hot
+    /// segment, or a cold one decoded whole into private memory.
+    func allBatches() throws(LogError) -> SegmentSlice {
+        if isCold {
+            let cold = try coldSegment()
+            let all = try cold.materializeAll()
+            return SegmentSlice(segment: self, owner: all.mapping, range: 0..<all.length, nextOffset: cold.nextOffset)
+        }
+        let s = try storage()
+        let limit = size
+        return SegmentSlice(segment: self, owner: s.mapping, range: 0..<limit, nextOffset: nextOffset)
     }
 
     /// After a clean shutdown the last segment was trimmed to its batches and its indexes to their
@@ -392,6 +447,10 @@ final class LogSegment: @unchecked Sendable {
     /// missing or fail their sanity check are rebuilt from the log (which is trusted here: it is
     /// below the recovery point or was validated at load).
     func storage() throws(LogError) -> Storage {
+        // A cold segment has no mapping of batches or index files: its readers go through
+        // `coldSegment()` (read, time lookups, `allBatches`). Reaching here is a bug, reported
+        // as an error rather than a wrong view of the bytes.
+        if isCold { throw LogError.corrupt(path: coldPath, reason: "a cold segment is read through its blocks, not mapped") }
         // Recency matters only to segments MappedSegments may unmap (closed ones); the active
         // segment's appends and reads skip the shared counter.
         if createdUnmapped || sealed.load(ordering: .relaxed) { lastUsedTick.store(MappedSegments.shared.tick(), ordering: .relaxed) }
@@ -412,6 +471,16 @@ final class LogSegment: @unchecked Sendable {
     /// a sealed one still waiting for its sync, a deleted one or a read-only follower is kept.
     /// Returns whether it was unmapped.
     func unmapIfIdle() -> Bool {
+        if isCold {
+            guard !deleted.load(ordering: .acquiring) else { return false }
+            let closed = coldFile.withLock { (c: inout ColdSegment?) -> ColdSegment? in
+                defer { c = nil }
+                return c
+            }
+            guard let closed else { return false }
+            ColdBlockCache.shared.drop(segment: closed.cacheID)
+            return true
+        }
         guard sealed.load(ordering: .acquiring) || createdUnmapped, !deleted.load(ordering: .acquiring) else { return false }
         return storageLock.withLock { s in
             guard let current = s, !current.holdsDescriptor else { return false }
@@ -421,7 +490,7 @@ final class LogSegment: @unchecked Sendable {
     }
 
     /// Whether the segment is mapped now (tests).
-    var isMapped: Bool { storageLock.withLock { $0 != nil } }
+    var isMapped: Bool { isCold ? coldFile.withLock { $0 != nil } : storageLock.withLock { $0 != nil } }
 
     private func loadReadOnly() throws(LogError) -> Storage {
         let fd = try FileIO.open(logPath, flags: O_RDONLY)
@@ -754,6 +823,7 @@ final class LogSegment: @unchecked Sendable {
     func largestTimestamp() throws(LogError) -> Int64 {
         let known = publishedMaxTimestamp.load(ordering: .acquiring)
         if known != Int64.min { return known }
+        if isCold { return try coldSegment().largestTimestamp }
         _ = try storage()
         return publishedMaxTimestamp.load(ordering: .acquiring)
     }
@@ -792,7 +862,8 @@ final class LogSegment: @unchecked Sendable {
     /// segment publishes a batch a moment before the partition moves its end past it, and a
     /// reader must never return records beyond the high watermark it reports (a consumer would
     /// then ask for an offset the broker calls out of range).
-    func read(from offset: Int64, maxBytes: Int, endOffset: Int64 = .max) throws(LogError) -> SegmentSlice? {
+    func read(from offset: Int64, maxBytes: Int, endOffset: Int64 = .max, coldCompression: CompressionCodec = .none) throws(LogError) -> SegmentSlice? {
+        if isCold { return try readCold(from: offset, maxBytes: maxBytes, endOffset: endOffset, compression: coldCompression) }
         let s = try storage()
         let limit = size
         guard let start = try position(ofOffset: offset, storage: s, limit: limit) else { return nil }
@@ -807,7 +878,47 @@ final class LogSegment: @unchecked Sendable {
             next = batch.nextOffset
             end += size
         }
-        return SegmentSlice(segment: self, storage: s, range: start..<end, nextOffset: next)
+        return SegmentSlice(segment: self, owner: s.mapping, range: start..<end, nextOffset: next)
+    }
+
+    /// `read` for a cold segment: whole batches from the block holding `offset` (or the first
+    /// after it), within that one block. A fetch may get less than `maxBytes` at a block's end,
+    /// as at a segment's; the consumer's next fetch continues in the next block.
+    private func readCold(from offset: Int64, maxBytes: Int, endOffset: Int64, compression: CompressionCodec) throws(LogError) -> SegmentSlice? {
+        let cold = try coldSegment()
+        guard var b = cold.block(from: offset) else { return nil }
+        while b < cold.blockCount {
+            let block = try cold.materialize(block: b, compression: compression)
+            let bytes = block.bytes
+            var position = 0
+            var start: Int?
+            var next = offset
+            while position < bytes.count {
+                // Batches this process encoded a moment ago: their sizes are trusted, but still
+                // bounded by the buffer.
+                guard let size = RecordBatch.declaredSize(at: UnsafeRawBufferPointer(rebasing: bytes[position...])),
+                      position + size <= bytes.count else {
+                    throw LogError.corrupt(path: coldPath, reason: "block \(b) re-encoded to an invalid batch at \(position)")
+                }
+                let batch = RecordBatch(unchecked: UnsafeRawBufferPointer(rebasing: bytes[position..<position + size]))
+                if start == nil {
+                    if batch.lastOffset < offset {
+                        position += size
+                        continue
+                    }
+                    start = position
+                }
+                if position > start! && position + size - start! > maxBytes { break }
+                if batch.baseOffset >= endOffset { break }
+                next = batch.nextOffset
+                position += size
+            }
+            if let start {
+                return position > start ? SegmentSlice(segment: self, owner: block.mapping, range: start..<position, nextOffset: next) : nil
+            }
+            b += 1
+        }
+        return nil
     }
 
     /// First offset whose record timestamp is >= `timestamp`, or nil if none in this segment.
@@ -817,6 +928,7 @@ final class LogSegment: @unchecked Sendable {
 
     /// The first record whose timestamp is >= `timestamp`: offset and timestamp.
     func record(forTimestamp timestamp: Int64) throws(LogError) -> (offset: Int64, timestamp: Int64)? {
+        if isCold { return try coldRecord(forTimestamp: timestamp) }
         let s = try storage()
         let limit = size
         let startOffset = s.timeIndex.lookup(timestamp).offset
@@ -837,6 +949,25 @@ final class LogSegment: @unchecked Sendable {
         return nil
     }
 
+    /// `record(forTimestamp:)` for a cold segment: blocks are skipped by their largest timestamp.
+    private func coldRecord(forTimestamp timestamp: Int64) throws(LogError) -> (offset: Int64, timestamp: Int64)? {
+        let cold = try coldSegment()
+        for (i, entry) in cold.file.blocks.enumerated() where entry.maxTimestamp >= timestamp {
+            let block = try cold.materialize(block: i, compression: .none)
+            var found: (offset: Int64, timestamp: Int64)?
+            do {
+                try PartitionLog.forEachBatch(block.bytes) { batch in
+                    guard found == nil, batch.maxTimestamp >= timestamp else { return }
+                    found = try batch.firstRecord(atOrAfter: timestamp)
+                }
+            } catch {
+                throw LogError.corrupt(path: coldPath, reason: "block \(i): \(error)")
+            }
+            if let found { return found }
+        }
+        return nil
+    }
+
     // MARK: Deletion
 
     /// The time retention compares with `retention.ms`: the largest record timestamp, but never
@@ -846,7 +977,7 @@ final class LogSegment: @unchecked Sendable {
     func retentionTimestamp() throws(LogError) -> Int64 {
         let largest = try largestTimestamp()
         var st = stat()
-        guard stat(logPath, &st) == 0 else { return largest }
+        guard stat(dataPath, &st) == 0 else { return largest }
         let mtimeMs = Int64(st.st_mtim.tv_sec) * 1000 + Int64(st.st_mtim.tv_nsec) / 1_000_000
         // No record timestamp (-1, or none below zero that could be real): the file's age.
         return largest >= 0 ? min(largest, mtimeMs) : mtimeMs
@@ -855,25 +986,27 @@ final class LogSegment: @unchecked Sendable {
     /// Renames the files to `.deleted` (hidden from the next load) and unlinks them when the last
     /// reference — the partition's or a reader's slice — goes away.
     func markDeleted() throws(LogError) {
-        for path in [logPath, offsetIndexPath, timeIndexPath] where FileIO.exists(path) {
+        for path in ownPaths where FileIO.exists(path) {
             try FileIO.rename(path, path + SegmentName.deletedSuffix)
         }
         deleted.store(true, ordering: .releasing)
+        if isCold, let cold = coldFile.withLock({ $0 }) { ColdBlockCache.shared.drop(segment: cold.cacheID) }
     }
 
     /// Removes the files now (used at load, before any reader exists).
     func deleteFilesNow() {
-        for path in [logPath, offsetIndexPath, timeIndexPath] { try? FileIO.unlink(path) }
+        for path in ownPaths { try? FileIO.unlink(path) }
     }
 }
 
-/// A zero-copy view of whole batches inside a segment's mapping. Holding it keeps the mapping
-/// alive; the bytes are valid exactly as long as the slice.
-/// `@unchecked Sendable`: immutable; it retains the segment and storage whose bytes it views,
-/// and those bytes (below a published end) never change while a slice exists.
+/// A zero-copy view of whole batches inside a segment's mapping (or a cold block decoded into
+/// private memory). Holding it keeps that memory alive; the bytes are valid exactly as long as
+/// the slice.
+/// `@unchecked Sendable`: immutable; it retains the segment and the mapping whose bytes it
+/// views, and those bytes (below a published end) never change while a slice exists.
 public struct SegmentSlice: @unchecked Sendable {
     let segment: LogSegment
-    let storage: LogSegment.Storage
+    let owner: Mapping
     public let range: Range<Int>
     /// Offset after the last batch in the slice.
     public let nextOffset: Int64
@@ -883,7 +1016,7 @@ public struct SegmentSlice: @unchecked Sendable {
 
     /// The raw batch bytes. Valid while `self` is alive (use inside `withExtendedLifetime` when
     /// the slice is not used afterwards).
-    public var bytes: UnsafeRawBufferPointer { storage.mapping.bytes(range) }
+    public var bytes: UnsafeRawBufferPointer { owner.bytes(range) }
 
     /// Calls `body` for each batch in the slice.
     public func forEachBatch(_ body: (RecordBatch) throws -> Void) rethrows {

@@ -179,9 +179,15 @@ public final class PartitionLog: @unchecked Sendable {
     /// recovery checks only the unsynced tail — and `refresh()` picks up what the writer appends later.
     public static func openReadOnly(directory: String, config: LogConfig = LogConfig()) throws(LogError) -> PartitionLog {
         let names = try FileIO.listDirectory(directory)
-        let bases = names.compactMap { SegmentName.parse($0, suffix: SegmentName.logSuffix) }.sorted()
-        guard let last = bases.last else { throw LogError.corrupt(path: directory, reason: "no segments") }
-        var segments = bases.dropLast().map { LogSegment.lazy(directory: directory, baseOffset: $0, config: config, readOnlyMode: true) }
+        let hot = Set(names.compactMap { SegmentName.parse($0, suffix: SegmentName.logSuffix) })
+        // A base with both files is mid-swap into the cold tier: either holds the same records.
+        let cold = Set(names.compactMap { SegmentName.parse($0, suffix: SegmentName.coldSuffix) }).subtracting(hot)
+        let bases = hot.union(cold).sorted()
+        guard let last = bases.last, hot.contains(last) else { throw LogError.corrupt(path: directory, reason: "no segments") }
+        var segments = bases.dropLast().map {
+            cold.contains($0) ? LogSegment.lazyCold(directory: directory, baseOffset: $0, config: config, readOnlyMode: true)
+                : LogSegment.lazy(directory: directory, baseOffset: $0, config: config, readOnlyMode: true)
+        }
         let checkpoint = Checkpoint.read(directory: directory)
         segments.append(try LogSegment.follow(directory: directory, baseOffset: last, config: config,
                                               trustedBelow: checkpoint?.recoveryPoint ?? .min))
@@ -192,6 +198,14 @@ public final class PartitionLog: @unchecked Sendable {
         log.writer.withLock { $0.closed = true }  // no appends through a read-only view
         return log
     }
+
+    /// cold.fetch.compression: how batches read from cold segments are compressed (none or zstd).
+    /// A topic setting the broker may change while the log is open.
+    public var coldFetchCompression: CompressionCodec {
+        get { CompressionCodec(rawValue: coldCompression.load(ordering: .relaxed)) ?? .none }
+        set { coldCompression.store(newValue.rawValue, ordering: .relaxed) }
+    }
+    private let coldCompression = Atomic<Int16>(CompressionCodec.none.rawValue)
 
     /// True for logs opened with `openReadOnly`.
     public private(set) var readOnlyOpen = false
@@ -609,7 +623,8 @@ public final class PartitionLog: @unchecked Sendable {
             throw .offsetOutOfRange(requested: offset, logStartOffset: start, logEndOffset: logEnd)
         }
         while i < segments.count {
-            if let slice = try segments[i].read(from: offset, maxBytes: max(1, maxBytes), endOffset: end), !slice.range.isEmpty {
+            if let slice = try segments[i].read(from: offset, maxBytes: max(1, maxBytes), endOffset: end, coldCompression: coldFetchCompression),
+               !slice.range.isEmpty {
                 return LogReadResult(slice: slice, nextOffset: slice.nextOffset, logEndOffset: logEnd)
             }
             i += 1
@@ -654,14 +669,17 @@ public final class PartitionLog: @unchecked Sendable {
         var expected = segments.first?.baseOffset ?? 0
         for segment in segments {
             do {
-                let s = try segment.storage()
-                let size = segment.size
-                let scan = BatchScan.walk(s.mapping.bytes(0..<size), segmentBase: segment.baseOffset, nextOffset: max(expected, segment.baseOffset),
-                                          verify: true, indexIntervalBytes: config.indexIntervalBytes, collectIndexEntries: false)
-                if let why = scan.stopReason { problems.append("\(segment.logPath): \(why)") }
+                // A cold segment is decoded whole (every block's CRC checked) and its re-encoded
+                // batches walked like a hot segment's.
+                let slice = try segment.allBatches()
+                let scan = withExtendedLifetime(slice) {
+                    BatchScan.walk(slice.bytes, segmentBase: segment.baseOffset, nextOffset: max(expected, segment.baseOffset),
+                                   verify: true, indexIntervalBytes: config.indexIntervalBytes, collectIndexEntries: false)
+                }
+                if let why = scan.stopReason { problems.append("\(segment.dataPath): \(why)") }
                 if scan.batchCount > 0 { expected = scan.nextOffset }
             } catch {
-                problems.append("\(segment.logPath): \(error)")
+                problems.append("\(segment.dataPath): \(error)")
             }
         }
         return problems
@@ -676,12 +694,25 @@ public final class PartitionLog: @unchecked Sendable {
         public let timeIndexEntries: Int
         public let largestTimestamp: Int64
         public let isActive: Bool
+        /// A cold segment: `sizeInBytes` is its file's, `logBytes` the hot segment's it replaced;
+        /// the index counts are its blocks (it has no index files).
+        public let isCold: Bool
+        /// Bytes of log (RecordBatch v2) the segment holds or was made from.
+        public let logBytes: Int
     }
 
     public func segmentInfos() throws(LogError) -> [SegmentInfo] {
         let segments = segmentList.withLock { $0 }
         var out: [SegmentInfo] = []
         for (i, segment) in segments.enumerated() {
+            if segment.isCold {
+                let cold = try segment.coldSegment()
+                out.append(SegmentInfo(
+                    baseOffset: segment.baseOffset, sizeInBytes: segment.size, nextOffset: cold.nextOffset,
+                    offsetIndexEntries: cold.blockCount, timeIndexEntries: cold.blockCount, largestTimestamp: cold.largestTimestamp,
+                    isActive: false, isCold: true, logBytes: cold.hotBytes))
+                continue
+            }
             let s = try segment.storage()
             var next = segment.nextOffset
             if next < 0 {
@@ -690,7 +721,7 @@ public final class PartitionLog: @unchecked Sendable {
             out.append(SegmentInfo(
                 baseOffset: segment.baseOffset, sizeInBytes: segment.size, nextOffset: next,
                 offsetIndexEntries: s.offsetIndex.entryCount, timeIndexEntries: s.timeIndex.entryCount,
-                largestTimestamp: try segment.largestTimestamp(), isActive: i == segments.count - 1))
+                largestTimestamp: try segment.largestTimestamp(), isActive: i == segments.count - 1, isCold: false, logBytes: segment.size))
         }
         return out
     }

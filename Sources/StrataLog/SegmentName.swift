@@ -6,6 +6,8 @@ enum SegmentName {
     static let cleanedSuffix = ".cleaned"
     static let swapSuffix = ".swap"
     static let deletedSuffix = ".deleted"
+    /// A cold segment (docs/format.md "Cold segments"); `.cold.tmp` while it is being written.
+    static let coldSuffix = ".cold"
 
     static func base(_ offset: Int64) -> String {
         precondition(offset >= 0)
@@ -16,6 +18,7 @@ enum SegmentName {
     static func logPath(_ dir: String, _ offset: Int64) -> String { dir + "/" + base(offset) + logSuffix }
     static func offsetIndexPath(_ dir: String, _ offset: Int64) -> String { dir + "/" + base(offset) + offsetIndexSuffix }
     static func timeIndexPath(_ dir: String, _ offset: Int64) -> String { dir + "/" + base(offset) + timeIndexSuffix }
+    static func coldPath(_ dir: String, _ offset: Int64) -> String { dir + "/" + base(offset) + coldSuffix }
 
     /// Parses "<20 digits><suffix>" and returns the base offset, or nil.
     /// Bytes, not Characters: a load parses every file name of every partition (300,000 names

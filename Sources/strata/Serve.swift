@@ -156,9 +156,13 @@ struct Serve: ParsableCommand {
             case "group.initial.rebalance.delay.ms":
                 guard let ms = Int64(value), ms >= 0, ms <= 300_000 else { throw ValidationError("\(key) must be a number of milliseconds in 0...300000") }
                 options.initialRebalanceDelayMs = ms
-            case "log.retention.check.interval.ms", "log.cleaner.backoff.ms":
+            case "log.retention.check.interval.ms", "log.cleaner.backoff.ms", "log.cold.check.interval.ms":
                 guard let ms = Int64(value), ms >= 0 else { throw ValidationError("\(key) must be a number of milliseconds >= 0") }
-                if key == "log.cleaner.backoff.ms" { options.cleanerBackoffMs = ms } else { options.retentionCheckIntervalMs = ms }
+                switch key {
+                case "log.cleaner.backoff.ms": options.cleanerBackoffMs = ms
+                case "log.cold.check.interval.ms": options.coldCheckIntervalMs = ms
+                default: options.retentionCheckIntervalMs = ms
+                }
             case "num.partitions":
                 guard let n = Int32(value), n >= 1, n <= Broker.Options.maxPartitions else {
                     throw ValidationError("\(key) must be a number in 1...\(Broker.Options.maxPartitions)")

@@ -3,28 +3,31 @@ import StrataBroker
 import StrataLog
 import StrataCore
 
-/// The cold tier's size and speed on a topic's own data, before it exists: every closed segment
-/// encoded in the cold format in memory and decoded back record for record.
+/// Moves a topic's closed segments to the cold tier now (`cold.after.ms` does it in the
+/// background), or with --dry-run measures the cold format on them without writing anything.
 struct Tier: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure the cold format on a topic: bytes of its closed segments hot and cold, every record verified.",
+        abstract: "Convert a topic's closed segments to the cold tier now, printing bytes before and after.",
         discussion: """
-            With --dry-run (required for now) nothing is written: each closed segment is encoded block by \
-            block in memory, each block decoded again and compared with the log record by record, and the \
-            sizes and times printed. Converting segments in place and serving them from the cold format \
-            are not built yet. Read-only, next to a running server.
+            Each closed, synced segment (the active one never) is rewritten as a cold segment: every \
+            block decoded again and compared with the log record by record, then swapped in crash-safely; \
+            consumers, strata consume and strata query read it as before. Needs the data directory to \
+            itself (stop the server; a running server converts with the topic's cold.after.ms). \
+            With --dry-run nothing is written (read-only, next to a running server): the segments are \
+            encoded in memory, verified and read back, and sizes and speeds printed.
             """)
 
     @OptionGroup var options: DataOptions
     @Argument(help: "Topic name.") var topic: String
-    @Flag(help: "Encode and verify in memory only (the only mode so far).") var dryRun = false
+    @Flag(help: "Encode and verify in memory only; nothing is written.") var dryRun = false
+    @Option(help: "Only segments older than this many ms (as retention measures age; default: every closed segment).") var olderThanMs: Int64?
     @Option(help: "Only this partition (repeatable; default all).") var partition: [Int32] = []
-    @Flag(help: "Also print what each part costs: batch and record fields, keys, shapes, and each member path's column with its encoding.") var streams = false
+    @Flag(help: "With --dry-run: also print what each part costs: batch and record fields, keys, shapes, and each member path's column with its encoding.") var streams = false
 
     func run() throws {
-        guard dryRun else {
-            throw ValidationError("converting segments to the cold tier is not built yet: run with --dry-run to measure it on this topic")
-        }
+        if let olderThanMs, olderThanMs < 0 { throw ValidationError("--older-than-ms must be >= 0") }
+        guard dryRun else { return try convert() }
+        guard olderThanMs == nil else { throw ValidationError("--older-than-ms applies to a conversion, not to --dry-run") }
         let broker = try options.openReadOnly()
         defer { try? broker.close() }
         guard let count = broker.partitionCount(topic) else { throw CLIError("unknown topic '\(topic)'") }
@@ -70,5 +73,32 @@ struct Tier: ParsableCommand {
         print("\(topic): \(segments) closed segments, \(records) records: \(hot) bytes hot → \(cold) bytes cold "
               + "(\(String(format2: Double(hot) / Double(max(1, cold))))x smaller); encoding \(String(format2: rate)) MB/s of log on one core, "
               + "reading it back as batches \(String(format2: serveRate)) MB/s; verification \(String(format2: verify)) s; every record decoded identical")
+    }
+
+    private func convert() throws {
+        guard !streams else { throw ValidationError("--streams needs --dry-run") }
+        let broker = try options.openBroker()
+        defer { try? broker.close() }
+        guard let count = broker.partitionCount(topic) else { throw CLIError("unknown topic '\(topic)'") }
+        for p in partition where p < 0 || p >= count { throw CLIError("topic '\(topic)' has no partition \(p)") }
+        var total = ColdConversionReport()
+        for p in partition.isEmpty ? Array(0..<count) : partition {
+            let log = try broker.log(topic: topic, partition: p)
+            try log.flush()  // only synced segments convert
+            let r = try log.convertToCold(olderThanMs: olderThanMs)
+            if r.segmentsConverted > 0 {
+                print("\(topic)-\(p): \(r.segmentsConverted) segments, \(r.records) records: \(r.hotBytes) → \(r.coldBytes) bytes "
+                      + "(\(String(format2: Double(r.hotBytes) / Double(max(1, r.coldBytes))))x smaller)")
+            }
+            total.add(r)
+        }
+        guard total.segmentsConverted > 0 else {
+            print("\(topic): nothing to convert (closed hot segments\(olderThanMs.map { " older than \($0) ms" } ?? ""); the active segment never converts)")
+            return
+        }
+        let rate = total.encodeSeconds > 0 ? Double(total.hotBytes) / total.encodeSeconds / 1e6 : 0
+        print("\(topic): \(total.segmentsConverted) segments converted, \(total.hotBytes) bytes hot → \(total.coldBytes) bytes cold "
+              + "(\(String(format2: Double(total.hotBytes) / Double(max(1, total.coldBytes))))x smaller) in \(String(format2: total.seconds)) s; "
+              + "encoding \(String(format2: rate)) MB/s of log, verification \(String(format2: total.verifySeconds)) s")
     }
 }

@@ -84,6 +84,8 @@ public struct PartitionDescription: Sendable {
     public var dirtyRatio: Double?
     /// Why the partition is offline (damaged or missing files), nil when it serves.
     public var offlineReason: String?
+    /// Bytes on disk by tier (nil when a cold segment's header could not be read).
+    public var tiers: PartitionLog.TierSizes?
 }
 
 public struct TopicDescription: Sendable {
@@ -674,6 +676,7 @@ public final class Broker: @unchecked Sendable {
             }
             var d = PartitionDescription(partition: Int32(p), logStartOffset: log.logStartOffset, logEndOffset: log.logEndOffset,
                                          sizeInBytes: log.sizeInBytes, segments: log.segmentCount)
+            d.tiers = try? log.tierSizes()
             if compacted {
                 d.cleaner = (try? metadata.cleanerRecord(topic: name, partition: Int32(p))) ?? nil
                 d.dirtyRatio = dirtyRatio(name: "\(name)-\(p)", log: log)

@@ -240,6 +240,30 @@ public final class PartitionLog: @unchecked Sendable {
     /// Total bytes of all segments.
     public var sizeInBytes: Int { segmentList.withLock { $0 }.reduce(0) { $0 + $1.size } }
 
+    /// Bytes on disk by tier (`strata topics describe`, `strata inspect`).
+    public struct TierSizes: Sendable, Equatable {
+        public var hotBytes = 0
+        public var coldBytes = 0
+        public var coldSegments = 0
+        /// Bytes of log the cold segments were made from (their compression ratio's numerator).
+        public var coldLogBytes = 0
+    }
+
+    /// Hot and cold bytes; cold segments' headers are read (opened if they were not).
+    public func tierSizes() throws(LogError) -> TierSizes {
+        var sizes = TierSizes()
+        for segment in segmentList.withLock({ $0 }) {
+            if segment.isCold {
+                sizes.coldBytes += segment.size
+                sizes.coldSegments += 1
+                sizes.coldLogBytes += try segment.logBytes()
+            } else {
+                sizes.hotBytes += segment.size
+            }
+        }
+        return sizes
+    }
+
     /// Base offsets of the segments, oldest first.
     public var segmentBaseOffsets: [Int64] { segmentList.withLock { $0.map(\.baseOffset) } }
 

@@ -51,6 +51,7 @@ struct Inspect: ParsableCommand {
             if let target, target != topic && target != name { continue }
             shown += 1
             out.write("\(name): offsets [\(log.logStartOffset), \(log.logEndOffset)) checkpointed recovery point \(log.recoveryPoint), \(log.sizeInBytes) bytes\n")
+            if let t = try? log.tierSizes(), t.coldSegments > 0 { out.write("  " + Topics.tierLine(t) + "\n") }
             // Producer state: open transactions hold back what read_committed readers see.
             try log.catchUpProducerState()
             let states = log.producerStateSnapshot
@@ -61,6 +62,10 @@ struct Inspect: ParsableCommand {
                 }
             }
             for s in try log.segmentInfos() {
+                if s.isCold {
+                    out.write("  segment \(s.baseOffset) (cold): offsets [\(s.baseOffset), \(s.nextOffset)), \(s.sizeInBytes) bytes made from \(s.logBytes) bytes of log (\(String(format2: Double(s.logBytes) / Double(max(1, s.sizeInBytes))))x smaller), \(s.offsetIndexEntries) blocks, max timestamp \(s.largestTimestamp)\n")
+                    continue
+                }
                 let density = s.offsetIndexEntries > 0 ? "1 entry / \(s.sizeInBytes / s.offsetIndexEntries) bytes" : "no entries"
                 out.write("  segment \(s.baseOffset)\(s.isActive ? " (newest)" : ""): offsets [\(s.baseOffset), \(s.nextOffset)), \(s.sizeInBytes) bytes, index \(s.offsetIndexEntries) (\(density)), timeindex \(s.timeIndexEntries), max timestamp \(s.largestTimestamp)\n")
             }

@@ -132,6 +132,9 @@ struct Serve: ParsableCommand {
             case "log.max.open.segments":
                 guard let n = Int(value), n >= 16, n <= 1_000_000 else { throw ValidationError("\(key) must be a number in 16...1000000") }
                 MappedSegments.shared.budget = n
+            case "cold.block.cache.bytes":
+                guard let n = Int(value), n >= 0, n <= 1 << 40 else { throw ValidationError("\(key) must be a number of bytes in 0...\(1 << 40)") }
+                ColdBlockCache.shared.budgetBytes = n
             case "sasl.max.failed.authentications":
                 guard let n = Int(value), n >= 1, n <= 1_000_000 else { throw ValidationError("\(key) must be a number in 1...1000000") }
                 options.maxFailedAuthentications = n

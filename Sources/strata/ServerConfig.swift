@@ -52,6 +52,8 @@ struct ServerConfig {
         .init(key: "log.retention.check.interval.ms", defaultValue: "300000", help: "period of the retention worker"),
         .init(key: "log.cleaner.backoff.ms", defaultValue: "15000", help: "period of the compaction worker"),
         .init(key: "log.cleaner.io.max.bytes.per.second", defaultValue: "0", help: "compaction read/write budget, 0: unlimited"),
+        .init(key: "log.cold.check.interval.ms", defaultValue: "60000", help: "period of the cold-tier worker (topics with cold.after.ms), 0: never"),
+        .init(key: "cold.block.cache.bytes", defaultValue: "268435456", help: "decoded cold blocks kept for readers"),
         .init(key: "group.initial.rebalance.delay.ms", defaultValue: "3000", help: "wait for more members before an empty group's first rebalance"),
         .init(key: "max.partitions", defaultValue: "12000", help: "partitions of all topics together"),
         .init(key: "max.partitions.per.topic", defaultValue: "10000", help: "partitions of one topic"),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import StrataBroker
 import StrataKafka
+import StrataLog
 
 struct Topics: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -81,6 +82,7 @@ struct Topics: ParsableCommand {
                     continue
                 }
                 print("  partition \(p.partition): offsets [\(p.logStartOffset), \(p.logEndOffset)), \(p.logEndOffset - p.logStartOffset) events, \(p.sizeInBytes) bytes, \(p.segments) segment(s)")
+                if let t = p.tiers, t.coldSegments > 0 { print("    " + tierLine(t)) }
                 if let ratio = p.dirtyRatio {
                     let c = p.cleaner
                     print("    cleaner: dirty ratio \((ratio * 100).rounded() / 100), \(c?.passes ?? 0) pass(es), last clean \(c.map { $0.lastCleanMs > 0 ? String($0.lastCleanMs) : "never" } ?? "never"), \(c?.bytesReclaimed ?? 0) bytes reclaimed, \(c?.errors ?? 0) error(s)\(c.map { $0.lastError.isEmpty ? "" : " (last: \($0.lastError))" } ?? "")")
@@ -91,6 +93,12 @@ struct Topics: ParsableCommand {
                 print("    \(k)=\(v)\(d.overrides[k] != nil ? "" : " (default)")")
             }
         }
+    }
+
+    /// "hot H bytes, cold C bytes in N segment(s) (L bytes of log, R x smaller)".
+    static func tierLine(_ t: PartitionLog.TierSizes) -> String {
+        let ratio = Double(t.coldLogBytes) / Double(max(1, t.coldBytes))
+        return "tiers: hot \(t.hotBytes) bytes; cold \(t.coldBytes) bytes in \(t.coldSegments) segment(s), made from \(t.coldLogBytes) bytes of log (\(String(format2: ratio))x smaller)"
     }
 
     struct Alter: ParsableCommand {

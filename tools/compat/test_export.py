@@ -26,13 +26,13 @@ def strata(srv, *args, check=True):
     return r
 
 
-def produce(srv, topic, records, transactional_abort=()):
+def produce(srv, topic, records, transactional_abort=(), config=None):
     """records: [(key bytes|None, value bytes|None, headers list|None, timestamp ms, partition)].
-    Returns {(partition, offset): record} from the delivery reports."""
+    Returns {(partition, offset): record} from the delivery reports. `config`: more producer settings."""
     from confluent_kafka import Producer
     delivered = {}
     errors = []
-    p = Producer({"bootstrap.servers": srv.bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": True})
+    p = Producer(dict({"bootstrap.servers": srv.bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": True}, **(config or {})))
 
     def report(rec):
         def cb(err, msg):
@@ -47,7 +47,7 @@ def produce(srv, topic, records, transactional_abort=()):
         p.poll(0)
     assert p.flush(60) == 0 and not errors, errors[:3]
     if transactional_abort:
-        t = Producer({"bootstrap.servers": srv.bootstrap, "transactional.id": "export-abort"})
+        t = Producer(dict({"bootstrap.servers": srv.bootstrap, "transactional.id": "export-abort"}, **(config or {})))
         t.init_transactions(30)
         t.begin_transaction()
         for key, value, headers, ts, part in transactional_abort:

@@ -10,11 +10,15 @@ measures, in this order and on this machine:
   - strata tier --dry-run: log bytes of the closed segments, cold bytes, encoding and read-back
     speed (each block decoded and compared record by record);
   - strata export (with and without the raw value column): time, bytes;
-  - DuckDB's GROUP BY over its own file and over the export (best of RUNS).
+  - DuckDB's GROUP BY over its own file and over the export (best of RUNS);
+  - then on a copy of the data directory converted with `strata tier` (wall time, verification
+    included): kcat consuming every partition from `strata serve` hot vs cold (the first run, with
+    an empty decoded-block cache, and the best of RUNS), and `strata query`'s GROUP BY hot vs cold
+    against DuckDB on its Parquet and on the JSON lines.
 Prints bytes per event so that the closed segments (the active one is never converted) compare
 with the whole file. Needs a release build (built here) and duckdb (pip; installed when missing).
 
-Usage: tools/bench-cold.py [--events N] [--generator flat|nested] [--segment-mb M] [--runs R] [--work DIR]
+Usage: tools/bench-cold.py [--events N] [--generator flat|nested] [--segment-mb M] [--runs R] [--work DIR] [--no-serve]
 """
 import argparse, glob, os, re, shutil, subprocess, sys, time
 
@@ -25,6 +29,7 @@ ap.add_argument("--generator", choices=["flat", "nested"], default="flat")
 ap.add_argument("--segment-mb", type=int, default=32)
 ap.add_argument("--runs", type=int, default=3)
 ap.add_argument("--work", default="/tmp/strata-bench-cold")
+ap.add_argument("--no-serve", action="store_true", help="skip the conversion, kcat and query measurements")
 args = ap.parse_args()
 try:
     import duckdb
@@ -107,3 +112,77 @@ for label, (s, b, _) in exports.items():
     print(f"{'strata ' + label:34}{s:9.2f}{b:14d}{b / n:13.2f}{(b / n) / (duck_bytes / n):10.2f}x")
 print(f"cold: {hot / cold:.2f}x smaller than the log; encoding {enc:.1f} MB/s of log per core, reading back as batches {serve:.1f} MB/s")
 print(f"DuckDB GROUP BY over its own Parquet {q_own:.3f} s, over strata's export {q_exp:.3f} s ({q_exp / q_own:.2f}x)")
+
+if args.no_serve:
+    sys.exit(0)
+
+import socket
+import signal
+
+cold_data = data + "_cold"
+shutil.rmtree(cold_data, ignore_errors=True)
+subprocess.check_call(["cp", "-a", data, cold_data])
+tier_s, out = timed([strata, "tier", "events", "--data", cold_data])
+m = re.search(r"(\d+) bytes hot → (\d+) bytes cold", out.splitlines()[-1])
+tier_hot = int(m[1]) if m else 0
+print(f"strata tier: {tier_hot} bytes of log converted in {tier_s:.2f} s wall ({tier_hot / tier_s / 1e6:.1f} MB/s of log, "
+      f"one core, every block verified, files synced)")
+
+
+def free_port():
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+def kcat_rate(data_dir):
+    """(first run, best run) seconds for kcat to consume the whole topic, and its bytes of values."""
+    port = free_port()
+    srv = subprocess.Popen([strata, "serve", "--data", data_dir, "--listen", f"127.0.0.1:{port}", "--http-listen", "off",
+                            "--config", "log.cold.check.interval.ms=0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with socket.socket() as sk:
+                if sk.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        times = []
+        size = 0
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            r = subprocess.run(["kcat", "-b", f"127.0.0.1:{port}", "-t", "events", "-C", "-e", "-q", "-o", "beginning", "-f", "%s\n",
+                                "-X", "fetch.max.bytes=4194304"], capture_output=True, check=True)
+            times.append(time.perf_counter() - t)
+            size = len(r.stdout)
+        return times[0], min(times), size
+    finally:
+        srv.send_signal(signal.SIGINT)
+        srv.wait(timeout=60)
+
+
+hot_first, hot_best, hot_size = kcat_rate(data)
+cold_first, cold_best, cold_size = kcat_rate(cold_data)
+assert hot_size == cold_size, (hot_size, cold_size)
+print(f"kcat consume, all {n} events: hot {hot_first:.2f} s first / {hot_best:.2f} s best; cold {cold_first:.2f} s first / "
+      f"{cold_best:.2f} s best: cold/hot rate {hot_first / cold_first:.2f}x first, {hot_best / cold_best:.2f}x best")
+
+if flat:
+    sql = "SELECT value->>'$.event_type' AS t, count(*), sum(value->>'$.amount') FROM events GROUP BY 1"
+else:
+    sql = "SELECT value->>'$.type' AS t, count(*), sum(value->>'$.total') FROM events GROUP BY 1"
+
+
+def query_best(data_dir):
+    times = []
+    for _ in range(args.runs):
+        s, _ = timed([strata, "query", "--data", data_dir, sql])
+        times.append(s)
+    return min(times)
+
+
+q_hot = query_best(data)
+q_cold = query_best(cold_data)
+q_lines = best(f"SELECT {group}, count(*), sum({measure}) FROM read_json_auto('{lines}') GROUP BY 1")
+print(f"GROUP BY: strata query hot {q_hot:.3f} s, cold {q_cold:.3f} s; DuckDB on its Parquet {q_own:.3f} s, on the JSON lines "
+      f"{q_lines:.3f} s: cold {q_cold / q_own:.2f}x DuckDB-Parquet's time, {q_cold / q_lines:.2f}x DuckDB-JSON's")

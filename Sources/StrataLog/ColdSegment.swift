@@ -91,23 +91,34 @@ final class ColdSegment: Sendable {
         return block
     }
 
-    private func decode(block i: Int, compression: CompressionCodec) throws(LogError) -> MaterializedBlock {
+    /// The batches of block `i` (CRC checked), which must hold exactly the offsets its directory
+    /// entry says: readers trust those.
+    func batches(ofBlock i: Int) throws(LogError) -> [ColdBatch] {
         let entry = file.blocks[i]
         let batches: [ColdBatch]
-        var encoded: [[UInt8]] = []
         do {
             batches = try file.batches(ofBlock: i, in: mapping.bytes(0..<mapping.length))
-            encoded.reserveCapacity(batches.count)
-            for b in batches { encoded.append(try b.recordBatch(compression: compression)) }
         } catch {
             throw LogError.corrupt(path: path, reason: "block \(i) at file offset \(entry.fileOffset): \(error)")
         }
-        // The block must hold what its directory entry says: readers trust these offsets.
         guard let first = batches.first, let last = batches.last, first.baseOffset == entry.firstOffset,
               last.baseOffset &+ Int64(last.lastOffsetDelta) &+ 1 == entry.nextOffset,
               zip(batches, batches.dropFirst()).allSatisfy({ $0.baseOffset &+ Int64($0.lastOffsetDelta) < $1.baseOffset })
         else {
             throw LogError.corrupt(path: path, reason: "block \(i) does not hold offsets [\(entry.firstOffset), \(entry.nextOffset)) in order")
+        }
+        return batches
+    }
+
+    private func decode(block i: Int, compression: CompressionCodec) throws(LogError) -> MaterializedBlock {
+        let entry = file.blocks[i]
+        let batches = try self.batches(ofBlock: i)
+        var encoded: [[UInt8]] = []
+        encoded.reserveCapacity(batches.count)
+        do {
+            for b in batches { encoded.append(try b.recordBatch(compression: compression)) }
+        } catch {
+            throw LogError.corrupt(path: path, reason: "block \(i) at file offset \(entry.fileOffset): \(error)")
         }
         let total = encoded.reduce(0) { $0 + $1.count }
         let memory = try Mapping(anonymousLength: total)
@@ -232,4 +243,19 @@ public final class ColdBlockCache: Sendable {
         }
         dropped.removeAll()
     }
+}
+
+/// One block of a cold segment, for readers that want its records rather than batches (the
+/// query engine decodes blocks on its own threads, skipping the RecordBatch re-encoding).
+public struct ColdBlockHandle: Sendable {
+    let segment: ColdSegment
+    public let segmentBaseOffset: Int64
+    public let blockIndex: Int
+    public let firstOffset: Int64
+    public let nextOffset: Int64
+    /// Bytes of the block in the cold file.
+    public let storedBytes: Int
+
+    /// The block's batches and records, exactly as they were in the log.
+    public func batches() throws(LogError) -> [ColdBatch] { try segment.batches(ofBlock: blockIndex) }
 }

@@ -656,6 +656,18 @@ public final class PartitionLog: @unchecked Sendable {
         return LogReadResult(slice: nil, nextOffset: offset, logEndOffset: logEnd)
     }
 
+    /// When `offset` lies in a cold segment: the block holding it (or the first block after it),
+    /// for readers that decode records themselves. nil for a hot segment, or outside the log.
+    public func coldBlock(from offset: Int64) throws(LogError) -> ColdBlockHandle? {
+        guard offset >= logStartOffset, offset < logEndOffset else { return nil }
+        let segments = segmentList.withLock { $0 }
+        guard let i = Self.floorSegmentIndex(segments, offset: offset), segments[i].isCold else { return nil }
+        let cold = try segments[i].coldSegment()
+        guard let b = cold.block(from: offset) else { return nil }
+        let entry = cold.file.blocks[b]
+        return ColdBlockHandle(segment: cold, segmentBaseOffset: cold.baseOffset, blockIndex: b, firstOffset: entry.firstOffset, nextOffset: entry.nextOffset, storedBytes: entry.length)
+    }
+
     /// Kafka's ListOffsets by timestamp: the first offset whose record timestamp is >= `timestamp`,
     /// or nil when every record is older. Segments are skipped by their largest timestamp, then the
     /// time index and offset index narrow the scan to a few KiB.

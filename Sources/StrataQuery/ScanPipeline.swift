@@ -68,7 +68,46 @@ final class Chunk: @unchecked Sendable {
     var fields: [ContiguousArray<FieldValue>] = []
     /// The rows grouped for a grouped scan, when an extractor thread could do it.
     var groups: ChunkGroups?
+    /// A cold block whose records are still to be decoded (by an extractor thread).
+    var pendingCold: PendingCold?
     init(slice: SegmentSlice?) { self.slice = slice }
+
+    struct PendingCold {
+        let block: ColdBlockHandle
+        let partition: Int32
+        let from: Int64
+        let end: Int64
+        let transactions: ProducerStates?
+    }
+
+    /// Decodes a pending cold block into rows (keys and values copied into the arena): the same
+    /// rows the block's batches would give, without re-encoding them as RecordBatches first.
+    /// Returns the rows added.
+    @discardableResult
+    func decodePendingCold() throws -> Int {
+        guard let p = pendingCold else { return 0 }
+        pendingCold = nil
+        let before = rows.count
+        for batch in try p.block.batches() {
+            // Transaction markers are not records; records of aborted transactions are not read.
+            if batch.isControl { continue }
+            if let t = p.transactions, batch.isTransactional,
+               t.isAborted(producerId: batch.producerId, offset: batch.baseOffset) { continue }
+            for r in batch.records where r.offset >= p.from && r.offset < p.end {
+                var headersIndex: Int32 = -1
+                if !r.headers.isEmpty {
+                    headersIndex = Int32(headers.count)
+                    headers.append(ChunkReader.headersJSON(r.headers))
+                }
+                var k: UnsafeRawPointer?, kc: Int32 = -1, v: UnsafeRawPointer?, vc: Int32 = -1
+                if let key = r.key { (k, kc) = (key.withUnsafeBytes { arena.copy($0) }, Int32(key.count)) }
+                if let value = r.value { (v, vc) = (value.withUnsafeBytes { arena.copy($0) }, Int32(value.count)) }
+                rows.append(RowRef(partition: p.partition, offset: r.offset, timestamp: r.timestamp, key: k, keyCount: kc,
+                                   value: v, valueCount: vc, headersIndex: headersIndex))
+            }
+        }
+        return rows.count - before
+    }
 }
 
 /// The JSON members statements have asked for through `->>`; the scan thread extracts them for
@@ -104,6 +143,9 @@ struct ChunkReader {
     var readBytes = 1 << 20
     /// Bytes of the last slice read.
     private(set) var lastSliceBytes = 0
+    /// Cold blocks are decoded by `readChunk` (the default), or left in the chunk for the scan
+    /// pipeline's extractor threads (`Chunk.decodePendingCold`).
+    var deferColdDecode = false
 
     init(context: QueryContext, topic: String, ranges: [(partition: Int32, start: Int64, end: Int64)]) {
         self.context = context
@@ -114,7 +156,7 @@ struct ChunkReader {
     /// The next chunk with at least one row, or nil at the end.
     mutating func next() throws -> Chunk? {
         while rangeIndex < ranges.count {
-            if let chunk = try readChunk(), !chunk.rows.isEmpty { return chunk }
+            if let chunk = try readChunk(), !chunk.rows.isEmpty || chunk.pendingCold != nil { return chunk }
         }
         return nil
     }
@@ -140,6 +182,9 @@ struct ChunkReader {
         }
         let log = try context.broker.log(topic: topic, partition: range.partition)
         let upTo = skips?.nextStart(partition: range.partition, after: position) ?? .max
+        if let block = try log.coldBlock(from: position) {
+            return try readColdBlock(block, range: range, upTo: upTo)
+        }
         let result = try log.read(from: position, maxBytes: readBytes, upTo: upTo)
         guard let slice = result.slice else {
             rangeIndex += 1
@@ -189,6 +234,31 @@ struct ChunkReader {
         if position >= range.end {
             rangeIndex += 1
             position = 0
+        }
+        return chunk
+    }
+
+    /// A chunk of one cold block: its records in [position, min(range end, upTo)).
+    private mutating func readColdBlock(_ block: ColdBlockHandle, range: (partition: Int32, start: Int64, end: Int64), upTo: Int64) throws -> Chunk {
+        let segmentKey = "\(topic)-\(range.partition)@\(block.segmentBaseOffset)"
+        let firstVisit = context.segmentsSeen.withLock { $0.insert(segmentKey).inserted }
+        lastSliceBytes = block.storedBytes
+        context.stats.withLock { s in
+            s.bytesRead += block.storedBytes
+            if firstVisit { s.segmentsRead += 1 }
+        }
+        let stop = min(range.end, upTo)
+        let chunk = Chunk(slice: nil)
+        let transactions = context.transactionStates.isEmpty ? nil : context.transactionStates["\(topic)-\(range.partition)"]
+        chunk.pendingCold = Chunk.PendingCold(block: block, partition: range.partition, from: position, end: stop, transactions: transactions)
+        position = max(min(block.nextOffset, stop), position + 1)
+        if position >= range.end {
+            rangeIndex += 1
+            position = 0
+        }
+        if !deferColdDecode {
+            let rows = try chunk.decodePendingCold()
+            context.stats.withLock { $0.recordsScanned += rows }
         }
         return chunk
     }
@@ -243,6 +313,12 @@ struct ChunkReader {
         }.joined(separator: ",") + "}"
     }
 
+    static func headersJSON(_ headers: [ColdHeader]) -> String {
+        "{" + headers.map { h in
+            "\(jsonQuote(String(decoding: h.key, as: UTF8.self))):\(h.value.map { jsonQuote(String(decoding: $0, as: UTF8.self)) } ?? "null")"
+        }.joined(separator: ",") + "}"
+    }
+
     static func headersJSON(_ section: UnsafeRawBufferPointer, at offset: Int, count: Int) throws -> String {
         var reader = ByteReader(section, position: offset)
         var headers: [(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?)] = []
@@ -284,7 +360,13 @@ final class ScanPipeline: @unchecked Sendable {
     /// Grouped scans: each chunk's rows are also grouped on the extractor threads.
     private let grouping: GroupingSpec?
 
+    /// For the cold blocks the extractors decode (their scan statistics).
+    private let context: QueryContext
+
     init(reader: ChunkReader, wanted: WantedFields, trustedJSON: Bool, grouping: GroupingSpec? = nil) {
+        var reader = reader
+        reader.deferColdDecode = true
+        self.context = reader.context
         self.reader = reader
         self.wanted = wanted
         self.trustedJSON = trustedJSON
@@ -354,6 +436,17 @@ final class ScanPipeline: @unchecked Sendable {
                 return decoded.removeFirst()
             }
             guard let item else { return }
+            do {
+                let rows = try item.chunk.decodePendingCold()
+                if rows > 0 { context.stats.withLock { $0.recordsScanned += rows } }
+            } catch {
+                lock.withLock {
+                    inFlight -= 1
+                    failure = failure ?? error
+                    lock.broadcast()
+                }
+                return
+            }
             extract(item.chunk)
             lock.withLock {
                 inFlight -= 1
@@ -399,6 +492,8 @@ final class ScanPipeline: @unchecked Sendable {
                 if let chunk = ready.removeValue(forKey: nextToDeliver) {
                     nextToDeliver += 1
                     lock.broadcast()
+                    // A cold block's range may hold no rows (all aborted, all before the start).
+                    if chunk.rows.isEmpty { continue }
                     return chunk
                 }
                 if readerDone && decoded.isEmpty && inFlight == 0 && nextToDeliver == nextSequence { return nil }

@@ -16,6 +16,10 @@ public struct ColdBatch: Equatable, Sendable {
     public var maxTimestamp: Int64
     public var records: [ColdRecord]
 
+    /// Attribute bits as in the batch header.
+    public var isTransactional: Bool { attributes & 0x10 != 0 }
+    public var isControl: Bool { attributes & 0x20 != 0 }
+
     public init(baseOffset: Int64, lastOffsetDelta: Int32, partitionLeaderEpoch: Int32, attributes: Int16, producerId: Int64,
                 producerEpoch: Int16, baseSequence: Int32, baseTimestamp: Int64, maxTimestamp: Int64, records: [ColdRecord]) {
         self.baseOffset = baseOffset

@@ -243,7 +243,9 @@ final class LogSegment: @unchecked Sendable {
     var timeIndexPath: String { SegmentName.timeIndexPath(directory, baseOffset) }
     var size: Int { committedSize.load(ordering: .acquiring) }
     var nextOffset: Int64 { publishedNextOffset.load(ordering: .acquiring) }
-    private var ownPaths: [String] { isCold ? [coldPath] : [logPath, offsetIndexPath, timeIndexPath] }
+    /// A cold segment's include the hot files of its base: a conversion whose rename of them
+    /// failed leaves them beside the `.cold`, and deleting the segment must not resurrect them.
+    private var ownPaths: [String] { isCold ? [coldPath, logPath, offsetIndexPath, timeIndexPath] : [logPath, offsetIndexPath, timeIndexPath] }
     private var deletedPaths: [String] { ownPaths.map { $0 + SegmentName.deletedSuffix } }
 
     // MARK: Creation and loading

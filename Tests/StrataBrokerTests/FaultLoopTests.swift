@@ -3,19 +3,24 @@ import Testing
 @testable import StrataBroker
 import StrataCore
 import StrataLog
+import Synchronization
 
 /// SQLite's ioerr loop over the broker (log engine and metadata store): for every fault point N
-/// of a produce / roll / flush / commit / compaction / retention workload, the Nth storage call
+/// of a produce / roll / flush / commit / compaction / cold-tier conversion / retention workload, the Nth storage call
 /// fails (EIO, ENOSPC or EMFILE; once, or from then on for a disk that stays full). After each run
 /// the fault is removed and the data directory reopened: no crash, no acknowledged record lost,
 /// every partition writable again.
 @Suite(.serialized) struct FaultLoopTests {
     struct Acknowledged { var topic: String; var partition: Int32; var offset: Int64; var value: [UInt8] }
 
+    /// Segments the workload converted to the cold tier (summed over runs).
+    static let conversions = Mutex(0)
+
     static func options() -> Broker.Options {
         var o = Broker.Options()
         o.retentionCheckIntervalMs = 0  // driven by the workload
         o.cleanerBackoffMs = 0
+        o.coldCheckIntervalMs = 0
         o.offsetsTopicPartitions = 1  // the commits' mirror is in the loop, with one partition
         return o
     }
@@ -29,9 +34,13 @@ import StrataLog
             errors.append("open: \(error)")
             return acked
         }
-        defer { try? broker.close() }
+        defer {
+            conversions.withLock { $0 += broker.coldTierStatus.converted.segmentsConverted }
+            try? broker.close()
+        }
         do {
-            try broker.createTopic("s", partitions: 2, configs: ["segment.bytes": "2048", "flush.mode": "sync", "retention.bytes": "4096"])
+            try broker.createTopic("s", partitions: 2, configs: ["segment.bytes": "2048", "flush.mode": "sync", "retention.bytes": "4096",
+                                                                "cold.after.ms": "0"])
             try broker.createTopic("c", partitions: 1, configs: ["segment.bytes": "2048", "cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01"])
         } catch {
             // Topics half made stay as they are: the produce below auto-creates what is missing.
@@ -48,6 +57,7 @@ import StrataLog
             if i % 6 == 5 {
                 try? broker.commitOffsets(group: "g", offsets: [("s", 0, Int64(i))])
                 _ = broker.runCleaner()
+                _ = broker.runColdTier()
                 _ = broker.runRetention()
             }
         }
@@ -106,6 +116,8 @@ import StrataLog
         #expect(points > 100)
         #expect(clean.count == 32)
         try Self.verify(probe.path, clean, label: "no fault")
+        // The workload converts segments of "s" to the cold tier (which retention deletes later).
+        #expect(conversions.withLock { $0 } > 0)
 
         var runs = 0
         var faultsFired = 0

@@ -91,32 +91,35 @@ final class ColdSegment: Sendable {
         return block
     }
 
-    /// The batches of block `i` (CRC checked), which must hold exactly the offsets its directory
-    /// entry says: readers trust those.
-    func batches(ofBlock i: Int) throws(LogError) -> [ColdBatch] {
+    /// Block `i` decoded (CRC checked); it must hold exactly the offsets its directory entry
+    /// says: readers trust those.
+    func flatBlock(_ i: Int) throws(LogError) -> ColdFlatBlock {
         let entry = file.blocks[i]
-        let batches: [ColdBatch]
+        let block: ColdFlatBlock
         do {
-            batches = try file.batches(ofBlock: i, in: mapping.bytes(0..<mapping.length))
+            let bytes = UnsafeRawBufferPointer(rebasing: mapping.bytes(0..<mapping.length)[entry.fileOffset..<(entry.fileOffset + entry.length)])
+            guard ColdSegmentFile.crc32c(bytes) == entry.crc else { throw ColdFormatError("block \(i) CRC mismatch") }
+            block = try ColdBlock.decodeFlat(bytes)
         } catch {
             throw LogError.corrupt(path: path, reason: "block \(i) at file offset \(entry.fileOffset): \(error)")
         }
+        let batches = block.batches
         guard let first = batches.first, let last = batches.last, first.baseOffset == entry.firstOffset,
               last.baseOffset &+ Int64(last.lastOffsetDelta) &+ 1 == entry.nextOffset,
               zip(batches, batches.dropFirst()).allSatisfy({ $0.baseOffset &+ Int64($0.lastOffsetDelta) < $1.baseOffset })
         else {
             throw LogError.corrupt(path: path, reason: "block \(i) does not hold offsets [\(entry.firstOffset), \(entry.nextOffset)) in order")
         }
-        return batches
+        return block
     }
 
     private func decode(block i: Int, compression: CompressionCodec) throws(LogError) -> MaterializedBlock {
         let entry = file.blocks[i]
-        let batches = try self.batches(ofBlock: i)
+        let flat = try flatBlock(i)
         var encoded: [[UInt8]] = []
-        encoded.reserveCapacity(batches.count)
+        encoded.reserveCapacity(flat.batches.count)
         do {
-            for b in batches { encoded.append(try b.recordBatch(compression: compression)) }
+            for b in flat.batches.indices { encoded.append(try flat.recordBatch(b, compression: compression)) }
         } catch {
             throw LogError.corrupt(path: path, reason: "block \(i) at file offset \(entry.fileOffset): \(error)")
         }
@@ -257,5 +260,8 @@ public struct ColdBlockHandle: Sendable {
     public let storedBytes: Int
 
     /// The block's batches and records, exactly as they were in the log.
-    public func batches() throws(LogError) -> [ColdBatch] { try segment.batches(ofBlock: blockIndex) }
+    public func batches() throws(LogError) -> [ColdBatch] { try segment.flatBlock(blockIndex).coldBatches() }
+
+    /// The same, in one buffer.
+    public func flat() throws(LogError) -> ColdFlatBlock { try segment.flatBlock(blockIndex) }
 }

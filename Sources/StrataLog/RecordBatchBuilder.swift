@@ -115,6 +115,15 @@ public enum RecordBatchBuilder {
         Varint.append(Int64(bytes.count), to: &out)
         out.append(contentsOf: bytes)
     }
+
+    public static func appendNullable(_ bytes: UnsafeRawBufferPointer?, to out: inout [UInt8]) {
+        guard let bytes else {
+            Varint.append(-1, to: &out)
+            return
+        }
+        Varint.append(Int64(bytes.count), to: &out)
+        out.append(contentsOf: bytes)
+    }
 }
 
 /// Streams records into one uncompressed batch without per-record allocations: the fast path of

@@ -70,6 +70,9 @@ final class Chunk: @unchecked Sendable {
     var groups: ChunkGroups?
     /// A cold block whose records are still to be decoded (by an extractor thread).
     var pendingCold: PendingCold?
+    /// The decoded cold block the rows point into.
+    private(set) var coldBlock: ColdFlatBlock?
+
     init(slice: SegmentSlice?) { self.slice = slice }
 
     struct PendingCold {
@@ -80,30 +83,33 @@ final class Chunk: @unchecked Sendable {
         let transactions: ProducerStates?
     }
 
-    /// Decodes a pending cold block into rows (keys and values copied into the arena): the same
-    /// rows the block's batches would give, without re-encoding them as RecordBatches first.
-    /// Returns the rows added.
+    /// Decodes a pending cold block into rows pointing into the decoded block (held by the
+    /// chunk): the same rows the block's batches would give, without re-encoding them as
+    /// RecordBatches first. Returns the rows added.
     @discardableResult
     func decodePendingCold() throws -> Int {
         guard let p = pendingCold else { return 0 }
         pendingCold = nil
+        let block = try p.block.flat()
+        coldBlock = block
         let before = rows.count
-        for batch in try p.block.batches() {
+        rows.reserveCapacity(block.records.count)
+        for batch in block.batches {
             // Transaction markers are not records; records of aborted transactions are not read.
             if batch.isControl { continue }
             if let t = p.transactions, batch.isTransactional,
                t.isAborted(producerId: batch.producerId, offset: batch.baseOffset) { continue }
-            for r in batch.records where r.offset >= p.from && r.offset < p.end {
+            for r in block.records[batch.records] where r.offset >= p.from && r.offset < p.end {
                 var headersIndex: Int32 = -1
                 if !r.headers.isEmpty {
                     headersIndex = Int32(headers.count)
-                    headers.append(ChunkReader.headersJSON(r.headers))
+                    headers.append(ChunkReader.headersJSON(block.headers[r.headers].map { (block.headerKey($0), block.headerValue($0)) }))
                 }
-                var k: UnsafeRawPointer?, kc: Int32 = -1, v: UnsafeRawPointer?, vc: Int32 = -1
-                if let key = r.key { (k, kc) = (key.withUnsafeBytes { arena.copy($0) }, Int32(key.count)) }
-                if let value = r.value { (v, vc) = (value.withUnsafeBytes { arena.copy($0) }, Int32(value.count)) }
-                rows.append(RowRef(partition: p.partition, offset: r.offset, timestamp: r.timestamp, key: k, keyCount: kc,
-                                   value: v, valueCount: vc, headersIndex: headersIndex))
+                let key = block.key(r), value = block.value(r)
+                rows.append(RowRef(partition: p.partition, offset: r.offset, timestamp: r.timestamp,
+                                   key: key.map { $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)! }, keyCount: key.map { Int32($0.count) } ?? -1,
+                                   value: value.map { $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)! }, valueCount: value.map { Int32($0.count) } ?? -1,
+                                   headersIndex: headersIndex))
             }
         }
         return rows.count - before

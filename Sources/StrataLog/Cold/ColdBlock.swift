@@ -255,6 +255,12 @@ public enum ColdBlock {
     /// from them (a block holds ~8 MiB of log: hostile streams that inflate past the budget, or
     /// a literal repeated by millions of records, are refused rather than allocated).
     public static func decode(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 256 << 20) throws -> [ColdBatch] {
+        try decodeFlat(bytes, maxBytes: maxBytes).coldBatches()
+    }
+
+    /// `decode` into one buffer: every key, value and header of the block end to end, records
+    /// as ranges of it (no allocation per record; what readers of many records use).
+    public static func decodeFlat(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 256 << 20) throws -> ColdFlatBlock {
         var r = ColdReader(bytes)
         let batchCount = try r.count(max: recordLimit)
         let recordCount = try r.count(max: recordLimit)
@@ -305,7 +311,7 @@ public enum ColdBlock {
 
     private static func assemble(batches b0: ColdReader, records rec0: ColdReader, keys k0: ColdReader, kinds kinds0: ColdReader,
                                  raw raw0: ColdReader, shapes sh0: ColdReader, columns: [[UInt8]],
-                                 batchCount: Int, recordCount: Int, maxOutputBytes: Int) throws -> [ColdBatch] {
+                                 batchCount: Int, recordCount: Int, maxOutputBytes: Int) throws -> ColdFlatBlock {
         var (b, rec, k, kinds, raw, sh) = (b0, rec0, k0, kinds0, raw0, sh0)
         // Shapes, and the column each of their slots is in.
         let shapeCount = try sh.count(max: shapeLimit)
@@ -350,14 +356,24 @@ public enum ColdBlock {
             tokens.append((bytes, ends))
         }
         var cursor = [Int](repeating: 0, count: columnCount)
-        var outputBytes = 0
+        // Every key, value and header end to end; spending is checked before each append.
+        var data: [UInt8] = []
+        data.reserveCapacity(min(maxOutputBytes, 16 << 20))
         func spend(_ n: Int) throws {
-            outputBytes += n
-            guard outputBytes <= maxOutputBytes else { throw ColdFormatError("a block decoding to more than \(maxOutputBytes) bytes") }
+            guard data.count + n <= maxOutputBytes else { throw ColdFormatError("a block decoding to more than \(maxOutputBytes) bytes") }
         }
-        var out: [ColdBatch] = []
-        out.reserveCapacity(batchCount)
-        var recordIndex = 0
+        func append(_ bytes: UnsafeRawBufferPointer) throws -> Int {
+            try spend(bytes.count)
+            let at = data.count
+            data.append(contentsOf: bytes)
+            return at
+        }
+        var batches: [ColdFlatBlock.Batch] = []
+        batches.reserveCapacity(batchCount)
+        var records: [ColdFlatBlock.Record] = []
+        records.reserveCapacity(recordCount)
+        var headers: [ColdFlatBlock.Header] = []
+        var slotRanges: [Range<Int>] = []
         var previousBase: Int64 = 0
         var previousTimestamp: Int64 = 0
         for _ in 0..<batchCount {
@@ -372,59 +388,74 @@ public enum ColdBlock {
             let baseTimestamp = previousTimestamp &+ (try b.signed())
             previousTimestamp = baseTimestamp
             let maxTimestamp = baseTimestamp &+ (try b.signed())
-            let count = try b.count(max: recordCount - recordIndex)
-            var records: [ColdRecord] = []
-            records.reserveCapacity(count)
+            let count = try b.count(max: recordCount - records.count)
+            let firstRecord = records.count
             for i in 0..<count {
                 let offset = base &+ Int64(i) &+ (try rec.signed())
                 let timestamp = baseTimestamp &+ (try rec.signed())
                 let headerCount = try rec.count(max: rec.remaining / 2)
-                var headers: [ColdHeader] = []
-                for _ in 0..<headerCount { headers.append(ColdHeader(key: Array(try rec.blob()), value: try rec.nullableBlob())) }
-                try spend(headers.reduce(0) { $0 + $1.key.count + ($1.value?.count ?? 0) })
-                let kind = valueKinds[recordIndex]
-                var value: [UInt8]?
-                var slotRanges: [Range<Int>] = []
+                let firstHeader = headers.count
+                for _ in 0..<headerCount {
+                    let key = try rec.blob()
+                    let keyAt = try append(key)
+                    var valueAt = -1
+                    var valueCount = -1
+                    if let v = try rec.nullableBlobView() {
+                        valueAt = try append(v)
+                        valueCount = v.count
+                    }
+                    headers.append(ColdFlatBlock.Header(key: keyAt, keyCount: key.count, value: valueAt, valueCount: valueCount))
+                }
+                let kind = valueKinds[records.count]
+                var valueAt = -1
+                var valueCount = -1
+                slotRanges.removeAll(keepingCapacity: true)
                 if kind == 1 {
-                    value = Array(try raw.blob())
+                    let v = try raw.blob()
+                    valueAt = try append(v)
+                    valueCount = v.count
                 } else if kind >= 2 {
                     let s = kind - 2
                     let literals = shapes[s]
-                    var v: [UInt8] = []
+                    valueAt = data.count
                     try spend(literals.reduce(0) { $0 + $1.count })
                     for slot in 0..<literals.count {
-                        v.append(contentsOf: literals[slot])
+                        data.append(contentsOf: literals[slot])
                         guard slot < literals.count - 1 else { break }
                         let c = slotColumns[s][slot]
-                        let column = tokens[c]
                         let t = cursor[c]
                         cursor[c] += 1
-                        let start = t == 0 ? 0 : column.ends[t - 1]
-                        try spend(column.ends[t] - start)
-                        let at = v.count
-                        v.append(contentsOf: column.bytes[start..<column.ends[t]])
-                        slotRanges.append(at..<v.count)
+                        let start = t == 0 ? 0 : tokens[c].ends[t - 1]
+                        let end = tokens[c].ends[t]
+                        try spend(end - start)
+                        let at = data.count
+                        tokens[c].bytes.withUnsafeBytes { data.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[start..<end])) }
+                        slotRanges.append(at..<data.count)
                     }
-                    value = v
+                    valueCount = data.count - valueAt
                 }
                 let keyCode = try rec.count(max: k.remaining + 2)
-                var key: [UInt8]?
+                var keyAt = -1
+                var keyCount = -1
                 if keyCode == 1 {
                     let slot = try rec.count(max: max(0, slotRanges.count - 1))
-                    guard let v = value, slot < slotRanges.count else { throw ColdFormatError("a key refers to a value slot that is not there") }
-                    key = Array(v[slotRanges[slot]])
-                    try spend(slotRanges[slot].count)
+                    guard valueAt >= 0, slot < slotRanges.count else { throw ColdFormatError("a key refers to a value slot that is not there") }
+                    // The key is the slot's bytes inside the value: nothing to copy.
+                    keyAt = slotRanges[slot].lowerBound
+                    keyCount = slotRanges[slot].count
                 } else if keyCode >= 2 {
-                    key = Array(try k.take(keyCode - 2))
+                    let key = try k.take(keyCode - 2)
+                    keyAt = try append(key)
+                    keyCount = key.count
                 }
-                records.append(ColdRecord(offset: offset, timestamp: timestamp, key: key, value: value, headers: headers))
-                recordIndex += 1
+                records.append(ColdFlatBlock.Record(offset: offset, timestamp: timestamp, key: keyAt, keyCount: keyCount, value: valueAt,
+                                                    valueCount: valueCount, headers: firstHeader..<headers.count))
             }
-            out.append(ColdBatch(baseOffset: base, lastOffsetDelta: lastOffsetDelta, partitionLeaderEpoch: epoch, attributes: attributes,
-                                 producerId: producerId, producerEpoch: producerEpoch, baseSequence: baseSequence,
-                                 baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp, records: records))
+            batches.append(ColdFlatBlock.Batch(baseOffset: base, lastOffsetDelta: lastOffsetDelta, partitionLeaderEpoch: epoch, attributes: attributes,
+                                               producerId: producerId, producerEpoch: producerEpoch, baseSequence: baseSequence,
+                                               baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp, records: firstRecord..<records.count))
         }
-        guard recordIndex == recordCount else { throw ColdFormatError("\(recordIndex) records decoded, \(recordCount) declared") }
-        return out
+        guard records.count == recordCount else { throw ColdFormatError("\(records.count) records decoded, \(recordCount) declared") }
+        return ColdFlatBlock(data: data, batches: batches, records: records, headers: headers)
     }
 }

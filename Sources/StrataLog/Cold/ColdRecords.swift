@@ -147,8 +147,12 @@ struct ColdReader {
     mutating func blob() throws(ColdFormatError) -> UnsafeRawBufferPointer { try take(try count(max: remaining)) }
 
     mutating func nullableBlob() throws(ColdFormatError) -> [UInt8]? {
+        try nullableBlobView().map(Array.init)
+    }
+
+    mutating func nullableBlobView() throws(ColdFormatError) -> UnsafeRawBufferPointer? {
         let n = try count(max: remaining + 1)
-        return n == 0 ? nil : Array(try take(n - 1))
+        return n == 0 ? nil : try take(n - 1)
     }
 }
 
@@ -158,33 +162,175 @@ extension ColdBatch {
     /// Its records are exactly the ones the batch was made of; the bytes may differ from the
     /// original batch (a producer's compression, record attributes are not kept).
     public func recordBatch(compression: CompressionCodec = .none) throws -> [UInt8] {
-        var body: [UInt8] = []
-        body.reserveCapacity(records.reduce(0) { $0 + 24 + ($1.key?.count ?? 0) + ($1.value?.count ?? 0) })
-        var scratch: [UInt8] = []
+        var body = RecordBodyWriter(baseOffset: baseOffset, baseTimestamp: baseTimestamp,
+                                    capacity: records.reduce(0) { $0 + 24 + ($1.key?.count ?? 0) + ($1.value?.count ?? 0) })
         for r in records {
-            scratch.removeAll(keepingCapacity: true)
-            scratch.append(0)
-            Varint.append(r.timestamp &- baseTimestamp, to: &scratch)
-            Varint.append(r.offset &- baseOffset, to: &scratch)
-            RecordBatchBuilder.appendNullable(r.key, to: &scratch)
-            RecordBatchBuilder.appendNullable(r.value, to: &scratch)
-            Varint.append(Int64(r.headers.count), to: &scratch)
-            for h in r.headers {
-                Varint.append(Int64(h.key.count), to: &scratch)
-                scratch.append(contentsOf: h.key)
-                RecordBatchBuilder.appendNullable(h.value, to: &scratch)
+            r.key.withOptionalBytes { key in
+                r.value.withOptionalBytes { value in
+                    body.append(offset: r.offset, timestamp: r.timestamp, key: key, value: value, headerCount: r.headers.count) { w in
+                        for h in r.headers { h.key.withUnsafeBytes { k in h.value.withOptionalBytes { w.header(key: k, value: $0) } } }
+                    }
+                }
             }
-            Varint.append(Int64(scratch.count), to: &body)
-            body.append(contentsOf: scratch)
         }
+        return try body.batch(compression: compression, partitionLeaderEpoch: partitionLeaderEpoch, attributes: attributes,
+                              lastOffsetDelta: lastOffsetDelta, maxTimestamp: maxTimestamp, producerId: producerId,
+                              producerEpoch: producerEpoch, baseSequence: baseSequence, recordCount: records.count)
+    }
+}
+
+extension Optional where Wrapped == [UInt8] {
+    /// The bytes of the array, or nil, for the duration of `body`.
+    func withOptionalBytes<R>(_ body: (UnsafeRawBufferPointer?) throws -> R) rethrows -> R {
+        guard let self else { return try body(nil) }
+        return try self.withUnsafeBytes { try body($0) }
+    }
+}
+
+/// The records section of a RecordBatch v2 being written (ColdBatch and ColdFlatBlock share it).
+struct RecordBodyWriter {
+    let baseOffset: Int64
+    let baseTimestamp: Int64
+    private(set) var body: [UInt8] = []
+    private var scratch: [UInt8] = []
+
+    init(baseOffset: Int64, baseTimestamp: Int64, capacity: Int) {
+        self.baseOffset = baseOffset
+        self.baseTimestamp = baseTimestamp
+        body.reserveCapacity(capacity)
+    }
+
+    struct Headers {
+        fileprivate var scratch: [UInt8]
+        mutating func header(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer?) {
+            Varint.append(Int64(key.count), to: &scratch)
+            scratch.append(contentsOf: key)
+            RecordBatchBuilder.appendNullable(value, to: &scratch)
+        }
+    }
+
+    mutating func append(offset: Int64, timestamp: Int64, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer?, headerCount: Int,
+                         headers: (inout Headers) -> Void) {
+        scratch.removeAll(keepingCapacity: true)
+        scratch.append(0)
+        Varint.append(timestamp &- baseTimestamp, to: &scratch)
+        Varint.append(offset &- baseOffset, to: &scratch)
+        RecordBatchBuilder.appendNullable(key, to: &scratch)
+        RecordBatchBuilder.appendNullable(value, to: &scratch)
+        Varint.append(Int64(headerCount), to: &scratch)
+        var h = Headers(scratch: scratch)
+        scratch = []
+        headers(&h)
+        scratch = h.scratch
+        Varint.append(Int64(scratch.count), to: &body)
+        body.append(contentsOf: scratch)
+    }
+
+    func batch(compression: CompressionCodec, partitionLeaderEpoch: Int32, attributes: Int16, lastOffsetDelta: Int32, maxTimestamp: Int64,
+               producerId: Int64, producerEpoch: Int16, baseSequence: Int32, recordCount: Int) throws -> [UInt8] {
+        var records = body
         var codec = compression
         if codec != .none {
-            if let packed = Compression.compress(codec, body), packed.count < body.count { body = packed } else { codec = .none }
+            if let packed = Compression.compress(codec, records), packed.count < records.count { records = packed } else { codec = .none }
         }
-        guard RecordBatch.headerSize + body.count - RecordBatch.logOverhead <= Int(Int32.max) else { throw ColdFormatError("batch too large") }
-        return RecordBatchBuilder.assemble(records: body, baseOffset: baseOffset, partitionLeaderEpoch: partitionLeaderEpoch,
+        guard RecordBatch.headerSize + records.count - RecordBatch.logOverhead <= Int(Int32.max) else { throw ColdFormatError("batch too large") }
+        return RecordBatchBuilder.assemble(records: records, baseOffset: baseOffset, partitionLeaderEpoch: partitionLeaderEpoch,
                                            attributes: (attributes & ~0x7) | codec.rawValue, lastOffsetDelta: lastOffsetDelta,
                                            baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp, producerId: producerId,
-                                           producerEpoch: producerEpoch, baseSequence: baseSequence, recordCount: Int32(records.count))
+                                           producerEpoch: producerEpoch, baseSequence: baseSequence, recordCount: Int32(recordCount))
+    }
+}
+
+/// A decoded cold block in one buffer (`ColdBlock.decodeFlat`): every key, value and header end
+/// to end, records and headers as positions in it. Immutable once made; its bytes live as long
+/// as it does, so readers may point into them while they hold it.
+/// `@unchecked Sendable`: immutable after init (the buffer is written once, before any reader).
+public final class ColdFlatBlock: @unchecked Sendable {
+    public struct Batch: Sendable {
+        public let baseOffset: Int64
+        public let lastOffsetDelta: Int32
+        public let partitionLeaderEpoch: Int32
+        public let attributes: Int16
+        public let producerId: Int64
+        public let producerEpoch: Int16
+        public let baseSequence: Int32
+        public let baseTimestamp: Int64
+        public let maxTimestamp: Int64
+        public let records: Range<Int>
+        public var isTransactional: Bool { attributes & 0x10 != 0 }
+        public var isControl: Bool { attributes & 0x20 != 0 }
+    }
+
+    /// Positions in `bytes`; -1 for a null key or value.
+    public struct Record: Sendable {
+        public let offset: Int64
+        public let timestamp: Int64
+        public let key: Int
+        public let keyCount: Int
+        public let value: Int
+        public let valueCount: Int
+        public let headers: Range<Int>
+    }
+
+    public struct Header: Sendable {
+        public let key: Int
+        public let keyCount: Int
+        public let value: Int
+        public let valueCount: Int
+    }
+
+    public let batches: [Batch]
+    public let records: [Record]
+    public let headers: [Header]
+    private let storage: UnsafeMutableRawBufferPointer
+
+    init(data: [UInt8], batches: [Batch], records: [Record], headers: [Header]) {
+        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, data.count), alignment: 8)
+        data.withUnsafeBytes { storage.copyMemory(from: $0) }
+        self.storage = storage
+        self.batches = batches
+        self.records = records
+        self.headers = headers
+    }
+
+    deinit { storage.deallocate() }
+
+    /// The keys, values and headers, end to end.
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(storage) }
+
+    @inline(__always) func view(_ at: Int, _ count: Int) -> UnsafeRawBufferPointer? {
+        at < 0 ? nil : UnsafeRawBufferPointer(rebasing: bytes[at..<at + count])
+    }
+    public func key(_ r: Record) -> UnsafeRawBufferPointer? { view(r.key, r.keyCount) }
+    public func value(_ r: Record) -> UnsafeRawBufferPointer? { view(r.value, r.valueCount) }
+    public func headerKey(_ h: Header) -> UnsafeRawBufferPointer { view(h.key, h.keyCount)! }
+    public func headerValue(_ h: Header) -> UnsafeRawBufferPointer? { view(h.value, h.valueCount) }
+
+    /// The block as ColdBatches (arrays per record: tests, the conversion's verification).
+    public func coldBatches() -> [ColdBatch] {
+        batches.map { b in
+            ColdBatch(baseOffset: b.baseOffset, lastOffsetDelta: b.lastOffsetDelta, partitionLeaderEpoch: b.partitionLeaderEpoch, attributes: b.attributes,
+                      producerId: b.producerId, producerEpoch: b.producerEpoch, baseSequence: b.baseSequence,
+                      baseTimestamp: b.baseTimestamp, maxTimestamp: b.maxTimestamp,
+                      records: records[b.records].map { r in
+                          ColdRecord(offset: r.offset, timestamp: r.timestamp, key: key(r).map(Array.init), value: value(r).map(Array.init),
+                                     headers: headers[r.headers].map { ColdHeader(key: Array(headerKey($0)), value: headerValue($0).map(Array.init)) })
+                      })
+        }
+    }
+
+    /// Batch `i` as RecordBatch v2 bytes, as `ColdBatch.recordBatch` makes them.
+    public func recordBatch(_ i: Int, compression: CompressionCodec = .none) throws -> [UInt8] {
+        let b = batches[i]
+        var body = RecordBodyWriter(baseOffset: b.baseOffset, baseTimestamp: b.baseTimestamp,
+                                    capacity: records[b.records].reduce(0) { $0 + 24 + max(0, $1.keyCount) + max(0, $1.valueCount) })
+        for r in records[b.records] {
+            body.append(offset: r.offset, timestamp: r.timestamp, key: key(r), value: value(r), headerCount: r.headers.count) { w in
+                for h in headers[r.headers] { w.header(key: headerKey(h), value: headerValue(h)) }
+            }
+        }
+        return try body.batch(compression: compression, partitionLeaderEpoch: b.partitionLeaderEpoch, attributes: b.attributes,
+                              lastOffsetDelta: b.lastOffsetDelta, maxTimestamp: b.maxTimestamp, producerId: b.producerId,
+                              producerEpoch: b.producerEpoch, baseSequence: b.baseSequence, recordCount: b.records.count)
     }
 }

@@ -69,11 +69,15 @@ final class ChunkGroups: @unchecked Sendable {
     /// Cells in use (the allocation has at least one, for empty chunks).
     let cellCount: Int
 
+    /// The chunk's rows point into a decoded cold block, which is not kept: text is compacted.
+    private let fromColdBlock: Bool
+
     init(rows: Int, width: Int, chunk: Chunk) {
         cellCount = rows * width
         cells = .allocate(capacity: max(1, rows * width))
         slice = chunk.slice
         arena = chunk.arena
+        fromColdBlock = chunk.coldBlock != nil
     }
     deinit { cells.deallocate() }
 
@@ -166,23 +170,28 @@ final class ChunkGroups: @unchecked Sendable {
     }
 
     /// When the chunk's records were copied out of compressed batches (or SQLite answered some
-    /// members), its arena holds every key and value of the chunk; a grouped scan keeps its chunks
-    /// to the end, so only the text the cells use is copied to a small arena, once per distinct
-    /// place, and the chunk's arena is let go.
+    /// members), its arena holds every key and value of the chunk, and a cold chunk's rows point
+    /// into its decoded block; a grouped scan keeps its chunk groups to the end, so only the text
+    /// the cells use is copied to a small arena, once per distinct text, and the chunk's arena or
+    /// block is let go.
     private func compactText() {
-        guard !arena.isEmpty else { return }
-        struct Place: Hashable {
+        guard !arena.isEmpty || fromColdBlock else { return }
+        /// Text compared and hashed by its bytes (valid while the chunk is: during the build).
+        struct Text: Hashable {
             let pointer: UnsafeRawPointer
             let count: Int32
+            var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: pointer, count: Int(count)) }
+            static func == (a: Text, b: Text) -> Bool { a.count == b.count && (a.count == 0 || memcmp(a.pointer, b.pointer, Int(a.count)) == 0) }
+            func hash(into h: inout Hasher) { h.combine(bytes: bytes) }
         }
         let compact = Arena()
-        var copies: [Place: UnsafeRawPointer] = [:]
+        var copies: [Text: UnsafeRawPointer] = [:]
         for i in 0..<cellCount where cells[i].kind == .text {
             guard let p = cells[i].pointer else { continue }
-            let place = Place(pointer: p, count: cells[i].count)
-            let copy = copies[place] ?? compact.copy(UnsafeRawBufferPointer(start: p, count: Int(place.count)))
-            copies[place] = copy
-            cells[i] = .text(copy, Int(place.count))
+            let text = Text(pointer: p, count: cells[i].count)
+            let copy = copies[text] ?? compact.copy(text.bytes)
+            copies[text] = copy
+            cells[i] = .text(copy, Int(text.count))
         }
         arena = compact
     }

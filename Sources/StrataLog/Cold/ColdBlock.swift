@@ -357,15 +357,14 @@ public enum ColdBlock {
         }
         var cursor = [Int](repeating: 0, count: columnCount)
         // Every key, value and header end to end; spending is checked before each append.
-        var data: [UInt8] = []
-        data.reserveCapacity(min(maxOutputBytes, 16 << 20))
+        let data = ColdFlatBlock.Buffer(capacity: min(maxOutputBytes, 16 << 20))
         func spend(_ n: Int) throws {
             guard data.count + n <= maxOutputBytes else { throw ColdFormatError("a block decoding to more than \(maxOutputBytes) bytes") }
         }
         func append(_ bytes: UnsafeRawBufferPointer) throws -> Int {
             try spend(bytes.count)
             let at = data.count
-            data.append(contentsOf: bytes)
+            data.append(bytes)
             return at
         }
         var batches: [ColdFlatBlock.Batch] = []
@@ -420,16 +419,17 @@ public enum ColdBlock {
                     valueAt = data.count
                     try spend(literals.reduce(0) { $0 + $1.count })
                     for slot in 0..<literals.count {
-                        data.append(contentsOf: literals[slot])
+                        data.append(literals[slot])
                         guard slot < literals.count - 1 else { break }
                         let c = slotColumns[s][slot]
                         let t = cursor[c]
                         cursor[c] += 1
                         let start = t == 0 ? 0 : tokens[c].ends[t - 1]
                         let end = tokens[c].ends[t]
+                        guard start <= end, end <= tokens[c].bytes.count else { throw ColdFormatError("column \(c) token \(t) out of range") }
                         try spend(end - start)
                         let at = data.count
-                        tokens[c].bytes.withUnsafeBytes { data.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[start..<end])) }
+                        tokens[c].bytes.withUnsafeBytes { data.append(UnsafeRawBufferPointer(rebasing: $0[start..<end])) }
                         slotRanges.append(at..<data.count)
                     }
                     valueCount = data.count - valueAt

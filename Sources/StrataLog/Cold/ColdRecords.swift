@@ -282,21 +282,47 @@ public final class ColdFlatBlock: @unchecked Sendable {
     public let batches: [Batch]
     public let records: [Record]
     public let headers: [Header]
-    private let storage: UnsafeMutableRawBufferPointer
+    private let data: Buffer
 
-    init(data: [UInt8], batches: [Batch], records: [Record], headers: [Header]) {
-        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, data.count), alignment: 8)
-        data.withUnsafeBytes { storage.copyMemory(from: $0) }
-        self.storage = storage
+    /// The bytes being decoded: one allocation that grows by doubling (memcpy appends), then
+    /// owned by the block. Used by one thread until the block is made.
+    /// `@unchecked Sendable`: written only by the decoder before the block exists, read-only after.
+    final class Buffer: @unchecked Sendable {
+        private(set) var base: UnsafeMutableRawPointer
+        private(set) var count = 0
+        private var capacity: Int
+
+        init(capacity: Int) {
+            self.capacity = max(64, capacity)
+            base = .allocate(byteCount: self.capacity, alignment: 8)
+        }
+        deinit { base.deallocate() }
+
+        @inline(__always) func append(_ bytes: UnsafeRawBufferPointer) {
+            guard let source = bytes.baseAddress, bytes.count > 0 else { return }
+            if count + bytes.count > capacity {
+                var grown = capacity * 2
+                while grown < count + bytes.count { grown *= 2 }
+                let moved = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: 8)
+                moved.copyMemory(from: base, byteCount: count)
+                base.deallocate()
+                base = moved
+                capacity = grown
+            }
+            (base + count).copyMemory(from: source, byteCount: bytes.count)
+            count += bytes.count
+        }
+    }
+
+    init(data: Buffer, batches: [Batch], records: [Record], headers: [Header]) {
+        self.data = data
         self.batches = batches
         self.records = records
         self.headers = headers
     }
 
-    deinit { storage.deallocate() }
-
     /// The keys, values and headers, end to end.
-    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(storage) }
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: data.base, count: data.count) }
 
     @inline(__always) func view(_ at: Int, _ count: Int) -> UnsafeRawBufferPointer? {
         at < 0 ? nil : UnsafeRawBufferPointer(rebasing: bytes[at..<at + count])

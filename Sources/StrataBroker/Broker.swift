@@ -433,16 +433,9 @@ public final class Broker: @unchecked Sendable {
     @discardableResult
     public func runRetention(nowMs: Int64 = wallClockMillis()) -> [String: PartitionLog.RetentionResult] {
         var results: [String: PartitionLog.RetentionResult] = [:]
-        var errors: [String] = []
-        for state in topics.withLock({ Array($0.values) }) where state.config.cleanupPolicy.contains("delete") {
-            for (p, log) in state.onlineLogs {
-                do throws(LogError) {
-                    let r = try log.applyRetention(retentionMs: state.config.retentionMs, retentionBytes: state.config.retentionBytes, nowMs: nowMs)
-                    if r.segmentsDeleted > 0 { results["\(state.name)-\(p)"] = r }
-                } catch {
-                    errors.append("\(state.name)-\(p): \(error)")
-                }
-            }
+        let errors = forEachOnlineLog(where: { $0.cleanupPolicy.contains("delete") }) { state, name, log in
+            let r = try log.applyRetention(retentionMs: state.config.retentionMs, retentionBytes: state.config.retentionBytes, nowMs: nowMs)
+            if r.segmentsDeleted > 0 { results[name] = r }
         }
         retentionState.withLock { s in
             s.runs += 1
@@ -453,6 +446,19 @@ public final class Broker: @unchecked Sendable {
             if let e = errors.first { s.lastError = e }
         }
         return results
+    }
+
+    /// Runs `body` on every online partition of the topics whose config `selects`; a failure
+    /// on one is collected ("topic-p: error") and does not stop the others.
+    private func forEachOnlineLog(where selects: (TopicConfig) -> Bool,
+                                  _ body: (TopicState, String, PartitionLog) throws -> Void) -> [String] {
+        var errors: [String] = []
+        for state in topics.withLock({ Array($0.values) }) where selects(state.config) {
+            for (p, log) in state.onlineLogs {
+                do { try body(state, "\(state.name)-\(p)", log) } catch { errors.append("\(state.name)-\(p): \(error)") }
+            }
+        }
+        return errors
     }
 
     // MARK: Cold tier
@@ -475,17 +481,10 @@ public final class Broker: @unchecked Sendable {
     @discardableResult
     public func runColdTier(nowMs: Int64 = wallClockMillis()) -> [String: ColdConversionReport] {
         var results: [String: ColdConversionReport] = [:]
-        var errors: [String] = []
-        for state in topics.withLock({ Array($0.values) }) where state.config.coldAfterMs >= 0 {
-            for (p, log) in state.onlineLogs {
-                do {
-                    try log.flush()  // only synced segments convert
-                    let r = try log.convertToCold(olderThanMs: state.config.coldAfterMs, nowMs: nowMs)
-                    if r.segmentsConverted > 0 { results["\(state.name)-\(p)"] = r }
-                } catch {
-                    errors.append("\(state.name)-\(p): \(error)")
-                }
-            }
+        let errors = forEachOnlineLog(where: { $0.coldAfterMs >= 0 }) { state, name, log in
+            try log.flush()  // only synced segments convert
+            let r = try log.convertToCold(olderThanMs: state.config.coldAfterMs, nowMs: nowMs)
+            if r.segmentsConverted > 0 { results[name] = r }
         }
         coldState.withLock { s in
             s.runs += 1

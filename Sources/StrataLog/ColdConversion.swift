@@ -120,8 +120,8 @@ extension PartitionLog {
         if crashPoint == .afterColdRenamed { return report }
         let swapped = try writer.withLock { (state: inout WriterState) throws(LogError) -> Bool in
             guard !state.closed else { throw LogError.closed(directory) }
-            let replacement = LogSegment.lazyCold(directory: directory, baseOffset: segment.baseOffset, config: config, nextOffset: end,
-                                                  knownSize: file.count)
+            let replacement = LogSegment.lazy(directory: directory, baseOffset: segment.baseOffset, config: config, nextOffset: end,
+                                              knownSize: file.count, cold: true)
             let replaced = segmentList.withLock { list -> Bool in
                 guard let at = list.firstIndex(where: { $0 === segment }), at + 1 < list.count else { return false }
                 list[at] = replacement

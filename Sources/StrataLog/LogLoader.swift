@@ -82,9 +82,7 @@ struct LogLoader {
 
     /// A closed segment, opened on first use.
     private func closedSegment(_ base: Int64, size: Int?, nextOffset: Int64? = nil) -> LogSegment {
-        coldBases.contains(base)
-            ? .lazyCold(directory: directory, baseOffset: base, config: config, nextOffset: nextOffset, knownSize: size)
-            : .lazy(directory: directory, baseOffset: base, config: config, nextOffset: nextOffset, knownSize: size)
+        .lazy(directory: directory, baseOffset: base, config: config, nextOffset: nextOffset, knownSize: size, cold: coldBases.contains(base))
     }
 
     /// A new, empty active segment after a cold one that ended up last.

@@ -270,26 +270,17 @@ final class LogSegment: @unchecked Sendable {
         }
     }
 
-    /// A closed segment found at load; nothing is opened until it is read.
-    /// `knownSize`: the log file's size when the caller just stat'ed it (a load), sparing a stat.
+    /// A closed segment found at load (or a cold one just swapped in); nothing is opened until
+    /// it is read. `knownSize`: the size of its `.log` (or `.cold`: what it costs on disk) when
+    /// the caller just stat'ed it (a load), sparing a stat.
     static func lazy(directory: String, baseOffset: Int64, config: LogConfig, nextOffset: Int64? = nil, readOnlyMode: Bool = false,
-                     knownSize: Int? = nil) -> LogSegment {
-        let size = knownSize ?? FileIO.fileSize(path: SegmentName.logPath(directory, baseOffset)) ?? 0
+                     knownSize: Int? = nil, cold: Bool = false) -> LogSegment {
+        let path = cold ? SegmentName.coldPath(directory, baseOffset) : SegmentName.logPath(directory, baseOffset)
+        let size = knownSize ?? FileIO.fileSize(path: path) ?? 0
         return LogSegment(
             baseOffset: baseOffset, directory: directory, config: config, storage: nil, size: size,
             nextOffset: nextOffset ?? -1, maxTimestamp: Int64.min, indexing: IndexingState(segmentBase: baseOffset),
-            capacity: size, active: false, readOnlyMode: readOnlyMode)
-    }
-
-    /// A cold segment found at load or just swapped in; its file is opened on first use.
-    /// `knownSize`: the cold file's size (its `size`: what it costs on disk).
-    static func lazyCold(directory: String, baseOffset: Int64, config: LogConfig, nextOffset: Int64? = nil, readOnlyMode: Bool = false,
-                         knownSize: Int? = nil) -> LogSegment {
-        let size = knownSize ?? FileIO.fileSize(path: SegmentName.coldPath(directory, baseOffset)) ?? 0
-        return LogSegment(
-            baseOffset: baseOffset, directory: directory, config: config, storage: nil, size: size,
-            nextOffset: nextOffset ?? -1, maxTimestamp: Int64.min, indexing: IndexingState(segmentBase: baseOffset),
-            capacity: size, active: false, readOnlyMode: readOnlyMode, cold: true)
+            capacity: size, active: false, readOnlyMode: readOnlyMode, cold: cold)
     }
 
     /// The cold segment's file, opened and checked on first use (and after `MappedSegments`

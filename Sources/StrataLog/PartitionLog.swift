@@ -185,8 +185,7 @@ public final class PartitionLog: @unchecked Sendable {
         let bases = hot.union(cold).sorted()
         guard let last = bases.last, hot.contains(last) else { throw LogError.corrupt(path: directory, reason: "no segments") }
         var segments = bases.dropLast().map {
-            cold.contains($0) ? LogSegment.lazyCold(directory: directory, baseOffset: $0, config: config, readOnlyMode: true)
-                : LogSegment.lazy(directory: directory, baseOffset: $0, config: config, readOnlyMode: true)
+            LogSegment.lazy(directory: directory, baseOffset: $0, config: config, readOnlyMode: true, cold: cold.contains($0))
         }
         let checkpoint = Checkpoint.read(directory: directory)
         segments.append(try LogSegment.follow(directory: directory, baseOffset: last, config: config,

@@ -197,13 +197,7 @@ struct ChunkReader {
             position = 0
             return nil
         }
-        let segmentKey = "\(topic)-\(range.partition)@\(slice.segmentBaseOffset)"
-        let firstVisit = context.segmentsSeen.withLock { $0.insert(segmentKey).inserted }
-        lastSliceBytes = slice.count
-        context.stats.withLock { s in
-            s.bytesRead += slice.count
-            if firstVisit { s.segmentsRead += 1 }
-        }
+        countRead(partition: range.partition, segmentBaseOffset: slice.segmentBaseOffset, bytes: slice.count)
         let chunk = Chunk(slice: slice)
         chunk.rows.reserveCapacity(8192)
         let from = position
@@ -244,15 +238,20 @@ struct ChunkReader {
         return chunk
     }
 
-    /// A chunk of one cold block: its records in [position, min(range end, upTo)).
-    private mutating func readColdBlock(_ block: ColdBlockHandle, range: (partition: Int32, start: Int64, end: Int64), upTo: Int64) throws -> Chunk {
-        let segmentKey = "\(topic)-\(range.partition)@\(block.segmentBaseOffset)"
+    /// One read's bytes and, the first time, its segment, in the scan's statistics.
+    private mutating func countRead(partition: Int32, segmentBaseOffset: Int64, bytes: Int) {
+        let segmentKey = "\(topic)-\(partition)@\(segmentBaseOffset)"
         let firstVisit = context.segmentsSeen.withLock { $0.insert(segmentKey).inserted }
-        lastSliceBytes = block.storedBytes
+        lastSliceBytes = bytes
         context.stats.withLock { s in
-            s.bytesRead += block.storedBytes
+            s.bytesRead += bytes
             if firstVisit { s.segmentsRead += 1 }
         }
+    }
+
+    /// A chunk of one cold block: its records in [position, min(range end, upTo)).
+    private mutating func readColdBlock(_ block: ColdBlockHandle, range: (partition: Int32, start: Int64, end: Int64), upTo: Int64) throws -> Chunk {
+        countRead(partition: range.partition, segmentBaseOffset: block.segmentBaseOffset, bytes: block.storedBytes)
         let stop = min(range.end, upTo)
         let chunk = Chunk(slice: nil)
         let transactions = context.transactionStates.isEmpty ? nil : context.transactionStates["\(topic)-\(range.partition)"]

@@ -97,6 +97,17 @@ public struct BrokerCollector: Sendable {
         out.single("strata_cleaner_runs_total", "counter", "Compaction passes (one partition each).", Double(cleaner.passes))
         out.single("strata_cleaner_bytes_reclaimed_total", "counter", "Bytes reclaimed by compaction.", Double(cleaner.bytesReclaimed))
         out.single("strata_cleaner_errors_total", "counter", "Compaction passes that failed.", Double(cleaner.errors))
+        // The cold tier: the worker's conversions, and the process-wide cache of decoded blocks.
+        let cold = broker.coldTierStatus
+        out.single("strata_cold_runs_total", "counter", "Cold-tier passes over the topics with cold.after.ms.", Double(cold.runs))
+        out.single("strata_cold_segments_converted_total", "counter", "Segments converted to the cold tier by the worker.", Double(cold.converted.segmentsConverted))
+        out.single("strata_cold_log_bytes_converted_total", "counter", "Bytes of log the worker converted.", Double(cold.converted.hotBytes))
+        out.single("strata_cold_bytes_written_total", "counter", "Bytes of cold files the worker wrote.", Double(cold.converted.coldBytes))
+        out.single("strata_cold_errors_total", "counter", "Partitions a cold-tier pass failed on.", Double(cold.errors))
+        let cache = ColdBlockCache.shared.counts
+        out.single("strata_cold_block_cache_bytes", "gauge", "Bytes of decoded cold blocks kept for readers (cold.block.cache.bytes bounds it).", Double(cache.bytes))
+        out.single("strata_cold_block_cache_hits_total", "counter", "Reads of cold blocks served from the decoded-block cache.", Double(cache.hits))
+        out.single("strata_cold_block_cache_misses_total", "counter", "Cold blocks decoded for readers.", Double(cache.misses))
         // Transactions: what is open, and what the coordinator had to end on its own.
         let transactionRecords = broker.transactions.all
         var transactionStates = PrometheusText.Family("strata_transactions", "gauge", "Transactional ids by transaction state.")

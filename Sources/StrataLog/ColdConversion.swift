@@ -95,8 +95,19 @@ extension PartitionLog {
         let t0 = monotonicNanos()
         try withExtendedLifetime(slice) {
             try Self.forEachBatch(slice.bytes) { batch in
-                block.append(try ColdBatch(batch))
-                blockBytes += batch.sizeInBytes
+                // The hot files are deleted after the swap: a batch whose CRC fails must not be
+                // re-encoded with a fresh one. The segment stays hot, and the error is reported.
+                do throws(RecordBatchError) {
+                    try batch.validate(strictRecords: false)
+                } catch {
+                    throw LogError.corrupt(path: segment.logPath, reason: "batch at offset \(batch.baseOffset): \(error); the segment stays hot")
+                }
+                let cold = try ColdBatch(batch)
+                block.append(cold)
+                // A block ends at ~8 MiB of log or of decoded records, whichever comes first, so
+                // highly compressed batches cannot make a block that decodes past its budget.
+                blockBytes += max(batch.sizeInBytes, cold.records.reduce(0) { $0 + 16 + ($1.key?.count ?? 0) + ($1.value?.count ?? 0)
+                    + $1.headers.reduce(0) { $0 + $1.key.count + ($1.value?.count ?? 0) } })
                 largest = max(largest, batch.maxTimestamp)
                 report.records += Int(batch.recordCount)
                 if blockBytes >= ColdSegmentFile.blockHotBytes { try finishBlock() }
@@ -115,21 +126,22 @@ extension PartitionLog {
         let tempPath = coldPath + ".tmp"
         try writeColdFile(file, to: tempPath, mtimeOf: segment.logPath)
         if crashPoint == .afterTempWritten { return report }
-        try FileIO.rename(tempPath, coldPath)
-        try FileIO.syncDirectory(directory)
-        if crashPoint == .afterColdRenamed { return report }
+        // Renamed in under the writer lock, after checking the segment is still in the list: a
+        // `.cold` on disk then always describes a live hot segment (retention and compaction swap
+        // under the same lock), which is what the loader assumes of a `.cold` beside a `.log`.
         let swapped = try writer.withLock { (state: inout WriterState) throws(LogError) -> Bool in
             guard !state.closed else { throw LogError.closed(directory) }
+            guard segmentList.withLock({ list in list.firstIndex(where: { $0 === segment }).map { $0 + 1 < list.count } ?? false }) else {
+                try? FileIO.unlink(tempPath)  // retention or compaction took the segment meanwhile
+                return false
+            }
+            try FileIO.rename(tempPath, coldPath)
+            try FileIO.syncDirectory(directory)
+            if crashPoint == .afterColdRenamed { return true }
             let replacement = LogSegment.lazy(directory: directory, baseOffset: segment.baseOffset, config: config, nextOffset: end,
                                               knownSize: file.count, cold: true)
-            let replaced = segmentList.withLock { list -> Bool in
-                guard let at = list.firstIndex(where: { $0 === segment }), at + 1 < list.count else { return false }
-                list[at] = replacement
-                return true
-            }
-            guard replaced else {
-                try? FileIO.unlink(coldPath)  // retention or compaction took the segment meanwhile
-                return false
+            segmentList.withLock { list in
+                if let at = list.firstIndex(where: { $0 === segment }) { list[at] = replacement }
             }
             if crashPoint == .afterLogRenamed {
                 try FileIO.rename(segment.logPath, segment.logPath + SegmentName.deletedSuffix)

@@ -103,23 +103,32 @@ final class ColdSegment: Sendable {
         } catch {
             throw LogError.corrupt(path: path, reason: "block \(i) at file offset \(entry.fileOffset): \(error)")
         }
-        let batches = block.batches
-        guard let first = batches.first, let last = batches.last, first.baseOffset == entry.firstOffset,
-              last.baseOffset &+ Int64(last.lastOffsetDelta) &+ 1 == entry.nextOffset,
-              zip(batches, batches.dropFirst()).allSatisfy({ $0.baseOffset &+ Int64($0.lastOffsetDelta) < $1.baseOffset })
-        else {
+        // Each batch inside [firstOffset, nextOffset), in order, its last offset computed without
+        // wrapping: readers do offset arithmetic on these that traps on overflow.
+        var expected = entry.firstOffset
+        var ordered = block.batches.first?.baseOffset == entry.firstOffset
+        for b in block.batches where ordered {
+            let (last, overflow) = b.baseOffset.addingReportingOverflow(Int64(b.lastOffsetDelta))
+            ordered = b.lastOffsetDelta >= 0 && !overflow && b.baseOffset >= expected && last < entry.nextOffset
+            expected = last &+ 1
+        }
+        guard ordered, expected == entry.nextOffset else {
             throw LogError.corrupt(path: path, reason: "block \(i) does not hold offsets [\(entry.firstOffset), \(entry.nextOffset)) in order")
         }
         return block
     }
 
-    private func decode(block i: Int, compression: CompressionCodec) throws(LogError) -> MaterializedBlock {
+    /// `compression` nil: each batch's original codec.
+    private func decode(block i: Int, compression: CompressionCodec?) throws(LogError) -> MaterializedBlock {
         let entry = file.blocks[i]
         let flat = try flatBlock(i)
         var encoded: [[UInt8]] = []
         encoded.reserveCapacity(flat.batches.count)
         do {
-            for b in flat.batches.indices { encoded.append(try flat.recordBatch(b, compression: compression)) }
+            for (b, batch) in flat.batches.enumerated() {
+                let codec = compression ?? CompressionCodec(rawValue: batch.attributes & 0x7) ?? .none
+                encoded.append(try flat.recordBatch(b, compression: codec))
+            }
         } catch {
             throw LogError.corrupt(path: path, reason: "block \(i) at file offset \(entry.fileOffset): \(error)")
         }
@@ -133,11 +142,12 @@ final class ColdSegment: Sendable {
         return MaterializedBlock(mapping: memory, length: total, firstOffset: entry.firstOffset, nextOffset: entry.nextOffset)
     }
 
-    /// Every batch of the segment, uncompressed, in one private buffer (the cleaner and
-    /// `strata inspect --verify` walk whole segments). Not cached: its size is the hot segment's.
+    /// Every batch of the segment in one private buffer (the cleaner and `strata inspect
+    /// --verify` walk whole segments), each compressed with the codec it arrived with, so a
+    /// compaction of cold segments writes what compacting the hot ones would. Not cached.
     func materializeAll() throws(LogError) -> MaterializedBlock {
         var parts: [MaterializedBlock] = []
-        for i in 0..<file.blocks.count { parts.append(try decode(block: i, compression: .none)) }
+        for i in 0..<file.blocks.count { parts.append(try decode(block: i, compression: nil)) }
         let total = parts.reduce(0) { $0 + $1.length }
         let memory = try Mapping(anonymousLength: total)
         var at = 0

@@ -171,7 +171,13 @@ struct LogLoader {
             changed = true
             let coldPath = SegmentName.coldPath(directory, base)
             do throws(LogError) {
-                _ = try ColdSegment.open(path: coldPath, baseOffset: base)
+                // It must have been made from this very `.log` (its size), not from an earlier
+                // version of the offsets (a segment compaction rewrote meanwhile).
+                let cold = try ColdSegment.open(path: coldPath, baseOffset: base)
+                let logSize = FileIO.fileSize(path: SegmentName.logPath(directory, base))
+                guard logSize == cold.hotBytes else {
+                    throw LogError.corrupt(path: coldPath, reason: "made from \(cold.hotBytes) bytes of log, the .log beside it has \(logSize ?? -1)")
+                }
             } catch {
                 report.warnings.append("cold segment \(name) beside its .log is unusable (\(error)); the hot segment stays")
                 try FileIO.unlink(coldPath)
@@ -335,7 +341,8 @@ struct LogLoader {
     }
 
     private func deleteSegmentFiles(_ base: Int64) throws(LogError) {
-        for path in [SegmentName.logPath(directory, base), SegmentName.offsetIndexPath(directory, base), SegmentName.timeIndexPath(directory, base)] {
+        for path in [SegmentName.logPath(directory, base), SegmentName.offsetIndexPath(directory, base), SegmentName.timeIndexPath(directory, base),
+                     SegmentName.coldPath(directory, base)] {
             try FileIO.unlink(path)
         }
     }

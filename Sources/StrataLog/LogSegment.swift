@@ -968,7 +968,9 @@ final class LogSegment: @unchecked Sendable {
     /// cannot pin a segment forever (the rule Kafka adopted in KAFKA-20609); a segment whose
     /// records all claim the future expires `retention.ms` after it was last written.
     func retentionTimestamp() throws(LogError) -> Int64 {
-        let largest = try largestTimestamp()
+        // A cold file whose header cannot be read still ages (by its modification time, which
+        // is the hot segment's): a damaged segment must not keep retention from the partition.
+        let largest = isCold ? ((try? largestTimestamp()) ?? -1) : try largestTimestamp()
         var st = stat()
         guard stat(dataPath, &st) == 0 else { return largest }
         let mtimeMs = Int64(st.st_mtim.tv_sec) * 1000 + Int64(st.st_mtim.tv_nsec) / 1_000_000

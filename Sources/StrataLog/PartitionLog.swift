@@ -568,7 +568,7 @@ public final class PartitionLog: @unchecked Sendable {
             return result
         }
         let newStart = segments[doomed.count].baseOffset
-        try dropSegments(doomed, newLogStartOffset: newStart)
+        try dropSegments(doomed, keepFrom: newStart, newLogStartOffset: newStart)
         result.segmentsDeleted = doomed.count
         result.bytesDeleted = doomed.reduce(0) { $0 + $1.size }
         result.logStartOffset = newStart
@@ -588,23 +588,31 @@ public final class PartitionLog: @unchecked Sendable {
         let segments = segmentList.withLock { $0 }
         var doomed: [LogSegment] = []
         for (i, segment) in segments.enumerated().dropLast() where segments[i + 1].baseOffset <= offset { doomed.append(segment) }
-        try dropSegments(doomed, newLogStartOffset: offset)
+        try dropSegments(doomed, keepFrom: segments[doomed.count].baseOffset, newLogStartOffset: offset)
         return offset
     }
 
     /// Removes `doomed` (a prefix of the segment list) and moves the log start. Order matters for
     /// crash safety: files are renamed to `.deleted` (hidden from the next load) before the
     /// checkpoint records the new start; a crash in between loses nothing that was meant to stay.
-    private func dropSegments(_ doomed: [LogSegment], newLogStartOffset: Int64) throws(LogError) {
+    ///
+    /// `doomed` was chosen from a snapshot of the list; the cold worker or the cleaner may have
+    /// replaced some of those segments since (same offsets, other objects). Under the writer lock
+    /// the prefix is chosen again: the segments of the current list that end at or below the
+    /// first surviving one's base, never the active segment.
+    func dropSegments(_ doomed: [LogSegment], keepFrom: Int64, newLogStartOffset: Int64) throws(LogError) {
         try writer.withLock { (state: inout WriterState) throws(LogError) in
             guard !state.closed else { throw LogError.closed(directory) }
             if !doomed.isEmpty {
-                segmentList.withLock { list in
-                    precondition(list.count > doomed.count && zip(list, doomed).allSatisfy { $0 === $1 }, "retention removes a prefix")
-                    list.removeFirst(doomed.count)
+                let removed = segmentList.withLock { list -> [LogSegment] in
+                    var n = 0
+                    while n + 1 < list.count && list[n + 1].baseOffset <= keepFrom { n += 1 }
+                    let prefix = Array(list.prefix(n))
+                    list.removeFirst(n)
+                    return prefix
                 }
-                for segment in doomed { try segment.markDeleted() }
-                try FileIO.syncDirectory(directory)
+                for segment in removed { try segment.markDeleted() }
+                if !removed.isEmpty { try FileIO.syncDirectory(directory) }
             }
             startOffset.store(max(newLogStartOffset, logStartOffset), ordering: .releasing)
             try Checkpoint(recoveryPoint: min(recoveryPoint, logEndOffset), logStartOffset: logStartOffset).write(directory: directory)
@@ -641,13 +649,22 @@ public final class PartitionLog: @unchecked Sendable {
             throw .offsetOutOfRange(requested: offset, logStartOffset: start, logEndOffset: logEnd)
         }
         if offset >= end { return LogReadResult(slice: nil, nextOffset: offset, logEndOffset: logEnd) }
-        let segments = segmentList.withLock { $0 }
+        var segments = segmentList.withLock { $0 }
         guard var i = Self.floorSegmentIndex(segments, offset: offset) else {
             throw .offsetOutOfRange(requested: offset, logStartOffset: start, logEndOffset: logEnd)
         }
         while i < segments.count {
-            if let slice = try segments[i].read(from: offset, maxBytes: max(1, maxBytes), endOffset: end, coldCompression: coldFetchCompression),
-               !slice.range.isEmpty {
+            let found: SegmentSlice?
+            do throws(LogError) {
+                found = try segments[i].read(from: offset, maxBytes: max(1, maxBytes), endOffset: end, coldCompression: coldFetchCompression)
+            } catch {
+                // A read-only view next to a writer: the writer may have converted the segment
+                // to the cold tier since the view listed the directory.
+                guard let cold = replacedByCold(segments[i], error) else { throw error }
+                segments[i] = cold
+                continue
+            }
+            if let slice = found, !slice.range.isEmpty {
                 return LogReadResult(slice: slice, nextOffset: slice.nextOffset, logEndOffset: logEnd)
             }
             i += 1
@@ -667,6 +684,18 @@ public final class PartitionLog: @unchecked Sendable {
         return ColdBlockHandle(segment: cold, segmentBaseOffset: cold.baseOffset, blockIndex: b, firstOffset: entry.firstOffset, nextOffset: entry.nextOffset, storedBytes: entry.length)
     }
 
+    /// For a read-only view: when `segment`'s `.log` is gone because the writer converted it to
+    /// the cold tier, the cold segment that replaces it in this view's list.
+    private func replacedByCold(_ segment: LogSegment, _ error: LogError) -> LogSegment? {
+        guard readOnlyOpen, !segment.isCold, case .io(_, _, let code) = error, code == ENOENT,
+              FileIO.exists(SegmentName.coldPath(directory, segment.baseOffset)) else { return nil }
+        let cold = LogSegment.lazy(directory: directory, baseOffset: segment.baseOffset, config: config, readOnlyMode: true, cold: true)
+        segmentList.withLock { list in
+            if let at = list.firstIndex(where: { $0 === segment }) { list[at] = cold }
+        }
+        return cold
+    }
+
     /// Kafka's ListOffsets by timestamp: the first offset whose record timestamp is >= `timestamp`,
     /// or nil when every record is older. Segments are skipped by their largest timestamp, then the
     /// time index and offset index narrow the scan to a few KiB.
@@ -680,7 +709,10 @@ public final class PartitionLog: @unchecked Sendable {
         let segments = segmentList.withLock { $0 }
         let start = logStartOffset
         for segment in segments {
-            guard segment.size > 0, try segment.largestTimestamp() >= timestamp else { continue }
+            // A cold segment that cannot be read (a damaged file) is passed over: its records
+            // are unreadable anyway, and the rest of the partition still answers.
+            let largest = segment.isCold ? try? segment.largestTimestamp() : try segment.largestTimestamp()
+            guard segment.size > 0, let largest, largest >= timestamp else { continue }
             if let found = try segment.record(forTimestamp: timestamp) { return (max(found.offset, start), found.timestamp) }
         }
         return nil
@@ -691,7 +723,10 @@ public final class PartitionLog: @unchecked Sendable {
     public func maxTimestampRecord() throws(LogError) -> (offset: Int64, timestamp: Int64)? {
         let segments = segmentList.withLock { $0 }
         var largest = Int64.min
-        for segment in segments where segment.size > 0 { largest = max(largest, try segment.largestTimestamp()) }
+        for segment in segments where segment.size > 0 {
+            if segment.isCold, (try? segment.largestTimestamp()) == nil { continue }  // damaged: as in record(forTimestamp:)
+            largest = max(largest, try segment.largestTimestamp())
+        }
         guard largest != Int64.min else { return nil }
         return try record(forTimestamp: largest)
     }

@@ -353,4 +353,97 @@ import Synchronization
         try cold.convertToCold(olderThanMs: nil)
         #expect(try Self.records(hot) == Self.records(cold))
     }
+
+    /// Retention chose its segments before the cold worker replaced them: the prefix is chosen
+    /// again under the writer lock (this trapped before).
+    @Test func retentionWithAStaleSnapshotOfConvertedSegments() throws {
+        let dir = Self.tempDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (log, _) = try PartitionLog.open(directory: dir, config: Self.config)
+        defer { try? log.close() }
+        try Self.fill(log, batches: 200, seed: 31)
+        let before = try Self.records(log)
+        let stale = log.segmentList.withLock { $0 }
+        try log.convertToCold(olderThanMs: nil)
+        try log.dropSegments(Array(stale.prefix(2)), keepFrom: stale[2].baseOffset, newLogStartOffset: stale[2].baseOffset)
+        #expect(log.logStartOffset == stale[2].baseOffset && log.segmentBaseOffsets.first == stale[2].baseOffset)
+        #expect(!Self.files(dir).contains(SegmentName.base(stale[0].baseOffset) + ".cold"))
+        #expect(try Self.records(log) == before.filter { $0.offset >= stale[2].baseOffset })
+    }
+
+    /// A `.cold` renamed in, then (before the swap) the segment compacted: at load the cold file
+    /// no longer matches its `.log` and is dropped; the compacted records stay.
+    @Test func aColdFileOlderThanItsLogIsDropped() throws {
+        let dir = Self.tempDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (log, _) = try PartitionLog.open(directory: dir, config: Self.config)
+        try Self.fill(log, batches: 150, seed: 37)
+        _ = try log.convertToCold(olderThanMs: nil, nowMs: wallClockMillis(), maxSegments: 1, crashPoint: .afterColdRenamed)
+        let base = SegmentName.base(log.segmentBaseOffsets[0])
+        #expect(Self.files(dir).contains(base + ".cold"))
+        let report = try log.compact(deleteRetentionMs: 0)
+        #expect(report.recordsAfter < report.recordsBefore)
+        let compacted = try Self.records(log)
+        try? FileManager.default.removeItem(atPath: dir + "/" + Checkpoint.fileName)
+        let (again, loaded) = try PartitionLog.open(directory: dir, config: Self.config, cleanShutdown: false)
+        defer { try? again.close() }
+        #expect(loaded.warnings.contains { $0.contains("unusable") }, "\(loaded.warnings)")
+        #expect(!Self.files(dir).contains(base + ".cold"))
+        #expect(try Self.records(again) == compacted)
+    }
+
+    /// A hot batch whose CRC fails is not re-encoded with a fresh one: the segment stays hot.
+    @Test func aDamagedHotBatchKeepsItsSegmentHot() throws {
+        let dir = Self.tempDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (log, _) = try PartitionLog.open(directory: dir, config: Self.config)
+        defer { try? log.close() }
+        try Self.fill(log, batches: 100, seed: 41)
+        let path = dir + "/" + SegmentName.base(log.segmentBaseOffsets[0]) + ".log"
+        let handle = try #require(FileHandle(forUpdatingAtPath: path))
+        try handle.seek(toOffset: 200)
+        let byte = try #require(try handle.read(upToCount: 1))
+        try handle.seek(toOffset: 200)
+        try handle.write(contentsOf: Data([byte[0] ^ 0x40]))
+        try handle.close()
+        #expect(throws: LogError.self) { try log.convertToCold(olderThanMs: nil) }
+        #expect(Self.files(dir).contains(SegmentName.base(log.segmentBaseOffsets[0]) + ".log"))
+        #expect(!Self.files(dir).contains { $0.hasSuffix(".cold") || $0.hasSuffix(".tmp") })
+    }
+
+    /// A cold file whose header does not check: retention still ages and deletes it (by its
+    /// modification time), and time lookups answer from the rest of the partition.
+    @Test func aDamagedColdHeaderDoesNotStopRetentionOrTimeLookups() throws {
+        let dir = Self.tempDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (log, _) = try PartitionLog.open(directory: dir, config: Self.config)
+        try Self.fill(log, batches: 200, seed: 43)
+        try log.convertToCold(olderThanMs: nil)
+        let bases = log.segmentBaseOffsets
+        try log.close()
+        let coldPath = dir + "/" + SegmentName.base(bases[0]) + ".cold"
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: coldPath)))
+        bytes[20] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: coldPath))
+        let (again, _) = try PartitionLog.open(directory: dir, config: Self.config, cleanShutdown: true)
+        defer { try? again.close() }
+        #expect(try again.offset(forTimestamp: 0) == bases[1])
+        let r = try again.applyRetention(retentionMs: 1000, retentionBytes: -1, nowMs: wallClockMillis() + 86_400_000)
+        #expect(r.segmentsDeleted == bases.count - 1)
+        #expect(!Self.files(dir).contains { $0.hasSuffix(".cold") })
+    }
+
+    /// A read-only view (strata consume, query next to a server) listed the directory before the
+    /// writer converted a segment it had not opened yet: it finds the cold file.
+    @Test func aReadOnlyViewFollowsAConversion() throws {
+        let dir = Self.tempDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (log, _) = try PartitionLog.open(directory: dir, config: Self.config)
+        defer { try? log.close() }
+        try Self.fill(log, batches: 150, seed: 47)
+        let before = try Self.records(log)
+        let view = try PartitionLog.openReadOnly(directory: dir, config: Self.config)
+        try log.convertToCold(olderThanMs: nil)
+        #expect(try Self.records(view) == before)
+    }
 }

@@ -329,6 +329,11 @@ public enum ColdBlock {
             shapes.append(literals)
             slotColumns.append(mapping)
         }
+        // Every record takes at least a byte of the kinds stream, every batch several of the
+        // batch stream: counts beyond that are lies, refused before anything is reserved for them.
+        guard recordCount <= kinds.remaining, batchCount <= b.remaining else {
+            throw ColdFormatError("\(batchCount) batches and \(recordCount) records in streams of \(b.remaining) and \(kinds.remaining) bytes")
+        }
         // Value kinds first: a column's token count is the number of slots of values that use it.
         var valueKinds: [Int] = []
         valueKinds.reserveCapacity(recordCount)
@@ -345,14 +350,18 @@ public enum ColdBlock {
             valueKinds.append(kind)
         }
         var tokens: [(bytes: [UInt8], ends: [Int])] = []
+        var tokenBytes = 0
         for c in 0..<columnCount {
             var bytes: [UInt8] = []
             var ends: [Int] = []
             ends.reserveCapacity(perColumn[c])
+            // The decoded tokens of all columns share the block's budget.
             try columns[c].withUnsafeBytes { b in
                 var reader = ColdReader(b)
-                try TokenColumn.decode(&reader, count: perColumn[c], into: &bytes, ends: &ends)
+                try TokenColumn.decode(&reader, count: perColumn[c], into: &bytes, ends: &ends, maxBytes: maxOutputBytes - tokenBytes)
             }
+            tokenBytes += bytes.count
+            guard tokenBytes <= maxOutputBytes else { throw ColdFormatError("columns decoding to more than \(maxOutputBytes) bytes") }
             tokens.append((bytes, ends))
         }
         var cursor = [Int](repeating: 0, count: columnCount)

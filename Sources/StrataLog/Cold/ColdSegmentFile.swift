@@ -93,7 +93,8 @@ public struct ColdSegmentFile: Sendable {
         baseOffset = try r.fixed(Int64.self)
         nextOffset = try r.fixed(Int64.self)
         let hot = try r.fixed(UInt64.self)
-        guard hot <= UInt64(Int.max) else { throw ColdFormatError("hot size \(hot)") }
+        // A segment is at most 2 GiB of log (segment.bytes): sums of these must not overflow.
+        guard hot <= UInt64(1) << 40 else { throw ColdFormatError("hot size \(hot)") }
         hotBytes = Int(hot)
         largestTimestamp = try r.fixed(Int64.self)
         let count = Int(try r.fixed(UInt32.self))

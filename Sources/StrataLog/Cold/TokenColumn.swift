@@ -89,7 +89,9 @@ enum TokenColumn {
     }
 
     /// Decodes `count` tokens, appending their bytes to `out` and their ends to `ends`.
-    static func decode(_ r: inout ColdReader, count: Int, into out: inout [UInt8], ends: inout [Int]) throws(ColdFormatError) {
+    /// `maxBytes`: most bytes the tokens may take decoded (a dictionary entry repeated by every
+    /// token must not expand past what the block's budget allows).
+    static func decode(_ r: inout ColdReader, count: Int, into out: inout [UInt8], ends: inout [Int], maxBytes: Int = .max) throws(ColdFormatError) {
         guard let encoding = Encoding(rawValue: try r.fixed(UInt8.self)) else { throw ColdFormatError("unknown token encoding") }
         switch encoding {
         case .integer, .timestampMillisZ:
@@ -121,6 +123,7 @@ enum TokenColumn {
             for _ in 0..<entries { dictionary.append(try r.blob()) }
             for _ in 0..<count {
                 let i = try r.count(max: entries - 1)
+                guard dictionary[i].count <= maxBytes - out.count else { throw ColdFormatError("a column expanding past \(maxBytes) bytes") }
                 out.append(contentsOf: dictionary[i])
                 ends.append(out.count)
             }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import StrataCore
 import Synchronization
 
 /// A cold segment of a partition: `<base>.cold` (docs/format.md "Cold segments"), the batches of
@@ -82,12 +83,30 @@ final class ColdSegment: Sendable {
     }
 
     /// Block `i` as RecordBatch v2 bytes compressed with `compression` (none or zstd), from the
-    /// cache when another reader decoded it recently.
+    /// cache when another reader (or the read-ahead) decoded it. A block being decoded is waited
+    /// for, not decoded twice. Then the next block is decoded ahead on the read-ahead thread:
+    /// readers move forward, and decoding on the second core while this block is sent keeps a
+    /// consumer of cold data near the speed of hot data.
     func materialize(block i: Int, compression: CompressionCodec) throws(LogError) -> MaterializedBlock {
+        let cache = ColdBlockCache.shared
         let key = ColdBlockCache.Key(segment: cacheID, block: i, compression: compression.rawValue)
-        if let cached = ColdBlockCache.shared.lookup(key) { return cached }
-        let block = try decode(block: i, compression: compression)
-        ColdBlockCache.shared.insert(key, block)
+        if let cached = cache.lookupOrClaim(key) { return cached }
+        let block: MaterializedBlock
+        do throws(LogError) {
+            block = try decode(block: i, compression: compression)
+        } catch {
+            cache.abandon(key)
+            throw error
+        }
+        cache.insert(key, block)
+        if i + 1 < file.blocks.count {
+            let next = ColdBlockCache.Key(segment: cacheID, block: i + 1, compression: compression.rawValue)
+            if cache.claimIfAbsent(next) {
+                ColdReadAhead.shared.submit(next) { [self] in
+                    do throws(LogError) { cache.insert(next, try decode(block: i + 1, compression: compression)) } catch { cache.abandon(next) }
+                }
+            }
+        }
         return block
     }
 
@@ -193,13 +212,18 @@ public final class ColdBlockCache: Sendable {
 
     private struct State {
         var entries: [Key: (block: MaterializedBlock, tick: UInt64)] = [:]
+        /// Blocks some thread is decoding now: others wait for them instead of decoding again.
+        var inFlight = Set<Key>()
         var bytes = 0
         var tick: UInt64 = 0
         var hits = 0
         var misses = 0
     }
 
-    private let state = Mutex(State())
+    /// Guards `state` (a condition lock: readers wait for blocks in flight).
+    private let lock = ConditionLock()
+    /// `nonisolated(unsafe)`: read and written only under `lock`.
+    nonisolated(unsafe) private var state = State()
     private let budget = Atomic<Int>(ColdBlockCache.defaultBudgetBytes)
 
     init() {}
@@ -211,18 +235,44 @@ public final class ColdBlockCache: Sendable {
     }
 
     /// Lookups answered from the cache, and blocks decoded, since the process started.
-    public var counts: (hits: Int, misses: Int, bytes: Int) { state.withLock { ($0.hits, $0.misses, $0.bytes) } }
+    public var counts: (hits: Int, misses: Int, bytes: Int) { lock.withLock { (state.hits, state.misses, state.bytes) } }
 
-    func lookup(_ key: Key) -> MaterializedBlock? {
-        state.withLock { s in
-            s.tick += 1
-            guard let e = s.entries[key] else {
-                s.misses += 1
+    /// The cached block; or, when another thread is decoding it, that block once it is done;
+    /// else nil, and the caller now owns its decoding (`insert` or `abandon` it).
+    func lookupOrClaim(_ key: Key) -> MaterializedBlock? {
+        lock.withLock {
+            while true {
+                state.tick += 1
+                if let e = state.entries[key] {
+                    state.entries[key] = (e.block, state.tick)
+                    state.hits += 1
+                    return e.block
+                }
+                if state.inFlight.contains(key) {
+                    lock.wait()
+                    continue
+                }
+                state.misses += 1
+                state.inFlight.insert(key)
                 return nil
             }
-            s.entries[key] = (e.block, s.tick)
-            s.hits += 1
-            return e.block
+        }
+    }
+
+    /// Claims a block nobody has or is decoding (the read-ahead); false otherwise.
+    func claimIfAbsent(_ key: Key) -> Bool {
+        lock.withLock {
+            guard state.entries[key] == nil, !state.inFlight.contains(key) else { return false }
+            state.inFlight.insert(key)
+            return true
+        }
+    }
+
+    /// A claimed block could not be decoded: waiters decode it themselves (and see the error).
+    func abandon(_ key: Key) {
+        lock.withLock {
+            state.inFlight.remove(key)
+            lock.broadcast()
         }
     }
 
@@ -230,16 +280,18 @@ public final class ColdBlockCache: Sendable {
         let limit = budgetBytes
         // Evicted blocks are released after the lock (their memory is unmapped in deinit).
         var evicted: [MaterializedBlock] = []
-        state.withLock { s in
-            s.tick += 1
-            if let old = s.entries.updateValue((block, s.tick), forKey: key) { s.bytes -= old.block.length }
-            s.bytes += block.length
-            while s.bytes > limit, s.entries.count > 1 {
-                guard let victim = s.entries.min(by: { $0.value.tick < $1.value.tick }), victim.key != key else { break }
-                s.entries[victim.key] = nil
-                s.bytes -= victim.value.block.length
+        lock.withLock {
+            state.inFlight.remove(key)
+            state.tick += 1
+            if let old = state.entries.updateValue((block, state.tick), forKey: key) { state.bytes -= old.block.length }
+            state.bytes += block.length
+            while state.bytes > limit, state.entries.count > 1 {
+                guard let victim = state.entries.min(by: { $0.value.tick < $1.value.tick }), victim.key != key else { break }
+                state.entries[victim.key] = nil
+                state.bytes -= victim.value.block.length
                 evicted.append(victim.value.block)
             }
+            lock.broadcast()
         }
         evicted.removeAll()
     }
@@ -247,14 +299,68 @@ public final class ColdBlockCache: Sendable {
     /// Drops every block of one cold segment (it was deleted or replaced).
     func drop(segment id: UInt64) {
         var dropped: [MaterializedBlock] = []
-        state.withLock { s in
-            for (key, e) in s.entries where key.segment == id {
-                s.entries[key] = nil
-                s.bytes -= e.block.length
+        lock.withLock {
+            for (key, e) in state.entries where key.segment == id {
+                state.entries[key] = nil
+                state.bytes -= e.block.length
                 dropped.append(e.block)
             }
         }
         dropped.removeAll()
+    }
+}
+
+/// One background thread that decodes cold blocks ahead of their readers (`ColdSegment
+/// .materialize` submits the next block). At most `limit` wait: past that a request is dropped
+/// (its claim abandoned), so a burst of readers never queues unbounded work or memory.
+final class ColdReadAhead: @unchecked Sendable {
+    static let shared = ColdReadAhead()
+    static let limit = 4
+    private let lock = ConditionLock()
+    /// Read and written only under `lock` (hence `@unchecked Sendable`); the thread starts on
+    /// the first submission and then waits for work forever.
+    private var queue: [(key: ColdBlockCache.Key, work: @Sendable () -> Void)] = []
+    private var started = false
+
+    func submit(_ key: ColdBlockCache.Key, _ work: @escaping @Sendable () -> Void) {
+        let accepted = lock.withLock { () -> Bool in
+            guard queue.count < Self.limit else { return false }
+            if !started {
+                guard startThread() else { return false }
+                started = true
+            }
+            queue.append((key, work))
+            lock.broadcast()
+            return true
+        }
+        // Not queued: the claim is given up, so a reader waiting for the block decodes it.
+        if !accepted { ColdBlockCache.shared.abandon(key) }
+    }
+
+    private func startThread() -> Bool {
+        let me = Unmanaged.passRetained(self)
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { arg in
+            let readAhead = Unmanaged<ColdReadAhead>.fromOpaque(arg!).takeRetainedValue()
+            readAhead.loop()
+            return nil
+        }, me.toOpaque())
+        guard rc == 0 else {
+            me.release()
+            return false
+        }
+        pthread_detach(thread)
+        return true
+    }
+
+    private func loop() {
+        while true {
+            let work = lock.withLock { () -> @Sendable () -> Void in
+                while queue.isEmpty { lock.wait() }
+                return queue.removeFirst().work
+            }
+            work()
+        }
     }
 }
 

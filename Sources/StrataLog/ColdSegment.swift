@@ -90,7 +90,10 @@ final class ColdSegment: Sendable {
     func materialize(block i: Int, compression: CompressionCodec) throws(LogError) -> MaterializedBlock {
         let cache = ColdBlockCache.shared
         let key = ColdBlockCache.Key(segment: cacheID, block: i, compression: compression.rawValue)
-        if let cached = cache.lookupOrClaim(key) { return cached }
+        if let cached = cache.lookupOrClaim(key) {
+            readAhead(after: i, compression: compression)
+            return cached
+        }
         let block: MaterializedBlock
         do throws(LogError) {
             block = try decode(block: i, compression: compression)
@@ -99,15 +102,21 @@ final class ColdSegment: Sendable {
             throw error
         }
         cache.insert(key, block)
-        if i + 1 < file.blocks.count {
-            let next = ColdBlockCache.Key(segment: cacheID, block: i + 1, compression: compression.rawValue)
-            if cache.claimIfAbsent(next) {
-                ColdReadAhead.shared.submit(next) { [self] in
-                    do throws(LogError) { cache.insert(next, try decode(block: i + 1, compression: compression)) } catch { cache.abandon(next) }
-                }
+        readAhead(after: i, compression: compression)
+        return block
+    }
+
+    /// Queues the decoding of the blocks after `i` (`ColdReadAhead.depth` of them) that nobody
+    /// has or is decoding.
+    private func readAhead(after i: Int, compression: CompressionCodec) {
+        let cache = ColdBlockCache.shared
+        for j in (i + 1)..<min(file.blocks.count, i + 1 + ColdReadAhead.depth) {
+            let next = ColdBlockCache.Key(segment: cacheID, block: j, compression: compression.rawValue)
+            guard cache.claimIfAbsent(next) else { continue }
+            ColdReadAhead.shared.submit(next) { [self] in
+                do throws(LogError) { cache.insert(next, try decode(block: j, compression: compression)) } catch { cache.abandon(next) }
             }
         }
-        return block
     }
 
     /// Block `i` decoded (CRC checked); it must hold exactly the offsets its directory entry
@@ -310,12 +319,16 @@ public final class ColdBlockCache: Sendable {
     }
 }
 
-/// One background thread that decodes cold blocks ahead of their readers (`ColdSegment
-/// .materialize` submits the next block). At most `limit` wait: past that a request is dropped
-/// (its claim abandoned), so a burst of readers never queues unbounded work or memory.
+/// Background threads that decode cold blocks ahead of their readers (`ColdSegment.materialize`
+/// submits the next `depth` blocks): decoding (~110 MB/s of log per core) is what a read of cold
+/// data waits for, so two blocks are decoded at once while the current one is served. At most
+/// `limit` wait: past that a request is dropped (its claim abandoned), so a burst of readers
+/// never queues unbounded work or memory.
 final class ColdReadAhead: @unchecked Sendable {
     static let shared = ColdReadAhead()
-    static let limit = 4
+    static let limit = 8
+    static let depth = 2
+    static let threads = 2
     private let lock = ConditionLock()
     /// Read and written only under `lock` (hence `@unchecked Sendable`); the thread starts on
     /// the first submission and then waits for work forever.
@@ -326,8 +339,8 @@ final class ColdReadAhead: @unchecked Sendable {
         let accepted = lock.withLock { () -> Bool in
             guard queue.count < Self.limit else { return false }
             if !started {
-                guard startThread() else { return false }
-                started = true
+                for _ in 0..<Self.threads where startThread() { started = true }
+                guard started else { return false }
             }
             queue.append((key, work))
             lock.broadcast()

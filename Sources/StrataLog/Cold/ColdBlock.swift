@@ -364,6 +364,37 @@ public enum ColdBlock {
             guard tokenBytes <= maxOutputBytes else { throw ColdFormatError("columns decoding to more than \(maxOutputBytes) bytes") }
             tokens.append((bytes, ends))
         }
+        // Flat views for the per-record loop, so that it touches no Swift array of arrays (each
+        // access would retain and release one): every token end to end with absolute ends, and
+        // every shape's literals and slot columns in one list each.
+        var tokenData: [UInt8] = []
+        tokenData.reserveCapacity(tokenBytes)
+        var tokenEndsFlat: [Int] = []
+        var columnFirstToken = [Int](repeating: 0, count: columnCount + 1)
+        var columnStart = [Int](repeating: 0, count: columnCount + 1)
+        for c in 0..<columnCount {
+            columnFirstToken[c] = tokenEndsFlat.count
+            columnStart[c] = tokenData.count
+            let base = tokenData.count
+            for e in tokens[c].ends {
+                guard e >= 0, e <= tokens[c].bytes.count else { throw ColdFormatError("column \(c) token end \(e) out of range") }
+                tokenEndsFlat.append(base + e)
+            }
+            tokenData.append(contentsOf: tokens[c].bytes)
+        }
+        tokens = []
+        var literalsFlat: [UnsafeRawBufferPointer] = []
+        var shapeFirstLiteral: [Int] = []
+        var shapeLiteralBytes: [Int] = []
+        var slotColumnsFlat: [Int] = []
+        var shapeFirstSlot: [Int] = []
+        for (s, literals) in shapes.enumerated() {
+            shapeFirstLiteral.append(literalsFlat.count)
+            literalsFlat += literals
+            shapeLiteralBytes.append(literals.reduce(0) { $0 + $1.count })
+            shapeFirstSlot.append(slotColumnsFlat.count)
+            slotColumnsFlat += slotColumns[s]
+        }
         var cursor = [Int](repeating: 0, count: columnCount)
         // Every key, value and header end to end; spending is checked before each append.
         let data = ColdFlatBlock.Buffer(capacity: min(maxOutputBytes, 16 << 20))
@@ -424,22 +455,26 @@ public enum ColdBlock {
                     valueCount = v.count
                 } else if kind >= 2 {
                     let s = kind - 2
-                    let literals = shapes[s]
                     valueAt = data.count
-                    try spend(literals.reduce(0) { $0 + $1.count })
-                    for slot in 0..<literals.count {
-                        data.append(literals[slot])
-                        guard slot < literals.count - 1 else { break }
-                        let c = slotColumns[s][slot]
-                        let t = cursor[c]
-                        cursor[c] += 1
-                        let start = t == 0 ? 0 : tokens[c].ends[t - 1]
-                        let end = tokens[c].ends[t]
-                        guard start <= end, end <= tokens[c].bytes.count else { throw ColdFormatError("column \(c) token \(t) out of range") }
-                        try spend(end - start)
-                        let at = data.count
-                        tokens[c].bytes.withUnsafeBytes { data.append(UnsafeRawBufferPointer(rebasing: $0[start..<end])) }
-                        slotRanges.append(at..<data.count)
+                    try spend(shapeLiteralBytes[s])
+                    let firstLiteral = shapeFirstLiteral[s], firstSlot = shapeFirstSlot[s]
+                    let slots = (s + 1 < shapeFirstSlot.count ? shapeFirstSlot[s + 1] : slotColumnsFlat.count) - firstSlot
+                    try tokenData.withUnsafeBytes { (tokenBytes: UnsafeRawBufferPointer) throws in
+                        for slot in 0...slots {
+                            data.append(literalsFlat[firstLiteral + slot])
+                            guard slot < slots else { break }
+                            let c = slotColumnsFlat[firstSlot + slot]
+                            let t = cursor[c]
+                            cursor[c] += 1
+                            let g = columnFirstToken[c] + t
+                            let start = t == 0 ? columnStart[c] : tokenEndsFlat[g - 1]
+                            let end = tokenEndsFlat[g]
+                            guard start <= end else { throw ColdFormatError("column \(c) token \(t) out of range") }
+                            try spend(end - start)
+                            let at = data.count
+                            data.append(UnsafeRawBufferPointer(rebasing: tokenBytes[start..<end]))
+                            slotRanges.append(at..<data.count)
+                        }
                     }
                     valueCount = data.count - valueAt
                 }

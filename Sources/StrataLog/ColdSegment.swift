@@ -150,6 +150,18 @@ final class ColdSegment: Sendable {
     private func decode(block i: Int, compression: CompressionCodec?) throws(LogError) -> MaterializedBlock {
         let entry = file.blocks[i]
         let flat = try flatBlock(i)
+        if compression == CompressionCodec.none {
+            // Uncompressed (the default for readers): sized first, then written in place.
+            let sizes = flat.batches.indices.map { flat.uncompressedBatchSize($0) }
+            let total = sizes.reduce(0, +)
+            let memory = try Mapping(anonymousLength: total)
+            var at = 0
+            for (b, size) in sizes.enumerated() {
+                flat.writeUncompressedBatch(b, into: memory.mutableBytes(at..<at + size))
+                at += size
+            }
+            return MaterializedBlock(mapping: memory, length: total, firstOffset: entry.firstOffset, nextOffset: entry.nextOffset)
+        }
         var encoded: [[UInt8]] = []
         encoded.reserveCapacity(flat.batches.count)
         do {

@@ -446,4 +446,18 @@ import Synchronization
         try log.convertToCold(olderThanMs: nil)
         #expect(try Self.records(view) == before)
     }
+
+    /// The in-place writer of a cold read gives the bytes of the reference encoder, batch by batch.
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func inPlaceBatchesEqualTheReferenceEncoding(seed: UInt64) throws {
+        let batches = ColdFormatTests.batches(seed: seed, count: 60)
+        let block = try ColdBlock.encode(batches)
+        let flat = try block.withUnsafeBytes { try ColdBlock.decodeFlat($0) }
+        for i in flat.batches.indices {
+            let reference = try flat.recordBatch(i, compression: .none)
+            var written = [UInt8](repeating: 0xEE, count: flat.uncompressedBatchSize(i))
+            written.withUnsafeMutableBytes { flat.writeUncompressedBatch(i, into: $0) }
+            #expect(written == reference, "batch \(i)")
+        }
+    }
 }

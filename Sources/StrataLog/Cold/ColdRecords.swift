@@ -345,6 +345,83 @@ public final class ColdFlatBlock: @unchecked Sendable {
         }
     }
 
+    /// Bytes of batch `i` as an uncompressed RecordBatch v2 (what `writeUncompressedBatch` writes).
+    func uncompressedBatchSize(_ i: Int) -> Int {
+        let b = batches[i]
+        var total = RecordBatch.headerSize
+        for r in records[b.records] {
+            let size = recordSize(r, batch: b)
+            total += Varint.encodedLength(Int64(size)) + size
+        }
+        return total
+    }
+
+    @inline(__always) private func recordSize(_ r: Record, batch b: Batch) -> Int {
+        var size = 1 + Varint.encodedLength(r.timestamp &- b.baseTimestamp) + Varint.encodedLength(r.offset &- b.baseOffset)
+        size += r.key < 0 ? 1 : Varint.encodedLength(Int64(r.keyCount)) + r.keyCount
+        size += r.value < 0 ? 1 : Varint.encodedLength(Int64(r.valueCount)) + r.valueCount
+        size += Varint.encodedLength(Int64(r.headers.count))
+        for h in headers[r.headers] {
+            size += Varint.encodedLength(Int64(h.keyCount)) + h.keyCount
+            size += h.value < 0 ? 1 : Varint.encodedLength(Int64(h.valueCount)) + h.valueCount
+        }
+        return size
+    }
+
+    /// Writes batch `i` uncompressed into `out` (exactly `uncompressedBatchSize(i)` bytes): the
+    /// same bytes as `recordBatch(i, compression: .none)`, without intermediate arrays (a cold
+    /// Fetch's hot path: one copy from the decoded block to the served one).
+    func writeUncompressedBatch(_ i: Int, into out: UnsafeMutableRawBufferPointer) {
+        let b = batches[i]
+        var at = RecordBatch.headerSize
+        let base = out.baseAddress!
+        @inline(__always) func varint(_ v: Int64) {
+            var u = Varint.zigzag(v)
+            while u >= 0x80 {
+                base.storeBytes(of: UInt8(truncatingIfNeeded: u) | 0x80, toByteOffset: at, as: UInt8.self)
+                u >>= 7
+                at += 1
+            }
+            base.storeBytes(of: UInt8(u), toByteOffset: at, as: UInt8.self)
+            at += 1
+        }
+        @inline(__always) func bytes(_ start: Int, _ count: Int) {
+            guard count > 0 else { return }
+            (base + at).copyMemory(from: self.bytes.baseAddress! + start, byteCount: count)
+            at += count
+        }
+        for r in records[b.records] {
+            varint(Int64(recordSize(r, batch: b)))
+            base.storeBytes(of: UInt8(0), toByteOffset: at, as: UInt8.self)
+            at += 1
+            varint(r.timestamp &- b.baseTimestamp)
+            varint(r.offset &- b.baseOffset)
+            if r.key < 0 { varint(-1) } else { varint(Int64(r.keyCount)); bytes(r.key, r.keyCount) }
+            if r.value < 0 { varint(-1) } else { varint(Int64(r.valueCount)); bytes(r.value, r.valueCount) }
+            varint(Int64(r.headers.count))
+            for h in headers[r.headers] {
+                varint(Int64(h.keyCount))
+                bytes(h.key, h.keyCount)
+                if h.value < 0 { varint(-1) } else { varint(Int64(h.valueCount)); bytes(h.value, h.valueCount) }
+            }
+        }
+        precondition(at == out.count, "cold batch written to \(at) bytes, sized \(out.count)")
+        out.storeBytes(of: b.baseOffset.bigEndian, toByteOffset: 0, as: Int64.self)
+        out.storeBytes(of: Int32(truncatingIfNeeded: out.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
+        out.storeBytes(of: b.partitionLeaderEpoch.bigEndian, toByteOffset: 12, as: Int32.self)
+        out.storeBytes(of: RecordBatch.currentMagic, toByteOffset: 16, as: Int8.self)
+        out.storeBytes(of: (b.attributes & ~0x7).bigEndian, toByteOffset: 21, as: Int16.self)
+        out.storeBytes(of: b.lastOffsetDelta.bigEndian, toByteOffset: 23, as: Int32.self)
+        out.storeBytes(of: b.baseTimestamp.bigEndian, toByteOffset: 27, as: Int64.self)
+        out.storeBytes(of: b.maxTimestamp.bigEndian, toByteOffset: 35, as: Int64.self)
+        out.storeBytes(of: b.producerId.bigEndian, toByteOffset: 43, as: Int64.self)
+        out.storeBytes(of: b.producerEpoch.bigEndian, toByteOffset: 51, as: Int16.self)
+        out.storeBytes(of: b.baseSequence.bigEndian, toByteOffset: 53, as: Int32.self)
+        out.storeBytes(of: Int32(truncatingIfNeeded: b.records.count).bigEndian, toByteOffset: 57, as: Int32.self)
+        let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: out[RecordBatch.attributesOffset...]))
+        out.storeBytes(of: crc.bigEndian, toByteOffset: RecordBatch.crcOffset, as: UInt32.self)
+    }
+
     /// Batch `i` as RecordBatch v2 bytes, as `ColdBatch.recordBatch` makes them.
     public func recordBatch(_ i: Int, compression: CompressionCodec = .none) throws -> [UInt8] {
         let b = batches[i]

@@ -72,22 +72,32 @@ public enum RecordBatchBuilder {
         out.reserveCapacity(RecordBatch.headerSize + body.count)
         out.append(contentsOf: body)
         out.withUnsafeMutableBytes { p in
-            p.storeBytes(of: baseOffset.bigEndian, toByteOffset: 0, as: Int64.self)
-            p.storeBytes(of: Int32(truncatingIfNeeded: p.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
-            p.storeBytes(of: partitionLeaderEpoch.bigEndian, toByteOffset: 12, as: Int32.self)
-            p.storeBytes(of: RecordBatch.currentMagic, toByteOffset: 16, as: Int8.self)
-            p.storeBytes(of: attributes.bigEndian, toByteOffset: 21, as: Int16.self)
-            p.storeBytes(of: lastOffsetDelta.bigEndian, toByteOffset: 23, as: Int32.self)
-            p.storeBytes(of: baseTimestamp.bigEndian, toByteOffset: 27, as: Int64.self)
-            p.storeBytes(of: maxTimestamp.bigEndian, toByteOffset: 35, as: Int64.self)
-            p.storeBytes(of: producerId.bigEndian, toByteOffset: 43, as: Int64.self)
-            p.storeBytes(of: producerEpoch.bigEndian, toByteOffset: 51, as: Int16.self)
-            p.storeBytes(of: baseSequence.bigEndian, toByteOffset: 53, as: Int32.self)
-            p.storeBytes(of: recordCount.bigEndian, toByteOffset: 57, as: Int32.self)
-            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: p[RecordBatch.attributesOffset...]))
-            p.storeBytes(of: crc.bigEndian, toByteOffset: RecordBatch.crcOffset, as: UInt32.self)
+            storeHeader(p, baseOffset: baseOffset, partitionLeaderEpoch: partitionLeaderEpoch, attributes: attributes,
+                        lastOffsetDelta: lastOffsetDelta, baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp, producerId: producerId,
+                        producerEpoch: producerEpoch, baseSequence: baseSequence, recordCount: recordCount)
         }
         return out
+    }
+
+    /// Fills the 61-byte header of the batch `p` (its records already written after it):
+    /// the fields, the batch length from `p.count`, magic 2, and the CRC over attributes..end.
+    static func storeHeader(_ p: UnsafeMutableRawBufferPointer, baseOffset: Int64, partitionLeaderEpoch: Int32, attributes: Int16,
+                            lastOffsetDelta: Int32, baseTimestamp: Int64, maxTimestamp: Int64, producerId: Int64, producerEpoch: Int16,
+                            baseSequence: Int32, recordCount: Int32) {
+        p.storeBytes(of: baseOffset.bigEndian, toByteOffset: 0, as: Int64.self)
+        p.storeBytes(of: Int32(truncatingIfNeeded: p.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
+        p.storeBytes(of: partitionLeaderEpoch.bigEndian, toByteOffset: 12, as: Int32.self)
+        p.storeBytes(of: RecordBatch.currentMagic, toByteOffset: 16, as: Int8.self)
+        p.storeBytes(of: attributes.bigEndian, toByteOffset: 21, as: Int16.self)
+        p.storeBytes(of: lastOffsetDelta.bigEndian, toByteOffset: 23, as: Int32.self)
+        p.storeBytes(of: baseTimestamp.bigEndian, toByteOffset: 27, as: Int64.self)
+        p.storeBytes(of: maxTimestamp.bigEndian, toByteOffset: 35, as: Int64.self)
+        p.storeBytes(of: producerId.bigEndian, toByteOffset: 43, as: Int64.self)
+        p.storeBytes(of: producerEpoch.bigEndian, toByteOffset: 51, as: Int16.self)
+        p.storeBytes(of: baseSequence.bigEndian, toByteOffset: 53, as: Int32.self)
+        p.storeBytes(of: recordCount.bigEndian, toByteOffset: 57, as: Int32.self)
+        let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: p[RecordBatch.attributesOffset...]))
+        p.storeBytes(of: crc.bigEndian, toByteOffset: RecordBatch.crcOffset, as: UInt32.self)
     }
 
     /// A transaction marker as Kafka's coordinator writes it: a control, transactional batch of

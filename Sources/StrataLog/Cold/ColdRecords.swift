@@ -406,20 +406,10 @@ public final class ColdFlatBlock: @unchecked Sendable {
             }
         }
         precondition(at == out.count, "cold batch written to \(at) bytes, sized \(out.count)")
-        out.storeBytes(of: b.baseOffset.bigEndian, toByteOffset: 0, as: Int64.self)
-        out.storeBytes(of: Int32(truncatingIfNeeded: out.count - RecordBatch.logOverhead).bigEndian, toByteOffset: 8, as: Int32.self)
-        out.storeBytes(of: b.partitionLeaderEpoch.bigEndian, toByteOffset: 12, as: Int32.self)
-        out.storeBytes(of: RecordBatch.currentMagic, toByteOffset: 16, as: Int8.self)
-        out.storeBytes(of: (b.attributes & ~0x7).bigEndian, toByteOffset: 21, as: Int16.self)
-        out.storeBytes(of: b.lastOffsetDelta.bigEndian, toByteOffset: 23, as: Int32.self)
-        out.storeBytes(of: b.baseTimestamp.bigEndian, toByteOffset: 27, as: Int64.self)
-        out.storeBytes(of: b.maxTimestamp.bigEndian, toByteOffset: 35, as: Int64.self)
-        out.storeBytes(of: b.producerId.bigEndian, toByteOffset: 43, as: Int64.self)
-        out.storeBytes(of: b.producerEpoch.bigEndian, toByteOffset: 51, as: Int16.self)
-        out.storeBytes(of: b.baseSequence.bigEndian, toByteOffset: 53, as: Int32.self)
-        out.storeBytes(of: Int32(truncatingIfNeeded: b.records.count).bigEndian, toByteOffset: 57, as: Int32.self)
-        let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: out[RecordBatch.attributesOffset...]))
-        out.storeBytes(of: crc.bigEndian, toByteOffset: RecordBatch.crcOffset, as: UInt32.self)
+        RecordBatchBuilder.storeHeader(out, baseOffset: b.baseOffset, partitionLeaderEpoch: b.partitionLeaderEpoch, attributes: b.attributes & ~0x7,
+                                       lastOffsetDelta: b.lastOffsetDelta, baseTimestamp: b.baseTimestamp, maxTimestamp: b.maxTimestamp,
+                                       producerId: b.producerId, producerEpoch: b.producerEpoch, baseSequence: b.baseSequence,
+                                       recordCount: Int32(truncatingIfNeeded: b.records.count))
     }
 
     /// Batch `i` as RecordBatch v2 bytes, as `ColdBatch.recordBatch` makes them.

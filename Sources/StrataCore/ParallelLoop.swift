@@ -30,14 +30,8 @@ public enum ParallelLoop {
         let shared = Shared(count: count, body: body)
         var started: [pthread_t] = []
         for _ in 1..<max(1, min(threads, count)) {
-            let unmanaged = Unmanaged.passRetained(shared)
-            var t = pthread_t()
-            let rc = pthread_create(&t, nil, { arg in
-                let s = Unmanaged<Shared>.fromOpaque(arg!).takeRetainedValue()
-                s.work()
-                return nil
-            }, unmanaged.toOpaque())
-            if rc == 0 { started.append(t) } else { unmanaged.release() }  // fewer threads: the others do more
+            // Fewer threads when one cannot be created: the others do more.
+            if let t = startThread({ shared.work() }) { started.append(t) }
         }
         shared.work()
         for t in started { pthread_join(t, nil) }

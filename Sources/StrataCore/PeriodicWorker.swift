@@ -19,14 +19,7 @@ public final class PeriodicWorker: @unchecked Sendable {
     }
 
     public func start() {
-        let unmanaged = Unmanaged.passRetained(self)
-        var t = pthread_t()
-        let rc = pthread_create(&t, nil, { arg in
-            let worker = Unmanaged<PeriodicWorker>.fromOpaque(arg!).takeRetainedValue()
-            worker.loop()
-            return nil
-        }, unmanaged.toOpaque())
-        if rc == 0 { thread = t } else { unmanaged.release() }
+        thread = startThread { [self] in loop() }
     }
 
     private func loop() {

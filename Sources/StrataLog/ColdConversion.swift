@@ -68,9 +68,13 @@ extension PartitionLog {
         return report
     }
 
-    /// Converts one closed hot segment ending at `end` (the next segment's base); nil when the
-    /// segment left the log meanwhile (retention, compaction).
-    private func convertSegment(_ segment: LogSegment, end: Int64, crashPoint: ColdConversionCrashPoint) throws -> ColdConversionReport? {
+    /// The cold file of a closed hot segment ending at `end` (the next segment's base): every
+    /// source batch's CRC checked, blocks of ~8 MiB of log or of decoded records, every block
+    /// decoded again and compared record by record. What conversion writes and
+    /// `strata tier --dry-run` measures. `streams` hears about every stream of every block.
+    func encodeCold(_ segment: LogSegment, end: Int64, streams: ((ColdBlock.StreamStats) -> Void)? = nil) throws
+        -> (file: [UInt8], report: ColdConversionReport)
+    {
         var report = ColdConversionReport()
         let slice = try segment.allBatches()
         var builder = ColdSegmentFile.Builder(baseOffset: segment.baseOffset)
@@ -80,7 +84,7 @@ extension PartitionLog {
         var verifyNs: Int64 = 0
         func finishBlock() throws {
             guard !block.isEmpty else { return }
-            let bytes = try builder.addBlock(block)
+            let bytes = try builder.addBlock(block, stats: streams)
             let t1 = monotonicNanos()
             // The hot files are deleted once this is swapped in: every block must give back
             // exactly the records it was made of, or the segment stays hot.
@@ -115,13 +119,18 @@ extension PartitionLog {
         }
         try finishBlock()
         let file = builder.finish(nextOffset: end, hotBytes: slice.count, largestTimestamp: largest)
-        let encodeNs = monotonicNanos() - t0 - verifyNs
         report.hotBytes = slice.count
         report.coldBytes = file.count
-        report.encodeSeconds = Double(encodeNs) / 1e9
+        report.encodeSeconds = Double(monotonicNanos() - t0 - verifyNs) / 1e9
         report.verifySeconds = Double(verifyNs) / 1e9
         report.segmentsConverted = 1
+        return (file, report)
+    }
 
+    /// Converts one closed hot segment ending at `end` (the next segment's base); nil when the
+    /// segment left the log meanwhile (retention, compaction).
+    private func convertSegment(_ segment: LogSegment, end: Int64, crashPoint: ColdConversionCrashPoint) throws -> ColdConversionReport? {
+        let (file, report) = try encodeCold(segment, end: end)
         let coldPath = SegmentName.coldPath(directory, segment.baseOffset)
         let tempPath = coldPath + ".tmp"
         try writeColdFile(file, to: tempPath, mtimeOf: segment.logPath)

@@ -351,7 +351,11 @@ final class ColdReadAhead: @unchecked Sendable {
         let accepted = lock.withLock { () -> Bool in
             guard queue.count < Self.limit else { return false }
             if !started {
-                for _ in 0..<Self.threads where startThread() { started = true }
+                for _ in 0..<Self.threads {
+                    guard let thread = startThread({ [self] in loop() }) else { continue }
+                    pthread_detach(thread)
+                    started = true
+                }
                 guard started else { return false }
             }
             queue.append((key, work))
@@ -360,22 +364,6 @@ final class ColdReadAhead: @unchecked Sendable {
         }
         // Not queued: the claim is given up, so a reader waiting for the block decodes it.
         if !accepted { ColdBlockCache.shared.abandon(key) }
-    }
-
-    private func startThread() -> Bool {
-        let me = Unmanaged.passRetained(self)
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { arg in
-            let readAhead = Unmanaged<ColdReadAhead>.fromOpaque(arg!).takeRetainedValue()
-            readAhead.loop()
-            return nil
-        }, me.toOpaque())
-        guard rc == 0 else {
-            me.release()
-            return false
-        }
-        pthread_detach(thread)
-        return true
     }
 
     private func loop() {
@@ -400,9 +388,6 @@ public struct ColdBlockHandle: Sendable {
     /// Bytes of the block in the cold file.
     public let storedBytes: Int
 
-    /// The block's batches and records, exactly as they were in the log.
-    public func batches() throws(LogError) -> [ColdBatch] { try segment.flatBlock(blockIndex).coldBatches() }
-
-    /// The same, in one buffer.
+    /// The block's batches and records, exactly as they were in the log, in one buffer.
     public func flat() throws(LogError) -> ColdFlatBlock { try segment.flatBlock(blockIndex) }
 }

@@ -58,7 +58,7 @@ struct Tier: ParsableCommand {
             }
         }
         guard segments > 0 else {
-            print("\(topic): no closed segments (the active segment of each partition is never converted)")
+            print("\(topic): no closed hot segments (the active segment of each partition is never converted; cold ones are already)")
             return
         }
         if streams {

@@ -13,7 +13,8 @@ import StrataLog
 /// rewritten statement would answer differently from the one written.
 private func schema(members: [String]) -> String {
     "CREATE TABLE x(partition INTEGER, offset INTEGER, timestamp INTEGER, key TEXT, value TEXT, headers TEXT, topic TEXT HIDDEN"
-        + members.map { ", \"\(JSONColumns.columnName($0))\" BLOB HIDDEN" }.joined() + ", \(JSONColumns.rowsColumn) INTEGER HIDDEN)"
+        + members.map { ", \"\(JSONColumns.columnName($0))\" BLOB HIDDEN" }.joined() + ", \(JSONColumns.rowsColumn) INTEGER HIDDEN"
+        + (0..<FoldAggregate.slotCount).map { ", \(FoldAggregate.columnName($0)) BLOB HIDDEN" }.joined() + ")"
 }
 /// Index of the first member column (after the hidden `topic`).
 private let firstMemberColumn = GroupedOrder.firstMemberColumn
@@ -153,23 +154,36 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         cost /= column == .partition ? 4 : 20
     }
     let orderBy = (0..<Int(info.pointee.nOrderBy)).map { info.pointee.aOrderBy[$0] }
-    // A folded count(*) (JSONColumns.foldCount) reads `strata_rows`: possible only as a grouped
-    // scan whose GROUP BY terms are all the columns it reads, with no constraint for SQLite to
-    // re-check on the folded rows; any other plan is refused, and the statement falls back.
-    let rowsColumn = firstMemberColumn + Int32(table(vtab).context.memberColumns.count)
+    // A fold (JSONColumns.fold) reads `strata_rows` and the `strata_foldN` columns: possible only
+    // as a grouped scan whose GROUP BY terms are all the other columns it reads, with no
+    // constraint for SQLite to re-check on the folded rows; any other plan is refused, and the
+    // statement falls back.
+    let context = table(vtab).context
+    let rowsColumn = firstMemberColumn + Int32(context.memberColumns.count)
+    let foldColumns = UInt64((1 << FoldAggregate.slotCount) - 1) << UInt64(rowsColumn + 1)
     let colUsed = info.pointee.colUsed
-    if colUsed & (1 << UInt64(rowsColumn)) != 0 {
-        var allowed: UInt64 = 1 << UInt64(rowsColumn)
+    if colUsed & (foldColumns | 1 << UInt64(rowsColumn)) != 0 {
+        var allowed: UInt64 = foldColumns | 1 << UInt64(rowsColumn)
         for term in orderBy where term.iColumn >= firstMemberColumn && term.iColumn < rowsColumn { allowed |= 1 << UInt64(term.iColumn) }
         let onlyTopic = (0..<Int(info.pointee.nConstraint)).allSatisfy { i in
             let c = info.pointee.aConstraint[i]
             return c.iColumn == Column.topic.rawValue && Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ
         }
-        guard !orderBy.isEmpty, orderBy.allSatisfy({ $0.iColumn >= firstMemberColumn && $0.iColumn < rowsColumn }),
+        // Each folded column used must be one the statement's rewrite defined, of a declared member.
+        var folds: [String] = []
+        for slot in 0..<FoldAggregate.slotCount where colUsed & (1 << UInt64(rowsColumn + 1 + Int32(slot))) != 0 {
+            guard let a = context.pendingFolds.first(where: { $0.slot == slot }),
+                  let id = context.memberColumns.firstIndex(of: a.member) else { return SQLITE_CONSTRAINT }
+            folds.append("a\(rowsColumn + 1 + Int32(slot))\(a.function.letter)\(firstMemberColumn + Int32(id))")
+            if a.governsKey { folds.append("h\(rowsColumn + 1 + Int32(slot))") }
+        }
+        guard rowsColumn + 1 + Int32(FoldAggregate.slotCount) < 63, !orderBy.isEmpty,
+              orderBy.allSatisfy({ $0.iColumn >= firstMemberColumn && $0.iColumn < rowsColumn }),
               sqlite3_vtab_distinct(info) == 1, colUsed & ~allowed == 0, onlyTopic,
               let rows = table(vtab).estimatedRows, rows <= GroupedRows.rowLimit else { return SQLITE_CONSTRAINT }
         for term in orderBy { tokens.append("g\(term.iColumn)\(term.desc != 0 ? "d" : "a")") }
-        tokens.append("u\(colUsed & ~(1 << UInt64(rowsColumn)))")
+        tokens.append("u\(colUsed & ~(foldColumns | 1 << UInt64(rowsColumn)))")
+        tokens += folds
         tokens.append("f")
         info.pointee.orderByConsumed = 1
     } else if orderBy.count == 1, orderBy[0].iColumn == Column.offset.rawValue, orderBy[0].desc == 0 {
@@ -256,11 +270,21 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
         let keys = groupTokens.compactMap { Int32($0.dropFirst().dropLast()) }
         var stored = (0..<Int32(63)).filter { c in used & (1 << UInt64(c)) != 0 && c != Column.topic.rawValue && c != Column.headers.rawValue }
         for k in keys where !stored.contains(k) { stored.append(k) }
+        // Folded aggregates: `a<column><function letter><member column>`; their members are stored.
+        var folds: [(column: Int32, function: FoldFunction, member: Int32, governsKey: Bool)] = []
+        for token in tokens where token.hasPrefix("a") {
+            let body = token.dropFirst()
+            guard let column = Int32(body.prefix { $0.isNumber }), let letter = body.drop(while: { $0.isNumber }).first,
+                  let function = FoldFunction(letter: letter),
+                  let member = Int32(body.drop(while: { $0.isNumber }).dropFirst()) else { continue }
+            folds.append((column, function, member, tokens.contains("h\(column)")))
+            if !stored.contains(member) { stored.append(member) }
+        }
         order = GroupedOrder(keyColumns: keys, descending: groupTokens.map { $0.hasSuffix("d") }, storedColumns: stored,
-                             firstRowOnly: tokens.contains("x"), fold: tokens.contains("f"))
+                             firstRowOnly: tokens.contains("x"), fold: tokens.contains("f"), folds: folds)
     }
     for (i, token) in tokens.enumerated() where i < Int(argc) {
-        if token.hasPrefix("g") || token.hasPrefix("u") || token == "x" || token == "f" { continue }
+        if token.hasPrefix("g") || token.hasPrefix("u") || token.hasPrefix("a") || token.hasPrefix("h") || token == "x" || token == "f" { continue }
         if let kind = token.first, kind == "m" || kind == "M",
            let column = Int32(token.dropFirst().prefix { $0.isNumber }) {
             var filter = MemberFilter(memberId: Int(column - firstMemberColumn), exact: token.hasSuffix("c"))

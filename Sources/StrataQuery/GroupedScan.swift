@@ -13,9 +13,10 @@ struct GroupingSpec: Sendable {
     /// DISTINCT: one row per group is enough.
     let firstRowOnly: Bool
     let filters: [MemberFilter]
-    /// `count(*)` folded into the scan (JSONColumns.foldCount): one row per group, carrying the
-    /// group's row count in the `strata_rows` column.
+    /// Aggregates folded into the scan (JSONColumns.fold): one row per group, carrying the group's
+    /// row count in the `strata_rows` column and each of `folds` in its column.
     var fold = false
+    var folds: [FoldColumn] = []
     var width: Int { columns.count }
 }
 
@@ -71,13 +72,17 @@ final class ChunkGroups: @unchecked Sendable {
 
     /// The chunk's rows point into a decoded cold block, which is not kept: text is compacted.
     private let fromColdBlock: Bool
+    /// In a fold, the chunk groups live only until they are merged: the decoded cold block is
+    /// kept that long rather than its text copied.
+    private let coldBlock: ColdFlatBlock?
 
-    init(rows: Int, width: Int, chunk: Chunk) {
+    init(rows: Int, width: Int, chunk: Chunk, keepsColdBlock: Bool = false) {
         cellCount = rows * width
         cells = .allocate(capacity: max(1, rows * width))
         slice = chunk.slice
         arena = chunk.arena
         fromColdBlock = chunk.coldBlock != nil
+        coldBlock = keepsColdBlock ? chunk.coldBlock : nil
     }
     deinit { cells.deallocate() }
 
@@ -142,14 +147,16 @@ final class ChunkGroups: @unchecked Sendable {
             kept += 1
         }
         // Pass 2: rows placed group by group (log order within a group).
-        let out = ChunkGroups(rows: spec.firstRowOnly || spec.fold ? sizes.count : kept, width: width, chunk: chunk)
-        if spec.firstRowOnly || spec.fold {
+        // Folded without aggregates of members, or DISTINCT: one row per group is all that is read.
+        let firstRowOnly = spec.firstRowOnly || (spec.fold && spec.folds.isEmpty)
+        let out = ChunkGroups(rows: firstRowOnly ? sizes.count : kept, width: width, chunk: chunk, keepsColdBlock: spec.fold)
+        if firstRowOnly {
             // One row per group; folded, its count is the group's number of rows in the chunk.
             for g in sizes.indices {
                 for s in 0..<width { out.cells[g * width + s] = rowCells[firstRow[g] * width + s] }
                 out.groups.append((index.hashes[g], g, spec.fold ? sizes[g] : 1))
             }
-            out.compactText()
+            if !spec.fold { out.compactText() }
             return out
         }
         var starts = ContiguousArray<Int>(repeating: 0, count: sizes.count)
@@ -165,7 +172,7 @@ final class ChunkGroups: @unchecked Sendable {
             for s in 0..<width { out.cells[to + s] = rowCells[row * width + s] }
             starts[g] += 1
         }
-        out.compactText()
+        if !spec.fold { out.compactText() }
         return out
     }
 
@@ -277,6 +284,14 @@ final class GroupedRows {
     @exclusivity(unchecked) private var currentCount = 0
     /// Rows per group, for a folded `count(*)`.
     @exclusivity(unchecked) private var groupRows = ContiguousArray<Int64>()
+    /// A fold's emitted rows: the groups in order; their keys (`keyWidth` cells each, text in
+    /// `keyArena`); the folded aggregates' results (`spec.folds.count` cells per group, text in
+    /// `foldArena`).
+    @exclusivity(unchecked) private var foldOrder = ContiguousArray<Int32>()
+    @exclusivity(unchecked) private var groupKeys = ContiguousArray<Cell>()
+    @exclusivity(unchecked) private var foldResults = ContiguousArray<Cell>()
+    private let keyArena = Arena()
+    private let foldArena = Arena()
     /// The vtab column that reports a group's row count in a folded scan.
     var rowsColumn: Int32 = -1
 
@@ -343,7 +358,11 @@ final class GroupedRows {
         slotOfColumn = slots
         let width = spec.width
         let keyWidth = spec.keySlots.count
-        let keyArena = Arena()
+        let keyArena = self.keyArena
+        let foldArena = self.foldArena
+        let folds = spec.folds
+        var foldStates = ContiguousArray<FoldState>()
+        let numbers = NumericText()
         /// Each global group's key cells (text interned), hash, and runs in chunk order.
         var groupKeys = ContiguousArray<Cell>()
         var groupHasRun = ContiguousArray<Bool>()
@@ -353,8 +372,9 @@ final class GroupedRows {
         while let chunk = try pipeline.next() {
             let built = try chunk.groups ?? withoutActuallyEscaping(resolve) { try ChunkGroups.build(chunk, spec: spec, resolve: $0) }
             guard let local = built, !local.groups.isEmpty else { continue }
+            // A fold keeps nothing of a chunk once merged: emitted rows are keys and results.
             let blockIndex = Int32(blocks.count)
-            blocks.append(local)
+            if !spec.fold { blocks.append(local) }
             for lg in local.groups {
                 let base = lg.start * width
                 let (group, isNew) = index.findOrAdd(hash: lg.hash) { g in
@@ -374,13 +394,27 @@ final class GroupedRows {
                     groupHasRun.append(false)
                 }
                 if spec.fold {
-                    // Every chunk's rows count; the group's first row is its one emitted row.
+                    // Every chunk's rows count; with aggregates of members, each of the group's
+                    // rows (all stored, in log order) steps its states — chunks merge in order, so
+                    // a group's values arrive in the order SQLite's sorter would give them.
                     while groupRows.count <= group { groupRows.append(0) }
                     groupRows[group] += Int64(lg.count)
-                    if groupHasRun[group] { continue }
                     groupHasRun[group] = true
-                    scanRuns.append(Run(group: Int32(group), block: blockIndex, start: Int32(lg.start), count: 1))
-                    total += 1
+                    guard !folds.isEmpty else { continue }
+                    while foldStates.count < (group + 1) * folds.count { foldStates.append(FoldState()) }
+                    for row in lg.start..<(lg.start + lg.count) {
+                        let cells = local.cells.baseAddress! + row * width
+                        for (a, f) in folds.enumerated() {
+                            let loaded = foldStates[group * folds.count + a].add(cells[f.cellSlot], f.function, numbers: numbers, arena: foldArena)
+                            // The row SQLite would show the key of: only numbers can differ
+                            // between rows of one group (1 and 1.0), so only they are copied.
+                            if loaded && f.governsKey {
+                                for (j, s) in spec.keySlots.enumerated() where cells[s].kind == .integer || cells[s].kind == .real {
+                                    groupKeys[group * keyWidth + j] = cells[s]
+                                }
+                            }
+                        }
+                    }
                     continue
                 }
                 if spec.firstRowOnly && groupHasRun[group] { continue }
@@ -398,6 +432,16 @@ final class GroupedRows {
                 if c != 0 { return spec.descending[j] ? c > 0 : c < 0 }
             }
             return a < b
+        }
+        if spec.fold {
+            foldOrder = ContiguousArray(order.map { Int32($0) })
+            self.groupKeys = groupKeys
+            foldResults.reserveCapacity(foldStates.count)
+            for g in 0..<(foldStates.count / max(1, folds.count)) {
+                for (a, f) in folds.enumerated() { foldResults.append(foldStates[g * folds.count + a].result(f.function, errors: errors)) }
+            }
+            rowCount = foldOrder.count
+            return
         }
         var runsOfGroup = ContiguousArray<Int>(repeating: 0, count: groupHasRun.count)
         for r in scanRuns { runsOfGroup[Int(r.group)] += 1 }
@@ -422,17 +466,34 @@ final class GroupedRows {
     /// Sets column `column` of emitted row `position` as the result; false if not stored.
     /// Positions only move forward (SQLite reads a grouped scan once, in order).
     @inline(__always) func result(_ ctx: OpaquePointer?, column: Int32, position: Int) -> Bool {
-        if column == rowsColumn, spec.fold, position < rowCount {
-            seek(position)
-            let g = Int(runs[runIndex].group)
-            sqlite3_result_int64(ctx, g < groupRows.count ? groupRows[g] : 0)
-            return true
-        }
+        if spec.fold { return foldResult(ctx, column: column, position: position) }
         guard Int(column) < slotOfColumn.count else { return false }
         let slot = slotOfColumn[Int(column)]
         guard slot >= 0, position < rowCount else { return false }
         seek(position)
-        let cell = current![(position - runFirstPosition) * spec.width + slot]
+        emit(ctx, current![(position - runFirstPosition) * spec.width + slot])
+        return true
+    }
+
+    /// A fold's row `position`: the group's key columns, row count and folded aggregates.
+    private func foldResult(_ ctx: OpaquePointer?, column: Int32, position: Int) -> Bool {
+        guard position < rowCount else { return false }
+        let g = Int(foldOrder[position])
+        if column == rowsColumn {
+            sqlite3_result_int64(ctx, g < groupRows.count ? groupRows[g] : 0)
+            return true
+        }
+        if let a = spec.folds.firstIndex(where: { $0.column == column }) {
+            let i = g * spec.folds.count + a
+            emit(ctx, i < foldResults.count ? foldResults[i] : FoldState().result(spec.folds[a].function, errors: errors))
+            return true
+        }
+        guard Int(column) < slotOfColumn.count, let j = spec.keySlots.firstIndex(of: slotOfColumn[Int(column)]) else { return false }
+        emit(ctx, groupKeys[g * spec.keySlots.count + j])
+        return true
+    }
+
+    @inline(__always) private func emit(_ ctx: OpaquePointer?, _ cell: Cell) {
         switch cell.kind {
         case .null: sqlite3_result_null(ctx)
         case .integer: sqlite3_result_int64(ctx, Int64(bitPattern: cell.bits))
@@ -444,7 +505,6 @@ final class GroupedRows {
             let index = Int(cell.bits)
             sqlite3_result_error(ctx, index < errors.messages.count ? errors.messages[index] : "unreadable member", -1)
         }
-        return true
     }
 
     /// Moves the current run to the one holding emitted row `position` (positions only grow).

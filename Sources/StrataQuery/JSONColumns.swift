@@ -38,14 +38,16 @@ enum JSONColumns {
     /// The hidden column a folded `count(*)` reads: the group's number of rows.
     static let rowsColumn = "strata_rows"
 
-    /// `count(*)` folded into a grouped scan: in `SELECT … FROM <one table> GROUP BY <members> …`
+    /// Aggregates folded into a grouped scan: in `SELECT … FROM <one table> GROUP BY <members> …`
     /// with nothing else that filters or joins rows (no WHERE, JOIN, subquery, compound, window or
     /// FILTER), each `count(*)` becomes `sum(strata_rows)` over one row per group that carries the
-    /// group's count, so SQLite steps once per group instead of once per row. The table accepts
-    /// that plan only when the GROUP BY terms are member columns and they are all it reads
-    /// (EventsModule's xBestIndex); otherwise the statement does not prepare and the unfolded
-    /// one runs. Nil when the statement is not of that shape.
-    static func foldCount(_ sql: String) -> String? {
+    /// group's count, and each `sum`/`total`/`avg`/`min`/`max`/`count` of one member column
+    /// becomes `min(strata_foldN)`, the hidden column that carries that aggregate of the group
+    /// (FoldedAggregates), so SQLite steps once per group instead of once per row. The table
+    /// accepts that plan only when the GROUP BY terms are member columns and they are all it
+    /// reads besides the folded columns (EventsModule's xBestIndex); otherwise the statement does
+    /// not prepare and the unfolded one runs. Nil when the statement is not of that shape.
+    static func fold(_ sql: String, members: [String]) -> (sql: String, aggregates: [FoldAggregate])? {
         let s = Array(sql.utf8)
         let tokens = tokenize(s)
         func word(_ t: Token) -> String? { t.kind == .identifier ? String(decoding: s[t.range], as: UTF8.self).lowercased() : nil }
@@ -61,23 +63,53 @@ enum JSONColumns {
         let names = table.filter { $0.kind == .identifier || $0.kind == .quotedIdentifier }
         guard names.count == table.count, (1...3).contains(names.count),
               names.count != 3 || word(names[1]) == "as", names.count != 2 || word(names[1]) != "as" else { return nil }
+        // The member whose hidden column token `t` is (as `rewrite` writes it).
+        let columns = Dictionary(members.map { ("[" + columnName($0) + "]", $0) }, uniquingKeysWith: { a, _ in a })
+            .merging(members.map { ("`" + columnName($0) + "`", $0) }, uniquingKeysWith: { a, _ in a })
+        func member(_ t: Token) -> String? {
+            t.kind == .quotedIdentifier ? columns[String(decoding: s[t.range], as: UTF8.self)] : nil
+        }
+        // SQLite analyses aggregates in the select list, then ORDER BY, then HAVING; the last
+        // min/max of that order decides which row a group's key columns show (FoldState.add).
+        let having = tokens.indices.first { word(tokens[$0]) == "having" } ?? tokens.count
+        let orderBy = tokens.indices.first { $0 > group + 1 && word(tokens[$0]) == "order" } ?? tokens.count
+        func analysisRank(_ i: Int) -> Int { (i > orderBy ? 1 : (i > having ? 2 : 0)) * tokens.count + i }
+        var governing: (slot: Int, rank: Int)?
+        var aggregates: [FoldAggregate] = []
         var out: [UInt8] = []
         var copied = 0
         var i = 0
         while i + 3 < tokens.count {
-            if word(tokens[i]) == "count", char(tokens[i + 1], "("), char(tokens[i + 2], "*"), char(tokens[i + 3], ")"),
-               i == 0 || !char(tokens[i - 1], ".") {
-                out += s[copied..<tokens[i].range.lowerBound]
-                out += Array("sum(\(rowsColumn))".utf8)
-                copied = tokens[i + 3].range.upperBound
-                i += 4
+            defer { i += 1 }
+            guard let name = word(tokens[i]), char(tokens[i + 1], "("), char(tokens[i + 3], ")"), i == 0 || !char(tokens[i - 1], ".") else { continue }
+            let replacement: String
+            if name == "count", char(tokens[i + 2], "*") {
+                replacement = "sum(\(rowsColumn))"
+            } else if let function = FoldFunction(sqlName: name), function.folds, let m = member(tokens[i + 2]) {
+                let slot: Int
+                if let known = aggregates.first(where: { $0.function == function && $0.member == m }) {
+                    slot = known.slot
+                } else {
+                    guard aggregates.count < FoldAggregate.slotCount else { continue }
+                    slot = aggregates.count
+                    aggregates.append(FoldAggregate(slot: slot, function: function, member: m))
+                    if function == .min || function == .max, governing.map({ analysisRank(i) > $0.rank }) ?? true {
+                        governing = (slot, analysisRank(i))
+                    }
+                }
+                replacement = "min(\(FoldAggregate.columnName(slot)))"
+            } else {
                 continue
             }
-            i += 1
+            out += s[copied..<tokens[i].range.lowerBound]
+            out += Array(replacement.utf8)
+            copied = tokens[i + 3].range.upperBound
+            i += 3
         }
         guard copied > 0 else { return nil }
         out += s[copied...]
-        return String(decoding: out, as: UTF8.self)
+        if let governing { aggregates[governing.slot].governsKey = true }
+        return (String(decoding: out, as: UTF8.self), aggregates)
     }
 
     /// `sql` with each `value ->> '<member>'` whose member is in `declared` replaced by the hidden

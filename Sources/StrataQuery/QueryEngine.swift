@@ -45,6 +45,9 @@ final class QueryContext: @unchecked Sendable {
     unowned(unsafe) var jsonFunctions: JSONFunctionState?
     /// The engine's connection (for SQLite's json_extract on values the fast path leaves).
     var db: OpaquePointer?
+    /// The aggregates the statement being prepared folds (JSONColumns.fold), for xBestIndex to
+    /// write into its plan. SQLite thread only.
+    var pendingFolds: [FoldAggregate] = []
     /// Open scans, for `->>` to find members the scan threads extracted. SQLite thread only.
     var activeCursors: [Unmanaged<CursorState>] = []
 
@@ -121,8 +124,10 @@ struct GroupedOrder {
     var storedColumns: [Int32]
     /// DISTINCT: one row per group.
     var firstRowOnly = false
-    /// A folded count(*): one row per group with its row count.
+    /// A fold (JSONColumns.fold): one row per group with its row count and folded aggregates.
     var fold = false
+    /// Folded aggregates: the vtab column reporting each, its function, the member column.
+    var folds: [(column: Int32, function: FoldFunction, member: Int32, governsKey: Bool)] = []
 }
 
 final class CursorState {
@@ -157,7 +162,9 @@ final class CursorState {
         if let order {
             spec = GroupingSpec(columns: order.storedColumns, firstMember: GroupedOrder.firstMemberColumn,
                                 keySlots: order.keyColumns.map { c in order.storedColumns.firstIndex(of: c)! },
-                                descending: order.descending, firstRowOnly: order.firstRowOnly, filters: filters, fold: order.fold)
+                                descending: order.descending, firstRowOnly: order.firstRowOnly, filters: filters, fold: order.fold,
+                                folds: order.folds.map { FoldColumn(function: $0.function, cellSlot: order.storedColumns.firstIndex(of: $0.member)!,
+                                                                    column: $0.column, governsKey: $0.governsKey) })
         }
         var reader = ChunkReader(context: ctx, topic: topic, ranges: ranges)
         // Blocks whose summaries rule out the key or member equalities are not read at all.
@@ -322,10 +329,14 @@ public final class QueryEngine {
                 if !context.memberColumns.isEmpty, let end = next {
                     let text = String(decoding: UnsafeRawBufferPointer(start: start, count: end - start), as: UTF8.self)
                     if let rewritten = JSONColumns.rewrite(text, declared: Set(context.memberColumns)) {
-                        // Folded count(*) first (its plan exists only when the fold is exact), then
-                        // member columns alone.
-                        for candidate in [JSONColumns.foldCount(rewritten), rewritten].compactMap({ $0 }) {
+                        // Folded aggregates first (their plan exists only when the fold is exact),
+                        // then member columns alone.
+                        var candidates: [(sql: String, folds: [FoldAggregate])] = [(rewritten, [])]
+                        if let folded = JSONColumns.fold(rewritten, members: context.memberColumns) { candidates.insert((folded.sql, folded.aggregates), at: 0) }
+                        for (candidate, folds) in candidates {
                             var faster: OpaquePointer?
+                            context.pendingFolds = folds
+                            defer { context.pendingFolds = [] }
                             if sqlite3_prepare_v2(db, candidate, -1, &faster, nil) == SQLITE_OK, let faster {
                                 sqlite3_finalize(stmt)
                                 stmt = faster

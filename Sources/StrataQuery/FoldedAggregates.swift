@@ -1,0 +1,239 @@
+import CSQLite
+import Glibc
+
+/// Aggregates over member columns computed by the grouped scan instead of SQLite's row loop.
+///
+/// SQLite steps an aggregate once per row, on one core; with the rows already grouped by the
+/// scan (GroupedRows), `sum`, `total`, `avg`, `min`, `max` and `count` of a member column are
+/// computed while the chunks' groups are merged, and SQLite sees one row per group. The
+/// statement is rewritten (JSONColumns.fold) so that each such aggregate reads a hidden column
+/// `strata_foldN` of the table through `min(strata_foldN)` — over the one row of a group, that
+/// is the value itself, NULL included.
+///
+/// Results are SQLite's, not approximations of them: values reach each group's state in the
+/// order SQLite's sorter would hand them over (log order within a group: the scan's order, which
+/// SQLite's GROUP BY sorter keeps for equal keys), and the states follow SQLite's own steps:
+/// - sum/total/avg (func.c of SQLite before 3.43): a double running sum of every value, in
+///   order, and an exact integer sum while every value is an integer; `sum` fails with "integer
+///   overflow" when that integer sum overflowed before any real value came, gives the double sum
+///   once a non-integer came, else the integer; `total` is the double sum; `avg` the double sum
+///   over the number of non-NULL values. Text is converted as SQLite converts it (numeric
+///   affinity; what is not a number counts as its numeric prefix, as a real) — by SQLite itself.
+///   SQLite 3.43 changed these sums (Kahan-Babuska-Neumaier); with a newer library they are left
+///   to SQLite (`realSumsFold` is false) and only count/min/max fold.
+/// - min/max: NULLs skipped; storage classes ordered NULL < numbers < text, numbers compared
+///   exactly (an integer against a real without rounding), text by bytes (BINARY, the collation
+///   of a `->>` result); the first of equal values is kept.
+/// - count: the non-NULL values.
+/// A member SQLite could not read is an error, as it would be when SQLite read it.
+enum FoldFunction: UInt8, CaseIterable, Sendable {
+    case sum = 0x73, total = 0x74, avg = 0x76, min = 0x6E, max = 0x78, count = 0x63
+
+    /// The letter of this function in xBestIndex's plan tokens.
+    var letter: Character { Character(UnicodeScalar(rawValue)) }
+
+    init?(letter: Character) {
+        guard let a = letter.asciiValue, let f = FoldFunction(rawValue: a) else { return nil }
+        self = f
+    }
+
+    init?(sqlName: String) {
+        switch sqlName.lowercased() {
+        case "sum": self = .sum
+        case "total": self = .total
+        case "avg": self = .avg
+        case "min": self = .min
+        case "max": self = .max
+        case "count": self = .count
+        default: return nil
+        }
+    }
+
+    /// Whether the linked SQLite computes sum/total/avg as emulated here (see above).
+    static let realSumsFold = sqlite3_libversion_number() < 3_043_000
+
+    /// Functions the rewrite may fold with this SQLite.
+    var folds: Bool {
+        switch self {
+        case .sum, .total, .avg: return Self.realSumsFold
+        case .min, .max, .count: return true
+        }
+    }
+}
+
+/// One folded aggregate of a statement: which hidden column reports it, of which member.
+struct FoldAggregate: Equatable, Sendable {
+    /// Hidden columns `strata_fold0..<slotCount` follow `strata_rows` in every topic table.
+    static let slotCount = 12
+    static func columnName(_ slot: Int) -> String { "strata_fold\(slot)" }
+
+    var slot: Int
+    var function: FoldFunction
+    /// The member (JSONColumns naming) whose column is aggregated.
+    var member: String
+    /// This min/max decides which row the group's key columns show (see `FoldState.add`).
+    var governsKey = false
+}
+
+/// What GroupedRows folds for one aggregate: the function, the cell slot of its member in the
+/// chunk groups' rows, and the vtab column that reports it.
+struct FoldColumn: Sendable {
+    var function: FoldFunction
+    var cellSlot: Int
+    var column: Int32
+    var governsKey = false
+}
+
+/// One group's state of one folded aggregate.
+struct FoldState {
+    /// Non-NULL values seen.
+    var count: Int64 = 0
+    var integerSum: Int64 = 0
+    var realSum: Double = 0
+    /// A non-integer value was summed (the sum is a real).
+    var approx = false
+    var overflow = false
+    /// min/max: the value kept so far (text copied to the fold's arena).
+    var best = GroupedRows.Cell.null
+    /// The first unreadable member (Cell.Kind.error), reported instead of any result.
+    var error: GroupedRows.Cell?
+
+    /// Steps the state with one row's value. For min/max, whether SQLite would load the row's
+    /// other columns (the GROUP BY terms it shows) after this step: not when the value is NULL
+    /// and a value is kept, nor when the kept value stays (minmaxStep's SkipAccumulatorLoad).
+    /// Without min/max SQLite shows the group's first row; with them, the row of the last load
+    /// by the last min/max it analysed (select list, then ORDER BY, then HAVING: JSONColumns.fold).
+    @discardableResult
+    mutating func add(_ cell: GroupedRows.Cell, _ function: FoldFunction, numbers: NumericText, arena: Arena) -> Bool {
+        guard error == nil else { return false }
+        switch cell.kind {
+        case .null: return best.kind == .null
+        case .error:
+            error = cell
+            return false
+        case .integer, .real, .text: break
+        }
+        switch function {
+        case .count:
+            count += 1
+        case .sum, .total, .avg:
+            count += 1
+            var number = cell
+            if cell.kind == .text { number = numbers.contribution(UnsafeRawBufferPointer(start: cell.pointer, count: Int(cell.count))) }
+            if number.kind == .integer {
+                let v = Int64(bitPattern: number.bits)
+                realSum += Double(v)
+                if !approx && !overflow {
+                    let (s, o) = integerSum.addingReportingOverflow(v)
+                    if o { overflow = true } else { integerSum = s }
+                }
+            } else {
+                realSum += Double(bitPattern: number.bits)
+                approx = true
+            }
+        case .min, .max:
+            let replace: Bool
+            if best.kind == .null {
+                replace = true
+            } else {
+                let c = Self.compare(best, cell)
+                replace = function == .min ? c > 0 : c < 0
+            }
+            if replace {
+                best = cell.kind == .text
+                    ? .text(arena.copy(UnsafeRawBufferPointer(start: cell.pointer, count: Int(cell.count))), Int(cell.count))
+                    : cell
+            }
+            return replace
+        }
+        return true
+    }
+
+    func result(_ function: FoldFunction, errors: GroupedRows.ResolveErrors) -> GroupedRows.Cell {
+        if let error { return error }
+        switch function {
+        case .count: return .integer(count)
+        case .min, .max: return best
+        case .total: return .real(realSum)
+        case .avg: return count == 0 ? .null : .real(realSum / Double(count))
+        case .sum:
+            if count == 0 { return .null }
+            if overflow { return errors.cell(for: "integer overflow") }
+            return approx ? .real(realSum) : .integer(integerSum)
+        }
+    }
+
+    /// SQLite's order of two non-NULL values (sqlite3MemCompare with BINARY collation).
+    static func compare(_ a: GroupedRows.Cell, _ b: GroupedRows.Cell) -> Int {
+        func rank(_ k: GroupedRows.Cell.Kind) -> Int {
+            switch k {
+            case .null: return 0
+            case .integer, .real: return 1
+            case .text: return 2
+            case .error: return 3
+            }
+        }
+        let (ra, rb) = (rank(a.kind), rank(b.kind))
+        if ra != rb { return ra < rb ? -1 : 1 }
+        switch (a.kind, b.kind) {
+        case (.integer, .integer):
+            let (x, y) = (Int64(bitPattern: a.bits), Int64(bitPattern: b.bits))
+            return x < y ? -1 : (x > y ? 1 : 0)
+        case (.real, .real):
+            let (x, y) = (Double(bitPattern: a.bits), Double(bitPattern: b.bits))
+            return x < y ? -1 : (x > y ? 1 : 0)
+        case (.integer, .real): return integerVersusReal(Int64(bitPattern: a.bits), Double(bitPattern: b.bits))
+        case (.real, .integer): return -integerVersusReal(Int64(bitPattern: b.bits), Double(bitPattern: a.bits))
+        case (.text, .text):
+            let (n, m) = (Int(a.count), Int(b.count))
+            let c = n == 0 || m == 0 ? 0 : memcmp(a.pointer!, b.pointer!, Swift.min(n, m))
+            return c != 0 ? (c < 0 ? -1 : 1) : (n < m ? -1 : (n > m ? 1 : 0))
+        default: return 0
+        }
+    }
+
+    /// An integer against a real, exactly (a Double cannot hold every Int64): the order of the
+    /// real's integer part decides, and only when it equals the integer does the fraction.
+    static func integerVersusReal(_ i: Int64, _ r: Double) -> Int {
+        if r.isNaN { return 1 }
+        if r < -9_223_372_036_854_775_808.0 { return 1 }
+        if r >= 9_223_372_036_854_775_808.0 { return -1 }
+        let y = Int64(r)  // r is within range: truncation toward zero cannot trap
+        if i < y { return -1 }
+        if i > y { return 1 }
+        let s = Double(i)
+        return s < r ? -1 : (s > r ? 1 : 0)
+    }
+}
+
+/// What SQLite's sum() adds for a text value: the value under numeric affinity (an integer or a
+/// real), or — text that is not a number — the real of its numeric prefix. Asked of SQLite
+/// itself, on a private connection (`SELECT sum(?1)` over that one value), so that every corner
+/// of its conversion (spaces, exponents, hex, overlong integers) is its own. Text in a summed
+/// member is rare; this runs on the SQLite thread, once per such value.
+final class NumericText {
+    private var db: OpaquePointer?
+    private var statement: OpaquePointer?
+
+    deinit {
+        sqlite3_finalize(statement)
+        sqlite3_close_v2(db)
+    }
+
+    func contribution(_ text: UnsafeRawBufferPointer) -> GroupedRows.Cell {
+        if statement == nil {
+            guard sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK,
+                  sqlite3_prepare_v2(db, "SELECT sum(?1)", -1, &statement, nil) == SQLITE_OK else { return .real(0) }
+        }
+        sqlite3_reset(statement)
+        if let base = text.baseAddress, !text.isEmpty {
+            sqlite3_bind_text(statement, 1, base.assumingMemoryBound(to: CChar.self), Int32(clamping: text.count), strata_sqlite_transient())
+        } else {
+            sqlite3_bind_text(statement, 1, "", 0, strata_sqlite_transient())
+        }
+        defer { sqlite3_clear_bindings(statement) }
+        guard sqlite3_step(statement) == SQLITE_ROW else { return .real(0) }
+        return sqlite3_column_type(statement, 0) == SQLITE_INTEGER
+            ? .integer(sqlite3_column_int64(statement, 0)) : .real(sqlite3_column_double(statement, 0))
+    }
+}

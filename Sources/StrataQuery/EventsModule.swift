@@ -165,9 +165,18 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
     if colUsed & (foldColumns | 1 << UInt64(rowsColumn)) != 0 {
         var allowed: UInt64 = foldColumns | 1 << UInt64(rowsColumn)
         for term in orderBy where term.iColumn >= firstMemberColumn && term.iColumn < rowsColumn { allowed |= 1 << UInt64(term.iColumn) }
+        // Constraints: the topic, and partition/offset/timestamp ranges the scan applies exactly
+        // (JSONColumns.fold lets a WHERE through only when it is made of these alone): timestamps
+        // are then checked row by row in the scan (`T`), not by SQLite.
+        var exactTime = false
         let onlyTopic = (0..<Int(info.pointee.nConstraint)).allSatisfy { i in
             let c = info.pointee.aConstraint[i]
-            return c.iColumn == Column.topic.rawValue && Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ
+            if c.iColumn == Column.topic.rawValue && Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ { return true }
+            guard c.iColumn >= Column.partition.rawValue && c.iColumn <= Column.timestamp.rawValue,
+                  info.pointee.aConstraintUsage[i].argvIndex > 0 else { return false }
+            allowed |= 1 << UInt64(c.iColumn)
+            if c.iColumn == Column.timestamp.rawValue { exactTime = true }
+            return true
         }
         // Each folded column used must be one the statement's rewrite defined, of a declared member.
         var folds: [String] = []
@@ -185,6 +194,12 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         tokens.append("u\(colUsed & ~(foldColumns | 1 << UInt64(rowsColumn)))")
         tokens += folds
         tokens.append("f")
+        if exactTime {
+            tokens.append("T")
+            for i in 0..<Int(info.pointee.nConstraint) where info.pointee.aConstraint[i].iColumn == Column.timestamp.rawValue {
+                info.pointee.aConstraintUsage[i].omit = 1
+            }
+        }
         info.pointee.orderByConsumed = 1
     } else if orderBy.count == 1, orderBy[0].iColumn == Column.offset.rawValue, orderBy[0].desc == 0 {
         // Rows come in offset order within a partition; with one partition that is the order asked for.
@@ -260,6 +275,9 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
     var offHi = Int64.max
     var tsLo = ctx.sinceMs ?? Int64.min
     var tsHi = ctx.untilMs.map { $0 - 1 } ?? Int64.max
+    // The statement's own timestamp bounds, for a fold that applies them row by row (`T`).
+    var rowTsLo = Int64.min
+    var rowTsHi = Int64.max
     let tokens = idxStr.map { String(cString: $0) }?.split(separator: ",").map(String.init) ?? []
     var order: GroupedOrder?
     var filters: [MemberFilter] = []
@@ -319,11 +337,13 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
         case ("1", ">="): offLo = max(offLo, v)
         case ("1", "<"): offHi = min(offHi, v &- 1)
         case ("1", "<="): offHi = min(offHi, v)
-        case ("2", "="): tsLo = max(tsLo, v); tsHi = min(tsHi, v)
-        case ("2", ">"): tsLo = max(tsLo, v &+ 1)
-        case ("2", ">="): tsLo = max(tsLo, v)
-        case ("2", "<"): tsHi = min(tsHi, v &- 1)
-        case ("2", "<="): tsHi = min(tsHi, v)
+        case ("2", "="): tsLo = max(tsLo, v); tsHi = min(tsHi, v); rowTsLo = max(rowTsLo, v); rowTsHi = min(rowTsHi, v)
+        case ("2", ">"):
+            // (> Int64.max matches nothing: an empty range, not a wrapped one.)
+            tsLo = max(tsLo, v &+ 1); rowTsLo = max(rowTsLo, v == .max ? .max : v + 1); if v == .max { rowTsHi = .min }
+        case ("2", ">="): tsLo = max(tsLo, v); rowTsLo = max(rowTsLo, v)
+        case ("2", "<"): tsHi = min(tsHi, v &- 1); rowTsHi = min(rowTsHi, v == .min ? .min : v - 1); if v == .min { rowTsLo = .max }
+        case ("2", "<="): tsHi = min(tsHi, v); rowTsHi = min(rowTsHi, v)
         default: break
         }
     }
@@ -353,6 +373,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
             ranges.append((partition, start, end))
             ctx.stats.withLock { $0.partitionsScanned += 1 }
         }
+        if tokens.contains("T") { order?.rowTimestamps = (rowTsLo, rowTsHi) }
         try cur.start(ranges: ranges, order: order, filters: filters, keyFilter: keyFilter, memberRanges: memberRanges, db: ctx.db)
     } catch {
         setError(p!.pointee.pVtab, "\(error)")

@@ -17,6 +17,8 @@ struct GroupingSpec: Sendable {
     /// row count in the `strata_rows` column and each of `folds` in its column.
     var fold = false
     var folds: [FoldColumn] = []
+    /// Rows outside these timestamps (inclusive) are not grouped: a fold's exact time bounds.
+    var rowTimestamps: (lo: Int64, hi: Int64)?
     var width: Int { columns.count }
 }
 
@@ -103,6 +105,7 @@ final class ChunkGroups: @unchecked Sendable {
         for row in 0..<n {
             if !spec.filters.isEmpty && !spec.filters.mayMatch(chunk, row) { continue }
             let r = chunk.rows[row]
+            if let bounds = spec.rowTimestamps, r.timestamp < bounds.lo || r.timestamp > bounds.hi { continue }
             for c in spec.columns {
                 let cell: GroupedRows.Cell
                 switch c {

@@ -54,12 +54,22 @@ enum JSONColumns {
         func char(_ t: Token, _ c: Character) -> Bool { t.kind == .other && s[t.range.lowerBound] == c.asciiValue! }
         let words = tokens.compactMap(word)
         guard words.filter({ $0 == "select" }).count == 1,
-              !words.contains(where: { ["where", "join", "union", "intersect", "except", "with", "over", "filter", "window", "values"].contains($0) }),
+              !words.contains(where: { ["join", "union", "intersect", "except", "with", "over", "filter", "window", "values"].contains($0) }),
               let from = tokens.firstIndex(where: { word($0) == "from" }),
               let group = tokens.firstIndex(where: { word($0) == "group" }), group > from + 1,
               group + 1 < tokens.count, word(tokens[group + 1]) == "by" else { return nil }
+        // A WHERE only of `partition|offset|timestamp <op> <integer>` terms joined by AND, which
+        // the table applies exactly (xBestIndex), and those columns nowhere else: SQLite has
+        // nothing left to filter row by row.
+        let whereAt = tokens.firstIndex(where: { word($0) == "where" })
+        if let whereAt {
+            guard whereAt > from, whereAt < group, Self.isExactRowRange(Array(tokens[(whereAt + 1)..<group]), s) else { return nil }
+        }
+        for (i, t) in tokens.enumerated() where isIdentifier(t, s, "timestamp") || isIdentifier(t, s, "offset") || isIdentifier(t, s, "partition") {
+            guard let whereAt, i > whereAt, i < group else { return nil }
+        }
         // One table, maybe with an alias: `t`, `t x`, `t AS x`.
-        let table = Array(tokens[(from + 1)..<group])
+        let table = Array(tokens[(from + 1)..<(whereAt ?? group)])
         let names = table.filter { $0.kind == .identifier || $0.kind == .quotedIdentifier }
         guard names.count == table.count, (1...3).contains(names.count),
               names.count != 3 || word(names[1]) == "as", names.count != 2 || word(names[1]) != "as" else { return nil }
@@ -110,6 +120,33 @@ enum JSONColumns {
         out += s[copied...]
         if let governing { aggregates[governing.slot].governsKey = true }
         return (String(decoding: out, as: UTF8.self), aggregates)
+    }
+
+    /// `partition|offset|timestamp <op> [-]digits` terms joined by AND (op: = == < <= > >=).
+    private static func isExactRowRange(_ t: [Token], _ s: [UInt8]) -> Bool {
+        func char(_ k: Int, _ c: Character) -> Bool { k < t.count && t[k].kind == .other && s[t[k].range.lowerBound] == c.asciiValue! }
+        func adjacent(_ k: Int) -> Bool { t[k].range.lowerBound == t[k - 1].range.upperBound }
+        var k = 0
+        while true {
+            guard k < t.count, isIdentifier(t[k], s, "timestamp") || isIdentifier(t[k], s, "offset") || isIdentifier(t[k], s, "partition") else { return false }
+            k += 1
+            if char(k, "=") {
+                k += 1
+                if char(k, "="), adjacent(k) { k += 1 }
+            } else if char(k, "<") || char(k, ">") {
+                k += 1
+                if char(k, "="), adjacent(k) { k += 1 }
+            } else {
+                return false
+            }
+            if char(k, "-") { k += 1 }
+            let digits = k
+            while k < t.count, t[k].kind == .other, (0x30...0x39).contains(s[t[k].range.lowerBound]), k == digits || adjacent(k) { k += 1 }
+            guard k > digits, k - digits <= 18 else { return false }
+            if k == t.count { return true }
+            guard t[k].kind == .identifier, String(decoding: s[t[k].range], as: UTF8.self).lowercased() == "and" else { return false }
+            k += 1
+        }
     }
 
     /// `sql` with each `value ->> '<member>'` whose member is in `declared` replaced by the hidden

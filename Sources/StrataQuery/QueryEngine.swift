@@ -128,6 +128,8 @@ struct GroupedOrder {
     var fold = false
     /// Folded aggregates: the vtab column reporting each, its function, the member column.
     var folds: [(column: Int32, function: FoldFunction, member: Int32, governsKey: Bool)] = []
+    /// A fold's timestamp bounds, applied to every row by the scan (SQLite does not re-check).
+    var rowTimestamps: (lo: Int64, hi: Int64)?
 }
 
 final class CursorState {
@@ -164,7 +166,8 @@ final class CursorState {
                                 keySlots: order.keyColumns.map { c in order.storedColumns.firstIndex(of: c)! },
                                 descending: order.descending, firstRowOnly: order.firstRowOnly, filters: filters, fold: order.fold,
                                 folds: order.folds.map { FoldColumn(function: $0.function, cellSlot: order.storedColumns.firstIndex(of: $0.member)!,
-                                                                    column: $0.column, governsKey: $0.governsKey) })
+                                                                    column: $0.column, governsKey: $0.governsKey) },
+                                rowTimestamps: order.rowTimestamps)
         }
         var reader = ChunkReader(context: ctx, topic: topic, ranges: ranges)
         // Blocks whose summaries rule out the key or member equalities are not read at all.

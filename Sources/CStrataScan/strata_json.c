@@ -236,6 +236,11 @@ static int scalar(const uint8_t *p, size_t start, size_t end, strata_json_field 
     return 1;
 }
 
+int strata_json_scalar(const uint8_t *p, size_t n, strata_json_field *out) {
+    if (!p || n == 0 || n > INT32_MAX || p[0] == '"') return 0;
+    return scalar(p, 0, n, out);
+}
+
 /* After an element of an object or array (its value ends at `stop`): 1 with *i at the next
    element, 0 at the closing `close`, -1 when the separator is broken or missing. */
 static inline int next_element(const uint8_t *p, size_t *i, size_t stop, size_t e, uint8_t close) {

@@ -146,6 +146,24 @@ final class ColdSegment: Sendable {
         return block
     }
 
+    /// Block `i` opened for a column scan (CRC checked; offsets checked as `flatBlock` does).
+    func columnarBlock(_ i: Int) throws(LogError) -> ColdColumnarBlock {
+        let entry = file.blocks[i]
+        let block: ColdColumnarBlock
+        do {
+            let bytes = UnsafeRawBufferPointer(rebasing: mapping.bytes(0..<mapping.length)[entry.fileOffset..<(entry.fileOffset + entry.length)])
+            guard ColdSegmentFile.crc32c(bytes) == entry.crc else { throw ColdFormatError("block \(i) CRC mismatch") }
+            block = try ColdColumnarBlock(bytes)
+        } catch {
+            throw LogError.corrupt(path: path, reason: "block \(i) at file offset \(entry.fileOffset): \(error)")
+        }
+        guard block.records.allSatisfy({ $0.offset >= entry.firstOffset && $0.offset < entry.nextOffset }),
+              zip(block.records, block.records.dropFirst()).allSatisfy({ $0.offset < $1.offset }) else {
+            throw LogError.corrupt(path: path, reason: "block \(i) does not hold offsets [\(entry.firstOffset), \(entry.nextOffset)) in order")
+        }
+        return block
+    }
+
     /// `compression` nil: each batch's original codec.
     private func decode(block i: Int, compression: CompressionCodec?) throws(LogError) -> MaterializedBlock {
         let entry = file.blocks[i]
@@ -390,4 +408,7 @@ public struct ColdBlockHandle: Sendable {
 
     /// The block's batches and records, exactly as they were in the log, in one buffer.
     public func flat() throws(LogError) -> ColdFlatBlock { try segment.flatBlock(blockIndex) }
+
+    /// The block opened for a column scan: no value is reassembled.
+    public func columnar() throws(LogError) -> ColdColumnarBlock { try segment.columnarBlock(blockIndex) }
 }

@@ -76,15 +76,15 @@ final class ChunkGroups: @unchecked Sendable {
     private let fromColdBlock: Bool
     /// In a fold, the chunk groups live only until they are merged: the decoded cold block is
     /// kept that long rather than its text copied.
-    private let coldBlock: ColdFlatBlock?
+    private let coldMemory: [AnyObject]
 
     init(rows: Int, width: Int, chunk: Chunk, keepsColdBlock: Bool = false) {
         cellCount = rows * width
         cells = .allocate(capacity: max(1, rows * width))
         slice = chunk.slice
         arena = chunk.arena
-        fromColdBlock = chunk.coldBlock != nil
-        coldBlock = keepsColdBlock ? chunk.coldBlock : nil
+        fromColdBlock = !chunk.coldMemory.isEmpty
+        coldMemory = keepsColdBlock ? chunk.coldMemory : []
     }
     deinit { cells.deallocate() }
 

@@ -24,6 +24,9 @@ public struct ScanStats: Sendable {
     public var bytesPruned = 0
     /// Closed segments the scans covered that had no up-to-date summary (read in full).
     public var segmentsWithoutSummary = 0
+    /// Cold blocks read from their token columns (ColdColumnScan), and decoded whole.
+    public var coldBlocksFromColumns = 0
+    public var coldBlocksDecoded = 0
 }
 
 /// Shared by the virtual tables of one engine.

@@ -70,8 +70,9 @@ final class Chunk: @unchecked Sendable {
     var groups: ChunkGroups?
     /// A cold block whose records are still to be decoded (by an extractor thread).
     var pendingCold: PendingCold?
-    /// The decoded cold block the rows point into.
-    private(set) var coldBlock: ColdFlatBlock?
+    /// The decoded cold block (ColdFlatBlock) or the opened block and token columns
+    /// (ColdColumnScan) the rows point into.
+    var coldMemory: [AnyObject] = []
 
     init(slice: SegmentSlice?) { self.slice = slice }
 
@@ -91,7 +92,7 @@ final class Chunk: @unchecked Sendable {
         guard let p = pendingCold else { return 0 }
         pendingCold = nil
         let block = try p.block.flat()
-        coldBlock = block
+        coldMemory = [block]
         let before = rows.count
         rows.reserveCapacity(block.records.count)
         for batch in block.batches {
@@ -368,6 +369,10 @@ final class ScanPipeline: @unchecked Sendable {
     /// For the cold blocks the extractors decode (their scan statistics).
     private let context: QueryContext
 
+    /// Cold blocks are read from their columns (ColdColumnScan) rather than decoded whole.
+    /// STRATA_QUERY_COLD_VALUES=1 turns that off (the reassembling path, for comparison).
+    private let coldColumns: Bool
+
     init(reader: ChunkReader, wanted: WantedFields, trustedJSON: Bool, grouping: GroupingSpec? = nil) {
         var reader = reader
         reader.deferColdDecode = true
@@ -376,6 +381,7 @@ final class ScanPipeline: @unchecked Sendable {
         self.wanted = wanted
         self.trustedJSON = trustedJSON
         self.grouping = grouping
+        coldColumns = ColdColumnScan.applies(to: grouping) && getenv("STRATA_QUERY_COLD_VALUES") == nil
         spawn { $0.readLoop() }
         for _ in 0..<Self.extractors { spawn { $0.extractLoop() } }
     }
@@ -441,9 +447,20 @@ final class ScanPipeline: @unchecked Sendable {
                 return decoded.removeFirst()
             }
             guard let item else { return }
+            var fieldsReady = false
             do {
-                let rows = try item.chunk.decodePendingCold()
-                if rows > 0 { context.stats.withLock { $0.recordsScanned += rows } }
+                var rows = 0
+                if coldColumns, item.chunk.pendingCold != nil {
+                    let before = item.chunk.rows.count
+                    fieldsReady = try ColdColumnScan.fill(item.chunk, keys: wanted.snapshot)
+                    rows = item.chunk.rows.count - before
+                }
+                let cold = item.chunk.pendingCold != nil
+                if !fieldsReady { rows = try item.chunk.decodePendingCold() }
+                context.stats.withLock { s in
+                    s.recordsScanned += rows
+                    if fieldsReady { s.coldBlocksFromColumns += 1 } else if cold { s.coldBlocksDecoded += 1 }
+                }
             } catch {
                 lock.withLock {
                     inFlight -= 1
@@ -452,7 +469,7 @@ final class ScanPipeline: @unchecked Sendable {
                 }
                 return
             }
-            extract(item.chunk)
+            extract(item.chunk, fieldsReady: fieldsReady)
             lock.withLock {
                 inFlight -= 1
                 ready[item.sequence] = item.chunk
@@ -461,9 +478,9 @@ final class ScanPipeline: @unchecked Sendable {
         }
     }
 
-    private func extract(_ chunk: Chunk) {
+    private func extract(_ chunk: Chunk, fieldsReady: Bool = false) {
         let keys = wanted.snapshot
-        if !keys.isEmpty {
+        if !keys.isEmpty && !fieldsReady {
             // Members of the value (one scan of each value for all of them), then members of the
             // record key (wanted keys starting with 0xFF, see JSONColumns.wantedKey); a key is
             // never validated on write, so its scan always walks it whole.

@@ -80,6 +80,9 @@ struct Query: ParsableCommand {
             if s.blocksSummarized > 0 || s.segmentsWithoutSummary > 0 {
                 printError("summaries: \(s.blocksPruned) of \(s.blocksSummarized) summarised blocks pruned (\(s.bytesPruned) bytes not read: key or member Bloom filters rule them out), \(s.segmentsWithoutSummary) closed segment(s) without a summary read in full")
             }
+            if s.coldBlocksFromColumns + s.coldBlocksDecoded > 0 {
+                printError("cold: \(s.coldBlocksFromColumns) block(s) read from their member columns, \(s.coldBlocksDecoded) decoded whole")
+            }
         }
     }
 

@@ -35,6 +35,11 @@ void strata_json_members(const uint8_t *json, size_t n, const uint8_t *const *ke
 /// character), so the caller falls back to json_extract.
 int32_t strata_json_unescape(const uint8_t *p, size_t n, uint8_t *out);
 
+/// SQLite's ->> conversion of one JSON number, true, false or null (the whole of p[0..<n]), as
+/// strata_json_members reports a member with that value: 1 with *out set, 0 when SQLite must
+/// decide (an integer past 18 digits, a long real, anything else).
+int strata_json_scalar(const uint8_t *p, size_t n, strata_json_field *out);
+
 /// As strata_json_unescape, but never refuses an RFC 8259 string: U+0000 becomes a NUL byte and an
 /// unpaired surrogate U+FFFD (what a Parquet string column can hold), -1 only for non-RFC escapes.
 int32_t strata_json_unescape_lossy(const uint8_t *p, size_t n, uint8_t *out);

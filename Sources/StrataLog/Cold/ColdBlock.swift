@@ -261,37 +261,8 @@ public enum ColdBlock {
     /// `decode` into one buffer: every key, value and header of the block end to end, records
     /// as ranges of it (no allocation per record; what readers of many records use).
     public static func decodeFlat(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 256 << 20) throws -> ColdFlatBlock {
-        var r = ColdReader(bytes)
-        let batchCount = try r.count(max: recordLimit)
-        let recordCount = try r.count(max: recordLimit)
-        let streamCount = try r.count(max: streamLimit)
-        guard streamCount >= 6 else { throw ColdFormatError("\(streamCount) streams") }
-        var streams: [[UInt8]] = []
-        streams.reserveCapacity(min(streamCount, 4096))
-        var budget = maxBytes
-        for _ in 0..<streamCount {
-            let codec = try r.fixed(UInt8.self)
-            let rawLength = try r.count(max: budget)
-            budget -= rawLength
-            let stored = try r.blob()
-            switch codec {
-            case 0:
-                guard stored.count == rawLength else { throw ColdFormatError("stream length \(stored.count), expected \(rawLength)") }
-                streams.append(Array(stored))
-            case 1:
-                var out: UnsafeMutablePointer<UInt8>?
-                var outCount = 0
-                // The decompressor reserves 64 KiB at a time: room past the declared length, which
-                // the output must then equal.
-                let rc = strata_decompress(Int32(STRATA_CODEC_ZSTD), stored.baseAddress?.assumingMemoryBound(to: UInt8.self), stored.count,
-                                           rawLength + (64 << 10), &out, &outCount)
-                defer { free(out) }
-                guard rc == 0, outCount == rawLength else { throw ColdFormatError("a stream does not decompress (\(rc))") }
-                streams.append(outCount == 0 ? [] : Array(UnsafeBufferPointer(start: out, count: outCount)))
-            default:
-                throw ColdFormatError("stream codec \(codec)")
-            }
-        }
+        let (batchCount, recordCount, stored) = try readStreams(bytes, maxBytes: maxBytes)
+        let streams = try stored.map { try $0.decompressed() }
         return try streams[Stream.batches.rawValue].withUnsafeBytes { b in
             try streams[Stream.records.rawValue].withUnsafeBytes { rec in
                 try streams[Stream.keys.rawValue].withUnsafeBytes { k in
@@ -309,14 +280,63 @@ public enum ColdBlock {
         }
     }
 
-    private static func assemble(batches b0: ColdReader, records rec0: ColdReader, keys k0: ColdReader, kinds kinds0: ColdReader,
-                                 raw raw0: ColdReader, shapes sh0: ColdReader, columns: [[UInt8]],
-                                 batchCount: Int, recordCount: Int, maxOutputBytes: Int) throws -> ColdFlatBlock {
-        var (b, rec, k, kinds, raw, sh) = (b0, rec0, k0, kinds0, raw0, sh0)
-        // Shapes, and the column each of their slots is in.
+    /// One stream of a block as stored: its codec, declared length and bytes (copied out of the
+    /// file), decompressed on demand — a column scan opens only the streams it reads.
+    struct StoredStream {
+        let codec: UInt8
+        let rawLength: Int
+        let stored: [UInt8]
+
+        func decompressed() throws -> [UInt8] {
+            switch codec {
+            case 0:
+                guard stored.count == rawLength else { throw ColdFormatError("stream length \(stored.count), expected \(rawLength)") }
+                return stored
+            case 1:
+                var out: UnsafeMutablePointer<UInt8>?
+                var outCount = 0
+                // The decompressor reserves 64 KiB at a time: room past the declared length, which
+                // the output must then equal.
+                let rc = stored.withUnsafeBytes { s in
+                    strata_decompress(Int32(STRATA_CODEC_ZSTD), s.baseAddress?.assumingMemoryBound(to: UInt8.self), s.count, rawLength + (64 << 10), &out, &outCount)
+                }
+                defer { free(out) }
+                guard rc == 0, outCount == rawLength else { throw ColdFormatError("a stream does not decompress (\(rc))") }
+                return outCount == 0 ? [] : Array(UnsafeBufferPointer(start: out, count: outCount))
+            default:
+                throw ColdFormatError("stream codec \(codec)")
+            }
+        }
+    }
+
+    /// The block's header counts and its streams, their declared lengths within `maxBytes`
+    /// together (a budget checked before anything is decompressed).
+    static func readStreams(_ bytes: UnsafeRawBufferPointer, maxBytes: Int) throws -> (batchCount: Int, recordCount: Int, streams: [StoredStream]) {
+        var r = ColdReader(bytes)
+        let batchCount = try r.count(max: recordLimit)
+        let recordCount = try r.count(max: recordLimit)
+        let streamCount = try r.count(max: streamLimit)
+        guard streamCount >= 6 else { throw ColdFormatError("\(streamCount) streams") }
+        var streams: [StoredStream] = []
+        streams.reserveCapacity(min(streamCount, 4096))
+        var budget = maxBytes
+        for _ in 0..<streamCount {
+            let codec = try r.fixed(UInt8.self)
+            let rawLength = try r.count(max: budget)
+            budget -= rawLength
+            let stored = try r.blob()
+            guard codec <= 1 else { throw ColdFormatError("stream codec \(codec)") }
+            streams.append(StoredStream(codec: codec, rawLength: rawLength, stored: Array(stored)))
+        }
+        return (batchCount, recordCount, streams)
+    }
+
+    /// The shapes (literals, each a view into the shapes stream) and the column of each slot.
+    static func readShapes(_ sh0: ColdReader, columnStreams: Int) throws -> (shapes: [[UnsafeRawBufferPointer]], slotColumns: [[Int]]) {
+        var sh = sh0
         let shapeCount = try sh.count(max: shapeLimit)
-        let columnCount = try sh.count(max: columns.count)
-        guard columnCount == columns.count else { throw ColdFormatError("\(columns.count) column streams for \(columnCount) columns") }
+        let columnCount = try sh.count(max: columnStreams)
+        guard columnCount == columnStreams else { throw ColdFormatError("\(columnStreams) column streams for \(columnCount) columns") }
         var shapes: [[UnsafeRawBufferPointer]] = []
         var slotColumns: [[Int]] = []
         for _ in 0..<shapeCount {
@@ -329,26 +349,44 @@ public enum ColdBlock {
             shapes.append(literals)
             slotColumns.append(mapping)
         }
+        return (shapes, slotColumns)
+    }
+
+    /// Each record's value kind (0 null, 1 whole, 2 + shape) and each column's token count (the
+    /// slots of the values that use it).
+    static func readValueKinds(_ kinds0: ColdReader, recordCount: Int, batchCount: Int, batchBytes: Int, slotColumns: [[Int]],
+                               columnBytes: [Int]) throws -> (kinds: [Int], perColumn: [Int]) {
+        var kinds = kinds0
         // Every record takes at least a byte of the kinds stream, every batch several of the
         // batch stream: counts beyond that are lies, refused before anything is reserved for them.
-        guard recordCount <= kinds.remaining, batchCount <= b.remaining else {
-            throw ColdFormatError("\(batchCount) batches and \(recordCount) records in streams of \(b.remaining) and \(kinds.remaining) bytes")
+        guard recordCount <= kinds.remaining, batchCount <= batchBytes else {
+            throw ColdFormatError("\(batchCount) batches and \(recordCount) records in streams of \(batchBytes) and \(kinds.remaining) bytes")
         }
-        // Value kinds first: a column's token count is the number of slots of values that use it.
         var valueKinds: [Int] = []
         valueKinds.reserveCapacity(recordCount)
-        var perColumn = [Int](repeating: 0, count: columnCount)
+        var perColumn = [Int](repeating: 0, count: columnBytes.count)
         for _ in 0..<recordCount {
-            let kind = try kinds.count(max: shapeCount + 1)
+            let kind = try kinds.count(max: slotColumns.count + 1)
             if kind >= 2 {
                 for c in slotColumns[kind - 2] {
                     // Every encoding spends at least a byte per token: more tokens than bytes is a lie.
                     perColumn[c] += 1
-                    guard perColumn[c] <= columns[c].count else { throw ColdFormatError("column \(c) cannot hold \(perColumn[c]) tokens") }
+                    guard perColumn[c] <= columnBytes[c] else { throw ColdFormatError("column \(c) cannot hold \(perColumn[c]) tokens") }
                 }
             }
             valueKinds.append(kind)
         }
+        return (valueKinds, perColumn)
+    }
+
+    private static func assemble(batches b0: ColdReader, records rec0: ColdReader, keys k0: ColdReader, kinds kinds0: ColdReader,
+                                 raw raw0: ColdReader, shapes sh0: ColdReader, columns: [[UInt8]],
+                                 batchCount: Int, recordCount: Int, maxOutputBytes: Int) throws -> ColdFlatBlock {
+        var (b, rec, k, raw) = (b0, rec0, k0, raw0)
+        let (shapes, slotColumns) = try readShapes(sh0, columnStreams: columns.count)
+        let columnCount = columns.count
+        let (valueKinds, perColumn) = try readValueKinds(kinds0, recordCount: recordCount, batchCount: batchCount, batchBytes: b.remaining,
+                                                         slotColumns: slotColumns, columnBytes: columns.map(\.count))
         var tokens: [(bytes: [UInt8], ends: [Int])] = []
         var tokenBytes = 0
         for c in 0..<columnCount {

@@ -1,0 +1,172 @@
+import StrataCore
+import Synchronization
+
+/// A cold block opened for a column scan: its batches, each record's offset, timestamp and value
+/// kind, the shapes, and the token columns decoded only when asked for — values are never
+/// reassembled. What a query that reads a few members of every record needs (StrataQuery's
+/// ColdColumnScan); the same checks as `ColdBlock.decodeFlat` apply to everything it reads.
+public final class ColdColumnarBlock: @unchecked Sendable {
+    // Immutable after init, except `decoded`, which is guarded by `lock`: unchecked Sendable is
+    // sound because the mutable state is only touched under the lock.
+    public struct Batch: Sendable {
+        public let baseOffset: Int64
+        public let attributes: Int16
+        public let producerId: Int64
+        public let records: Range<Int>
+        public var isTransactional: Bool { attributes & 0x10 != 0 }
+        public var isControl: Bool { attributes & 0x20 != 0 }
+    }
+
+    public struct Record: Sendable {
+        public let offset: Int64
+        public let timestamp: Int64
+        /// 0: null value; 1: stored whole (`wholeValue`); 2 + s: shape s.
+        public let valueKind: Int32
+        /// Kind 1: the value's range in the whole-values stream.
+        let whole: Range<Int>
+    }
+
+    /// One decoded token column: token t is `bytes[ends[t - 1] ..< ends[t]]` (from 0 for t = 0),
+    /// in memory of its own that stays put while the object lives (readers keep pointers).
+    public final class Tokens: @unchecked Sendable {
+        // Immutable after init: Sendable in fact.
+        public let bytes: UnsafeRawBufferPointer
+        public let ends: [Int]
+        init(bytes: [UInt8], ends: [Int]) {
+            let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes.count), alignment: 8)
+            bytes.withUnsafeBytes { memory.copyMemory(from: $0) }
+            self.bytes = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(memory)[0..<bytes.count])
+            self.ends = ends
+        }
+        deinit { UnsafeMutableRawPointer(mutating: bytes.baseAddress)?.deallocate() }
+
+        @inline(__always) public func token(_ t: Int) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(rebasing: bytes[(t == 0 ? 0 : ends[t - 1])..<ends[t]])
+        }
+    }
+
+    public let batches: [Batch]
+    public let records: [Record]
+    /// Per shape, its literals (the text before, between and after its slots).
+    public let shapes: [[[UInt8]]]
+    /// Per shape, the column of each slot.
+    public let slotColumns: [[Int]]
+    /// Tokens per column in the whole block.
+    public let tokenCounts: [Int]
+    /// The values stored whole (kind 1), end to end; readers keep pointers into it.
+    private let wholeValues: Tokens
+    private let columnStreams: [ColdBlock.StoredStream]
+    private let maxBytes: Int
+    private let lock = Mutex<(decoded: [Int: Tokens], bytes: Int)>(([:], 0))
+
+    init(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 256 << 20) throws {
+        let (batchCount, recordCount, streams) = try ColdBlock.readStreams(bytes, maxBytes: maxBytes)
+        self.maxBytes = maxBytes
+        columnStreams = Array(streams[6...])
+        let batchStream = try streams[ColdBlock.Stream.batches.rawValue].decompressed()
+        let recordStream = try streams[ColdBlock.Stream.records.rawValue].decompressed()
+        let kindStream = try streams[ColdBlock.Stream.valueKinds.rawValue].decompressed()
+        let shapeStream = try streams[ColdBlock.Stream.shapes.rawValue].decompressed()
+        let wholeStream = try streams[ColdBlock.Stream.rawValues.rawValue].decompressed()
+        wholeValues = Tokens(bytes: wholeStream, ends: [])
+        let keyBytes = streams[ColdBlock.Stream.keys.rawValue].rawLength
+        let (shapeViews, mapping) = try shapeStream.withUnsafeBytes { try ColdBlock.readShapes(ColdReader($0), columnStreams: streams.count - 6) }
+        shapes = shapeViews.map { $0.map { Array($0) } }
+        slotColumns = mapping
+        let (kinds, perColumn) = try kindStream.withUnsafeBytes { k in
+            try ColdBlock.readValueKinds(ColdReader(k), recordCount: recordCount, batchCount: batchCount, batchBytes: batchStream.count,
+                                         slotColumns: mapping, columnBytes: streams[6...].map(\.rawLength))
+        }
+        tokenCounts = perColumn
+        var batches: [Batch] = []
+        batches.reserveCapacity(batchCount)
+        var records: [Record] = []
+        records.reserveCapacity(recordCount)
+        try batchStream.withUnsafeBytes { bb in
+            try recordStream.withUnsafeBytes { rr in
+                try wholeStream.withUnsafeBytes { ww in
+                    var b = ColdReader(bb), rec = ColdReader(rr), whole = ColdReader(ww)
+                    var keysLeft = keyBytes
+                    var previousBase: Int64 = 0
+                    var previousTimestamp: Int64 = 0
+                    for _ in 0..<batchCount {
+                        // The batch stream's fields, in ColdBlock.encode's order; only what a scan needs is kept.
+                        let base = previousBase &+ (try b.signed())
+                        previousBase = base
+                        _ = try b.varint()  // last offset delta
+                        _ = try b.signed()  // partition leader epoch
+                        let attributes = Int16(bitPattern: UInt16(truncatingIfNeeded: try b.varint()))
+                        let producerId = try b.signed()
+                        _ = try b.signed()  // producer epoch
+                        _ = try b.signed()  // base sequence
+                        let baseTimestamp = previousTimestamp &+ (try b.signed())
+                        previousTimestamp = baseTimestamp
+                        _ = try b.signed()  // max timestamp
+                        let count = try b.count(max: recordCount - records.count)
+                        let first = records.count
+                        for i in 0..<count {
+                            let offset = base &+ Int64(i) &+ (try rec.signed())
+                            let timestamp = baseTimestamp &+ (try rec.signed())
+                            let headerCount = try rec.count(max: rec.remaining / 2)
+                            for _ in 0..<headerCount {
+                                _ = try rec.blob()
+                                _ = try rec.nullableBlobView()
+                            }
+                            let kind = kinds[records.count]
+                            var wholeRange = 0..<0
+                            if kind == 1 {
+                                let v = try whole.blob()
+                                wholeRange = (whole.position - v.count)..<whole.position
+                            }
+                            let keyCode = try rec.count(max: keysLeft + 2)
+                            if keyCode == 1 {
+                                _ = try rec.count(max: ColdBlock.slotLimit)
+                                guard kind >= 2 else { throw ColdFormatError("a key refers to a value slot that is not there") }
+                            } else if keyCode >= 2 {
+                                keysLeft -= keyCode - 2
+                            }
+                            records.append(Record(offset: offset, timestamp: timestamp, valueKind: Int32(kind), whole: wholeRange))
+                        }
+                        batches.append(Batch(baseOffset: base, attributes: attributes, producerId: producerId, records: first..<records.count))
+                    }
+                }
+            }
+        }
+        guard records.count == recordCount else { throw ColdFormatError("\(records.count) records decoded, \(recordCount) declared") }
+        self.batches = batches
+        self.records = records
+    }
+
+    /// Record `i`'s value when it is stored whole (kind 1); valid while the block lives.
+    public func wholeValue(_ i: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: wholeValues.bytes[records[i].whole]) }
+
+    /// Column `c`'s tokens, decoded once (the decoded columns share the block's byte budget).
+    public func tokens(_ c: Int) throws -> Tokens {
+        if let t = lock.withLock({ $0.decoded[c] }) { return t }
+        guard c >= 0, c < columnStreams.count else { throw ColdFormatError("column \(c) of \(columnStreams.count)") }
+        let stream = try columnStreams[c].decompressed()
+        var bytes: [UInt8] = []
+        var ends: [Int] = []
+        ends.reserveCapacity(tokenCounts[c])
+        let budget = maxBytes - lock.withLock { $0.bytes }
+        try stream.withUnsafeBytes { s in
+            var reader = ColdReader(s)
+            try TokenColumn.decode(&reader, count: tokenCounts[c], into: &bytes, ends: &ends, maxBytes: budget)
+        }
+        guard ends.count == tokenCounts[c], ends.allSatisfy({ $0 >= 0 && $0 <= bytes.count }) else {
+            throw ColdFormatError("column \(c) token ends out of range")
+        }
+        var previous = 0
+        for e in ends {
+            guard e >= previous else { throw ColdFormatError("column \(c) token ends out of order") }
+            previous = e
+        }
+        let tokens = Tokens(bytes: bytes, ends: ends)
+        return lock.withLock { state in
+            if let t = state.decoded[c] { return t }
+            state.decoded[c] = tokens
+            state.bytes += bytes.count
+            return tokens
+        }
+    }
+}

@@ -100,65 +100,76 @@ enum ColdColumnScan {
             for c in columns where wantedColumns.contains(c) { counts[c, default: 0] += 1 }
             takes.append(counts.map { ($0.key, $0.value) })
         }
-        // The wanted columns, decoded; a cursor per column (tokens taken by earlier values).
-        var tokens: [Int: ColdColumnarBlock.Tokens] = [:]
+        // The wanted columns, decoded.
+        let columnCount = block.tokenCounts.count
+        var tokens = [ColdColumnarBlock.Tokens?](repeating: nil, count: columnCount)
         for shapeTakes in takes { for t in shapeTakes where tokens[t.column] == nil { tokens[t.column] = try block.tokens(t.column) } }
-        var cursor: [Int: Int] = [:]
-        for c in tokens.keys { cursor[c] = 0 }
 
+        // The rows: records in the range, not markers, not aborted (their values still take tokens).
+        var included = ContiguousArray<Int32>()
+        included.reserveCapacity(block.records.count)
         var rows = ContiguousArray<RowRef>()
         rows.reserveCapacity(block.records.count)
-        var fields = [ContiguousArray<FieldValue>](repeating: [], count: keys.count)
-        for j in fields.indices { fields[j].reserveCapacity(block.records.count) }
         for batch in block.batches {
             // Transaction markers are not records; records of aborted transactions are not read.
-            var skip = batch.isControl
-            if !skip, let t = pending.transactions, batch.isTransactional, t.isAborted(producerId: batch.producerId, offset: batch.baseOffset) { skip = true }
+            if batch.isControl { continue }
+            if let t = pending.transactions, batch.isTransactional, t.isAborted(producerId: batch.producerId, offset: batch.baseOffset) { continue }
             for i in batch.records {
                 let r = block.records[i]
-                let include = !skip && r.offset >= pending.from && r.offset < pending.end
-                var value: UnsafeRawBufferPointer?
-                if r.valueKind >= 2 {
-                    let s = Int(r.valueKind) - 2
-                    guard s < places.count else { throw QueryError("value kind \(r.valueKind) of \(places.count) shapes") }
-                    if include {
-                        for j in keys.indices {
-                            switch places[s][j] {
-                            case .absent:
-                                fields[j].append(.null)
-                            case .slot(let column, let ordinal, let isString):
-                                let t = cursor[column]! + ordinal
-                                guard let column = tokens[column], t < column.ends.count else { throw QueryError("a value takes a token its column does not hold") }
-                                guard let field = convert(column.token(t), isString: isString, arena: chunk.arena) else { return false }
-                                fields[j].append(field)
-                            }
-                        }
-                    }
-                    for take in takes[s] { cursor[take.column]! += take.count }
-                } else if include {
-                    if r.valueKind == 1 {
-                        // Stored whole (not strict JSON, or past the shape limits): scanned as on the hot path.
-                        let whole = block.wholeValue(i)
-                        value = whole
-                        scanner.scan(whole)
-                        for j in keys.indices {
-                            let field = scanner.field(j, in: whole.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, arena: chunk.arena)
-                            if case .fallback = field { return false }
-                            fields[j].append(field)
-                        }
-                    } else {
-                        for j in keys.indices { fields[j].append(.null) }
-                    }
-                }
-                guard include else { continue }
+                guard r.offset >= pending.from && r.offset < pending.end else { continue }
+                included.append(Int32(i))
                 // Shaped values are not reassembled: the row has no value bytes (the statement reads none).
+                let whole = r.valueKind == 1 ? block.wholeValue(i) : nil
                 rows.append(RowRef(partition: pending.partition, offset: r.offset, timestamp: r.timestamp, key: nil, keyCount: -1,
-                                   value: value.map { $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)! }, valueCount: value.map { Int32($0.count) } ?? -1,
+                                   value: whole.map { $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)! }, valueCount: whole.map { Int32($0.count) } ?? -1,
                                    headersIndex: -1))
             }
         }
+        var fields: [ContiguousArray<FieldValue>] = []
+        // One member at a time over every record (each value advances the member's columns by
+        // the tokens its shape takes of them), keeping the included ones.
+        var cursor = [Int](repeating: 0, count: columnCount)
+        for j in keys.indices {
+            var column = ContiguousArray<FieldValue>()
+            column.reserveCapacity(rows.count)
+            var next = 0  // index into `included`
+            for c in cursor.indices { cursor[c] = 0 }
+            for i in block.records.indices {
+                let kind = Int(block.records[i].valueKind)
+                let wanted = next < included.count && Int(included[next]) == i
+                if wanted { next += 1 }
+                if kind >= 2 {
+                    let s = kind - 2
+                    guard s < places.count else { throw QueryError("value kind \(kind) of \(places.count) shapes") }
+                    if wanted {
+                        switch places[s][j] {
+                        case .absent:
+                            column.append(.null)
+                        case .slot(let c, let ordinal, let isString):
+                            let t = cursor[c] + ordinal
+                            guard let tokenColumn = tokens[c], t < tokenColumn.ends.count else { throw QueryError("a value takes a token its column does not hold") }
+                            guard let field = convert(tokenColumn.token(t), isString: isString, arena: chunk.arena) else { return false }
+                            column.append(field)
+                        }
+                    }
+                    for take in takes[s] { cursor[take.column] += take.count }
+                } else if wanted {
+                    if kind == 1 {
+                        // Stored whole (not strict JSON, or past the shape limits): scanned as on the hot path.
+                        let whole = block.wholeValue(i)
+                        scanner.scan(whole)
+                        let field = scanner.field(j, in: whole.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, arena: chunk.arena)
+                        if case .fallback = field { return false }
+                        column.append(field)
+                    } else {
+                        column.append(.null)
+                    }
+                }
+            }
+            fields.append(column)
+        }
         chunk.pendingCold = nil
-        chunk.coldMemory = [block] + Array(tokens.values)
+        chunk.coldMemory = [block] + tokens.compactMap { $0 }
         chunk.rows += rows
         chunk.fields = fields
         return true

@@ -33,11 +33,23 @@ enum DistinctCount {
             let kind = sqlite3_value_type(v)
             switch kind {
             case SQLITE_NULL: return
-            case SQLITE_INTEGER:
-                let i = sqlite3_value_int64(v)
-                insert(hash: GroupedRows.KeyPart.integer(i).hash, kind: SQLITE_INTEGER, bits: UInt64(bitPattern: i), bytes: nil, count: 0)
-            case SQLITE_FLOAT:
-                let d = sqlite3_value_double(v)
+            case SQLITE_INTEGER: add(.integer(sqlite3_value_int64(v)))
+            case SQLITE_FLOAT: add(.real(sqlite3_value_double(v)))
+            default:
+                // Text and blob: bytes (value_blob does not convert); the kind keeps them apart.
+                addBytes(sqlite3_value_blob(v) ?? UnsafeRawPointer(bitPattern: 1)!, Int(sqlite3_value_bytes(v)), kind: kind)
+            }
+        }
+
+        /// A member column's cell (also a grouped scan's fold): NULLs and unreadable members skipped.
+        func add(_ cell: GroupedRows.Cell) {
+            switch cell.kind {
+            case .null, .error: return
+            case .integer:
+                let i = Int64(bitPattern: cell.bits)
+                insert(hash: GroupedRows.KeyPart.integer(i).hash, kind: SQLITE_INTEGER, bits: cell.bits, bytes: nil, count: 0)
+            case .real:
+                let d = Double(bitPattern: cell.bits)
                 if d.rounded() == d && abs(d) < 9.2e18 {
                     // DISTINCT treats 1 and 1.0 as one value.
                     let i = Int64(d)
@@ -45,12 +57,13 @@ enum DistinctCount {
                 } else {
                     insert(hash: GroupedRows.KeyPart.real(d).hash, kind: SQLITE_FLOAT, bits: d.bitPattern, bytes: nil, count: 0)
                 }
-            default:
-                // Text and blob: bytes (value_blob does not convert); the kind keeps them apart.
-                let n = Int(sqlite3_value_bytes(v))
-                let bytes = sqlite3_value_blob(v) ?? UnsafeRawPointer(bitPattern: 1)!
-                insert(hash: GroupedRows.KeyPart.text(bytes, n).hash ^ UInt64(kind), kind: kind, bits: 0, bytes: bytes, count: n)
+            case .text:
+                addBytes(cell.pointer ?? UnsafeRawPointer(bitPattern: 1)!, Int(cell.count), kind: SQLITE_TEXT)
             }
+        }
+
+        private func addBytes(_ bytes: UnsafeRawPointer, _ n: Int, kind: Int32) {
+            insert(hash: GroupedRows.KeyPart.text(bytes, n).hash ^ UInt64(kind), kind: kind, bits: 0, bytes: bytes, count: n)
         }
 
         @inline(__always) private func matches(_ e: Entry, _ kind: Int32, _ bits: UInt64, _ bytes: UnsafeRawPointer?, _ n: Int) -> Bool {

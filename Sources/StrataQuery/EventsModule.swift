@@ -186,9 +186,12 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
             folds.append("a\(rowsColumn + 1 + Int32(slot))\(a.function.letter)\(firstMemberColumn + Int32(id))")
             if a.governsKey { folds.append("h\(rowsColumn + 1 + Int32(slot))") }
         }
-        guard rowsColumn + 1 + Int32(FoldAggregate.slotCount) < 63, !orderBy.isEmpty,
-              orderBy.allSatisfy({ $0.iColumn >= firstMemberColumn && $0.iColumn < rowsColumn }),
-              sqlite3_vtab_distinct(info) == 1, colUsed & ~allowed == 0, onlyTopic,
+        // GROUP BY member columns (their order handed to the table), or no GROUP BY at all: one
+        // group, one row.
+        let grouping = !orderBy.isEmpty && orderBy.allSatisfy({ $0.iColumn >= firstMemberColumn && $0.iColumn < rowsColumn })
+            && sqlite3_vtab_distinct(info) == 1
+        let whole = orderBy.isEmpty && sqlite3_vtab_distinct(info) == 0
+        guard rowsColumn + 1 + Int32(FoldAggregate.slotCount) < 63, grouping || whole, colUsed & ~allowed == 0, onlyTopic,
               let rows = table(vtab).estimatedRows, rows <= GroupedRows.rowLimit else { return SQLITE_CONSTRAINT }
         for term in orderBy { tokens.append("g\(term.iColumn)\(term.desc != 0 ? "d" : "a")") }
         tokens.append("u\(colUsed & ~(foldColumns | 1 << UInt64(rowsColumn)))")
@@ -284,7 +287,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
     var keyFilter: KeyFilter?
     var memberRanges: [MemberRange] = []
     let groupTokens = tokens.filter { $0.hasPrefix("g") }
-    if !groupTokens.isEmpty, let used = tokens.first(where: { $0.hasPrefix("u") }).flatMap({ UInt64($0.dropFirst()) }) {
+    if !groupTokens.isEmpty || tokens.contains("f"), let used = tokens.first(where: { $0.hasPrefix("u") }).flatMap({ UInt64($0.dropFirst()) }) {
         let keys = groupTokens.compactMap { Int32($0.dropFirst().dropLast()) }
         var stored = (0..<Int32(63)).filter { c in used & (1 << UInt64(c)) != 0 && c != Column.topic.rawValue && c != Column.headers.rawValue }
         for k in keys where !stored.contains(k) { stored.append(k) }

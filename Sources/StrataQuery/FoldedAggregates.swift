@@ -24,10 +24,13 @@ import Glibc
 /// - min/max: NULLs skipped; storage classes ordered NULL < numbers < text, numbers compared
 ///   exactly (an integer against a real without rounding), text by bytes (BINARY, the collation
 ///   of a `->>` result); the first of equal values is kept.
-/// - count: the non-NULL values.
+/// - count: the non-NULL values; count(DISTINCT): the distinct ones, 1 and 1.0 as one, text by
+///   bytes (DistinctCount's equality).
 /// A member SQLite could not read is an error, as it would be when SQLite read it.
 enum FoldFunction: UInt8, CaseIterable, Sendable {
     case sum = 0x73, total = 0x74, avg = 0x76, min = 0x6E, max = 0x78, count = 0x63
+    /// `count(DISTINCT member)`, which JSONColumns.rewrite has made `strata_count_distinct(member)`.
+    case countDistinct = 0x64
 
     /// The letter of this function in xBestIndex's plan tokens.
     var letter: Character { Character(UnicodeScalar(rawValue)) }
@@ -45,6 +48,7 @@ enum FoldFunction: UInt8, CaseIterable, Sendable {
         case "min": self = .min
         case "max": self = .max
         case "count": self = .count
+        case DistinctCount.functionName: self = .countDistinct
         default: return nil
         }
     }
@@ -56,7 +60,7 @@ enum FoldFunction: UInt8, CaseIterable, Sendable {
     var folds: Bool {
         switch self {
         case .sum, .total, .avg: return Self.realSumsFold
-        case .min, .max, .count: return true
+        case .min, .max, .count, .countDistinct: return true
         }
     }
 }
@@ -97,6 +101,8 @@ struct FoldState {
     var best = GroupedRows.Cell.null
     /// The first unreadable member (Cell.Kind.error), reported instead of any result.
     var error: GroupedRows.Cell?
+    /// count(DISTINCT): the distinct values (SQLite's DISTINCT equality, as DistinctCount).
+    var distinct: DistinctCount.Counter?
 
     /// Steps the state with one row's value. For min/max, whether SQLite would load the row's
     /// other columns (the GROUP BY terms it shows) after this step: not when the value is NULL
@@ -116,6 +122,9 @@ struct FoldState {
         switch function {
         case .count:
             count += 1
+        case .countDistinct:
+            if distinct == nil { distinct = DistinctCount.Counter() }
+            distinct!.add(cell)
         case .sum, .total, .avg:
             count += 1
             var number = cell
@@ -153,6 +162,7 @@ struct FoldState {
         if let error { return error }
         switch function {
         case .count: return .integer(count)
+        case .countDistinct: return .integer(Int64(distinct?.count ?? 0))
         case .min, .max: return best
         case .total: return .real(realSum)
         case .avg: return count == 0 ? .null : .real(realSum / Double(count))

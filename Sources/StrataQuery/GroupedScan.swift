@@ -427,6 +427,12 @@ final class GroupedRows {
                 guard total <= Int(Self.rowLimit) else { throw QueryError("a grouped scan holds at most \(Self.rowLimit) rows") }
             }
         }
+        // A fold without GROUP BY is one row, also when no row was scanned (count 0, sum NULL…).
+        if spec.fold && keyWidth == 0 && groupHasRun.isEmpty {
+            groupHasRun.append(true)
+            groupRows.append(0)
+            for _ in folds { foldStates.append(FoldState()) }
+        }
         // Groups in SQLite's order of their keys, then the runs by group (a counting sort that
         // keeps chunk order within a group).
         let order = groupHasRun.indices.sorted { a, b in

@@ -55,9 +55,18 @@ enum JSONColumns {
         let words = tokens.compactMap(word)
         guard words.filter({ $0 == "select" }).count == 1,
               !words.contains(where: { ["join", "union", "intersect", "except", "with", "over", "filter", "window", "values"].contains($0) }),
-              let from = tokens.firstIndex(where: { word($0) == "from" }),
-              let group = tokens.firstIndex(where: { word($0) == "group" }), group > from + 1,
-              group + 1 < tokens.count, word(tokens[group + 1]) == "by" else { return nil }
+              let from = tokens.firstIndex(where: { word($0) == "from" }) else { return nil }
+        // Without GROUP BY the whole scan is one group (an aggregate query: one row, also of
+        // nothing). The table clause ends at the first keyword after it.
+        let clauseEnd = tokens.indices.first { $0 > from && ["group", "having", "order", "limit"].contains(word(tokens[$0]) ?? "") } ?? tokens.count
+        let group: Int
+        if let g = tokens.firstIndex(where: { word($0) == "group" }) {
+            guard g > from + 1, g + 1 < tokens.count, word(tokens[g + 1]) == "by" else { return nil }
+            group = g
+        } else {
+            guard clauseEnd > from + 1, clauseEnd == tokens.count || word(tokens[clauseEnd]) != "having" else { return nil }
+            group = clauseEnd
+        }
         // A WHERE only of `partition|offset|timestamp <op> <integer>` terms joined by AND, which
         // the table applies exactly (xBestIndex), and those columns nowhere else: SQLite has
         // nothing left to filter row by row.

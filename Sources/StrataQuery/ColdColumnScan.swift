@@ -37,7 +37,7 @@ enum ColdColumnScan {
     /// returns true; false, leaving the chunk as it was, when a member needs more than columns
     /// (then the caller decodes the block whole). Keys are value members (JSONColumns.wantedKey).
     static func fill(_ chunk: Chunk, keys: [[UInt8]]) throws -> Bool {
-        guard let pending = chunk.pendingCold, !keys.isEmpty, !keys.contains(where: { $0.first == 0xFF }) else { return false }
+        guard let pending = chunk.pendingCold, !keys.contains(where: { $0.first == 0xFF }) else { return false }
         let block = try pending.block.columnar()
         let scanner = JSONMemberScanner(keys: keys, stopEarly: false)
         // Each shape's places, and the wanted columns' tokens each of its values takes.

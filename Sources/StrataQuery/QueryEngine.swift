@@ -332,24 +332,24 @@ public final class QueryEngine {
                 // Column names as written (a rewritten `value->>'$.x'` keeps its name).
                 let names = (0..<Int(sqlite3_column_count(stmt))).map { String(cString: sqlite3_column_name(stmt, Int32($0))) }
                 // The same statement reading member columns, when it means the same thing.
-                if !context.memberColumns.isEmpty, let end = next {
+                if let end = next {
                     let text = String(decoding: UnsafeRawBufferPointer(start: start, count: end - start), as: UTF8.self)
-                    if let rewritten = JSONColumns.rewrite(text, declared: Set(context.memberColumns)) {
-                        // Folded aggregates first (their plan exists only when the fold is exact),
-                        // then member columns alone.
-                        var candidates: [(sql: String, folds: [FoldAggregate])] = [(rewritten, [])]
-                        if let folded = JSONColumns.fold(rewritten, members: context.memberColumns) { candidates.insert((folded.sql, folded.aggregates), at: 0) }
-                        for (candidate, folds) in candidates {
-                            var faster: OpaquePointer?
-                            context.pendingFolds = folds
-                            defer { context.pendingFolds = [] }
-                            if sqlite3_prepare_v2(db, candidate, -1, &faster, nil) == SQLITE_OK, let faster {
-                                sqlite3_finalize(stmt)
-                                stmt = faster
-                                break
-                            }
-                            sqlite3_finalize(faster)
+                    let rewritten = context.memberColumns.isEmpty ? nil : JSONColumns.rewrite(text, declared: Set(context.memberColumns))
+                    // Folded aggregates first (their plan exists only when the fold is exact; also
+                    // a bare `count(*)`), then member columns alone.
+                    var candidates: [(sql: String, folds: [FoldAggregate])] = []
+                    if let folded = JSONColumns.fold(rewritten ?? text, members: context.memberColumns) { candidates.append((folded.sql, folded.aggregates)) }
+                    if let rewritten { candidates.append((rewritten, [])) }
+                    for (candidate, folds) in candidates {
+                        var faster: OpaquePointer?
+                        context.pendingFolds = folds
+                        defer { context.pendingFolds = [] }
+                        if sqlite3_prepare_v2(db, candidate, -1, &faster, nil) == SQLITE_OK, let faster {
+                            sqlite3_finalize(stmt)
+                            stmt = faster
+                            break
                         }
+                        sqlite3_finalize(faster)
                     }
                 }
                 defer { sqlite3_finalize(stmt) }

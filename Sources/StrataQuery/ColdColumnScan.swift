@@ -87,7 +87,7 @@ enum ColdColumnScan {
                 }
                 return true
             }
-            guard usable else { return false }
+            guard usable else { return giveUp("shape \(s) of \(block.shapes.count): \(String(decoding: skeleton.prefix(200), as: UTF8.self))") }
             places.append(shapePlaces)
         }
         // Every value takes tokens of a wanted column for each of its slots in that column —
@@ -148,7 +148,9 @@ enum ColdColumnScan {
                         case .slot(let c, let ordinal, let isString):
                             let t = cursor[c] + ordinal
                             guard let tokenColumn = tokens[c], t < tokenColumn.ends.count else { throw QueryError("a value takes a token its column does not hold") }
-                            guard let field = convert(tokenColumn.token(t), isString: isString, arena: chunk.arena) else { return false }
+                            guard let field = convert(tokenColumn.token(t), isString: isString, arena: chunk.arena) else {
+                                return giveUp("token \(String(decoding: tokenColumn.token(t).prefix(80), as: UTF8.self))")
+                            }
                             column.append(field)
                         }
                     }
@@ -159,7 +161,7 @@ enum ColdColumnScan {
                         let whole = block.wholeValue(i)
                         scanner.scan(whole)
                         let field = scanner.field(j, in: whole.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, arena: chunk.arena)
-                        if case .fallback = field { return false }
+                        if case .fallback = field { return giveUp("a value stored whole") }
                         column.append(field)
                     } else {
                         column.append(.null)
@@ -173,6 +175,15 @@ enum ColdColumnScan {
         chunk.rows += rows
         chunk.fields = fields
         return true
+    }
+
+    /// Why a block is decoded whole, on stderr with STRATA_TRACE_QUERY=1.
+    private static func giveUp(_ reason: String) -> Bool {
+        if getenv("STRATA_TRACE_QUERY") != nil {
+            let line = "query: cold block decoded whole: \(reason)\n"
+            _ = line.withCString { write(2, $0, strlen($0)) }
+        }
+        return false
     }
 
     /// A token as the hot scanner reports the member it is: text (escapes decoded into `arena`)

@@ -70,8 +70,12 @@ public final class ColdColumnarBlock: @unchecked Sendable {
         let wholeStream = try streams[ColdBlock.Stream.rawValues.rawValue].decompressed()
         wholeValues = Tokens(bytes: wholeStream, ends: [])
         let keyBytes = streams[ColdBlock.Stream.keys.rawValue].rawLength
-        let (shapeViews, mapping) = try shapeStream.withUnsafeBytes { try ColdBlock.readShapes(ColdReader($0), columnStreams: streams.count - 6) }
-        shapes = shapeViews.map { $0.map { Array($0) } }
+        // The literals are views into the stream: copied while it is held.
+        let (literals, mapping) = try shapeStream.withUnsafeBytes { bytes in
+            let (views, mapping) = try ColdBlock.readShapes(ColdReader(bytes), columnStreams: streams.count - 6)
+            return (views.map { $0.map { Array($0) } }, mapping)
+        }
+        shapes = literals
         slotColumns = mapping
         let (kinds, perColumn) = try kindStream.withUnsafeBytes { k in
             try ColdBlock.readValueKinds(ColdReader(k), recordCount: recordCount, batchCount: batchCount, batchBytes: batchStream.count,

@@ -52,6 +52,7 @@ enum ColdColumnScan {
                 skeleton += literals[k]
                 if k < slots { skeleton += Array(String(k).utf8) }
             }
+            guard !skeleton.isEmpty else { return false }  // (a crafted block: no shape of JSON is empty)
             var shapePlaces: [Place] = []
             // Not an object (an array, a string, a number): every `$.name…` path is NULL in SQLite
             // (the hot scanner leaves such values to SQLite, which says so).

@@ -25,9 +25,16 @@ enum DistinctCount {
             var bits0: UInt64 = 0
             var bits1: UInt64 = 0
         }
-        private var entries = ContiguousArray<Entry>(repeating: Entry(), count: 1024)
+        private var entries: ContiguousArray<Entry>
         private(set) var count = 0
-        private let arena = Arena()
+        private let arena: Arena
+
+        /// A fold keeps one counter per group alive at once: it starts them small and shares one
+        /// arena (SQLite finalizes one group's counter before the next starts).
+        init(initialSlots: Int = 1024, arena: Arena = Arena()) {
+            entries = ContiguousArray(repeating: Entry(), count: max(8, initialSlots))
+            self.arena = arena
+        }
 
         func add(_ v: OpaquePointer?) {
             let kind = sqlite3_value_type(v)

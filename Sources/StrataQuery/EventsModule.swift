@@ -190,7 +190,9 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         // group, one row.
         let grouping = !orderBy.isEmpty && orderBy.allSatisfy({ $0.iColumn >= firstMemberColumn && $0.iColumn < rowsColumn })
             && sqlite3_vtab_distinct(info) == 1
-        let whole = orderBy.isEmpty && sqlite3_vtab_distinct(info) == 0
+        // (A GROUP BY of expressions also reaches here without terms: only a statement the fold
+        // rewrite saw without GROUP BY is one group.)
+        let whole = orderBy.isEmpty && sqlite3_vtab_distinct(info) == 0 && !context.pendingFoldGrouped
         guard rowsColumn + 1 + Int32(FoldAggregate.slotCount) < 63, grouping || whole, colUsed & ~allowed == 0, onlyTopic,
               let rows = table(vtab).estimatedRows, rows <= GroupedRows.rowLimit else { return SQLITE_CONSTRAINT }
         for term in orderBy { tokens.append("g\(term.iColumn)\(term.desc != 0 ? "d" : "a")") }

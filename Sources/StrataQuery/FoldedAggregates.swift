@@ -103,6 +103,9 @@ struct FoldState {
     var error: GroupedRows.Cell?
     /// count(DISTINCT): the distinct values (SQLite's DISTINCT equality, as DistinctCount).
     var distinct: DistinctCount.Counter?
+    /// min/max of text: where the kept value's bytes are (in the fold's arena), and their room.
+    var textBuffer: UnsafeMutableRawPointer?
+    var textCapacity = 0
 
     /// Steps the state with one row's value. For min/max, whether SQLite would load the row's
     /// other columns (the GROUP BY terms it shows) after this step: not when the value is NULL
@@ -123,7 +126,7 @@ struct FoldState {
         case .count:
             count += 1
         case .countDistinct:
-            if distinct == nil { distinct = DistinctCount.Counter() }
+            if distinct == nil { distinct = DistinctCount.Counter(initialSlots: 8, arena: arena) }
             distinct!.add(cell)
         case .sum, .total, .avg:
             count += 1
@@ -149,9 +152,19 @@ struct FoldState {
                 replace = function == .min ? c > 0 : c < 0
             }
             if replace {
-                best = cell.kind == .text
-                    ? .text(arena.copy(UnsafeRawBufferPointer(start: cell.pointer, count: Int(cell.count))), Int(cell.count))
-                    : cell
+                if cell.kind == .text {
+                    // The kept text is this state's own copy: overwritten in place while it fits
+                    // (a rising max over millions of rows holds one value, not all of them).
+                    let n = Int(cell.count)
+                    if textCapacity < n || textBuffer == nil {
+                        textCapacity = max(n, 2 * textCapacity, 16)
+                        textBuffer = arena.allocate(textCapacity)
+                    }
+                    if n > 0 { textBuffer!.copyMemory(from: cell.pointer!, byteCount: n) }
+                    best = .text(UnsafeRawPointer(textBuffer!), n)
+                } else {
+                    best = cell
+                }
             }
             return replace
         }

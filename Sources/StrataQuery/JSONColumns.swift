@@ -47,7 +47,7 @@ enum JSONColumns {
     /// accepts that plan only when the GROUP BY terms are member columns and they are all it
     /// reads besides the folded columns (EventsModule's xBestIndex); otherwise the statement does
     /// not prepare and the unfolded one runs. Nil when the statement is not of that shape.
-    static func fold(_ sql: String, members: [String]) -> (sql: String, aggregates: [FoldAggregate])? {
+    static func fold(_ sql: String, members: [String]) -> (sql: String, aggregates: [FoldAggregate], grouped: Bool)? {
         let s = Array(sql.utf8)
         let tokens = tokenize(s)
         func word(_ t: Token) -> String? { t.kind == .identifier ? String(decoding: s[t.range], as: UTF8.self).lowercased() : nil }
@@ -60,6 +60,7 @@ enum JSONColumns {
         // nothing). The table clause ends at the first keyword after it.
         let clauseEnd = tokens.indices.first { $0 > from && ["group", "having", "order", "limit"].contains(word(tokens[$0]) ?? "") } ?? tokens.count
         let group: Int
+        let grouped = tokens.contains { word($0) == "group" }
         if let g = tokens.firstIndex(where: { word($0) == "group" }) {
             guard g > from + 1, g + 1 < tokens.count, word(tokens[g + 1]) == "by" else { return nil }
             group = g
@@ -74,7 +75,7 @@ enum JSONColumns {
         if let whereAt {
             guard whereAt > from, whereAt < group, Self.isExactRowRange(Array(tokens[(whereAt + 1)..<group]), s) else { return nil }
         }
-        for (i, t) in tokens.enumerated() where isIdentifier(t, s, "timestamp") || isIdentifier(t, s, "offset") || isIdentifier(t, s, "partition") {
+        for (i, t) in tokens.enumerated() where ["timestamp", "offset", "partition"].contains(columnName(t, s) ?? "") {
             guard let whereAt, i > whereAt, i < group else { return nil }
         }
         // One table, maybe with an alias: `t`, `t x`, `t AS x`.
@@ -97,6 +98,7 @@ enum JSONColumns {
         var aggregates: [FoldAggregate] = []
         var out: [UInt8] = []
         var copied = 0
+        var replaced: [Range<Int>] = []  // token indexes
         var i = 0
         while i + 3 < tokens.count {
             defer { i += 1 }
@@ -123,12 +125,41 @@ enum JSONColumns {
             out += s[copied..<tokens[i].range.lowerBound]
             out += Array(replacement.utf8)
             copied = tokens[i + 3].range.upperBound
+            replaced.append(i..<(i + 4))
             i += 3
         }
         guard copied > 0 else { return nil }
+        // Whatever is left runs once per group: no other aggregate (count(1), group_concat, a
+        // sum of an expression…) and no rowid may remain — only calls of scalar functions.
+        for (k, t) in tokens.enumerated() where !replaced.contains(where: { $0.contains(k) }) {
+            if let name = columnName(t, s), ["rowid", "oid", "_rowid_"].contains(name) { return nil }
+            if let name = word(t), k + 1 < tokens.count, char(tokens[k + 1], "("), !Self.scalarCalls.contains(name) { return nil }
+        }
         out += s[copied...]
         if let governing { aggregates[governing.slot].governsKey = true }
-        return (String(decoding: out, as: UTF8.self), aggregates)
+        return (String(decoding: out, as: UTF8.self), aggregates, grouped)
+    }
+
+    /// Words a folded statement may follow with `(` outside its folded aggregates: SQLite's
+    /// scalar functions (per group they give what they give per row of one group) and keywords.
+    static let scalarCalls: Set<String> = [
+        "abs", "coalesce", "ifnull", "iif", "nullif", "round", "printf", "format", "quote", "typeof", "length", "lower", "upper",
+        "substr", "substring", "trim", "ltrim", "rtrim", "replace", "instr", "hex", "unicode", "char", "date", "time", "datetime",
+        "julianday", "strftime", "unixepoch", "sign", "ceil", "ceiling", "floor", "trunc", "sqrt", "pow", "power", "ln", "log",
+        "log10", "log2", "exp", "mod", "pi", "likely", "unlikely", "likelihood", "json", "json_quote", "json_type", "json_valid",
+        "cast", "in", "and", "or", "not", "as", "when", "then", "else", "case", "is", "by", "like", "glob", "between", "desc", "asc",
+        "select", "from", "having", "order", "limit", "offset", "where", "on", "collate", "escape", "end", "distinct", "all",
+    ]
+
+    /// The column name `t` spells, bare or quoted ("…", […], `…`), lowercased.
+    private static func columnName(_ t: Token, _ s: [UInt8]) -> String? {
+        switch t.kind {
+        case .identifier: return String(decoding: s[t.range], as: UTF8.self).lowercased()
+        case .quotedIdentifier:
+            guard t.range.count >= 2 else { return nil }
+            return String(decoding: s[(t.range.lowerBound + 1)..<(t.range.upperBound - 1)], as: UTF8.self).lowercased()
+        default: return nil
+        }
     }
 
     /// `partition|offset|timestamp <op> [-]digits` terms joined by AND (op: = == < <= > >=).

@@ -51,6 +51,8 @@ final class QueryContext: @unchecked Sendable {
     /// The aggregates the statement being prepared folds (JSONColumns.fold), for xBestIndex to
     /// write into its plan. SQLite thread only.
     var pendingFolds: [FoldAggregate] = []
+    /// Whether that statement has a GROUP BY (without one it is folded as a single group).
+    var pendingFoldGrouped = true
     /// Open scans, for `->>` to find members the scan threads extracted. SQLite thread only.
     var activeCursors: [Unmanaged<CursorState>] = []
 
@@ -337,13 +339,17 @@ public final class QueryEngine {
                     let rewritten = context.memberColumns.isEmpty ? nil : JSONColumns.rewrite(text, declared: Set(context.memberColumns))
                     // Folded aggregates first (their plan exists only when the fold is exact; also
                     // a bare `count(*)`), then member columns alone.
-                    var candidates: [(sql: String, folds: [FoldAggregate])] = []
-                    if let folded = JSONColumns.fold(rewritten ?? text, members: context.memberColumns) { candidates.append((folded.sql, folded.aggregates)) }
-                    if let rewritten { candidates.append((rewritten, [])) }
-                    for (candidate, folds) in candidates {
+                    var candidates: [(sql: String, folds: [FoldAggregate], grouped: Bool)] = []
+                    if let folded = JSONColumns.fold(rewritten ?? text, members: context.memberColumns) { candidates.append((folded.sql, folded.aggregates, folded.grouped)) }
+                    if let rewritten { candidates.append((rewritten, [], true)) }
+                    for (candidate, folds, grouped) in candidates {
                         var faster: OpaquePointer?
                         context.pendingFolds = folds
-                        defer { context.pendingFolds = [] }
+                        context.pendingFoldGrouped = grouped
+                        defer {
+                            context.pendingFolds = []
+                            context.pendingFoldGrouped = true
+                        }
                         if sqlite3_prepare_v2(db, candidate, -1, &faster, nil) == SQLITE_OK, let faster {
                             sqlite3_finalize(stmt)
                             stmt = faster

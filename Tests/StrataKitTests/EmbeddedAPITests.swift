@@ -149,6 +149,9 @@ struct Purchase: Codable, Equatable, Sendable {
         let dir = TempDir()
         var options = Broker.Options()
         options.consumerGroupHeartbeatIntervalMs = 50
+        // A loaded test run can stall this task for longer than a session (both members then
+        // expire and the group starts over): sessions outlive any stall here.
+        options.consumerGroupSessionTimeoutMs = 600_000
         let strata = try Strata(directory: dir.path, options: options)
         defer { try? strata.close() }
         try strata.createTopic("g", partitions: 4)
@@ -160,8 +163,11 @@ struct Purchase: Codable, Equatable, Sendable {
         let c2 = strata.consumer(group: "grp", topics: ["g"], options: a)
         var seen: [String: Int] = [:]
         // Both poll until the group settles with two partitions each and everything is read.
+        // The deadline is wall time, and a stall can use it up: some rounds always run after it.
         let deadline = monotonicMillis() + 90_000
-        while monotonicMillis() < deadline {
+        var rounds = 0
+        while monotonicMillis() < deadline || rounds < 100 {
+            rounds += 1
             for c in [c1, c2] { for r in try await c.poll(timeoutMs: 20) { seen[r.valueString!, default: 0] += 1 } }
             if c1.assignment.count == 2 && c2.assignment.count == 2 && seen.count == 400 { break }
         }
@@ -179,7 +185,9 @@ struct Purchase: Codable, Equatable, Sendable {
         try strata.produce("g", (400..<440).map { ProducerRecord(key: "k\($0)", value: "\($0)") })
         var after: [String] = []
         let deadline2 = monotonicMillis() + 90_000
-        while monotonicMillis() < deadline2 && (c1.assignment.count < 4 || after.count < 40) {
+        rounds = 0
+        while (monotonicMillis() < deadline2 || rounds < 100) && (c1.assignment.count < 4 || after.count < 40) {
+            rounds += 1
             after += try await c1.poll(timeoutMs: 50).map { $0.valueString! }
         }
         #expect(c1.assignment.count == 4)
@@ -191,7 +199,11 @@ struct Purchase: Codable, Equatable, Sendable {
         try strata.produce("g", key: "k1", value: "new")
         var resumed: [String] = []
         let deadline3 = monotonicMillis() + 90_000
-        while monotonicMillis() < deadline3 && resumed.isEmpty { resumed += try await c3.poll(timeoutMs: 50).map { $0.valueString! } }
+        rounds = 0
+        while (monotonicMillis() < deadline3 || rounds < 100) && resumed.isEmpty {
+            rounds += 1
+            resumed += try await c3.poll(timeoutMs: 50).map { $0.valueString! }
+        }
         #expect(resumed == ["new"])
         try c3.close()
         #expect(try strata.committedOffset(group: "grp", topic: "g", partition: 0) != nil)

@@ -6,7 +6,8 @@
 //    strata_json_top_members (strata export's member walker) must accept the same objects;
 //  - odd: the block encoded from the values is damaged at positions the input chooses, and
 //    decoding it must refuse or succeed without trapping, and whatever it returns must encode
-//    and decode to itself. See docs/fuzzing.md.
+//    and decode to itself; opening it for a column scan (ColdColumnarBlock) must refuse or
+//    succeed without trapping as well. See docs/fuzzing.md.
 @testable import StrataLog
 import CStrataScan
 
@@ -77,6 +78,16 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     if mode & 1 == 0 {
         let back = block.withUnsafeBytes { try? ColdBlock.decode($0) }
         require(back == input, "a block does not decode to the records it was made of")
+        // The column scan's view (StrataQuery's ColdColumnScan) of the same block: every record's
+        // offset, timestamp and value kind, and every column's tokens.
+        let columnar = block.withUnsafeBytes { try? ColdColumnarBlock($0) }
+        require(columnar != nil, "a block does not open for a column scan")
+        let records = input.flatMap(\.records)
+        require(columnar!.records.count == records.count, "the column scan sees another number of records")
+        for (r, c) in zip(records, columnar!.records) {
+            require(r.offset == c.offset && r.timestamp == c.timestamp && (r.value == nil) == (c.valueKind == 0), "a record differs in the column scan")
+        }
+        for column in columnar!.tokenCounts.indices { require((try? columnar!.tokens(column)) != nil, "column \(column) does not decode") }
         return 0
     }
     var damaged = block
@@ -84,6 +95,12 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         damaged[(Int(b) &* 131 &+ i &* 977) % damaged.count] ^= UInt8(truncatingIfNeeded: b | 1)
     }
     if mode & 2 != 0 { damaged = Array(damaged.prefix(Int(mode) % max(1, damaged.count))) }
+    // Opening a damaged block for a column scan and decoding its columns refuses or succeeds
+    // without trapping, whatever the damage.
+    if let columnar = damaged.withUnsafeBytes({ try? ColdColumnarBlock($0, maxBytes: 1 << 24) }) {
+        for column in columnar.tokenCounts.indices { _ = try? columnar.tokens(column) }
+        for i in columnar.records.indices where columnar.records[i].valueKind == 1 { _ = columnar.wholeValue(i) }
+    }
     guard let decoded = damaged.withUnsafeBytes({ try? ColdBlock.decode($0, maxBytes: 1 << 24) }), !decoded.isEmpty,
           decoded.allSatisfy({ !$0.records.isEmpty }) else { return 0 }
     if let again = try? ColdBlock.encode(decoded) {

@@ -119,18 +119,23 @@ final class ColdSegment: Sendable {
         }
     }
 
+    /// Block `i`'s bytes, CRC checked, given to `decode`; any failure names the block and the file.
+    private func checkedBlock<T>(_ i: Int, _ decode: (UnsafeRawBufferPointer) throws -> T) throws(LogError) -> T {
+        let entry = file.blocks[i]
+        do {
+            let bytes = UnsafeRawBufferPointer(rebasing: mapping.bytes(0..<mapping.length)[entry.fileOffset..<(entry.fileOffset + entry.length)])
+            guard ColdSegmentFile.crc32c(bytes) == entry.crc else { throw ColdFormatError("block \(i) CRC mismatch") }
+            return try decode(bytes)
+        } catch {
+            throw LogError.corrupt(path: path, reason: "block \(i) at file offset \(entry.fileOffset): \(error)")
+        }
+    }
+
     /// Block `i` decoded (CRC checked); it must hold exactly the offsets its directory entry
     /// says: readers trust those.
     func flatBlock(_ i: Int) throws(LogError) -> ColdFlatBlock {
         let entry = file.blocks[i]
-        let block: ColdFlatBlock
-        do {
-            let bytes = UnsafeRawBufferPointer(rebasing: mapping.bytes(0..<mapping.length)[entry.fileOffset..<(entry.fileOffset + entry.length)])
-            guard ColdSegmentFile.crc32c(bytes) == entry.crc else { throw ColdFormatError("block \(i) CRC mismatch") }
-            block = try ColdBlock.decodeFlat(bytes)
-        } catch {
-            throw LogError.corrupt(path: path, reason: "block \(i) at file offset \(entry.fileOffset): \(error)")
-        }
+        let block = try checkedBlock(i) { try ColdBlock.decodeFlat($0) }
         // Each batch inside [firstOffset, nextOffset), in order, its last offset computed without
         // wrapping: readers do offset arithmetic on these that traps on overflow.
         var expected = entry.firstOffset
@@ -149,14 +154,7 @@ final class ColdSegment: Sendable {
     /// Block `i` opened for a column scan (CRC checked; offsets checked as `flatBlock` does).
     func columnarBlock(_ i: Int) throws(LogError) -> ColdColumnarBlock {
         let entry = file.blocks[i]
-        let block: ColdColumnarBlock
-        do {
-            let bytes = UnsafeRawBufferPointer(rebasing: mapping.bytes(0..<mapping.length)[entry.fileOffset..<(entry.fileOffset + entry.length)])
-            guard ColdSegmentFile.crc32c(bytes) == entry.crc else { throw ColdFormatError("block \(i) CRC mismatch") }
-            block = try ColdColumnarBlock(bytes)
-        } catch {
-            throw LogError.corrupt(path: path, reason: "block \(i) at file offset \(entry.fileOffset): \(error)")
-        }
+        let block = try checkedBlock(i) { try ColdColumnarBlock($0) }
         guard block.records.allSatisfy({ $0.offset >= entry.firstOffset && $0.offset < entry.nextOffset }),
               zip(block.records, block.records.dropFirst()).allSatisfy({ $0.offset < $1.offset }) else {
             throw LogError.corrupt(path: path, reason: "block \(i) does not hold offsets [\(entry.firstOffset), \(entry.nextOffset)) in order")

@@ -331,6 +331,35 @@ public enum ColdBlock {
         return (batchCount, recordCount, streams)
     }
 
+    /// The batch stream: each batch's fields in `encode`'s order, its base offset and timestamp as
+    /// deltas from the previous batch's. `next` gives the batch whose `count` records follow from
+    /// record `firstRecord` on (the caller decodes exactly those).
+    struct BatchStreamReader {
+        var reader: ColdReader
+        private var previousBase: Int64 = 0
+        private var previousTimestamp: Int64 = 0
+
+        init(reader: ColdReader) { self.reader = reader }
+
+        mutating func next(firstRecord: Int, recordsLeft: Int) throws -> ColdFlatBlock.Batch {
+            let base = previousBase &+ (try reader.signed())
+            previousBase = base
+            let lastOffsetDelta = Int32(truncatingIfNeeded: try reader.varint())
+            let epoch = Int32(truncatingIfNeeded: try reader.signed())
+            let attributes = Int16(bitPattern: UInt16(truncatingIfNeeded: try reader.varint()))
+            let producerId = try reader.signed()
+            let producerEpoch = Int16(truncatingIfNeeded: try reader.signed())
+            let baseSequence = Int32(truncatingIfNeeded: try reader.signed())
+            let baseTimestamp = previousTimestamp &+ (try reader.signed())
+            previousTimestamp = baseTimestamp
+            let maxTimestamp = baseTimestamp &+ (try reader.signed())
+            let count = try reader.count(max: recordsLeft)
+            return ColdFlatBlock.Batch(baseOffset: base, lastOffsetDelta: lastOffsetDelta, partitionLeaderEpoch: epoch, attributes: attributes,
+                                       producerId: producerId, producerEpoch: producerEpoch, baseSequence: baseSequence,
+                                       baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp, records: firstRecord..<(firstRecord + count))
+        }
+    }
+
     /// The shapes (literals, each a view into the shapes stream) and the column of each slot.
     static func readShapes(_ sh0: ColdReader, columnStreams: Int) throws -> (shapes: [[UnsafeRawBufferPointer]], slotColumns: [[Int]]) {
         var sh = sh0
@@ -451,23 +480,11 @@ public enum ColdBlock {
         records.reserveCapacity(recordCount)
         var headers: [ColdFlatBlock.Header] = []
         var slotRanges: [Range<Int>] = []
-        var previousBase: Int64 = 0
-        var previousTimestamp: Int64 = 0
+        var batchStream = BatchStreamReader(reader: b)
         for _ in 0..<batchCount {
-            let base = previousBase &+ (try b.signed())
-            previousBase = base
-            let lastOffsetDelta = Int32(truncatingIfNeeded: try b.varint())
-            let epoch = Int32(truncatingIfNeeded: try b.signed())
-            let attributes = Int16(bitPattern: UInt16(truncatingIfNeeded: try b.varint()))
-            let producerId = try b.signed()
-            let producerEpoch = Int16(truncatingIfNeeded: try b.signed())
-            let baseSequence = Int32(truncatingIfNeeded: try b.signed())
-            let baseTimestamp = previousTimestamp &+ (try b.signed())
-            previousTimestamp = baseTimestamp
-            let maxTimestamp = baseTimestamp &+ (try b.signed())
-            let count = try b.count(max: recordCount - records.count)
-            let firstRecord = records.count
-            for i in 0..<count {
+            let batch = try batchStream.next(firstRecord: records.count, recordsLeft: recordCount - records.count)
+            let (base, baseTimestamp) = (batch.baseOffset, batch.baseTimestamp)
+            for i in 0..<batch.records.count {
                 let offset = base &+ Int64(i) &+ (try rec.signed())
                 let timestamp = baseTimestamp &+ (try rec.signed())
                 let headerCount = try rec.count(max: rec.remaining / 2)
@@ -533,9 +550,7 @@ public enum ColdBlock {
                 records.append(ColdFlatBlock.Record(offset: offset, timestamp: timestamp, key: keyAt, keyCount: keyCount, value: valueAt,
                                                     valueCount: valueCount, headers: firstHeader..<headers.count))
             }
-            batches.append(ColdFlatBlock.Batch(baseOffset: base, lastOffsetDelta: lastOffsetDelta, partitionLeaderEpoch: epoch, attributes: attributes,
-                                               producerId: producerId, producerEpoch: producerEpoch, baseSequence: baseSequence,
-                                               baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp, records: firstRecord..<records.count))
+            batches.append(batch)
         }
         guard records.count == recordCount else { throw ColdFormatError("\(records.count) records decoded, \(recordCount) declared") }
         return ColdFlatBlock(data: data, batches: batches, records: records, headers: headers)

@@ -8,14 +8,7 @@ import Synchronization
 public final class ColdColumnarBlock: @unchecked Sendable {
     // Immutable after init, except `decoded`, which is guarded by `lock`: unchecked Sendable is
     // sound because the mutable state is only touched under the lock.
-    public struct Batch: Sendable {
-        public let baseOffset: Int64
-        public let attributes: Int16
-        public let producerId: Int64
-        public let records: Range<Int>
-        public var isTransactional: Bool { attributes & 0x10 != 0 }
-        public var isControl: Bool { attributes & 0x20 != 0 }
-    }
+    public typealias Batch = ColdFlatBlock.Batch
 
     public struct Record: Sendable {
         public let offset: Int64
@@ -89,26 +82,13 @@ public final class ColdColumnarBlock: @unchecked Sendable {
         try batchStream.withUnsafeBytes { bb in
             try recordStream.withUnsafeBytes { rr in
                 try wholeStream.withUnsafeBytes { ww in
-                    var b = ColdReader(bb), rec = ColdReader(rr), whole = ColdReader(ww)
+                    var batchReader = ColdBlock.BatchStreamReader(reader: ColdReader(bb))
+                    var rec = ColdReader(rr), whole = ColdReader(ww)
                     var keysLeft = keyBytes
-                    var previousBase: Int64 = 0
-                    var previousTimestamp: Int64 = 0
                     for _ in 0..<batchCount {
-                        // The batch stream's fields, in ColdBlock.encode's order; only what a scan needs is kept.
-                        let base = previousBase &+ (try b.signed())
-                        previousBase = base
-                        _ = try b.varint()  // last offset delta
-                        _ = try b.signed()  // partition leader epoch
-                        let attributes = Int16(bitPattern: UInt16(truncatingIfNeeded: try b.varint()))
-                        let producerId = try b.signed()
-                        _ = try b.signed()  // producer epoch
-                        _ = try b.signed()  // base sequence
-                        let baseTimestamp = previousTimestamp &+ (try b.signed())
-                        previousTimestamp = baseTimestamp
-                        _ = try b.signed()  // max timestamp
-                        let count = try b.count(max: recordCount - records.count)
-                        let first = records.count
-                        for i in 0..<count {
+                        let batch = try batchReader.next(firstRecord: records.count, recordsLeft: recordCount - records.count)
+                        let (base, baseTimestamp) = (batch.baseOffset, batch.baseTimestamp)
+                        for i in 0..<batch.records.count {
                             let offset = base &+ Int64(i) &+ (try rec.signed())
                             let timestamp = baseTimestamp &+ (try rec.signed())
                             let headerCount = try rec.count(max: rec.remaining / 2)
@@ -131,7 +111,7 @@ public final class ColdColumnarBlock: @unchecked Sendable {
                             }
                             records.append(Record(offset: offset, timestamp: timestamp, valueKind: Int32(kind), whole: wholeRange))
                         }
-                        batches.append(Batch(baseOffset: base, attributes: attributes, producerId: producerId, records: first..<records.count))
+                        batches.append(batch)
                     }
                 }
             }

@@ -193,8 +193,9 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         // (A GROUP BY of expressions also reaches here without terms: only a statement the fold
         // rewrite saw without GROUP BY is one group.)
         let whole = orderBy.isEmpty && sqlite3_vtab_distinct(info) == 0 && !context.pendingFoldGrouped
+        // No row limit: a fold holds its groups, not its rows (each chunk's cells only until merged).
         guard rowsColumn + 1 + Int32(FoldAggregate.slotCount) < 63, grouping || whole, colUsed & ~allowed == 0, onlyTopic,
-              let rows = table(vtab).estimatedRows, rows <= GroupedRows.rowLimit else { return SQLITE_CONSTRAINT }
+              table(vtab).estimatedRows != nil else { return SQLITE_CONSTRAINT }
         for term in orderBy { tokens.append("g\(term.iColumn)\(term.desc != 0 ? "d" : "a")") }
         tokens.append("u\(colUsed & ~(foldColumns | 1 << UInt64(rowsColumn)))")
         tokens += folds

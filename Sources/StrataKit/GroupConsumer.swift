@@ -147,6 +147,20 @@ public final class GroupConsumer: Sendable {
 
     private func commit(_ offsets: [TopicPartition: Int64]) throws {
         guard !offsets.isEmpty else { return }
+        // As Kafka's OffsetCommit: a member the group no longer has (its session expired while it
+        // was not polling) or one of an older epoch is fenced. Its partitions belong to someone
+        // else by now; committing its positions would move their offsets back.
+        let (id, epoch) = state.withLock { ($0.memberId, $0.epoch) }
+        if case .some(.some(let error)) = broker.consumerGroups.validateCommit(groupId: group, memberId: id, memberEpoch: epoch) {
+            state.withLock { s in
+                s.epoch = 0
+                s.positions = [:]
+                s.committed = [:]
+                s.readAhead = [:]
+                s.nextHeartbeatMs = .min
+            }
+            throw GroupConsumerError.commitFenced("\(error)")
+        }
         try broker.commitOffsets(group: group, offsets: offsets.map { ($0.key.topic, $0.key.partition, $0.value) })
         state.withLock { s in for (tp, o) in offsets { s.committed[tp] = o } }
     }
@@ -279,17 +293,27 @@ public final class GroupConsumer: Sendable {
             s.lastAutoCommitMs = monotonicMillis()
             return true
         }
-        if due { try commit() }
+        guard due else { return }
+        do {
+            try commit()
+        } catch GroupConsumerError.commitFenced {
+            // Expired while not polling: its partitions are dropped and this poll rejoins (an
+            // explicit commit() reports this; an automatic one need not fail the poll).
+        }
     }
 }
 
 public enum GroupConsumerError: Error, CustomStringConvertible, Sendable {
     case closed
     case refused(String)
+    /// The member was no longer in the group (session expired) or had been fenced: nothing was
+    /// committed, its partitions are dropped, and the next poll rejoins (Kafka's CommitFailedException).
+    case commitFenced(String)
     public var description: String {
         switch self {
         case .closed: return "the consumer is closed"
         case .refused(let why): return "the group coordinator refused the member: \(why)"
+        case .commitFenced(let why): return "the commit was refused (\(why)): the member had left the group; it rejoins on the next poll"
         }
     }
 }

@@ -145,6 +145,42 @@ struct Purchase: Codable, Equatable, Sendable {
         try producer.abort()
     }
 
+    /// A member whose session expired while it was not polling cannot commit: its partitions went
+    /// to another member, whose commits stay. It rejoins on its next poll.
+    @Test func anExpiredMemberCannotCommitOverItsSuccessor() async throws {
+        let dir = TempDir()
+        var options = Broker.Options()
+        options.consumerGroupHeartbeatIntervalMs = 50
+        options.consumerGroupSessionTimeoutMs = 300
+        let strata = try Strata(directory: dir.path, options: options)
+        defer { try? strata.close() }
+        try strata.createTopic("z", partitions: 1)
+        try strata.produce("z", (0..<10).map { ProducerRecord(key: "k", value: "\($0)") })
+        var manual = GroupConsumerOptions.manual
+        manual.maxRecordsPerPoll = 3
+        let zombie = strata.consumer(group: "zg", topics: ["z"], options: manual)
+        var read = 0
+        for _ in 0..<200 where read == 0 { read += try await zombie.poll(timeoutMs: 20).count }
+        #expect(read == 3)
+        // Silent past its session: the broker's group worker (every second) removes it.
+        try await Task.sleep(for: .milliseconds(2_500))
+        let successor = strata.consumer(group: "zg", topics: ["z"], options: manual)
+        var got: [String] = []
+        for _ in 0..<400 where got.count < 10 { got += try await successor.poll(timeoutMs: 20).map { $0.valueString! } }
+        #expect(got.count == 10)
+        try successor.commit()
+        #expect(try strata.committedOffset(group: "zg", topic: "z", partition: 0) == 10)
+        do {
+            try zombie.commit()
+            Issue.record("an expired member's commit must be refused")
+        } catch GroupConsumerError.commitFenced {
+        }
+        #expect(try strata.committedOffset(group: "zg", topic: "z", partition: 0) == 10)
+        #expect(zombie.assignment.isEmpty)
+        try successor.close()
+        try zombie.close()
+    }
+
     @Test func groupConsumersSplitPartitionsAndResumeFromCommits() async throws {
         let dir = TempDir()
         var options = Broker.Options()

@@ -169,9 +169,23 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         // (JSONColumns.fold lets a WHERE through only when it is made of these alone): timestamps
         // are then checked row by row in the scan (`T`), not by SQLite.
         var exactTime = false
+        var exactMembers = false
+        let keys = Set(orderBy.map(\.iColumn))
         let onlyTopic = (0..<Int(info.pointee.nConstraint)).allSatisfy { i in
             let c = info.pointee.aConstraint[i]
             if c.iColumn == Column.topic.rawValue && Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ { return true }
+            // `member = literal` (its token ends in "c": a constant operand): the scan compares
+            // exactly. A member also read elsewhere must be a GROUP BY term (JSONColumns.fold).
+            if c.iColumn >= firstMemberColumn && c.iColumn < rowsColumn {
+                let usage = info.pointee.aConstraintUsage[i]
+                guard Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ, usage.argvIndex > 0, Int(usage.argvIndex) <= tokens.count,
+                      tokens[Int(usage.argvIndex) - 1] == "m\(c.iColumn)c" else { return false }
+                let name = context.memberColumns[Int(c.iColumn - firstMemberColumn)]
+                guard !context.pendingFoldFilteredElsewhere.contains(name) || keys.contains(c.iColumn) else { return false }
+                allowed |= 1 << UInt64(c.iColumn)
+                exactMembers = true
+                return true
+            }
             guard c.iColumn >= Column.partition.rawValue && c.iColumn <= Column.timestamp.rawValue,
                   info.pointee.aConstraintUsage[i].argvIndex > 0 else { return false }
             allowed |= 1 << UInt64(c.iColumn)
@@ -203,6 +217,12 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         if exactTime {
             tokens.append("T")
             for i in 0..<Int(info.pointee.nConstraint) where info.pointee.aConstraint[i].iColumn == Column.timestamp.rawValue {
+                info.pointee.aConstraintUsage[i].omit = 1
+            }
+        }
+        if exactMembers {
+            tokens.append("E")
+            for i in 0..<Int(info.pointee.nConstraint) where info.pointee.aConstraint[i].iColumn >= firstMemberColumn {
                 info.pointee.aConstraintUsage[i].omit = 1
             }
         }
@@ -308,7 +328,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
                              firstRowOnly: tokens.contains("x"), fold: tokens.contains("f"), folds: folds)
     }
     for (i, token) in tokens.enumerated() where i < Int(argc) {
-        if token.hasPrefix("g") || token.hasPrefix("u") || token.hasPrefix("a") || token.hasPrefix("h") || token == "x" || token == "f" { continue }
+        if token.hasPrefix("g") || token.hasPrefix("u") || token.hasPrefix("a") || token.hasPrefix("h") || ["x", "f", "T", "E"].contains(token) { continue }
         if let kind = token.first, kind == "m" || kind == "M",
            let column = Int32(token.dropFirst().prefix { $0.isNumber }) {
             var filter = MemberFilter(memberId: Int(column - firstMemberColumn), exact: token.hasSuffix("c"))
@@ -380,6 +400,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
             ctx.stats.withLock { $0.partitionsScanned += 1 }
         }
         if tokens.contains("T") { order?.rowTimestamps = (rowTsLo, rowTsHi) }
+        if tokens.contains("E") { order?.exactFilters = true }
         try cur.start(ranges: ranges, order: order, filters: filters, keyFilter: keyFilter, memberRanges: memberRanges, db: ctx.db)
     } catch {
         setError(p!.pointee.pVtab, "\(error)")

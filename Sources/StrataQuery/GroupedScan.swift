@@ -19,6 +19,8 @@ struct GroupingSpec: Sendable {
     var folds: [FoldColumn] = []
     /// Rows outside these timestamps (inclusive) are not grouped: a fold's exact time bounds.
     var rowTimestamps: (lo: Int64, hi: Int64)?
+    /// `filters` decide exactly (a fold's `member = literal`; SQLite does not re-check).
+    var exactFilters = false
     var width: Int { columns.count }
 }
 
@@ -90,7 +92,8 @@ final class ChunkGroups: @unchecked Sendable {
 
     /// Groups `chunk`'s rows. `resolve` answers cells the fast path left to SQLite; without it
     /// (on an extractor thread, which must not use the connection) such a chunk returns nil.
-    static func build(_ chunk: Chunk, spec: GroupingSpec, resolve: ((Chunk, Int, Int) throws -> GroupedRows.Cell)?) throws -> ChunkGroups? {
+    static func build(_ chunk: Chunk, spec: GroupingSpec, resolve: ((Chunk, Int, Int) throws -> GroupedRows.Cell)?,
+                      errors: GroupedRows.ResolveErrors? = nil) throws -> ChunkGroups? {
         let width = spec.width
         let n = chunk.rows.count
         // Pass 1: cells in row order and a local group per row.
@@ -103,7 +106,31 @@ final class ChunkGroups: @unchecked Sendable {
         var index = GroupIndex(initialSlots: 64)
         var kept = 0
         for row in 0..<n {
-            if !spec.filters.isEmpty && !spec.filters.mayMatch(chunk, row) { continue }
+            if spec.exactFilters {
+                // SQLite's `=` on each filtered member, a member only SQLite reads resolved first
+                // (on the SQLite thread), one it cannot read failing the statement as it would.
+                var passes = true
+                for f in spec.filters where passes {
+                    let cell: GroupedRows.Cell
+                    switch f.memberId < chunk.fields.count ? chunk.fields[f.memberId][row] : .fallback {
+                    case .null: cell = .null
+                    case .integer(let v): cell = .integer(v)
+                    case .real(let v): cell = .real(v)
+                    case .text(let p, let count): cell = .text(p, Int(count))
+                    case .fallback:
+                        guard let resolve else { return nil }
+                        cell = try resolve(chunk, row, f.memberId)
+                    }
+                    if cell.kind == .error {
+                        let index = Int(cell.bits)
+                        throw QueryError(errors.flatMap { index < $0.messages.count ? $0.messages[index] : nil } ?? "malformed JSON")
+                    }
+                    passes = f.matches(cell)
+                }
+                if !passes { continue }
+            } else if !spec.filters.isEmpty && !spec.filters.mayMatch(chunk, row) {
+                continue
+            }
             let r = chunk.rows[row]
             if let bounds = spec.rowTimestamps, r.timestamp < bounds.lo || r.timestamp > bounds.hi { continue }
             for c in spec.columns {
@@ -373,7 +400,7 @@ final class GroupedRows {
         var index = GroupIndex(initialSlots: 1024)
         var total = 0
         while let chunk = try pipeline.next() {
-            let built = try chunk.groups ?? withoutActuallyEscaping(resolve) { try ChunkGroups.build(chunk, spec: spec, resolve: $0) }
+            let built = try chunk.groups ?? withoutActuallyEscaping(resolve) { try ChunkGroups.build(chunk, spec: spec, resolve: $0, errors: errors) }
             guard let local = built, !local.groups.isEmpty else { continue }
             // A fold keeps nothing of a chunk once merged: emitted rows are keys and results.
             let blockIndex = Int32(blocks.count)

@@ -47,7 +47,7 @@ enum JSONColumns {
     /// accepts that plan only when the GROUP BY terms are member columns and they are all it
     /// reads besides the folded columns (EventsModule's xBestIndex); otherwise the statement does
     /// not prepare and the unfolded one runs. Nil when the statement is not of that shape.
-    static func fold(_ sql: String, members: [String]) -> (sql: String, aggregates: [FoldAggregate], grouped: Bool)? {
+    static func fold(_ sql: String, members: [String]) -> (sql: String, aggregates: [FoldAggregate], grouped: Bool, filteredElsewhere: Set<String>)? {
         let s = Array(sql.utf8)
         let tokens = tokenize(s)
         func word(_ t: Token) -> String? { t.kind == .identifier ? String(decoding: s[t.range], as: UTF8.self).lowercased() : nil }
@@ -68,12 +68,20 @@ enum JSONColumns {
             guard clauseEnd > from + 1, clauseEnd == tokens.count || word(tokens[clauseEnd]) != "having" else { return nil }
             group = clauseEnd
         }
-        // A WHERE only of `partition|offset|timestamp <op> <integer>` terms joined by AND, which
-        // the table applies exactly (xBestIndex), and those columns nowhere else: SQLite has
-        // nothing left to filter row by row.
+        // The member whose hidden column token `t` is (as `rewrite` writes it).
+        let columns = Dictionary(members.map { ("[" + columnName($0) + "]", $0) }, uniquingKeysWith: { a, _ in a })
+            .merging(members.map { ("`" + columnName($0) + "`", $0) }, uniquingKeysWith: { a, _ in a })
+        func member(_ t: Token) -> String? {
+            t.kind == .quotedIdentifier ? columns[String(decoding: s[t.range], as: UTF8.self)] : nil
+        }
+        // A WHERE only of `partition|offset|timestamp <op> <integer>` and `<member> = <literal>`
+        // terms joined by AND, which the table applies exactly (xBestIndex), the bound columns
+        // nowhere else: SQLite has nothing left to filter row by row.
         let whereAt = tokens.firstIndex(where: { word($0) == "where" })
+        var filtered: [String] = []
         if let whereAt {
-            guard whereAt > from, whereAt < group, Self.isExactRowRange(Array(tokens[(whereAt + 1)..<group]), s) else { return nil }
+            guard whereAt > from, whereAt < group, let f = Self.exactRowFilter(Array(tokens[(whereAt + 1)..<group]), s, member: member) else { return nil }
+            filtered = f
         }
         for (i, t) in tokens.enumerated() where ["timestamp", "offset", "partition"].contains(columnName(t, s) ?? "") {
             guard let whereAt, i > whereAt, i < group else { return nil }
@@ -83,12 +91,6 @@ enum JSONColumns {
         let names = table.filter { $0.kind == .identifier || $0.kind == .quotedIdentifier }
         guard names.count == table.count, (1...3).contains(names.count),
               names.count != 3 || word(names[1]) == "as", names.count != 2 || word(names[1]) != "as" else { return nil }
-        // The member whose hidden column token `t` is (as `rewrite` writes it).
-        let columns = Dictionary(members.map { ("[" + columnName($0) + "]", $0) }, uniquingKeysWith: { a, _ in a })
-            .merging(members.map { ("`" + columnName($0) + "`", $0) }, uniquingKeysWith: { a, _ in a })
-        func member(_ t: Token) -> String? {
-            t.kind == .quotedIdentifier ? columns[String(decoding: s[t.range], as: UTF8.self)] : nil
-        }
         // SQLite analyses aggregates in the select list, then ORDER BY, then HAVING; the last
         // min/max of that order decides which row a group's key columns show (FoldState.add).
         let having = tokens.indices.first { word(tokens[$0]) == "having" } ?? tokens.count
@@ -137,7 +139,13 @@ enum JSONColumns {
         }
         out += s[copied...]
         if let governing { aggregates[governing.slot].governsKey = true }
-        return (String(decoding: out, as: UTF8.self), aggregates, grouped)
+        // A filtered member read anywhere but the WHERE and the folded aggregates must be a GROUP
+        // BY term (xBestIndex checks): a bare column would be read from a folded row.
+        var elsewhere = Set<String>()
+        for (k, t) in tokens.enumerated() where !replaced.contains(where: { $0.contains(k) }) && !(whereAt.map { k > $0 && k < group } ?? false) {
+            if let m = member(t), filtered.contains(m) { elsewhere.insert(m) }
+        }
+        return (String(decoding: out, as: UTF8.self), aggregates, grouped, elsewhere)
     }
 
     /// Words a folded statement may follow with `(` outside its folded aggregates: SQLite's
@@ -162,29 +170,43 @@ enum JSONColumns {
         }
     }
 
-    /// `partition|offset|timestamp <op> [-]digits` terms joined by AND (op: = == < <= > >=).
-    private static func isExactRowRange(_ t: [Token], _ s: [UInt8]) -> Bool {
+    /// `partition|offset|timestamp <op> [-]digits` (op: = == < <= > >=) and `<member column> =
+    /// 'text' | [-]digits` terms joined by AND; the members filtered, or nil.
+    private static func exactRowFilter(_ t: [Token], _ s: [UInt8], member: (Token) -> String?) -> [String]? {
         func char(_ k: Int, _ c: Character) -> Bool { k < t.count && t[k].kind == .other && s[t[k].range.lowerBound] == c.asciiValue! }
         func adjacent(_ k: Int) -> Bool { t[k].range.lowerBound == t[k - 1].range.upperBound }
+        var filtered: [String] = []
         var k = 0
         while true {
-            guard k < t.count, isIdentifier(t[k], s, "timestamp") || isIdentifier(t[k], s, "offset") || isIdentifier(t[k], s, "partition") else { return false }
-            k += 1
-            if char(k, "=") {
+            guard k < t.count else { return nil }
+            if let m = member(t[k]) {
+                // A member equal to a text literal or an integer: a literal has no affinity, nor
+                // has the member column, so SQLite compares the storage classes as they are.
+                k += 1
+                guard char(k, "=") else { return nil }
                 k += 1
                 if char(k, "="), adjacent(k) { k += 1 }
-            } else if char(k, "<") || char(k, ">") {
-                k += 1
-                if char(k, "="), adjacent(k) { k += 1 }
+                filtered.append(m)
+                if k < t.count, t[k].kind == .string {
+                    k += 1
+                    if k == t.count { return filtered }
+                    guard t[k].kind == .identifier, String(decoding: s[t[k].range], as: UTF8.self).lowercased() == "and" else { return nil }
+                    k += 1
+                    continue
+                }
             } else {
-                return false
+                guard isIdentifier(t[k], s, "timestamp") || isIdentifier(t[k], s, "offset") || isIdentifier(t[k], s, "partition") else { return nil }
+                k += 1
+                guard char(k, "=") || char(k, "<") || char(k, ">") else { return nil }
+                k += 1
+                if char(k, "="), adjacent(k) { k += 1 }
             }
             if char(k, "-") { k += 1 }
             let digits = k
             while k < t.count, t[k].kind == .other, (0x30...0x39).contains(s[t[k].range.lowerBound]), k == digits || adjacent(k) { k += 1 }
-            guard k > digits, k - digits <= 18 else { return false }
-            if k == t.count { return true }
-            guard t[k].kind == .identifier, String(decoding: s[t[k].range], as: UTF8.self).lowercased() == "and" else { return false }
+            guard k > digits, k - digits <= 18 else { return nil }
+            if k == t.count { return filtered }
+            guard t[k].kind == .identifier, String(decoding: s[t[k].range], as: UTF8.self).lowercased() == "and" else { return nil }
             k += 1
         }
     }

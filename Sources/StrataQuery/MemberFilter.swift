@@ -57,6 +57,26 @@ struct MemberFilter: Sendable {
     }
 }
 
+extension MemberFilter {
+    /// SQLite's `=` between the member's value and a literal or parameter operand (`exact`):
+    /// NULL never equal, text by bytes, numbers by value (an integer and a real compared without
+    /// rounding), a text never equal to a number.
+    func matches(_ cell: GroupedRows.Cell) -> Bool {
+        switch cell.kind {
+        case .null, .error: return false
+        case .text:
+            let n = Int(cell.count)
+            return texts.contains { t in t.count == n && (n == 0 || t.withUnsafeBytes { memcmp($0.baseAddress!, cell.pointer!, n) } == 0) }
+        case .integer:
+            let i = Int64(bitPattern: cell.bits)
+            return integers.contains(i) || numbers.contains { FoldState.integerVersusReal(i, $0) == 0 }
+        case .real:
+            let d = Double(bitPattern: cell.bits)
+            return numbers.contains(d) || integers.contains { FoldState.integerVersusReal($0, d) == 0 }
+        }
+    }
+}
+
 extension [MemberFilter] {
     /// Whether row `row` of `chunk` may pass every filter (members the scan thread extracted).
     @inline(__always) func mayMatch(_ chunk: Chunk, _ row: Int) -> Bool {

@@ -53,6 +53,8 @@ final class QueryContext: @unchecked Sendable {
     var pendingFolds: [FoldAggregate] = []
     /// Whether that statement has a GROUP BY (without one it is folded as a single group).
     var pendingFoldGrouped = true
+    /// Members its WHERE compares that it also reads elsewhere (they must be GROUP BY terms).
+    var pendingFoldFilteredElsewhere = Set<String>()
     /// Open scans, for `->>` to find members the scan threads extracted. SQLite thread only.
     var activeCursors: [Unmanaged<CursorState>] = []
 
@@ -135,6 +137,8 @@ struct GroupedOrder {
     var folds: [(column: Int32, function: FoldFunction, member: Int32, governsKey: Bool)] = []
     /// A fold's timestamp bounds, applied to every row by the scan (SQLite does not re-check).
     var rowTimestamps: (lo: Int64, hi: Int64)?
+    /// A fold's member filters are exact (SQLite does not re-check them).
+    var exactFilters = false
 }
 
 final class CursorState {
@@ -172,7 +176,7 @@ final class CursorState {
                                 descending: order.descending, firstRowOnly: order.firstRowOnly, filters: filters, fold: order.fold,
                                 folds: order.folds.map { FoldColumn(function: $0.function, cellSlot: order.storedColumns.firstIndex(of: $0.member)!,
                                                                     column: $0.column, governsKey: $0.governsKey) },
-                                rowTimestamps: order.rowTimestamps)
+                                rowTimestamps: order.rowTimestamps, exactFilters: order.exactFilters)
         }
         var reader = ChunkReader(context: ctx, topic: topic, ranges: ranges)
         // Blocks whose summaries rule out the key or member equalities are not read at all.
@@ -339,16 +343,20 @@ public final class QueryEngine {
                     let rewritten = context.memberColumns.isEmpty ? nil : JSONColumns.rewrite(text, declared: Set(context.memberColumns))
                     // Folded aggregates first (their plan exists only when the fold is exact; also
                     // a bare `count(*)`), then member columns alone.
-                    var candidates: [(sql: String, folds: [FoldAggregate], grouped: Bool)] = []
-                    if let folded = JSONColumns.fold(rewritten ?? text, members: context.memberColumns) { candidates.append((folded.sql, folded.aggregates, folded.grouped)) }
-                    if let rewritten { candidates.append((rewritten, [], true)) }
-                    for (candidate, folds, grouped) in candidates {
+                    var candidates: [(sql: String, folds: [FoldAggregate], grouped: Bool, elsewhere: Set<String>)] = []
+                    if let folded = JSONColumns.fold(rewritten ?? text, members: context.memberColumns) {
+                        candidates.append((folded.sql, folded.aggregates, folded.grouped, folded.filteredElsewhere))
+                    }
+                    if let rewritten { candidates.append((rewritten, [], true, [])) }
+                    for (candidate, folds, grouped, elsewhere) in candidates {
                         var faster: OpaquePointer?
                         context.pendingFolds = folds
                         context.pendingFoldGrouped = grouped
+                        context.pendingFoldFilteredElsewhere = elsewhere
                         defer {
                             context.pendingFolds = []
                             context.pendingFoldGrouped = true
+                            context.pendingFoldFilteredElsewhere = []
                         }
                         if sqlite3_prepare_v2(db, candidate, -1, &faster, nil) == SQLITE_OK, let faster {
                             sqlite3_finalize(stmt)

@@ -152,13 +152,7 @@ public final class GroupConsumer: Sendable {
         // else by now; committing its positions would move their offsets back.
         let (id, epoch) = state.withLock { ($0.memberId, $0.epoch) }
         if case .some(.some(let error)) = broker.consumerGroups.validateCommit(groupId: group, memberId: id, memberEpoch: epoch) {
-            state.withLock { s in
-                s.epoch = 0
-                s.positions = [:]
-                s.committed = [:]
-                s.readAhead = [:]
-                s.nextHeartbeatMs = .min
-            }
+            dropMembership()
             throw GroupConsumerError.commitFenced("\(error)")
         }
         try broker.commitOffsets(group: group, offsets: offsets.map { ($0.key.topic, $0.key.partition, $0.value) })
@@ -236,13 +230,7 @@ public final class GroupConsumer: Sendable {
                 case .unknownMemberId, .fencedMemberEpoch:
                     // Removed (session timeout) or fenced: its partitions are someone else's now.
                     // Rejoin from nothing owned, without committing (the positions may be stale).
-                    state.withLock { s in
-                        s.epoch = 0
-                        s.positions = [:]
-                        s.committed = [:]
-                        s.readAhead = [:]
-                        s.nextHeartbeatMs = .min
-                    }
+                    dropMembership()
                     continue
                 default:
                     throw GroupConsumerError.refused("\(error)")
@@ -251,6 +239,18 @@ public final class GroupConsumer: Sendable {
             let revoked = try apply(result)
             // Partitions given up are reported at once, so their new owner can start.
             if !revoked { return }
+        }
+    }
+
+    /// Forgets the partitions and the epoch of a membership the group no longer has: the next
+    /// poll rejoins at once, owning nothing.
+    private func dropMembership() {
+        state.withLock { s in
+            s.epoch = 0
+            s.positions = [:]
+            s.committed = [:]
+            s.readAhead = [:]
+            s.nextHeartbeatMs = .min
         }
     }
 

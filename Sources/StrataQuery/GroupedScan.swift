@@ -105,22 +105,28 @@ final class ChunkGroups: @unchecked Sendable {
         var sizes = ContiguousArray<Int>()
         var index = GroupIndex(initialSlots: 64)
         var kept = 0
+        /// Member `id` of `row` as a cell; nil when only SQLite can read it and no resolver is here.
+        func memberCell(_ id: Int, _ row: Int) throws -> GroupedRows.Cell? {
+            // (A NULL key or value gives .null members; a member not extracted yet is resolved.)
+            switch id < chunk.fields.count ? chunk.fields[id][row] : .fallback {
+            case .null: return .null
+            case .integer(let v): return .integer(v)
+            case .real(let v): return .real(v)
+            case .text(let p, let count): return .text(p, Int(count))
+            case .fallback:
+                guard let resolve else { return nil }
+                return try resolve(chunk, row, id)
+            }
+        }
         for row in 0..<n {
+            let r = chunk.rows[row]
+            if let bounds = spec.rowTimestamps, r.timestamp < bounds.lo || r.timestamp > bounds.hi { continue }
             if spec.exactFilters {
                 // SQLite's `=` on each filtered member, a member only SQLite reads resolved first
                 // (on the SQLite thread), one it cannot read failing the statement as it would.
                 var passes = true
                 for f in spec.filters where passes {
-                    let cell: GroupedRows.Cell
-                    switch f.memberId < chunk.fields.count ? chunk.fields[f.memberId][row] : .fallback {
-                    case .null: cell = .null
-                    case .integer(let v): cell = .integer(v)
-                    case .real(let v): cell = .real(v)
-                    case .text(let p, let count): cell = .text(p, Int(count))
-                    case .fallback:
-                        guard let resolve else { return nil }
-                        cell = try resolve(chunk, row, f.memberId)
-                    }
+                    guard let cell = try memberCell(f.memberId, row) else { return nil }
                     if cell.kind == .error {
                         let index = Int(cell.bits)
                         throw QueryError(errors.flatMap { index < $0.messages.count ? $0.messages[index] : nil } ?? "malformed JSON")
@@ -131,8 +137,6 @@ final class ChunkGroups: @unchecked Sendable {
             } else if !spec.filters.isEmpty && !spec.filters.mayMatch(chunk, row) {
                 continue
             }
-            let r = chunk.rows[row]
-            if let bounds = spec.rowTimestamps, r.timestamp < bounds.lo || r.timestamp > bounds.hi { continue }
             for c in spec.columns {
                 let cell: GroupedRows.Cell
                 switch c {
@@ -142,17 +146,8 @@ final class ChunkGroups: @unchecked Sendable {
                 case 3: cell = r.keyCount < 0 ? .null : .text(r.key, Int(r.keyCount))
                 case 4: cell = r.valueCount < 0 ? .null : .text(r.value, Int(r.valueCount))
                 default:
-                    let id = Int(c - spec.firstMember)
-                    // (A NULL key or value gives .null members; a member not extracted yet is resolved.)
-                    switch id < chunk.fields.count ? chunk.fields[id][row] : .fallback {
-                    case .null: cell = .null
-                    case .integer(let v): cell = .integer(v)
-                    case .real(let v): cell = .real(v)
-                    case .text(let p, let count): cell = .text(p, Int(count))
-                    case .fallback:
-                        guard let resolve else { return nil }
-                        cell = try resolve(chunk, row, id)
-                    }
+                    guard let member = try memberCell(Int(c - spec.firstMember), row) else { return nil }
+                    cell = member
                 }
                 rowCells.append(cell)
             }

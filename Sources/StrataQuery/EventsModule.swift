@@ -174,12 +174,13 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         let onlyTopic = (0..<Int(info.pointee.nConstraint)).allSatisfy { i in
             let c = info.pointee.aConstraint[i]
             if c.iColumn == Column.topic.rawValue && Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ { return true }
-            // `member = literal` (its token ends in "c": a constant operand): the scan compares
+            // `member = literal` (its token ends in "c": a constant operand) or IN literals: the scan compares
             // exactly. A member also read elsewhere must be a GROUP BY term (JSONColumns.fold).
             if c.iColumn >= firstMemberColumn && c.iColumn < rowsColumn {
                 let usage = info.pointee.aConstraintUsage[i]
+                // (`M`: an IN list handed over whole; JSONColumns.fold let only lists of literals through.)
                 guard Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ, usage.argvIndex > 0, Int(usage.argvIndex) <= tokens.count,
-                      tokens[Int(usage.argvIndex) - 1] == "m\(c.iColumn)c" else { return false }
+                      ["m\(c.iColumn)c", "M\(c.iColumn)"].contains(tokens[Int(usage.argvIndex) - 1]) else { return false }
                 let name = context.memberColumns[Int(c.iColumn - firstMemberColumn)]
                 guard !context.pendingFoldFilteredElsewhere.contains(name) || keys.contains(c.iColumn) else { return false }
                 allowed |= 1 << UInt64(c.iColumn)

@@ -170,30 +170,54 @@ enum JSONColumns {
         }
     }
 
-    /// `partition|offset|timestamp <op> [-]digits` (op: = == < <= > >=) and `<member column> =
-    /// 'text' | [-]digits` terms joined by AND; the members filtered, or nil.
+    /// `partition|offset|timestamp <op> [-]digits` (op: = == < <= > >=), `<member column> = literal`
+    /// and `<member column> IN (literal, …)` terms (literal: 'text' or [-]digits) joined by AND;
+    /// the members filtered, or nil.
     private static func exactRowFilter(_ t: [Token], _ s: [UInt8], member: (Token) -> String?) -> [String]? {
         func char(_ k: Int, _ c: Character) -> Bool { k < t.count && t[k].kind == .other && s[t[k].range.lowerBound] == c.asciiValue! }
         func adjacent(_ k: Int) -> Bool { t[k].range.lowerBound == t[k - 1].range.upperBound }
+        /// The index after a text literal or an integer of at most 18 digits at `k`, or nil.
+        func literal(_ k: Int) -> Int? {
+            if k < t.count, t[k].kind == .string { return k + 1 }
+            var i = k
+            if char(i, "-") { i += 1 }
+            let digits = i
+            while i < t.count, t[i].kind == .other, (0x30...0x39).contains(s[t[i].range.lowerBound]), i == digits || adjacent(i) { i += 1 }
+            return i > digits && i - digits <= 18 ? i : nil
+        }
         var filtered: [String] = []
         var k = 0
         while true {
             guard k < t.count else { return nil }
             if let m = member(t[k]) {
-                // A member equal to a text literal or an integer: a literal has no affinity, nor
-                // has the member column, so SQLite compares the storage classes as they are.
+                // A member equal to a text literal or an integer, or IN a list of them: a literal
+                // has no affinity, nor has the member column, so SQLite compares storage classes
+                // as they are.
                 k += 1
-                guard char(k, "=") else { return nil }
-                k += 1
-                if char(k, "="), adjacent(k) { k += 1 }
                 filtered.append(m)
-                if k < t.count, t[k].kind == .string {
+                if k < t.count, t[k].kind == .identifier, String(decoding: s[t[k].range], as: UTF8.self).lowercased() == "in" {
                     k += 1
-                    if k == t.count { return filtered }
-                    guard t[k].kind == .identifier, String(decoding: s[t[k].range], as: UTF8.self).lowercased() == "and" else { return nil }
+                    guard char(k, "(") else { return nil }
                     k += 1
-                    continue
+                    while true {
+                        guard let after = literal(k) else { return nil }
+                        k = after
+                        if char(k, ",") { k += 1; continue }
+                        guard char(k, ")") else { return nil }
+                        k += 1
+                        break
+                    }
+                } else {
+                    guard char(k, "=") else { return nil }
+                    k += 1
+                    if char(k, "="), adjacent(k) { k += 1 }
+                    guard let after = literal(k) else { return nil }
+                    k = after
                 }
+                if k == t.count { return filtered }
+                guard t[k].kind == .identifier, String(decoding: s[t[k].range], as: UTF8.self).lowercased() == "and" else { return nil }
+                k += 1
+                continue
             } else {
                 guard isIdentifier(t[k], s, "timestamp") || isIdentifier(t[k], s, "offset") || isIdentifier(t[k], s, "partition") else { return nil }
                 k += 1

@@ -48,6 +48,12 @@ import Testing
          "SELECT json_extract(value,'$.k'), count(*), max(json_extract(value,'$.n')) FROM t WHERE json_extract(value,'$.k') = 'a' AND json_extract(value,'$.geo.city') = 'c1' GROUP BY 1 ORDER BY 1", true),
         ("SELECT count(*), sum(value->>'$.n') FROM t WHERE value->>'$.k' = 'Zürich'",
          "SELECT count(*), sum(json_extract(value,'$.n')) FROM t WHERE json_extract(value,'$.k') = 'Zürich'", true),
+        ("SELECT value->>'$.geo.city', count(*), avg(value->>'$.n') FROM t WHERE value->>'$.k' IN ('a', 'b', 1, -7) GROUP BY 1 ORDER BY 1",
+         "SELECT json_extract(value,'$.geo.city'), count(*), avg(json_extract(value,'$.n')) FROM t WHERE json_extract(value,'$.k') IN ('a', 'b', 1, -7) GROUP BY 1 ORDER BY 1", true),
+        ("SELECT value->>'$.k', count(*) FROM t WHERE value->>'$.k' IN ('1', 1) AND value->>'$.geo.city' IN ('c1') GROUP BY 1 ORDER BY 1",
+         "SELECT json_extract(value,'$.k'), count(*) FROM t WHERE json_extract(value,'$.k') IN ('1', 1) AND json_extract(value,'$.geo.city') IN ('c1') GROUP BY 1 ORDER BY 1", true),
+        ("SELECT value->>'$.geo.city', count(*) FROM t WHERE value->>'$.k' IN ('a', value->>'$.geo.city') GROUP BY 1 ORDER BY 1",
+         "SELECT json_extract(value,'$.geo.city'), count(*) FROM t WHERE json_extract(value,'$.k') IN ('a', json_extract(value,'$.geo.city')) GROUP BY 1 ORDER BY 1", false),
         ("SELECT value->>'$.k', count(*) FROM t WHERE value->>'$.k' = 'a' GROUP BY value->>'$.geo.city' ORDER BY 2",
          "SELECT json_extract(value,'$.k'), count(*) FROM t WHERE json_extract(value,'$.k') = 'a' GROUP BY json_extract(value,'$.geo.city') ORDER BY 2", false),
         // Not folded (still right): another WHERE, another aggregate, a bare column, a join, no GROUP BY.
@@ -145,7 +151,7 @@ import Testing
         let aggregates = ["count(*)", "sum(value->>'$.n')", "total(value->>'$.m')", "avg(value->>'$.n')", "min(value->>'$.m')",
                           "max(value->>'$.n')", "count(value->>'$.m')", "count(DISTINCT value->>'$.n')", "min(value->>'$.h')", "max(value->>'$.g')"]
         let wheres = ["", " WHERE timestamp >= 5000", " WHERE value->>'$.h' = 'a'", " WHERE value->>'$.h' = 1 AND timestamp < 20000",
-                      " WHERE offset < 700", " WHERE value->>'$.g' = 'b'"]
+                      " WHERE offset < 700", " WHERE value->>'$.g' = 'b'", " WHERE value->>'$.h' IN ('a', 1, -3, '1') AND value->>'$.m' IN (2)"]
         let groups = ["", " GROUP BY 1", " GROUP BY 1, 2"]
         var folded = 0
         for _ in 0..<40 {

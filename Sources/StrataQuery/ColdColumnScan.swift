@@ -40,10 +40,8 @@ enum ColdColumnScan {
         guard let pending = chunk.pendingCold, !keys.contains(where: { $0.first == 0xFF }) else { return false }
         let block = try pending.block.columnar()
         let scanner = JSONMemberScanner(keys: keys, stopEarly: false)
-        // Each shape's places, and the wanted columns' tokens each of its values takes.
+        // Each shape's places of the wanted members.
         var places: [[Place]] = []
-        /// Per shape, the tokens of each wanted column one of its values takes.
-        var takes: [[(column: Int, count: Int)]] = []
         var skeleton: [UInt8] = []
         for (s, literals) in block.shapes.enumerated() {
             skeleton.removeAll(keepingCapacity: true)
@@ -96,6 +94,8 @@ enum ColdColumnScan {
         // path: `items[].sku` holds the sku of every element).
         var wantedColumns = Set<Int>()
         for shapePlaces in places { for case .slot(let column, _, _) in shapePlaces { wantedColumns.insert(column) } }
+        // Per shape, the tokens of each wanted column one of its values takes.
+        var takes: [[(column: Int, count: Int)]] = []
         for columns in block.slotColumns {
             var counts: [Int: Int] = [:]
             for c in columns where wantedColumns.contains(c) { counts[c, default: 0] += 1 }

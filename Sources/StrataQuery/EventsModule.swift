@@ -165,13 +165,14 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
     if colUsed & (foldColumns | 1 << UInt64(rowsColumn)) != 0 {
         var allowed: UInt64 = foldColumns | 1 << UInt64(rowsColumn)
         for term in orderBy where term.iColumn >= firstMemberColumn && term.iColumn < rowsColumn { allowed |= 1 << UInt64(term.iColumn) }
-        // Constraints: the topic, and partition/offset/timestamp ranges the scan applies exactly
-        // (JSONColumns.fold lets a WHERE through only when it is made of these alone): timestamps
-        // are then checked row by row in the scan (`T`), not by SQLite.
+        // Constraints: the topic, partition/offset/timestamp ranges and member = / IN literals,
+        // which the scan applies exactly (JSONColumns.fold lets a WHERE through only when it is
+        // made of these alone): timestamps are checked row by row (`T`) and members compared
+        // (`E`) in the scan, not by SQLite.
         var exactTime = false
         var exactMembers = false
         let keys = Set(orderBy.map(\.iColumn))
-        let onlyTopic = (0..<Int(info.pointee.nConstraint)).allSatisfy { i in
+        let appliedExactly = (0..<Int(info.pointee.nConstraint)).allSatisfy { i in
             let c = info.pointee.aConstraint[i]
             if c.iColumn == Column.topic.rawValue && Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ { return true }
             // `member = literal` (its token ends in "c": a constant operand) or IN literals: the scan compares
@@ -209,7 +210,7 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         // rewrite saw without GROUP BY is one group.)
         let whole = orderBy.isEmpty && sqlite3_vtab_distinct(info) == 0 && !context.pendingFoldGrouped
         // No row limit: a fold holds its groups, not its rows (each chunk's cells only until merged).
-        guard rowsColumn + 1 + Int32(FoldAggregate.slotCount) < 63, grouping || whole, colUsed & ~allowed == 0, onlyTopic,
+        guard rowsColumn + 1 + Int32(FoldAggregate.slotCount) < 63, grouping || whole, colUsed & ~allowed == 0, appliedExactly,
               table(vtab).estimatedRows != nil else { return SQLITE_CONSTRAINT }
         for term in orderBy { tokens.append("g\(term.iColumn)\(term.desc != 0 ? "d" : "a")") }
         tokens.append("u\(colUsed & ~(foldColumns | 1 << UInt64(rowsColumn)))")

@@ -148,7 +148,7 @@ struct FoldState {
             if best.kind == .null {
                 replace = true
             } else {
-                let c = Self.compare(best, cell)
+                let c = GroupedRows.compare(best.key, cell.key)
                 replace = function == .min ? c > 0 : c < 0
             }
             if replace {
@@ -184,48 +184,6 @@ struct FoldState {
             if overflow { return errors.cell(for: "integer overflow") }
             return approx ? .real(realSum) : .integer(integerSum)
         }
-    }
-
-    /// SQLite's order of two non-NULL values (sqlite3MemCompare with BINARY collation).
-    static func compare(_ a: GroupedRows.Cell, _ b: GroupedRows.Cell) -> Int {
-        func rank(_ k: GroupedRows.Cell.Kind) -> Int {
-            switch k {
-            case .null: return 0
-            case .integer, .real: return 1
-            case .text: return 2
-            case .error: return 3
-            }
-        }
-        let (ra, rb) = (rank(a.kind), rank(b.kind))
-        if ra != rb { return ra < rb ? -1 : 1 }
-        switch (a.kind, b.kind) {
-        case (.integer, .integer):
-            let (x, y) = (Int64(bitPattern: a.bits), Int64(bitPattern: b.bits))
-            return x < y ? -1 : (x > y ? 1 : 0)
-        case (.real, .real):
-            let (x, y) = (Double(bitPattern: a.bits), Double(bitPattern: b.bits))
-            return x < y ? -1 : (x > y ? 1 : 0)
-        case (.integer, .real): return integerVersusReal(Int64(bitPattern: a.bits), Double(bitPattern: b.bits))
-        case (.real, .integer): return -integerVersusReal(Int64(bitPattern: b.bits), Double(bitPattern: a.bits))
-        case (.text, .text):
-            let (n, m) = (Int(a.count), Int(b.count))
-            let c = n == 0 || m == 0 ? 0 : memcmp(a.pointer!, b.pointer!, Swift.min(n, m))
-            return c != 0 ? (c < 0 ? -1 : 1) : (n < m ? -1 : (n > m ? 1 : 0))
-        default: return 0
-        }
-    }
-
-    /// An integer against a real, exactly (a Double cannot hold every Int64): the order of the
-    /// real's integer part decides, and only when it equals the integer does the fraction.
-    static func integerVersusReal(_ i: Int64, _ r: Double) -> Int {
-        if r.isNaN { return 1 }
-        if r < -9_223_372_036_854_775_808.0 { return 1 }
-        if r >= 9_223_372_036_854_775_808.0 { return -1 }
-        let y = Int64(r)  // r is within range: truncation toward zero cannot trap
-        if i < y { return -1 }
-        if i > y { return 1 }
-        let s = Double(i)
-        return s < r ? -1 : (s > r ? 1 : 0)
     }
 }
 

@@ -549,7 +549,8 @@ final class GroupedRows {
         }
     }
 
-    /// SQLite's sort order: NULL < numbers (compared numerically) < text (bytes, then length).
+    /// SQLite's sort order (sqlite3MemCompare, BINARY collation): NULL < numbers (compared by
+    /// value, an integer against a real exactly) < text (bytes, then length).
     static func compare(_ a: KeyPart, _ b: KeyPart) -> Int {
         func rank(_ k: KeyPart) -> Int {
             switch k {
@@ -563,22 +564,27 @@ final class GroupedRows {
         if ra != rb { return ra < rb ? -1 : 1 }
         switch (a, b) {
         case (.integer(let x), .integer(let y)): return x < y ? -1 : (x > y ? 1 : 0)
+        case (.real(let x), .real(let y)): return x < y ? -1 : (x > y ? 1 : 0)
+        case (.integer(let x), .real(let y)): return integerVersusReal(x, y)
+        case (.real(let x), .integer(let y)): return -integerVersusReal(y, x)
         case (.text(let p, let n), .text(let q, let m)):
             let c = memcmp(p, q, min(n, m))
             return c != 0 ? (c < 0 ? -1 : 1) : (n < m ? -1 : (n > m ? 1 : 0))
-        case (.null, .null): return 0
         case (.error(let x), .error(let y)): return x < y ? -1 : (x > y ? 1 : 0)
-        default:
-            let x = number(a), y = number(b)
-            return x < y ? -1 : (x > y ? 1 : 0)
+        default: return 0
         }
     }
 
-    private static func number(_ k: KeyPart) -> Double {
-        switch k {
-        case .integer(let v): return Double(v)
-        case .real(let v): return v
-        default: return 0
-        }
+    /// An integer against a real, exactly (a Double cannot hold every Int64): the order of the
+    /// real's integer part decides, and only when it equals the integer does the fraction.
+    static func integerVersusReal(_ i: Int64, _ r: Double) -> Int {
+        if r.isNaN { return 1 }
+        if r < -9_223_372_036_854_775_808.0 { return 1 }
+        if r >= 9_223_372_036_854_775_808.0 { return -1 }
+        let y = Int64(r)  // r is within range: truncation toward zero cannot trap
+        if i < y { return -1 }
+        if i > y { return 1 }
+        let s = Double(i)
+        return s < r ? -1 : (s > r ? 1 : 0)
     }
 }

@@ -69,10 +69,10 @@ extension MemberFilter {
             return texts.contains { t in t.count == n && (n == 0 || t.withUnsafeBytes { memcmp($0.baseAddress!, cell.pointer!, n) } == 0) }
         case .integer:
             let i = Int64(bitPattern: cell.bits)
-            return integers.contains(i) || numbers.contains { FoldState.integerVersusReal(i, $0) == 0 }
+            return integers.contains(i) || numbers.contains { GroupedRows.integerVersusReal(i, $0) == 0 }
         case .real:
             let d = Double(bitPattern: cell.bits)
-            return numbers.contains(d) || integers.contains { FoldState.integerVersusReal($0, d) == 0 }
+            return numbers.contains(d) || integers.contains { GroupedRows.integerVersusReal($0, d) == 0 }
         }
     }
 }

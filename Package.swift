@@ -94,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "strata",
             dependencies: [
-                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore", "StrataKafka", "StrataQuery", "StrataStreams", "StrataOps",
+                "StrataLog", "StrataBroker", "StrataMetadata", "StrataCore", "StrataKafka", "StrataQuery", "StrataStreams", "StrataOps", "CPlatform",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),

@@ -2,6 +2,7 @@
 #include "cplatform.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 
@@ -17,3 +18,7 @@ void *cplatform_mmap(void *addr, size_t length, int prot, int flags, int fd, int
 int cplatform_flock_exclusive_nonblocking(int fd) { return flock(fd, LOCK_EX | LOCK_NB); }
 
 int cplatform_errno(void) { return errno; }
+
+int cplatform_malloc_thresholds(int mmap_threshold, int trim_threshold) {
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1;
+}

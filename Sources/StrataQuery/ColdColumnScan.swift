@@ -33,11 +33,24 @@ enum ColdColumnScan {
         case slot(column: Int, ordinal: Int, isString: Bool)
     }
 
-    /// Fills `chunk` (rows and the `keys` members) from its pending cold block's columns and
-    /// returns true; false, leaving the chunk as it was, when a member needs more than columns
-    /// (then the caller decodes the block whole). Keys are value members (JSONColumns.wantedKey).
-    static func fill(_ chunk: Chunk, keys: [[UInt8]]) throws -> Bool {
-        guard let pending = chunk.pendingCold, !keys.contains(where: { $0.first == 0xFF }) else { return false }
+    /// What `fill` did with a chunk's cold block.
+    enum Outcome {
+        /// A member needs more than columns: the caller decodes the block whole (the chunk is as it was).
+        case decodeWhole
+        /// Rows and members filled from the columns; `scanned` records of the range were considered.
+        case filled(scanned: Int)
+        /// No record passes the statement's filters (read from their columns first): no row, and
+        /// no other column decoded.
+        case filteredOut(scanned: Int)
+    }
+
+    /// Fills `chunk` (rows and the `keys` members) from its pending cold block's columns. Keys are
+    /// value members (JSONColumns.wantedKey). The members `grouping`'s filters and time bounds
+    /// test are read first and only the records that pass become rows, their other members read
+    /// for them alone — the filters a grouped scan would apply row by row, applied before
+    /// anything else of the block is decoded.
+    static func fill(_ chunk: Chunk, keys: [[UInt8]], grouping: GroupingSpec? = nil) throws -> Outcome {
+        guard let pending = chunk.pendingCold, !keys.contains(where: { $0.first == 0xFF }) else { return .decodeWhole }
         let block = try pending.block.columnar()
         let scanner = JSONMemberScanner(keys: keys, stopEarly: false)
         // Each shape's places of the wanted members.
@@ -50,7 +63,7 @@ enum ColdColumnScan {
                 skeleton += literals[k]
                 if k < slots { skeleton += Array(String(k).utf8) }
             }
-            guard !skeleton.isEmpty else { return false }  // (a crafted block: no shape of JSON is empty)
+            guard !skeleton.isEmpty else { return .decodeWhole }  // (a crafted block: no shape of JSON is empty)
             var shapePlaces: [Place] = []
             // Not an object (an array, a string, a number): every `$.name…` path is NULL in SQLite
             // (the hot scanner leaves such values to SQLite, which says so).
@@ -86,7 +99,10 @@ enum ColdColumnScan {
                 }
                 return true
             }
-            guard usable else { return giveUp("shape \(s) of \(block.shapes.count): \(String(decoding: skeleton.prefix(200), as: UTF8.self))") }
+            guard usable else {
+                giveUp("shape \(s) of \(block.shapes.count): \(String(decoding: skeleton.prefix(200), as: UTF8.self))")
+                return .decodeWhole
+            }
             places.append(shapePlaces)
         }
         // Every value takes tokens of a wanted column for each of its slots in that column —
@@ -101,16 +117,15 @@ enum ColdColumnScan {
             for c in columns where wantedColumns.contains(c) { counts[c, default: 0] += 1 }
             takes.append(counts.map { ($0.key, $0.value) })
         }
-        // The wanted columns, decoded.
         let columnCount = block.tokenCounts.count
-        var tokens = [ColdColumnarBlock.Tokens?](repeating: nil, count: columnCount)
-        for shapeTakes in takes { for t in shapeTakes where tokens[t.column] == nil { tokens[t.column] = try block.tokens(t.column) } }
+        // The wanted columns, decoded when a member first needs them.
+        var readers = [ColumnReader?](repeating: nil, count: columnCount)
 
-        // The rows: records in the range, not markers, not aborted (their values still take tokens).
-        var included = ContiguousArray<Int32>()
-        included.reserveCapacity(block.records.count)
-        var rows = ContiguousArray<RowRef>()
-        rows.reserveCapacity(block.records.count)
+        // The records that become rows: in the range, not markers, not aborted (their values
+        // still take tokens), inside the fold's time bounds.
+        var selected = ContiguousArray<Int32>()
+        var scanned = 0
+        selected.reserveCapacity(block.records.count)
         for batch in block.batches {
             // Transaction markers are not records; records of aborted transactions are not read.
             if batch.isControl { continue }
@@ -118,26 +133,24 @@ enum ColdColumnScan {
             for i in batch.records {
                 let r = block.records[i]
                 guard r.offset >= pending.from && r.offset < pending.end else { continue }
-                included.append(Int32(i))
-                // Shaped values are not reassembled: the row has no value bytes (the statement reads none).
-                let whole = r.valueKind == 1 ? block.wholeValue(i) : nil
-                rows.append(RowRef(partition: pending.partition, offset: r.offset, timestamp: r.timestamp, key: nil, keyCount: -1,
-                                   value: whole.map { $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)! }, valueCount: whole.map { Int32($0.count) } ?? -1,
-                                   headersIndex: -1))
+                scanned += 1
+                if let bounds = grouping?.rowTimestamps, r.timestamp < bounds.lo || r.timestamp > bounds.hi { continue }
+                selected.append(Int32(i))
             }
         }
-        var fields: [ContiguousArray<FieldValue>] = []
-        // One member at a time over every record (each value advances the member's columns by
-        // the tokens its shape takes of them), keeping the included ones.
-        var cursor = [Int](repeating: 0, count: columnCount)
-        for j in keys.indices {
+
+        /// Member `j` of the selected records (nil: the block must be decoded whole).
+        func member(_ j: Int) throws -> ContiguousArray<FieldValue>? {
             var column = ContiguousArray<FieldValue>()
-            column.reserveCapacity(rows.count)
-            var next = 0  // index into `included`
-            for c in cursor.indices { cursor[c] = 0 }
+            column.reserveCapacity(selected.count)
+            guard !selected.isEmpty else { return column }
+            var cursor = [Int](repeating: 0, count: columnCount)
+            var next = 0  // index into `selected`
+            // One pass over every record (each value advances the wanted columns by the tokens
+            // its shape takes of them), keeping the selected ones.
             for i in block.records.indices {
                 let kind = Int(block.records[i].valueKind)
-                let wanted = next < included.count && Int(included[next]) == i
+                let wanted = next < selected.count && Int(selected[next]) == i
                 if wanted { next += 1 }
                 if kind >= 2 {
                     let s = kind - 2
@@ -148,9 +161,11 @@ enum ColdColumnScan {
                             column.append(.null)
                         case .slot(let c, let ordinal, let isString):
                             let t = cursor[c] + ordinal
-                            guard let tokenColumn = tokens[c], t < tokenColumn.ends.count else { throw QueryError("a value takes a token its column does not hold") }
-                            guard let field = convert(tokenColumn.token(t), isString: isString, arena: chunk.arena) else {
-                                return giveUp("token \(String(decoding: tokenColumn.token(t).prefix(80), as: UTF8.self))")
+                            if readers[c] == nil { readers[c] = ColumnReader(try block.values(c)) }
+                            guard t < readers[c]!.count else { throw QueryError("a value takes a token its column does not hold") }
+                            guard let field = readers[c]!.field(t, isString: isString, arena: chunk.arena) else {
+                                giveUp("token \(String(decoding: readers[c]!.column.text(t).prefix(80), as: UTF8.self))")
+                                return nil
                             }
                             column.append(field)
                         }
@@ -162,34 +177,90 @@ enum ColdColumnScan {
                         let whole = block.wholeValue(i)
                         scanner.scan(whole)
                         let field = scanner.field(j, in: whole.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, arena: chunk.arena)
-                        if case .fallback = field { return giveUp("a value stored whole") }
+                        if case .fallback = field {
+                            giveUp("a value stored whole")
+                            return nil
+                        }
                         column.append(field)
                     } else {
                         column.append(.null)
                     }
                 }
             }
-            fields.append(column)
+            return column
+        }
+
+        // Filtered members first: records that fail a filter are dropped before any other
+        // member is read (SQLite's `=` when the grouped scan decides exactly, else the
+        // conservative test the scan would apply row by row).
+        var fields = [ContiguousArray<FieldValue>?](repeating: nil, count: keys.count)
+        for filter in grouping?.filters ?? [] where filter.memberId < keys.count && !selected.isEmpty {
+            let j = filter.memberId
+            if fields[j] == nil {
+                guard let column = try member(j) else { return .decodeWhole }
+                fields[j] = column
+            }
+            let values = fields[j]!
+            var kept = 0
+            for k in values.indices {
+                let passes = grouping!.exactFilters ? filter.matches(cell(values[k])) : filter.mayMatch(values[k])
+                if passes {
+                    selected[kept] = selected[k]
+                    for m in fields.indices where fields[m] != nil { fields[m]![kept] = fields[m]![k] }
+                    kept += 1
+                }
+            }
+            selected.removeLast(selected.count - kept)
+            for m in fields.indices where fields[m] != nil { fields[m]!.removeLast(fields[m]!.count - kept) }
+        }
+        var filled = ContiguousArray<ContiguousArray<FieldValue>>()
+        for j in keys.indices {
+            if let column = fields[j] {
+                filled.append(column)
+            } else {
+                guard let column = try member(j) else { return .decodeWhole }
+                filled.append(column)
+            }
+        }
+        var rows = ContiguousArray<RowRef>()
+        rows.reserveCapacity(selected.count)
+        for i in selected {
+            let r = block.records[Int(i)]
+            // Shaped values are not reassembled: the row has no value bytes (the statement reads none).
+            let whole = r.valueKind == 1 ? block.wholeValue(Int(i)) : nil
+            rows.append(RowRef(partition: pending.partition, offset: r.offset, timestamp: r.timestamp, key: nil, keyCount: -1,
+                               value: whole.map { $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)! }, valueCount: whole.map { Int32($0.count) } ?? -1,
+                               headersIndex: -1))
         }
         chunk.pendingCold = nil
-        chunk.coldMemory = [block] + tokens.compactMap { $0 }
+        chunk.coldMemory = [block] + readers.compactMap { $0?.column }
         chunk.rows += rows
-        chunk.fields = fields
-        return true
+        chunk.fields = Array(filled)
+        return rows.isEmpty && scanned > 0 ? .filteredOut(scanned: scanned) : .filled(scanned: scanned)
+    }
+
+    /// A member read from columns as a grouped scan's cell (fill never keeps `.fallback`: it
+    /// decodes the block whole instead).
+    @inline(__always) private static func cell(_ field: FieldValue) -> GroupedRows.Cell {
+        switch field {
+        case .null, .fallback: return .null
+        case .integer(let v): return .integer(v)
+        case .real(let v): return .real(v)
+        case .text(let p, let n): return .text(p, Int(n))
+        }
     }
 
     /// Why a block is decoded whole, on stderr with STRATA_TRACE_QUERY=1.
-    private static func giveUp(_ reason: String) -> Bool {
+    private static func giveUp(_ reason: String) {
         if getenv("STRATA_TRACE_QUERY") != nil {
             let line = "query: cold block decoded whole: \(reason)\n"
             _ = line.withCString { write(2, $0, strlen($0)) }
         }
-        return false
     }
 
     /// A token as the hot scanner reports the member it is: text (escapes decoded into `arena`)
     /// or SQLite's conversion of a number or literal; nil where the scanner would defer to SQLite.
-    @inline(__always) private static func convert(_ token: UnsafeRawBufferPointer, isString: Bool, arena: Arena) -> FieldValue? {
+    @inline(__always) static func convert(_ token: UnsafeRawBufferPointer, isString: Bool, arena: Arena) -> FieldValue? {
         let base = token.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!
         if isString {
             guard token.count > 0, memchr(base, 0x5C, token.count) != nil else { return .text(base, Int32(token.count)) }
@@ -206,5 +277,67 @@ enum ColdColumnScan {
         case Int(STRATA_JSON_REAL): return .real(f.real)
         default: return nil
         }
+    }
+}
+
+/// One column's tokens converted as `ColdColumnScan.convert` converts their text, without the
+/// text where the column stores numbers: an integer token is its value; a decimal token
+/// `unscaled / 10^scale` is, when both are exact doubles (|unscaled| ≤ 2^53, scale ≤ 22), their
+/// quotient — IEEE division rounds it correctly, as strtod rounds the decimal text — and
+/// otherwise formatted and converted. A dictionary entry is converted once per column and slot
+/// kind, not once per token.
+struct ColumnReader {
+    let column: ColdColumnarBlock.TypedColumn
+    let count: Int
+    /// Per dictionary entry, its conversion in a non-string and in a string slot (nil: not yet;
+    /// `.fallback`: the scanner defers it to SQLite).
+    private var numberEntries: [FieldValue?] = []
+    private var stringEntries: [FieldValue?] = []
+
+    private static let powersOfTen: [Double] = (0...22).map { e in (0..<e).reduce(1.0) { a, _ in a * 10 } }
+    /// 10^18: integers of 19 digits are left to SQLite by the hot scanner (strata_json_scalar).
+    private static let integerDigitsLimit: UInt64 = 1_000_000_000_000_000_000
+
+    init(_ column: ColdColumnarBlock.TypedColumn) {
+        self.column = column
+        count = column.count
+        if case .dictionary(let entries, _) = column.values {
+            numberEntries = Array(repeating: nil, count: entries.ends.count)
+            stringEntries = numberEntries
+        }
+    }
+
+    /// Token `t` as the member the hot scanner would report; nil where it would defer to SQLite.
+    @inline(__always) mutating func field(_ t: Int, isString: Bool, arena: Arena) -> FieldValue? {
+        switch column.values {
+        case .integers(let values):
+            let v = values[t]
+            if isString { return formatted(t, arena: arena) }
+            return v.magnitude < Self.integerDigitsLimit ? .integer(v) : nil
+        case .decimals(let unscaled, let scales):
+            if isString { return formatted(t, arena: arena) }
+            let v = unscaled[t]
+            if v.magnitude <= 1 << 53 { return .real(Double(v) / Self.powersOfTen[Int(scales[t])]) }
+            return column.text(t).withUnsafeBytes { ColdColumnScan.convert($0, isString: false, arena: arena) }
+        case .dictionary(let entries, let indexes):
+            let e = Int(indexes[t])
+            if let known = isString ? stringEntries[e] : numberEntries[e] {
+                if case .fallback = known { return nil }
+                return known
+            }
+            let converted = ColdColumnScan.convert(entries.token(e), isString: isString, arena: arena) ?? .fallback
+            if isString { stringEntries[e] = converted } else { numberEntries[e] = converted }
+            if case .fallback = converted { return nil }
+            return converted
+        case .text(let tokens):
+            return ColdColumnScan.convert(tokens.token(t), isString: isString, arena: arena)
+        }
+    }
+
+    /// A number token in a string slot (`"id": "123"`): its text, in `arena`.
+    private func formatted(_ t: Int, arena: Arena) -> FieldValue? {
+        let text = column.text(t)
+        let copy = text.withUnsafeBytes { arena.copy($0) }
+        return .text(copy, Int32(text.count))
     }
 }

@@ -27,6 +27,8 @@ public struct ScanStats: Sendable {
     /// Cold blocks read from their token columns (ColdColumnScan), and decoded whole.
     public var coldBlocksFromColumns = 0
     public var coldBlocksDecoded = 0
+    /// Cold blocks read from their columns where no record passed the filters (read first).
+    public var coldBlocksFilteredOut = 0
 }
 
 /// Shared by the virtual tables of one engine.

@@ -450,16 +450,20 @@ final class ScanPipeline: @unchecked Sendable {
             var fieldsReady = false
             do {
                 var rows = 0
+                var filteredOut = false
                 if coldColumns, item.chunk.pendingCold != nil {
-                    let before = item.chunk.rows.count
-                    fieldsReady = try ColdColumnScan.fill(item.chunk, keys: wanted.snapshot)
-                    rows = item.chunk.rows.count - before
+                    switch try ColdColumnScan.fill(item.chunk, keys: wanted.snapshot, grouping: grouping) {
+                    case .decodeWhole: break
+                    case .filled(let scanned): (fieldsReady, rows) = (true, scanned)
+                    case .filteredOut(let scanned): (fieldsReady, rows, filteredOut) = (true, scanned, true)
+                    }
                 }
                 let cold = item.chunk.pendingCold != nil
                 if !fieldsReady { rows = try item.chunk.decodePendingCold() }
                 context.stats.withLock { s in
                     s.recordsScanned += rows
                     if fieldsReady { s.coldBlocksFromColumns += 1 } else if cold { s.coldBlocksDecoded += 1 }
+                    if filteredOut { s.coldBlocksFilteredOut += 1 }
                 }
             } catch {
                 lock.withLock {

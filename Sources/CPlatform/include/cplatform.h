@@ -14,6 +14,11 @@ void *cplatform_mmap(void *addr, size_t length, int prot, int flags, int fd, int
 /// flock(fd, LOCK_EX|LOCK_NB). Returns 0, or -1 with errno (EWOULDBLOCK when held elsewhere).
 int cplatform_flock_exclusive_nonblocking(int fd);
 
+/// Fixed glibc malloc thresholds: blocks up to `mmap_threshold` bytes come from the heap, and a
+/// heap keeps up to `trim_threshold` free bytes at its top instead of returning them. Returns 1
+/// when both were set.
+int cplatform_malloc_thresholds(int mmap_threshold, int trim_threshold);
+
 /// Current errno (Swift's errno accessor is fine on Glibc, kept for symmetry).
 int cplatform_errno(void);
 

@@ -38,6 +38,63 @@ public final class ColdColumnarBlock: @unchecked Sendable {
         }
     }
 
+    /// One column as stored (TokenColumn.decodeTyped): numbers as numbers, a dictionary as its
+    /// entries and an index per token, other text as tokens. What a column scan converts from
+    /// without formatting numbers as text first.
+    public final class TypedColumn: Sendable {
+        public enum Values: Sendable {
+            /// Canonical integer tokens.
+            case integers([Int64])
+            /// Decimal tokens: `unscaled / 10^scale`, written with exactly `scale` fraction digits.
+            case decimals(unscaled: [Int64], scales: [UInt8])
+            /// Token t is entry `indexes[t]` of `entries` (entry e is `entries.token(e)`).
+            case dictionary(entries: Tokens, indexes: [UInt32])
+            /// Raw tokens, and timestamps (formatted).
+            case text(Tokens)
+        }
+        public let values: Values
+        public let count: Int
+
+        init(_ typed: TokenColumn.Typed) {
+            switch typed {
+            case .integers(let v):
+                values = .integers(v)
+                count = v.count
+            case .decimals(let v, let s):
+                values = .decimals(unscaled: v, scales: s)
+                count = v.count
+            case .dictionary(let entries, let ends, let indexes):
+                values = .dictionary(entries: Tokens(bytes: entries, ends: ends), indexes: indexes)
+                count = indexes.count
+            case .text(let bytes, let ends):
+                values = .text(Tokens(bytes: bytes, ends: ends))
+                count = ends.count
+            }
+        }
+
+        /// Token `t`'s bytes, as `tokens(c)` gives them.
+        public func text(_ t: Int) -> [UInt8] {
+            var out: [UInt8] = []
+            switch values {
+            case .integers(let v): TokenColumn.formatInteger(v[t], into: &out)
+            case .decimals(let v, let s): TokenColumn.formatDecimal(v[t], scale: Int(s[t]), into: &out)
+            case .dictionary(let entries, let indexes): out = Array(entries.token(Int(indexes[t])))
+            case .text(let tokens): out = Array(tokens.token(t))
+            }
+            return out
+        }
+
+        /// Bytes held, for the block's budget.
+        var bytes: Int {
+            switch values {
+            case .integers(let v): v.count * 8
+            case .decimals(let v, _): v.count * 9
+            case .dictionary(let entries, let indexes): entries.bytes.count + indexes.count * 4
+            case .text(let tokens): tokens.bytes.count + tokens.ends.count * 8
+            }
+        }
+    }
+
     public let batches: [Batch]
     public let records: [Record]
     /// Per shape, its literals (the text before, between and after its slots).
@@ -50,7 +107,7 @@ public final class ColdColumnarBlock: @unchecked Sendable {
     private let wholeValues: Tokens
     private let columnStreams: [ColdBlock.StoredStream]
     private let maxBytes: Int
-    private let lock = Mutex<(decoded: [Int: Tokens], bytes: Int)>(([:], 0))
+    private let lock = Mutex<(decoded: [Int: Tokens], typed: [Int: TypedColumn], bytes: Int)>(([:], [:], 0))
 
     init(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 256 << 20) throws {
         let (batchCount, recordCount, streams) = try ColdBlock.readStreams(bytes, maxBytes: maxBytes)
@@ -123,6 +180,32 @@ public final class ColdColumnarBlock: @unchecked Sendable {
 
     /// Record `i`'s value when it is stored whole (kind 1); valid while the block lives.
     public func wholeValue(_ i: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: wholeValues.bytes[records[i].whole]) }
+
+    /// Column `c` as stored, decoded once (the decoded columns share the block's byte budget).
+    public func values(_ c: Int) throws -> TypedColumn {
+        if let t = lock.withLock({ $0.typed[c] }) { return t }
+        guard c >= 0, c < columnStreams.count else { throw ColdFormatError("column \(c) of \(columnStreams.count)") }
+        let stream = try columnStreams[c].decompressed()
+        let budget = maxBytes - lock.withLock { $0.bytes }
+        let typed = try stream.withUnsafeBytes { s in
+            var reader = ColdReader(s)
+            return TypedColumn(try TokenColumn.decodeTyped(&reader, count: tokenCounts[c], maxBytes: budget))
+        }
+        guard typed.count == tokenCounts[c] else { throw ColdFormatError("column \(c): \(typed.count) tokens, \(tokenCounts[c]) declared") }
+        if case .text(let tokens) = typed.values {
+            var previous = 0
+            for e in tokens.ends {
+                guard e >= previous, e <= tokens.bytes.count else { throw ColdFormatError("column \(c) token ends out of order") }
+                previous = e
+            }
+        }
+        return lock.withLock { state in
+            if let t = state.typed[c] { return t }
+            state.typed[c] = typed
+            state.bytes += typed.bytes
+            return typed
+        }
+    }
 
     /// Column `c`'s tokens, decoded once (the decoded columns share the block's byte budget).
     public func tokens(_ c: Int) throws -> Tokens {

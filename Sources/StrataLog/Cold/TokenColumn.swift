@@ -135,6 +135,67 @@ enum TokenColumn {
         }
     }
 
+    /// A column as stored, for readers that convert tokens themselves (StrataQuery's column
+    /// scan): numbers stay numbers and a dictionary stays entries plus an index per token, so no
+    /// token is formatted as text only to be parsed again. Same checks as `decode`; text (raw
+    /// tokens, and timestamps, formatted) counts against `maxBytes`, as do dictionary entries.
+    enum Typed {
+        case integers([Int64])
+        case decimals(unscaled: [Int64], scales: [UInt8])
+        case dictionary(entries: [UInt8], entryEnds: [Int], indexes: [UInt32])
+        case text(bytes: [UInt8], ends: [Int])
+    }
+
+    static func decodeTyped(_ r: inout ColdReader, count: Int, maxBytes: Int = .max) throws(ColdFormatError) -> Typed {
+        guard let encoding = Encoding(rawValue: try r.fixed(UInt8.self)) else { throw ColdFormatError("unknown token encoding") }
+        switch encoding {
+        case .integer:
+            let mode = try numberMode(&r)
+            var previous: Int64 = 0
+            var values: [Int64] = []
+            values.reserveCapacity(count)
+            for _ in 0..<count { values.append(try number(&r, previous: &previous, mode: mode)) }
+            return .integers(values)
+        case .decimal:
+            var scales: [UInt8] = []
+            scales.reserveCapacity(count)
+            for _ in 0..<count {
+                let s = try r.varint()
+                guard s >= 1 && s <= 18 else { throw ColdFormatError("decimal scale \(s)") }
+                scales.append(UInt8(s))
+            }
+            let mode = try numberMode(&r)
+            var previous: Int64 = 0
+            var values: [Int64] = []
+            values.reserveCapacity(count)
+            for _ in 0..<count { values.append(try number(&r, previous: &previous, mode: mode)) }
+            return .decimals(unscaled: values, scales: scales)
+        case .dictionary:
+            let entries = try r.count(max: r.remaining)
+            var bytes: [UInt8] = []
+            var ends: [Int] = []
+            ends.reserveCapacity(entries)
+            for _ in 0..<entries {
+                let entry = try r.blob()
+                guard entry.count <= maxBytes - bytes.count else { throw ColdFormatError("a column expanding past \(maxBytes) bytes") }
+                bytes.append(contentsOf: entry)
+                ends.append(bytes.count)
+            }
+            var indexes: [UInt32] = []
+            indexes.reserveCapacity(count)
+            for _ in 0..<count { indexes.append(UInt32(try r.count(max: entries - 1))) }
+            return .dictionary(entries: bytes, entryEnds: ends, indexes: indexes)
+        case .timestampMillisZ, .raw:
+            // Through `decode`, which formats timestamps; `r` is rewound to the encoding byte.
+            r.position -= 1
+            var bytes: [UInt8] = []
+            var ends: [Int] = []
+            ends.reserveCapacity(count)
+            try decode(&r, count: count, into: &bytes, ends: &ends, maxBytes: maxBytes)
+            return .text(bytes: bytes, ends: ends)
+        }
+    }
+
     // MARK: - Typed forms
 
     /// `-?(0|[1-9][0-9]*)` within Int64, not `-0`: the only spelling formatInteger writes.

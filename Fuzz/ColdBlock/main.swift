@@ -87,7 +87,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         for (r, c) in zip(records, columnar!.records) {
             require(r.offset == c.offset && r.timestamp == c.timestamp && (r.value == nil) == (c.valueKind == 0), "a record differs in the column scan")
         }
-        for column in columnar!.tokenCounts.indices { require((try? columnar!.tokens(column)) != nil, "column \(column) does not decode") }
+        for column in columnar!.tokenCounts.indices {
+            let tokens = try? columnar!.tokens(column)
+            require(tokens != nil, "column \(column) does not decode")
+            // The column as stored (what the column scan converts from) gives the same tokens.
+            let typed = try? columnar!.values(column)
+            require(typed != nil && typed!.count == tokens!.ends.count, "column \(column) does not decode typed")
+            for t in 0..<typed!.count { require(typed!.text(t) == Array(tokens!.token(t)), "column \(column) token \(t) differs typed") }
+        }
         return 0
     }
     var damaged = block
@@ -98,7 +105,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     // Opening a damaged block for a column scan and decoding its columns refuses or succeeds
     // without trapping, whatever the damage.
     if let columnar = damaged.withUnsafeBytes({ try? ColdColumnarBlock($0, maxBytes: 1 << 24) }) {
-        for column in columnar.tokenCounts.indices { _ = try? columnar.tokens(column) }
+        for column in columnar.tokenCounts.indices {
+            _ = try? columnar.tokens(column)
+            if let typed = try? columnar.values(column) { for t in 0..<typed.count { _ = typed.text(t) } }
+        }
         for i in columnar.records.indices where columnar.records[i].valueKind == 1 { _ = columnar.wholeValue(i) }
     }
     guard let decoded = damaged.withUnsafeBytes({ try? ColdBlock.decode($0, maxBytes: 1 << 24) }), !decoded.isEmpty,

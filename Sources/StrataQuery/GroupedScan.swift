@@ -105,10 +105,16 @@ final class ChunkGroups: @unchecked Sendable {
         var sizes = ContiguousArray<Int>()
         var index = GroupIndex(initialSlots: 64)
         var kept = 0
+        // Read once: the chunk's properties (a class's) cost an exclusivity check and a retain
+        // per access, and this loop runs for every row of every chunk.
+        let fields = chunk.fields
+        let rows = chunk.rows
+        let columns = spec.columns
+        let keySlots = spec.keySlots
         /// Member `id` of `row` as a cell; nil when only SQLite can read it and no resolver is here.
         func memberCell(_ id: Int, _ row: Int) throws -> GroupedRows.Cell? {
             // (A NULL key or value gives .null members; a member not extracted yet is resolved.)
-            switch id < chunk.fields.count ? chunk.fields[id][row] : .fallback {
+            switch id < fields.count ? fields[id][row] : .fallback {
             case .null: return .null
             case .integer(let v): return .integer(v)
             case .real(let v): return .real(v)
@@ -119,7 +125,7 @@ final class ChunkGroups: @unchecked Sendable {
             }
         }
         for row in 0..<n {
-            let r = chunk.rows[row]
+            let r = rows[row]
             if let bounds = spec.rowTimestamps, r.timestamp < bounds.lo || r.timestamp > bounds.hi { continue }
             if spec.exactFilters {
                 // SQLite's `=` on each filtered member, a member only SQLite reads resolved first
@@ -137,7 +143,7 @@ final class ChunkGroups: @unchecked Sendable {
             } else if !spec.filters.isEmpty && !spec.filters.mayMatch(chunk, row) {
                 continue
             }
-            for c in spec.columns {
+            for c in columns {
                 let cell: GroupedRows.Cell
                 switch c {
                 case 0: cell = .integer(Int64(r.partition))
@@ -153,10 +159,10 @@ final class ChunkGroups: @unchecked Sendable {
             }
             let base = kept * width
             var h: UInt64 = 0
-            for s in spec.keySlots { h = (h &* 31) ^ rowCells[base + s].key.hash }
+            for s in keySlots { h = (h &* 31) ^ rowCells[base + s].key.hash }
             let (g, isNew) = index.findOrAdd(hash: h) { g in
                 let other = firstRow[g] * width
-                return spec.keySlots.allSatisfy { rowCells[base + $0].key == rowCells[other + $0].key }
+                return keySlots.allSatisfy { rowCells[base + $0].key == rowCells[other + $0].key }
             }
             let group = Int32(g)
             if isNew {
@@ -165,7 +171,7 @@ final class ChunkGroups: @unchecked Sendable {
             } else {
                 // Equal text keys share the group's first copy: emission reads one place.
                 let other = firstRow[g] * width
-                for s in spec.keySlots where rowCells[base + s].kind == .text { rowCells[base + s] = rowCells[other + s] }
+                for s in keySlots where rowCells[base + s].kind == .text { rowCells[base + s] = rowCells[other + s] }
             }
             sizes[Int(group)] += 1
             rowGroup.append(group)

@@ -17,8 +17,9 @@ import StrataLog
 /// the block is decoded whole instead, so the answers are the hot path's, row for row.
 ///
 /// Used only when the statement reads nothing of a row but its partition, offset, timestamp and
-/// value members (GroupingSpec without key, value or headers): rows of shaped values carry no
-/// value bytes.
+/// value members — a grouped scan whose GroupingSpec stores no key, value or headers, or any
+/// other scan planned `C` by xBestIndex (colUsed without them) — because rows of shaped values
+/// carry no value bytes.
 enum ColdColumnScan {
     /// Whether a grouped scan with `spec` can take its rows from cold columns.
     static func applies(to spec: GroupingSpec?) -> Bool {
@@ -45,11 +46,13 @@ enum ColdColumnScan {
     }
 
     /// Fills `chunk` (rows and the `keys` members) from its pending cold block's columns. Keys are
-    /// value members (JSONColumns.wantedKey). The members `grouping`'s filters and time bounds
-    /// test are read first and only the records that pass become rows, their other members read
-    /// for them alone — the filters a grouped scan would apply row by row, applied before
+    /// value members (JSONColumns.wantedKey). Records outside `rowTimestamps` are dropped, the
+    /// members `filters` test are read first and only the records that pass become rows, their
+    /// other members read for them alone: the filters the scan would apply row by row (exactly,
+    /// SQLite's `=`, when `exactFilters`; else only where certainly false), applied before
     /// anything else of the block is decoded.
-    static func fill(_ chunk: Chunk, keys: [[UInt8]], grouping: GroupingSpec? = nil) throws -> Outcome {
+    static func fill(_ chunk: Chunk, keys: [[UInt8]], filters: [MemberFilter] = [], exactFilters: Bool = false,
+                     rowTimestamps: (lo: Int64, hi: Int64)? = nil) throws -> Outcome {
         guard let pending = chunk.pendingCold, !keys.contains(where: { $0.first == 0xFF }) else { return .decodeWhole }
         let block = try pending.block.columnar()
         let scanner = JSONMemberScanner(keys: keys, stopEarly: false)
@@ -134,7 +137,7 @@ enum ColdColumnScan {
                 let r = block.records[i]
                 guard r.offset >= pending.from && r.offset < pending.end else { continue }
                 scanned += 1
-                if let bounds = grouping?.rowTimestamps, r.timestamp < bounds.lo || r.timestamp > bounds.hi { continue }
+                if let bounds = rowTimestamps, r.timestamp < bounds.lo || r.timestamp > bounds.hi { continue }
                 selected.append(Int32(i))
             }
         }
@@ -194,7 +197,7 @@ enum ColdColumnScan {
         // member is read (SQLite's `=` when the grouped scan decides exactly, else the
         // conservative test the scan would apply row by row).
         var fields = [ContiguousArray<FieldValue>?](repeating: nil, count: keys.count)
-        for filter in grouping?.filters ?? [] where filter.memberId < keys.count && !selected.isEmpty {
+        for filter in filters where filter.memberId < keys.count && !selected.isEmpty {
             let j = filter.memberId
             if fields[j] == nil {
                 guard let column = try member(j) else { return .decodeWhole }
@@ -203,7 +206,7 @@ enum ColdColumnScan {
             let values = fields[j]!
             var kept = 0
             for k in values.indices {
-                let passes = grouping!.exactFilters ? filter.matches(cell(values[k])) : filter.mayMatch(values[k])
+                let passes = exactFilters ? filter.matches(cell(values[k])) : filter.mayMatch(values[k])
                 if passes {
                     selected[kept] = selected[k]
                     for m in fields.indices where fields[m] != nil { fields[m]![kept] = fields[m]![k] }

@@ -243,6 +243,14 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         if sqlite3_vtab_distinct(info) == 2 { tokens.append("x") }
         info.pointee.orderByConsumed = 1
     }
+    // A statement reading nothing of a row but its partition, offset, timestamp and member
+    // columns (`C`): cold blocks can be read from their member columns, which give no key,
+    // value or headers (the member columns must all have scan ids, WantedFields.limit).
+    if !tokens.contains("f") && !tokens.contains(where: { $0.hasPrefix("g") }),
+       info.pointee.colUsed & (1 << Column.key.rawValue | 1 << Column.value.rawValue | 1 << Column.headers.rawValue | 1 << 63) == 0,
+       context.memberColumns.count <= WantedFields.limit {
+        tokens.append("C")
+    }
     // Without a usable topic argument the plan is allowed (so the error can say what is missing,
     // rather than SQLite's "no query solution") but priced so that any plan with one wins.
     if !fixedTopic && !topicBound { cost = 1e300 }
@@ -330,7 +338,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
                              firstRowOnly: tokens.contains("x"), fold: tokens.contains("f"), folds: folds)
     }
     for (i, token) in tokens.enumerated() where i < Int(argc) {
-        if token.hasPrefix("g") || token.hasPrefix("u") || token.hasPrefix("a") || token.hasPrefix("h") || ["x", "f", "T", "E"].contains(token) { continue }
+        if token.hasPrefix("g") || token.hasPrefix("u") || token.hasPrefix("a") || token.hasPrefix("h") || ["x", "f", "T", "E", "C"].contains(token) { continue }
         if let kind = token.first, kind == "m" || kind == "M",
            let column = Int32(token.dropFirst().prefix { $0.isNumber }) {
             var filter = MemberFilter(memberId: Int(column - firstMemberColumn), exact: token.hasSuffix("c"))
@@ -403,7 +411,8 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
         }
         if tokens.contains("T") { order?.rowTimestamps = (rowTsLo, rowTsHi) }
         if tokens.contains("E") { order?.exactFilters = true }
-        try cur.start(ranges: ranges, order: order, filters: filters, keyFilter: keyFilter, memberRanges: memberRanges, db: ctx.db)
+        try cur.start(ranges: ranges, order: order, filters: filters, keyFilter: keyFilter, memberRanges: memberRanges,
+                      membersOnly: tokens.contains("C"), db: ctx.db)
     } catch {
         setError(p!.pointee.pVtab, "\(error)")
         return SQLITE_ERROR
@@ -460,13 +469,15 @@ private let xColumn: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
         let id = Int(i - firstMemberColumn)
         let context = cur.table.context
         // A member of the value, or of the key (`key->>…`): ->> of a NULL document is NULL.
+        // The scan's member first: rows read from cold columns (a `C` plan) carry no value, and
+        // a NULL document's members are .null there too.
+        if id >= 0, id < cur.chunk.fields.count, resultField(ctx, cur.chunk.fields[id][cur.rowIndex]) { return SQLITE_OK }
         let isKey = id >= 0 && id < context.memberColumns.count && JSONColumns.isKeyMember(context.memberColumns[id])
         guard id >= 0, id < context.memberColumns.count, let document = isKey ? row.key : row.value else {
             sqlite3_result_null(ctx)
             return SQLITE_OK
         }
         let bytes = UnsafeRawBufferPointer(start: document, count: Int(isKey ? row.keyCount : row.valueCount))
-        if id < cur.chunk.fields.count, resultField(ctx, cur.chunk.fields[id][cur.rowIndex]) { return SQLITE_OK }
         let member = context.memberColumns[id]
         let scanner = JSONMemberScanner(keys: [JSONColumns.scanKey(JSONColumns.path(member))], stopEarly: false)
         // Decoded text lives in the scanner's scratch buffer until resultField has copied it.

@@ -166,7 +166,7 @@ final class CursorState {
     /// Starts a scan of `ranges`. With `order` (GroupedRows), rows come sorted by those member
     /// columns, and only `storedColumns` can be read.
     func start(ranges: [(partition: Int32, start: Int64, end: Int64)], order: GroupedOrder?, filters: [MemberFilter],
-               keyFilter: KeyFilter? = nil, memberRanges: [MemberRange] = [], db: OpaquePointer?) throws {
+               keyFilter: KeyFilter? = nil, memberRanges: [MemberRange] = [], membersOnly: Bool = false, db: OpaquePointer?) throws {
         stop()
         self.filters = filters
         let ctx = table.context
@@ -189,7 +189,8 @@ final class CursorState {
             s.segmentsWithoutSummary += skips.segmentsWithoutSummary
         }
         if !skips.byPartition.isEmpty { reader.skips = skips }
-        let pipeline = ScanPipeline(reader: reader, wanted: ctx.wanted, trustedJSON: trusted, grouping: spec)
+        let pipeline = ScanPipeline(reader: reader, wanted: ctx.wanted, trustedJSON: trusted, grouping: spec,
+                                    membersOnly: membersOnly, filters: filters)
         self.pipeline = pipeline
         let startedMs = monotonicMillis()
         if let spec, let db, let functions = ctx.jsonFunctions {

@@ -373,7 +373,14 @@ final class ScanPipeline: @unchecked Sendable {
     /// STRATA_QUERY_COLD_VALUES=1 turns that off (the reassembling path, for comparison).
     private let coldColumns: Bool
 
-    init(reader: ChunkReader, wanted: WantedFields, trustedJSON: Bool, grouping: GroupingSpec? = nil) {
+    /// The statement's member filters (conservative: SQLite re-checks), for the column scan of a
+    /// statement that is not grouped.
+    private let filters: [MemberFilter]
+
+    /// `membersOnly`: the statement reads no key, value or headers of a row (its cold blocks
+    /// can be read from their columns even when it is not a grouped scan).
+    init(reader: ChunkReader, wanted: WantedFields, trustedJSON: Bool, grouping: GroupingSpec? = nil,
+         membersOnly: Bool = false, filters: [MemberFilter] = []) {
         var reader = reader
         reader.deferColdDecode = true
         self.context = reader.context
@@ -381,7 +388,9 @@ final class ScanPipeline: @unchecked Sendable {
         self.wanted = wanted
         self.trustedJSON = trustedJSON
         self.grouping = grouping
-        coldColumns = ColdColumnScan.applies(to: grouping) && getenv("STRATA_QUERY_COLD_VALUES") == nil
+        self.filters = filters
+        coldColumns = (ColdColumnScan.applies(to: grouping) || (grouping == nil && membersOnly))
+            && reader.context.memberColumns.count <= WantedFields.limit && getenv("STRATA_QUERY_COLD_VALUES") == nil
         spawn { $0.readLoop() }
         for _ in 0..<Self.extractors { spawn { $0.extractLoop() } }
     }
@@ -452,7 +461,8 @@ final class ScanPipeline: @unchecked Sendable {
                 var rows = 0
                 var filteredOut = false
                 if coldColumns, item.chunk.pendingCold != nil {
-                    switch try ColdColumnScan.fill(item.chunk, keys: wanted.snapshot, grouping: grouping) {
+                    switch try ColdColumnScan.fill(item.chunk, keys: wanted.snapshot, filters: grouping?.filters ?? filters,
+                                                   exactFilters: grouping?.exactFilters ?? false, rowTimestamps: grouping?.rowTimestamps) {
                     case .decodeWhole: break
                     case .filled(let scanned): (fieldsReady, rows) = (true, scanned)
                     case .filteredOut(let scanned): (fieldsReady, rows, filteredOut) = (true, scanned, true)

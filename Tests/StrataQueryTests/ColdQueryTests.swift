@@ -118,6 +118,9 @@ import Testing
             "SELECT value->>'$.t', count(*), avg(value->>'$.n') FROM j WHERE timestamp >= \(t0 + 500_000) AND timestamp < \(t0 + 2_500_000) GROUP BY 1 ORDER BY 1",
             "SELECT value->>'$.n', count(*) FROM j WHERE value->>'$.t' = 'a' GROUP BY 1 ORDER BY 1",
             "SELECT value->>'$.t', partition, count(*) FROM j GROUP BY 1, 2 ORDER BY 1, 2",
+            // Not grouped, members only: read from columns too (`C` plans), filters first.
+            "SELECT partition, offset, timestamp, value->>'$.t', value->>'$.n', value->>'$.items[1].sku', value->>'$.flag' FROM j WHERE value->>'$.t' = 'a' ORDER BY 1, 2",
+            "SELECT partition, offset, value->>'$.geo.city' FROM j WHERE offset BETWEEN 300 AND 420 ORDER BY 1, 2",
             // A container member: those blocks are decoded whole (->> gives the JSON text).
             "SELECT value->>'$.geo', count(*) FROM j GROUP BY 1 ORDER BY 1",
         ]
@@ -189,6 +192,12 @@ import Testing
             // Not folded (count(1)): the filter only drops rows it certainly fails; SQLite re-checks.
             "SELECT value->>'$.code', count(1) FROM t WHERE value->>'$.kind' IN ('rare', 'c') GROUP BY 1 ORDER BY 1",
             "SELECT value->>'$.kind', count(*) FROM t WHERE timestamp BETWEEN \(t0 + 100_000) AND \(t0 + 900_000) AND value->>'$.flag' = 1 GROUP BY 1 ORDER BY 1",
+            // Not grouped, members only (`C` plans): from columns, the filtered member first.
+            "SELECT offset, timestamp, value->>'$.amount', value->>'$.ts', value->>'$.code', value->>'$.flag' FROM t WHERE value->>'$.kind' = 'rare'",
+            "SELECT offset, value->>'$.kind', value->>'$.amount' FROM t WHERE value->>'$.code' IN ('41', '82') AND offset < 1000 ORDER BY offset",
+            "SELECT offset, value->>'$.id' FROM t WHERE value->>'$.id' > 690 ORDER BY offset",
+            // Reads the value: decoded whole.
+            "SELECT offset, value FROM t WHERE value->>'$.kind' = 'rare'",
         ]
         func answers() throws -> [String] {
             try statements.map { sql in
@@ -212,6 +221,13 @@ import Testing
         _ = rows(needle, statements[6])
         #expect(needle.stats.coldBlocksFromColumns > 5 && needle.stats.coldBlocksDecoded == 0, "\(needle.stats)")
         #expect(needle.stats.coldBlocksFilteredOut == needle.stats.coldBlocksFromColumns - 1, "\(needle.stats)")
+        let rowsNeedle = try QueryEngine(broker: broker, jsonMembers: QueryEngine.jsonMembers(in: statements[13]))
+        _ = rows(rowsNeedle, statements[13])
+        #expect(rowsNeedle.stats.coldBlocksFromColumns > 5 && rowsNeedle.stats.coldBlocksDecoded == 0, "\(rowsNeedle.stats)")
+        #expect(rowsNeedle.stats.coldBlocksFilteredOut == rowsNeedle.stats.coldBlocksFromColumns - 1, "\(rowsNeedle.stats)")
+        let values = try QueryEngine(broker: broker, jsonMembers: QueryEngine.jsonMembers(in: statements[16]))
+        _ = rows(values, statements[16])
+        #expect(values.stats.coldBlocksFromColumns == 0 && values.stats.coldBlocksDecoded > 5, "\(values.stats)")
         let ids = try QueryEngine(broker: broker, jsonMembers: QueryEngine.jsonMembers(in: statements[3]))
         _ = rows(ids, statements[3])
         #expect(ids.stats.coldBlocksDecoded == 1 && ids.stats.coldBlocksFromColumns > 5, "\(ids.stats)")

@@ -52,7 +52,7 @@ enum ColdColumnScan {
     /// SQLite's `=`, when `exactFilters`; else only where certainly false), applied before
     /// anything else of the block is decoded.
     static func fill(_ chunk: Chunk, keys: [[UInt8]], filters: [MemberFilter] = [], exactFilters: Bool = false,
-                     rowTimestamps: (lo: Int64, hi: Int64)? = nil) throws -> Outcome {
+                     tests: [MemberTest] = [], rowTimestamps: (lo: Int64, hi: Int64)? = nil) throws -> Outcome {
         guard let pending = chunk.pendingCold, !keys.contains(where: { $0.first == 0xFF }) else { return .decodeWhole }
         let block = try pending.block.columnar()
         let scanner = JSONMemberScanner(keys: keys, stopEarly: false)
@@ -197,24 +197,30 @@ enum ColdColumnScan {
         // member is read (SQLite's `=` when the grouped scan decides exactly, else the
         // conservative test the scan would apply row by row).
         var fields = [ContiguousArray<FieldValue>?](repeating: nil, count: keys.count)
-        for filter in filters where filter.memberId < keys.count && !selected.isEmpty {
-            let j = filter.memberId
+        /// Keeps the selected records whose member `j` passes `passes`.
+        func keep(member j: Int, where passes: (FieldValue) -> Bool) throws -> Bool {
             if fields[j] == nil {
-                guard let column = try member(j) else { return .decodeWhole }
+                guard let column = try member(j) else { return false }
                 fields[j] = column
             }
             let values = fields[j]!
             var kept = 0
-            for k in values.indices {
-                let passes = exactFilters ? filter.matches(cell(values[k])) : filter.mayMatch(values[k])
-                if passes {
-                    selected[kept] = selected[k]
-                    for m in fields.indices where fields[m] != nil { fields[m]![kept] = fields[m]![k] }
-                    kept += 1
-                }
+            for k in values.indices where passes(values[k]) {
+                selected[kept] = selected[k]
+                for m in fields.indices where fields[m] != nil { fields[m]![kept] = fields[m]![k] }
+                kept += 1
             }
             selected.removeLast(selected.count - kept)
             for m in fields.indices where fields[m] != nil { fields[m]!.removeLast(fields[m]!.count - kept) }
+            return true
+        }
+        for filter in filters where filter.memberId < keys.count && !selected.isEmpty {
+            let exact = exactFilters
+            guard try keep(member: filter.memberId, where: { exact ? filter.matches(cell($0)) : filter.mayMatch($0) }) else { return .decodeWhole }
+        }
+        // A fold's ranges and IS [NOT] NULL terms (exact; no error cells come from columns).
+        for test in exactFilters ? tests : [] where test.memberId < keys.count && !selected.isEmpty {
+            guard try keep(member: test.memberId, where: { test.matches(cell($0)) }) else { return .decodeWhole }
         }
         var filled = ContiguousArray<ContiguousArray<FieldValue>>()
         for j in keys.indices {

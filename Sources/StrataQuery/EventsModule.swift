@@ -86,11 +86,21 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
     var topicBound = false
     var argv: Int32 = 0
     var cost = 1_000_000.0
+    let rangeOps: [Int32: String] = [SQLITE_INDEX_CONSTRAINT_GT: ">", SQLITE_INDEX_CONSTRAINT_GE: ">=",
+                                     SQLITE_INDEX_CONSTRAINT_LT: "<", SQLITE_INDEX_CONSTRAINT_LE: "<="]
     for i in 0..<Int(info.pointee.nConstraint) {
         let c = info.pointee.aConstraint[i]
         if c.iColumn >= firstMemberColumn {
-            let rangeOps: [Int32: String] = [SQLITE_INDEX_CONSTRAINT_GT: ">", SQLITE_INDEX_CONSTRAINT_GE: ">=",
-                                             SQLITE_INDEX_CONSTRAINT_LT: "<", SQLITE_INDEX_CONSTRAINT_LE: "<="]
+            if c.usable != 0, Int32(c.op) == SQLITE_INDEX_CONSTRAINT_ISNULL || Int32(c.op) == SQLITE_INDEX_CONSTRAINT_ISNOTNULL {
+                // `member IS [NOT] NULL` (`N`/`n` + column): applied only by a fold, which takes
+                // the WHERE over exactly. Its argument is unused, but SQLite omits its own check
+                // only of constraints handed to xFilter as an argument.
+                argv += 1
+                info.pointee.aConstraintUsage[i].argvIndex = argv
+                info.pointee.aConstraintUsage[i].omit = 0
+                tokens.append("\(Int32(c.op) == SQLITE_INDEX_CONSTRAINT_ISNULL ? "N" : "n")\(c.iColumn)")
+                continue
+            }
             if c.usable != 0, let op = rangeOps[Int32(c.op)], isConstantRHS(info, i) {
                 // value->>'$.m' > literal: blocks whose numbers all lie outside are skipped (min/max in
                 // the block summaries); SQLite re-checks every row.
@@ -175,13 +185,21 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         let appliedExactly = (0..<Int(info.pointee.nConstraint)).allSatisfy { i in
             let c = info.pointee.aConstraint[i]
             if c.iColumn == Column.topic.rawValue && Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ { return true }
-            // `member = literal` (its token ends in "c": a constant operand) or IN literals: the scan compares
-            // exactly. A member also read elsewhere must be a GROUP BY term (JSONColumns.fold).
+            // `member = literal` (its token ends in "c": a constant operand), IN literals, a range
+            // with a literal, IS [NOT] NULL: the scan decides exactly. A member also read
+            // elsewhere must be a GROUP BY term (JSONColumns.fold).
             if c.iColumn >= firstMemberColumn && c.iColumn < rowsColumn {
                 let usage = info.pointee.aConstraintUsage[i]
+                let op = Int32(c.op)
+                let argToken = usage.argvIndex > 0 && Int(usage.argvIndex) <= tokens.count ? tokens[Int(usage.argvIndex) - 1] : ""
                 // (`M`: an IN list handed over whole; JSONColumns.fold let only lists of literals through.)
-                guard Int32(c.op) == SQLITE_INDEX_CONSTRAINT_EQ, usage.argvIndex > 0, Int(usage.argvIndex) <= tokens.count,
-                      ["m\(c.iColumn)c", "M\(c.iColumn)"].contains(tokens[Int(usage.argvIndex) - 1]) else { return false }
+                // IS [NOT] NULL only on a GROUP BY term: SQLite 3.40 evaluates those terms again
+                // whatever `omit` says, reading the column from the folded row (a key there).
+                let taken = op == SQLITE_INDEX_CONSTRAINT_EQ ? ["m\(c.iColumn)c", "M\(c.iColumn)"].contains(argToken)
+                    : op == SQLITE_INDEX_CONSTRAINT_ISNULL ? argToken == "N\(c.iColumn)" && keys.contains(c.iColumn)
+                    : op == SQLITE_INDEX_CONSTRAINT_ISNOTNULL ? argToken == "n\(c.iColumn)" && keys.contains(c.iColumn)
+                    : rangeOps[op].map { argToken == "r\(c.iColumn)\($0)" } ?? false
+                guard taken else { return false }
                 let name = context.memberColumns[Int(c.iColumn - firstMemberColumn)]
                 guard !context.pendingFoldFilteredElsewhere.contains(name) || keys.contains(c.iColumn) else { return false }
                 allowed |= 1 << UInt64(c.iColumn)
@@ -319,6 +337,7 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
     var filters: [MemberFilter] = []
     var keyFilter: KeyFilter?
     var memberRanges: [MemberRange] = []
+    var memberTests: [MemberTest] = []
     let groupTokens = tokens.filter { $0.hasPrefix("g") }
     if !groupTokens.isEmpty || tokens.contains("f"), let used = tokens.first(where: { $0.hasPrefix("u") }).flatMap({ UInt64($0.dropFirst()) }) {
         let keys = groupTokens.compactMap { Int32($0.dropFirst().dropLast()) }
@@ -346,9 +365,14 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
             filters.append(filter)
             continue
         }
+        if let kind = token.first, kind == "n" || kind == "N", let column = Int32(token.dropFirst()) {
+            memberTests.append(MemberTest(memberId: Int(column - firstMemberColumn), isNull: kind == "N"))
+            continue
+        }
         if token.first == "r", let column = Int32(token.dropFirst().prefix { $0.isNumber }) {
             let op = String(token.dropFirst().drop { $0.isNumber })
             if let range = MemberRange(memberId: Int(column - firstMemberColumn), op: op, argv![i]) { memberRanges.append(range) }
+            if let test = MemberTest(memberId: Int(column - firstMemberColumn), op: op, argv![i]) { memberTests.append(test) }
             continue
         }
         if token == "k" || token == "kc" || token == "K" {
@@ -410,7 +434,10 @@ private let xFilter: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
             ctx.stats.withLock { $0.partitionsScanned += 1 }
         }
         if tokens.contains("T") { order?.rowTimestamps = (rowTsLo, rowTsHi) }
-        if tokens.contains("E") { order?.exactFilters = true }
+        if tokens.contains("E") {
+            order?.exactFilters = true
+            order?.tests = memberTests
+        }
         try cur.start(ranges: ranges, order: order, filters: filters, keyFilter: keyFilter, memberRanges: memberRanges,
                       membersOnly: tokens.contains("C"), db: ctx.db)
     } catch {

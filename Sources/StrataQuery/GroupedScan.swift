@@ -21,6 +21,8 @@ struct GroupingSpec: Sendable {
     var rowTimestamps: (lo: Int64, hi: Int64)?
     /// `filters` decide exactly (a fold's `member = literal`; SQLite does not re-check).
     var exactFilters = false
+    /// A fold's other member terms (ranges, IS [NOT] NULL), applied exactly with `filters`.
+    var tests: [MemberTest] = []
     var width: Int { columns.count }
 }
 
@@ -131,13 +133,22 @@ final class ChunkGroups: @unchecked Sendable {
                 // SQLite's `=` on each filtered member, a member only SQLite reads resolved first
                 // (on the SQLite thread), one it cannot read failing the statement as it would.
                 var passes = true
-                for f in spec.filters where passes {
-                    guard let cell = try memberCell(f.memberId, row) else { return nil }
+                /// The member a term tests (an unreadable one fails the statement).
+                func tested(_ memberId: Int) throws -> GroupedRows.Cell? {
+                    guard let cell = try memberCell(memberId, row) else { return nil }
                     if cell.kind == .error {
                         let index = Int(cell.bits)
                         throw QueryError(errors.flatMap { index < $0.messages.count ? $0.messages[index] : nil } ?? "malformed JSON")
                     }
+                    return cell
+                }
+                for f in spec.filters where passes {
+                    guard let cell = try tested(f.memberId) else { return nil }
                     passes = f.matches(cell)
+                }
+                for t in spec.tests where passes {
+                    guard let cell = try tested(t.memberId) else { return nil }
+                    passes = t.matches(cell)
                 }
                 if !passes { continue }
             } else if !spec.filters.isEmpty && !spec.filters.mayMatch(chunk, row) {

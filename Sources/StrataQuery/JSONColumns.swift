@@ -74,8 +74,8 @@ enum JSONColumns {
         func member(_ t: Token) -> String? {
             t.kind == .quotedIdentifier ? columns[String(decoding: s[t.range], as: UTF8.self)] : nil
         }
-        // A WHERE only of `partition|offset|timestamp <op> <integer>` and `<member> = <literal>`
-        // terms joined by AND, which the table applies exactly (xBestIndex), the bound columns
+        // A WHERE only of `partition|offset|timestamp <op> <integer>` and member terms (exactRowFilter)
+        // joined by AND, which the table applies exactly (xBestIndex), the bound columns
         // nowhere else: SQLite has nothing left to filter row by row.
         let whereAt = tokens.firstIndex(where: { word($0) == "where" })
         var filtered: [String] = []
@@ -170,20 +170,31 @@ enum JSONColumns {
         }
     }
 
-    /// `partition|offset|timestamp <op> [-]digits` (op: = == < <= > >=), `<member column> = literal`
-    /// and `<member column> IN (literal, …)` terms (literal: 'text' or [-]digits) joined by AND;
-    /// the members filtered, or nil.
+    /// `partition|offset|timestamp <op> [-]digits` (op: = == < <= > >=), `<member column> <op>
+    /// literal`, `<member column> IN (literal, …)` and `<member column> IS [NOT] NULL` terms
+    /// (literal: 'text', [-]digits or [-]digits.digits) joined by AND; the members filtered, or nil.
     private static func exactRowFilter(_ t: [Token], _ s: [UInt8], member: (Token) -> String?) -> [String]? {
         func char(_ k: Int, _ c: Character) -> Bool { k < t.count && t[k].kind == .other && s[t[k].range.lowerBound] == c.asciiValue! }
         func adjacent(_ k: Int) -> Bool { t[k].range.lowerBound == t[k - 1].range.upperBound }
-        /// The index after a text literal or an integer of at most 18 digits at `k`, or nil.
+        func isDigit(_ i: Int) -> Bool { i < t.count && t[i].kind == .other && (0x30...0x39).contains(s[t[i].range.lowerBound]) }
+        func word(_ i: Int) -> String? {
+            i < t.count && t[i].kind == .identifier ? String(decoding: s[t[i].range], as: UTF8.self).lowercased() : nil
+        }
+        /// The index after a text literal, an integer of at most 18 digits or a decimal real
+        /// (`[-]digits.digits`) at `k`, or nil.
         func literal(_ k: Int) -> Int? {
             if k < t.count, t[k].kind == .string { return k + 1 }
             var i = k
             if char(i, "-") { i += 1 }
             let digits = i
-            while i < t.count, t[i].kind == .other, (0x30...0x39).contains(s[t[i].range.lowerBound]), i == digits || adjacent(i) { i += 1 }
-            return i > digits && i - digits <= 18 ? i : nil
+            while isDigit(i), i == digits || adjacent(i) { i += 1 }
+            guard i > digits else { return nil }
+            if char(i, "."), adjacent(i), isDigit(i + 1), adjacent(i + 1) {
+                i += 1
+                while isDigit(i), adjacent(i) { i += 1 }
+                return i
+            }
+            return i - digits <= 18 ? i : nil
         }
         var filtered: [String] = []
         var k = 0
@@ -195,7 +206,13 @@ enum JSONColumns {
                 // as they are.
                 k += 1
                 filtered.append(m)
-                if k < t.count, t[k].kind == .identifier, String(decoding: s[t[k].range], as: UTF8.self).lowercased() == "in" {
+                if word(k) == "is" {
+                    // IS NULL / IS NOT NULL.
+                    k += 1
+                    if word(k) == "not" { k += 1 }
+                    guard word(k) == "null" else { return nil }
+                    k += 1
+                } else if word(k) == "in" {
                     k += 1
                     guard char(k, "(") else { return nil }
                     k += 1
@@ -208,7 +225,8 @@ enum JSONColumns {
                         break
                     }
                 } else {
-                    guard char(k, "=") else { return nil }
+                    // = == < <= > >= and a literal (`<>` leaves `>` where the literal should be).
+                    guard char(k, "=") || char(k, "<") || char(k, ">") else { return nil }
                     k += 1
                     if char(k, "="), adjacent(k) { k += 1 }
                     guard let after = literal(k) else { return nil }

@@ -194,3 +194,74 @@ struct MemberRange: Sendable {
         }
     }
 }
+
+/// `member < literal` (also <=, >, >=), `member IS NULL` and `member IS NOT NULL` in a folded
+/// statement, which the scan applies exactly (SQLite does not re-check, like `MemberFilter`'s
+/// equalities there): a NULL member never compares, a number orders before any text, numbers by
+/// value (integer against real without rounding), text by bytes (BINARY) — SQLite's comparison of
+/// a value without affinity with a literal.
+struct MemberTest: Sendable {
+    enum Kind: Sendable { case isNull, isNotNull, less, lessOrEqual, greater, greaterOrEqual }
+    let memberId: Int
+    let kind: Kind
+    private var integer: Int64 = 0
+    private var real: Double = 0
+    private var text: [UInt8] = []
+    private var operandKind = GroupedRows.Cell.Kind.null
+
+    init(memberId: Int, isNull: Bool) {
+        self.memberId = memberId
+        kind = isNull ? .isNull : .isNotNull
+    }
+
+    /// A comparison with `v` (`op`: < <= > >=); nil for another `op`. A NULL operand matches
+    /// nothing; a blob orders after every member value (JSON members are never blobs).
+    init?(memberId: Int, op: String, _ v: OpaquePointer?) {
+        self.memberId = memberId
+        switch op {
+        case "<": kind = .less
+        case "<=": kind = .lessOrEqual
+        case ">": kind = .greater
+        case ">=": kind = .greaterOrEqual
+        default: return nil
+        }
+        switch sqlite3_value_type(v) {
+        case SQLITE_INTEGER:
+            integer = sqlite3_value_int64(v)
+            operandKind = .integer
+        case SQLITE_FLOAT:
+            real = sqlite3_value_double(v)
+            guard !real.isNaN else { return nil }
+            operandKind = .real
+        case SQLITE_TEXT:
+            let n = Int(sqlite3_value_bytes(v))
+            text = n == 0 ? [] : Array(UnsafeRawBufferPointer(start: sqlite3_value_text(v), count: n))
+            operandKind = .text
+        case SQLITE_NULL: operandKind = .null
+        default: operandKind = .error  // (a blob)
+        }
+    }
+
+    /// Whether the row with this member passes (`.error` cells are the caller's to report).
+    func matches(_ cell: GroupedRows.Cell) -> Bool {
+        switch kind {
+        case .isNull: return cell.kind == .null
+        case .isNotNull: return cell.kind != .null
+        default: break
+        }
+        guard cell.kind != .null, cell.kind != .error, operandKind != .null else { return false }
+        let order: Int
+        switch operandKind {
+        case .integer: order = GroupedRows.compare(cell.key, .integer(integer))
+        case .real: order = GroupedRows.compare(cell.key, .real(real))
+        case .error: order = -1
+        default: order = text.withUnsafeBytes { t in GroupedRows.compare(cell.key, .text(t.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, t.count)) }
+        }
+        switch kind {
+        case .less: return order < 0
+        case .lessOrEqual: return order <= 0
+        case .greater: return order > 0
+        default: return order >= 0
+        }
+    }
+}

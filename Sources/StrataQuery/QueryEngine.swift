@@ -141,6 +141,8 @@ struct GroupedOrder {
     var rowTimestamps: (lo: Int64, hi: Int64)?
     /// A fold's member filters are exact (SQLite does not re-check them).
     var exactFilters = false
+    /// A fold's member ranges and IS [NOT] NULL terms, exact too.
+    var tests: [MemberTest] = []
 }
 
 final class CursorState {
@@ -178,7 +180,7 @@ final class CursorState {
                                 descending: order.descending, firstRowOnly: order.firstRowOnly, filters: filters, fold: order.fold,
                                 folds: order.folds.map { FoldColumn(function: $0.function, cellSlot: order.storedColumns.firstIndex(of: $0.member)!,
                                                                     column: $0.column, governsKey: $0.governsKey) },
-                                rowTimestamps: order.rowTimestamps, exactFilters: order.exactFilters)
+                                rowTimestamps: order.rowTimestamps, exactFilters: order.exactFilters, tests: order.tests)
         }
         var reader = ChunkReader(context: ctx, topic: topic, ranges: ranges)
         // Blocks whose summaries rule out the key or member equalities are not read at all.

@@ -462,7 +462,8 @@ final class ScanPipeline: @unchecked Sendable {
                 var filteredOut = false
                 if coldColumns, item.chunk.pendingCold != nil {
                     switch try ColdColumnScan.fill(item.chunk, keys: wanted.snapshot, filters: grouping?.filters ?? filters,
-                                                   exactFilters: grouping?.exactFilters ?? false, rowTimestamps: grouping?.rowTimestamps) {
+                                                   exactFilters: grouping?.exactFilters ?? false, tests: grouping?.tests ?? [],
+                                                   rowTimestamps: grouping?.rowTimestamps) {
                     case .decodeWhole: break
                     case .filled(let scanned): (fieldsReady, rows) = (true, scanned)
                     case .filteredOut(let scanned): (fieldsReady, rows, filteredOut) = (true, scanned, true)

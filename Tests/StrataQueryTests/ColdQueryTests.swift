@@ -198,6 +198,9 @@ import Testing
             "SELECT offset, value->>'$.id' FROM t WHERE value->>'$.id' > 690 ORDER BY offset",
             // Reads the value: decoded whole.
             "SELECT offset, value FROM t WHERE value->>'$.kind' = 'rare'",
+            // Folded under ranges and IS NOT NULL, applied on the columns first.
+            "SELECT value->>'$.kind', count(*), sum(value->>'$.amount') FROM t WHERE value->>'$.amount' > 1.5 AND value->>'$.ts' >= '2025-10-15' GROUP BY 1 ORDER BY 1",
+            "SELECT value->>'$.code', count(*), min(value->>'$.amount') FROM t WHERE value->>'$.code' IS NOT NULL AND value->>'$.id' <= 0 GROUP BY 1 ORDER BY 1",
         ]
         func answers() throws -> [String] {
             try statements.map { sql in
@@ -231,6 +234,12 @@ import Testing
         let ids = try QueryEngine(broker: broker, jsonMembers: QueryEngine.jsonMembers(in: statements[3]))
         _ = rows(ids, statements[3])
         #expect(ids.stats.coldBlocksDecoded == 1 && ids.stats.coldBlocksFromColumns > 5, "\(ids.stats)")
+        for sql in statements.suffix(2) {
+            let folded = try QueryEngine(broker: broker, jsonMembers: QueryEngine.jsonMembers(in: sql))
+            _ = rows(folded, sql)
+            #expect(try folded.plan(sql).joined().contains(",f"), "\(sql)")
+            #expect(folded.stats.coldBlocksFromColumns > 5, "\(sql): \(folded.stats)")
+        }
         let amounts0 = try QueryEngine(broker: broker, jsonMembers: QueryEngine.jsonMembers(in: statements[0]))
         _ = rows(amounts0, statements[0])
         #expect(amounts0.stats.coldBlocksDecoded == 0, "\(amounts0.stats)")

@@ -2,7 +2,9 @@
 #include "cplatform.h"
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
 #include <malloc.h>
+#endif
 #include <sys/file.h>
 #include <sys/mman.h>
 
@@ -20,5 +22,11 @@ int cplatform_flock_exclusive_nonblocking(int fd) { return flock(fd, LOCK_EX | L
 int cplatform_errno(void) { return errno; }
 
 int cplatform_malloc_thresholds(int mmap_threshold, int trim_threshold) {
+#ifdef __GLIBC__
     return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1;
+#else
+    (void)mmap_threshold;
+    (void)trim_threshold;
+    return 0;
+#endif
 }

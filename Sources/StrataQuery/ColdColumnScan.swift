@@ -149,7 +149,11 @@ enum ColdColumnScan {
             guard !selected.isEmpty else { return column }
             var cursor = [Int](repeating: 0, count: columnCount)
             var next = 0  // index into `selected`
-            // One pass over every record (each value advances the wanted columns by the tokens
+            // Only the columns this member is read from need their positions kept.
+            var own = Set<Int>()
+            for shapePlaces in places { if case .slot(let c, _, _) = shapePlaces[j] { own.insert(c) } }
+            let takes = takes.map { $0.filter { own.contains($0.column) } }
+            // One pass over every record (each value advances the member's columns by the tokens
             // its shape takes of them), keeping the selected ones.
             for i in block.records.indices {
                 let kind = Int(block.records[i].valueKind)
@@ -203,9 +207,9 @@ enum ColdColumnScan {
                 guard let column = try member(j) else { return false }
                 fields[j] = column
             }
-            let values = fields[j]!
+            // Compacted in place (reading k before writing kept ≤ k), without a copy of the column.
             var kept = 0
-            for k in values.indices where passes(values[k]) {
+            for k in selected.indices where passes(fields[j]![k]) {
                 selected[kept] = selected[k]
                 for m in fields.indices where fields[m] != nil { fields[m]![kept] = fields[m]![k] }
                 kept += 1
@@ -298,48 +302,63 @@ enum ColdColumnScan {
 struct ColumnReader {
     let column: ColdColumnarBlock.TypedColumn
     let count: Int
+    /// The column's form and arrays, unpacked once: switching on `column.values` per token
+    /// would retain and release its arrays each time.
+    private enum Form { case integers, decimals, dictionary, text }
+    private let form: Form
+    private let numbers: [Int64]
+    private let scales: [UInt8]
+    private let indexes: [UInt32]
+    /// Dictionary entries, or the text tokens.
+    private let tokens: ColdColumnarBlock.Tokens?
     /// Per dictionary entry, its conversion in a non-string and in a string slot (nil: not yet;
     /// `.fallback`: the scanner defers it to SQLite).
     private var numberEntries: [FieldValue?] = []
     private var stringEntries: [FieldValue?] = []
 
-    private static let powersOfTen: [Double] = (0...22).map { e in (0..<e).reduce(1.0) { a, _ in a * 10 } }
+    /// 10^0 … 10^22, each exact as a double.
+    private let powersOfTen: [Double] = (0...22).map { e in (0..<e).reduce(1.0) { a, _ in a * 10 } }
     /// 10^18: integers of 19 digits are left to SQLite by the hot scanner (strata_json_scalar).
     private static let integerDigitsLimit: UInt64 = 1_000_000_000_000_000_000
 
     init(_ column: ColdColumnarBlock.TypedColumn) {
         self.column = column
         count = column.count
-        if case .dictionary(let entries, _) = column.values {
+        switch column.values {
+        case .integers(let v): (form, numbers, scales, indexes, tokens) = (.integers, v, [], [], nil)
+        case .decimals(let v, let s): (form, numbers, scales, indexes, tokens) = (.decimals, v, s, [], nil)
+        case .dictionary(let entries, let i):
+            (form, numbers, scales, indexes, tokens) = (.dictionary, [], [], i, entries)
             numberEntries = Array(repeating: nil, count: entries.ends.count)
             stringEntries = numberEntries
+        case .text(let t): (form, numbers, scales, indexes, tokens) = (.text, [], [], [], t)
         }
     }
 
     /// Token `t` as the member the hot scanner would report; nil where it would defer to SQLite.
     @inline(__always) mutating func field(_ t: Int, isString: Bool, arena: Arena) -> FieldValue? {
-        switch column.values {
-        case .integers(let values):
-            let v = values[t]
+        switch form {
+        case .integers:
             if isString { return formatted(t, arena: arena) }
+            let v = numbers[t]
             return v.magnitude < Self.integerDigitsLimit ? .integer(v) : nil
-        case .decimals(let unscaled, let scales):
+        case .decimals:
             if isString { return formatted(t, arena: arena) }
-            let v = unscaled[t]
-            if v.magnitude <= 1 << 53 { return .real(Double(v) / Self.powersOfTen[Int(scales[t])]) }
+            let v = numbers[t]
+            if v.magnitude <= 1 << 53 { return .real(Double(v) / powersOfTen[Int(scales[t])]) }
             return column.text(t).withUnsafeBytes { ColdColumnScan.convert($0, isString: false, arena: arena) }
-        case .dictionary(let entries, let indexes):
+        case .dictionary:
             let e = Int(indexes[t])
             if let known = isString ? stringEntries[e] : numberEntries[e] {
                 if case .fallback = known { return nil }
                 return known
             }
-            let converted = ColdColumnScan.convert(entries.token(e), isString: isString, arena: arena) ?? .fallback
+            let converted = ColdColumnScan.convert(tokens!.token(e), isString: isString, arena: arena) ?? .fallback
             if isString { stringEntries[e] = converted } else { numberEntries[e] = converted }
             if case .fallback = converted { return nil }
             return converted
-        case .text(let tokens):
-            return ColdColumnScan.convert(tokens.token(t), isString: isString, arena: arena)
+        case .text:
+            return ColdColumnScan.convert(tokens!.token(t), isString: isString, arena: arena)
         }
     }
 

@@ -103,7 +103,8 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
             }
             if c.usable != 0, let op = rangeOps[Int32(c.op)], isConstantRHS(info, i) {
                 // value->>'$.m' > literal: blocks whose numbers all lie outside are skipped (min/max in
-                // the block summaries); SQLite re-checks every row.
+                // the block summaries); SQLite re-checks every row, but in a fold, which applies it
+                // exactly (MemberTest).
                 argv += 1
                 info.pointee.aConstraintUsage[i].argvIndex = argv
                 info.pointee.aConstraintUsage[i].omit = 0
@@ -175,9 +176,9 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
     if colUsed & (foldColumns | 1 << UInt64(rowsColumn)) != 0 {
         var allowed: UInt64 = foldColumns | 1 << UInt64(rowsColumn)
         for term in orderBy where term.iColumn >= firstMemberColumn && term.iColumn < rowsColumn { allowed |= 1 << UInt64(term.iColumn) }
-        // Constraints: the topic, partition/offset/timestamp ranges and member = / IN literals,
-        // which the scan applies exactly (JSONColumns.fold lets a WHERE through only when it is
-        // made of these alone): timestamps are checked row by row (`T`) and members compared
+        // Constraints: the topic, partition/offset/timestamp ranges and member terms (= / IN /
+        // ranges with literals, IS [NOT] NULL), which the scan applies exactly (JSONColumns.fold
+        // lets a WHERE through only when it is made of these alone): timestamps are checked row by row (`T`) and members compared
         // (`E`) in the scan, not by SQLite.
         var exactTime = false
         var exactMembers = false
@@ -228,7 +229,10 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         // rewrite saw without GROUP BY is one group.)
         let whole = orderBy.isEmpty && sqlite3_vtab_distinct(info) == 0 && !context.pendingFoldGrouped
         // No row limit: a fold holds its groups, not its rows (each chunk's cells only until merged).
+        // SQLite 3.40 honours `omit` only for the first 16 constraints (whereLoopAddVirtualOne):
+        // past them it would check terms again on the folded rows, which do not hold their columns.
         guard rowsColumn + 1 + Int32(FoldAggregate.slotCount) < 63, grouping || whole, colUsed & ~allowed == 0, appliedExactly,
+              info.pointee.nConstraint <= 16,
               table(vtab).estimatedRows != nil else { return SQLITE_CONSTRAINT }
         for term in orderBy { tokens.append("g\(term.iColumn)\(term.desc != 0 ? "d" : "a")") }
         tokens.append("u\(colUsed & ~(foldColumns | 1 << UInt64(rowsColumn)))")
@@ -498,7 +502,9 @@ private let xColumn: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
         // A member of the value, or of the key (`key->>…`): ->> of a NULL document is NULL.
         // The scan's member first: rows read from cold columns (a `C` plan) carry no value, and
         // a NULL document's members are .null there too.
-        if id >= 0, id < cur.chunk.fields.count, resultField(ctx, cur.chunk.fields[id][cur.rowIndex]) { return SQLITE_OK }
+        if id >= 0, id < context.memberColumns.count, id < cur.chunk.fields.count, resultField(ctx, cur.chunk.fields[id][cur.rowIndex]) {
+            return SQLITE_OK
+        }
         let isKey = id >= 0 && id < context.memberColumns.count && JSONColumns.isKeyMember(context.memberColumns[id])
         guard id >= 0, id < context.memberColumns.count, let document = isKey ? row.key : row.value else {
             sqlite3_result_null(ctx)

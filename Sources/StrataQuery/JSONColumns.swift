@@ -201,9 +201,9 @@ enum JSONColumns {
         while true {
             guard k < t.count else { return nil }
             if let m = member(t[k]) {
-                // A member equal to a text literal or an integer, or IN a list of them: a literal
-                // has no affinity, nor has the member column, so SQLite compares storage classes
-                // as they are.
+                // A member compared with a literal (text, integer, decimal), IN a list of them, or
+                // IS [NOT] NULL: a literal has no affinity, nor has the member column, so SQLite
+                // compares storage classes as they are.
                 k += 1
                 filtered.append(m)
                 if word(k) == "is" {

@@ -231,8 +231,8 @@ struct MemberTest: Sendable {
             operandKind = .integer
         case SQLITE_FLOAT:
             real = sqlite3_value_double(v)
-            guard !real.isNaN else { return nil }
-            operandKind = .real
+            // (SQLite holds no NaN value — it becomes NULL — so this compares with nothing.)
+            operandKind = real.isNaN ? .null : .real
         case SQLITE_TEXT:
             let n = Int(sqlite3_value_bytes(v))
             text = n == 0 ? [] : Array(UnsafeRawBufferPointer(start: sqlite3_value_text(v), count: n))

@@ -16,9 +16,13 @@ struct Strata: ParsableCommand {
         // glibc's defaults give the freed tops of its per-thread arenas back to the kernel
         // (trim threshold 128 KiB) and serve large buffers by mmap, so every block faulted
         // its memory in afresh: ~40% of a cold `strata query`'s time was the kernel clearing
-        // pages. These are the values glibc's own dynamic thresholds grow to at most on 64-bit
-        // (mmap 32 MiB, trim twice that): at most 64 MiB kept per arena, none faulted again.
-        _ = cplatform_malloc_thresholds(32 << 20, 64 << 20)
+        // pages. For the commands that run and exit, fix the thresholds at what glibc's own
+        // dynamic tuning reaches at most on 64-bit (mmap 32 MiB, trim twice that). Not for the
+        // long-running ones (serve, streams): up to 64 MiB kept per arena and buffers up to
+        // 32 MiB taken from fragmenting heaps would grow a busy broker's memory.
+        if let command = CommandLine.arguments.dropFirst().first, !["serve", "streams"].contains(command) {
+            _ = cplatform_malloc_thresholds(32 << 20, 64 << 20)
+        }
         Self.main(nil)
     }
 }

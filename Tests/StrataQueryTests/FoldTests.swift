@@ -68,6 +68,9 @@ import Testing
          "SELECT json_extract(value,'$.geo.city'), count(*) FROM t WHERE json_extract(value,'$.geo.city') IS NOT NULL AND json_extract(value,'$.k') <= 1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3", true),
         ("SELECT value->>'$.geo.city', count(*), max(value->>'$.n') FROM t WHERE value->>'$.geo.city' IS NULL AND value->>'$.n' > -1.5 GROUP BY 1",
          "SELECT json_extract(value,'$.geo.city'), count(*), max(json_extract(value,'$.n')) FROM t WHERE json_extract(value,'$.geo.city') IS NULL AND json_extract(value,'$.n') > -1.5 GROUP BY 1", true),
+        // More than 16 constraints: SQLite would check those past the 16th on the folded rows.
+        ("SELECT value->>'$.k', count(*) FROM t WHERE offset >= 0 AND offset >= 1 AND offset >= 2 AND offset >= 3 AND offset >= 4 AND offset >= 5 AND offset >= 6 AND offset >= 7 AND offset >= 8 AND offset >= 9 AND offset >= 10 AND offset >= 11 AND offset >= 12 AND offset >= 13 AND offset >= 14 AND offset >= 15 AND value->>'$.n' > 5 GROUP BY 1 ORDER BY 1",
+         "SELECT json_extract(value,'$.k'), count(*) FROM t WHERE offset >= 0 AND offset >= 1 AND offset >= 2 AND offset >= 3 AND offset >= 4 AND offset >= 5 AND offset >= 6 AND offset >= 7 AND offset >= 8 AND offset >= 9 AND offset >= 10 AND offset >= 11 AND offset >= 12 AND offset >= 13 AND offset >= 14 AND offset >= 15 AND json_extract(value,'$.n') > 5 GROUP BY 1 ORDER BY 1", false),
         // IS [NOT] NULL folds only on a GROUP BY term: SQLite re-checks it whatever the plan says.
         ("SELECT count(*), max(value->>'$.n') FROM t WHERE value->>'$.geo.city' IS NOT NULL AND value->>'$.n' > 10",
          "SELECT count(*), max(json_extract(value,'$.n')) FROM t WHERE json_extract(value,'$.geo.city') IS NOT NULL AND json_extract(value,'$.n') > 10", false),

@@ -6,7 +6,7 @@ import Synchronization
 /// reassembled. What a query that reads a few members of every record needs (StrataQuery's
 /// ColdColumnScan); the same checks as `ColdBlock.decodeFlat` apply to everything it reads.
 public final class ColdColumnarBlock: @unchecked Sendable {
-    // Immutable after init, except `decoded`, which is guarded by `lock`: unchecked Sendable is
+    // Immutable after init, except the decoded columns, which are guarded by `lock`: unchecked Sendable is
     // sound because the mutable state is only touched under the lock.
     public typealias Batch = ColdFlatBlock.Batch
 

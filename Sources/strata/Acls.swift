@@ -9,6 +9,7 @@ import StrataMetadata
 /// principal needs DESCRIBE/ALTER on the cluster, or to be a super user).
 struct Acls: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "acls",
         abstract: "List, add and remove ACLs (enforced on SASL and client-certificate listeners).",
         subcommands: [List.self, Add.self, Remove.self])
 
@@ -58,6 +59,7 @@ struct Acls: ParsableCommand {
     }
 
     struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list")
         @OptionGroup var options: DataOptions
         @OptionGroup var remote: Remote
         @Option(help: "Only this principal's.") var principal: String?
@@ -78,6 +80,7 @@ struct Acls: ParsableCommand {
     }
 
     struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "add")
         @OptionGroup var options: DataOptions
         @OptionGroup var remote: Remote
         @OptionGroup var binding: Binding
@@ -97,6 +100,7 @@ struct Acls: ParsableCommand {
     }
 
     struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "remove")
         @OptionGroup var options: DataOptions
         @OptionGroup var remote: Remote
         @OptionGroup var binding: Binding

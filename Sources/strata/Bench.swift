@@ -12,6 +12,7 @@ import Synchronization
 /// (`strata serve` or Kafka) with --bootstrap.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "bench",
         abstract: "Measure a Kafka-protocol broker: produce, consume, end-to-end latency.",
         subcommands: [ProduceBench.self, ConsumeBench.self, EndToEnd.self])
 

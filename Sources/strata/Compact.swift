@@ -5,6 +5,7 @@ import StrataLog
 /// One key-latest compaction pass over a topic's closed segments, in the foreground.
 struct Compact: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "compact",
         abstract: "Compact a topic now: keep the latest value per key in its closed segments.",
         discussion: "Offsets never change and order is kept. The active segment is not touched (roll it with segment.ms/bytes).")
 

@@ -11,6 +11,7 @@ import StrataKafka
 /// `serve` or `produce`; with --group it also commits the group's offsets (in LMDB).
 struct Consume: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "consume",
         abstract: "Write a topic's events to stdout, one per line.",
         discussion: """
             Without --from-beginning, --offset, --since or a committed group offset, reading starts at \

@@ -18,6 +18,7 @@ struct DebugCommand: ParsableCommand {
     /// each append returns. A crash test kills this process with SIGKILL and checks that every
     /// acknowledged batch survived. Record j of (thread, seq) has the value "t<thread>-s<seq>-r<j>".
     struct AppendAcks: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "append-acks")
         @Option var dir: String
         @Option var threads: Int = 4
         @Option var batches: Int = 1_000_000
@@ -53,6 +54,7 @@ struct DebugCommand: ParsableCommand {
 extension DebugCommand {
     /// Appends the same batch repeatedly to a fresh log and reports throughput and fsync rounds.
     struct BenchAppend: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "bench-append")
         @Option var dir: String = "/tmp/strata-bench-append"
         @Option var records: Int = 100
         @Option var megabytes: Int = 256
@@ -93,6 +95,7 @@ extension DebugCommand {
 extension DebugCommand {
     /// Durable consumer-offset commits per second into LMDB, from N threads (group-committed).
     struct BenchCommits: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "bench-commits")
         @Option var dir: String = "/tmp/strata-bench-commits"
         @Option var threads: Int = 8
         @Option var commits: Int = 20_000
@@ -123,6 +126,7 @@ extension DebugCommand {
     /// Compaction figures: cleaner throughput, and append throughput with and without a cleaner
     /// running on the same partition.
     struct BenchCompact: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "bench-compact")
         @Option var dir: String = "/tmp/strata-bench-compact"
         @Option var records: Int = 1_000_000
         @Option var keys: Int = 100_000

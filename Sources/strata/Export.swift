@@ -6,6 +6,7 @@ import StrataQuery
 /// A topic's history as Parquet files for other engines (DuckDB, Spark, Trino, pyarrow).
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "export",
         abstract: "Write a topic's records as Parquet files: partition, offset, timestamp, key, value, headers and a column per JSON member.",
         discussion: """
             One or more files per partition, named TOPIC-PARTITION-FIRSTOFFSET-LASTOFFSET.parquet (zstd, \

@@ -12,6 +12,7 @@ import StrataOps
 /// data directory or (`--bootstrap`) through a running server, as kafka-consumer-groups does.
 struct Groups: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "groups",
         abstract: "List, describe, reset and delete consumer groups (lag in records and seconds).",
         subcommands: [List.self, Describe.self, ResetOffsets.self, Delete.self])
 
@@ -23,6 +24,7 @@ struct Groups: ParsableCommand {
     enum Format: String, ExpressibleByArgument { case table, json }
 
     struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list")
         @OptionGroup var target: Target
         @Option(help: "table or json (one object per group).") var format: Format = .table
 
@@ -52,6 +54,7 @@ struct Groups: ParsableCommand {
     }
 
     struct Describe: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "describe")
         @OptionGroup var target: Target
         @Argument(help: "The group.") var group: String
         @Option(help: "table or json (one object per partition: topic, partition, committed, log_end, lag, lag_seconds, member).") var format: Format = .table
@@ -166,6 +169,7 @@ struct Groups: ParsableCommand {
     }
 
     struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "delete")
         @OptionGroup var target: Target
         @Argument(help: "The group.") var group: String
 

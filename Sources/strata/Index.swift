@@ -6,6 +6,7 @@ import StrataQuery
 /// the background within half a minute of a segment closing).
 struct Index: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "index",
         abstract: "Summarise a topic's closed segments for strata query: key and member Bloom filters per ~256 KiB block.",
         discussion: """
             Members come from the topic's query.index.members config (keys are always summarised). \

@@ -5,6 +5,7 @@ import StrataCore
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "inspect",
         abstract: "Show segments, indexes and offsets; --verify checks every batch.",
         discussion: "Read-only: works next to a running serve or produce.")
 

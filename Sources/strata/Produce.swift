@@ -11,6 +11,7 @@ import StrataKafka
 /// and written in batches.
 struct Produce: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "produce",
         abstract: "Write JSON lines from stdin (or --file) to a topic, one event per line.",
         discussion: """
             Every line must be a JSON value; an invalid line stops the command with its line number \

@@ -7,6 +7,7 @@ import StrataQuery
 /// SQL over the persisted events, read-only, next to a running writer.
 struct Query: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "query",
         abstract: "Run SQL over the topics: each topic is a table (partition, offset, timestamp, key, value, headers).",
         discussion: """
             JSON fields with SQLite's ->> (value->>'$.event_type'). Constraints on partition, offset and \

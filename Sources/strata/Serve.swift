@@ -24,6 +24,7 @@ struct Serve: ParsableCommand {
     static let summaryBytesPerPass = 1 << 30
 
     static let configuration = CommandConfiguration(
+        commandName: "serve",
         abstract: "Open the data directory, recover it, and serve Kafka clients until interrupted.",
         discussion: "Settings come from built-in defaults, STRATA_DATA, --config-file, then flags (each overrides the one before); --print-config shows the result and where each value came from. docs/operations.md lists every setting.")
 

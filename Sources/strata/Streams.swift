@@ -8,11 +8,13 @@ import Synchronization
 /// `strata streams run EXAMPLE`: watch the stream-processing examples work on generated orders.
 struct Streams: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "streams",
         abstract: "Stream processing (StrataStreams) examples.",
         subcommands: [Run.self])
 
     struct Run: ParsableCommand {
         static let configuration = CommandConfiguration(
+        commandName: "run",
             abstract: "Run an example stream processor against generated orders.",
             discussion: """
                 order-chain: orders → payments → stock reservations (join with the compacted inventory \

@@ -7,6 +7,7 @@ import StrataCore
 /// background), or with --dry-run measures the cold format on them without writing anything.
 struct Tier: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "tier",
         abstract: "Convert a topic's closed segments to the cold tier now, printing bytes before and after.",
         discussion: """
             Each closed, synced segment (the active one never) is rewritten as a cold segment: every \

@@ -5,6 +5,7 @@ import StrataLog
 
 struct Topics: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "topics",
         abstract: "Create, list, describe, alter and delete topics.",
         subcommands: [Create.self, List.self, Describe.self, Alter.self, Delete.self])
 
@@ -23,6 +24,7 @@ struct Topics: ParsableCommand {
     }
 
     struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "create")
         @OptionGroup var options: DataOptions
         @Argument(help: "Topic name ([A-Za-z0-9._-], at most 249 characters).") var name: String
         @Option(help: "Number of partitions.") var partitions: Int32 = 1
@@ -45,6 +47,7 @@ struct Topics: ParsableCommand {
     }
 
     struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list")
         @OptionGroup var options: DataOptions
         @Option(help: "List through a running server at HOST:PORT.") var bootstrap: String?
         func run() throws {
@@ -58,6 +61,7 @@ struct Topics: ParsableCommand {
     }
 
     struct Describe: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "describe")
         @OptionGroup var options: DataOptions
         @Argument var name: String
         @Option(help: "Describe through a running server at HOST:PORT (partitions and offsets).") var bootstrap: String?
@@ -102,7 +106,7 @@ struct Topics: ParsableCommand {
     }
 
     struct Alter: ParsableCommand {
-        static let configuration = CommandConfiguration(discussion: "retention.*, cleanup.policy and value.format apply at once; log file settings (segment.*, flush.*, index.*, max.message.bytes) when the topic is next opened.")
+        static let configuration = CommandConfiguration(commandName: "alter", discussion: "retention.*, cleanup.policy and value.format apply at once; log file settings (segment.*, flush.*, index.*, max.message.bytes) when the topic is next opened.")
         @OptionGroup var options: DataOptions
         @Argument var name: String
         @Option(name: .customLong("config"), help: "KEY=VALUE to set.") var configs: [String] = []
@@ -120,6 +124,7 @@ struct Topics: ParsableCommand {
     }
 
     struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "delete")
         @OptionGroup var options: DataOptions
         @Argument var name: String
         @Option(help: "Delete through a running server at HOST:PORT.") var bootstrap: String?

@@ -7,6 +7,7 @@ import StrataMetadata
 /// at each authentication, so a user added here can log in at once.
 struct Users: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "users",
         abstract: "Add, list, delete SASL users (SCRAM-SHA-256/512 credentials; PLAIN checks against them).",
         subcommands: [Add.self, List.self, Delete.self, Passwd.self])
 
@@ -66,6 +67,7 @@ struct Users: ParsableCommand {
     }
 
     struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "add")
         @OptionGroup var options: DataOptions
         @OptionGroup var credentials: Credentials
 
@@ -76,6 +78,7 @@ struct Users: ParsableCommand {
     }
 
     struct Passwd: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "passwd")
         @OptionGroup var options: DataOptions
         @OptionGroup var credentials: Credentials
 
@@ -86,6 +89,7 @@ struct Users: ParsableCommand {
     }
 
     struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list")
         @OptionGroup var options: DataOptions
 
         func run() throws {
@@ -95,6 +99,7 @@ struct Users: ParsableCommand {
     }
 
     struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "delete")
         @OptionGroup var options: DataOptions
         @Argument(help: "User name.") var name: String
 

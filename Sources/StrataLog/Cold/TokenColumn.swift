@@ -82,6 +82,28 @@ enum TokenColumn {
         return previous
     }
 
+    /// `count` numbers written by `deltas`.
+    private static func numbers(_ r: inout ColdReader, count: Int) throws(ColdFormatError) -> [Int64] {
+        let mode = try numberMode(&r)
+        var previous: Int64 = 0
+        var values: [Int64] = []
+        values.reserveCapacity(count)
+        for _ in 0..<count { values.append(try number(&r, previous: &previous, mode: mode)) }
+        return values
+    }
+
+    /// The fraction digits of `count` decimal tokens (1…18 each).
+    private static func decimalScales(_ r: inout ColdReader, count: Int) throws(ColdFormatError) -> [UInt8] {
+        var scales: [UInt8] = []
+        scales.reserveCapacity(count)
+        for _ in 0..<count {
+            let s = try r.varint()
+            guard s >= 1 && s <= 18 else { throw ColdFormatError("decimal scale \(s)") }
+            scales.append(UInt8(s))
+        }
+        return scales
+    }
+
     private static func numberMode(_ r: inout ColdReader) throws(ColdFormatError) -> UInt8 {
         let mode = try r.fixed(UInt8.self)
         guard mode <= 1 else { throw ColdFormatError("number mode \(mode)") }
@@ -95,25 +117,14 @@ enum TokenColumn {
         guard let encoding = Encoding(rawValue: try r.fixed(UInt8.self)) else { throw ColdFormatError("unknown token encoding") }
         switch encoding {
         case .integer, .timestampMillisZ:
-            let mode = try numberMode(&r)
-            var previous: Int64 = 0
-            for _ in 0..<count {
-                let v = try number(&r, previous: &previous, mode: mode)
+            for v in try numbers(&r, count: count) {
                 if encoding == .integer { formatInteger(v, into: &out) } else { try formatTimestampMillisZ(v, into: &out) }
                 ends.append(out.count)
             }
         case .decimal:
-            var scales: [UInt8] = []
-            scales.reserveCapacity(count)
-            for _ in 0..<count {
-                let s = try r.varint()
-                guard s >= 1 && s <= 18 else { throw ColdFormatError("decimal scale \(s)") }
-                scales.append(UInt8(s))
-            }
-            let mode = try numberMode(&r)
-            var previous: Int64 = 0
-            for s in scales {
-                formatDecimal(try number(&r, previous: &previous, mode: mode), scale: Int(s), into: &out)
+            let scales = try decimalScales(&r, count: count)
+            for (v, s) in zip(try numbers(&r, count: count), scales) {
+                formatDecimal(v, scale: Int(s), into: &out)
                 ends.append(out.count)
             }
         case .dictionary:
@@ -150,26 +161,10 @@ enum TokenColumn {
         guard let encoding = Encoding(rawValue: try r.fixed(UInt8.self)) else { throw ColdFormatError("unknown token encoding") }
         switch encoding {
         case .integer:
-            let mode = try numberMode(&r)
-            var previous: Int64 = 0
-            var values: [Int64] = []
-            values.reserveCapacity(count)
-            for _ in 0..<count { values.append(try number(&r, previous: &previous, mode: mode)) }
-            return .integers(values)
+            return .integers(try numbers(&r, count: count))
         case .decimal:
-            var scales: [UInt8] = []
-            scales.reserveCapacity(count)
-            for _ in 0..<count {
-                let s = try r.varint()
-                guard s >= 1 && s <= 18 else { throw ColdFormatError("decimal scale \(s)") }
-                scales.append(UInt8(s))
-            }
-            let mode = try numberMode(&r)
-            var previous: Int64 = 0
-            var values: [Int64] = []
-            values.reserveCapacity(count)
-            for _ in 0..<count { values.append(try number(&r, previous: &previous, mode: mode)) }
-            return .decimals(unscaled: values, scales: scales)
+            let scales = try decimalScales(&r, count: count)
+            return .decimals(unscaled: try numbers(&r, count: count), scales: scales)
         case .dictionary:
             let entries = try r.count(max: r.remaining)
             var bytes: [UInt8] = []

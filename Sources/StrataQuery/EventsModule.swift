@@ -178,8 +178,8 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         for term in orderBy where term.iColumn >= firstMemberColumn && term.iColumn < rowsColumn { allowed |= 1 << UInt64(term.iColumn) }
         // Constraints: the topic, partition/offset/timestamp ranges and member terms (= / IN /
         // ranges with literals, IS [NOT] NULL), which the scan applies exactly (JSONColumns.fold
-        // lets a WHERE through only when it is made of these alone): timestamps are checked row by row (`T`) and members compared
-        // (`E`) in the scan, not by SQLite.
+        // lets a WHERE through only when it is made of these alone): timestamps are checked row
+        // by row (`T`) and members compared (`E`) in the scan, not by SQLite.
         var exactTime = false
         var exactMembers = false
         let keys = Set(orderBy.map(\.iColumn))

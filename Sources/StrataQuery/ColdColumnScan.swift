@@ -254,14 +254,7 @@ enum ColdColumnScan {
 
     /// A member read from columns as a grouped scan's cell (fill never keeps `.fallback`: it
     /// decodes the block whole instead).
-    @inline(__always) private static func cell(_ field: FieldValue) -> GroupedRows.Cell {
-        switch field {
-        case .null, .fallback: return .null
-        case .integer(let v): return .integer(v)
-        case .real(let v): return .real(v)
-        case .text(let p, let n): return .text(p, Int(n))
-        }
-    }
+    @inline(__always) private static func cell(_ field: FieldValue) -> GroupedRows.Cell { GroupedRows.Cell(field) ?? .null }
 
     /// Why a block is decoded whole, on stderr with STRATA_TRACE_QUERY=1.
     private static func giveUp(_ reason: String) {

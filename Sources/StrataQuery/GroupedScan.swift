@@ -116,15 +116,9 @@ final class ChunkGroups: @unchecked Sendable {
         /// Member `id` of `row` as a cell; nil when only SQLite can read it and no resolver is here.
         func memberCell(_ id: Int, _ row: Int) throws -> GroupedRows.Cell? {
             // (A NULL key or value gives .null members; a member not extracted yet is resolved.)
-            switch id < fields.count ? fields[id][row] : .fallback {
-            case .null: return .null
-            case .integer(let v): return .integer(v)
-            case .real(let v): return .real(v)
-            case .text(let p, let count): return .text(p, Int(count))
-            case .fallback:
-                guard let resolve else { return nil }
-                return try resolve(chunk, row, id)
-            }
+            if id < fields.count, let cell = GroupedRows.Cell(fields[id][row]) { return cell }
+            guard let resolve else { return nil }
+            return try resolve(chunk, row, id)
         }
         for row in 0..<n {
             let r = rows[row]
@@ -603,5 +597,19 @@ final class GroupedRows {
         if i > y { return 1 }
         let s = Double(i)
         return s < r ? -1 : (s > r ? 1 : 0)
+    }
+}
+
+extension GroupedRows.Cell {
+    /// A member the scan extracted; nil for `.fallback` (only SQLite can read it). (In an
+    /// extension: the memberwise initializer stays.)
+    @inline(__always) init?(_ field: FieldValue) {
+        switch field {
+        case .null: self = .null
+        case .integer(let v): self = .integer(v)
+        case .real(let v): self = .real(v)
+        case .text(let p, let count): self = .text(p, Int(count))
+        case .fallback: return nil
+        }
     }
 }

@@ -147,37 +147,71 @@ enum ColdColumnScan {
             var column = ContiguousArray<FieldValue>()
             column.reserveCapacity(selected.count)
             guard !selected.isEmpty else { return column }
-            var cursor = [Int](repeating: 0, count: columnCount)
+            // The member's columns, numbered locally, and per shape where its value is: flat
+            // arrays read once per record (not the nested `places`, whose reads retain).
+            var localOf = [Int](repeating: -1, count: columnCount)
+            var own: [Int] = []
+            /// Per shape: local column (-1: absent), ordinal, string slot.
+            var at = ContiguousArray<(local: Int32, ordinal: Int32, isString: Bool)>()
+            for shapePlaces in places {
+                guard case .slot(let c, let ordinal, let isString) = shapePlaces[j] else {
+                    at.append((-1, 0, false))
+                    continue
+                }
+                if localOf[c] < 0 {
+                    localOf[c] = own.count
+                    own.append(c)
+                }
+                at.append((Int32(localOf[c]), Int32(ordinal), isString))
+            }
+            // Per shape, the tokens a value takes of each of the member's columns.
+            var takeStart = ContiguousArray<Int>([0])
+            var takeList = ContiguousArray<(local: Int, count: Int)>()
+            for shapeTakes in takes {
+                for take in shapeTakes where localOf[take.column] >= 0 { takeList.append((localOf[take.column], take.count)) }
+                takeStart.append(takeList.count)
+            }
+            // The readers, moved out of `readers` while this runs (in an optional array slot a
+            // reader would be checked for uniqueness and retained on every token) and put back
+            // after, for another member of the same column.
+            var local: [ColumnReader] = []
+            for c in own {
+                if readers[c] == nil { readers[c] = ColumnReader(try block.values(c)) }
+                local.append(readers[c]!)
+                readers[c] = nil
+            }
+            defer { for (l, c) in own.enumerated() { readers[c] = local[l] } }
+            var cursor = [Int](repeating: 0, count: own.count)
             var next = 0  // index into `selected`
-            // Only the columns this member is read from need their positions kept.
-            var own = Set<Int>()
-            for shapePlaces in places { if case .slot(let c, _, _) = shapePlaces[j] { own.insert(c) } }
-            let takes = takes.map { $0.filter { own.contains($0.column) } }
+            let selected = selected  // (read per record: not through the enclosing function's variable)
+            let records = block.records
+            let shapeCount = at.count
+            let arena = chunk.arena
             // One pass over every record (each value advances the member's columns by the tokens
             // its shape takes of them), keeping the selected ones.
-            for i in block.records.indices {
-                let kind = Int(block.records[i].valueKind)
+            for i in records.indices {
+                let kind = Int(records[i].valueKind)
                 let wanted = next < selected.count && Int(selected[next]) == i
                 if wanted { next += 1 }
                 if kind >= 2 {
                     let s = kind - 2
-                    guard s < places.count else { throw QueryError("value kind \(kind) of \(places.count) shapes") }
+                    guard s < shapeCount else { throw QueryError("value kind \(kind) of \(shapeCount) shapes") }
                     if wanted {
-                        switch places[s][j] {
-                        case .absent:
+                        let place = at[s]
+                        if place.local < 0 {
                             column.append(.null)
-                        case .slot(let c, let ordinal, let isString):
-                            let t = cursor[c] + ordinal
-                            if readers[c] == nil { readers[c] = ColumnReader(try block.values(c)) }
-                            guard t < readers[c]!.count else { throw QueryError("a value takes a token its column does not hold") }
-                            guard let field = readers[c]!.field(t, isString: isString, arena: chunk.arena) else {
-                                giveUp("token \(String(decoding: readers[c]!.column.text(t).prefix(80), as: UTF8.self))")
+                        } else {
+                            let l = Int(place.local)
+                            let t = cursor[l] + Int(place.ordinal)
+                            guard t < local[l].count else { throw QueryError("a value takes a token its column does not hold") }
+                            guard let field = local[l].field(t, isString: place.isString, arena: arena) else {
+                                giveUp("token \(String(decoding: local[l].column.text(t).prefix(80), as: UTF8.self))")
                                 return nil
                             }
                             column.append(field)
                         }
                     }
-                    for take in takes[s] { cursor[take.column] += take.count }
+                    for k in takeStart[s]..<takeStart[s + 1] { cursor[takeList[k].local] += takeList[k].count }
                 } else if wanted {
                     if kind == 1 {
                         // Stored whole (not strict JSON, or past the shape limits): scanned as on the hot path.

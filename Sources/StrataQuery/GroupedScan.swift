@@ -98,17 +98,8 @@ final class ChunkGroups: @unchecked Sendable {
                       errors: GroupedRows.ResolveErrors? = nil) throws -> ChunkGroups? {
         let width = spec.width
         let n = chunk.rows.count
-        // Pass 1: cells in row order and a local group per row.
-        var rowCells = ContiguousArray<GroupedRows.Cell>()
-        rowCells.reserveCapacity(n * width)
-        var rowGroup = ContiguousArray<Int32>()
-        rowGroup.reserveCapacity(n)
-        var firstRow = ContiguousArray<Int>()
-        var sizes = ContiguousArray<Int>()
-        var index = GroupIndex(initialSlots: 64)
-        var kept = 0
         // Read once: the chunk's properties (a class's) cost an exclusivity check and a retain
-        // per access, and this loop runs for every row of every chunk.
+        // per access, and these loops run for every row of every chunk.
         let fields = chunk.fields
         let rows = chunk.rows
         let columns = spec.columns
@@ -120,6 +111,9 @@ final class ChunkGroups: @unchecked Sendable {
             guard let resolve else { return nil }
             return try resolve(chunk, row, id)
         }
+        // Pass 1: the rows kept (time bounds, filters).
+        var keptRows = ContiguousArray<Int32>()
+        keptRows.reserveCapacity(n)
         for row in 0..<n {
             let r = rows[row]
             if let bounds = spec.rowTimestamps, r.timestamp < bounds.lo || r.timestamp > bounds.hi { continue }
@@ -148,48 +142,106 @@ final class ChunkGroups: @unchecked Sendable {
             } else if !spec.filters.isEmpty && !spec.filters.mayMatch(chunk, row) {
                 continue
             }
-            for c in columns {
-                let cell: GroupedRows.Cell
-                switch c {
-                case 0: cell = .integer(Int64(r.partition))
-                case 1: cell = .integer(r.offset)
-                case 2: cell = .integer(r.timestamp)
-                case 3: cell = r.keyCount < 0 ? .null : .text(r.key, Int(r.keyCount))
-                case 4: cell = r.valueCount < 0 ? .null : .text(r.value, Int(r.valueCount))
-                default:
-                    guard let member = try memberCell(Int(c - spec.firstMember), row) else { return nil }
-                    cell = member
+            keptRows.append(Int32(row))
+        }
+        let kept = keptRows.count
+        // Pass 2: the stored columns of the kept rows, column by column (`kept` cells each).
+        let stored = UnsafeMutableBufferPointer<GroupedRows.Cell>.allocate(capacity: max(1, kept * width))
+        defer { stored.deallocate() }
+        for (s, c) in columns.enumerated() {
+            let to = stored.baseAddress! + s * kept
+            switch c {
+            case 0: for k in 0..<kept { to[k] = .integer(Int64(rows[Int(keptRows[k])].partition)) }
+            case 1: for k in 0..<kept { to[k] = .integer(rows[Int(keptRows[k])].offset) }
+            case 2: for k in 0..<kept { to[k] = .integer(rows[Int(keptRows[k])].timestamp) }
+            case 3:
+                for k in 0..<kept {
+                    let r = rows[Int(keptRows[k])]
+                    to[k] = r.keyCount < 0 ? .null : .text(r.key, Int(r.keyCount))
                 }
-                rowCells.append(cell)
+            case 4:
+                for k in 0..<kept {
+                    let r = rows[Int(keptRows[k])]
+                    to[k] = r.valueCount < 0 ? .null : .text(r.value, Int(r.valueCount))
+                }
+            default:
+                let id = Int(c - spec.firstMember)
+                if id < fields.count {
+                    let column = fields[id]
+                    for k in 0..<kept {
+                        let row = Int(keptRows[k])
+                        if let cell = GroupedRows.Cell(column[row]) {
+                            to[k] = cell
+                        } else {
+                            guard let resolve else { return nil }
+                            to[k] = try resolve(chunk, row, id)
+                        }
+                    }
+                } else {
+                    for k in 0..<kept {
+                        guard let cell = try memberCell(id, Int(keptRows[k])) else { return nil }
+                        to[k] = cell
+                    }
+                }
             }
-            let base = kept * width
+        }
+        // Pass 3: a local group per kept row.
+        var rowGroup = ContiguousArray<Int32>(repeating: 0, count: kept)
+        var firstRow = ContiguousArray<Int>()
+        var sizes = ContiguousArray<Int>()
+        var index = GroupIndex(initialSlots: 64)
+        let base = stored.baseAddress!
+        // A one-term key's text at an address already seen is that address's group: a cold
+        // block's dictionary entries are converted once, so every row of an entry has the same
+        // address, and the key is neither hashed nor compared (the address and length decide).
+        var memoAddress = ContiguousArray<UInt64>(repeating: 0, count: 64)
+        var memoLength = ContiguousArray<Int32>(repeating: -1, count: 64)
+        var memoGroup = ContiguousArray<Int32>(repeating: 0, count: 64)
+        let memoKey = keySlots.count == 1 ? base + keySlots[0] * kept : nil
+        for k in 0..<kept {
+            var memo = -1
+            let address = memoKey?[k]
+            if let memoKey, let address, address.kind == .text {
+                memo = Int(truncatingIfNeeded: (address.bits >> 4) ^ (address.bits >> 11)) & 63
+                if memoAddress[memo] == address.bits && memoLength[memo] == address.count {
+                    let g = Int(memoGroup[memo])
+                    memoKey[k] = memoKey[firstRow[g]]
+                    sizes[g] += 1
+                    rowGroup[k] = Int32(g)
+                    continue
+                }
+            }
             var h: UInt64 = 0
-            for s in keySlots { h = (h &* 31) ^ rowCells[base + s].key.hash }
+            for s in keySlots { h = (h &* 31) ^ base[s * kept + k].key.hash }
             let (g, isNew) = index.findOrAdd(hash: h) { g in
-                let other = firstRow[g] * width
-                return keySlots.allSatisfy { rowCells[base + $0].key == rowCells[other + $0].key }
+                let other = firstRow[g]
+                for s in keySlots where !(base[s * kept + k].key == base[s * kept + other].key) { return false }
+                return true
             }
-            let group = Int32(g)
             if isNew {
                 sizes.append(0)
-                firstRow.append(kept)
+                firstRow.append(k)
             } else {
                 // Equal text keys share the group's first copy: emission reads one place.
-                let other = firstRow[g] * width
-                for s in keySlots where rowCells[base + s].kind == .text { rowCells[base + s] = rowCells[other + s] }
+                let other = firstRow[g]
+                for s in keySlots where base[s * kept + k].kind == .text { base[s * kept + k] = base[s * kept + other] }
             }
-            sizes[Int(group)] += 1
-            rowGroup.append(group)
-            kept += 1
+            if memo >= 0, let address {
+                memoAddress[memo] = address.bits
+                memoLength[memo] = address.count
+                memoGroup[memo] = Int32(g)
+            }
+            sizes[g] += 1
+            rowGroup[k] = Int32(g)
         }
-        // Pass 2: rows placed group by group (log order within a group).
+        // Pass 4: rows placed group by group (log order within a group).
         // Folded without aggregates of members, or DISTINCT: one row per group is all that is read.
         let firstRowOnly = spec.firstRowOnly || (spec.fold && spec.folds.isEmpty)
         let out = ChunkGroups(rows: firstRowOnly ? sizes.count : kept, width: width, chunk: chunk, keepsColdBlock: spec.fold)
         if firstRowOnly {
             // One row per group; folded, its count is the group's number of rows in the chunk.
             for g in sizes.indices {
-                for s in 0..<width { out.cells[g * width + s] = rowCells[firstRow[g] * width + s] }
+                for s in 0..<width { out.cells[g * width + s] = base[s * kept + firstRow[g]] }
                 out.groups.append((index.hashes[g], g, spec.fold ? sizes[g] : 1))
             }
             if !spec.fold { out.compactText() }
@@ -202,10 +254,11 @@ final class ChunkGroups: @unchecked Sendable {
             out.groups.append((index.hashes[g], total, sizes[g]))
             total += sizes[g]
         }
-        for row in 0..<kept {
-            let g = Int(rowGroup[row])
-            let to = starts[g] * width
-            for s in 0..<width { out.cells[to + s] = rowCells[row * width + s] }
+        let cells = out.cells.baseAddress!
+        for k in 0..<kept {
+            let g = Int(rowGroup[k])
+            let to = cells + starts[g] * width
+            for s in 0..<width { to[s] = base[s * kept + k] }
             starts[g] += 1
         }
         if !spec.fold { out.compactText() }

@@ -393,17 +393,22 @@ public enum ColdBlock {
         }
         var valueKinds: [Int] = []
         valueKinds.reserveCapacity(recordCount)
-        var perColumn = [Int](repeating: 0, count: columnBytes.count)
+        // Records per kind first, tokens per column from them: a shape's slots are walked once,
+        // not once per record.
+        var recordsOfKind = [Int](repeating: 0, count: slotColumns.count + 2)
         for _ in 0..<recordCount {
             let kind = try kinds.count(max: slotColumns.count + 1)
-            if kind >= 2 {
-                for c in slotColumns[kind - 2] {
-                    // Every encoding spends at least a byte per token: more tokens than bytes is a lie.
-                    perColumn[c] += 1
-                    guard perColumn[c] <= columnBytes[c] else { throw ColdFormatError("column \(c) cannot hold \(perColumn[c]) tokens") }
-                }
-            }
+            recordsOfKind[kind] += 1
             valueKinds.append(kind)
+        }
+        var perColumn = [Int](repeating: 0, count: columnBytes.count)
+        for (shape, columns) in slotColumns.enumerated() where recordsOfKind[shape + 2] > 0 {
+            for c in columns {
+                // Every encoding spends at least a byte per token: more tokens than bytes is a lie.
+                // (Counts are at most the stream's bytes each: the sum cannot overflow.)
+                perColumn[c] += recordsOfKind[shape + 2]
+                guard perColumn[c] <= columnBytes[c] else { throw ColdFormatError("column \(c) cannot hold \(perColumn[c]) tokens") }
+            }
         }
         return (valueKinds, perColumn)
     }

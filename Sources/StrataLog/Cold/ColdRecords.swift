@@ -104,7 +104,20 @@ struct ColdReader {
 
     var remaining: Int { bytes.count - position }
 
+    @inline(__always)
     mutating func varint() throws(ColdFormatError) -> UInt64 {
+        // Most varints of a block (kinds, offset and timestamp deltas, lengths) are one byte.
+        if position < bytes.count {
+            let b = bytes[position]
+            if b < 0x80 {
+                position += 1
+                return UInt64(b)
+            }
+        }
+        return try longVarint()
+    }
+
+    private mutating func longVarint() throws(ColdFormatError) -> UInt64 {
         var result: UInt64 = 0
         var shift: UInt64 = 0
         while true {
@@ -124,6 +137,7 @@ struct ColdReader {
     }
 
     /// A varint that must be at most `limit`.
+    @inline(__always)
     mutating func count(max limit: Int) throws(ColdFormatError) -> Int {
         let v = try varint()
         guard limit >= 0 else { throw ColdFormatError("count \(v) where none is possible") }

@@ -107,8 +107,9 @@ final class ColdSegment: Sendable {
     }
 
     /// Queues the decoding of the blocks after `i` (`ColdReadAhead.depth` of them) that nobody
-    /// has or is decoding.
-    private func readAhead(after i: Int, compression: CompressionCodec) {
+    /// has or is decoding; `i` -1: the segment's first blocks, for a reader about to cross into
+    /// it from the segment before.
+    func readAhead(after i: Int, compression: CompressionCodec) {
         let cache = ColdBlockCache.shared
         for j in (i + 1)..<min(file.blocks.count, i + 1 + ColdReadAhead.depth) {
             let next = ColdBlockCache.Key(segment: cacheID, block: j, compression: compression.rawValue)
@@ -312,6 +313,9 @@ public final class ColdBlockCache: Sendable {
             lock.broadcast()
         }
     }
+
+    /// Whether the block is decoded and kept (not merely being decoded).
+    func holds(_ key: Key) -> Bool { lock.withLock { state.entries[key] != nil } }
 
     func insert(_ key: Key, _ block: MaterializedBlock) {
         let limit = budgetBytes

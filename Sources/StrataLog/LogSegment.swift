@@ -877,6 +877,16 @@ final class LogSegment: @unchecked Sendable {
     /// `read` for a cold segment: whole batches from the block holding `offset` (or the first
     /// after it), within that one block. A fetch may get less than `maxBytes` at a block's end,
     /// as at a segment's; the consumer's next fetch continues in the next block.
+    /// Cold only: a reader at `offset` in the segment before this one is within read-ahead
+    /// distance of that segment's end (`previous`'s blocks after the one holding `offset` are
+    /// fewer than `ColdReadAhead.depth`): this segment's first blocks are queued for decoding, so
+    /// the reader does not stop at every segment boundary for a block nobody read ahead.
+    func readAheadColdStart(afterReaderAt offset: Int64, in previous: LogSegment, compression: CompressionCodec) {
+        guard isCold, previous.isCold, let before = try? previous.coldSegment(), let b = before.block(from: offset),
+              before.blockCount - 1 - b < ColdReadAhead.depth, let cold = try? coldSegment() else { return }
+        cold.readAhead(after: -1, compression: compression)
+    }
+
     private func readCold(from offset: Int64, maxBytes: Int, endOffset: Int64, compression: CompressionCodec) throws(LogError) -> SegmentSlice? {
         let cold = try coldSegment()
         guard var b = cold.block(from: offset) else { return nil }

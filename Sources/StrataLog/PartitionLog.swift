@@ -665,6 +665,10 @@ public final class PartitionLog: @unchecked Sendable {
                 continue
             }
             if let slice = found, !slice.range.isEmpty {
+                if i + 1 < segments.count {
+                    // (The slice's last offset: its next may be past this segment.)
+                    segments[i + 1].readAheadColdStart(afterReaderAt: slice.nextOffset &- 1, in: segments[i], compression: coldFetchCompression)
+                }
                 return LogReadResult(slice: slice, nextOffset: slice.nextOffset, logEndOffset: logEnd)
             }
             i += 1

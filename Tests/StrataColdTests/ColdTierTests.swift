@@ -153,6 +153,33 @@ import Synchronization
         #expect(try Self.records(view) == withAppend)
     }
 
+    /// Read-ahead stopped at each segment's end, so a consumer of cold data waited at every
+    /// segment boundary for a block decoded on its own thread. A reader in a segment's last
+    /// blocks now queues the next cold segment's first blocks.
+    @Test func aReaderNearASegmentsEndReadsTheNextSegmentAhead() throws {
+        let dir = Self.tempDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (log, _) = try PartitionLog.open(directory: dir, config: Self.config)
+        try Self.fill(log, batches: 200)
+        _ = try log.convertToCold(olderThanMs: nil)
+        let cold = try log.segmentInfos().filter(\.isCold)
+        try #require(cold.count >= 3)
+        let second = try #require(try log.coldBlock(from: cold[1].baseOffset)).segment
+        let third = try #require(try log.coldBlock(from: cold[2].baseOffset)).segment
+        let compression = log.coldFetchCompression.rawValue
+        let secondStart = ColdBlockCache.Key(segment: second.cacheID, block: 0, compression: compression)
+        let thirdStart = ColdBlockCache.Key(segment: third.cacheID, block: 0, compression: compression)
+        #expect(!ColdBlockCache.shared.holds(secondStart))
+        // The last record of the first cold segment: its block is the segment's last.
+        _ = try log.read(from: cold[0].nextOffset - 1, maxBytes: 1)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !ColdBlockCache.shared.holds(secondStart) && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(ColdBlockCache.shared.holds(secondStart), "the next segment's first block was not read ahead")
+        // Not beyond: a segment two ahead waits until a reader comes near it.
+        #expect(!ColdBlockCache.shared.holds(thirdStart))
+        #expect(try Self.records(log) == Self.records(log, maxBytes: 1))
+    }
+
     @Test func zstdFetchCompressionGivesTheSameRecords() throws {
         let dir = Self.tempDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

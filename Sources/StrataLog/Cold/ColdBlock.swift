@@ -421,40 +421,30 @@ public enum ColdBlock {
         let columnCount = columns.count
         let (valueKinds, perColumn) = try readValueKinds(kinds0, recordCount: recordCount, batchCount: batchCount, batchBytes: b.remaining,
                                                          slotColumns: slotColumns, columnBytes: columns.map(\.count))
-        var tokens: [(bytes: [UInt8], ends: [Int])] = []
-        var tokenBytes = 0
+        // Every column's tokens decoded end to end into one buffer with absolute ends (what
+        // `TokenColumn.decode` appends), so the per-record loop reads one flat buffer and touches
+        // no Swift array of arrays (each access would retain and release one), and no column is
+        // copied a second time. The decoded tokens of all columns share the block's budget.
+        var tokenData: [UInt8] = []
+        tokenData.reserveCapacity(min(maxOutputBytes, columns.reduce(0) { $0 + $1.count } * 4))
+        // Token g (numbered across all columns) is tokenData[tokenBounds[g]..<tokenBounds[g + 1]].
+        var tokenBounds: [Int] = [0]
+        tokenBounds.reserveCapacity(perColumn.reduce(1, +))
+        // Per column, the next token the records take: its first token at the start.
+        var cursor = [Int](repeating: 0, count: columnCount)
         for c in 0..<columnCount {
-            var bytes: [UInt8] = []
-            var ends: [Int] = []
-            ends.reserveCapacity(perColumn[c])
-            // The decoded tokens of all columns share the block's budget.
+            cursor[c] = tokenBounds.count - 1
             try columns[c].withUnsafeBytes { b in
                 var reader = ColdReader(b)
-                try TokenColumn.decode(&reader, count: perColumn[c], into: &bytes, ends: &ends, maxBytes: maxOutputBytes - tokenBytes)
+                try TokenColumn.decode(&reader, count: perColumn[c], into: &tokenData, ends: &tokenBounds, maxBytes: maxOutputBytes)
             }
-            tokenBytes += bytes.count
-            guard tokenBytes <= maxOutputBytes else { throw ColdFormatError("columns decoding to more than \(maxOutputBytes) bytes") }
-            tokens.append((bytes, ends))
-        }
-        // Flat views for the per-record loop, so that it touches no Swift array of arrays (each
-        // access would retain and release one): every token end to end with absolute ends, and
-        // every shape's literals and slot columns in one list each.
-        var tokenData: [UInt8] = []
-        tokenData.reserveCapacity(tokenBytes)
-        var tokenEndsFlat: [Int] = []
-        var columnFirstToken = [Int](repeating: 0, count: columnCount + 1)
-        var columnStart = [Int](repeating: 0, count: columnCount + 1)
-        for c in 0..<columnCount {
-            columnFirstToken[c] = tokenEndsFlat.count
-            columnStart[c] = tokenData.count
-            let base = tokenData.count
-            for e in tokens[c].ends {
-                guard e >= 0, e <= tokens[c].bytes.count else { throw ColdFormatError("column \(c) token end \(e) out of range") }
-                tokenEndsFlat.append(base + e)
+            guard tokenData.count <= maxOutputBytes else { throw ColdFormatError("columns decoding to more than \(maxOutputBytes) bytes") }
+            // The records take exactly `perColumn[c]` tokens of column c (`readValueKinds` counted
+            // them so): no cursor passes its column's last token.
+            guard tokenBounds.count - 1 - cursor[c] == perColumn[c] else {
+                throw ColdFormatError("column \(c) decoded to \(tokenBounds.count - 1 - cursor[c]) tokens, \(perColumn[c]) expected")
             }
-            tokenData.append(contentsOf: tokens[c].bytes)
         }
-        tokens = []
         var literalsFlat: [UnsafeRawBufferPointer] = []
         var shapeFirstLiteral: [Int] = []
         var shapeLiteralBytes: [Int] = []
@@ -467,7 +457,6 @@ public enum ColdBlock {
             shapeFirstSlot.append(slotColumnsFlat.count)
             slotColumnsFlat += slotColumns[s]
         }
-        var cursor = [Int](repeating: 0, count: columnCount)
         // Every key, value and header end to end; spending is checked before each append.
         let data = ColdFlatBlock.Buffer(capacity: min(maxOutputBytes, 16 << 20))
         func spend(_ n: Int) throws {
@@ -524,12 +513,9 @@ public enum ColdBlock {
                             data.append(literalsFlat[firstLiteral + slot])
                             guard slot < slots else { break }
                             let c = slotColumnsFlat[firstSlot + slot]
-                            let t = cursor[c]
-                            cursor[c] += 1
-                            let g = columnFirstToken[c] + t
-                            let start = t == 0 ? columnStart[c] : tokenEndsFlat[g - 1]
-                            let end = tokenEndsFlat[g]
-                            guard start <= end else { throw ColdFormatError("column \(c) token \(t) out of range") }
+                            let g = cursor[c]
+                            cursor[c] = g + 1
+                            let start = tokenBounds[g], end = tokenBounds[g + 1]
                             try spend(end - start)
                             let at = data.count
                             data.append(UnsafeRawBufferPointer(rebasing: tokenBytes[start..<end]))

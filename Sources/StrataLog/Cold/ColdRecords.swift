@@ -323,7 +323,7 @@ public final class ColdFlatBlock: @unchecked Sendable {
                 base = moved
                 capacity = grown
             }
-            (base + count).copyMemory(from: source, byteCount: bytes.count)
+            copyFewBytes(to: base + count, from: source, count: bytes.count)
             count += bytes.count
         }
     }
@@ -439,5 +439,20 @@ public final class ColdFlatBlock: @unchecked Sendable {
         return try body.batch(compression: compression, partitionLeaderEpoch: b.partitionLeaderEpoch, attributes: b.attributes,
                               lastOffsetDelta: b.lastOffsetDelta, maxTimestamp: b.maxTimestamp, producerId: b.producerId,
                               producerEpoch: b.producerEpoch, baseSequence: b.baseSequence, recordCount: b.records.count)
+    }
+}
+
+/// `to.copyMemory(from:byteCount:)` for the copies of a block's assembly, most of them a shape's
+/// literal or one token: a few bytes, where a call to memmove costs more than the copy (two
+/// overlapping 8-byte moves cover 8...16).
+@inline(__always)
+func copyFewBytes(to: UnsafeMutableRawPointer, from source: UnsafeRawPointer, count n: Int) {
+    if n >= 8 && n <= 16 {
+        to.storeBytes(of: source.loadUnaligned(as: UInt64.self), as: UInt64.self)
+        (to + (n - 8)).storeBytes(of: (source + (n - 8)).loadUnaligned(as: UInt64.self), as: UInt64.self)
+    } else if n < 8 {
+        for i in 0..<n { to.storeBytes(of: source.load(fromByteOffset: i, as: UInt8.self), toByteOffset: i, as: UInt8.self) }
+    } else {
+        to.copyMemory(from: source, byteCount: n)
     }
 }

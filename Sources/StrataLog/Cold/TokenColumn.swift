@@ -132,11 +132,26 @@ enum TokenColumn {
             var dictionary: [UnsafeRawBufferPointer] = []
             dictionary.reserveCapacity(entries)
             for _ in 0..<entries { dictionary.append(try r.blob()) }
+            // The entries picked and their total size first, then one growth of `out` and the
+            // tokens copied in place (an append per token costs more than its few bytes).
+            var picks: [Int] = []
+            picks.reserveCapacity(count)
+            var total = 0
             for _ in 0..<count {
                 let i = try r.count(max: entries - 1)
-                guard dictionary[i].count <= maxBytes - out.count else { throw ColdFormatError("a column expanding past \(maxBytes) bytes") }
-                out.append(contentsOf: dictionary[i])
-                ends.append(out.count)
+                total += dictionary[i].count
+                guard total <= maxBytes - out.count else { throw ColdFormatError("a column expanding past \(maxBytes) bytes") }
+                picks.append(i)
+            }
+            var at = out.count
+            out.append(contentsOf: repeatElement(0, count: total))
+            out.withUnsafeMutableBytes { o in
+                for i in picks {
+                    let entry = dictionary[i]
+                    if entry.count > 0, let source = entry.baseAddress { copyFewBytes(to: o.baseAddress! + at, from: source, count: entry.count) }
+                    at += entry.count
+                    ends.append(at)
+                }
             }
         case .raw:
             for _ in 0..<count {
@@ -213,20 +228,29 @@ enum TokenColumn {
         return v
     }
 
+    /// `m`'s decimal digits written to end just before `end` in `d`; the first one's index.
+    @inline(__always)
+    private static func digits(_ m: UInt64, endingAt end: Int, in d: UnsafeMutableRawBufferPointer) -> Int {
+        var m = m, i = end
+        repeat {
+            i -= 1
+            d[i] = UInt8(m % 10) + UInt8(ascii: "0")
+            m /= 10
+        } while m > 0
+        return i
+    }
+
+    // Both formatters write a token in a scratch buffer and append it once: a reader formats
+    // one per numeric value it decodes, and an append per character costs more than the digits.
     static func formatInteger(_ v: Int64, into out: inout [UInt8]) {
-        if v < 0 { out.append(UInt8(ascii: "-")) }
-        var m = v.magnitude
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                      UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var n = 0
-        withUnsafeMutableBytes(of: &digits) { d in
-            repeat {
-                d[n] = UInt8(m % 10) + UInt8(ascii: "0")
-                m /= 10
-                n += 1
-            } while m > 0
-            for k in stride(from: n - 1, through: 0, by: -1) { out.append(d[k]) }
+        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)  // sign and 19 digits
+        withUnsafeMutableBytes(of: &scratch) { d in
+            var i = digits(v.magnitude, endingAt: d.count, in: d)
+            if v < 0 {
+                i -= 1
+                d[i] = UInt8(ascii: "-")
+            }
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[i...]))
         }
     }
 
@@ -261,19 +285,30 @@ enum TokenColumn {
         return (negative ? -v : v, UInt8(t.count - 1 - point))
     }
 
+    /// `scale` 1...18 (what `decimalScales` accepts).
     static func formatDecimal(_ v: Int64, scale: Int, into out: inout [UInt8]) {
-        if v < 0 { out.append(UInt8(ascii: "-")) }
+        precondition(scale >= 1 && scale <= 18, "decimal scale \(scale)")
         var power: UInt64 = 1
         for _ in 0..<scale { power &*= 10 }
         let m = v.magnitude
-        formatInteger(Int64(m / power), into: &out)
-        out.append(UInt8(ascii: "."))
-        var fraction = m % power
-        let start = out.count
-        out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: scale))
-        for k in stride(from: start + scale - 1, through: start, by: -1) {
-            out[k] = UInt8(fraction % 10) + UInt8(ascii: "0")
-            fraction /= 10
+        // Sign, 19 integer digits, the point and 18 fraction digits.
+        var scratch: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &scratch) { d in
+            var fraction = m % power
+            var i = d.count
+            for _ in 0..<scale {
+                i -= 1
+                d[i] = UInt8(fraction % 10) + UInt8(ascii: "0")
+                fraction /= 10
+            }
+            i -= 1
+            d[i] = UInt8(ascii: ".")
+            i = digits(m / power, endingAt: i, in: d)
+            if v < 0 {
+                i -= 1
+                d[i] = UInt8(ascii: "-")
+            }
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[i...]))
         }
     }
 

@@ -473,7 +473,12 @@ public enum ColdBlock {
         var records: [ColdFlatBlock.Record] = []
         records.reserveCapacity(recordCount)
         var headers: [ColdFlatBlock.Header] = []
-        var slotRanges: [Range<Int>] = []
+        // The current value's slots (where each token landed in `data`), for a key that is one
+        // of them: sized once for the widest shape, reset by its count.
+        let widestShape = slotColumns.map(\.count).max() ?? 0
+        var slotAt = [Int](repeating: 0, count: widestShape)
+        var slotEnd = [Int](repeating: 0, count: widestShape)
+        var slotsInValue = 0
         var batchStream = BatchStreamReader(reader: b)
         for _ in 0..<batchCount {
             let batch = try batchStream.next(firstRecord: records.count, recordsLeft: recordCount - records.count)
@@ -497,7 +502,7 @@ public enum ColdBlock {
                 let kind = valueKinds[records.count]
                 var valueAt = -1
                 var valueCount = -1
-                slotRanges.removeAll(keepingCapacity: true)
+                slotsInValue = 0
                 if kind == 1 {
                     let v = try raw.blob()
                     valueAt = try append(v)
@@ -519,20 +524,22 @@ public enum ColdBlock {
                             try spend(end - start)
                             let at = data.count
                             data.append(UnsafeRawBufferPointer(rebasing: tokenBytes[start..<end]))
-                            slotRanges.append(at..<data.count)
+                            slotAt[slot] = at
+                            slotEnd[slot] = data.count
                         }
                     }
                     valueCount = data.count - valueAt
+                    slotsInValue = slots
                 }
                 let keyCode = try rec.count(max: k.remaining + 2)
                 var keyAt = -1
                 var keyCount = -1
                 if keyCode == 1 {
-                    let slot = try rec.count(max: max(0, slotRanges.count - 1))
-                    guard valueAt >= 0, slot < slotRanges.count else { throw ColdFormatError("a key refers to a value slot that is not there") }
+                    let slot = try rec.count(max: max(0, slotsInValue - 1))
+                    guard valueAt >= 0, slot < slotsInValue else { throw ColdFormatError("a key refers to a value slot that is not there") }
                     // The key is the slot's bytes inside the value: nothing to copy.
-                    keyAt = slotRanges[slot].lowerBound
-                    keyCount = slotRanges[slot].count
+                    keyAt = slotAt[slot]
+                    keyCount = slotEnd[slot] - slotAt[slot]
                 } else if keyCode >= 2 {
                     let key = try k.take(keyCode - 2)
                     keyAt = try append(key)

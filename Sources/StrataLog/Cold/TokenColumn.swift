@@ -132,31 +132,46 @@ enum TokenColumn {
             var dictionary: [UnsafeRawBufferPointer] = []
             dictionary.reserveCapacity(entries)
             for _ in 0..<entries { dictionary.append(try r.blob()) }
-            // The entries picked and their total size first, then one growth of `out` and the
-            // tokens copied in place (an append per token costs more than its few bytes).
-            var picks: [Int] = []
-            picks.reserveCapacity(count)
+            var tokens: [UnsafeRawBufferPointer] = []
+            tokens.reserveCapacity(count)
             var total = 0
             for _ in 0..<count {
-                let i = try r.count(max: entries - 1)
-                total += dictionary[i].count
+                let entry = dictionary[try r.count(max: entries - 1)]
+                total += entry.count
                 guard total <= maxBytes - out.count else { throw ColdFormatError("a column expanding past \(maxBytes) bytes") }
-                picks.append(i)
+                tokens.append(entry)
             }
-            var at = out.count
-            out.append(contentsOf: repeatElement(0, count: total))
-            out.withUnsafeMutableBytes { o in
-                for i in picks {
-                    let entry = dictionary[i]
-                    if entry.count > 0, let source = entry.baseAddress { copyFewBytes(to: o.baseAddress! + at, from: source, count: entry.count) }
-                    at += entry.count
-                    ends.append(at)
-                }
-            }
+            appendInPlace(tokens, totalBytes: total, into: &out, ends: &ends)
         case .raw:
+            var tokens: [UnsafeRawBufferPointer] = []
+            tokens.reserveCapacity(count)
+            var total = 0
             for _ in 0..<count {
-                out.append(contentsOf: try r.blob())
-                ends.append(out.count)
+                let token = try r.blob()
+                total += token.count
+                tokens.append(token)
+            }
+            // (The tokens are bytes of the stream: the total cannot pass what was decompressed.)
+            guard total <= maxBytes - out.count else { throw ColdFormatError("a column expanding past \(maxBytes) bytes") }
+            appendInPlace(tokens, totalBytes: total, into: &out, ends: &ends)
+        }
+    }
+
+    /// `tokens` (`totalBytes` together) appended to `out`, each one's end to `ends`: one growth of
+    /// `out` and the tokens copied in place (an append per token costs more than its few bytes).
+    private static func appendInPlace(_ tokens: [UnsafeRawBufferPointer], totalBytes: Int, into out: inout [UInt8], ends: inout [Int]) {
+        guard totalBytes > 0 else {
+            for _ in tokens { ends.append(out.count) }
+            return
+        }
+        var at = out.count
+        out.append(contentsOf: repeatElement(0, count: totalBytes))
+        out.withUnsafeMutableBytes { o in
+            let base = o.baseAddress!
+            for token in tokens {
+                if token.count > 0, let source = token.baseAddress { copyFewBytes(to: base + at, from: source, count: token.count) }
+                at += token.count
+                ends.append(at)
             }
         }
     }

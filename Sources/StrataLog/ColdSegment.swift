@@ -171,7 +171,7 @@ final class ColdSegment: Sendable {
             // Uncompressed (the default for readers): sized first, then written in place.
             let sizes = flat.batches.indices.map { flat.uncompressedBatchSize($0) }
             let total = sizes.reduce(0, +)
-            let memory = try Mapping(anonymousLength: total)
+            let memory = try Mapping(anonymousLength: total, populate: true)
             var at = 0
             for (b, size) in sizes.enumerated() {
                 flat.writeUncompressedBatch(b, into: memory.mutableBytes(at..<at + size))
@@ -190,7 +190,7 @@ final class ColdSegment: Sendable {
             throw LogError.corrupt(path: path, reason: "block \(i) at file offset \(entry.fileOffset): \(error)")
         }
         let total = encoded.reduce(0) { $0 + $1.count }
-        let memory = try Mapping(anonymousLength: total)
+        let memory = try Mapping(anonymousLength: total, populate: true)
         var at = 0
         for bytes in encoded {
             bytes.withUnsafeBytes { memory.mutableBytes(at..<at + bytes.count).copyMemory(from: $0) }
@@ -206,7 +206,7 @@ final class ColdSegment: Sendable {
         var parts: [MaterializedBlock] = []
         for i in 0..<file.blocks.count { parts.append(try decode(block: i, compression: nil)) }
         let total = parts.reduce(0) { $0 + $1.length }
-        let memory = try Mapping(anonymousLength: total)
+        let memory = try Mapping(anonymousLength: total, populate: true)
         var at = 0
         for p in parts {
             memory.mutableBytes(at..<at + p.length).copyMemory(from: p.bytes)

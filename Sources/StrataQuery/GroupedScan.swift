@@ -198,7 +198,14 @@ final class ChunkGroups: @unchecked Sendable {
         var memoLength = ContiguousArray<Int32>(repeating: -1, count: 64)
         var memoGroup = ContiguousArray<Int32>(repeating: 0, count: 64)
         let memoKey = keySlots.count == 1 ? base + keySlots[0] * kept : nil
-        for k in 0..<kept {
+        if keySlots.isEmpty && kept > 0 {
+            // No key (aggregates without GROUP BY, `SELECT count(*) FROM t`): every kept row is
+            // the one group, which no row needs hashed into (`rowGroup` is all 0 already).
+            _ = index.findOrAdd(hash: 0) { _ in true }
+            sizes.append(kept)
+            firstRow.append(0)
+        }
+        for k in 0..<(keySlots.isEmpty ? 0 : kept) {
             var memo = -1
             let address = memoKey?[k]
             if let memoKey, let address, address.kind == .text {

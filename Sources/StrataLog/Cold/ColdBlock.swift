@@ -421,29 +421,18 @@ public enum ColdBlock {
         let columnCount = columns.count
         let (valueKinds, perColumn) = try readValueKinds(kinds0, recordCount: recordCount, batchCount: batchCount, batchBytes: b.remaining,
                                                          slotColumns: slotColumns, columnBytes: columns.map(\.count))
-        // Every column's tokens decoded end to end into one buffer with absolute ends (what
-        // `TokenColumn.decode` appends), so the per-record loop reads one flat buffer and touches
-        // no Swift array of arrays (each access would retain and release one), and no column is
-        // copied a second time. The decoded tokens of all columns share the block's budget.
-        var tokenData: [UInt8] = []
-        tokenData.reserveCapacity(min(maxOutputBytes, columns.reduce(0) { $0 + $1.count } * 4))
-        // Token g (numbered across all columns) is tokenData[tokenBounds[g]..<tokenBounds[g + 1]].
-        var tokenBounds: [Int] = [0]
-        tokenBounds.reserveCapacity(perColumn.reduce(1, +))
-        // Per column, the next token the records take: its first token at the start.
-        var cursor = [Int](repeating: 0, count: columnCount)
+        // Every column's stream copied into one allocation that lives until the records are
+        // assembled, each read through a token source as the records take its tokens.
+        let allColumns = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, columns.reduce(0) { $0 + $1.count }), alignment: 8)
+        defer { allColumns.deallocate() }
+        var sources: [TokenSource] = []
+        sources.reserveCapacity(columnCount)
+        var columnAt = 0
         for c in 0..<columnCount {
-            cursor[c] = tokenBounds.count - 1
-            try columns[c].withUnsafeBytes { b in
-                var reader = ColdReader(b)
-                try TokenColumn.decode(&reader, count: perColumn[c], into: &tokenData, ends: &tokenBounds, maxBytes: maxOutputBytes)
-            }
-            guard tokenData.count <= maxOutputBytes else { throw ColdFormatError("columns decoding to more than \(maxOutputBytes) bytes") }
-            // The records take exactly `perColumn[c]` tokens of column c (`readValueKinds` counted
-            // them so): no cursor passes its column's last token.
-            guard tokenBounds.count - 1 - cursor[c] == perColumn[c] else {
-                throw ColdFormatError("column \(c) decoded to \(tokenBounds.count - 1 - cursor[c]) tokens, \(perColumn[c]) expected")
-            }
+            columns[c].withUnsafeBytes { allColumns.baseAddress!.advanced(by: columnAt).copyMemory(from: $0.baseAddress ?? UnsafeRawPointer(allColumns.baseAddress!), byteCount: $0.count) }
+            let stream = UnsafeRawBufferPointer(rebasing: allColumns[columnAt..<columnAt + columns[c].count])
+            columnAt += columns[c].count
+            sources.append(try TokenSource(ColdReader(stream), count: perColumn[c]))
         }
         var literalsFlat: [UnsafeRawBufferPointer] = []
         var shapeFirstLiteral: [Int] = []
@@ -513,20 +502,13 @@ public enum ColdBlock {
                     try spend(shapeLiteralBytes[s])
                     let firstLiteral = shapeFirstLiteral[s], firstSlot = shapeFirstSlot[s]
                     let slots = (s + 1 < shapeFirstSlot.count ? shapeFirstSlot[s + 1] : slotColumnsFlat.count) - firstSlot
-                    try tokenData.withUnsafeBytes { (tokenBytes: UnsafeRawBufferPointer) throws in
-                        for slot in 0...slots {
-                            data.append(literalsFlat[firstLiteral + slot])
-                            guard slot < slots else { break }
-                            let c = slotColumnsFlat[firstSlot + slot]
-                            let g = cursor[c]
-                            cursor[c] = g + 1
-                            let start = tokenBounds[g], end = tokenBounds[g + 1]
-                            try spend(end - start)
-                            let at = data.count
-                            data.append(UnsafeRawBufferPointer(rebasing: tokenBytes[start..<end]))
-                            slotAt[slot] = at
-                            slotEnd[slot] = data.count
-                        }
+                    for slot in 0...slots {
+                        data.append(literalsFlat[firstLiteral + slot])
+                        guard slot < slots else { break }
+                        let at = data.count
+                        try sources[slotColumnsFlat[firstSlot + slot]].next(into: data, limit: maxOutputBytes)
+                        slotAt[slot] = at
+                        slotEnd[slot] = data.count
                     }
                     valueCount = data.count - valueAt
                     slotsInValue = slots

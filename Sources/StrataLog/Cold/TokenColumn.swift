@@ -76,7 +76,8 @@ enum TokenColumn {
     }
 
     /// The next number of a column written by `deltas`.
-    private static func number(_ r: inout ColdReader, previous: inout Int64, mode: UInt8) throws(ColdFormatError) -> Int64 {
+    @inline(__always)
+    static func number(_ r: inout ColdReader, previous: inout Int64, mode: UInt8) throws(ColdFormatError) -> Int64 {
         let v = try r.signed()
         previous = mode == 0 ? previous &+ v : v
         return previous
@@ -93,7 +94,7 @@ enum TokenColumn {
     }
 
     /// The fraction digits of `count` decimal tokens (1…18 each).
-    private static func decimalScales(_ r: inout ColdReader, count: Int) throws(ColdFormatError) -> [UInt8] {
+    static func decimalScales(_ r: inout ColdReader, count: Int) throws(ColdFormatError) -> [UInt8] {
         var scales: [UInt8] = []
         scales.reserveCapacity(count)
         for _ in 0..<count {
@@ -104,7 +105,7 @@ enum TokenColumn {
         return scales
     }
 
-    private static func numberMode(_ r: inout ColdReader) throws(ColdFormatError) -> UInt8 {
+    static func numberMode(_ r: inout ColdReader) throws(ColdFormatError) -> UInt8 {
         let mode = try r.fixed(UInt8.self)
         guard mode <= 1 else { throw ColdFormatError("number mode \(mode)") }
         return mode
@@ -114,46 +115,33 @@ enum TokenColumn {
     /// `maxBytes`: most bytes the tokens may take decoded (a dictionary entry repeated by every
     /// token must not expand past what the block's budget allows).
     static func decode(_ r: inout ColdReader, count: Int, into out: inout [UInt8], ends: inout [Int], maxBytes: Int = .max) throws(ColdFormatError) {
-        guard let encoding = Encoding(rawValue: try r.fixed(UInt8.self)) else { throw ColdFormatError("unknown token encoding") }
-        switch encoding {
-        case .integer, .timestampMillisZ:
-            for v in try numbers(&r, count: count) {
-                if encoding == .integer { formatInteger(v, into: &out) } else { try formatTimestampMillisZ(v, into: &out) }
-                ends.append(out.count)
-            }
-        case .decimal:
-            let scales = try decimalScales(&r, count: count)
-            for (v, s) in zip(try numbers(&r, count: count), scales) {
-                formatDecimal(v, scale: Int(s), into: &out)
-                ends.append(out.count)
-            }
-        case .dictionary:
-            let entries = try r.count(max: r.remaining)
-            var dictionary: [UnsafeRawBufferPointer] = []
-            dictionary.reserveCapacity(entries)
-            for _ in 0..<entries { dictionary.append(try r.blob()) }
+        var source = try TokenSource(r, count: count)
+        defer { r = source.reader }
+        switch source.encoding {
+        case .dictionary, .raw:
+            // Stored bytes: their total first, then one growth of `out` and the tokens copied in place.
             var tokens: [UnsafeRawBufferPointer] = []
             tokens.reserveCapacity(count)
             var total = 0
             for _ in 0..<count {
-                let entry = dictionary[try r.count(max: entries - 1)]
-                total += entry.count
-                guard total <= maxBytes - out.count else { throw ColdFormatError("a column expanding past \(maxBytes) bytes") }
-                tokens.append(entry)
-            }
-            appendInPlace(tokens, totalBytes: total, into: &out, ends: &ends)
-        case .raw:
-            var tokens: [UnsafeRawBufferPointer] = []
-            tokens.reserveCapacity(count)
-            var total = 0
-            for _ in 0..<count {
-                let token = try r.blob()
+                let token = try source.nextStored()
                 total += token.count
+                guard total <= maxBytes - out.count else { throw ColdFormatError("a column expanding past \(maxBytes) bytes") }
                 tokens.append(token)
             }
-            // (The tokens are bytes of the stream: the total cannot pass what was decompressed.)
-            guard total <= maxBytes - out.count else { throw ColdFormatError("a column expanding past \(maxBytes) bytes") }
             appendInPlace(tokens, totalBytes: total, into: &out, ends: &ends)
+        case .integer, .decimal, .timestampMillisZ:
+            // (Not counted against `maxBytes`: a number takes at least a byte of the stream and
+            // formats to at most 40, so the stream's own size bounds the output.)
+            for _ in 0..<count {
+                let (value, scale) = try source.nextNumber()
+                switch source.encoding {
+                case .integer: formatInteger(value, into: &out)
+                case .decimal: formatDecimal(value, scale: scale, into: &out)
+                default: try formatTimestampMillisZ(value, into: &out)
+                }
+                ends.append(out.count)
+            }
         }
     }
 
@@ -255,18 +243,26 @@ enum TokenColumn {
         return i
     }
 
-    // Both formatters write a token in a scratch buffer and append it once: a reader formats
-    // one per numeric value it decodes, and an append per character costs more than the digits.
-    static func formatInteger(_ v: Int64, into out: inout [UInt8]) {
-        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)  // sign and 19 digits
-        withUnsafeMutableBytes(of: &scratch) { d in
-            var i = digits(v.magnitude, endingAt: d.count, in: d)
-            if v < 0 {
-                i -= 1
-                d[i] = UInt8(ascii: "-")
-            }
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[i...]))
+    /// Room for any token the formatters write: a sign, 19 integer digits, the point and 18
+    /// fraction digits (decimals); 24 bytes (timestamps).
+    typealias Scratch = (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+
+    // The formatters write a token at the end of a scratch buffer (where it starts is returned):
+    // a reader formats one per numeric value it decodes, and an append per character costs more
+    // than the digits.
+    @inline(__always)
+    static func writeInteger(_ v: Int64, endingIn d: UnsafeMutableRawBufferPointer) -> Int {
+        var i = digits(v.magnitude, endingAt: d.count, in: d)
+        if v < 0 {
+            i -= 1
+            d[i] = UInt8(ascii: "-")
         }
+        return i
+    }
+
+    static func formatInteger(_ v: Int64, into out: inout [UInt8]) {
+        var scratch: Scratch = (0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &scratch) { d in out.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[writeInteger(v, endingIn: d)...])) }
     }
 
     /// `-?(0|[1-9][0-9]*)\.[0-9]+` with at most 18 digits and not negative zero: the unscaled
@@ -300,36 +296,41 @@ enum TokenColumn {
         return (negative ? -v : v, UInt8(t.count - 1 - point))
     }
 
-    /// `scale` 1...18 (what `decimalScales` accepts).
-    static func formatDecimal(_ v: Int64, scale: Int, into out: inout [UInt8]) {
+    /// `scale` 1...18 (what `decimalScales` accepts); `d` at least 40 bytes.
+    @inline(__always)
+    static func writeDecimal(_ v: Int64, scale: Int, endingIn d: UnsafeMutableRawBufferPointer) -> Int {
         precondition(scale >= 1 && scale <= 18, "decimal scale \(scale)")
         var power: UInt64 = 1
         for _ in 0..<scale { power &*= 10 }
         let m = v.magnitude
-        // Sign, 19 integer digits, the point and 18 fraction digits.
-        var scratch: (UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0)
-        withUnsafeMutableBytes(of: &scratch) { d in
-            var fraction = m % power
-            var i = d.count
-            for _ in 0..<scale {
-                i -= 1
-                d[i] = UInt8(fraction % 10) + UInt8(ascii: "0")
-                fraction /= 10
-            }
+        var fraction = m % power
+        var i = d.count
+        for _ in 0..<scale {
             i -= 1
-            d[i] = UInt8(ascii: ".")
-            i = digits(m / power, endingAt: i, in: d)
-            if v < 0 {
-                i -= 1
-                d[i] = UInt8(ascii: "-")
-            }
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[i...]))
+            d[i] = UInt8(fraction % 10) + UInt8(ascii: "0")
+            fraction /= 10
+        }
+        i -= 1
+        d[i] = UInt8(ascii: ".")
+        i = digits(m / power, endingAt: i, in: d)
+        if v < 0 {
+            i -= 1
+            d[i] = UInt8(ascii: "-")
+        }
+        return i
+    }
+
+    static func formatDecimal(_ v: Int64, scale: Int, into out: inout [UInt8]) {
+        var scratch: Scratch = (0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &scratch) { d in
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[writeDecimal(v, scale: scale, endingIn: d)...]))
         }
     }
 
     static func timestampMillisZ(_ t: UnsafeRawBufferPointer) -> Int64? { CivilDate.parseMillisZ(t) }
 
-    static func formatTimestampMillisZ(_ v: Int64, into out: inout [UInt8]) throws(ColdFormatError) {
+    /// `YYYY-MM-DDTHH:MM:SS.sssZ` in the last 24 bytes of `d`; where it starts.
+    static func writeTimestampMillisZ(_ v: Int64, endingIn d: UnsafeMutableRawBufferPointer) throws(ColdFormatError) -> Int {
         // Years 0000-9999 only (what the parser accepts).
         guard v >= -62_167_219_200_000, v <= 253_402_300_799_999 else { throw ColdFormatError("timestamp \(v) out of range") }
         let ms = Int((v % 1000 + 1000) % 1000)
@@ -337,31 +338,130 @@ enum TokenColumn {
         let secondOfDay = Int((seconds % 86_400 + 86_400) % 86_400)
         let days = Int((seconds - Int64(secondOfDay)) / 86_400)
         let (year, month, day) = CivilDate.civilFromDays(days)
-        // Written in place: this runs once per timestamp token a reader decodes.
-        let start = out.count
-        out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: 24))
-        out.withUnsafeMutableBufferPointer { b in
-            func put(_ value: Int, _ width: Int, at position: Int) {
-                var x = value
-                for k in stride(from: position + width - 1, through: position, by: -1) {
-                    b[start + k] = UInt8(x % 10) + UInt8(ascii: "0")
-                    x /= 10
-                }
+        let start = d.count - 24
+        func put(_ value: Int, _ width: Int, at position: Int) {
+            var x = value
+            for k in stride(from: position + width - 1, through: position, by: -1) {
+                d[start + k] = UInt8(x % 10) + UInt8(ascii: "0")
+                x /= 10
             }
-            put(year, 4, at: 0)
-            b[start + 4] = UInt8(ascii: "-")
-            put(month, 2, at: 5)
-            b[start + 7] = UInt8(ascii: "-")
-            put(day, 2, at: 8)
-            b[start + 10] = UInt8(ascii: "T")
-            put(secondOfDay / 3600, 2, at: 11)
-            b[start + 13] = UInt8(ascii: ":")
-            put(secondOfDay / 60 % 60, 2, at: 14)
-            b[start + 16] = UInt8(ascii: ":")
-            put(secondOfDay % 60, 2, at: 17)
-            b[start + 19] = UInt8(ascii: ".")
-            put(ms, 3, at: 20)
-            b[start + 23] = UInt8(ascii: "Z")
+        }
+        put(year, 4, at: 0)
+        d[start + 4] = UInt8(ascii: "-")
+        put(month, 2, at: 5)
+        d[start + 7] = UInt8(ascii: "-")
+        put(day, 2, at: 8)
+        d[start + 10] = UInt8(ascii: "T")
+        put(secondOfDay / 3600, 2, at: 11)
+        d[start + 13] = UInt8(ascii: ":")
+        put(secondOfDay / 60 % 60, 2, at: 14)
+        d[start + 16] = UInt8(ascii: ":")
+        put(secondOfDay % 60, 2, at: 17)
+        d[start + 19] = UInt8(ascii: ".")
+        put(ms, 3, at: 20)
+        d[start + 23] = UInt8(ascii: "Z")
+        return start
+    }
+
+    static func formatTimestampMillisZ(_ v: Int64, into out: inout [UInt8]) throws(ColdFormatError) {
+        var scratch: Scratch = (0, 0, 0, 0, 0, 0)
+        try withUnsafeMutableBytes(of: &scratch) { (d) throws(ColdFormatError) in
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[try writeTimestampMillisZ(v, endingIn: d)...]))
+        }
+    }
+
+}
+
+/// One column's tokens in order, decoded as a reader takes them: a block's assembly takes one
+/// token of each of a shape's columns per record, so no column is decoded whole into memory and
+/// read back record by record (a dozen strided streams through ~9 MB a block).
+struct TokenSource {
+    let encoding: TokenColumn.Encoding
+    /// The column's stream from the next token on (numbers, dictionary indexes or stored bytes).
+    private(set) var reader: ColdReader
+    /// Tokens the column holds, and taken so far: taking more is an error.
+    let count: Int
+    private(set) var taken = 0
+    private let mode: UInt8
+    private var previous: Int64 = 0
+    private let scales: [UInt8]
+    private let entries: [UnsafeRawBufferPointer]
+
+    /// The column's header (encoding, number mode, decimal scales, dictionary entries) read and
+    /// checked; `r` starts at the encoding byte.
+    init(_ r: ColdReader, count: Int) throws(ColdFormatError) {
+        var r = r
+        guard let encoding = TokenColumn.Encoding(rawValue: try r.fixed(UInt8.self)) else { throw ColdFormatError("unknown token encoding") }
+        self.encoding = encoding
+        self.count = count
+        var mode: UInt8 = 0
+        var scales: [UInt8] = []
+        var entries: [UnsafeRawBufferPointer] = []
+        switch encoding {
+        case .integer, .timestampMillisZ:
+            mode = try TokenColumn.numberMode(&r)
+        case .decimal:
+            scales = try TokenColumn.decimalScales(&r, count: count)
+            mode = try TokenColumn.numberMode(&r)
+        case .dictionary:
+            let n = try r.count(max: r.remaining)
+            entries.reserveCapacity(n)
+            for _ in 0..<n { entries.append(try r.blob()) }
+        case .raw:
+            break
+        }
+        self.mode = mode
+        self.scales = scales
+        self.entries = entries
+        reader = r
+    }
+
+    @inline(__always)
+    private mutating func take() throws(ColdFormatError) {
+        guard taken < count else { throw ColdFormatError("a value takes token \(taken) of a column of \(count)") }
+        taken += 1
+    }
+
+    /// The next token of a dictionary or raw column: bytes of the stream, not copied.
+    @inline(__always)
+    mutating func nextStored() throws(ColdFormatError) -> UnsafeRawBufferPointer {
+        try take()
+        if encoding == .dictionary { return entries[try reader.count(max: entries.count - 1)] }
+        precondition(encoding == .raw, "nextStored on a \(encoding) column")
+        return try reader.blob()
+    }
+
+    /// The next token of a number column: its value and (decimals) its scale.
+    @inline(__always)
+    mutating func nextNumber() throws(ColdFormatError) -> (value: Int64, scale: Int) {
+        try take()
+        let value = try TokenColumn.number(&reader, previous: &previous, mode: mode)
+        return (value, encoding == .decimal ? Int(scales[taken - 1]) : 0)
+    }
+
+    /// The next token appended to `data`, which may hold at most `limit` bytes.
+    @inline(__always)
+    mutating func next(into data: ColdFlatBlock.Buffer, limit: Int) throws(ColdFormatError) {
+        let token: UnsafeRawBufferPointer
+        var scratch: TokenColumn.Scratch = (0, 0, 0, 0, 0, 0)
+        switch encoding {
+        case .dictionary, .raw:
+            token = try nextStored()
+            guard data.count + token.count <= limit else { throw ColdFormatError("a block decoding to more than \(limit) bytes") }
+            data.append(token)
+        case .integer, .timestampMillisZ, .decimal:
+            let (value, scale) = try nextNumber()
+            let encoding = encoding
+            try withUnsafeMutableBytes(of: &scratch) { (d) throws(ColdFormatError) in
+                let start: Int
+                switch encoding {
+                case .integer: start = TokenColumn.writeInteger(value, endingIn: d)
+                case .decimal: start = TokenColumn.writeDecimal(value, scale: scale, endingIn: d)
+                default: start = try TokenColumn.writeTimestampMillisZ(value, endingIn: d)
+                }
+                guard data.count + (d.count - start) <= limit else { throw ColdFormatError("a block decoding to more than \(limit) bytes") }
+                data.append(UnsafeRawBufferPointer(rebasing: d[start...]))
+            }
         }
     }
 }

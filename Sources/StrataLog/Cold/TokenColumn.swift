@@ -133,12 +133,13 @@ enum TokenColumn {
         case .integer, .decimal, .timestampMillisZ:
             // (Not counted against `maxBytes`: a number takes at least a byte of the stream and
             // formats to at most 40, so the stream's own size bounds the output.)
+            var day = (days: 0, year: 0, month: 0, day: 0)
             for _ in 0..<count {
                 let (value, scale) = try source.nextNumber()
                 switch source.encoding {
                 case .integer: formatInteger(value, into: &out)
                 case .decimal: formatDecimal(value, scale: scale, into: &out)
-                default: try formatTimestampMillisZ(value, into: &out)
+                default: try formatTimestampMillisZ(value, into: &out, day: &day)
                 }
                 ends.append(out.count)
             }
@@ -330,14 +331,21 @@ enum TokenColumn {
     static func timestampMillisZ(_ t: UnsafeRawBufferPointer) -> Int64? { CivilDate.parseMillisZ(t) }
 
     /// `YYYY-MM-DDTHH:MM:SS.sssZ` in the last 24 bytes of `d`; where it starts.
-    static func writeTimestampMillisZ(_ v: Int64, endingIn d: UnsafeMutableRawBufferPointer) throws(ColdFormatError) -> Int {
+    /// `day`: the last day converted and its civil date (a column's timestamps mostly share
+    /// days; the conversion is most of the formatting).
+    static func writeTimestampMillisZ(_ v: Int64, endingIn d: UnsafeMutableRawBufferPointer,
+                                      day: inout (days: Int, year: Int, month: Int, day: Int)) throws(ColdFormatError) -> Int {
         // Years 0000-9999 only (what the parser accepts).
         guard v >= -62_167_219_200_000, v <= 253_402_300_799_999 else { throw ColdFormatError("timestamp \(v) out of range") }
         let ms = Int((v % 1000 + 1000) % 1000)
         let seconds = (v - Int64(ms)) / 1000
         let secondOfDay = Int((seconds % 86_400 + 86_400) % 86_400)
         let days = Int((seconds - Int64(secondOfDay)) / 86_400)
-        let (year, month, day) = CivilDate.civilFromDays(days)
+        if day.days != days || day.month == 0 {
+            let (y, m, dd) = CivilDate.civilFromDays(days)
+            day = (days, y, m, dd)
+        }
+        let (year, month, dayOfMonth) = (day.year, day.month, day.day)
         let start = d.count - 24
         func put(_ value: Int, _ width: Int, at position: Int) {
             var x = value
@@ -350,7 +358,7 @@ enum TokenColumn {
         d[start + 4] = UInt8(ascii: "-")
         put(month, 2, at: 5)
         d[start + 7] = UInt8(ascii: "-")
-        put(day, 2, at: 8)
+        put(dayOfMonth, 2, at: 8)
         d[start + 10] = UInt8(ascii: "T")
         put(secondOfDay / 3600, 2, at: 11)
         d[start + 13] = UInt8(ascii: ":")
@@ -364,9 +372,14 @@ enum TokenColumn {
     }
 
     static func formatTimestampMillisZ(_ v: Int64, into out: inout [UInt8]) throws(ColdFormatError) {
+        var day = (days: 0, year: 0, month: 0, day: 0)
+        try formatTimestampMillisZ(v, into: &out, day: &day)
+    }
+
+    static func formatTimestampMillisZ(_ v: Int64, into out: inout [UInt8], day: inout (days: Int, year: Int, month: Int, day: Int)) throws(ColdFormatError) {
         var scratch: Scratch = (0, 0, 0, 0, 0, 0)
         try withUnsafeMutableBytes(of: &scratch) { (d) throws(ColdFormatError) in
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[try writeTimestampMillisZ(v, endingIn: d)...]))
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[try writeTimestampMillisZ(v, endingIn: d, day: &day)...]))
         }
     }
 
@@ -386,6 +399,8 @@ struct TokenSource {
     private var previous: Int64 = 0
     private let scales: [UInt8]
     private let entries: [UnsafeRawBufferPointer]
+    /// The civil date of the last timestamp's day (month 0: none yet).
+    private var day = (days: 0, year: 0, month: 0, day: 0)
 
     /// The column's header (encoding, number mode, decimal scales, dictionary entries) read and
     /// checked; `r` starts at the encoding byte.
@@ -452,12 +467,14 @@ struct TokenSource {
         case .integer, .timestampMillisZ, .decimal:
             let (value, scale) = try nextNumber()
             let encoding = encoding
+            var day = day
+            defer { self.day = day }
             try withUnsafeMutableBytes(of: &scratch) { (d) throws(ColdFormatError) in
                 let start: Int
                 switch encoding {
                 case .integer: start = TokenColumn.writeInteger(value, endingIn: d)
                 case .decimal: start = TokenColumn.writeDecimal(value, scale: scale, endingIn: d)
-                default: start = try TokenColumn.writeTimestampMillisZ(value, endingIn: d)
+                default: start = try TokenColumn.writeTimestampMillisZ(value, endingIn: d, day: &day)
                 }
                 guard data.count + (d.count - start) <= limit else { throw ColdFormatError("a block decoding to more than \(limit) bytes") }
                 data.append(UnsafeRawBufferPointer(rebasing: d[start...]))

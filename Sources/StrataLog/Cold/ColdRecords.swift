@@ -131,6 +131,7 @@ struct ColdReader {
         }
     }
 
+    @inline(__always)
     mutating func signed() throws(ColdFormatError) -> Int64 {
         let v = try varint()
         return Int64(bitPattern: (v >> 1) ^ (0 &- (v & 1)))
@@ -152,12 +153,14 @@ struct ColdReader {
         return v
     }
 
+    @inline(__always)
     mutating func take(_ n: Int) throws(ColdFormatError) -> UnsafeRawBufferPointer {
         guard n >= 0, n <= remaining else { throw ColdFormatError("length \(n) past the end (\(remaining) left)") }
         defer { position += n }
         return UnsafeRawBufferPointer(rebasing: bytes[position..<(position + n)])
     }
 
+    @inline(__always)
     mutating func blob() throws(ColdFormatError) -> UnsafeRawBufferPointer { try take(try count(max: remaining)) }
 
     mutating func nullableBlob() throws(ColdFormatError) -> [UInt8]? {

@@ -457,16 +457,15 @@ struct TokenSource {
     /// The next token appended to `data`, which may hold at most `limit` bytes.
     @inline(__always)
     mutating func next(into data: ColdFlatBlock.Buffer, limit: Int) throws(ColdFormatError) {
-        let token: UnsafeRawBufferPointer
-        var scratch: TokenColumn.Scratch = (0, 0, 0, 0, 0, 0)
         switch encoding {
         case .dictionary, .raw:
-            token = try nextStored()
+            let token = try nextStored()
             guard data.count + token.count <= limit else { throw ColdFormatError("a block decoding to more than \(limit) bytes") }
             data.append(token)
         case .integer, .timestampMillisZ, .decimal:
             let (value, scale) = try nextNumber()
             let encoding = encoding
+            var scratch: TokenColumn.Scratch = (0, 0, 0, 0, 0, 0)
             var day = day
             defer { self.day = day }
             try withUnsafeMutableBytes(of: &scratch) { (d) throws(ColdFormatError) in

@@ -3,11 +3,13 @@
 // size). Every output is bounded by max_out so a small hostile batch cannot expand without limit.
 #include "strata_compression.h"
 #include <lz4frame.h>
+#include <pthread.h>
 #include <snappy-c.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 typedef struct { uint8_t *data; size_t len, cap, max; } buf_t;
 
@@ -95,10 +97,40 @@ static int unlz4(const uint8_t *in, size_t n, buf_t *b) {
     return result;
 }
 
+// One decompression context per thread, kept: creating one costs as much as decompressing a
+// small stream (a cold block has a dozen), and a thread decompresses one stream at a time. Freed
+// when the thread exits.
+static pthread_key_t dctx_key;
+static pthread_once_t dctx_once = PTHREAD_ONCE_INIT;
+static void dctx_free(void *p) { ZSTD_freeDCtx((ZSTD_DCtx *)p); }
+static void dctx_key_create(void) { (void)pthread_key_create(&dctx_key, dctx_free); }
+
+static ZSTD_DCtx *thread_dctx(void) {
+    pthread_once(&dctx_once, dctx_key_create);
+    ZSTD_DCtx *d = pthread_getspecific(dctx_key);
+    if (!d) {
+        d = ZSTD_createDCtx();
+        if (!d) return NULL;
+        if (pthread_setspecific(dctx_key, d) != 0) { ZSTD_freeDCtx(d); return NULL; }
+    } else {
+        // A previous stream may have stopped mid-frame (corrupt input): start clean.
+        ZSTD_DCtx_reset(d, ZSTD_reset_session_and_parameters);
+    }
+    return d;
+}
+
+int strata_zstd_decompress_into(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len) {
+    ZSTD_DCtx *d = thread_dctx();
+    if (!d) return -4;
+    size_t rc = ZSTD_decompressDCtx(d, out, out_cap, in, in_len);
+    if (ZSTD_isError(rc)) return ZSTD_getErrorCode(rc) == ZSTD_error_dstSize_tooSmall ? -3 : -2;
+    *out_len = rc;
+    return 0;
+}
+
 static int unzstd(const uint8_t *in, size_t n, buf_t *b) {
-    ZSTD_DStream *ds = ZSTD_createDStream();
+    ZSTD_DStream *ds = thread_dctx();
     if (!ds) return -4;
-    ZSTD_initDStream(ds);
     ZSTD_inBuffer input = {in, n, 0};
     int result = 0;
     size_t rc = 1;
@@ -112,7 +144,6 @@ static int unzstd(const uint8_t *in, size_t n, buf_t *b) {
         if (input.pos == input.size && output.pos < output.size) break;  // all input used, output not full
     }
     if (result == 0 && rc != 0) result = -2;  // the last frame is incomplete
-    ZSTD_freeDStream(ds);
     return result;
 }
 

@@ -28,7 +28,7 @@ enum ColdColumnScan {
     }
 
     /// Where a wanted member is in the values of one shape.
-    private enum Place {
+    enum Place {
         case absent
         /// The `ordinal`th token of `column` among those the shape's slots take.
         case slot(column: Int, ordinal: Int, isString: Bool)
@@ -56,121 +56,20 @@ enum ColdColumnScan {
         guard let pending = chunk.pendingCold, !keys.contains(where: { $0.first == 0xFF }) else { return .decodeWhole }
         let block = try pending.block.columnar()
         let scanner = JSONMemberScanner(keys: keys, stopEarly: false)
-        // Each shape's places of the wanted members.
-        var places: [[Place]] = []
-        var skeleton: [UInt8] = []
-        for (s, literals) in block.shapes.enumerated() {
-            skeleton.removeAll(keepingCapacity: true)
-            let slots = literals.count - 1
-            for k in 0...slots {
-                skeleton += literals[k]
-                if k < slots { skeleton += Array(String(k).utf8) }
-            }
-            guard !skeleton.isEmpty else { return .decodeWhole }  // (a crafted block: no shape of JSON is empty)
-            var shapePlaces: [Place] = []
-            // Not an object (an array, a string, a number): every `$.name…` path is NULL in SQLite
-            // (the hot scanner leaves such values to SQLite, which says so).
-            if let first = skeleton.first(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }), first != UInt8(ascii: "{") {
-                places.append(Array(repeating: .absent, count: keys.count))
-                continue
-            }
-            let usable = skeleton.withUnsafeBytes { sk -> Bool in
-                scanner.scan(sk)
-                for j in keys.indices {
-                    var slot: Int
-                    let isString: Bool
-                    switch scanner.field(j, in: sk.baseAddress!, arena: nil) {
-                    case .null:
-                        shapePlaces.append(.absent)
-                        continue
-                    case .integer(let v):
-                        guard v >= 0, v < slots else { return false }
-                        slot = Int(v)
-                        isString = false
-                    case .text(let p, let n):
-                        guard let v = Int(String(decoding: UnsafeRawBufferPointer(start: p, count: Int(n)), as: UTF8.self)), v >= 0, v < slots else { return false }
-                        slot = v
-                        isString = true
-                    case .real, .fallback:
-                        return false
-                    }
-                    // A string slot's quotes are the literals around it, and only a string's.
-                    guard (literals[slot].last == UInt8(ascii: "\"")) == isString else { return false }
-                    let column = block.slotColumns[s][slot]
-                    let ordinal = block.slotColumns[s][..<slot].filter { $0 == column }.count
-                    shapePlaces.append(.slot(column: column, ordinal: ordinal, isString: isString))
-                }
-                return true
-            }
-            guard usable else {
-                giveUp("shape \(s) of \(block.shapes.count): \(String(decoding: skeleton.prefix(200), as: UTF8.self))")
-                return .decodeWhole
-            }
-            places.append(shapePlaces)
-        }
-        // Every value takes tokens of a wanted column for each of its slots in that column —
-        // also values whose shape has the wanted member elsewhere or not at all (a column is a
-        // path: `items[].sku` holds the sku of every element).
-        var wantedColumns = Set<Int>()
-        for shapePlaces in places { for case .slot(let column, _, _) in shapePlaces { wantedColumns.insert(column) } }
-        // Per shape, the tokens of each wanted column one of its values takes.
-        var takes: [[(column: Int, count: Int)]] = []
-        for columns in block.slotColumns {
-            var counts: [Int: Int] = [:]
-            for c in columns where wantedColumns.contains(c) { counts[c, default: 0] += 1 }
-            takes.append(counts.map { ($0.key, $0.value) })
-        }
+        guard let walk = MemberWalk(block: block, keys: keys, scanner: scanner) else { return .decodeWhole }
+        let records = walk.selectedRecords(pending, rowTimestamps: rowTimestamps)
+        var selected = records.selected
+        let scanned = records.scanned
         let columnCount = block.tokenCounts.count
         // The wanted columns, decoded when a member first needs them.
         var readers = [ColumnReader?](repeating: nil, count: columnCount)
-
-        // The records that become rows: in the range, not markers, not aborted (their values
-        // still take tokens), inside the fold's time bounds.
-        var selected = ContiguousArray<Int32>()
-        var scanned = 0
-        selected.reserveCapacity(block.records.count)
-        for batch in block.batches {
-            // Transaction markers are not records; records of aborted transactions are not read.
-            if batch.isControl { continue }
-            if let t = pending.transactions, batch.isTransactional, t.isAborted(producerId: batch.producerId, offset: batch.baseOffset) { continue }
-            for i in batch.records {
-                let r = block.records[i]
-                guard r.offset >= pending.from && r.offset < pending.end else { continue }
-                scanned += 1
-                if let bounds = rowTimestamps, r.timestamp < bounds.lo || r.timestamp > bounds.hi { continue }
-                selected.append(Int32(i))
-            }
-        }
 
         /// Member `j` of the selected records (nil: the block must be decoded whole).
         func member(_ j: Int) throws -> ContiguousArray<FieldValue>? {
             var column = ContiguousArray<FieldValue>()
             column.reserveCapacity(selected.count)
             guard !selected.isEmpty else { return column }
-            // The member's columns, numbered locally, and per shape where its value is: flat
-            // arrays read once per record (not the nested `places`, whose reads retain).
-            var localOf = [Int](repeating: -1, count: columnCount)
-            var own: [Int] = []
-            /// Per shape: local column (-1: absent), ordinal, string slot.
-            var at = ContiguousArray<(local: Int32, ordinal: Int32, isString: Bool)>()
-            for shapePlaces in places {
-                guard case .slot(let c, let ordinal, let isString) = shapePlaces[j] else {
-                    at.append((-1, 0, false))
-                    continue
-                }
-                if localOf[c] < 0 {
-                    localOf[c] = own.count
-                    own.append(c)
-                }
-                at.append((Int32(localOf[c]), Int32(ordinal), isString))
-            }
-            // Per shape, the tokens a value takes of each of the member's columns.
-            var takeStart = ContiguousArray<Int>([0])
-            var takeList = ContiguousArray<(local: Int, count: Int)>()
-            for shapeTakes in takes {
-                for take in shapeTakes where localOf[take.column] >= 0 { takeList.append((localOf[take.column], take.count)) }
-                takeStart.append(takeList.count)
-            }
+            let (own, refs) = try walk.locate(j, selected)
             // The readers, moved out of `readers` while this runs (in an optional array slot a
             // reader would be checked for uniqueness and retained on every token) and put back
             // after, for another member of the same column.
@@ -181,51 +80,28 @@ enum ColdColumnScan {
                 readers[c] = nil
             }
             defer { for (l, c) in own.enumerated() { readers[c] = local[l] } }
-            var cursor = [Int](repeating: 0, count: own.count)
-            var next = 0  // index into `selected`
-            let selected = selected  // (read per record: not through the enclosing function's variable)
-            let records = block.records
-            let shapeCount = at.count
             let arena = chunk.arena
-            // One pass over every record (each value advances the member's columns by the tokens
-            // its shape takes of them), keeping the selected ones.
-            for i in records.indices {
-                let kind = Int(records[i].valueKind)
-                let wanted = next < selected.count && Int(selected[next]) == i
-                if wanted { next += 1 }
-                if kind >= 2 {
-                    let s = kind - 2
-                    guard s < shapeCount else { throw QueryError("value kind \(kind) of \(shapeCount) shapes") }
-                    if wanted {
-                        let place = at[s]
-                        if place.local < 0 {
-                            column.append(.null)
-                        } else {
-                            let l = Int(place.local)
-                            let t = cursor[l] + Int(place.ordinal)
-                            guard t < local[l].count else { throw QueryError("a value takes a token its column does not hold") }
-                            guard let field = local[l].field(t, isString: place.isString, arena: arena) else {
-                                giveUp("token \(String(decoding: local[l].column.text(t).prefix(80), as: UTF8.self))")
-                                return nil
-                            }
-                            column.append(field)
-                        }
+            for (k, ref) in refs.enumerated() {
+                switch ref.local {
+                case MemberWalk.TokenRef.absent:
+                    column.append(.null)
+                case MemberWalk.TokenRef.whole:
+                    // Stored whole (not strict JSON, or past the shape limits): scanned as on the hot path.
+                    let whole = block.wholeValue(Int(selected[k]))
+                    scanner.scan(whole)
+                    let field = scanner.field(j, in: whole.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, arena: arena)
+                    if case .fallback = field {
+                        giveUp("a value stored whole")
+                        return nil
                     }
-                    for k in takeStart[s]..<takeStart[s + 1] { cursor[takeList[k].local] += takeList[k].count }
-                } else if wanted {
-                    if kind == 1 {
-                        // Stored whole (not strict JSON, or past the shape limits): scanned as on the hot path.
-                        let whole = block.wholeValue(i)
-                        scanner.scan(whole)
-                        let field = scanner.field(j, in: whole.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, arena: chunk.arena)
-                        if case .fallback = field {
-                            giveUp("a value stored whole")
-                            return nil
-                        }
-                        column.append(field)
-                    } else {
-                        column.append(.null)
+                    column.append(field)
+                default:
+                    let l = Int(ref.local)
+                    guard let field = local[l].field(Int(ref.token), isString: ref.isString, arena: arena) else {
+                        giveUp("token \(String(decoding: local[l].column.text(Int(ref.token)).prefix(80), as: UTF8.self))")
+                        return nil
                     }
+                    column.append(field)
                 }
             }
             return column
@@ -291,7 +167,7 @@ enum ColdColumnScan {
     @inline(__always) private static func cell(_ field: FieldValue) -> GroupedRows.Cell { GroupedRows.Cell(field) ?? .null }
 
     /// Why a block is decoded whole, on stderr with STRATA_TRACE_QUERY=1.
-    private static func giveUp(_ reason: String) {
+    static func giveUp(_ reason: String) {
         if getenv("STRATA_TRACE_QUERY") != nil {
             let line = "query: cold block decoded whole: \(reason)\n"
             _ = line.withCString { write(2, $0, strlen($0)) }

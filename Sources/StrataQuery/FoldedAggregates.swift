@@ -187,6 +187,132 @@ struct FoldState {
     }
 }
 
+/// One chunk's share of one group's folded aggregate, computed on an extractor thread so that
+/// the SQLite thread merges a state per group and chunk instead of stepping every row.
+///
+/// Exact, because each piece merges as SQLite's own steps would have gone on: counts add; the
+/// double running sum is re-added value by value (`reals`, in log order — floating-point
+/// addition is not associative, so a partial double sum would round differently); the integer
+/// sum is kept exactly (Int128) with the extremes of its prefix sums, so that the merge knows
+/// whether SQLite's running Int64 sum would have overflowed at any step, which no partial sum
+/// alone says; min/max keep the chunk's first best value, and the merge keeps the first of equal
+/// values across chunks. Text in a summed member (converted by SQLite, on its thread only),
+/// count(DISTINCT), and a min/max that decides which row's key is shown when a group's keys are
+/// numbers (1 and 1.0 are one group; text keys of a group are the same bytes, so any row shows
+/// the same) are not partial: those chunks give their rows (ChunkGroups.build).
+struct FoldPartial {
+    /// Non-NULL values.
+    var count: Int64 = 0
+    /// sum/total/avg: this group's values as doubles, in log order, in the chunk's `reals`.
+    var realStart: Int32 = 0
+    var realCount: Int32 = 0
+    /// The integers summed before the chunk's first real value (after it SQLite adds none).
+    var integers: Int32 = 0
+    var integerSum: Int128 = 0
+    var integerPrefixLow: Int128 = 0
+    var integerPrefixHigh: Int128 = 0
+    var sawReal = false
+    /// min/max: the chunk's kept value (text points into the chunk's memory).
+    var best = GroupedRows.Cell.null
+    /// The first unreadable member.
+    var error: GroupedRows.Cell?
+
+    /// Whether a fold of `function` can be computed as partials of chunks.
+    static func applies(_ fold: FoldColumn) -> Bool { fold.function != .countDistinct }
+
+    /// Whether partials hold for groups with these keys: a min/max that decides which row's key
+    /// is shown needs the rows when a key is a number.
+    static func hold(for folds: [FoldColumn], keys: some Sequence<GroupedRows.Cell>) -> Bool {
+        !folds.contains(where: \.governsKey) || !keys.contains { $0.kind == .integer || $0.kind == .real }
+    }
+
+    /// Whether a value of a summed member is one the partial can step (text is converted by
+    /// SQLite, on its thread only: such a chunk gives its rows).
+    @inline(__always) static func steps(_ cell: GroupedRows.Cell) -> Bool { cell.kind != .text }
+
+    /// Steps with one row's value. A sum's doubles go to `reals` from `realStart` (room for
+    /// every numeric value of the group is the caller's: a first pass counts them).
+    @inline(__always)
+    mutating func add(_ cell: GroupedRows.Cell, _ function: FoldFunction, reals: UnsafeMutablePointer<Double>) {
+        guard error == nil else { return }
+        switch cell.kind {
+        case .null: return
+        case .error:
+            error = cell
+            return
+        case .integer, .real, .text: break
+        }
+        switch function {
+        case .count:
+            count += 1
+        case .sum, .total, .avg:
+            count += 1
+            if cell.kind == .integer {
+                let v = Int64(bitPattern: cell.bits)
+                reals[Int(realStart + realCount)] = Double(v)
+                if !sawReal {
+                    integerSum += Int128(v)
+                    if integers == 0 {
+                        (integerPrefixLow, integerPrefixHigh) = (integerSum, integerSum)
+                    } else {
+                        integerPrefixLow = Swift.min(integerPrefixLow, integerSum)
+                        integerPrefixHigh = Swift.max(integerPrefixHigh, integerSum)
+                    }
+                    integers += 1
+                }
+            } else {
+                reals[Int(realStart + realCount)] = Double(bitPattern: cell.bits)
+                sawReal = true
+            }
+            realCount += 1
+        case .min, .max:
+            if best.kind == .null {
+                best = cell
+            } else {
+                let c = GroupedRows.compare(best.key, cell.key)
+                if function == .min ? c > 0 : c < 0 { best = cell }
+            }
+        case .countDistinct:
+            preconditionFailure("count(DISTINCT) has no partials")
+        }
+    }
+}
+
+extension FoldState {
+    /// Continues this state with a chunk's partial, as stepping the chunk's values one by one would.
+    mutating func merge(_ partial: FoldPartial, _ function: FoldFunction, reals: UnsafeBufferPointer<Double>,
+                        numbers: NumericText, arena: Arena) {
+        guard error == nil else { return }
+        if let e = partial.error {
+            // Values before the error no longer matter: the result is the error.
+            error = e
+            return
+        }
+        switch function {
+        case .count:
+            count += partial.count
+        case .sum, .total, .avg:
+            count += partial.count
+            var r = realSum
+            for i in Int(partial.realStart)..<Int(partial.realStart + partial.realCount) { r += reals[i] }
+            realSum = r
+            if !approx && !overflow && partial.integers > 0 {
+                let s = Int128(integerSum)
+                if s + partial.integerPrefixLow < Int128(Int64.min) || s + partial.integerPrefixHigh > Int128(Int64.max) {
+                    overflow = true
+                } else {
+                    integerSum = Int64(s + partial.integerSum)
+                }
+            }
+            if partial.sawReal { approx = true }
+        case .min, .max:
+            if partial.best.kind != .null { add(partial.best, function, numbers: numbers, arena: arena) }
+        case .countDistinct:
+            preconditionFailure("count(DISTINCT) has no partials")
+        }
+    }
+}
+
 /// What SQLite's sum() adds for a text value: the value under numeric affinity (an integer or a
 /// real), or — text that is not a number — the real of its numeric prefix. Asked of SQLite
 /// itself, on a private connection (`SELECT sum(?1)` over that one value), so that every corner

@@ -75,6 +75,11 @@ final class ChunkGroups: @unchecked Sendable {
 
     /// Cells in use (the allocation has at least one, for empty chunks).
     let cellCount: Int
+    /// A fold's partial aggregates per group (`spec.folds.count` each, FoldPartial) when this
+    /// thread computed them; the cells are then one row per group, for its key.
+    var partials = ContiguousArray<FoldPartial>()
+    /// The summed values the partials refer to.
+    var reals = ContiguousArray<Double>()
 
     /// The chunk's rows point into a decoded cold block, which is not kept: text is compacted.
     private let fromColdBlock: Bool
@@ -241,6 +246,20 @@ final class ChunkGroups: @unchecked Sendable {
             sizes[g] += 1
             rowGroup[k] = Int32(g)
         }
+        // Folded aggregates this thread can compute: one row per group (its key) and the
+        // groups' partial aggregates, merged by the SQLite thread instead of stepping rows.
+        if spec.fold && !spec.folds.isEmpty && spec.folds.allSatisfy(FoldPartial.applies),
+           FoldPartial.hold(for: spec.folds, keys: spec.keySlots.flatMap { s in firstRow.map { base[s * kept + $0] } }),
+           let (partials, reals) = partials(spec.folds, groups: sizes.count, rowGroup: rowGroup, cells: base, kept: kept) {
+            let out = ChunkGroups(rows: sizes.count, width: width, chunk: chunk, keepsColdBlock: true)
+            for g in sizes.indices {
+                for s in 0..<width { out.cells[g * width + s] = base[s * kept + firstRow[g]] }
+                out.groups.append((index.hashes[g], g, sizes[g]))
+            }
+            out.partials = partials
+            out.reals = reals
+            return out
+        }
         // Pass 4: rows placed group by group (log order within a group).
         // Folded without aggregates of members, or DISTINCT: one row per group is all that is read.
         let firstRowOnly = spec.firstRowOnly || (spec.fold && spec.folds.isEmpty)
@@ -270,6 +289,43 @@ final class ChunkGroups: @unchecked Sendable {
         }
         if !spec.fold { out.compactText() }
         return out
+    }
+
+    /// Per group and folded aggregate (`folds.count` per group), the partial over the kept rows
+    /// (`rowGroup[k]` is row k's group; the cells are column-major, `kept` per column), and the
+    /// summed values they refer to; nil when a summed member holds text (SQLite converts it).
+    private static func partials(_ folds: [FoldColumn], groups: Int, rowGroup: ContiguousArray<Int32>,
+                                 cells: UnsafeMutablePointer<GroupedRows.Cell>, kept: Int)
+        -> (ContiguousArray<FoldPartial>, ContiguousArray<Double>)? {
+        let width = folds.count
+        var partials = ContiguousArray<FoldPartial>(repeating: FoldPartial(), count: groups * width)
+        // Room for each group's summed values, group after group, so that a group's doubles are
+        // contiguous in log order.
+        var total = 0
+        for (a, f) in folds.enumerated() where f.function == .sum || f.function == .total || f.function == .avg {
+            let column = cells + f.cellSlot * kept
+            for k in 0..<kept {
+                let c = column[k]
+                guard FoldPartial.steps(c) else { return nil }
+                if c.kind == .integer || c.kind == .real { partials[Int(rowGroup[k]) * width + a].realCount += 1 }
+            }
+            for g in 0..<groups {
+                partials[g * width + a].realStart = Int32(total)
+                total += Int(partials[g * width + a].realCount)
+                partials[g * width + a].realCount = 0
+            }
+        }
+        var reals = ContiguousArray<Double>(repeating: 0, count: total)
+        reals.withUnsafeMutableBufferPointer { r in
+            partials.withUnsafeMutableBufferPointer { p in
+                for (a, f) in folds.enumerated() {
+                    let column = cells + f.cellSlot * kept
+                    let function = f.function
+                    for k in 0..<kept { p[Int(rowGroup[k]) * width + a].add(column[k], function, reals: r.baseAddress ?? UnsafeMutablePointer(bitPattern: 8)!) }
+                }
+            }
+        }
+        return (partials, reals)
     }
 
     /// When the chunk's records were copied out of compressed batches (or SQLite answered some
@@ -471,7 +527,7 @@ final class GroupedRows {
             // A fold keeps nothing of a chunk once merged: emitted rows are keys and results.
             let blockIndex = Int32(blocks.count)
             if !spec.fold { blocks.append(local) }
-            for lg in local.groups {
+            for (localGroup, lg) in local.groups.enumerated() {
                 let base = lg.start * width
                 let (group, isNew) = index.findOrAdd(hash: lg.hash) { g in
                     for (j, s) in spec.keySlots.enumerated() where !(local.cells[base + s].key == groupKeys[g * keyWidth + j].key) {
@@ -498,6 +554,15 @@ final class GroupedRows {
                     groupHasRun[group] = true
                     guard !folds.isEmpty else { continue }
                     while foldStates.count < (group + 1) * folds.count { foldStates.append(FoldState()) }
+                    if !local.partials.isEmpty {
+                        local.reals.withUnsafeBufferPointer { reals in
+                            for (a, f) in folds.enumerated() {
+                                foldStates[group * folds.count + a].merge(local.partials[localGroup * folds.count + a], f.function,
+                                                                          reals: reals, numbers: numbers, arena: foldArena)
+                            }
+                        }
+                        continue
+                    }
                     for row in lg.start..<(lg.start + lg.count) {
                         let cells = local.cells.baseAddress! + row * width
                         for (a, f) in folds.enumerated() {

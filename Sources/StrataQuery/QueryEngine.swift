@@ -29,6 +29,9 @@ public struct ScanStats: Sendable {
     public var coldBlocksDecoded = 0
     /// Cold blocks read from their columns where no record passed the filters (read first).
     public var coldBlocksFilteredOut = 0
+    /// Of the blocks read from their columns, those folded straight into partial aggregates
+    /// (ColdColumnFold: no row made).
+    public var coldBlocksFolded = 0
 }
 
 /// Shared by the virtual tables of one engine.

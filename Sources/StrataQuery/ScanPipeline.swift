@@ -460,7 +460,11 @@ final class ScanPipeline: @unchecked Sendable {
             do {
                 var rows = 0
                 var filteredOut = false
-                if coldColumns, item.chunk.pendingCold != nil {
+                var folded = false
+                if coldColumns, item.chunk.pendingCold != nil, let grouping, ColdColumnFold.applies(to: grouping),
+                   let scanned = try ColdColumnFold.fold(item.chunk, spec: grouping, keys: wanted.snapshot) {
+                    (fieldsReady, rows, folded) = (true, scanned, true)
+                } else if coldColumns, item.chunk.pendingCold != nil {
                     switch try ColdColumnScan.fill(item.chunk, keys: wanted.snapshot, filters: grouping?.filters ?? filters,
                                                    exactFilters: grouping?.exactFilters ?? false, tests: grouping?.tests ?? [],
                                                    rowTimestamps: grouping?.rowTimestamps) {
@@ -475,6 +479,7 @@ final class ScanPipeline: @unchecked Sendable {
                     s.recordsScanned += rows
                     if fieldsReady { s.coldBlocksFromColumns += 1 } else if cold { s.coldBlocksDecoded += 1 }
                     if filteredOut { s.coldBlocksFilteredOut += 1 }
+                    if folded { s.coldBlocksFolded += 1 }
                 }
             } catch {
                 lock.withLock {
@@ -518,7 +523,7 @@ final class ScanPipeline: @unchecked Sendable {
             chunk.fields = columns
         }
         // Without a resolver nothing throws: a chunk needing SQLite is grouped on its thread.
-        if let grouping { chunk.groups = try? ChunkGroups.build(chunk, spec: grouping, resolve: nil) }
+        if let grouping, chunk.groups == nil { chunk.groups = try? ChunkGroups.build(chunk, spec: grouping, resolve: nil) }
     }
 
     /// The next chunk in order; nil at the end. Rethrows a scan thread's error.
@@ -530,7 +535,7 @@ final class ScanPipeline: @unchecked Sendable {
                     nextToDeliver += 1
                     lock.broadcast()
                     // A cold block's range may hold no rows (all aborted, all before the start).
-                    if chunk.rows.isEmpty { continue }
+                    if chunk.rows.isEmpty && chunk.groups == nil { continue }
                     return chunk
                 }
                 if readerDone && decoded.isEmpty && inFlight == 0 && nextToDeliver == nextSequence { return nil }

@@ -82,7 +82,7 @@ struct Query: ParsableCommand {
                 printError("summaries: \(s.blocksPruned) of \(s.blocksSummarized) summarised blocks pruned (\(s.bytesPruned) bytes not read: key or member Bloom filters rule them out), \(s.segmentsWithoutSummary) closed segment(s) without a summary read in full")
             }
             if s.coldBlocksFromColumns + s.coldBlocksDecoded > 0 {
-                printError("cold: \(s.coldBlocksFromColumns) block(s) read from their member columns (\(s.coldBlocksFilteredOut) without a record passing the filters read first), \(s.coldBlocksDecoded) decoded whole")
+                printError("cold: \(s.coldBlocksFromColumns) block(s) read from their member columns (\(s.coldBlocksFolded) folded straight into aggregates, \(s.coldBlocksFilteredOut) without a record passing the filters read first), \(s.coldBlocksDecoded) decoded whole")
             }
         }
     }

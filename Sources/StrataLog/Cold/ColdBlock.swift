@@ -293,16 +293,19 @@ public enum ColdBlock {
                 guard stored.count == rawLength else { throw ColdFormatError("stream length \(stored.count), expected \(rawLength)") }
                 return stored
             case 1:
-                var out: UnsafeMutablePointer<UInt8>?
+                // Straight into the array, with one byte of room past the declared length (the
+                // length was checked against the block's budget): output that fills it, or would
+                // not fit, is longer than declared.
+                var rc: Int32 = 0
                 var outCount = 0
-                // The decompressor reserves 64 KiB at a time: room past the declared length, which
-                // the output must then equal.
-                let rc = stored.withUnsafeBytes { s in
-                    strata_decompress(Int32(STRATA_CODEC_ZSTD), s.baseAddress?.assumingMemoryBound(to: UInt8.self), s.count, rawLength + (64 << 10), &out, &outCount)
+                let out = try [UInt8](unsafeUninitializedCapacity: rawLength + 1) { buffer, initialized in
+                    rc = stored.withUnsafeBytes { s in
+                        strata_zstd_decompress_into(s.baseAddress?.assumingMemoryBound(to: UInt8.self), s.count, buffer.baseAddress, buffer.count, &outCount)
+                    }
+                    guard rc == 0, outCount == rawLength else { throw ColdFormatError("a stream does not decompress (\(rc), \(outCount) of \(rawLength) bytes)") }
+                    initialized = outCount
                 }
-                defer { free(out) }
-                guard rc == 0, outCount == rawLength else { throw ColdFormatError("a stream does not decompress (\(rc))") }
-                return outCount == 0 ? [] : Array(UnsafeBufferPointer(start: out, count: outCount))
+                return out
             default:
                 throw ColdFormatError("stream codec \(codec)")
             }

@@ -83,10 +83,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         let columnar = block.withUnsafeBytes { try? ColdColumnarBlock($0) }
         require(columnar != nil, "a block does not open for a column scan")
         let records = input.flatMap(\.records)
-        require(columnar!.records.count == records.count, "the column scan sees another number of records")
-        for (r, c) in zip(records, columnar!.records) {
-            require(r.offset == c.offset && r.timestamp == c.timestamp && (r.value == nil) == (c.valueKind == 0), "a record differs in the column scan")
+        let columnarRecords = try? columnar!.records()
+        require(columnarRecords?.count == records.count && columnar!.valueKinds.count == records.count, "the column scan sees another number of records")
+        for (i, (r, c)) in zip(records, columnarRecords!).enumerated() {
+            require(r.offset == c.offset && r.timestamp == c.timestamp && (r.value == nil) == (c.valueKind == 0) && c.valueKind == columnar!.valueKinds[i],
+                    "a record differs in the column scan")
         }
+        // The batches alone (what a fold over whole batches reads) cover the same records.
+        require(columnar!.batches.map(\.records.count).reduce(0, +) == records.count, "the batches hold another number of records")
         for column in columnar!.tokenCounts.indices {
             let tokens = try? columnar!.tokens(column)
             require(tokens != nil, "column \(column) does not decode")
@@ -109,7 +113,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
             _ = try? columnar.tokens(column)
             if let typed = try? columnar.values(column) { for t in 0..<typed.count { _ = typed.text(t) } }
         }
-        for i in columnar.records.indices where columnar.records[i].valueKind == 1 { _ = columnar.wholeValue(i) }
+        if let records = try? columnar.records() {
+            for i in records.indices where records[i].valueKind == 1 { _ = try? columnar.wholeValue(i) }
+        }
     }
     guard let decoded = damaged.withUnsafeBytes({ try? ColdBlock.decode($0, maxBytes: 1 << 24) }), !decoded.isEmpty,
           decoded.allSatisfy({ !$0.records.isEmpty }) else { return 0 }

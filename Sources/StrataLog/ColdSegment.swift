@@ -137,11 +137,17 @@ final class ColdSegment: Sendable {
     func flatBlock(_ i: Int) throws(LogError) -> ColdFlatBlock {
         let entry = file.blocks[i]
         let block = try checkedBlock(i) { try ColdBlock.decodeFlat($0) }
-        // Each batch inside [firstOffset, nextOffset), in order, its last offset computed without
-        // wrapping: readers do offset arithmetic on these that traps on overflow.
+        try checkBatchOffsets(block.batches, block: i)
+        return block
+    }
+
+    /// Each batch inside block `i`'s [firstOffset, nextOffset), in order, its last offset computed
+    /// without wrapping: readers do offset arithmetic on these that traps on overflow.
+    private func checkBatchOffsets(_ batches: [ColdFlatBlock.Batch], block i: Int) throws(LogError) {
+        let entry = file.blocks[i]
         var expected = entry.firstOffset
-        var ordered = block.batches.first?.baseOffset == entry.firstOffset
-        for b in block.batches where ordered {
+        var ordered = batches.first?.baseOffset == entry.firstOffset
+        for b in batches where ordered {
             let (last, overflow) = b.baseOffset.addingReportingOverflow(Int64(b.lastOffsetDelta))
             ordered = b.lastOffsetDelta >= 0 && !overflow && b.baseOffset >= expected && last < entry.nextOffset
             expected = last &+ 1
@@ -149,17 +155,14 @@ final class ColdSegment: Sendable {
         guard ordered, expected == entry.nextOffset else {
             throw LogError.corrupt(path: path, reason: "block \(i) does not hold offsets [\(entry.firstOffset), \(entry.nextOffset)) in order")
         }
-        return block
     }
 
-    /// Block `i` opened for a column scan (CRC checked; offsets checked as `flatBlock` does).
+    /// Block `i` opened for a column scan (CRC checked; batch offsets checked as `flatBlock`
+    /// does; record offsets checked inside the block's, ascending, when they are decoded).
     func columnarBlock(_ i: Int) throws(LogError) -> ColdColumnarBlock {
         let entry = file.blocks[i]
-        let block = try checkedBlock(i) { try ColdColumnarBlock($0) }
-        guard block.records.allSatisfy({ $0.offset >= entry.firstOffset && $0.offset < entry.nextOffset }),
-              zip(block.records, block.records.dropFirst()).allSatisfy({ $0.offset < $1.offset }) else {
-            throw LogError.corrupt(path: path, reason: "block \(i) does not hold offsets [\(entry.firstOffset), \(entry.nextOffset)) in order")
-        }
+        let block = try checkedBlock(i) { try ColdColumnarBlock($0, offsets: entry.firstOffset..<entry.nextOffset) }
+        try checkBatchOffsets(block.batches, block: i)
         return block
     }
 

@@ -28,7 +28,7 @@ enum ColdColumnFold {
         guard memberOf.allSatisfy({ $0 >= 0 && $0 < keys.count }) else { return nil }
         let block = try pending.block.columnar()
         guard let walk = MemberWalk(block: block, keys: keys, scanner: JSONMemberScanner(keys: keys, stopEarly: false)) else { return nil }
-        let (selected, scanned) = walk.selectedRecords(pending, rowTimestamps: spec.rowTimestamps)
+        let (selected, scanned) = try walk.selectedRecords(pending, rowTimestamps: spec.rowTimestamps)
         let arena = chunk.arena
         var readers: [Int: ColumnReader] = [:]
         var located: [Int: (own: [Int], refs: ContiguousArray<MemberWalk.TokenRef>)] = [:]

@@ -57,7 +57,7 @@ enum ColdColumnScan {
         let block = try pending.block.columnar()
         let scanner = JSONMemberScanner(keys: keys, stopEarly: false)
         guard let walk = MemberWalk(block: block, keys: keys, scanner: scanner) else { return .decodeWhole }
-        let records = walk.selectedRecords(pending, rowTimestamps: rowTimestamps)
+        let records = try walk.selectedRecords(pending, rowTimestamps: rowTimestamps)
         var selected = records.selected
         let scanned = records.scanned
         let columnCount = block.tokenCounts.count
@@ -87,7 +87,7 @@ enum ColdColumnScan {
                     column.append(.null)
                 case MemberWalk.TokenRef.whole:
                     // Stored whole (not strict JSON, or past the shape limits): scanned as on the hot path.
-                    let whole = block.wholeValue(Int(selected[k]))
+                    let whole = try block.wholeValue(Int(selected[k]))
                     scanner.scan(whole)
                     let field = scanner.field(j, in: whole.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, arena: arena)
                     if case .fallback = field {
@@ -147,10 +147,11 @@ enum ColdColumnScan {
         }
         var rows = ContiguousArray<RowRef>()
         rows.reserveCapacity(selected.count)
+        let blockRecords = try block.records()
         for i in selected {
-            let r = block.records[Int(i)]
+            let r = blockRecords[Int(i)]
             // Shaped values are not reassembled: the row has no value bytes (the statement reads none).
-            let whole = r.valueKind == 1 ? block.wholeValue(Int(i)) : nil
+            let whole = r.valueKind == 1 ? try block.wholeValue(Int(i)) : nil
             rows.append(RowRef(partition: pending.partition, offset: r.offset, timestamp: r.timestamp, key: nil, keyCount: -1,
                                value: whole.map { $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)! }, valueCount: whole.map { Int32($0.count) } ?? -1,
                                headersIndex: -1))

@@ -99,21 +99,30 @@ struct MemberWalk {
 
     /// The records that become rows: in the pending range, not markers, not aborted (their
     /// values still take tokens), inside the fold's time bounds; and how many of the range's
-    /// records were considered.
-    func selectedRecords(_ pending: Chunk.PendingCold, rowTimestamps: (lo: Int64, hi: Int64)?) -> (selected: ContiguousArray<Int32>, scanned: Int) {
+    /// records were considered. A batch inside the range (its offsets were checked inside the
+    /// block's, in order, when the block opened) is taken whole without decoding its records'
+    /// offsets; time bounds need each record's timestamp.
+    func selectedRecords(_ pending: Chunk.PendingCold, rowTimestamps: (lo: Int64, hi: Int64)?) throws -> (selected: ContiguousArray<Int32>, scanned: Int) {
         var selected = ContiguousArray<Int32>()
         var scanned = 0
-        selected.reserveCapacity(block.records.count)
+        selected.reserveCapacity(block.valueKinds.count)
+        var records: [ColdColumnarBlock.Record]?
         for batch in block.batches {
             // Transaction markers are not records; records of aborted transactions are not read.
             if batch.isControl { continue }
             if let t = pending.transactions, batch.isTransactional, t.isAborted(producerId: batch.producerId, offset: batch.baseOffset) { continue }
+            if rowTimestamps == nil && batch.baseOffset >= pending.from && batch.baseOffset &+ Int64(batch.lastOffsetDelta) < pending.end {
+                scanned += batch.records.count
+                for i in batch.records { selected.append(Int32(truncatingIfNeeded: i)) }
+                continue
+            }
+            if records == nil { records = try block.records() }
             for i in batch.records {
-                let r = block.records[i]
+                let r = records![i]
                 guard r.offset >= pending.from && r.offset < pending.end else { continue }
                 scanned += 1
                 if let bounds = rowTimestamps, r.timestamp < bounds.lo || r.timestamp > bounds.hi { continue }
-                selected.append(Int32(i))
+                selected.append(Int32(truncatingIfNeeded: i))
             }
         }
         return (selected, scanned)
@@ -151,20 +160,20 @@ struct MemberWalk {
         var cursor = [Int](repeating: 0, count: max(1, width))
         let shapeCount = at.count
         // Every record selected (the common case): no record number compared.
-        let all = selected.count == block.records.count
+        let all = selected.count == block.valueKinds.count
         refs = ContiguousArray(repeating: TokenRef(local: TokenRef.absent, isString: false, token: 0), count: selected.count)
         // One pass over every record (each value advances the member's columns by the tokens its
         // shape takes of them), keeping the selected ones. Unsafe buffers: this runs per record
         // of every block, and every index below is checked against its buffer's count first.
-        try block.records.withUnsafeBufferPointer { records in
+        try block.valueKinds.withUnsafeBufferPointer { kinds in
             try selected.withUnsafeBufferPointer { selected in
                 try refs.withUnsafeMutableBufferPointer { refs in
                     try at.withUnsafeBufferPointer { at in
                         try advance.withUnsafeBufferPointer { advance in
                             try cursor.withUnsafeMutableBufferPointer { cursor in
                                 var next = 0  // index into `selected` and `refs`
-                                for i in 0..<records.count {
-                                    let kind = Int(records[i].valueKind)
+                                for i in 0..<kinds.count {
+                                    let kind = Int(kinds[i])
                                     let wanted = next < selected.count && (all || Int(selected[next]) == i)
                                     if kind >= 2 {
                                         let s = kind - 2

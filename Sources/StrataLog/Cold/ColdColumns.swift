@@ -1,13 +1,15 @@
 import StrataCore
 import Synchronization
 
-/// A cold block opened for a column scan: its batches, each record's offset, timestamp and value
-/// kind, the shapes, and the token columns decoded only when asked for — values are never
-/// reassembled. What a query that reads a few members of every record needs (StrataQuery's
-/// ColdColumnScan); the same checks as `ColdBlock.decodeFlat` apply to everything it reads.
+/// A cold block opened for a column scan: its batches, each record's value kind, the shapes, and —
+/// decoded only when asked for — each record's offset and timestamp and the token columns; values
+/// are never reassembled. What a query that reads a few members of every record needs
+/// (StrataQuery's ColdColumnScan); the same checks as `ColdBlock.decodeFlat` apply to everything
+/// it reads. A fold over whole batches inside its range reads no record stream at all: the
+/// batches (checked in order inside the block's offsets when it opened) say which records are in.
 public final class ColdColumnarBlock: @unchecked Sendable {
-    // Immutable after init, except the decoded columns, which are guarded by `lock`: unchecked Sendable is
-    // sound because the mutable state is only touched under the lock.
+    // Immutable after init, except the decoded columns and records, which are guarded by `lock`:
+    // unchecked Sendable is sound because the mutable state is only touched under the lock.
     public typealias Batch = ColdFlatBlock.Batch
 
     public struct Record: Sendable {
@@ -96,30 +98,37 @@ public final class ColdColumnarBlock: @unchecked Sendable {
     }
 
     public let batches: [Batch]
-    public let records: [Record]
+    /// Each record's value kind, in record order: 0 null, 1 stored whole, 2 + s shape s.
+    public let valueKinds: [Int32]
     /// Per shape, its literals (the text before, between and after its slots).
     public let shapes: [[[UInt8]]]
     /// Per shape, the column of each slot.
     public let slotColumns: [[Int]]
     /// Tokens per column in the whole block.
     public let tokenCounts: [Int]
-    /// The values stored whole (kind 1), end to end; readers keep pointers into it.
-    private let wholeValues: Tokens
     private let columnStreams: [ColdBlock.StoredStream]
     private let maxBytes: Int
     private let lock = Mutex<(decoded: [Int: Tokens], typed: [Int: TypedColumn], bytes: Int)>(([:], [:], 0))
+    /// The record and whole-value streams, decoded on first use (`records()`).
+    private let recordStored: ColdBlock.StoredStream
+    private let wholeStored: ColdBlock.StoredStream
+    private let keyBytes: Int
+    /// The offsets the block holds (its directory entry's): every record's offset is checked
+    /// inside them, ascending, when the records are decoded.
+    private let offsetRange: Range<Int64>?
+    private let decodedRecords = Mutex<(records: [Record], whole: Tokens)?>(nil)
 
-    init(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 256 << 20) throws {
+    init(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 256 << 20, offsets: Range<Int64>? = nil) throws {
         let (batchCount, recordCount, streams) = try ColdBlock.readStreams(bytes, maxBytes: maxBytes)
         self.maxBytes = maxBytes
+        offsetRange = offsets
         columnStreams = Array(streams[6...])
+        recordStored = streams[ColdBlock.Stream.records.rawValue]
+        wholeStored = streams[ColdBlock.Stream.rawValues.rawValue]
+        keyBytes = streams[ColdBlock.Stream.keys.rawValue].rawLength
         let batchStream = try streams[ColdBlock.Stream.batches.rawValue].decompressed()
-        let recordStream = try streams[ColdBlock.Stream.records.rawValue].decompressed()
         let kindStream = try streams[ColdBlock.Stream.valueKinds.rawValue].decompressed()
         let shapeStream = try streams[ColdBlock.Stream.shapes.rawValue].decompressed()
-        let wholeStream = try streams[ColdBlock.Stream.rawValues.rawValue].decompressed()
-        wholeValues = Tokens(bytes: wholeStream, ends: [])
-        let keyBytes = streams[ColdBlock.Stream.keys.rawValue].rawLength
         // The literals are views into the stream: copied while it is held.
         let (literals, mapping) = try shapeStream.withUnsafeBytes { bytes in
             let (views, mapping) = try ColdBlock.readShapes(ColdReader(bytes), columnStreams: streams.count - 6)
@@ -132,54 +141,81 @@ public final class ColdColumnarBlock: @unchecked Sendable {
                                          slotColumns: mapping, columnBytes: streams[6...].map(\.rawLength))
         }
         tokenCounts = perColumn
+        valueKinds = kinds.map { Int32(truncatingIfNeeded: $0) }
         var batches: [Batch] = []
         batches.reserveCapacity(batchCount)
-        var records: [Record] = []
-        records.reserveCapacity(recordCount)
+        var records = 0
         try batchStream.withUnsafeBytes { bb in
-            try recordStream.withUnsafeBytes { rr in
-                try wholeStream.withUnsafeBytes { ww in
-                    var batchReader = ColdBlock.BatchStreamReader(reader: ColdReader(bb))
-                    var rec = ColdReader(rr), whole = ColdReader(ww)
-                    var keysLeft = keyBytes
-                    for _ in 0..<batchCount {
-                        let batch = try batchReader.next(firstRecord: records.count, recordsLeft: recordCount - records.count)
-                        let (base, baseTimestamp) = (batch.baseOffset, batch.baseTimestamp)
-                        for i in 0..<batch.records.count {
-                            let offset = base &+ Int64(i) &+ (try rec.signed())
-                            let timestamp = baseTimestamp &+ (try rec.signed())
-                            let headerCount = try rec.count(max: rec.remaining / 2)
-                            for _ in 0..<headerCount {
-                                _ = try rec.blob()
-                                _ = try rec.nullableBlobView()
-                            }
-                            let kind = kinds[records.count]
-                            var wholeRange = 0..<0
-                            if kind == 1 {
-                                let v = try whole.blob()
-                                wholeRange = (whole.position - v.count)..<whole.position
-                            }
-                            let keyCode = try rec.count(max: keysLeft + 2)
-                            if keyCode == 1 {
-                                _ = try rec.count(max: ColdBlock.slotLimit)
-                                guard kind >= 2 else { throw ColdFormatError("a key refers to a value slot that is not there") }
-                            } else if keyCode >= 2 {
-                                keysLeft -= keyCode - 2
-                            }
-                            records.append(Record(offset: offset, timestamp: timestamp, valueKind: Int32(kind), whole: wholeRange))
+            var batchReader = ColdBlock.BatchStreamReader(reader: ColdReader(bb))
+            for _ in 0..<batchCount {
+                let batch = try batchReader.next(firstRecord: records, recordsLeft: recordCount - records)
+                records += batch.records.count
+                batches.append(batch)
+            }
+        }
+        guard records == recordCount else { throw ColdFormatError("\(records) records in the batches, \(recordCount) declared") }
+        self.batches = batches
+    }
+
+    /// Each record's offset, timestamp, value kind and whole value, decoded once.
+    public func records() throws -> [Record] { try decoded().records }
+
+    /// Record `i`'s value when it is stored whole (kind 1); valid while the block lives.
+    public func wholeValue(_ i: Int) throws -> UnsafeRawBufferPointer {
+        let (records, whole) = try decoded()
+        return UnsafeRawBufferPointer(rebasing: whole.bytes[records[i].whole])
+    }
+
+    private func decoded() throws -> (records: [Record], whole: Tokens) {
+        if let known = decodedRecords.withLock({ $0 }) { return known }
+        let recordStream = try recordStored.decompressed()
+        let wholeStream = try wholeStored.decompressed()
+        var records: [Record] = []
+        records.reserveCapacity(valueKinds.count)
+        try recordStream.withUnsafeBytes { rr in
+            try wholeStream.withUnsafeBytes { ww in
+                var rec = ColdReader(rr), whole = ColdReader(ww)
+                var keysLeft = keyBytes
+                for batch in batches {
+                    let (base, baseTimestamp) = (batch.baseOffset, batch.baseTimestamp)
+                    for i in 0..<batch.records.count {
+                        let offset = base &+ Int64(i) &+ (try rec.signed())
+                        let timestamp = baseTimestamp &+ (try rec.signed())
+                        let headerCount = try rec.count(max: rec.remaining / 2)
+                        for _ in 0..<headerCount {
+                            _ = try rec.blob()
+                            _ = try rec.nullableBlobView()
                         }
-                        batches.append(batch)
+                        let kind = valueKinds[records.count]
+                        var wholeRange = 0..<0
+                        if kind == 1 {
+                            let v = try whole.blob()
+                            wholeRange = (whole.position - v.count)..<whole.position
+                        }
+                        let keyCode = try rec.count(max: keysLeft + 2)
+                        if keyCode == 1 {
+                            _ = try rec.count(max: ColdBlock.slotLimit)
+                            guard kind >= 2 else { throw ColdFormatError("a key refers to a value slot that is not there") }
+                        } else if keyCode >= 2 {
+                            keysLeft -= keyCode - 2
+                        }
+                        if let range = offsetRange {
+                            guard range.contains(offset), records.last.map({ $0.offset < offset }) ?? true else {
+                                throw ColdFormatError("record offset \(offset) out of order or outside [\(range.lowerBound), \(range.upperBound))")
+                            }
+                        }
+                        records.append(Record(offset: offset, timestamp: timestamp, valueKind: kind, whole: wholeRange))
                     }
                 }
             }
         }
-        guard records.count == recordCount else { throw ColdFormatError("\(records.count) records decoded, \(recordCount) declared") }
-        self.batches = batches
-        self.records = records
+        let result = (records, Tokens(bytes: wholeStream, ends: []))
+        return decodedRecords.withLock { state in
+            if let known = state { return known }
+            state = result
+            return result
+        }
     }
-
-    /// Record `i`'s value when it is stored whole (kind 1); valid while the block lives.
-    public func wholeValue(_ i: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: wholeValues.bytes[records[i].whole]) }
 
     /// Column `c` as stored, decoded once (the decoded columns share the block's byte budget).
     public func values(_ c: Int) throws -> TypedColumn {

@@ -31,8 +31,8 @@ enum ColdColumnFold {
         let (selected, scanned) = try walk.selectedRecords(pending, rowTimestamps: spec.rowTimestamps)
         let arena = chunk.arena
         var readers: [Int: ColumnReader] = [:]
-        var located: [Int: (own: [Int], refs: ContiguousArray<MemberWalk.TokenRef>)] = [:]
-        func locate(_ j: Int) throws -> (own: [Int], refs: ContiguousArray<MemberWalk.TokenRef>) {
+        var located: [Int: MemberWalk.Located] = [:]
+        func locate(_ j: Int) throws -> MemberWalk.Located {
             if let known = located[j] { return known }
             let found = try walk.locate(j, selected)
             for c in found.own where readers[c] == nil { readers[c] = ColumnReader(try block.values(c)) }
@@ -47,7 +47,8 @@ enum ColdColumnFold {
         var sizes = ContiguousArray<Int>()
         var index = GroupIndex(initialSlots: 64)
         if let keySlot = spec.keySlots.first {
-            let (own, refs) = try locate(memberOf[keySlot])
+            let member = try locate(memberOf[keySlot])
+            let own = member.own
             // Codes: 0 is NULL; entry e of local column l is 1 + 2 * (entryBase[l] + e), + 1 in a string slot.
             var entryBase: [Int] = []
             var entries = 0
@@ -59,12 +60,22 @@ enum ColdColumnFold {
                 indexes.append(i)
             }
             var codeGroup = ContiguousArray<Int32>(repeating: -1, count: 1 + 2 * entries)
+            // Dense (the member in every value, one column): the record's entry is its token's.
+            let denseIndexes = member.dense ? indexes[0] : []
+            let denseCode = member.denseIsString ? 2 : 1
             for k in 0..<n {
-                let ref = refs[k]
+                if member.dense {
+                    let g = codeGroup[2 * Int(denseIndexes[Int(selected[k])]) + denseCode]
+                    if g >= 0 {
+                        sizes[Int(g)] += 1
+                        rowGroup[k] = g
+                        continue
+                    }
+                }
+                let ref = member.ref(k, record: selected[k])
                 var code = 0
-                var entry = 0
                 if ref.local >= 0 {
-                    entry = Int(indexes[Int(ref.local)][Int(ref.token)])
+                    let entry = Int(indexes[Int(ref.local)][Int(ref.token)])
                     code = 1 + 2 * (entryBase[Int(ref.local)] + entry) + (ref.isString ? 1 : 0)
                 } else if ref.local == MemberWalk.TokenRef.whole {
                     return nil
@@ -111,15 +122,21 @@ enum ColdColumnFold {
                 for g in 0..<groupCount { partials[g * folds.count + a].realStart = Int32(clamping: sumNumber * n + roomStart[g]) }
                 sumNumber += 1
             }
-            let (own, refs) = try locate(memberOf[f.cellSlot])
+            let member = try locate(memberOf[f.cellSlot])
+            let own = member.own
             var local = own.map { readers[$0]! }
+            // Numbers read straight from a dense integer or decimal column (not through `field`,
+            // which steps a dictionary's conversions in place).
+            let numbers = member.dense && !member.denseIsString ? local.first : nil
             let function = f.function
             let usable = reals.withUnsafeMutableBufferPointer { r in
                 partials.withUnsafeMutableBufferPointer { p in
                     for k in 0..<n {
-                        let ref = refs[k]
+                        let ref = member.ref(k, record: selected[k])
                         var cell = GroupedRows.Cell.null
-                        if ref.local >= 0 {
+                        if let numbers, let number = numbers.number(Int(ref.token)) {
+                            cell = number
+                        } else if ref.local >= 0 {
                             guard let field = local[Int(ref.local)].field(Int(ref.token), isString: ref.isString, arena: arena),
                                   let c = GroupedRows.Cell(field) else { return false }
                             cell = c

@@ -69,7 +69,9 @@ enum ColdColumnScan {
             var column = ContiguousArray<FieldValue>()
             column.reserveCapacity(selected.count)
             guard !selected.isEmpty else { return column }
-            let (own, refs) = try walk.locate(j, selected)
+            let selected = selected  // (read per record: not through the enclosing function's variable)
+            let located = try walk.locate(j, selected)
+            let own = located.own
             // The readers, moved out of `readers` while this runs (in an optional array slot a
             // reader would be checked for uniqueness and retained on every token) and put back
             // after, for another member of the same column.
@@ -81,7 +83,8 @@ enum ColdColumnScan {
             }
             defer { for (l, c) in own.enumerated() { readers[c] = local[l] } }
             let arena = chunk.arena
-            for (k, ref) in refs.enumerated() {
+            for k in selected.indices {
+                let ref = located.ref(k, record: selected[k])
                 switch ref.local {
                 case MemberWalk.TokenRef.absent:
                     column.append(.null)
@@ -263,6 +266,21 @@ struct ColumnReader {
             return converted
         case .text:
             return ColdColumnScan.convert(tokens!.token(t), isString: isString, arena: arena)
+        }
+    }
+
+    /// Token `t` of an integer or decimal column in a non-string slot, as `field` converts it;
+    /// nil for other columns and for the tokens `field` converts through their text.
+    @inline(__always) func number(_ t: Int) -> GroupedRows.Cell? {
+        switch form {
+        case .integers:
+            let v = numbers[t]
+            return v.magnitude < Self.integerDigitsLimit ? .integer(v) : nil
+        case .decimals:
+            let v = numbers[t]
+            return v.magnitude <= 1 << 53 ? .real(Double(v) / powersOfTen[Int(scales[t])]) : nil
+        case .dictionary, .text:
+            return nil
         }
     }
 

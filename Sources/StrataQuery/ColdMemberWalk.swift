@@ -18,9 +18,26 @@ struct MemberWalk {
         var token: Int32
     }
 
+    /// Where a member is for the selected records: its columns (`own`; a ref's `local` indexes
+    /// it), and each record's token — listed (`refs`), or, dense, token i of the one column for
+    /// record i (a member every value has exactly once, in every shape: no list is made).
+    struct Located {
+        let own: [Int]
+        let dense: Bool
+        let denseIsString: Bool
+        let refs: ContiguousArray<TokenRef>
+
+        /// The token of `selected[k]`, which is record `record`.
+        @inline(__always) func ref(_ k: Int, record: Int32) -> TokenRef {
+            dense ? TokenRef(local: 0, isString: denseIsString, token: record) : refs[k]
+        }
+    }
+
     let block: ColdColumnarBlock
     /// Per shape, the place of each wanted member.
     let places: [[Place]]
+    /// Every record's value is of a shape (none null, none stored whole).
+    private let allShaped: Bool
     /// Per shape, the tokens one value takes of each column some member is in (a column is a
     /// path: `items[].sku` holds the sku of every element, and a value of a shape that has the
     /// member elsewhere or not at all still takes that column's tokens).
@@ -95,6 +112,8 @@ struct MemberWalk {
             takes.append(counts.map { ($0.key, $0.value) })
         }
         self.takes = takes
+        let shapeCount = block.shapes.count
+        allShaped = block.valueKinds.allSatisfy { $0 >= 2 && Int($0) - 2 < shapeCount }
     }
 
     /// The records that become rows: in the pending range, not markers, not aborted (their
@@ -128,9 +147,13 @@ struct MemberWalk {
         return (selected, scanned)
     }
 
-    /// Member `j` of each `selected` record (ascending record numbers): the block's columns it
-    /// is in (`own`; a ref's `local` indexes it) and where each record's value is.
-    func locate(_ j: Int, _ selected: ContiguousArray<Int32>) throws -> (own: [Int], refs: ContiguousArray<TokenRef>) {
+    /// Member `j` of each `selected` record (ascending record numbers).
+    func locate(_ j: Int, _ selected: ContiguousArray<Int32>) throws -> Located {
+        let (own, dense, isString, refs) = try locateRefs(j, selected)
+        return Located(own: own, dense: dense, denseIsString: isString, refs: refs)
+    }
+
+    private func locateRefs(_ j: Int, _ selected: ContiguousArray<Int32>) throws -> ([Int], Bool, Bool, ContiguousArray<TokenRef>) {
         var refs = ContiguousArray<TokenRef>()
         let columnCount = block.tokenCounts.count
         var localOf = [Int](repeating: -1, count: columnCount)
@@ -148,7 +171,7 @@ struct MemberWalk {
             }
             at.append((Int32(localOf[c]), Int32(ordinal), isString))
         }
-        guard !selected.isEmpty else { return (own, refs) }
+        guard !selected.isEmpty else { return (own, false, false, refs) }
         // Per shape, the tokens a value takes of each of the member's columns (shape-major).
         let width = own.count
         var advance = ContiguousArray<Int>(repeating: 0, count: max(1, at.count * width))
@@ -157,6 +180,12 @@ struct MemberWalk {
         }
         let counts = own.map { block.tokenCounts[$0] }
         guard counts.allSatisfy({ $0 <= Int(Int32.max) }) else { throw QueryError("a cold column of \(counts.max() ?? 0) tokens") }
+        // Dense: every record is shaped, and every shape has the member as the one token it takes
+        // of a single column (a member every event has): record i's token is token i.
+        if allShaped, width == 1, let first = at.first, at.allSatisfy({ $0.local == 0 && $0.ordinal == 0 && $0.isString == first.isString }),
+           advance.allSatisfy({ $0 == 1 }), counts[0] == block.valueKinds.count {
+            return (own, true, first.isString, refs)
+        }
         var cursor = [Int](repeating: 0, count: max(1, width))
         let shapeCount = at.count
         // Every record selected (the common case): no record number compared.
@@ -203,6 +232,6 @@ struct MemberWalk {
                 }
             }
         }
-        return (own, refs)
+        return (own, false, false, refs)
     }
 }

@@ -86,23 +86,42 @@ enum TokenColumn {
     /// `count` numbers written by `deltas`.
     private static func numbers(_ r: inout ColdReader, count: Int) throws(ColdFormatError) -> [Int64] {
         let mode = try numberMode(&r)
+        // Every number takes a byte at least: a count past the bytes left is refused before
+        // anything is reserved for it.
+        guard count <= r.remaining else { throw ColdFormatError("\(count) numbers in \(r.remaining) bytes") }
         var previous: Int64 = 0
-        var values: [Int64] = []
-        values.reserveCapacity(count)
-        for _ in 0..<count { values.append(try number(&r, previous: &previous, mode: mode)) }
+        var values = [Int64](repeating: 0, count: count)
+        // The varints read here, in one loop (a column holds a number per record of the block).
+        let bytes = r.bytes
+        var p = r.position
+        let end = bytes.count
+        try values.withUnsafeMutableBufferPointer { (out: inout UnsafeMutableBufferPointer<Int64>) throws(ColdFormatError) in
+            for i in 0..<count {
+                var u: UInt64 = 0
+                var shift: UInt64 = 0
+                while true {
+                    guard p < end else { throw ColdFormatError("truncated varint") }
+                    let b = bytes[p]
+                    p += 1
+                    guard shift < 64 else { throw ColdFormatError("varint too long") }
+                    u |= UInt64(b & 0x7F) << shift
+                    if b < 0x80 { break }
+                    shift += 7
+                }
+                let v = Int64(bitPattern: (u >> 1) ^ (0 &- (u & 1)))
+                previous = mode == 0 ? previous &+ v : v
+                out[i] = previous
+            }
+        }
+        r.position = p
         return values
     }
 
-    /// The fraction digits of `count` decimal tokens (1…18 each).
+    /// The fraction digits of `count` decimal tokens (1…18 each: one varint byte each).
     static func decimalScales(_ r: inout ColdReader, count: Int) throws(ColdFormatError) -> [UInt8] {
-        var scales: [UInt8] = []
-        scales.reserveCapacity(count)
-        for _ in 0..<count {
-            let s = try r.varint()
-            guard s >= 1 && s <= 18 else { throw ColdFormatError("decimal scale \(s)") }
-            scales.append(UInt8(s))
-        }
-        return scales
+        let stored = try r.take(count)
+        guard let bad = stored.first(where: { $0 < 1 || $0 > 18 }) else { return Array(stored) }
+        throw ColdFormatError("decimal scale byte \(bad)")
     }
 
     static func numberMode(_ r: inout ColdReader) throws(ColdFormatError) -> UInt8 {
@@ -195,9 +214,25 @@ enum TokenColumn {
                 bytes.append(contentsOf: entry)
                 ends.append(bytes.count)
             }
-            var indexes: [UInt32] = []
-            indexes.reserveCapacity(count)
-            for _ in 0..<count { indexes.append(UInt32(try r.count(max: entries - 1))) }
+            // An index per token, a byte at least each.
+            guard count <= r.remaining else { throw ColdFormatError("\(count) dictionary indexes in \(r.remaining) bytes") }
+            var indexes = [UInt32](repeating: 0, count: count)
+            if entries <= 0x80 {
+                // Every index is one varint byte below the entry count (a byte with the
+                // continuation bit set is at least 0x80: out of range).
+                let stored = try r.take(count)
+                var largest: UInt8 = 0
+                indexes.withUnsafeMutableBufferPointer { out in
+                    for i in 0..<count {
+                        let b = stored[i]
+                        largest = max(largest, b)
+                        out[i] = UInt32(b)
+                    }
+                }
+                guard count == 0 || Int(largest) < entries else { throw ColdFormatError("dictionary index \(largest) of \(entries) entries") }
+            } else {
+                for i in 0..<count { indexes[i] = UInt32(try r.count(max: entries - 1)) }
+            }
             return .dictionary(entries: bytes, entryEnds: ends, indexes: indexes)
         case .timestampMillisZ, .raw:
             // Through `decode`, which formats timestamps; `r` is rewound to the encoding byte.

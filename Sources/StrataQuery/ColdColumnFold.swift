@@ -63,14 +63,30 @@ enum ColdColumnFold {
             // Dense (the member in every value, one column): the record's entry is its token's.
             let denseIndexes = member.dense ? indexes[0] : []
             let denseCode = member.denseIsString ? 2 : 1
-            for k in 0..<n {
+            var k = 0
+            while k < n {
                 if member.dense {
-                    let g = codeGroup[2 * Int(denseIndexes[Int(selected[k])]) + denseCode]
-                    if g >= 0 {
-                        sizes[Int(g)] += 1
-                        rowGroup[k] = g
-                        continue
+                    // The records whose entry has its group already, in one unchecked loop: a
+                    // selected record is below the block's record count, which is the column's
+                    // token count (dense), and an entry below the entry count (checked when the
+                    // column was decoded), so every index is in its buffer.
+                    k = denseIndexes.withUnsafeBufferPointer { idx in
+                        selected.withUnsafeBufferPointer { sel in
+                            codeGroup.withUnsafeBufferPointer { cg in
+                                rowGroup.withUnsafeMutableBufferPointer { rg in
+                                    var k = k
+                                    while k < n {
+                                        let g = cg[2 * Int(idx[Int(sel[k])]) + denseCode]
+                                        if g < 0 { break }
+                                        rg[k] = g
+                                        k += 1
+                                    }
+                                    return k
+                                }
+                            }
+                        }
                     }
+                    if k == n { break }
                 }
                 let ref = member.ref(k, record: selected[k])
                 var code = 0
@@ -97,8 +113,11 @@ enum ColdColumnFold {
                     g = found
                     codeGroup[code] = Int32(g)
                 }
-                sizes[g] += 1
                 rowGroup[k] = Int32(g)
+                k += 1
+            }
+            sizes.withUnsafeMutableBufferPointer { sizes in
+                for g in rowGroup { sizes[Int(g)] += 1 }
             }
         } else if n > 0 {
             _ = index.findOrAdd(hash: 0) { _ in true }
@@ -131,6 +150,28 @@ enum ColdColumnFold {
             let function = f.function
             let usable = reals.withUnsafeMutableBufferPointer { r in
                 partials.withUnsafeMutableBufferPointer { p in
+                    if let numbers, member.dense {
+                        // Numbers by record number (dense: each selected record is below the
+                        // column's token count), straight from the column where they are exact.
+                        let room = r.baseAddress ?? UnsafeMutablePointer(bitPattern: 8)!
+                        return selected.withUnsafeBufferPointer { sel in
+                            rowGroup.withUnsafeBufferPointer { rg in
+                                for k in 0..<n {
+                                    let t = Int(sel[k])
+                                    var cell = GroupedRows.Cell.null
+                                    if let number = numbers.number(t) {
+                                        cell = number
+                                    } else {
+                                        guard let field = local[0].field(t, isString: false, arena: arena), let c = GroupedRows.Cell(field) else { return false }
+                                        if sums && !FoldPartial.steps(c) { return false }
+                                        cell = c
+                                    }
+                                    p[Int(rg[k]) * folds.count + a].add(cell, function, reals: room)
+                                }
+                                return true
+                            }
+                        }
+                    }
                     for k in 0..<n {
                         let ref = member.ref(k, record: selected[k])
                         var cell = GroupedRows.Cell.null

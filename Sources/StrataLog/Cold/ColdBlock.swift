@@ -399,10 +399,26 @@ public enum ColdBlock {
         // Records per kind first, tokens per column from them: a shape's slots are walked once,
         // not once per record.
         var recordsOfKind = [Int](repeating: 0, count: slotColumns.count + 2)
-        for _ in 0..<recordCount {
-            let kind = try kinds.count(max: slotColumns.count + 1)
-            recordsOfKind[kind] += 1
-            valueKinds.append(kind)
+        if slotColumns.count + 1 < 0x80 {
+            // Every kind is one varint byte (a byte with the continuation bit set is out of range).
+            let stored = try kinds.take(recordCount)
+            valueKinds = [Int](repeating: 0, count: recordCount)
+            var largest: UInt8 = 0
+            valueKinds.withUnsafeMutableBufferPointer { out in
+                for i in 0..<recordCount {
+                    let b = stored[i]
+                    largest = max(largest, b)
+                    out[i] = Int(b)
+                }
+            }
+            guard Int(largest) <= slotColumns.count + 1 else { throw ColdFormatError("value kind \(largest) of \(slotColumns.count) shapes") }
+            for kind in valueKinds { recordsOfKind[kind] += 1 }
+        } else {
+            for _ in 0..<recordCount {
+                let kind = try kinds.count(max: slotColumns.count + 1)
+                recordsOfKind[kind] += 1
+                valueKinds.append(kind)
+            }
         }
         var perColumn = [Int](repeating: 0, count: columnBytes.count)
         for (shape, columns) in slotColumns.enumerated() where recordsOfKind[shape + 2] > 0 {

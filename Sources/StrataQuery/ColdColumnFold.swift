@@ -14,6 +14,9 @@ import StrataLog
 /// dictionary-coded in every column it is in, values stored whole, tokens the scanner would
 /// leave to SQLite, text in a summed member.
 enum ColdColumnFold {
+    /// Most summed values one block's fold holds (8 bytes each).
+    static let summedValuesLimit = 1 << 23
+
     /// Whether a grouped scan with `spec` may fold from cold columns.
     static func applies(to spec: GroupingSpec) -> Bool {
         spec.fold && spec.filters.isEmpty && spec.tests.isEmpty && spec.keySlots.count <= 1
@@ -133,12 +136,15 @@ enum ColdColumnFold {
         var roomStart = ContiguousArray<Int>(repeating: 0, count: groupCount + 1)
         for g in 0..<groupCount { roomStart[g + 1] = roomStart[g] + sizes[g] }
         let sums = folds.filter { $0.function == .sum || $0.function == .total || $0.function == .avg }.count
+        // Room for every summed value of the block (a real block holds ~40k records): one
+        // declaring far more (up to its byte budget) takes the column scan instead.
+        guard n * sums <= Self.summedValuesLimit else { return nil }
         var reals = ContiguousArray<Double>(repeating: 0, count: n * sums)
         var sumNumber = 0
         for (a, f) in folds.enumerated() {
             let sums = f.function == .sum || f.function == .total || f.function == .avg
             if sums {
-                for g in 0..<groupCount { partials[g * folds.count + a].realStart = Int32(clamping: sumNumber * n + roomStart[g]) }
+                for g in 0..<groupCount { partials[g * folds.count + a].realStart = sumNumber * n + roomStart[g] }
                 sumNumber += 1
             }
             let member = try locate(memberOf[f.cellSlot])

@@ -204,10 +204,10 @@ struct FoldPartial {
     /// Non-NULL values.
     var count: Int64 = 0
     /// sum/total/avg: this group's values as doubles, in log order, in the chunk's `reals`.
-    var realStart: Int32 = 0
-    var realCount: Int32 = 0
+    var realStart = 0
+    var realCount = 0
     /// The integers summed before the chunk's first real value (after it SQLite adds none).
-    var integers: Int32 = 0
+    var integers = 0
     var integerSum: Int128 = 0
     var integerPrefixLow: Int128 = 0
     var integerPrefixHigh: Int128 = 0
@@ -249,7 +249,7 @@ struct FoldPartial {
             count += 1
             if cell.kind == .integer {
                 let v = Int64(bitPattern: cell.bits)
-                reals[Int(realStart + realCount)] = Double(v)
+                reals[realStart + realCount] = Double(v)
                 if !sawReal {
                     integerSum += Int128(v)
                     if integers == 0 {
@@ -261,7 +261,7 @@ struct FoldPartial {
                     integers += 1
                 }
             } else {
-                reals[Int(realStart + realCount)] = Double(bitPattern: cell.bits)
+                reals[realStart + realCount] = Double(bitPattern: cell.bits)
                 sawReal = true
             }
             realCount += 1
@@ -294,7 +294,7 @@ extension FoldState {
         case .sum, .total, .avg:
             count += partial.count
             var r = realSum
-            for i in Int(partial.realStart)..<Int(partial.realStart + partial.realCount) { r += reals[i] }
+            for i in partial.realStart..<(partial.realStart + partial.realCount) { r += reals[i] }
             realSum = r
             if !approx && !overflow && partial.integers > 0 {
                 let s = Int128(integerSum)

@@ -310,8 +310,8 @@ final class ChunkGroups: @unchecked Sendable {
                 if c.kind == .integer || c.kind == .real { partials[Int(rowGroup[k]) * width + a].realCount += 1 }
             }
             for g in 0..<groups {
-                partials[g * width + a].realStart = Int32(total)
-                total += Int(partials[g * width + a].realCount)
+                partials[g * width + a].realStart = total
+                total += partials[g * width + a].realCount
                 partials[g * width + a].realCount = 0
             }
         }

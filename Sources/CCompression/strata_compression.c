@@ -5,6 +5,7 @@
 #include <lz4frame.h>
 #include <pthread.h>
 #include <snappy-c.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -101,12 +102,14 @@ static int unlz4(const uint8_t *in, size_t n, buf_t *b) {
 // small stream (a cold block has a dozen), and a thread decompresses one stream at a time. Freed
 // when the thread exits.
 static pthread_key_t dctx_key;
+static int dctx_key_ok;
 static pthread_once_t dctx_once = PTHREAD_ONCE_INIT;
 static void dctx_free(void *p) { ZSTD_freeDCtx((ZSTD_DCtx *)p); }
-static void dctx_key_create(void) { (void)pthread_key_create(&dctx_key, dctx_free); }
+static void dctx_key_create(void) { dctx_key_ok = pthread_key_create(&dctx_key, dctx_free) == 0; }
 
 static ZSTD_DCtx *thread_dctx(void) {
     pthread_once(&dctx_once, dctx_key_create);
+    if (!dctx_key_ok) return NULL;
     ZSTD_DCtx *d = pthread_getspecific(dctx_key);
     if (!d) {
         d = ZSTD_createDCtx();
@@ -117,6 +120,13 @@ static ZSTD_DCtx *thread_dctx(void) {
         ZSTD_DCtx_reset(d, ZSTD_reset_session_and_parameters);
     }
     return d;
+}
+
+long long strata_zstd_content_size(const uint8_t *in, size_t in_len) {
+    unsigned long long n = ZSTD_getFrameContentSize(in, in_len);
+    if (n == ZSTD_CONTENTSIZE_ERROR) return -2;
+    if (n == ZSTD_CONTENTSIZE_UNKNOWN || n > (unsigned long long)LLONG_MAX) return -1;
+    return (long long)n;
 }
 
 int strata_zstd_decompress_into(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len) {

@@ -161,7 +161,9 @@ final class ColdSegment: Sendable {
     /// does; record offsets checked inside the block's, ascending, when they are decoded).
     func columnarBlock(_ i: Int) throws(LogError) -> ColdColumnarBlock {
         let entry = file.blocks[i]
-        let block = try checkedBlock(i) { try ColdColumnarBlock($0, offsets: entry.firstOffset..<entry.nextOffset) }
+        let block = try checkedBlock(i) {
+            try ColdColumnarBlock($0, offsets: entry.firstOffset..<entry.nextOffset, origin: "\(path): block \(i) at file offset \(entry.fileOffset)")
+        }
         try checkBatchOffsets(block.batches, block: i)
         return block
     }

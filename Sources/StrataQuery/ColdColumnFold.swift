@@ -23,13 +23,12 @@ enum ColdColumnFold {
             && spec.columns.allSatisfy { $0 >= spec.firstMember } && spec.folds.allSatisfy(FoldPartial.applies)
     }
 
-    /// Folds `chunk`'s pending cold block into `chunk.groups`; the records of the range
-    /// considered, or nil when this does not cover the block (the chunk is as it was).
-    static func fold(_ chunk: Chunk, spec: GroupingSpec, keys: [[UInt8]]) throws -> Int? {
+    /// Folds `chunk`'s pending cold block (`block`, opened) into `chunk.groups`; the records of the
+    /// range considered, or nil when this does not cover the block (the chunk is as it was).
+    static func fold(_ chunk: Chunk, block: ColdColumnarBlock, spec: GroupingSpec, keys: [[UInt8]]) throws -> Int? {
         guard let pending = chunk.pendingCold, !keys.contains(where: { $0.first == 0xFF }) else { return nil }
         let memberOf = spec.columns.map { Int($0 - spec.firstMember) }
         guard memberOf.allSatisfy({ $0 >= 0 && $0 < keys.count }) else { return nil }
-        let block = try pending.block.columnar()
         guard let walk = MemberWalk(block: block, keys: keys, scanner: JSONMemberScanner(keys: keys, stopEarly: false)) else { return nil }
         let (selected, scanned) = try walk.selectedRecords(pending, rowTimestamps: spec.rowTimestamps)
         let arena = chunk.arena

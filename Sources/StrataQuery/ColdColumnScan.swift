@@ -50,11 +50,11 @@ enum ColdColumnScan {
     /// members `filters` test are read first and only the records that pass become rows, their
     /// other members read for them alone: the filters the scan would apply row by row (exactly,
     /// SQLite's `=`, when `exactFilters`; else only where certainly false), applied before
-    /// anything else of the block is decoded.
-    static func fill(_ chunk: Chunk, keys: [[UInt8]], filters: [MemberFilter] = [], exactFilters: Bool = false,
-                     tests: [MemberTest] = [], rowTimestamps: (lo: Int64, hi: Int64)? = nil) throws -> Outcome {
+    /// anything else of the block is decoded. `opened`: the pending block, when the caller opened it.
+    static func fill(_ chunk: Chunk, block opened: ColdColumnarBlock? = nil, keys: [[UInt8]], filters: [MemberFilter] = [],
+                     exactFilters: Bool = false, tests: [MemberTest] = [], rowTimestamps: (lo: Int64, hi: Int64)? = nil) throws -> Outcome {
         guard let pending = chunk.pendingCold, !keys.contains(where: { $0.first == 0xFF }) else { return .decodeWhole }
-        let block = try pending.block.columnar()
+        let block = try opened ?? pending.block.columnar()
         let scanner = JSONMemberScanner(keys: keys, stopEarly: false)
         guard let walk = MemberWalk(block: block, keys: keys, scanner: scanner) else { return .decodeWhole }
         let records = try walk.selectedRecords(pending, rowTimestamps: rowTimestamps)

@@ -50,6 +50,8 @@ struct MemberWalk {
     /// shape's skeleton: its literals with each slot replaced by the slot's number (inside the
     /// literal quotes for a string). See ColdColumnScan.
     init?(block: ColdColumnarBlock, keys: [[UInt8]], scanner: JSONMemberScanner) {
+        // Record numbers are kept as Int32 (a block's budget keeps them far below).
+        guard block.valueKinds.count <= Int(Int32.max) else { return nil }
         self.block = block
         var places: [[Place]] = []
         var skeleton: [UInt8] = []

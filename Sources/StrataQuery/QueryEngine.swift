@@ -194,11 +194,14 @@ final class CursorState {
             s.segmentsWithoutSummary += skips.segmentsWithoutSummary
         }
         if !skips.byPartition.isEmpty { reader.skips = skips }
-        let pipeline = ScanPipeline(reader: reader, wanted: ctx.wanted, trustedJSON: trusted, grouping: spec,
+        // Grouped chunks (a cold fold's have no rows at all) only for the grouped path below,
+        // which needs the connection and its JSON functions; the row path reads rows.
+        let grouping = db != nil && ctx.jsonFunctions != nil ? spec : nil
+        let pipeline = ScanPipeline(reader: reader, wanted: ctx.wanted, trustedJSON: trusted, grouping: grouping,
                                     membersOnly: membersOnly, filters: filters)
         self.pipeline = pipeline
         let startedMs = monotonicMillis()
-        if let spec, let db, let functions = ctx.jsonFunctions {
+        if let spec = grouping, let db, let functions = ctx.jsonFunctions {
             let errors = GroupedRows.ResolveErrors()
             grouped = try GroupedRows(pipeline: pipeline, spec: spec, errors: errors) { chunk, row, id in
                 let r = chunk.rows[row]

@@ -461,11 +461,16 @@ final class ScanPipeline: @unchecked Sendable {
                 var rows = 0
                 var filteredOut = false
                 var folded = false
-                if coldColumns, item.chunk.pendingCold != nil, let grouping, ColdColumnFold.applies(to: grouping),
-                   let scanned = try ColdColumnFold.fold(item.chunk, spec: grouping, keys: wanted.snapshot) {
+                // Opened once for the fold and, when the fold does not cover it, the column scan
+                // (neither reads members of record keys: those blocks are decoded whole).
+                let keys = wanted.snapshot
+                let columnar = coldColumns && !keys.contains(where: { $0.first == 0xFF })
+                let block = columnar ? try item.chunk.pendingCold?.block.columnar() : nil
+                if let block, let grouping, ColdColumnFold.applies(to: grouping),
+                   let scanned = try ColdColumnFold.fold(item.chunk, block: block, spec: grouping, keys: keys) {
                     (fieldsReady, rows, folded) = (true, scanned, true)
-                } else if coldColumns, item.chunk.pendingCold != nil {
-                    switch try ColdColumnScan.fill(item.chunk, keys: wanted.snapshot, filters: grouping?.filters ?? filters,
+                } else if let block {
+                    switch try ColdColumnScan.fill(item.chunk, block: block, keys: keys, filters: grouping?.filters ?? filters,
                                                    exactFilters: grouping?.exactFilters ?? false, tests: grouping?.tests ?? [],
                                                    rowTimestamps: grouping?.rowTimestamps) {
                     case .decodeWhole: break

@@ -11,6 +11,8 @@ enum { STRATA_CODEC_GZIP = 1, STRATA_CODEC_SNAPPY = 2, STRATA_CODEC_LZ4 = 3, STR
 int strata_decompress(int codec, const uint8_t *in, size_t in_len, size_t max_out, uint8_t **out, size_t *out_len);
 /* zstd frames decompressed into `out` (room for out_cap bytes), with a context kept per thread:
  * -3 when the output would not fit, -2 when the input is corrupt or truncated. */
+/* The decompressed size a zstd frame declares: -1 when it does not say, -2 when it is no frame. */
+long long strata_zstd_content_size(const uint8_t *in, size_t in_len);
 int strata_zstd_decompress_into(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len);
 int strata_compress(int codec, const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len);
 

@@ -298,6 +298,12 @@ public enum ColdBlock {
                 // not fit, is longer than declared.
                 var rc: Int32 = 0
                 var outCount = 0
+                // A first frame that declares another size is refused before its room is
+                // reserved (a few bytes claiming the whole budget allocate nothing).
+                let declared = stored.withUnsafeBytes { s in strata_zstd_content_size(s.baseAddress?.assumingMemoryBound(to: UInt8.self), s.count) }
+                guard declared != -2, declared < 0 || declared <= rawLength else {
+                    throw ColdFormatError("a stream's frame declares \(declared) bytes, the stream \(rawLength)")
+                }
                 let out = try [UInt8](unsafeUninitializedCapacity: rawLength + 1) { buffer, initialized in
                     rc = stored.withUnsafeBytes { s in
                         strata_zstd_decompress_into(s.baseAddress?.assumingMemoryBound(to: UInt8.self), s.count, buffer.baseAddress, buffer.count, &outCount)

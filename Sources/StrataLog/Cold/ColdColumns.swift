@@ -117,11 +117,14 @@ public final class ColdColumnarBlock: @unchecked Sendable {
     /// inside them, ascending, when the records are decoded.
     private let offsetRange: Range<Int64>?
     private let decodedRecords = Mutex<(records: [Record], whole: Tokens)?>(nil)
+    /// Which block of which file this is, for the errors of what is decoded later.
+    private let origin: String
 
-    init(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 256 << 20, offsets: Range<Int64>? = nil) throws {
+    init(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 256 << 20, offsets: Range<Int64>? = nil, origin: String = "cold block") throws {
         let (batchCount, recordCount, streams) = try ColdBlock.readStreams(bytes, maxBytes: maxBytes)
         self.maxBytes = maxBytes
         offsetRange = offsets
+        self.origin = origin
         columnStreams = Array(streams[6...])
         recordStored = streams[ColdBlock.Stream.records.rawValue]
         wholeStored = streams[ColdBlock.Stream.rawValues.rawValue]
@@ -168,6 +171,14 @@ public final class ColdColumnarBlock: @unchecked Sendable {
 
     private func decoded() throws -> (records: [Record], whole: Tokens) {
         if let known = decodedRecords.withLock({ $0 }) { return known }
+        do {
+            return try decodeRecords()
+        } catch {
+            throw ColdFormatError("\(origin): \(error)")
+        }
+    }
+
+    private func decodeRecords() throws -> (records: [Record], whole: Tokens) {
         let recordStream = try recordStored.decompressed()
         let wholeStream = try wholeStored.decompressed()
         var records: [Record] = []
@@ -220,6 +231,14 @@ public final class ColdColumnarBlock: @unchecked Sendable {
     /// Column `c` as stored, decoded once (the decoded columns share the block's byte budget).
     public func values(_ c: Int) throws -> TypedColumn {
         if let t = lock.withLock({ $0.typed[c] }) { return t }
+        do {
+            return try decodeValues(c)
+        } catch {
+            throw ColdFormatError("\(origin): \(error)")
+        }
+    }
+
+    private func decodeValues(_ c: Int) throws -> TypedColumn {
         guard c >= 0, c < columnStreams.count else { throw ColdFormatError("column \(c) of \(columnStreams.count)") }
         let stream = try columnStreams[c].decompressed()
         let budget = maxBytes - lock.withLock { $0.bytes }

@@ -104,11 +104,8 @@ import Testing
     /// answers as hot and as SQLite's own evaluation, and the plan really read columns.
     @Test func groupedScansReadColdColumns() throws {
         let dir = QDir()
-        var options = Broker.Options()
-        options.coldCheckIntervalMs = 0
-        let broker = try Broker.open(dataDirectory: dir.path, options: options)
+        let broker = try coldTestBroker(dir, topic: "j", partitions: 2, segmentBytes: 8192)
         defer { try? broker.close() }
-        try broker.createTopic("j", partitions: 2, configs: ["segment.bytes": "8192", "retention.ms": "-1"])
         let t0: Int64 = 1_759_276_800_000
         for start in stride(from: 0, to: 4_000, by: 40) {
             let records = (start..<(start + 40)).map { i in
@@ -161,11 +158,8 @@ import Testing
     /// cold, and blocks without a passing record are skipped after their filter column.
     @Test func typedColdColumnsAndFiltersReadFirst() throws {
         let dir = QDir()
-        var options = Broker.Options()
-        options.coldCheckIntervalMs = 0
-        let broker = try Broker.open(dataDirectory: dir.path, options: options)
+        let broker = try coldTestBroker(dir, topic: "t", partitions: 1, segmentBytes: 16384)
         defer { try? broker.close() }
-        try broker.createTopic("t", partitions: 1, configs: ["segment.bytes": "16384", "retention.ms": "-1"])
         let t0: Int64 = 1_759_276_800_000
         // Decimals that round in every way: quotients of exact doubles, halfway-looking values,
         // and unscaled values past 2^53 (converted through their text).

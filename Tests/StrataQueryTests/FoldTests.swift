@@ -373,11 +373,8 @@ import Testing
     /// and missing members; several partitions.
     @Test func partialAggregatesHotAndColdEqualSQLite() throws {
         let dir = QDir()
-        var options = Broker.Options()
-        options.coldCheckIntervalMs = 0
-        let broker = try Broker.open(dataDirectory: dir.path, options: options)
+        let broker = try coldTestBroker(dir, topic: "p", partitions: 2, segmentBytes: 4096)
         defer { try? broker.close() }
-        try broker.createTopic("p", partitions: 2, configs: ["segment.bytes": "4096", "retention.ms": "-1"])
         var state: UInt64 = 11
         func next(_ n: Int) -> Int { state = state &* 6364136223846793005 &+ 1442695040888963407; return Int(state >> 33) % n }
         let reals = ["0.1", "0.2", "0.3", "1e-17", "123456.789", "-0.7", "1e16", "-1e16", "2.5", "-0.0"]

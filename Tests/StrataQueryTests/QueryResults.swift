@@ -1,3 +1,4 @@
+@testable import StrataBroker
 @testable import StrataQuery
 
 /// A statement's rows (NULL as nil), or its error: for comparing the fast paths with SQLite's own
@@ -17,4 +18,14 @@ func same(_ a: Result<[[String?]], Error>, _ b: Result<[[String?]], Error>) -> B
     case (.failure, .failure): return true
     default: return false
     }
+}
+
+/// A broker whose segments a test converts to cold itself (no background conversion), with one
+/// topic of small segments that are never deleted by time.
+func coldTestBroker(_ dir: QDir, topic: String, partitions: Int32, segmentBytes: Int) throws -> Broker {
+    var options = Broker.Options()
+    options.coldCheckIntervalMs = 0
+    let broker = try Broker.open(dataDirectory: dir.path, options: options)
+    try broker.createTopic(topic, partitions: partitions, configs: ["segment.bytes": "\(segmentBytes)", "retention.ms": "-1"])
+    return broker
 }

@@ -405,19 +405,8 @@ public enum ColdBlock {
         // Records per kind first, tokens per column from them: a shape's slots are walked once,
         // not once per record.
         var recordsOfKind = [Int](repeating: 0, count: slotColumns.count + 2)
-        if slotColumns.count + 1 < 0x80 {
-            // Every kind is one varint byte (a byte with the continuation bit set is out of range).
-            let stored = try kinds.take(recordCount)
-            valueKinds = [Int](repeating: 0, count: recordCount)
-            var largest: UInt8 = 0
-            valueKinds.withUnsafeMutableBufferPointer { out in
-                for i in 0..<recordCount {
-                    let b = stored[i]
-                    largest = max(largest, b)
-                    out[i] = Int(b)
-                }
-            }
-            guard Int(largest) <= slotColumns.count + 1 else { throw ColdFormatError("value kind \(largest) of \(slotColumns.count) shapes") }
+        if slotColumns.count + 2 <= 0x80 {
+            valueKinds = try kinds.smallVarints(recordCount, below: slotColumns.count + 2, as: Int.self)
             for kind in valueKinds { recordsOfKind[kind] += 1 }
         } else {
             for _ in 0..<recordCount {

@@ -153,6 +153,24 @@ struct ColdReader {
         return v
     }
 
+    /// `count` varints each below `limit` (at most 0x80), so one byte each — a byte with the
+    /// continuation bit set is out of range — widened to `T`; checked together, after one loop.
+    mutating func smallVarints<T: FixedWidthInteger>(_ count: Int, below limit: Int, as _: T.Type) throws(ColdFormatError) -> [T] {
+        precondition(limit <= 0x80, "one-byte varints only")
+        let stored = try take(count)
+        var values = [T](repeating: 0, count: count)
+        var largest: UInt8 = 0
+        values.withUnsafeMutableBufferPointer { out in
+            for i in 0..<count {
+                let b = stored[i]
+                largest = max(largest, b)
+                out[i] = T(truncatingIfNeeded: b)
+            }
+        }
+        guard count == 0 || Int(largest) < limit else { throw ColdFormatError("value \(largest) where each is below \(limit)") }
+        return values
+    }
+
     @inline(__always)
     mutating func take(_ n: Int) throws(ColdFormatError) -> UnsafeRawBufferPointer {
         guard n >= 0, n <= remaining else { throw ColdFormatError("length \(n) past the end (\(remaining) left)") }

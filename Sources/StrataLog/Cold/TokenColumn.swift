@@ -216,21 +216,11 @@ enum TokenColumn {
             }
             // An index per token, a byte at least each.
             guard count <= r.remaining else { throw ColdFormatError("\(count) dictionary indexes in \(r.remaining) bytes") }
-            var indexes = [UInt32](repeating: 0, count: count)
+            var indexes: [UInt32]
             if entries <= 0x80 {
-                // Every index is one varint byte below the entry count (a byte with the
-                // continuation bit set is at least 0x80: out of range).
-                let stored = try r.take(count)
-                var largest: UInt8 = 0
-                indexes.withUnsafeMutableBufferPointer { out in
-                    for i in 0..<count {
-                        let b = stored[i]
-                        largest = max(largest, b)
-                        out[i] = UInt32(b)
-                    }
-                }
-                guard count == 0 || Int(largest) < entries else { throw ColdFormatError("dictionary index \(largest) of \(entries) entries") }
+                indexes = try r.smallVarints(count, below: entries, as: UInt32.self)
             } else {
+                indexes = [UInt32](repeating: 0, count: count)
                 for i in 0..<count { indexes[i] = UInt32(try r.count(max: entries - 1)) }
             }
             return .dictionary(entries: bytes, entryEnds: ends, indexes: indexes)

@@ -162,7 +162,10 @@ final class ColdSegment: Sendable {
     func columnarBlock(_ i: Int) throws(LogError) -> ColdColumnarBlock {
         let entry = file.blocks[i]
         let block = try checkedBlock(i) {
-            try ColdColumnarBlock($0, offsets: entry.firstOffset..<entry.nextOffset, origin: "\(path): block \(i) at file offset \(entry.fileOffset)")
+            // The streams stay views into the mapping, which the block keeps (cold files are
+            // never written again: a conversion or compaction replaces them by a rename).
+            try ColdColumnarBlock($0, offsets: entry.firstOffset..<entry.nextOffset, origin: "\(path): block \(i) at file offset \(entry.fileOffset)",
+                                  owner: mapping)
         }
         try checkBatchOffsets(block.batches, block: i)
         return block

@@ -280,18 +280,19 @@ public enum ColdBlock {
         }
     }
 
-    /// One stream of a block as stored: its codec, declared length and bytes (copied out of the
-    /// file), decompressed on demand — a column scan opens only the streams it reads.
+    /// One stream of a block as stored: its codec, declared length and bytes — a view into the
+    /// block, valid while the block's bytes are (ColdColumnarBlock keeps their owner) —
+    /// decompressed on demand: a column scan opens only the streams it reads.
     struct StoredStream {
         let codec: UInt8
         let rawLength: Int
-        let stored: [UInt8]
+        let stored: UnsafeRawBufferPointer
 
         func decompressed() throws -> [UInt8] {
             switch codec {
             case 0:
                 guard stored.count == rawLength else { throw ColdFormatError("stream length \(stored.count), expected \(rawLength)") }
-                return stored
+                return Array(stored)
             case 1:
                 // Straight into the array, with one byte of room past the declared length (the
                 // length was checked against the block's budget): output that fills it, or would
@@ -300,14 +301,12 @@ public enum ColdBlock {
                 var outCount = 0
                 // A first frame that declares another size is refused before its room is
                 // reserved (a few bytes claiming the whole budget allocate nothing).
-                let declared = stored.withUnsafeBytes { s in strata_zstd_content_size(s.baseAddress?.assumingMemoryBound(to: UInt8.self), s.count) }
+                let declared = strata_zstd_content_size(stored.baseAddress?.assumingMemoryBound(to: UInt8.self), stored.count)
                 guard declared != -2, declared < 0 || declared <= rawLength else {
                     throw ColdFormatError("a stream's frame declares \(declared) bytes, the stream \(rawLength)")
                 }
                 let out = try [UInt8](unsafeUninitializedCapacity: rawLength + 1) { buffer, initialized in
-                    rc = stored.withUnsafeBytes { s in
-                        strata_zstd_decompress_into(s.baseAddress?.assumingMemoryBound(to: UInt8.self), s.count, buffer.baseAddress, buffer.count, &outCount)
-                    }
+                    rc = strata_zstd_decompress_into(stored.baseAddress?.assumingMemoryBound(to: UInt8.self), stored.count, buffer.baseAddress, buffer.count, &outCount)
                     guard rc == 0, outCount == rawLength else { throw ColdFormatError("a stream does not decompress (\(rc), \(outCount) of \(rawLength) bytes)") }
                     initialized = outCount
                 }
@@ -318,8 +317,8 @@ public enum ColdBlock {
         }
     }
 
-    /// The block's header counts and its streams, their declared lengths within `maxBytes`
-    /// together (a budget checked before anything is decompressed).
+    /// The block's header counts and its streams (views into `bytes`), their declared lengths
+    /// within `maxBytes` together (a budget checked before anything is decompressed).
     static func readStreams(_ bytes: UnsafeRawBufferPointer, maxBytes: Int) throws -> (batchCount: Int, recordCount: Int, streams: [StoredStream]) {
         var r = ColdReader(bytes)
         let batchCount = try r.count(max: recordLimit)
@@ -335,7 +334,7 @@ public enum ColdBlock {
             budget -= rawLength
             let stored = try r.blob()
             guard codec <= 1 else { throw ColdFormatError("stream codec \(codec)") }
-            streams.append(StoredStream(codec: codec, rawLength: rawLength, stored: Array(stored)))
+            streams.append(StoredStream(codec: codec, rawLength: rawLength, stored: stored))
         }
         return (batchCount, recordCount, streams)
     }

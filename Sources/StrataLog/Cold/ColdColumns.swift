@@ -119,8 +119,33 @@ public final class ColdColumnarBlock: @unchecked Sendable {
     private let decodedRecords = Mutex<(records: [Record], whole: Tokens)?>(nil)
     /// Which block of which file this is, for the errors of what is decoded later.
     private let origin: String
+    /// What keeps the block's bytes (the streams are views into them): the file's mapping, or
+    /// a copy of the bytes.
+    private let owner: AnyObject
 
-    init(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 256 << 20, offsets: Range<Int64>? = nil, origin: String = "cold block") throws {
+    /// Bytes copied out of a buffer that does not outlive the block.
+    private final class OwnedBytes {
+        let bytes: UnsafeRawBufferPointer
+        init(_ source: UnsafeRawBufferPointer) {
+            let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, source.count), alignment: 8)
+            if let base = source.baseAddress, source.count > 0 { memory.baseAddress!.copyMemory(from: base, byteCount: source.count) }
+            bytes = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(memory)[0..<source.count])
+        }
+        deinit { UnsafeMutableRawPointer(mutating: bytes.baseAddress)?.deallocate() }
+    }
+
+    /// `owner`: an object that keeps `bytes` valid for the block's life (a file mapping); without
+    /// one, the bytes are copied.
+    init(_ bytes: UnsafeRawBufferPointer, maxBytes: Int = 256 << 20, offsets: Range<Int64>? = nil, origin: String = "cold block",
+         owner: AnyObject? = nil) throws {
+        var bytes = bytes
+        if let owner {
+            self.owner = owner
+        } else {
+            let copy = OwnedBytes(bytes)
+            self.owner = copy
+            bytes = copy.bytes
+        }
         let (batchCount, recordCount, streams) = try ColdBlock.readStreams(bytes, maxBytes: maxBytes)
         self.maxBytes = maxBytes
         offsetRange = offsets

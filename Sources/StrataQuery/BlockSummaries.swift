@@ -69,8 +69,7 @@ public enum BlockSummaries {
             }
             for info in closed {
                 if shouldStop() || report.bytesScanned >= maxBytes { return report }
-                let identity = SegmentSummary.Identity(baseOffset: info.baseOffset, nextOffset: info.nextOffset,
-                                                       sizeInBytes: Int64(info.sizeInBytes), largestTimestamp: info.largestTimestamp)
+                let identity = SegmentSummary.Identity(info)
                 let remembered = "\(directory)/\(info.baseOffset) \(identity) \(topicId ?? []) \(members)"
                 if memory?.current.withLock({ $0.contains(remembered) }) == true { continue }
                 if let existing = SegmentSummary.load(directory: directory, identity: identity, members: members), existing.matches(log, topicId: topicId) {
@@ -245,8 +244,7 @@ struct BlockSkips {
             for info in try log.segmentInfos() where info.nextOffset > range.start && info.baseOffset < range.end {
                 // The summary that still describes this segment (for the active one, a prefix
                 // summary of its flushed part; the rest is read), mapped for the time it is used.
-                let identity = SegmentSummary.Identity(baseOffset: info.baseOffset, nextOffset: info.nextOffset,
-                                                       sizeInBytes: Int64(info.sizeInBytes), largestTimestamp: info.largestTimestamp)
+                let identity = SegmentSummary.Identity(info)
                 let accept: (SegmentSummary) -> Bool = { s in
                     guard s.members == members else { return false }
                     return info.isActive ? s.isPrefix && s.identity.baseOffset == info.baseOffset && s.identity.nextOffset <= info.nextOffset

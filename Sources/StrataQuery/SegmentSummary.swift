@@ -25,6 +25,8 @@ struct SegmentSummary: Equatable {
     struct Identity: Equatable {
         var baseOffset: Int64
         var nextOffset: Int64
+        /// Bytes of log the segment holds — or, cold, was made from: a summary of a closed
+        /// segment stays valid once the tier converts it (same offsets, batches and timestamps).
         var sizeInBytes: Int64
         var largestTimestamp: Int64
     }
@@ -363,5 +365,12 @@ enum SummaryHash {
     static func real(_ d: Double) -> UInt64 {
         if d.rounded() == d, abs(d) < 9.2e18 { return integer(Int64(d)) }
         return mix(d.bitPattern ^ 0x52_0000_0000_0052)
+    }
+}
+
+extension SegmentSummary.Identity {
+    /// The identity of a closed segment as the log lists it now.
+    init(_ info: PartitionLog.SegmentInfo) {
+        self.init(baseOffset: info.baseOffset, nextOffset: info.nextOffset, sizeInBytes: Int64(info.logBytes), largestTimestamp: info.largestTimestamp)
     }
 }

@@ -116,6 +116,42 @@ import Testing
         #expect(withSummaries == without)
     }
 
+    /// Summaries describe a segment by its offsets, log bytes and timestamps, which the cold tier
+    /// keeps: a summary built on a hot segment still prunes after the segment turns cold, and one
+    /// built on a cold segment prunes its cold blocks — never dropping a matching row.
+    @Test func summariesPruneColdSegments() throws {
+        let dir = QDir()
+        let broker = try Self.broker(dir, seed: 3)
+        defer { try? broker.close() }
+        #expect(try BlockSummaries.build(broker: broker, topic: "t").segmentsBuilt >= 2)
+        var converted = 0
+        for p: Int32 in 0..<2 {
+            let log = try broker.log(topic: "t", partition: p)
+            try log.flush()
+            converted += try log.convertToCold(olderThanMs: nil).segmentsConverted
+        }
+        #expect(converted >= 2)
+        func check(_ stage: String) throws {
+            var pruned = 0
+            for (fast, slow) in Self.predicates {
+                let engine = try QueryEngine(broker: broker, jsonMembers: ["user_id", "geo.city", "n"])
+                let a = try rows(engine, "SELECT count(*), sum(offset), group_concat(partition || ':' || offset) FROM t WHERE \(fast)")
+                pruned += engine.stats.blocksPruned
+                #expect(engine.stats.segmentsWithoutSummary == 0, "\(stage) \(fast): \(engine.stats)")
+                let b = try rows(QueryEngine(broker: broker), "SELECT count(*), sum(offset), group_concat(partition || ':' || offset) FROM t WHERE \(slow)")
+                #expect(a == b, "\(stage) \(fast): \(a.map { $0.prefix(2) }) vs \(b.map { $0.prefix(2) })")
+            }
+            #expect(pruned > 10, "\(stage): \(pruned) blocks pruned")
+        }
+        // The summaries of the hot segments, still current for their cold copies.
+        #expect(try BlockSummaries.build(broker: broker, topic: "t").segmentsBuilt == 0)
+        try check("summaries of hot segments")
+        // Summaries built afresh over the cold segments (a block per cold block).
+        try FileManager.default.removeItem(atPath: broker.dataDirectory + "/summaries")
+        #expect(try BlockSummaries.build(broker: broker, topic: "t").segmentsBuilt >= converted)
+        try check("summaries of cold segments")
+    }
+
     /// The active segment's flushed beginning gets a prefix summary that later passes extend;
     /// records appended after it are read in full, and a roll replaces it with a full summary.
     @Test func theActiveSegmentIsSummarisedUpToItsFlushedEnd() throws {

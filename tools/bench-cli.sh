@@ -12,7 +12,7 @@ runs="${2:-3}"
 command -v sqlite3 >/dev/null || { echo "needs the sqlite3 command (apt-get install sqlite3)" >&2; exit 1; }
 gen="$root/../shared/data/gen_events.py"
 [ -f "$gen" ] || { echo "needs ../shared/data/gen_events.py" >&2; exit 1; }
-swift build -c release --package-path "$root" --product strata >&2
+swift build -c release --static-swift-stdlib --package-path "$root" --product strata >&2
 strata="$root/.build/release/strata"
 work="$(mktemp -d /tmp/strata-bench-cli-XXXXXX)"
 trap 'rm -rf "$work"' EXIT

@@ -44,7 +44,7 @@ if not os.path.exists(lines):
     gen = os.path.join(root, "..", "shared", "data", "gen_events.py") if flat else os.path.join(root, "tools", "gen-nested-events.py")
     subprocess.check_call([sys.executable, gen, "-n", str(args.events), "-o", lines + ".tmp"])
     os.rename(lines + ".tmp", lines)
-subprocess.check_call(["swift", "build", "-c", "release", "--package-path", root, "--product", "strata"], stdout=sys.stderr)
+subprocess.check_call(["swift", "build", "-c", "release", "--static-swift-stdlib", "--package-path", root, "--product", "strata"], stdout=sys.stderr)
 strata = os.path.join(root, ".build", "release", "strata")
 data = os.path.join(args.work, f"data_{args.generator}_{args.events}_{args.segment_mb}m")
 if not os.path.exists(os.path.join(data, "loaded")):

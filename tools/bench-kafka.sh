@@ -11,7 +11,7 @@ n="${1:-1000000}"; runs="${2:-3}"
 "$root/tools/ensure-deps.sh" --compat
 command -v redis-server >/dev/null || { [ "$(id -u)" -eq 0 ] && apt-get install -y -qq redis-server redis-tools >/dev/null; }
 gen="$root/../shared/data/gen_events.py"
-swift build -c release --package-path "$root" --product strata >&2
+swift build -c release --static-swift-stdlib --package-path "$root" --product strata >&2
 strata="$root/.build/release/strata"
 work="$(mktemp -d /tmp/strata-bench-kafka-XXXXXX)"
 python3 "$gen" -n "$n" -o "$work/events.jsonl"

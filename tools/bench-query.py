@@ -41,7 +41,7 @@ if not os.path.exists(events):
         os.path.join(root, "tools", "gen-nested-events.py")
     subprocess.check_call([sys.executable, gen, "-n", str(args.events), "-o", events + ".tmp"])
     os.rename(events + ".tmp", events)
-subprocess.check_call(["swift", "build", "-c", "release", "--package-path", root, "--product", "strata"], stdout=sys.stderr)
+subprocess.check_call(["swift", "build", "-c", "release", "--static-swift-stdlib", "--package-path", root, "--product", "strata"], stdout=sys.stderr)
 strata = os.path.join(root, ".build", "release", "strata")
 data = os.path.join(args.work, f"{flavour}data_{args.events}_{args.segment_mb}m" + ("_json" if args.json_topic else ""))
 if not os.path.exists(os.path.join(data, "loaded")):

@@ -30,6 +30,26 @@ import Testing
         }
     }
 
+    /// Buffers of several stripes (three lanes of 4 KiB, crc'd side by side and combined) and
+    /// tails of every size, from several starting CRCs.
+    @Test func interleavedLanesMatchSoftware() throws {
+        try #require(CRC32C.hardwareAvailable, "no SSE4.2 on this CPU")
+        var rng = SeededRandom(seed: 11)
+        let buffer = (0..<(6 * 12_288)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        buffer.withUnsafeBytes { all in
+            for start in [0, 1, 3, 8] {
+                for length in [12_287, 12_288, 12_289, 12_288 + 4_096, 24_575, 24_576, 2 * 12_288 + 13, 5 * 12_288, 5 * 12_288 + 4_095] {
+                    let p = UnsafeRawBufferPointer(rebasing: all[start..<start + length])
+                    for crc: UInt32 in [0, 0xFFFF_FFFF, 0x1234_5678] {
+                        #expect(CRC32C.hardware(p, continuing: crc) == CRC32C.software(p, continuing: crc), "start \(start) length \(length) crc \(crc)")
+                    }
+                }
+            }
+        }
+        let zeros = [UInt8](repeating: 0, count: 3 * 12_288)
+        zeros.withUnsafeBytes { #expect(CRC32C.hardware($0) == CRC32C.software($0)) }
+    }
+
     @Test func chainedCallsEqualOneCall() {
         let bytes = Array("the quick brown fox jumps over the lazy dog".utf8)
         bytes.withUnsafeBytes { p in

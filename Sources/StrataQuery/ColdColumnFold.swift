@@ -134,15 +134,15 @@ enum ColdColumnFold {
         var partials = ContiguousArray<FoldPartial>(repeating: FoldPartial(), count: groupCount * folds.count)
         var roomStart = ContiguousArray<Int>(repeating: 0, count: groupCount + 1)
         for g in 0..<groupCount { roomStart[g + 1] = roomStart[g] + sizes[g] }
-        let sums = folds.filter { $0.function == .sum || $0.function == .total || $0.function == .avg }.count
+        let summed = folds.filter { $0.function.adds }.count
         // Room for every summed value of the block (a real block holds ~40k records): one
         // declaring far more (up to its byte budget) takes the column scan instead.
-        guard n * sums <= Self.summedValuesLimit else { return nil }
-        var reals = ContiguousArray<Double>(repeating: 0, count: n * sums)
+        guard n * summed <= Self.summedValuesLimit else { return nil }
+        var reals = ContiguousArray<Double>(repeating: 0, count: n * summed)
         var sumNumber = 0
         for (a, f) in folds.enumerated() {
-            let sums = f.function == .sum || f.function == .total || f.function == .avg
-            if sums {
+            let adds = f.function.adds
+            if adds {
                 for g in 0..<groupCount { partials[g * folds.count + a].realStart = sumNumber * n + roomStart[g] }
                 sumNumber += 1
             }
@@ -168,7 +168,7 @@ enum ColdColumnFold {
                                         cell = number
                                     } else {
                                         guard let field = local[0].field(t, isString: false, arena: arena), let c = GroupedRows.Cell(field) else { return false }
-                                        if sums && !FoldPartial.steps(c) { return false }
+                                        if adds && !FoldPartial.steps(c) { return false }
                                         cell = c
                                     }
                                     p[Int(rg[k]) * folds.count + a].add(cell, function, reals: room)
@@ -180,16 +180,14 @@ enum ColdColumnFold {
                     for k in 0..<n {
                         let ref = member.ref(k, record: selected[k])
                         var cell = GroupedRows.Cell.null
-                        if let numbers, let number = numbers.number(Int(ref.token)) {
-                            cell = number
-                        } else if ref.local >= 0 {
+                        if ref.local >= 0 {
                             guard let field = local[Int(ref.local)].field(Int(ref.token), isString: ref.isString, arena: arena),
                                   let c = GroupedRows.Cell(field) else { return false }
                             cell = c
                         } else if ref.local == MemberWalk.TokenRef.whole {
                             return false
                         }
-                        if sums && !FoldPartial.steps(cell) { return false }
+                        if adds && !FoldPartial.steps(cell) { return false }
                         p[Int(rowGroup[k]) * folds.count + a].add(cell, function, reals: r.baseAddress ?? UnsafeMutablePointer(bitPattern: 8)!)
                     }
                     return true
@@ -200,11 +198,8 @@ enum ColdColumnFold {
             local = []
             guard usable else { return nil }
         }
-        guard groupCount > 0 else {
-            chunk.pendingCold = nil
-            return scanned
-        }
         chunk.pendingCold = nil
+        guard groupCount > 0 else { return scanned }
         chunk.coldMemory = [block] + readers.values.map { $0.column }
         let width = spec.width
         let out = ChunkGroups(rows: groupCount, width: width, chunk: chunk, keepsColdBlock: true)

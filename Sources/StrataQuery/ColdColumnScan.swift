@@ -245,15 +245,11 @@ struct ColumnReader {
     /// Token `t` as the member the hot scanner would report; nil where it would defer to SQLite.
     @inline(__always) mutating func field(_ t: Int, isString: Bool, arena: Arena) -> FieldValue? {
         switch form {
-        case .integers:
+        case .integers, .decimals:
             if isString { return formatted(t, arena: arena) }
-            let v = numbers[t]
-            return v.magnitude < Self.integerDigitsLimit ? .integer(v) : nil
-        case .decimals:
-            if isString { return formatted(t, arena: arena) }
-            let v = numbers[t]
-            if v.magnitude <= 1 << 53 { return .real(Double(v) / powersOfTen[Int(scales[t])]) }
-            return column.text(t).withUnsafeBytes { ColdColumnScan.convert($0, isString: false, arena: arena) }
+            if let cell = number(t) { return cell.kind == .integer ? .integer(Int64(bitPattern: cell.bits)) : .real(Double(bitPattern: cell.bits)) }
+            // An integer of 19 digits is SQLite's to read; a decimal past 2^53 is converted through its text.
+            return form == .integers ? nil : column.text(t).withUnsafeBytes { ColdColumnScan.convert($0, isString: false, arena: arena) }
         case .dictionary:
             let e = Int(indexes[t])
             if let known = isString ? stringEntries[e] : numberEntries[e] {

@@ -151,11 +151,6 @@ struct MemberWalk {
 
     /// Member `j` of each `selected` record (ascending record numbers).
     func locate(_ j: Int, _ selected: ContiguousArray<Int32>) throws -> Located {
-        let (own, dense, isString, refs) = try locateRefs(j, selected)
-        return Located(own: own, dense: dense, denseIsString: isString, refs: refs)
-    }
-
-    private func locateRefs(_ j: Int, _ selected: ContiguousArray<Int32>) throws -> ([Int], Bool, Bool, ContiguousArray<TokenRef>) {
         var refs = ContiguousArray<TokenRef>()
         let columnCount = block.tokenCounts.count
         var localOf = [Int](repeating: -1, count: columnCount)
@@ -173,7 +168,7 @@ struct MemberWalk {
             }
             at.append((Int32(localOf[c]), Int32(ordinal), isString))
         }
-        guard !selected.isEmpty else { return (own, false, false, refs) }
+        guard !selected.isEmpty else { return Located(own: own, dense: false, denseIsString: false, refs: refs) }
         // Per shape, the tokens a value takes of each of the member's columns (shape-major).
         let width = own.count
         var advance = ContiguousArray<Int>(repeating: 0, count: max(1, at.count * width))
@@ -186,7 +181,7 @@ struct MemberWalk {
         // of a single column (a member every event has): record i's token is token i.
         if allShaped, width == 1, let first = at.first, at.allSatisfy({ $0.local == 0 && $0.ordinal == 0 && $0.isString == first.isString }),
            advance.allSatisfy({ $0 == 1 }), counts[0] == block.valueKinds.count {
-            return (own, true, first.isString, refs)
+            return Located(own: own, dense: true, denseIsString: first.isString, refs: [])
         }
         var cursor = [Int](repeating: 0, count: max(1, width))
         let shapeCount = at.count
@@ -234,6 +229,6 @@ struct MemberWalk {
                 }
             }
         }
-        return (own, false, false, refs)
+        return Located(own: own, dense: false, denseIsString: false, refs: refs)
     }
 }

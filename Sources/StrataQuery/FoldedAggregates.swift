@@ -56,6 +56,9 @@ enum FoldFunction: UInt8, CaseIterable, Sendable {
     /// Whether the linked SQLite computes sum/total/avg as emulated here (see above).
     static let realSumsFold = sqlite3_libversion_number() < 3_043_000
 
+    /// sum, total and avg: they add their values (a partial keeps them, in order).
+    var adds: Bool { self == .sum || self == .total || self == .avg }
+
     /// Functions the rewrite may fold with this SQLite.
     var folds: Bool {
         switch self {

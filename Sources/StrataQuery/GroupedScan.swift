@@ -302,7 +302,7 @@ final class ChunkGroups: @unchecked Sendable {
         // Room for each group's summed values, group after group, so that a group's doubles are
         // contiguous in log order.
         var total = 0
-        for (a, f) in folds.enumerated() where f.function == .sum || f.function == .total || f.function == .avg {
+        for (a, f) in folds.enumerated() where f.function.adds {
             let column = cells + f.cellSlot * kept
             for k in 0..<kept {
                 let c = column[k]

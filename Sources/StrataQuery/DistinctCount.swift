@@ -1,4 +1,5 @@
 import CSQLite
+import CStrataScan
 import Glibc
 
 /// `count(DISTINCT value->>'$.m')` with a hash set. SQLite deduplicates the argument of
@@ -14,7 +15,8 @@ enum DistinctCount {
     /// The distinct values of one aggregate (one group): an open-addressing table whose entries
     /// hold the hash and up to 16 bytes of the value inline, so a probe usually touches one
     /// cache line (with 100k distinct user ids the table outgrows the caches, and a separate
-    /// key array cost a second miss per row).
+    /// key array cost a second miss per row). Runs of values (`add(cells:)`) request the slots
+    /// of the next values before inserting the current one, so that their misses overlap.
     final class Counter {
         struct Entry {
             var hash: UInt64 = 0
@@ -25,16 +27,34 @@ enum DistinctCount {
             var bits0: UInt64 = 0
             var bits1: UInt64 = 0
         }
-        private var entries: ContiguousArray<Entry>
+        /// One value to insert: its hash and what `matches` compares.
+        struct Probe {
+            var hash: UInt64
+            var kind: Int32
+            var bits: UInt64
+            var bytes: UnsafeRawPointer?
+            var count: Int
+        }
+        /// A power of two, at least twice `count`.
+        private var capacity: Int
+        private var entries: UnsafeMutablePointer<Entry>
         private(set) var count = 0
         private let arena: Arena
 
         /// A fold keeps one counter per group alive at once: it starts them small and shares one
         /// arena (SQLite finalizes one group's counter before the next starts).
         init(initialSlots: Int = 1024, arena: Arena = Arena()) {
-            entries = ContiguousArray(repeating: Entry(), count: max(8, initialSlots))
+            var slots = 8
+            while slots < initialSlots { slots *= 2 }
+            // Up to 16 inline bytes are compared from bits0 on (`matches`).
+            assert(MemoryLayout<Entry>.offset(of: \.bits1) == MemoryLayout<Entry>.offset(of: \.bits0)! + 8)
+            capacity = slots
+            entries = .allocate(capacity: slots)
+            entries.initialize(repeating: Entry(), count: slots)
             self.arena = arena
         }
+
+        deinit { entries.deallocate() }
 
         func add(_ v: OpaquePointer?) {
             let kind = sqlite3_value_type(v)
@@ -44,77 +64,102 @@ enum DistinctCount {
             case SQLITE_FLOAT: add(.real(sqlite3_value_double(v)))
             default:
                 // Text and blob: bytes (value_blob does not convert); the kind keeps them apart.
-                addBytes(sqlite3_value_blob(v) ?? UnsafeRawPointer(bitPattern: 1)!, Int(sqlite3_value_bytes(v)), kind: kind)
+                let bytes = sqlite3_value_blob(v) ?? UnsafeRawPointer(bitPattern: 1)!
+                let n = Int(sqlite3_value_bytes(v))
+                insert(Probe(hash: GroupedRows.KeyPart.text(bytes, n).hash ^ UInt64(kind), kind: kind, bits: 0, bytes: bytes, count: n))
             }
         }
 
         /// A member column's cell (also a grouped scan's fold): NULLs and unreadable members skipped.
         func add(_ cell: GroupedRows.Cell) {
+            if let p = Self.probe(cell) { insert(p) }
+        }
+
+        /// `n` cells, `stride` cells apart, as `add(_:)` each in order. The slots of up to
+        /// `lookahead` values are requested before the first of them is inserted.
+        func add(cells: UnsafePointer<GroupedRows.Cell>, stride: Int, count n: Int) {
+            let lookahead = 16
+            withUnsafeTemporaryAllocation(of: Probe.self, capacity: lookahead) { pending in
+                var next = 0
+                while next < n {
+                    var held = 0
+                    let stop = min(n, next + lookahead)
+                    while next < stop {
+                        if let p = Self.probe(cells[next * stride]) {
+                            strata_prefetch(entries + (Int(truncatingIfNeeded: p.hash) & (capacity - 1)))
+                            pending.initializeElement(at: held, to: p)
+                            held += 1
+                        }
+                        next += 1
+                    }
+                    for k in 0..<held { insert(pending[k]) }
+                }
+            }
+        }
+
+        @inline(__always) static func probe(_ cell: GroupedRows.Cell) -> Probe? {
             switch cell.kind {
-            case .null, .error: return
+            case .null, .error: return nil
             case .integer:
                 let i = Int64(bitPattern: cell.bits)
-                insert(hash: GroupedRows.KeyPart.integer(i).hash, kind: SQLITE_INTEGER, bits: cell.bits, bytes: nil, count: 0)
+                return Probe(hash: GroupedRows.KeyPart.integer(i).hash, kind: SQLITE_INTEGER, bits: cell.bits, bytes: nil, count: 0)
             case .real:
                 let d = Double(bitPattern: cell.bits)
                 if d.rounded() == d && abs(d) < 9.2e18 {
                     // DISTINCT treats 1 and 1.0 as one value.
                     let i = Int64(d)
-                    insert(hash: GroupedRows.KeyPart.integer(i).hash, kind: SQLITE_INTEGER, bits: UInt64(bitPattern: i), bytes: nil, count: 0)
-                } else {
-                    insert(hash: GroupedRows.KeyPart.real(d).hash, kind: SQLITE_FLOAT, bits: d.bitPattern, bytes: nil, count: 0)
+                    return Probe(hash: GroupedRows.KeyPart.integer(i).hash, kind: SQLITE_INTEGER, bits: UInt64(bitPattern: i), bytes: nil, count: 0)
                 }
+                return Probe(hash: GroupedRows.KeyPart.real(d).hash, kind: SQLITE_FLOAT, bits: d.bitPattern, bytes: nil, count: 0)
             case .text:
-                addBytes(cell.pointer ?? UnsafeRawPointer(bitPattern: 1)!, Int(cell.count), kind: SQLITE_TEXT)
+                let bytes = cell.pointer ?? UnsafeRawPointer(bitPattern: 1)!
+                let n = Int(cell.count)
+                return Probe(hash: GroupedRows.KeyPart.text(bytes, n).hash ^ UInt64(SQLITE_TEXT), kind: SQLITE_TEXT, bits: 0, bytes: bytes, count: n)
             }
         }
 
-        private func addBytes(_ bytes: UnsafeRawPointer, _ n: Int, kind: Int32) {
-            insert(hash: GroupedRows.KeyPart.text(bytes, n).hash ^ UInt64(kind), kind: kind, bits: 0, bytes: bytes, count: n)
-        }
-
-        @inline(__always) private func matches(_ e: Entry, _ kind: Int32, _ bits: UInt64, _ bytes: UnsafeRawPointer?, _ n: Int) -> Bool {
-            guard e.kind == kind, Int(e.count) == n else { return false }
-            guard let bytes else { return e.bits0 == bits }
-            if n <= 16 {
-                var inline = (e.bits0, e.bits1)
-                return withUnsafeBytes(of: &inline) { memcmp($0.baseAddress!, bytes, n) } == 0
+        @inline(__always) private static func matches(_ e: UnsafePointer<Entry>, _ p: Probe) -> Bool {
+            guard e.pointee.kind == p.kind, Int(e.pointee.count) == p.count else { return false }
+            guard let bytes = p.bytes else { return e.pointee.bits0 == p.bits }
+            if p.count <= 16 {
+                return memcmp(UnsafeRawPointer(e) + MemoryLayout<Entry>.offset(of: \.bits0)!, bytes, p.count) == 0
             }
-            return memcmp(UnsafeRawPointer(bitPattern: UInt(e.bits0))!, bytes, n) == 0
+            return memcmp(UnsafeRawPointer(bitPattern: UInt(e.pointee.bits0))!, bytes, p.count) == 0
         }
 
-        private func insert(hash: UInt64, kind: Int32, bits: UInt64, bytes: UnsafeRawPointer?, count n: Int) {
-            let mask = entries.count - 1
-            var slot = Int(truncatingIfNeeded: hash) & mask
+        private func insert(_ p: Probe) {
+            let mask = capacity - 1
+            var slot = Int(truncatingIfNeeded: p.hash) & mask
             while entries[slot].kind != 0 {
-                let e = entries[slot]
-                if e.hash == hash && matches(e, kind, bits, bytes, n) { return }
+                if entries[slot].hash == p.hash && Self.matches(entries + slot, p) { return }
                 slot = (slot + 1) & mask
             }
-            var e = Entry(hash: hash, kind: kind, count: Int32(n), bits0: bits, bits1: 0)
-            if let bytes {
-                if n <= 16 {
-                    var inline: (UInt64, UInt64) = (0, 0)
-                    withUnsafeMutableBytes(of: &inline) { $0.baseAddress!.copyMemory(from: bytes, byteCount: n) }
-                    (e.bits0, e.bits1) = inline
+            var e = Entry(hash: p.hash, kind: p.kind, count: Int32(p.count), bits0: p.bits, bits1: 0)
+            if let bytes = p.bytes {
+                if p.count <= 16 {
+                    withUnsafeMutableBytes(of: &e) { ($0.baseAddress! + MemoryLayout<Entry>.offset(of: \.bits0)!).copyMemory(from: bytes, byteCount: p.count) }
                 } else {
-                    e.bits0 = UInt64(UInt(bitPattern: arena.copy(UnsafeRawBufferPointer(start: bytes, count: n))))
+                    e.bits0 = UInt64(UInt(bitPattern: arena.copy(UnsafeRawBufferPointer(start: bytes, count: p.count))))
                 }
             }
             entries[slot] = e
             count += 1
-            if count * 2 > entries.count { grow() }
+            if count * 2 > capacity { grow() }
         }
 
         private func grow() {
             let old = entries
-            entries = ContiguousArray(repeating: Entry(), count: old.count * 2)
-            let mask = entries.count - 1
-            for e in old where e.kind != 0 {
-                var s = Int(truncatingIfNeeded: e.hash) & mask
+            let oldCapacity = capacity
+            capacity *= 2
+            entries = .allocate(capacity: capacity)
+            entries.initialize(repeating: Entry(), count: capacity)
+            let mask = capacity - 1
+            for i in 0..<oldCapacity where old[i].kind != 0 {
+                var s = Int(truncatingIfNeeded: old[i].hash) & mask
                 while entries[s].kind != 0 { s = (s + 1) & mask }
-                entries[s] = e
+                entries[s] = old[i]
             }
+            old.deallocate()
         }
     }
 

@@ -174,6 +174,17 @@ struct FoldState {
         return true
     }
 
+    /// count(DISTINCT): `add` of `n` cells, `stride` cells apart, in one run (the counter
+    /// overlaps the table misses of a run). Up to the first unreadable member, which is the error.
+    mutating func addDistinct(_ cells: UnsafePointer<GroupedRows.Cell>, stride: Int, count n: Int, arena: Arena) {
+        guard error == nil else { return }
+        var end = 0
+        while end < n && cells[end * stride].kind != .error { end += 1 }
+        if distinct == nil { distinct = DistinctCount.Counter(initialSlots: 8, arena: arena) }
+        distinct!.add(cells: cells, stride: stride, count: end)
+        if end < n { error = cells[end * stride] }
+    }
+
     func result(_ function: FoldFunction, errors: GroupedRows.ResolveErrors) -> GroupedRows.Cell {
         if let error { return error }
         switch function {

@@ -1,4 +1,5 @@
 import CSQLite
+import CStrataScan
 import Glibc
 import StrataLog
 
@@ -28,11 +29,17 @@ struct GroupingSpec: Sendable {
 
 /// Group ids by key hash: open addressing over group numbers, kept at most half full. The
 /// caller keeps the keys (to compare) and the per-group data; this finds or assigns the id.
+/// A slot holds the hash with the group, so that a probe touches one cache line before the
+/// caller's keys; `prefetch`/`candidate` let a merge request the lines of later probes first.
 struct GroupIndex {
-    private var slots: ContiguousArray<Int32>
+    struct Slot {
+        var hash: UInt64 = 0
+        var group: Int32 = -1
+    }
+    private var slots: ContiguousArray<Slot>
     private(set) var hashes = ContiguousArray<UInt64>()
 
-    init(initialSlots: Int) { slots = ContiguousArray(repeating: -1, count: initialSlots) }
+    init(initialSlots: Int) { slots = ContiguousArray(repeating: Slot(), count: initialSlots) }
 
     var count: Int { hashes.count }
 
@@ -40,24 +47,36 @@ struct GroupIndex {
     /// next number) when there is none.
     @inline(__always)
     mutating func findOrAdd(hash: UInt64, equal: (Int) -> Bool) -> (group: Int, isNew: Bool) {
-        var slot = Int(truncatingIfNeeded: hash) & (slots.count - 1)
-        while slots[slot] >= 0 {
-            let g = Int(slots[slot])
-            if hashes[g] == hash && equal(g) { return (g, false) }
-            slot = (slot + 1) & (slots.count - 1)
+        let mask = slots.count - 1
+        var slot = Int(truncatingIfNeeded: hash) & mask
+        while slots[slot].group >= 0 {
+            if slots[slot].hash == hash && equal(Int(slots[slot].group)) { return (Int(slots[slot].group), false) }
+            slot = (slot + 1) & mask
         }
         let g = hashes.count
         hashes.append(hash)
-        slots[slot] = Int32(g)
+        slots[slot] = Slot(hash: hash, group: Int32(g))
         if hashes.count * 2 > slots.count {
-            slots = ContiguousArray(repeating: -1, count: slots.count * 2)
+            slots = ContiguousArray(repeating: Slot(), count: slots.count * 2)
+            let mask = slots.count - 1
             for (i, h) in hashes.enumerated() {
-                var t = Int(truncatingIfNeeded: h) & (slots.count - 1)
-                while slots[t] >= 0 { t = (t + 1) & (slots.count - 1) }
-                slots[t] = Int32(i)
+                var t = Int(truncatingIfNeeded: h) & mask
+                while slots[t].group >= 0 { t = (t + 1) & mask }
+                slots[t] = Slot(hash: h, group: Int32(i))
             }
         }
         return (g, true)
+    }
+
+    /// Requests the line of `hash`'s first slot (a probe of it comes a few groups later).
+    @inline(__always) func prefetch(hash: UInt64) {
+        slots.withUnsafeBufferPointer { strata_prefetch($0.baseAddress! + (Int(truncatingIfNeeded: hash) & ($0.count - 1))) }
+    }
+
+    /// The group in `hash`'s first slot when its hash is `hash`: likely the one a probe finds.
+    @inline(__always) func candidate(hash: UInt64) -> Int? {
+        let s = slots[Int(truncatingIfNeeded: hash) & (slots.count - 1)]
+        return s.group >= 0 && s.hash == hash ? Int(s.group) : nil
     }
 }
 
@@ -94,6 +113,17 @@ final class ChunkGroups: @unchecked Sendable {
         arena = chunk.arena
         fromColdBlock = !chunk.coldMemory.isEmpty
         coldMemory = keepsColdBlock ? chunk.coldMemory : []
+    }
+    /// Rows copied out of their chunks, text in an arena that outlives this (a DISTINCT scan's
+    /// first rows, GroupedRows).
+    init(copying rows: ContiguousArray<GroupedRows.Cell>) {
+        cellCount = rows.count
+        cells = .allocate(capacity: max(1, rows.count))
+        _ = cells.initialize(from: rows)
+        slice = nil
+        arena = Arena()
+        fromColdBlock = false
+        coldMemory = []
     }
     deinit { cells.deallocate() }
 
@@ -263,14 +293,16 @@ final class ChunkGroups: @unchecked Sendable {
         // Pass 4: rows placed group by group (log order within a group).
         // Folded without aggregates of members, or DISTINCT: one row per group is all that is read.
         let firstRowOnly = spec.firstRowOnly || (spec.fold && spec.folds.isEmpty)
-        let out = ChunkGroups(rows: firstRowOnly ? sizes.count : kept, width: width, chunk: chunk, keepsColdBlock: spec.fold)
+        // (A fold, and a DISTINCT, which copies out each new group's row, hold the chunk's
+        // memory only until the merge.)
+        let out = ChunkGroups(rows: firstRowOnly ? sizes.count : kept, width: width, chunk: chunk,
+                              keepsColdBlock: spec.fold || spec.firstRowOnly)
         if firstRowOnly {
             // One row per group; folded, its count is the group's number of rows in the chunk.
             for g in sizes.indices {
                 for s in 0..<width { out.cells[g * width + s] = base[s * kept + firstRow[g]] }
                 out.groups.append((index.hashes[g], g, spec.fold ? sizes[g] : 1))
             }
-            if !spec.fold { out.compactText() }
             return out
         }
         var starts = ContiguousArray<Int>(repeating: 0, count: sizes.count)
@@ -481,12 +513,17 @@ final class GroupedRows {
                     h = Self.mix(h ^ p.loadUnaligned(fromByteOffset: i, as: UInt64.self))
                     i += 8
                 }
+                // The last 1-7 bytes in at most two loads (overlapping when fewer than 8 are
+                // left; every byte is in the tail, so equal lengths with different bytes differ).
+                let rest = n - i
                 var tail: UInt64 = 0
-                var shift: UInt64 = 0
-                while i < n {
-                    tail |= UInt64(p.load(fromByteOffset: i, as: UInt8.self)) << shift
-                    shift += 8
-                    i += 1
+                if rest >= 4 {
+                    tail = UInt64(p.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+                        | UInt64(p.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)) << 32
+                } else if rest > 0 {
+                    tail = UInt64(p.load(fromByteOffset: i, as: UInt8.self))
+                        | UInt64(p.load(fromByteOffset: i + rest / 2, as: UInt8.self)) << 8
+                        | UInt64(p.load(fromByteOffset: n - 1, as: UInt8.self)) << 16
                 }
                 return Self.mix(h ^ tail)
             }
@@ -513,21 +550,45 @@ final class GroupedRows {
         let keyArena = self.keyArena
         let foldArena = self.foldArena
         let folds = spec.folds
+        let stepsRows = folds.contains { $0.function != .countDistinct }
         var foldStates = ContiguousArray<FoldState>()
         let numbers = NumericText()
         /// Each global group's key cells (text interned), hash, and runs in chunk order.
         var groupKeys = ContiguousArray<Cell>()
         var groupHasRun = ContiguousArray<Bool>()
+        /// DISTINCT: each group's first row (`width` cells), in order of first appearance.
+        var firstRows = ContiguousArray<Cell>()
         var scanRuns = ContiguousArray<Run>()
         var index = GroupIndex(initialSlots: 1024)
         var total = 0
         while let chunk = try pipeline.next() {
             let built = try chunk.groups ?? withoutActuallyEscaping(resolve) { try ChunkGroups.build(chunk, spec: spec, resolve: $0, errors: errors) }
             guard let local = built, !local.groups.isEmpty else { continue }
-            // A fold keeps nothing of a chunk once merged: emitted rows are keys and results.
+            // A fold keeps nothing of a chunk once merged: emitted rows are keys and results. A
+            // DISTINCT keeps only the first row of each group, copied out (`firstRows`): late
+            // chunks bring few new groups, and keeping every chunk's cells grew the heap by
+            // ~75 KB per chunk (a fresh page to clear for most allocations after that).
             let blockIndex = Int32(blocks.count)
-            if !spec.fold { blocks.append(local) }
-            for (localGroup, lg) in local.groups.enumerated() {
+            if !spec.fold && !spec.firstRowOnly { blocks.append(local) }
+            let localGroups = local.groups
+            for (localGroup, lg) in localGroups.enumerated() {
+                // Memory of later groups' probes requested now (past the caches each would
+                // otherwise wait on a miss in turn): the slot, then the key cell, then its text.
+                if localGroup + 12 < localGroups.count { index.prefetch(hash: localGroups[localGroup + 12].hash) }
+                if keyWidth > 0 {
+                    if localGroup + 6 < localGroups.count, let g = index.candidate(hash: localGroups[localGroup + 6].hash) {
+                        groupKeys.withUnsafeBufferPointer { strata_prefetch($0.baseAddress! + g * keyWidth) }
+                    }
+                    if localGroup + 3 < localGroups.count {
+                        let ahead = localGroups[localGroup + 3]
+                        if let g = index.candidate(hash: ahead.hash), groupKeys[g * keyWidth].kind == .text, let text = groupKeys[g * keyWidth].pointer {
+                            strata_prefetch(text)
+                            // (and the chunk's text it is compared with: last touched by an extractor thread, on another core)
+                            let mine = local.cells[ahead.start * width + spec.keySlots[0]]
+                            if mine.kind == .text, let p = mine.pointer { strata_prefetch(p) }
+                        }
+                    }
+                }
                 let base = lg.start * width
                 let (group, isNew) = index.findOrAdd(hash: lg.hash) { g in
                     for (j, s) in spec.keySlots.enumerated() where !(local.cells[base + s].key == groupKeys[g * keyWidth + j].key) {
@@ -563,9 +624,14 @@ final class GroupedRows {
                         }
                         continue
                     }
-                    for row in lg.start..<(lg.start + lg.count) {
+                    // count(DISTINCT) takes the group's rows as one run; the others row by row.
+                    for (a, f) in folds.enumerated() where f.function == .countDistinct {
+                        foldStates[group * folds.count + a].addDistinct(local.cells.baseAddress! + base + f.cellSlot, stride: width,
+                                                                        count: lg.count, arena: foldArena)
+                    }
+                    for row in lg.start..<(lg.start + lg.count) where stepsRows {
                         let cells = local.cells.baseAddress! + row * width
-                        for (a, f) in folds.enumerated() {
+                        for (a, f) in folds.enumerated() where f.function != .countDistinct {
                             let loaded = foldStates[group * folds.count + a].add(cells[f.cellSlot], f.function, numbers: numbers, arena: foldArena)
                             // The row SQLite would show the key of: only numbers can differ
                             // between rows of one group (1 and 1.0), so only they are copied.
@@ -578,7 +644,24 @@ final class GroupedRows {
                     }
                     continue
                 }
-                if spec.firstRowOnly && groupHasRun[group] { continue }
+                if spec.firstRowOnly {
+                    guard !groupHasRun[group] else { continue }
+                    groupHasRun[group] = true
+                    // The group's first row, text in the key arena (its key cells are there already).
+                    let start = firstRows.count / max(1, width)
+                    for s in 0..<width {
+                        var c = local.cells[base + s]
+                        if let j = spec.keySlots.firstIndex(of: s) {
+                            c = groupKeys[group * keyWidth + j]
+                        } else if c.kind == .text {
+                            c = Cell.text(keyArena.copy(UnsafeRawBufferPointer(start: c.pointer, count: Int(c.count))), Int(c.count))
+                        }
+                        firstRows.append(c)
+                    }
+                    scanRuns.append(Run(group: Int32(group), block: -1, start: Int32(start), count: 1))
+                    total += 1
+                    continue
+                }
                 groupHasRun[group] = true
                 scanRuns.append(Run(group: Int32(group), block: blockIndex, start: Int32(lg.start), count: Int32(lg.count)))
                 total += lg.count
@@ -609,6 +692,12 @@ final class GroupedRows {
             }
             rowCount = foldOrder.count
             return
+        }
+        if spec.firstRowOnly {
+            // The first rows are one block after all chunks (runs of block -1 point into it).
+            let block = Int32(blocks.count)
+            blocks.append(ChunkGroups(copying: firstRows))
+            for i in scanRuns.indices { scanRuns[i].block = block }
         }
         var runsOfGroup = ContiguousArray<Int>(repeating: 0, count: groupHasRun.count)
         for r in scanRuns { runsOfGroup[Int(r.group)] += 1 }

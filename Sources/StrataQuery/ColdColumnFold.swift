@@ -20,7 +20,7 @@ enum ColdColumnFold {
     /// Whether a grouped scan with `spec` may fold from cold columns.
     static func applies(to spec: GroupingSpec) -> Bool {
         spec.fold && spec.filters.isEmpty && spec.tests.isEmpty && spec.keySlots.count <= 1
-            && spec.columns.allSatisfy { $0 >= spec.firstMember } && spec.folds.allSatisfy(FoldPartial.applies)
+            && spec.columns.allSatisfy { $0 >= spec.firstMember && $0 != spec.dayColumn } && spec.folds.allSatisfy(FoldPartial.applies)
     }
 
     /// Folds `chunk`'s pending cold block (`block`, opened) into `chunk.groups`; the records of the

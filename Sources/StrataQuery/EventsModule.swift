@@ -14,7 +14,13 @@ import StrataLog
 private func schema(members: [String]) -> String {
     "CREATE TABLE x(partition INTEGER, offset INTEGER, timestamp INTEGER, key TEXT, value TEXT, headers TEXT, topic TEXT HIDDEN"
         + members.map { ", \"\(JSONColumns.columnName($0))\" BLOB HIDDEN" }.joined() + ", \(JSONColumns.rowsColumn) INTEGER HIDDEN"
-        + (0..<FoldAggregate.slotCount).map { ", \(FoldAggregate.columnName($0)) BLOB HIDDEN" }.joined() + ")"
+        + (0..<FoldAggregate.slotCount).map { ", \(FoldAggregate.columnName($0)) BLOB HIDDEN" }.joined()
+        + ", \(JSONColumns.dayColumn) INTEGER HIDDEN)"
+}
+
+/// The `strata_day` column's index (after the fold columns; JSONColumns.dayStart).
+@inline(__always) private func dayColumn(members: Int) -> Int32 {
+    firstMemberColumn + Int32(members) + 1 + Int32(FoldAggregate.slotCount)
 }
 /// Index of the first member column (after the hidden `topic`).
 private let firstMemberColumn = GroupedOrder.firstMemberColumn
@@ -173,9 +179,12 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
     let rowsColumn = firstMemberColumn + Int32(context.memberColumns.count)
     let foldColumns = UInt64((1 << FoldAggregate.slotCount) - 1) << UInt64(rowsColumn + 1)
     let colUsed = info.pointee.colUsed
+    let day = dayColumn(members: context.memberColumns.count)
     if colUsed & (foldColumns | 1 << UInt64(rowsColumn)) != 0 {
         var allowed: UInt64 = foldColumns | 1 << UInt64(rowsColumn)
-        for term in orderBy where term.iColumn >= firstMemberColumn && term.iColumn < rowsColumn { allowed |= 1 << UInt64(term.iColumn) }
+        for term in orderBy where term.iColumn >= firstMemberColumn && term.iColumn < rowsColumn || term.iColumn == day {
+            allowed |= 1 << UInt64(term.iColumn)
+        }
         // Constraints: the topic, partition/offset/timestamp ranges and member terms (= / IN /
         // ranges with literals, IS [NOT] NULL), which the scan applies exactly (JSONColumns.fold
         // lets a WHERE through only when it is made of these alone): timestamps are checked row
@@ -221,9 +230,9 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
             folds.append("a\(rowsColumn + 1 + Int32(slot))\(a.function.letter)\(firstMemberColumn + Int32(id))")
             if a.governsKey { folds.append("h\(rowsColumn + 1 + Int32(slot))") }
         }
-        // GROUP BY member columns (their order handed to the table), or no GROUP BY at all: one
-        // group, one row.
-        let grouping = !orderBy.isEmpty && orderBy.allSatisfy({ $0.iColumn >= firstMemberColumn && $0.iColumn < rowsColumn })
+        // GROUP BY member columns and the day of the timestamp (their order handed to the
+        // table), or no GROUP BY at all: one group, one row.
+        let grouping = !orderBy.isEmpty && orderBy.allSatisfy({ $0.iColumn >= firstMemberColumn && $0.iColumn < rowsColumn || $0.iColumn == day })
             && sqlite3_vtab_distinct(info) == 1
         // (A GROUP BY of expressions also reaches here without terms: only a statement the fold
         // rewrite saw without GROUP BY is one group.)
@@ -231,7 +240,7 @@ private let xBestIndex: @convention(c) (UnsafeMutablePointer<sqlite3_vtab>?, Uns
         // No row limit: a fold holds its groups, not its rows (each chunk's cells only until merged).
         // SQLite 3.40 honours `omit` only for the first 16 constraints (whereLoopAddVirtualOne):
         // past them it would check terms again on the folded rows, which do not hold their columns.
-        guard rowsColumn + 1 + Int32(FoldAggregate.slotCount) < 63, grouping || whole, colUsed & ~allowed == 0, appliedExactly,
+        guard day < 63, grouping || whole, colUsed & ~allowed == 0, appliedExactly,
               info.pointee.nConstraint <= 16,
               table(vtab).estimatedRows != nil else { return SQLITE_CONSTRAINT }
         for term in orderBy { tokens.append("g\(term.iColumn)\(term.desc != 0 ? "d" : "a")") }
@@ -499,6 +508,10 @@ private let xColumn: @convention(c) (UnsafeMutablePointer<sqlite3_vtab_cursor>?,
     case nil:
         let id = Int(i - firstMemberColumn)
         let context = cur.table.context
+        if i == dayColumn(members: context.memberColumns.count) {
+            if let day = JSONColumns.dayStart(timestampMs: row.timestamp) { sqlite3_result_int64(ctx, day) } else { sqlite3_result_null(ctx) }
+            return SQLITE_OK
+        }
         // A member of the value, or of the key (`key->>…`): ->> of a NULL document is NULL.
         // The scan's member first: rows read from cold columns (a `C` plan) carry no value, and
         // a NULL document's members are .null there too.

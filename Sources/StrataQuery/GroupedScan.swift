@@ -24,6 +24,8 @@ struct GroupingSpec: Sendable {
     var exactFilters = false
     /// A fold's other member terms (ranges, IS [NOT] NULL), applied exactly with `filters`.
     var tests: [MemberTest] = []
+    /// The `strata_day` column (computed from the row's timestamp: JSONColumns.dayStart).
+    var dayColumn: Int32 = -1
     var width: Int { columns.count }
 }
 
@@ -185,6 +187,10 @@ final class ChunkGroups: @unchecked Sendable {
         defer { stored.deallocate() }
         for (s, c) in columns.enumerated() {
             let to = stored.baseAddress! + s * kept
+            if c == spec.dayColumn {
+                for k in 0..<kept { to[k] = JSONColumns.dayStart(timestampMs: rows[Int(keptRows[k])].timestamp).map { .integer($0) } ?? .null }
+                continue
+            }
             switch c {
             case 0: for k in 0..<kept { to[k] = .integer(Int64(rows[Int(keptRows[k])].partition)) }
             case 1: for k in 0..<kept { to[k] = .integer(rows[Int(keptRows[k])].offset) }

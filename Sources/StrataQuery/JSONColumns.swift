@@ -48,7 +48,7 @@ enum JSONColumns {
     /// reads besides the folded columns (EventsModule's xBestIndex); otherwise the statement does
     /// not prepare and the unfolded one runs. Nil when the statement is not of that shape.
     static func fold(_ sql: String, members: [String]) -> (sql: String, aggregates: [FoldAggregate], grouped: Bool, filteredElsewhere: Set<String>)? {
-        let s = Array(sql.utf8)
+        let s = Array((groupingByDay(sql) ?? sql).utf8)
         let tokens = tokenize(s)
         func word(_ t: Token) -> String? { t.kind == .identifier ? String(decoding: s[t.range], as: UTF8.self).lowercased() : nil }
         func char(_ t: Token, _ c: Character) -> Bool { t.kind == .other && s[t.range.lowerBound] == c.asciiValue! }
@@ -146,6 +146,128 @@ enum JSONColumns {
             if let m = member(t), filtered.contains(m) { elsewhere.insert(m) }
         }
         return (String(decoding: out, as: UTF8.self), aggregates, grouped, elsewhere)
+    }
+
+    /// The hidden column holding the start of a record's UTC day in milliseconds (`dayStart`),
+    /// which a GROUP BY of the record's date groups by instead (`groupingByDay`).
+    static let dayColumn = "strata_day"
+
+    /// What `strata_day` holds for a record timestamp (ms): a value whose
+    /// `date(v / 1000, 'unixepoch')` is SQLite's `date(timestamp / 1000, 'unixepoch')`, the same for
+    /// every timestamp of one date, different between dates; nil (NULL) where SQLite's date is
+    /// NULL. SQLite divides integers truncating toward zero (as Swift does) and accepts
+    /// 'unixepoch' seconds in [-210866760000, 253402300800) — from Julian day 0, at noon, to the
+    /// end of year 9999; the first half-day is held as its first second, since its midnight is
+    /// out of range.
+    static func dayStart(timestampMs: Int64) -> Int64? {
+        let seconds = timestampMs / 1000
+        guard seconds >= -210_866_760_000, seconds < 253_402_300_800 else { return nil }
+        let day = seconds >= 0 ? seconds / 86_400 : -((86_399 - seconds) / 86_400)
+        return max(day * 86_400, -210_866_760_000) * 1000
+    }
+
+    /// A GROUP BY of `date(timestamp / 1000, 'unixepoch')` made a GROUP BY of the `strata_day`
+    /// column, which a fold can group by (a table is handed GROUP BY terms that are columns, not
+    /// expressions): outside the WHERE each such date reads `strata_day` instead of `timestamp`,
+    /// and each GROUP BY term that is that date — written out, as its position in the select
+    /// list or as its alias — becomes `strata_day`. The groups are the same, since dates and
+    /// day starts correspond one to one (`dayStart`; NULL to NULL), and so are the dates shown.
+    /// Without ORDER BY, groups come in day order, which for years before 0 differs from the
+    /// order of their date text (SQL leaves that order unspecified). Nil when no GROUP BY term
+    /// is such a date.
+    static func groupingByDay(_ sql: String) -> String? {
+        let s = Array(sql.utf8)
+        let tokens = tokenize(s)
+        func word(_ k: Int) -> String? { k < tokens.count && tokens[k].kind == .identifier ? String(decoding: s[tokens[k].range], as: UTF8.self).lowercased() : nil }
+        func char(_ k: Int, _ c: Character) -> Bool { k < tokens.count && tokens[k].kind == .other && s[tokens[k].range.lowerBound] == c.asciiValue! }
+        func isDigit(_ k: Int) -> Bool { k < tokens.count && tokens[k].kind == .other && (0x30...0x39).contains(s[tokens[k].range.lowerBound]) }
+        /// The digits from `k` on (adjacent), as text, and the index after them.
+        func integer(_ k: Int) -> (String, Int)? {
+            var i = k
+            while isDigit(i), i == k || tokens[i].range.lowerBound == tokens[i - 1].range.upperBound { i += 1 }
+            guard i > k else { return nil }
+            return (String(decoding: s[tokens[k].range.lowerBound..<tokens[i - 1].range.upperBound], as: UTF8.self), i)
+        }
+        /// `date ( timestamp / 1000 , 'unixepoch' )` at `k`: the index after it.
+        func date(_ k: Int) -> Int? {
+            guard word(k) == "date", k == 0 || !char(k - 1, "."), char(k + 1, "("), k + 2 < tokens.count,
+                  columnName(tokens[k + 2], s) == "timestamp", char(k + 3, "/"),
+                  let (n, after) = integer(k + 4), n == "1000", char(after, ","), after + 2 < tokens.count,
+                  tokens[after + 1].kind == .string, String(decoding: s[tokens[after + 1].range], as: UTF8.self).lowercased() == "'unixepoch'",
+                  char(after + 2, ")") else { return nil }
+            return after + 3
+        }
+        var depth = [Int](repeating: 0, count: tokens.count)
+        var d = 0
+        for k in tokens.indices {
+            if char(k, ")") { d -= 1 }
+            depth[k] = d
+            if char(k, "(") { d += 1 }
+        }
+        func top(_ k: Int, _ w: String) -> Bool { k < tokens.count && depth[k] == 0 && word(k) == w }
+        guard let select = tokens.indices.first(where: { top($0, "select") }),
+              let from = tokens.indices.first(where: { $0 > select && top($0, "from") }),
+              let group = tokens.indices.first(where: { $0 > from && top($0, "group") && top($0 + 1, "by") }) else { return nil }
+        let clauseWords: Set<String> = ["having", "order", "limit", "window"]
+        let groupEnd = tokens.indices.first { $0 > group + 1 && depth[$0] == 0 && (clauseWords.contains(word($0) ?? "") || char($0, ";")) } ?? tokens.count
+        let whereAt = tokens.indices.first { $0 > from && $0 < group && top($0, "where") }
+        /// Comma-separated items of tokens[range] at depth 0.
+        func items(_ range: Range<Int>) -> [Range<Int>] {
+            var out: [Range<Int>] = []
+            var start = range.lowerBound
+            for k in range where depth[k] == 0 && char(k, ",") {
+                out.append(start..<k)
+                start = k + 1
+            }
+            out.append(start..<range.upperBound)
+            return out
+        }
+        // Select items that are the date: their position (from 1) and alias.
+        var first = select + 1
+        if word(first) == "distinct" || word(first) == "all" { first += 1 }
+        var datePositions: Set<String> = []
+        var dateAliases: Set<String> = []
+        for (i, item) in items(first..<from).enumerated() {
+            guard let end = date(item.lowerBound) else { continue }
+            datePositions.insert("\(i + 1)")
+            var a = end
+            if word(a) == "as" { a += 1 }
+            if a + 1 == item.upperBound, let alias = columnName(tokens[a], s),
+               !["partition", "offset", "timestamp", "key", "value", "headers", "topic"].contains(alias) {
+                dateAliases.insert(alias)
+            }
+        }
+        var replacements: [(Range<Int>, String)] = []  // byte ranges
+        var groupsByDay = false
+        for term in items((group + 2)..<groupEnd) where !term.isEmpty {
+            let isDate = date(term.lowerBound) == term.upperBound
+            let isPosition = integer(term.lowerBound).map { $0.1 == term.upperBound && datePositions.contains($0.0) } ?? false
+            let isAlias = term.count == 1 && columnName(tokens[term.lowerBound], s).map { dateAliases.contains($0) } ?? false
+            guard isDate || isPosition || isAlias else { continue }
+            replacements.append((tokens[term.lowerBound].range.lowerBound..<tokens[term.upperBound - 1].range.upperBound, dayColumn))
+            groupsByDay = true
+        }
+        guard groupsByDay else { return nil }
+        var k = 0
+        while k < tokens.count {
+            let inWhere = whereAt.map { k > $0 && k < group } ?? false
+            let inGroupBy = k >= group && k < groupEnd
+            if !inWhere, !inGroupBy, let end = date(k) {
+                replacements.append((tokens[k + 2].range, dayColumn))
+                k = end
+            } else {
+                k += 1
+            }
+        }
+        var out: [UInt8] = []
+        var copied = 0
+        for (range, text) in replacements.sorted(by: { $0.0.lowerBound < $1.0.lowerBound }) {
+            out += s[copied..<range.lowerBound]
+            out += Array(text.utf8)
+            copied = range.upperBound
+        }
+        out += s[copied...]
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Words a folded statement may follow with `(` outside its folded aggregates: SQLite's

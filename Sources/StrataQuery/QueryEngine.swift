@@ -183,7 +183,8 @@ final class CursorState {
                                 descending: order.descending, firstRowOnly: order.firstRowOnly, filters: filters, fold: order.fold,
                                 folds: order.folds.map { FoldColumn(function: $0.function, cellSlot: order.storedColumns.firstIndex(of: $0.member)!,
                                                                     column: $0.column, governsKey: $0.governsKey) },
-                                rowTimestamps: order.rowTimestamps, exactFilters: order.exactFilters, tests: order.tests)
+                                rowTimestamps: order.rowTimestamps, exactFilters: order.exactFilters, tests: order.tests,
+                                dayColumn: GroupedOrder.firstMemberColumn + Int32(ctx.memberColumns.count) + 1 + Int32(FoldAggregate.slotCount))
         }
         var reader = ChunkReader(context: ctx, topic: topic, ranges: ranges)
         // Blocks whose summaries rule out the key or member equalities are not read at all.

@@ -522,4 +522,87 @@ import Testing
             }
         }
     }
+
+    /// GROUP BY the date of the record timestamp (`date(timestamp / 1000, 'unixepoch')`, by
+    /// position, alias or written out) folds as a GROUP BY of the day's start: the same groups
+    /// and dates as SQLite's own evaluation at every edge — negative timestamps (division toward
+    /// zero), the first half-day of Julian day 0, the last second of year 9999, out-of-range
+    /// timestamps (NULL dates) — and forms that are not exactly that date stay unfolded.
+    @Test func groupByDateOfTimestampFoldsExactly() throws {
+        let dir = QDir()
+        let broker = try Broker.open(dataDirectory: dir.path)
+        defer { try? broker.close() }
+        try broker.createTopic("t", partitions: 2, configs: ["segment.bytes": "32768", "retention.ms": "-1"])
+        let edges: [Int64] = [0, -1, -999, -1000, -1001, 86_399_999, 86_400_000, -86_400_000, -86_400_001,
+                              -210_866_760_000_000, -210_866_760_000_001, -210_866_760_001_000, -210_866_730_000_000,
+                              -210_866_716_800_000, -210_866_716_800_001, 253_402_300_799_999, 253_402_300_800_000,
+                              -62_167_219_200_000, -62_167_219_200_001, .max, .min, .min + 1, 1_760_486_400_000]
+        var state: UInt64 = 3
+        func next(_ n: UInt64) -> UInt64 { state = state &* 6364136223846793005 &+ 1442695040888963407; return (state >> 33) % n }
+        var records: [ProducerRecord] = []
+        for i in 0..<4_000 {
+            let timestamp = i % 5 == 0 ? edges[Int(next(UInt64(edges.count)))] : 1_760_000_000_000 + Int64(next(40 * 86_400_000))
+            let k = ["a", "b", "c"][Int(next(3))]
+            records.append(ProducerRecord(key: nil, value: Array(#"{"k":"\#(k)","n":\#(next(100))}"#.utf8), timestamp: timestamp))
+        }
+        // An edge timestamp in its own batch (a batch's timestamp deltas must not overflow).
+        var batch: [ProducerRecord] = []
+        for r in records {
+            if r.timestamp < 1_760_000_000_000 || r.timestamp >= 1_760_000_000_000 + 40 * 86_400_000 {
+                try broker.produce(topic: "t", records: [r], acks: .leader)
+            } else {
+                batch.append(r)
+                if batch.count == 200 {
+                    try broker.produce(topic: "t", records: batch, acks: .leader)
+                    batch = []
+                }
+            }
+        }
+        try broker.produce(topic: "t", records: batch, acks: .leader)
+        // (SQLite's own form: `+ 0` keeps the date from being recognised, json_extract the members.)
+        let cases: [(String, String, Bool)] = [
+            ("SELECT value->>'$.k', date(timestamp / 1000, 'unixepoch') AS day, count(*), sum(value->>'$.n') FROM t GROUP BY 1, 2 ORDER BY 1, 2",
+             "SELECT json_extract(value,'$.k'), date(timestamp / 1000 + 0, 'unixepoch') AS day, count(*), sum(json_extract(value,'$.n')) FROM t GROUP BY 1, 2 ORDER BY 1, 2", true),
+            ("SELECT date(timestamp/1000,'UNIXEPOCH') d, count(*) FROM t GROUP BY d ORDER BY d",
+             "SELECT date(timestamp/1000 + 0,'UNIXEPOCH') d, count(*) FROM t GROUP BY d ORDER BY d", true),
+            ("SELECT count(*), date(timestamp / 1000, 'unixepoch') FROM t WHERE value->>'$.k' = 'a' GROUP BY date(timestamp / 1000, 'unixepoch') HAVING count(*) > 1 ORDER BY 2 DESC",
+             "SELECT count(*), date(timestamp / 1000 + 0, 'unixepoch') FROM t WHERE json_extract(value,'$.k') = 'a' GROUP BY date(timestamp / 1000 + 0, 'unixepoch') HAVING count(*) > 1 ORDER BY 2 DESC", true),
+            ("SELECT date(timestamp / 1000, 'unixepoch'), max(value->>'$.n'), min(value->>'$.k') FROM t WHERE timestamp >= -1000 GROUP BY 1 ORDER BY 1",
+             "SELECT date(timestamp / 1000 + 0, 'unixepoch'), max(json_extract(value,'$.n')), min(json_extract(value,'$.k')) FROM t WHERE timestamp >= -1000 GROUP BY 1 ORDER BY 1", true),
+            ("SELECT value->>'$.k' AS k, date(timestamp / 1000, 'unixepoch') AS day, count(DISTINCT value->>'$.n') FROM t GROUP BY day, k ORDER BY day, k",
+             "SELECT json_extract(value,'$.k') AS k, date(timestamp / 1000 + 0, 'unixepoch') AS day, count(DISTINCT json_extract(value,'$.n')) FROM t GROUP BY day, k ORDER BY day, k", true),
+            ("SELECT date(timestamp / 100, 'unixepoch'), count(*) FROM t GROUP BY 1 ORDER BY 1",
+             "SELECT date(timestamp / 100 + 0, 'unixepoch'), count(*) FROM t GROUP BY 1 ORDER BY 1", false),
+            ("SELECT date(timestamp / 1000, 'unixepoch', 'start of month'), count(*) FROM t GROUP BY 1 ORDER BY 1",
+             "SELECT date(timestamp / 1000 + 0, 'unixepoch', 'start of month'), count(*) FROM t GROUP BY 1 ORDER BY 1", false),
+            ("SELECT date(timestamp / 1000, 'unixepoch'), count(*), max(timestamp) FROM t GROUP BY 1 ORDER BY 1",
+             "SELECT date(timestamp / 1000 + 0, 'unixepoch'), count(*), max(timestamp) FROM t GROUP BY 1 ORDER BY 1", false),
+        ]
+        for (fast, slow, folds) in cases {
+            let engine = try QueryEngine(broker: broker, jsonMembers: QueryEngine.jsonMembers(in: fast))
+            let a = rows(engine, fast)
+            let oracle = try QueryEngine(broker: broker)
+            let b = rows(oracle, slow)
+            #expect(same(a, b), "\(fast): \(String(describing: a).prefix(400)) vs \(String(describing: b).prefix(400))")
+            if case .success(let r) = b { #expect(r.count > 1, "\(slow)") }
+            #expect(try engine.plan(fast).joined(separator: "\n").contains(",f") == folds, "\(fast)")
+            #expect(!(try oracle.plan(slow).joined(separator: "\n").contains(",f")), "\(slow)")
+        }
+        // Without ORDER BY the groups are the same (their order is SQLite's to choose).
+        let fast = "SELECT date(timestamp / 1000, 'unixepoch'), count(*) FROM t GROUP BY 1"
+        let a = try rows(try QueryEngine(broker: broker, jsonMembers: []), fast).get()
+        let b = try rows(try QueryEngine(broker: broker), "SELECT date(timestamp / 1000 + 0, 'unixepoch'), count(*) FROM t GROUP BY 1").get()
+        #expect(a.sorted { "\($0)" < "\($1)" } == b.sorted { "\($0)" < "\($1)" })
+    }
+
+    @Test func dayStartIsTheDateOfTheTimestamp() {
+        #expect(JSONColumns.dayStart(timestampMs: -1) == 0)  // -1 / 1000 = 0: 1970-01-01
+        #expect(JSONColumns.dayStart(timestampMs: -1000) == -86_400_000)
+        #expect(JSONColumns.dayStart(timestampMs: 86_399_999) == 0)
+        #expect(JSONColumns.dayStart(timestampMs: -210_866_730_000_000) == -210_866_760_000_000)
+        #expect(JSONColumns.dayStart(timestampMs: -210_866_760_001_000) == nil)
+        #expect(JSONColumns.dayStart(timestampMs: 253_402_300_799_999) == 253_402_214_400_000)
+        #expect(JSONColumns.dayStart(timestampMs: 253_402_300_800_000) == nil)
+        #expect(JSONColumns.dayStart(timestampMs: .min) == nil && JSONColumns.dayStart(timestampMs: .max) == nil)
+    }
 }

@@ -40,13 +40,24 @@ static inline int read_bytes(const uint8_t *p, size_t end, size_t *i, int32_t *l
     return 0;
 }
 
+/* How far ahead of the record being decoded its bytes are requested from memory. */
+enum { PREFETCH_AHEAD = 4096 };
+
 int strata_decode_records(const uint8_t *p, size_t n, int32_t count, strata_record_view *out) {
     if (n > UINT32_MAX || count < 0) return -1;
     size_t i = 0;
+    /* The decoder reads a record's few header bytes and steps over its key and value, one touch
+       every few hundred bytes, which the hardware prefetcher does not follow: each record cost a
+       miss to memory (the reader thread's whole time on mapped segments). Every line up to
+       PREFETCH_AHEAD bytes past the current record is requested instead, which also leaves the
+       values in the shared cache for the extractor threads that read them next. */
+    size_t prefetched = 0;
     for (int32_t r = 0; r < count; r++) {
         int32_t length;
         if (read_varint(p, n, &i, &length) || length < 0 || (size_t)length > n - i) return -1;
         size_t end = i + (size_t)length;
+        size_t ahead = n - end > PREFETCH_AHEAD ? end + PREFETCH_AHEAD : n;
+        for (; prefetched < ahead; prefetched += 64) __builtin_prefetch(p + prefetched, 0, 3);
         strata_record_view *v = &out[r];
         if (i >= end) return -1;
         i++; /* attributes */

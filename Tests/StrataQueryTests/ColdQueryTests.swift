@@ -126,6 +126,8 @@ import Testing
             "SELECT value->>'$.t', count(*), avg(value->>'$.n') FROM j WHERE timestamp >= \(t0 + 500_000) AND timestamp < \(t0 + 2_500_000) GROUP BY 1 ORDER BY 1",
             "SELECT value->>'$.n', count(*) FROM j WHERE value->>'$.t' = 'a' GROUP BY 1 ORDER BY 1",
             "SELECT value->>'$.t', partition, count(*) FROM j GROUP BY 1, 2 ORDER BY 1, 2",
+            // The date of the timestamp as a GROUP BY term (the day column, from the block's timestamps).
+            "SELECT value->>'$.t', date(timestamp / 1000, 'unixepoch') AS day, count(*), sum(value->>'$.n') FROM j WHERE value->>'$.flag' = 1 GROUP BY 1, 2 ORDER BY 1, 2",
             // Not grouped, members only: read from columns too (`C` plans), filters first.
             "SELECT partition, offset, timestamp, value->>'$.t', value->>'$.n', value->>'$.items[1].sku', value->>'$.flag' FROM j WHERE value->>'$.t' = 'a' ORDER BY 1, 2",
             "SELECT partition, offset, value->>'$.geo.city' FROM j WHERE offset BETWEEN 300 AND 420 ORDER BY 1, 2",

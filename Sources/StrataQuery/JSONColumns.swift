@@ -48,7 +48,8 @@ enum JSONColumns {
     /// reads besides the folded columns (EventsModule's xBestIndex); otherwise the statement does
     /// not prepare and the unfolded one runs. Nil when the statement is not of that shape.
     static func fold(_ sql: String, members: [String]) -> (sql: String, aggregates: [FoldAggregate], grouped: Bool, filteredElsewhere: Set<String>)? {
-        let s = Array((groupingByDay(sql) ?? sql).utf8)
+        let source = distinctCount(sql, members: members) ?? sql
+        let s = Array((groupingByDay(source) ?? source).utf8)
         let tokens = tokenize(s)
         func word(_ t: Token) -> String? { t.kind == .identifier ? String(decoding: s[t.range], as: UTF8.self).lowercased() : nil }
         func char(_ t: Token, _ c: Character) -> Bool { t.kind == .other && s[t.range.lowerBound] == c.asciiValue! }
@@ -146,6 +147,51 @@ enum JSONColumns {
             if let m = member(t), filtered.contains(m) { elsewhere.insert(m) }
         }
         return (String(decoding: out, as: UTF8.self), aggregates, grouped, elsewhere)
+    }
+
+    /// `SELECT count(*) FROM (SELECT DISTINCT <member column> FROM <table> [WHERE …]) [[AS] x]`, a
+    /// common way to count distinct values, as the aggregate it equals, which folds:
+    /// `SELECT strata_count_distinct(<m>) + (count(*) > count(<m>)) FROM <table> [WHERE …]` — the
+    /// distinct non-NULL values (DISTINCT's equality: 1 and 1.0 one value, text by bytes), plus
+    /// one when some row has no value (DISTINCT keeps one NULL row), 0 over no rows; a member
+    /// SQLite cannot read fails both. Nil when the statement is not exactly that.
+    static func distinctCount(_ sql: String, members: [String]) -> String? {
+        let s = Array(sql.utf8)
+        let all = tokenize(s)
+        // (After `EXPLAIN [QUERY PLAN]`, which stays in front.)
+        let words = all.prefix(3).map { $0.kind == .identifier ? String(decoding: s[$0.range], as: UTF8.self).lowercased() : "" }
+        let skipped = words.first == "explain" ? (words.count == 3 && words[1] == "query" && words[2] == "plan" ? 3 : 1) : 0
+        let t = Array(all.dropFirst(skipped))
+        let prefix = skipped > 0 ? String(decoding: s[..<(t.first?.range.lowerBound ?? s.count)], as: UTF8.self) : ""
+        func word(_ k: Int) -> String? { k < t.count && t[k].kind == .identifier ? String(decoding: s[t[k].range], as: UTF8.self).lowercased() : nil }
+        func char(_ k: Int, _ c: Character) -> Bool { k < t.count && t[k].kind == .other && s[t[k].range.lowerBound] == c.asciiValue! }
+        let memberColumns = Set(members.flatMap { ["[" + columnName($0) + "]", "`" + columnName($0) + "`"] })
+        guard t.count >= 13, word(0) == "select", word(1) == "count", char(2, "("), char(3, "*"), char(4, ")"), word(5) == "from",
+              char(6, "("), word(7) == "select", word(8) == "distinct", t[9].kind == .quotedIdentifier,
+              memberColumns.contains(String(decoding: s[t[9].range], as: UTF8.self)), word(10) == "from",
+              t[11].kind == .identifier || t[11].kind == .quotedIdentifier else { return nil }
+        var depth = 0
+        var close: Int?
+        for k in 6..<t.count {
+            if char(k, "(") { depth += 1 }
+            if char(k, ")") {
+                depth -= 1
+                if depth == 0 { close = k; break }
+            }
+        }
+        guard let close, close == 12 || word(12) == "where" else { return nil }
+        // After the subquery: an alias at most, and the statement's end.
+        var k = close + 1
+        if word(k) == "as" { k += 1 }
+        if k < t.count, t[k].kind == .quotedIdentifier || (t[k].kind == .identifier && word(k) != "as"
+            && !["where", "group", "order", "limit", "having", "window", "union", "intersect", "except", "join"].contains(word(k) ?? "")) {
+            k += 1
+        }
+        if char(k, ";") { k += 1 }
+        guard k == t.count else { return nil }
+        let column = String(decoding: s[t[9].range], as: UTF8.self)
+        let table = String(decoding: s[t[11].range.lowerBound..<t[close - 1].range.upperBound], as: UTF8.self)
+        return prefix + "SELECT \(DistinctCount.functionName)(\(column)) + (count(*) > count(\(column))) FROM \(table)"
     }
 
     /// The hidden column holding the start of a record's UTC day in milliseconds (`dayStart`),

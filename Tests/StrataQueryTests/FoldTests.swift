@@ -496,6 +496,12 @@ import Testing
                 ("SELECT value->>'$.g', count(DISTINCT value->>'$.u') FROM d GROUP BY 1 ORDER BY 1",
                  "SELECT json_extract(value,'$.g'), count(DISTINCT json_extract(value,'$.u')) FROM d GROUP BY 1 ORDER BY 1"),
                 ("SELECT count(*) FROM (SELECT DISTINCT value->>'$.u' FROM d)", "SELECT count(*) FROM (SELECT DISTINCT json_extract(value,'$.u') FROM d)"),
+                ("SELECT count(*) FROM (SELECT DISTINCT value->>'$.u' FROM d WHERE value->>'$.g' = 2) AS x;",
+                 "SELECT count(*) FROM (SELECT DISTINCT json_extract(value,'$.u') FROM d WHERE json_extract(value,'$.g') = 2) AS x;"),
+                ("SELECT count(*) FROM (SELECT DISTINCT value->>'$.u' FROM d WHERE value->>'$.g' = 99)",
+                 "SELECT count(*) FROM (SELECT DISTINCT json_extract(value,'$.u') FROM d WHERE json_extract(value,'$.g') = 99)"),
+                ("SELECT count(*) FROM (SELECT DISTINCT value->>'$.u' FROM d WHERE value->>'$.b' = 'x' AND value->>'$.u' IS NOT NULL)",
+                 "SELECT count(*) FROM (SELECT DISTINCT json_extract(value,'$.u') FROM d WHERE json_extract(value,'$.b') = 'x' AND json_extract(value,'$.u') IS NOT NULL)"),
                 ("SELECT DISTINCT value->>'$.u' FROM d ORDER BY 1", "SELECT DISTINCT json_extract(value,'$.u') FROM d ORDER BY 1"),
                 ("SELECT DISTINCT value->>'$.u', value->>'$.g' FROM d ORDER BY 2, 1", "SELECT DISTINCT json_extract(value,'$.u'), json_extract(value,'$.g') FROM d ORDER BY 2, 1"),
                 ("SELECT DISTINCT value->>'$.u' FROM d WHERE value->>'$.b' = 'x' ORDER BY 1",
@@ -509,14 +515,17 @@ import Testing
                 let engine = try QueryEngine(broker: broker, jsonMembers: QueryEngine.jsonMembers(in: fast))
                 let plan = try engine.plan(fast).joined(separator: "\n")
                 // (the paths under test: the folded counter, and the DISTINCT scan's first rows)
-                if fast.contains("count(DISTINCT") { #expect(plan.contains(",f"), "\(fast): \(plan)") }
-                if fast.contains("FROM (SELECT DISTINCT") { #expect(plan.contains(",x"), "\(fast): \(plan)") }
+                // (`count(*)` of a one-member DISTINCT subquery folds as count(DISTINCT), JSONColumns.distinctCount,
+                // unless its WHERE does not: IS NOT NULL of a member that is no GROUP BY term)
+                let countOfDistinct = fast.hasPrefix("SELECT count(*) FROM (")
+                if fast.contains("count(DISTINCT") || countOfDistinct { #expect(plan.contains(",f") == !fast.contains("IS NOT NULL"), "\(fast): \(plan)") }
+                if fast.contains("FROM (SELECT DISTINCT") && (!countOfDistinct || fast.contains("IS NOT NULL")) { #expect(plan.contains(",x"), "\(fast): \(plan)") }
                 let a = rows(engine, fast)
                 let b = rows(try QueryEngine(broker: broker), slow)
                 #expect(same(a, b), "\(fast) malformed \(malformed): \(String(describing: a).prefix(300)) vs \(String(describing: b).prefix(300))")
                 if malformed {
                     if case .success = b { Issue.record("SQLite read the malformed row: \(slow)") }
-                } else if case .success(let r) = a {
+                } else if case .success(let r) = a, !fast.contains("= 99") {
                     #expect(!r.isEmpty && r.first != ["0"], "\(fast)")
                 }
             }

@@ -112,7 +112,7 @@ static inline int is_hex(uint8_t c) { return (c >= '0' && c <= '9') || ((c | 0x2
 
 /* A string at p[i] (opening quote) whose escapes are all RFC 8259's: the index after it, or 0;
    *had_escapes tells whether it has any. */
-static size_t check_string_escapes(const uint8_t *p, size_t i, size_t n, int *had_escapes) {
+static inline __attribute__((always_inline)) size_t check_string_escapes(const uint8_t *p, size_t i, size_t n, int *had_escapes) {
     int escaped = 0;
     size_t end = skip_string(p, i, n, &escaped);
     *had_escapes = escaped;
@@ -130,7 +130,7 @@ static size_t check_string_escapes(const uint8_t *p, size_t i, size_t n, int *ha
     return end;
 }
 
-static size_t check_string(const uint8_t *p, size_t i, size_t n) {
+static inline __attribute__((always_inline)) size_t check_string(const uint8_t *p, size_t i, size_t n) {
     int escaped;
     return check_string_escapes(p, i, n, &escaped);
 }
@@ -156,7 +156,8 @@ static size_t check_value(const uint8_t *p, size_t i, size_t n, int depth) {
                 if (i >= n || p[i] != ':') return 0;
                 i = skip_space(p, i + 1, n);
             }
-            i = check_value(p, i, n, depth + 1);
+            /* (Strings, most values, without a call.) */
+            i = i < n && p[i] == '"' ? check_string(p, i, n) : check_value(p, i, n, depth + 1);
             if (!i) return 0;
             i = skip_space(p, i, n);
             if (i >= n) return 0;
@@ -173,7 +174,7 @@ static size_t check_value(const uint8_t *p, size_t i, size_t n, int depth) {
 /* The end of the value at p[i]: strictly checked (check_value) or only its extent (skip_value). */
 static inline size_t value_end(const uint8_t *p, size_t i, size_t n, int check) {
     if (!check) return skip_value(p, i, n);
-    size_t end = check_value(p, i, n, 1);
+    size_t end = p[i] == '"' ? check_string(p, i, n) : check_value(p, i, n, 1);
     /* A value must end at a separator, as skip_value's extent does. */
     return end && (end >= n || p[end] == ',' || p[end] == '}' || p[end] == ']' || is_space(p[end])) ? end : 0;
 }

@@ -210,8 +210,10 @@ static int scalar(const uint8_t *p, size_t start, size_t end, strata_json_field 
         while (i < end && p[i] >= '0' && p[i] <= '9') i++;
         if (i == s) return 0;
     }
+    int has_exponent = 0;
     if (i < end && (p[i] == 'e' || p[i] == 'E')) {
         is_real = 1;
+        has_exponent = 1;
         i++;
         if (i < end && (p[i] == '+' || p[i] == '-')) i++;
         size_t s = i;
@@ -228,11 +230,30 @@ static int scalar(const uint8_t *p, size_t start, size_t end, strata_json_field 
         f->integer = negative ? -v : v;
         return 1;
     }
+    f->kind = STRATA_JSON_REAL;
+    /* A decimal without exponent of at most 15 digits is m / 10^k with m < 2^53 and k <= 22, both
+       exact doubles: IEEE division rounds the quotient correctly, which is what strtod does with
+       the text (Clinger's fast path), without its set-up. */
+    if (!has_exponent && i - int_start <= 16) {
+        int64_t m = 0;
+        int digits = 0, scale = 0, after_point = 0;
+        for (size_t j = int_start; j < end; j++) {
+            if (p[j] == '.') { after_point = 1; continue; }
+            m = m * 10 + (p[j] - '0');
+            digits++;
+            scale += after_point;
+        }
+        static const double powers[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+        if (digits <= 15 && scale <= 15) {
+            double v = (double)m / powers[scale];
+            f->real = negative ? -v : v;
+            return 1;
+        }
+    }
     if (len >= 64) return 0;
     char buffer[64];
     memcpy(buffer, p + start, len);
     buffer[len] = 0;
-    f->kind = STRATA_JSON_REAL;
     f->real = strtod(buffer, NULL);
     return 1;
 }

@@ -1,3 +1,4 @@
+import CStrataScan
 import Foundation
 import Testing
 @testable import StrataBroker
@@ -288,5 +289,29 @@ import Testing
             #expect(try rows(engine, "SELECT value->>'$.k' FROM t WHERE offset = 0") == [["ok"]])
         }
         try broker.close()
+    }
+
+    /// Decimals of up to 15 digits are divided rather than given to strtod (exact operands, one
+    /// correctly rounded division): the same double as strtod, bit for bit, for random digits,
+    /// signs and scales, zeros included.
+    @Test func shortDecimalsConvertAsStrtod() {
+        var state: UInt64 = 0x2545_F491_4F6C_DD1D
+        for _ in 0..<200_000 {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            let digits = 1 + Int(state % 17)
+            let scale = 1 + Int((state >> 8) % UInt64(digits))
+            var text = (state >> 16) & 1 == 1 ? "-" : ""
+            var r = state >> 20
+            var ds = (0..<digits).map { _ -> Character in defer { r /= 10 }; return Character(String(r % 10)) }
+            let whole = digits - scale
+            if whole > 1, ds[0] == "0" { ds[0] = "7" }
+            text += whole == 0 ? "0" : String(ds[0..<whole])
+            text += "." + String(ds[whole...])
+            var field = strata_json_field()
+            let bytes = Array(text.utf8)
+            #expect(strata_json_scalar(bytes, bytes.count, &field) == 1, "\(text)")
+            let want = strtod(text, nil)
+            #expect(field.kind == Int32(STRATA_JSON_REAL) && field.real.bitPattern == want.bitPattern, "\(text): \(field.real) vs \(want)")
+        }
     }
 }

@@ -174,7 +174,7 @@ static size_t check_value(const uint8_t *p, size_t i, size_t n, int depth) {
 /* The end of the value at p[i]: strictly checked (check_value) or only its extent (skip_value). */
 static inline size_t value_end(const uint8_t *p, size_t i, size_t n, int check) {
     if (!check) return skip_value(p, i, n);
-    size_t end = p[i] == '"' ? check_string(p, i, n) : check_value(p, i, n, 1);
+    size_t end = i < n && p[i] == '"' ? check_string(p, i, n) : check_value(p, i, n, 1);
     /* A value must end at a separator, as skip_value's extent does. */
     return end && (end >= n || p[end] == ',' || p[end] == '}' || p[end] == ']' || is_space(p[end])) ? end : 0;
 }

@@ -666,6 +666,7 @@ final class GroupedRows {
                     }
                     scanRuns.append(Run(group: Int32(group), block: -1, start: Int32(start), count: 1))
                     total += 1
+                    guard total <= Int(Self.rowLimit) else { throw QueryError("a grouped scan holds at most \(Self.rowLimit) rows") }
                     continue
                 }
                 groupHasRun[group] = true

@@ -180,6 +180,16 @@ enum JSONColumns {
             }
         }
         guard let close, close == 12 || word(12) == "where" else { return nil }
+        // The subquery's WHERE and nothing after it: its own GROUP BY, LIMIT… would change what it
+        // counts (the rewrite would apply them to the aggregate instead).
+        var level = 0
+        for k in 12..<close {
+            if char(k, "(") { level += 1 }
+            if char(k, ")") { level -= 1 }
+            if level == 0, ["group", "having", "order", "limit", "offset", "window", "union", "intersect", "except", "join"].contains(word(k) ?? "") {
+                return nil
+            }
+        }
         // After the subquery: an alias at most, and the statement's end.
         var k = close + 1
         if word(k) == "as" { k += 1 }
@@ -273,14 +283,25 @@ enum JSONColumns {
         if word(first) == "distinct" || word(first) == "all" { first += 1 }
         var datePositions: Set<String> = []
         var dateAliases: Set<String> = []
+        // A name SQLite resolves to the first select item with that alias (a table column first).
+        var earlierAliases: Set<String> = []
         for (i, item) in items(first..<from).enumerated() {
+            // The item's alias: `[AS] name` at its end.
+            var alias: String?
+            if item.count >= 2, let last = columnName(tokens[item.upperBound - 1], s),
+               word(item.upperBound - 2) == "as" || [.identifier, .quotedIdentifier].contains(tokens[item.upperBound - 2].kind)
+                || char(item.upperBound - 2, ")") || tokens[item.upperBound - 2].kind == .string {
+                alias = last
+            }
+            defer { if let alias { earlierAliases.insert(alias) } }
+            // Exactly the date, maybe with an alias (not an expression that starts with it).
             guard let end = date(item.lowerBound) else { continue }
+            let aliasAt = word(end) == "as" ? end + 1 : end
+            guard end == item.upperBound || aliasAt + 1 == item.upperBound else { continue }
             datePositions.insert("\(i + 1)")
-            var a = end
-            if word(a) == "as" { a += 1 }
-            if a + 1 == item.upperBound, let alias = columnName(tokens[a], s),
-               !["partition", "offset", "timestamp", "key", "value", "headers", "topic"].contains(alias) {
-                dateAliases.insert(alias)
+            if aliasAt + 1 == item.upperBound, let name = columnName(tokens[aliasAt], s), !earlierAliases.contains(name),
+               !["partition", "offset", "timestamp", "key", "value", "headers", "topic"].contains(name) {
+                dateAliases.insert(name)
             }
         }
         var replacements: [(Range<Int>, String)] = []  // byte ranges

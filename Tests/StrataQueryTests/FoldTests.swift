@@ -500,6 +500,13 @@ import Testing
                  "SELECT count(*) FROM (SELECT DISTINCT json_extract(value,'$.u') FROM d WHERE json_extract(value,'$.g') = 2) AS x;"),
                 ("SELECT count(*) FROM (SELECT DISTINCT value->>'$.u' FROM d WHERE value->>'$.g' = 99)",
                  "SELECT count(*) FROM (SELECT DISTINCT json_extract(value,'$.u') FROM d WHERE json_extract(value,'$.g') = 99)"),
+                // The subquery's own LIMIT / GROUP BY: not a count of distinct values, not rewritten.
+                ("SELECT count(*) FROM (SELECT DISTINCT value->>'$.u' FROM d WHERE value->>'$.g' = 2 LIMIT 10)",
+                 "SELECT count(*) FROM (SELECT DISTINCT json_extract(value,'$.u') FROM d WHERE json_extract(value,'$.g') = 2 LIMIT 10)"),
+                ("SELECT count(*) FROM (SELECT DISTINCT value->>'$.u' FROM d LIMIT -1 OFFSET 1)",
+                 "SELECT count(*) FROM (SELECT DISTINCT json_extract(value,'$.u') FROM d LIMIT -1 OFFSET 1)"),
+                ("SELECT count(*) FROM (SELECT DISTINCT value->>'$.u' FROM d WHERE value->>'$.g' = 2 GROUP BY value->>'$.b')",
+                 "SELECT count(*) FROM (SELECT DISTINCT json_extract(value,'$.u') FROM d WHERE json_extract(value,'$.g') = 2 GROUP BY json_extract(value,'$.b'))"),
                 ("SELECT count(*) FROM (SELECT DISTINCT value->>'$.u' FROM d WHERE value->>'$.b' = 'x' AND value->>'$.u' IS NOT NULL)",
                  "SELECT count(*) FROM (SELECT DISTINCT json_extract(value,'$.u') FROM d WHERE json_extract(value,'$.b') = 'x' AND json_extract(value,'$.u') IS NOT NULL)"),
                 ("SELECT DISTINCT value->>'$.u' FROM d ORDER BY 1", "SELECT DISTINCT json_extract(value,'$.u') FROM d ORDER BY 1"),
@@ -517,14 +524,15 @@ import Testing
                 // (the paths under test: the folded counter, and the DISTINCT scan's first rows)
                 // (`count(*)` of a one-member DISTINCT subquery folds as count(DISTINCT), JSONColumns.distinctCount,
                 // unless its WHERE does not: IS NOT NULL of a member that is no GROUP BY term)
-                let countOfDistinct = fast.hasPrefix("SELECT count(*) FROM (")
+                let countOfDistinct = fast.hasPrefix("SELECT count(*) FROM (") && !fast.contains("LIMIT") && !fast.contains("GROUP BY")
                 if fast.contains("count(DISTINCT") || countOfDistinct { #expect(plan.contains(",f") == !fast.contains("IS NOT NULL"), "\(fast): \(plan)") }
-                if fast.contains("FROM (SELECT DISTINCT") && (!countOfDistinct || fast.contains("IS NOT NULL")) { #expect(plan.contains(",x"), "\(fast): \(plan)") }
+                if fast.hasPrefix("SELECT count(*) FROM (") && !countOfDistinct { #expect(!plan.contains(",f"), "\(fast): \(plan)") }
                 let a = rows(engine, fast)
                 let b = rows(try QueryEngine(broker: broker), slow)
                 #expect(same(a, b), "\(fast) malformed \(malformed): \(String(describing: a).prefix(300)) vs \(String(describing: b).prefix(300))")
                 if malformed {
-                    if case .success = b { Issue.record("SQLite read the malformed row: \(slow)") }
+                    // (A LIMIT may stop SQLite before it reaches the malformed row.)
+                    if case .success = b, !slow.contains("LIMIT") { Issue.record("SQLite read the malformed row: \(slow)") }
                 } else if case .success(let r) = a, !fast.contains("= 99") {
                     #expect(!r.isEmpty && r.first != ["0"], "\(fast)")
                 }
@@ -586,6 +594,14 @@ import Testing
              "SELECT date(timestamp / 1000 + 0, 'unixepoch', 'start of month'), count(*) FROM t GROUP BY 1 ORDER BY 1", false),
             ("SELECT date(timestamp / 1000, 'unixepoch'), count(*), max(timestamp) FROM t GROUP BY 1 ORDER BY 1",
              "SELECT date(timestamp / 1000 + 0, 'unixepoch'), count(*), max(timestamp) FROM t GROUP BY 1 ORDER BY 1", false),
+            // An expression that starts with the date is not the date; an alias SQLite resolves to
+            // an earlier item is not the date's.
+            ("SELECT date(timestamp / 1000, 'unixepoch') > '2025-10-20' AS recent, count(*) FROM t GROUP BY 1 ORDER BY 1",
+             "SELECT date(timestamp / 1000 + 0, 'unixepoch') > '2025-10-20' AS recent, count(*) FROM t GROUP BY 1 ORDER BY 1", false),
+            ("SELECT date(timestamp / 1000, 'unixepoch') IS NULL, count(*) FROM t GROUP BY 1 ORDER BY 1",
+             "SELECT date(timestamp / 1000 + 0, 'unixepoch') IS NULL, count(*) FROM t GROUP BY 1 ORDER BY 1", false),
+            ("SELECT value->>'$.k' AS d, date(timestamp / 1000, 'unixepoch') AS d, count(*) FROM t GROUP BY d ORDER BY 1",
+             "SELECT json_extract(value,'$.k') AS d, date(timestamp / 1000 + 0, 'unixepoch') AS d, count(*) FROM t GROUP BY d ORDER BY 1", false),
         ]
         for (fast, slow, folds) in cases {
             let engine = try QueryEngine(broker: broker, jsonMembers: QueryEngine.jsonMembers(in: fast))

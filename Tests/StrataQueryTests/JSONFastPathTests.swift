@@ -314,4 +314,16 @@ import Testing
             #expect(field.kind == Int32(STRATA_JSON_REAL) && field.real.bitPattern == want.bitPattern, "\(text): \(field.real) vs \(want)")
         }
     }
+
+    /// A document cut right after a member's colon (or blanks after it) is refused without a read
+    /// past its end (the buffer is exactly the document).
+    @Test func topMembersOfACutDocumentAreRefused() {
+        for text in [#"{"a":"#, #"{"a":   "#, #"{"a":1,"b":"#] {
+            let bytes = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: text.utf8.count)
+            defer { bytes.deallocate() }
+            _ = bytes.initialize(from: text.utf8)
+            var members = [strata_json_member](repeating: strata_json_member(), count: 4)
+            #expect(strata_json_top_members(bytes.baseAddress, bytes.count, &members, 4) == -1, "\(text)")
+        }
+    }
 }
